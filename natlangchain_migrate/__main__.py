@@ -1,0 +1,7 @@
+"""``python -m natlangchain_migrate``: the same as the ``natlangchain-migrate`` command."""
+
+import sys
+
+from natlangchain_migrate.cli import main
+
+sys.exit(main())

@@ -1,0 +1,350 @@
+"""The command line: parse arguments and settings, call the library, print, exit.
+
+It never repeats the run's flow; every action is one call into the library.
+Errors print as one line (the cause chain with ``--traceback``) and exit with
+the code of their class, listed in ``--help`` and README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from natlangchain_migrate.db import password_of, redact
+from natlangchain_migrate.errors import ConfigurationError, ExitCode, MigrateError
+from natlangchain_migrate.logs import LOG_FORMATS, configure_logging
+from natlangchain_migrate.plan import MigrationPlan, State
+from natlangchain_migrate.session import LOCK_MODES
+
+PROG = "natlangchain-migrate"
+ENV = "NATLANGCHAIN_MIGRATE_"
+
+_MARKS = {
+    State.APPLIED: "✓",
+    State.PENDING: "○",
+    State.SKIPPED: "○",
+    State.CHANGED: "✗",
+    State.MISSING: "✗",
+    State.FAILED: "✗",
+}
+
+_EPILOG = f"""
+environment variables (a flag wins over its variable):
+  DATABASE_URL                  PostgreSQL URL; without one, an embedded PostgreSQL is used
+  {ENV}DIR        --migrations-dir
+  {ENV}SCHEMA     --schema
+  {ENV}LOCK_TIMEOUT     --lock-timeout
+  {ENV}LOCK_MODE  --lock-mode
+  {ENV}WAIT       --wait
+  {ENV}PG_LOCK_TIMEOUT  --pg-lock-timeout
+  {ENV}STATEMENT_TIMEOUT  --statement-timeout
+  {ENV}LOCK_RETRIES     --lock-retries
+  {ENV}LOG_FORMAT --log-format
+  {ENV}EMBEDDED_DIR     data directory of the embedded PostgreSQL
+
+exit codes:
+{chr(10).join(f"  {code.value:<3} {code.name.lower().replace('_', ' ')}" for code in ExitCode)}
+
+create a migration:  {PROG} new NAME [--migrations-dir DIR]
+"""
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(ENV + name, default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The main parser; every setting also has an environment variable."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Apply NatLangChain's PostgreSQL migrations: advisory-locked, each exactly "
+        "once, each all-or-nothing. With no action flag, applies everything pending.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--status", action="store_true", help="show every migration's state")
+    action.add_argument(
+        "--check",
+        action="store_true",
+        help="read-only, lock-free: exit 0 if up to date, else 10 pending, 11 drift, 12 failed",
+    )
+    action.add_argument(
+        "--rollback",
+        action="store_true",
+        help="undo the last applied migration with its down file (else remove its record only)",
+    )
+    action.add_argument(
+        "--repair",
+        action="store_true",
+        help="record the files' current checksums for applied migrations (runs no SQL)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print what would run; change nothing"
+    )
+    parser.add_argument("--version", type=int, metavar="N", help="apply up to version N")
+    parser.add_argument(
+        "--skip",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="leave version N out (repeatable); a later run without it applies it",
+    )
+    parser.add_argument("--json", action="store_true", help="--status / --dry-run as JSON")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        metavar="URL",
+        help="PostgreSQL URL (default: DATABASE_URL, else the embedded server)",
+    )
+    parser.add_argument(
+        "--migrations-dir",
+        type=Path,
+        default=_env("DIR"),
+        metavar="DIR",
+        help="folder of NNN_name.sql files (default: NatLangChain's shipped migrations)",
+    )
+    parser.add_argument("--schema", default=_env("SCHEMA", "public"), help="target schema")
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=float(_env("LOCK_TIMEOUT", "300") or 300),
+        metavar="SECONDS",
+        help="how long to wait for another runner's lock (default 300)",
+    )
+    parser.add_argument(
+        "--lock-namespace",
+        default=_env("LOCK_NAMESPACE"),
+        metavar="TEXT",
+        help="advisory lock key namespace (default natlangchain_migrate:<schema>)",
+    )
+    parser.add_argument(
+        "--lock-mode",
+        choices=LOCK_MODES,
+        default=_env("LOCK_MODE", "session"),
+        help="session (default) or transaction (through PgBouncer transaction pooling)",
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=float(_env("WAIT", "0") or 0),
+        metavar="SECONDS",
+        help="wait up to SECONDS for the server to accept connections",
+    )
+    parser.add_argument(
+        "--pg-lock-timeout",
+        default=_env("PG_LOCK_TIMEOUT", "5s"),
+        metavar="DURATION",
+        help="PostgreSQL lock_timeout for each migration (default 5s)",
+    )
+    parser.add_argument(
+        "--statement-timeout",
+        default=_env("STATEMENT_TIMEOUT"),
+        metavar="DURATION",
+        help="PostgreSQL statement_timeout for each migration (default none)",
+    )
+    parser.add_argument(
+        "--lock-retries",
+        type=int,
+        default=int(_env("LOCK_RETRIES", "5") or 5),
+        metavar="N",
+        help="retries of a migration cancelled by lock_timeout (default 5)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=_env("LOG_FORMAT"),
+        help="json or console (default: console on a terminal, json otherwise)",
+    )
+    parser.add_argument("--traceback", action="store_true", help="print tracebacks on errors")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script and ``python -m natlangchain_migrate``."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["new"]:
+        return _new(args_list[1:])
+    args = build_parser().parse_args(args_list)
+    configure_logging(args.log_format, secrets=[password_of(args.database_url or "") or ""])
+    try:
+        return anyio.run(_run, args)
+    except MigrateError as error:
+        return _fail(args, error, error.exit_code)
+    except Exception as error:  # anything else: still one line, still no password
+        return _fail(args, error, ExitCode.MIGRATION_FAILED)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from natlangchain_migrate import operations, runner
+
+    dsn = args.database_url or await _embedded_dsn(announce=not (args.status or args.check))
+    common: dict[str, Any] = {
+        "migrations_dir": args.migrations_dir,
+        "schema": args.schema,
+        "wait": args.wait,
+    }
+    locking = {"lock_timeout": args.lock_timeout, "lock_namespace": args.lock_namespace}
+    if args.status or args.check:
+        plan = await operations.status(dsn, skip=tuple(args.skip), **common)
+        return _print_status(plan, as_json=args.json) if args.status else _check(plan)
+    if args.rollback:
+        await operations.rollback(dsn, **common, **locking)
+        return ExitCode.OK
+    if args.repair:
+        await operations.repair(dsn, **common, **locking)
+        return ExitCode.OK
+    report = await runner.migrate(
+        dsn,
+        target=args.version,
+        skip=args.skip,
+        dry_run=args.dry_run,
+        lock_mode=args.lock_mode,
+        pg_lock_timeout=args.pg_lock_timeout,
+        statement_timeout=args.statement_timeout,
+        lock_retries=args.lock_retries,
+        **common,
+        **locking,
+    )
+    if args.dry_run:
+        _print_dry_run(report.pending, as_json=args.json)
+    return ExitCode.OK
+
+
+async def _embedded_dsn(*, announce: bool) -> str:
+    from natlangchain_migrate import embedded
+
+    dsn = await embedded.ensure_database(
+        await anyio.to_thread.run_sync(embedded.start_embedded_server)
+    )
+    import structlog
+
+    structlog.get_logger("natlangchain_migrate").info(
+        "embedded_server_ready", dsn=dsn, data_dir=str(embedded.embedded_data_dir())
+    )
+    if announce:
+        print(f"DATABASE_URL={dsn}", flush=True)
+    return dsn
+
+
+def _print_status(plan: MigrationPlan, *, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps([_status_object(entry) for entry in plan.entries], indent=2))
+        return ExitCode.OK
+    print("Migration Status")
+    print("=" * 50)
+    for entry in plan.entries:
+        note = ""
+        if entry.state is State.FAILED and entry.row is not None:
+            note = f" (at statement {entry.row.statements_done + 1})"
+        elif entry.state is State.APPLIED and not entry.verified:
+            note = " (unverified: no checksum, run --repair)"
+        print(f"  {_MARKS[entry.state]} {entry.name}: {entry.state.value}{note}")
+    applied = sum(entry.state in (State.APPLIED, State.CHANGED) for entry in plan.entries)
+    print(f"\nApplied: {applied} / {len(plan.entries)}")
+    return ExitCode.OK
+
+
+def _status_object(entry: Any) -> dict[str, Any]:
+    row = entry.row
+    return {
+        "version": entry.version,
+        "name": entry.name,
+        "state": entry.state.value,
+        "checksum": entry.file_checksum,
+        "applied_checksum": row.checksum if row else None,
+        "applied_at": row.applied_at.isoformat() if row and row.applied_at else None,
+        "execution_ms": row.execution_ms if row else None,
+        "applied_by": row.applied_by if row else None,
+        "statements_done": row.statements_done if row and not row.complete else None,
+    }
+
+
+def _check(plan: MigrationPlan) -> int:
+    pending = [e for e in plan.entries if e.state is State.PENDING]
+    if plan.failed:
+        code, what = ExitCode.CHECK_INCOMPLETE, f"{len(plan.failed)} incomplete"
+    elif plan.changed or plan.missing:
+        code, what = ExitCode.CHECK_DRIFT, f"{len(plan.changed) + len(plan.missing)} drifted"
+    elif pending:
+        code, what = ExitCode.CHECK_PENDING, f"{len(pending)} pending"
+    else:
+        code, what = ExitCode.OK, "up to date"
+    print(f"{what}: {len(plan.applied)} of {len(plan.entries)} applied")
+    return code
+
+
+def _print_dry_run(pending: Sequence[Any], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([{"version": m.version, "name": m.name} for m in pending], indent=2))
+        return
+    if not pending:
+        print("Nothing to apply: the database is up to date.")
+        return
+    print("Would apply, in order:")
+    for migration in pending:
+        print(f"  {migration.name}")
+
+
+def _new(argv: list[str]) -> int:
+    from natlangchain_migrate.discovery import shipped_migrations_dir
+    from natlangchain_migrate.scaffold import new_migration
+
+    parser = argparse.ArgumentParser(prog=f"{PROG} new", description="create the next migration")
+    parser.add_argument("name", help="lowercase_with_underscores, e.g. add_user_email")
+    parser.add_argument("--migrations-dir", type=Path, default=_env("DIR"), metavar="DIR")
+    args = parser.parse_args(argv)
+    directory = args.migrations_dir
+    if directory is None:
+        shipped = Path(str(shipped_migrations_dir()))
+        if "site-packages" in shipped.parts or not os.access(shipped, os.W_OK):
+            print(
+                f"{PROG}: error: pass --migrations-dir DIR (the shipped folder is installed "
+                "read-only)",
+                file=sys.stderr,
+            )
+            return ExitCode.USAGE
+        directory = shipped
+    try:
+        for path in new_migration(directory, args.name):
+            print(path)
+    except ConfigurationError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return ExitCode.USAGE
+    return ExitCode.OK
+
+
+def _fail(args: argparse.Namespace, error: BaseException, code: int) -> int:
+    import structlog
+
+    secret = password_of(args.database_url or "")
+    text = _one_line(error)
+    if args.database_url:
+        text = text.replace(args.database_url, redact(args.database_url))
+    if secret:
+        text = text.replace(secret, "***")
+    structlog.get_logger("natlangchain_migrate").error(
+        "run_failed", error=text, error_type=type(error).__name__, exit_code=int(code)
+    )
+    if args.traceback:
+        traceback.print_exception(error)
+    return code
+
+
+def _one_line(error: BaseException) -> str:
+    """The error and its causes, joined: 'what failed: because ...'."""
+    parts = [str(error) or type(error).__name__]
+    cause = error.__cause__
+    while cause is not None and not isinstance(error, MigrateError):
+        parts.append(f"{type(cause).__name__}: {cause}")
+        cause = cause.__cause__
+    return " <- ".join(parts).replace("\n", " ")

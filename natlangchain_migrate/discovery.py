@@ -1,0 +1,171 @@
+"""Finding migration files, reading their directives and checksumming them.
+
+Files are named ``NNN_name.sql`` with an optional ``NNN_name.down.sql`` beside
+them. The shipped ones are package data, read with importlib.resources so that
+the working directory never matters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from importlib.abc import Traversable
+from pathlib import Path
+
+from natlangchain_migrate.errors import ConfigurationError
+
+_UP_FILE = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9_]+)\.sql$")
+_DOWN_FILE = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9_]+)\.down\.sql$")
+_DIRECTIVE = re.compile(r"^--\s*natlangchain:\s*(?P<key>[a-z-]+)\s*(?P<value>.*?)\s*$")
+_DURATION = re.compile(r"^\d+\s*(ms|s|min|h)?$")
+_EXTENSION = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(\s*>=\s*(?P<version>[0-9][0-9.]*))?$")
+
+
+@dataclass(frozen=True)
+class ExtensionRequirement:
+    """An extension a migration needs, optionally with a lowest version."""
+
+    name: str
+    min_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Directives:
+    """Per-file settings read from ``-- natlangchain: ...`` lines in the file's header."""
+
+    no_transaction: bool = False
+    lock_timeout: str | None = None
+    statement_timeout: str | None = None
+    requires_extensions: tuple[ExtensionRequirement, ...] = ()
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One migration file: its version, name (``001_initial_schema``), SQL and checksum."""
+
+    version: int
+    name: str
+    filename: str
+    sql: str
+    checksum: str
+    down_sql: str | None = None
+    directives: Directives = field(default_factory=Directives)
+
+
+def checksum(sql: str) -> str:
+    """SHA-256 of the SQL, blind to line endings and trailing whitespace.
+
+    A file re-saved with CRLF or with trailing blanks trimmed is the same
+    migration; anything else is a change.
+    """
+    lines = [line.rstrip(" \t\r") for line in sql.split("\n")]
+    normalized = "\n".join(lines).rstrip("\n \t\r")
+    return hashlib.sha256(normalized.encode("utf-8")).hexdigest()
+
+
+def shipped_migrations_dir() -> Traversable:
+    """The folder of NatLangChain's own migrations inside the installed package."""
+    return resources.files("natlangchain_migrate") / "sql"
+
+
+def load_migrations(directory: Traversable | Path | str | None = None) -> list[Migration]:
+    """Read every ``NNN_name.sql`` in ``directory`` (default: the shipped ones), by version.
+
+    Raises ConfigurationError for a misnamed ``.sql`` file, two files with one
+    version, a down file without its migration, or a bad directive.
+    """
+    folder = shipped_migrations_dir() if directory is None else _as_traversable(directory)
+    if not folder.is_dir():
+        raise ConfigurationError(
+            f"migrations directory {folder} does not exist; pass --migrations-dir with a "
+            "folder of NNN_name.sql files"
+        )
+    ups: dict[int, Traversable] = {}
+    downs: dict[int, Traversable] = {}
+    for entry in sorted(folder.iterdir(), key=lambda item: item.name):
+        if not entry.name.endswith(".sql") or not entry.is_file():
+            continue
+        down = _DOWN_FILE.match(entry.name)
+        up = None if down else _UP_FILE.match(entry.name)
+        match = down or up
+        if match is None:
+            raise ConfigurationError(
+                f"{entry.name}: migration files must be named NNN_name.sql "
+                "(digits, underscore, letters/digits/underscores); rename it"
+            )
+        version = int(match["version"])
+        target = downs if down else ups
+        if version in target:
+            raise ConfigurationError(
+                f"{target[version].name} and {entry.name} both have version {version}; "
+                "renumber one of them"
+            )
+        target[version] = entry
+    for version, entry in downs.items():
+        if version not in ups:
+            raise ConfigurationError(
+                f"{entry.name} has no migration {version} beside it; add it or remove the file"
+            )
+    return [_read_migration(version, ups[version], downs.get(version)) for version in sorted(ups)]
+
+
+def _as_traversable(directory: Traversable | Path | str) -> Traversable:
+    return Path(directory) if isinstance(directory, str) else directory
+
+
+def _read_text(entry: Traversable) -> str:
+    try:
+        return entry.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigurationError(
+            f"{entry.name}: not valid UTF-8 at byte {error.start}; save the file as UTF-8"
+        ) from error
+
+
+def _read_migration(version: int, up: Traversable, down: Traversable | None) -> Migration:
+    sql = _read_text(up)
+    return Migration(
+        version=version,
+        name=up.name.removesuffix(".sql"),
+        filename=up.name,
+        sql=sql,
+        checksum=checksum(sql),
+        down_sql=_read_text(down) if down is not None else None,
+        directives=parse_directives(up.name, sql),
+    )
+
+
+def parse_directives(filename: str, sql: str) -> Directives:
+    """Read ``-- natlangchain: key value`` lines from the comment block that opens the file."""
+    settings: dict[str, str] = {}
+    extensions: list[ExtensionRequirement] = []
+    for number, raw in enumerate(sql.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if not line.startswith("--"):
+            break
+        found = _DIRECTIVE.match(line)
+        if found is None:
+            continue
+        key, value = found["key"], found["value"]
+        where = f"{filename}:{number}"
+        if key == "no-transaction" and not value:
+            settings[key] = "yes"
+        elif key in ("lock-timeout", "statement-timeout") and _DURATION.match(value):
+            settings[key] = value.replace(" ", "")
+        elif key == "requires-extension" and (ext := _EXTENSION.match(value)):
+            extensions.append(ExtensionRequirement(ext["name"], ext["version"]))
+        else:
+            raise ConfigurationError(
+                f"{where}: bad directive '{line}'; use no-transaction, lock-timeout 5s, "
+                "statement-timeout 1min or requires-extension NAME [>= VERSION]"
+            )
+    return Directives(
+        no_transaction="no-transaction" in settings,
+        lock_timeout=settings.get("lock-timeout"),
+        statement_timeout=settings.get("statement-timeout"),
+        requires_extensions=tuple(extensions),
+    )

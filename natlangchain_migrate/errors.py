@@ -1,0 +1,114 @@
+"""The errors a run can end with, each with the exit code the CLI gives it.
+
+Callers decide on the class, never on message text. Messages are sentences that
+name the migration or setting and say what to do; none carries a password.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from natlangchain_migrate.results import MigrationResult
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of the CLI, documented in README.md."""
+
+    OK = 0
+    MIGRATION_FAILED = 1
+    USAGE = 2
+    UNREACHABLE = 3
+    LOCK_TIMEOUT = 4
+    DRIFT = 5
+    PREREQUISITE = 6
+    CONNECTION_REJECTED = 7
+    READ_ONLY = 8
+    LOCK_RETRIES_EXHAUSTED = 9
+    CHECK_PENDING = 10
+    CHECK_DRIFT = 11
+    CHECK_INCOMPLETE = 12
+
+
+class MigrateError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    exit_code = ExitCode.MIGRATION_FAILED
+
+
+class ConfigurationError(MigrateError):
+    """Raised for bad settings or files: a bad DSN, two files with one version, a bad name."""
+
+    exit_code = ExitCode.USAGE
+
+
+class DatabaseUnreachableError(MigrateError):
+    """Raised when no connection could be made before the deadline (refused, DNS, starting up)."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+
+class ConnectionRejectedError(MigrateError):
+    """Raised when the server answers but refuses us: wrong password, unknown database or role.
+
+    Retrying cannot help, so it is never retried.
+    """
+
+    exit_code = ExitCode.CONNECTION_REJECTED
+
+
+class ReadOnlyDatabaseError(MigrateError):
+    """Raised when the server is a read-only standby; migrations must run on the primary."""
+
+    exit_code = ExitCode.READ_ONLY
+
+
+class LockTimeoutError(MigrateError):
+    """Raised when another runner held the advisory lock for longer than the lock timeout."""
+
+    exit_code = ExitCode.LOCK_TIMEOUT
+
+
+class DriftError(MigrateError):
+    """Raised when an applied migration's file changed or is gone."""
+
+    exit_code = ExitCode.DRIFT
+
+
+class PrerequisiteError(MigrateError):
+    """Raised before a migration runs when the server lacks an extension it declares it needs."""
+
+    exit_code = ExitCode.PREREQUISITE
+
+
+class MigrationFailedError(MigrateError):
+    """Raised when a migration's SQL fails. Carries what was applied before it.
+
+    ``applied`` lists the migrations this run committed before the failure; the
+    failed one left no ledger row (or, without a transaction, an incomplete one).
+    """
+
+    exit_code = ExitCode.MIGRATION_FAILED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        version: int,
+        location: str,
+        sqlstate: str | None,
+        applied: Sequence[MigrationResult] = (),
+    ) -> None:
+        super().__init__(message)
+        self.version = version
+        self.location = location
+        self.sqlstate = sqlstate
+        self.applied = list(applied)
+
+
+class LockRetriesExhaustedError(MigrationFailedError):
+    """Raised when a migration kept hitting lock_timeout (55P03) through every retry."""
+
+    exit_code = ExitCode.LOCK_RETRIES_EXHAUSTED

@@ -1,0 +1,183 @@
+"""The ledger: the schema_migrations table that says what has been applied.
+
+It keeps the seed's columns (version, name, applied_at) and adds checksum,
+execution_ms, applied_by, and a journal for migrations that run without a
+transaction (complete, statements_done, last_error). A table made by the
+seed's old migrate.py is adopted by adding the missing columns in place.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from natlangchain_migrate.discovery import Migration
+from natlangchain_migrate.plan import AppliedMigration
+
+_ADDED_COLUMNS = {
+    "checksum": "text",
+    "execution_ms": "double precision",
+    "applied_by": "text",
+    "complete": "boolean NOT NULL DEFAULT true",
+    "statements_done": "integer NOT NULL DEFAULT 0",
+    "last_error": "text",
+}
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier the way PostgreSQL's quote_ident does."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+class LedgerSnapshot:
+    """What one read of the ledger found, and whether the server is a standby."""
+
+    def __init__(self, rows: list[AppliedMigration], *, exists: bool, standby: bool) -> None:
+        self.rows = rows
+        self.exists = exists
+        self.standby = standby
+
+
+class Ledger:
+    """Reads and writes schema_migrations in one schema."""
+
+    def __init__(self, schema: str = "public", table: str = "schema_migrations") -> None:
+        self.schema = schema
+        self.table = f"{quote_ident(schema)}.{quote_ident(table)}"
+
+    async def read(self, conn: asyncpg.Connection) -> LedgerSnapshot:
+        """Read every row and the standby flag in one query (the whole no-op path).
+
+        ``SELECT *`` through json keeps this one statement whatever shape the
+        table has: the seed's three columns or ours.
+        """
+        query = (
+            "SELECT pg_is_in_recovery() AS standby, "
+            f"(SELECT coalesce(json_agg(m), '[]'::json) FROM {self.table} m)::text AS rows"
+        )
+        try:
+            record = await conn.fetchrow(query)
+        except asyncpg.UndefinedTableError:
+            standby = await conn.fetchval("SELECT pg_is_in_recovery()")
+            return LedgerSnapshot([], exists=False, standby=bool(standby))
+        assert record is not None
+        rows = [_row_from_json(item) for item in json.loads(record["rows"])]
+        rows.sort(key=lambda row: row.version)
+        return LedgerSnapshot(rows, exists=True, standby=bool(record["standby"]))
+
+    async def ensure(self, conn: asyncpg.Connection) -> list[str]:
+        """Create the table if absent, or add our columns to the seed's old one.
+
+        Returns the columns added to an existing table (empty when it was
+        created or already complete). Call it while holding the migration lock:
+        concurrent CREATE TABLE IF NOT EXISTS can fail on PostgreSQL's catalog.
+        """
+        present = {
+            row["attname"]
+            for row in await conn.fetch(
+                "SELECT attname FROM pg_attribute "
+                "WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+                self.table,
+            )
+        }
+        if not present:
+            columns = "".join(f", {name} {kind}" for name, kind in _ADDED_COLUMNS.items())
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                " version integer PRIMARY KEY,"
+                " name varchar(255) NOT NULL,"
+                f" applied_at timestamptz DEFAULT CURRENT_TIMESTAMP{columns}); "
+                f"COMMENT ON TABLE {self.table} IS 'Migration version tracking'"
+            )
+            return []
+        missing = [column for column in _ADDED_COLUMNS if column not in present]
+        if missing:
+            additions = ", ".join(
+                f"ADD COLUMN IF NOT EXISTS {column} {_ADDED_COLUMNS[column]}" for column in missing
+            )
+            await conn.execute(f"ALTER TABLE {self.table} {additions}")
+        return missing
+
+    async def record(
+        self,
+        conn: asyncpg.Connection,
+        migration: Migration,
+        *,
+        execution_ms: float,
+        applied_by: str,
+    ) -> None:
+        """Mark a migration applied and complete (an upsert: a file may insert its own row)."""
+        await conn.execute(
+            f"INSERT INTO {self.table} "
+            "(version, name, applied_at, checksum, execution_ms, applied_by, complete, "
+            " statements_done, last_error) "
+            "VALUES ($1, $2, clock_timestamp(), $3, $4, $5, true, 0, NULL) "
+            "ON CONFLICT (version) DO UPDATE SET name = EXCLUDED.name, "
+            " applied_at = EXCLUDED.applied_at, checksum = EXCLUDED.checksum, "
+            " execution_ms = EXCLUDED.execution_ms, "
+            " applied_by = EXCLUDED.applied_by, complete = true, statements_done = 0, "
+            " last_error = NULL",
+            migration.version,
+            migration.name,
+            migration.checksum,
+            execution_ms,
+            applied_by,
+        )
+
+    async def journal_start(
+        self, conn: asyncpg.Connection, migration: Migration, *, applied_by: str
+    ) -> None:
+        """Open (or keep) an incomplete row before a no-transaction migration's first statement."""
+        await conn.execute(
+            f"INSERT INTO {self.table} "
+            "(version, name, applied_at, checksum, applied_by, complete, statements_done) "
+            "VALUES ($1, $2, clock_timestamp(), $3, $4, false, 0) "
+            "ON CONFLICT (version) DO UPDATE SET applied_by = EXCLUDED.applied_by, "
+            " checksum = EXCLUDED.checksum",
+            migration.version,
+            migration.name,
+            migration.checksum,
+            applied_by,
+        )
+
+    async def journal_step(self, conn: asyncpg.Connection, version: int, done: int) -> None:
+        """Note that the first ``done`` statements of an incomplete migration succeeded."""
+        await conn.execute(
+            f"UPDATE {self.table} SET statements_done = $2, last_error = NULL WHERE version = $1",
+            version,
+            done,
+        )
+
+    async def journal_error(self, conn: asyncpg.Connection, version: int, error: str) -> None:
+        """Keep the error of the statement that stopped an incomplete migration."""
+        await conn.execute(
+            f"UPDATE {self.table} SET last_error = $2 WHERE version = $1", version, error
+        )
+
+    async def remove(self, conn: asyncpg.Connection, version: int) -> None:
+        """Delete a version's row (rollback)."""
+        await conn.execute(f"DELETE FROM {self.table} WHERE version = $1", version)
+
+    async def set_checksum(self, conn: asyncpg.Connection, version: int, value: str) -> None:
+        """Store a file's current checksum for an applied version (repair)."""
+        await conn.execute(
+            f"UPDATE {self.table} SET checksum = $2 WHERE version = $1", version, value
+        )
+
+
+def _row_from_json(item: dict[str, Any]) -> AppliedMigration:
+    applied_at = item.get("applied_at")
+    return AppliedMigration(
+        version=int(item["version"]),
+        name=str(item.get("name") or ""),
+        applied_at=datetime.fromisoformat(applied_at) if applied_at else None,
+        checksum=item.get("checksum"),
+        execution_ms=item.get("execution_ms"),
+        applied_by=item.get("applied_by"),
+        complete=item.get("complete", True) is not False,
+        statements_done=int(item.get("statements_done") or 0),
+        last_error=item.get("last_error"),
+    )

@@ -1,0 +1,175 @@
+"""The PostgreSQL advisory lock that lets one runner at a time apply migrations.
+
+Waiters poll ``pg_try_advisory_lock`` with a short jittered backoff instead of
+blocking in ``pg_advisory_lock``: a session blocked in a statement holds a
+snapshot, and a ``CREATE INDEX CONCURRENTLY`` run by the lock holder would then
+wait for it forever. Between polls the waiter sits idle, outside any
+transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+import asyncpg
+import structlog
+from asyncpg.transaction import Transaction
+
+from natlangchain_migrate.errors import LockTimeoutError, MigrateError
+
+log = structlog.get_logger("natlangchain_migrate")
+
+_HOLDER_QUERY = """
+SELECT a.pid, a.application_name, a.client_addr::text AS client_addr,
+       extract(epoch FROM now() - a.backend_start)::float8 AS session_age_s
+FROM pg_locks l
+JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 1
+LIMIT 1
+"""
+
+
+def lock_key(namespace: str) -> int:
+    """A stable signed 64-bit key: the first 8 bytes of SHA-256 of the namespace."""
+    digest = hashlib.sha256(namespace.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def default_namespace(schema: str) -> str:
+    """The lock namespace when none is given: one lock per package and target schema."""
+    return f"natlangchain_migrate:{schema}"
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The session that holds the lock, as pg_locks and pg_stat_activity show it."""
+
+    pid: int
+    application_name: str
+    client_addr: str | None
+    session_age_s: float
+
+
+class AdvisoryLock:
+    """A session- or transaction-level advisory lock on one connection.
+
+    ``acquire`` waits at most ``timeout`` seconds, logging the holder every
+    ``report_every`` seconds; ``release`` raises if PostgreSQL says we did not
+    hold it.
+    """
+
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        key: int,
+        *,
+        timeout: float,
+        report_every: float = 5.0,
+        first_poll: float = 0.02,
+        max_poll: float = 0.5,
+    ) -> None:
+        self.conn = conn
+        self.key = key
+        self.timeout = timeout
+        self.report_every = report_every
+        self.first_poll = first_poll
+        self.max_poll = max_poll
+
+    async def acquire(self) -> float:
+        """Take the session lock; return how many milliseconds we waited."""
+
+        async def try_once() -> bool:
+            return bool(await self.conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key))
+
+        return await self._wait(try_once)
+
+    async def acquire_in_transaction(self) -> tuple[Transaction, float]:
+        """Open a transaction holding the transaction-level lock (PgBouncer-safe mode).
+
+        Each poll is a transaction of its own, rolled back when the lock is
+        busy, so a waiter never idles inside an open transaction.
+        """
+        holder: list[Transaction] = []
+
+        async def try_once() -> bool:
+            transaction = self.conn.transaction()
+            await transaction.start()
+            if await self.conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self.key):
+                holder.append(transaction)
+                return True
+            await transaction.rollback()
+            return False
+
+        waited_ms = await self._wait(try_once)
+        return holder[0], waited_ms
+
+    async def release(self) -> None:
+        """Release the session lock; an unlock that returns false is an error."""
+        released = await self.conn.fetchval("SELECT pg_advisory_unlock($1)", self.key)
+        if not released:
+            raise MigrateError(
+                f"advisory lock {self.key} was not held by this session when releasing it; "
+                "another tool may have unlocked it or the connection was reset (through "
+                "PgBouncer in transaction mode use --lock-mode transaction)"
+            )
+
+    async def holder(self) -> LockHolder | None:
+        """Who holds the lock now, or None."""
+        unsigned = self.key & 0xFFFFFFFFFFFFFFFF
+        row = await self.conn.fetchrow(_HOLDER_QUERY, unsigned >> 32, unsigned & 0xFFFFFFFF)
+        if row is None:
+            return None
+        return LockHolder(
+            pid=row["pid"],
+            application_name=row["application_name"] or "",
+            client_addr=row["client_addr"],
+            session_age_s=round(row["session_age_s"], 3),
+        )
+
+    async def _wait(self, try_once: Callable[[], Awaitable[bool]]) -> float:
+        started = time.monotonic()
+        next_report = started + min(self.report_every, 1.0)
+        first_seen: dict[int, float] = {}
+        delay = self.first_poll
+        while not await try_once():
+            now = time.monotonic()
+            if now - started >= self.timeout:
+                current = await self.holder()
+                raise LockTimeoutError(
+                    f"waited {self.timeout:g}s for the migration lock (key {self.key}); "
+                    f"{_describe(current)} still holds it. Wait for it to finish, or stop it, "
+                    "or raise --lock-timeout"
+                )
+            if now >= next_report:
+                current = await self.holder()
+                if current is not None:
+                    first_seen.setdefault(current.pid, now)
+                    log.info(
+                        "lock_waiting",
+                        lock_key=self.key,
+                        waited_ms=round((now - started) * 1000, 1),
+                        holder_pid=current.pid,
+                        holder_application_name=current.application_name,
+                        holder_client_addr=current.client_addr,
+                        holder_session_age_s=current.session_age_s,
+                        held_for_at_least_s=round(now - first_seen[current.pid], 3),
+                    )
+                next_report = now + self.report_every
+            remaining = self.timeout - (now - started)
+            await anyio.sleep(max(0.0, min(delay * random.uniform(0.5, 1.5), remaining)))
+            delay = min(delay * 2, self.max_poll)
+        return round((time.monotonic() - started) * 1000, 1)
+
+
+def _describe(holder: LockHolder | None) -> str:
+    if holder is None:
+        return "a session that has since gone"
+    where = f" from {holder.client_addr}" if holder.client_addr else ""
+    return f"pid {holder.pid} ({holder.application_name or 'no application_name'}{where})"

@@ -1,0 +1,136 @@
+"""Deciding what to do: a pure function of (files, ledger rows, target, skips).
+
+Nothing here touches the database, so every rule of ordering, skipping,
+drift and resuming is unit-tested with plain values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from natlangchain_migrate.discovery import Migration
+
+
+class State(StrEnum):
+    """What ``--status`` says of one version."""
+
+    APPLIED = "APPLIED"
+    PENDING = "PENDING"
+    SKIPPED = "SKIPPED"
+    CHANGED = "CHANGED"
+    MISSING = "MISSING"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    """One row of the ledger (schema_migrations).
+
+    ``checksum`` is None for rows adopted from the seed's old three-column
+    table; ``statements_done`` counts the statements a no-transaction migration
+    finished, and ``complete`` is False while it has not finished them all.
+    """
+
+    version: int
+    name: str
+    applied_at: datetime | None = None
+    checksum: str | None = None
+    execution_ms: float | None = None
+    applied_by: str | None = None
+    complete: bool = True
+    statements_done: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class StatusEntry:
+    """One line of ``--status``: a version, its name, its state and what the ledger says."""
+
+    version: int
+    name: str
+    state: State
+    file_checksum: str | None = None
+    row: AppliedMigration | None = None
+
+    @property
+    def verified(self) -> bool:
+        """False for an applied row that has no checksum yet (adopted, awaiting --repair)."""
+        return self.row is None or self.row.checksum is not None
+
+
+@dataclass(frozen=True)
+class MigrationPlan:
+    """What a run would do: migrations to apply in order, and what blocks it."""
+
+    pending: list[Migration] = field(default_factory=list)
+    entries: list[StatusEntry] = field(default_factory=list)
+    resume_from: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> list[StatusEntry]:
+        return [entry for entry in self.entries if entry.state is State.CHANGED]
+
+    @property
+    def missing(self) -> list[StatusEntry]:
+        return [entry for entry in self.entries if entry.state is State.MISSING]
+
+    @property
+    def failed(self) -> list[StatusEntry]:
+        return [entry for entry in self.entries if entry.state is State.FAILED]
+
+    @property
+    def applied(self) -> list[StatusEntry]:
+        return [entry for entry in self.entries if entry.state is State.APPLIED]
+
+
+def plan_migrations(
+    migrations: Sequence[Migration],
+    ledger: Sequence[AppliedMigration],
+    *,
+    target: int | None = None,
+    skip: Collection[int] = (),
+) -> MigrationPlan:
+    """Decide, for every version known to the files or the ledger, its state.
+
+    Pending are the files with no complete ledger row, up to ``target``, minus
+    ``skip``; a skipped or lower version missing from the ledger is applied
+    later even when higher ones are applied (out of order, on purpose). An
+    incomplete no-transaction migration is pending and resumes after the
+    statements its row says are done.
+    """
+    files = {migration.version: migration for migration in migrations}
+    rows = {row.version: row for row in ledger}
+    entries: list[StatusEntry] = []
+    pending: list[Migration] = []
+    resume_from: dict[int, int] = {}
+    for version in sorted(files.keys() | rows.keys()):
+        migration, row = files.get(version), rows.get(version)
+        if migration is None:
+            assert row is not None
+            entries.append(StatusEntry(version, row.name, State.MISSING, None, row))
+            continue
+        state = _state_of(migration, row, skip)
+        entries.append(StatusEntry(version, migration.name, state, migration.checksum, row))
+        wanted = (target is None or version <= target) and version not in skip
+        if wanted and state in (State.PENDING, State.FAILED):
+            pending.append(migration)
+            if row is not None:
+                resume_from[version] = row.statements_done
+    return MigrationPlan(pending=pending, entries=entries, resume_from=resume_from)
+
+
+def _state_of(
+    migration: Migration,
+    row: AppliedMigration | None,
+    skip: Collection[int],
+) -> State:
+    if row is None:
+        return State.SKIPPED if migration.version in skip else State.PENDING
+    if not row.complete:
+        return State.FAILED
+    if row.checksum is not None and row.checksum != migration.checksum:
+        return State.CHANGED
+    return State.APPLIED

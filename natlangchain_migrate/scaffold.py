@@ -1,0 +1,34 @@
+"""``natlangchain-migrate new NAME``: the next-numbered migration file and its down file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from natlangchain_migrate.discovery import load_migrations
+from natlangchain_migrate.errors import ConfigurationError
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def new_migration(directory: Path, name: str) -> list[Path]:
+    """Write ``NNN_name.sql`` and ``NNN_name.down.sql``; return their paths."""
+    if not _NAME.match(name):
+        raise ConfigurationError(
+            f"migration name {name!r} must be lowercase letters, digits and underscores, "
+            "starting with a letter (for example add_user_email)"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    existing = load_migrations(directory)
+    version = existing[-1].version + 1 if existing else 1
+    width = max(3, len(existing[-1].filename.split("_", 1)[0]) if existing else 3)
+    stem = f"{version:0{width}d}_{name}"
+    up, down = directory / f"{stem}.sql", directory / f"{stem}.down.sql"
+    up.write_text(
+        f"-- {stem}: describe what this migration does and why.\n"
+        "-- Runs in one transaction with its ledger row. For CREATE INDEX CONCURRENTLY,\n"
+        "-- make the first line: -- natlangchain: no-transaction\n\n",
+        encoding="utf-8",
+    )
+    down.write_text(f"-- Undoes {stem}.\n\n", encoding="utf-8")
+    return [up, down]

@@ -1,0 +1,109 @@
+"""One run's database session: the pool, the connection held for the whole run, the lock.
+
+The lock and the migrations share that one connection. The lock is released
+in ``finally``, shielded from cancellation; a connection that dies releases
+its session lock by itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import cast
+
+import anyio
+import asyncpg
+import structlog
+
+from natlangchain_migrate.db import create_pool
+from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.locks import AdvisoryLock
+
+log = structlog.get_logger("natlangchain_migrate")
+
+LOCK_MODES = ("session", "transaction")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where to connect and how: a DSN or the caller's own pool."""
+
+    dsn: str | None = None
+    pool: asyncpg.Pool | None = None
+    wait: float = 0.0
+    lock_mode: str = "session"
+
+    @property
+    def pgbouncer(self) -> bool:
+        """Transaction lock mode is the one that works through PgBouncer's transaction pooling."""
+        return self.lock_mode == "transaction"
+
+
+def resolve_dsn(dsn: str | None) -> str:
+    """The DSN given, else DATABASE_URL; an error that says how to set one if neither."""
+    resolved = dsn or os.environ.get("DATABASE_URL")
+    if not resolved:
+        raise ConfigurationError(
+            "no database given: set DATABASE_URL or pass --database-url "
+            "(postgresql://user:password@host:5432/dbname)"
+        )
+    return resolved
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Our own pool is closed right after the run; resetting the connection first is a
+    wasted round trip. The lock has already been released explicitly."""
+
+
+@asynccontextmanager
+async def open_session(
+    target: Connection,
+) -> AsyncIterator[tuple[asyncpg.Pool, asyncpg.Connection]]:
+    """Yield (pool, connection): the caller's pool, or a small one of our own."""
+    if target.lock_mode not in LOCK_MODES:
+        raise ConfigurationError(
+            f"lock mode {target.lock_mode!r} is not one of {', '.join(LOCK_MODES)}"
+        )
+    own = target.pool is None
+    pool = target.pool
+    if pool is None:
+        pool = await create_pool(
+            resolve_dsn(target.dsn),
+            wait=target.wait,
+            pgbouncer=target.pgbouncer,
+            reset=_no_reset,
+        )
+    try:
+        async with pool.acquire() as conn:
+            # The proxy behaves as the connection it wraps for everything we call.
+            yield pool, cast(asyncpg.Connection, conn)
+    finally:
+        if own:
+            with anyio.CancelScope(shield=True):
+                await pool.close()
+
+
+@asynccontextmanager
+async def session_lock(lock: AdvisoryLock) -> AsyncIterator[float]:
+    """Hold the session advisory lock; yields the milliseconds waited for it.
+
+    On the way out the unlock is shielded from cancellation. If the body
+    failed and the unlock fails too (a dead connection has no lock left to
+    release), the body's error wins and the unlock's is logged.
+    """
+    waited_ms = await lock.acquire()
+    log.info("lock_acquired", lock_key=lock.key, waited_ms=waited_ms)
+    try:
+        yield waited_ms
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            try:
+                await lock.release()
+            except Exception as error:  # the body's error is the one to report
+                log.warning("lock_release_failed", lock_key=lock.key, error=str(error))
+        raise
+    with anyio.CancelScope(shield=True):
+        await lock.release()
+    log.info("lock_released", lock_key=lock.key)

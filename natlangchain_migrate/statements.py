@@ -1,0 +1,69 @@
+"""Splitting a no-transaction migration into statements with PostgreSQL's own grammar.
+
+pglast embeds PostgreSQL's parser, so dollar-quoted bodies, strings and
+comments containing semicolons stay whole. It is imported only for files that
+need it, keeping the common path's start-up light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from natlangchain_migrate.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of a file: its text, where it starts (0-based character offset),
+    and, for CREATE INDEX, the index it builds."""
+
+    text: str
+    offset: int
+    index_name: str | None = None
+    index_schema: str | None = None
+    concurrently: bool = False
+
+
+def split_statements(filename: str, sql: str) -> list[Statement]:
+    """The file's statements in order; a syntax error names file:line:column."""
+    import pglast
+    from pglast import ast
+    from pglast.parser import ParseError
+
+    try:
+        raw_statements = pglast.parse_sql(sql)
+    except ParseError as error:
+        message = error.args[0]
+        location = error.args[1] if len(error.args) > 1 else 0
+        line, column = line_and_column(sql, int(location))
+        raise ConfigurationError(f"{filename}:{line}:{column}: {message}; fix the file") from None
+    statements: list[Statement] = []
+    for raw in raw_statements:
+        start = raw.stmt_location or 0
+        length = raw.stmt_len or len(sql) - start
+        text = sql[start : start + length]
+        stripped = text.lstrip()
+        offset = start + len(text) - len(stripped)
+        node = raw.stmt
+        if isinstance(node, ast.IndexStmt):
+            statements.append(
+                Statement(
+                    stripped.rstrip(),
+                    offset,
+                    index_name=node.idxname,
+                    index_schema=node.relation.schemaname if node.relation else None,
+                    concurrently=bool(node.concurrent),
+                )
+            )
+        else:
+            statements.append(Statement(stripped.rstrip(), offset))
+    return statements
+
+
+def line_and_column(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of a 0-based character offset into ``text``."""
+    offset = max(0, min(offset, len(text)))
+    before = text[:offset]
+    line = before.count("\n") + 1
+    column = offset - (before.rfind("\n") + 1) + 1
+    return line, column
