@@ -1,0 +1,231 @@
+"""The command line as users run it: the seed's flags, exit codes, and what it prints."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from natlangchain_migrate.discovery import load_migrations
+from natlangchain_migrate.errors import ExitCode
+from natlangchain_migrate.locks import default_namespace, lock_key
+from tests.conftest import ledger_rows, log_events, run_cli, write_migrations
+
+
+def _tables(url: str) -> set[str]:
+    async def fetch() -> set[str]:
+        conn = await asyncpg.connect(url)
+        try:
+            rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            return {r["tablename"] for r in rows}
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+def test_status_prints_the_seed_table(database_url: str) -> None:
+    assert run_cli("--version", "2", database_url=database_url).returncode == 0
+    result = run_cli("--status", database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "Migration Status",
+        "=" * 50,
+        "  ✓ 001_initial_schema: APPLIED",
+        "  ✓ 002_add_semantic_search: APPLIED",
+        "  ○ 003_add_scaling_tables: PENDING",
+        "",
+        "Applied: 2 / 3",
+    ]
+
+
+def test_dry_run_lists_pending_in_order_and_changes_nothing(database_url: str) -> None:
+    result = run_cli("--dry-run", database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1:] == [
+        "  001_initial_schema",
+        "  002_add_semantic_search",
+        "  003_add_scaling_tables",
+    ]
+    assert _tables(database_url) == set()
+    assert "lock_acquired" not in [e["event"] for e in log_events(result.stderr)]
+
+
+def test_version_applies_up_to_that_version(database_url: str) -> None:
+    result = run_cli("--version", "1", database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1]
+    assert "entries" in _tables(database_url) and "entry_embeddings" not in _tables(database_url)
+
+
+def test_skipped_version_is_applied_later_out_of_order(database_url: str) -> None:
+    result = run_cli("--skip", "2", database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1, 3]
+    status = run_cli("--status", "--skip", "2", database_url=database_url).stdout
+    assert "○ 002_add_semantic_search: SKIPPED" in status
+    result = run_cli(database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1, 2, 3]
+    applied = [e for e in log_events(result.stderr) if e["event"] == "migration_applied"]
+    assert [e["version"] for e in applied] == [2]
+
+
+def test_rollback_runs_the_down_file_and_removes_the_record(database_url: str) -> None:
+    assert run_cli(database_url=database_url).returncode == 0
+    result = run_cli("--rollback", database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1, 2]
+    assert "scheduled_jobs" not in _tables(database_url)
+    again = run_cli(database_url=database_url)
+    assert again.returncode == 0 and "scheduled_jobs" in _tables(database_url)
+
+
+def test_rollback_without_down_file_removes_only_the_record(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = write_migrations(tmp_path / "m", {"001_make_t.sql": "CREATE TABLE t (id int);"})
+    assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
+    result = run_cli("--rollback", "--migrations-dir", str(folder), database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert asyncio.run(ledger_rows(database_url)) == []
+    assert "t" in _tables(database_url)
+    warning = [e for e in log_events(result.stderr) if e["event"] == "rollback_record_only"]
+    assert warning and "NOT reversed" in warning[0]["warning"]
+
+
+def test_broken_file_is_rolled_back_and_named_with_line_and_column(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = write_migrations(
+        tmp_path / "m",
+        {
+            "001_good.sql": "CREATE TABLE good (id int);\n",
+            "002_bad.sql": "CREATE TABLE half (id int);\n\nINSERT INTO half\n  VALUES (1, 2, 3);\n",
+            "003_later.sql": "CREATE TABLE later (id int);\n",
+        },
+    )
+    result = run_cli("--migrations-dir", str(folder), database_url=database_url)
+    assert result.returncode == ExitCode.MIGRATION_FAILED
+    failed = [e for e in log_events(result.stderr) if e["event"] == "migration_failed"]
+    assert failed[0]["file"] == "002_bad.sql:4:14"  # the "2" that has no column
+    assert failed[0]["sqlstate"] == "42601"
+    assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1]
+    assert _tables(database_url) == {"good", "schema_migrations"}
+
+
+def test_seed_three_column_ledger_is_adopted(database_url: str) -> None:
+    async def seed_old_table() -> None:
+        """What the seed's migrate.py left: 001 applied, recorded in its three-column table."""
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(load_migrations()[0].sql)
+            await conn.execute(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                "name VARCHAR(255) NOT NULL, applied_at TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP);"
+                "INSERT INTO schema_migrations (version, name) VALUES (1, '001_initial_schema')"
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(seed_old_table())
+    assert run_cli("--version", "1", database_url=database_url).returncode == 0
+    status = run_cli("--status", database_url=database_url).stdout
+    assert "✓ 001_initial_schema: APPLIED (unverified" in status
+    result = run_cli(database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    rows = asyncio.run(ledger_rows(database_url))
+    assert [r["version"] for r in rows] == [1, 2, 3]
+    assert rows[0]["checksum"] is None and rows[1]["checksum"]
+    events = log_events(result.stderr)
+    assert any(e["event"] == "ledger_adopted" for e in events)
+    assert [e["version"] for e in events if e["event"] == "migration_applied"] == [2, 3]
+
+
+def test_lock_wait_times_out_with_its_exit_code(database_url: str) -> None:
+    async def hold_and_run() -> tuple[int, str]:
+        holder = await asyncpg.connect(database_url)
+        await holder.execute("SET application_name = 'held-by-test'")
+        await holder.execute("SELECT pg_advisory_lock($1)", lock_key(default_namespace("public")))
+        try:
+            result = await asyncio.to_thread(
+                run_cli, "--lock-timeout", "1.5", database_url=database_url
+            )
+        finally:
+            await holder.close()
+        return result.returncode, result.stderr
+
+    code, stderr = asyncio.run(hold_and_run())
+    assert code == ExitCode.LOCK_TIMEOUT
+    failure = [e for e in log_events(stderr) if e["event"] == "run_failed"][0]
+    assert "held-by-test" in failure["error"] and "--lock-timeout" in failure["error"]
+    assert any(e["event"] == "lock_waiting" and e["holder_application_name"] == "held-by-test"
+               for e in log_events(stderr))
+    assert _tables(database_url) == set()
+
+
+def test_up_to_date_run_never_waits_for_a_held_lock(database_url: str) -> None:
+    assert run_cli(database_url=database_url).returncode == 0
+
+    async def hold_and_run() -> int:
+        holder = await asyncpg.connect(database_url)
+        await holder.execute("SELECT pg_advisory_lock($1)", lock_key(default_namespace("public")))
+        try:
+            result = await asyncio.to_thread(
+                run_cli, "--lock-timeout", "30", database_url=database_url
+            )
+        finally:
+            await holder.close()
+        assert [e["event"] for e in log_events(result.stderr)][-1] == "up_to_date"
+        return result.returncode
+
+    assert asyncio.run(hold_and_run()) == 0
+
+
+def test_usage_errors_exit_2(database_url: str) -> None:
+    assert run_cli("--version", "9", database_url=database_url).returncode == ExitCode.USAGE
+    assert run_cli("--status", "--rollback", database_url=database_url).returncode == 2
+    bad = run_cli(database_url="mysql://nope")
+    assert bad.returncode == ExitCode.USAGE, bad.stderr
+
+
+def test_new_writes_next_numbered_files_and_refuses_bad_names(tmp_path: Path) -> None:
+    folder = write_migrations(tmp_path / "m", {"007_first.sql": "SELECT 1;"})
+    made = run_cli("new", "add_user_email", "--migrations-dir", str(folder), database_url=None)
+    assert made.returncode == 0, made.stderr
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "007_first.sql", "008_add_user_email.down.sql", "008_add_user_email.sql",
+    ]
+    bad = run_cli("new", "Add-Email", "--migrations-dir", str(folder), database_url=None)
+    assert bad.returncode == ExitCode.USAGE and "lowercase" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("make_url", "expected"),
+    [
+        (lambda url: url.replace("127.0.0.1", "nonexistent-host.invalid"), ExitCode.UNREACHABLE),
+        (lambda url: url.rsplit(":", 1)[0] + ":1/" + url.rsplit("/", 1)[1], ExitCode.UNREACHABLE),
+        (lambda url: url.replace("pw-Secr3t", "wrong-pw-Secr3t"), ExitCode.CONNECTION_REJECTED),
+        (lambda url: url.rsplit("/", 1)[0] + "/no_such_db", ExitCode.CONNECTION_REJECTED),
+    ],
+    ids=["unknown-host", "refused-port", "wrong-password", "unknown-database"],
+)
+def test_connection_failures_have_exit_codes_and_never_show_the_password(
+    database_url: str, make_url: object, expected: int
+) -> None:
+    url = make_url(database_url)  # type: ignore[operator]
+    password = url.split(":")[2].split("@")[0]
+    for args in ((), ("--status",), ("--dry-run",), ("--check",)):
+        result = run_cli(*args, database_url=url)
+        assert result.returncode == expected, result.stderr
+        assert password not in result.stdout + result.stderr
+        assert "Secr3t" not in result.stdout + result.stderr
+
+
+def test_success_output_never_shows_the_password(database_url: str) -> None:
+    for args in ((), ("--status",), ("--status", "--json"), ("--dry-run",), ("--rollback",)):
+        result = run_cli(*args, database_url=database_url, env={"NATLANGCHAIN_MIGRATE_LOG_FORMAT": "console"})
+        assert result.returncode == 0, result.stderr
+        assert "Secr3t" not in result.stdout + result.stderr
