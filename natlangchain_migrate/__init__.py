@@ -4,6 +4,8 @@ report = await natlangchain_migrate.migrate()          # asyncio apps
 report = natlangchain_migrate.run_migrations()         # Flask and other sync apps
 """
 
+from typing import TYPE_CHECKING, Any
+
 from natlangchain_migrate.errors import (
     ConfigurationError,
     ConnectionRejectedError,
@@ -17,9 +19,33 @@ from natlangchain_migrate.errors import (
     PrerequisiteError,
     ReadOnlyDatabaseError,
 )
-from natlangchain_migrate.operations import RollbackResult, repair, rollback, status
-from natlangchain_migrate.results import MigrationReport, MigrationResult
-from natlangchain_migrate.runner import migrate, run_migrations
+
+if TYPE_CHECKING:
+    from natlangchain_migrate.operations import RollbackResult, repair, rollback, status
+    from natlangchain_migrate.results import MigrationReport, MigrationResult
+    from natlangchain_migrate.runner import migrate, run_migrations
+
+# The runner's modules load on first use: `python -m natlangchain_migrate` imports this
+# package first, and a no-op start-up should not pay for what it does not run.
+_LAZY = {
+    "RollbackResult": "operations",
+    "repair": "operations",
+    "rollback": "operations",
+    "status": "operations",
+    "MigrationReport": "results",
+    "MigrationResult": "results",
+    "migrate": "runner",
+    "run_migrations": "runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'natlangchain_migrate' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"natlangchain_migrate.{_LAZY[name]}"), name)
+
 
 __all__ = [
     "ConfigurationError",

@@ -8,6 +8,7 @@ the code of their class, listed in ``--help`` and README.md.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
+import structlog
 
 from natlangchain_migrate.db import password_of, redact
 from natlangchain_migrate.errors import ConfigurationError, ExitCode, MigrateError
@@ -177,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     configure_logging(args.log_format, secrets=[password_of(args.database_url or "") or ""])
     try:
-        return anyio.run(_run, args)
+        return asyncio.run(_run(args))
     except MigrateError as error:
         return _fail(args, error, error.exit_code)
     except Exception as error:  # anything else: still one line, still no password
@@ -223,11 +224,8 @@ async def _run(args: argparse.Namespace) -> int:
 async def _embedded_dsn(*, announce: bool) -> str:
     from natlangchain_migrate import embedded
 
-    dsn = await embedded.ensure_database(
-        await anyio.to_thread.run_sync(embedded.start_embedded_server)
-    )
-    import structlog
-
+    admin_dsn = await asyncio.to_thread(embedded.start_embedded_server)
+    dsn = await embedded.ensure_database(admin_dsn)
     structlog.get_logger("natlangchain_migrate").info(
         "embedded_server_ready", dsn=dsn, data_dir=str(embedded.embedded_data_dir())
     )
@@ -324,8 +322,6 @@ def _new(argv: list[str]) -> int:
 
 
 def _fail(args: argparse.Namespace, error: BaseException, code: int) -> int:
-    import structlog
-
     secret = password_of(args.database_url or "")
     text = _one_line(error)
     if args.database_url:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib import resources
-from importlib.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from natlangchain_migrate.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
 
 _UP_FILE = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9_]+)\.sql$")
 _DOWN_FILE = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9_]+)\.down\.sql$")
@@ -60,13 +63,24 @@ def checksum(sql: str) -> str:
     A file re-saved with CRLF or with trailing blanks trimmed is the same
     migration; anything else is a change.
     """
-    lines = [line.rstrip(" \t\r") for line in sql.split("\n")]
-    normalized = "\n".join(lines).rstrip("\n \t\r")
+    if "\r" in sql or " \n" in sql or "\t\n" in sql:
+        sql = "\n".join(line.rstrip(" \t\r") for line in sql.split("\n"))
+    normalized = sql.rstrip("\n \t\r")
     return hashlib.sha256(normalized.encode("utf-8")).hexdigest()
 
 
 def shipped_migrations_dir() -> Traversable:
-    """The folder of NatLangChain's own migrations inside the installed package."""
+    """The folder of NatLangChain's own migrations inside the installed package.
+
+    A package installed on disk has it beside this module; importlib.resources
+    (which costs a no-op start-up about 13 ms of imports) is needed only for a
+    zipped install.
+    """
+    beside = Path(__file__).with_name("sql")
+    if beside.is_dir():
+        return beside
+    from importlib import resources
+
     return resources.files("natlangchain_migrate") / "sql"
 
 
@@ -141,7 +155,7 @@ def parse_directives(filename: str, sql: str) -> Directives:
     """Read ``-- natlangchain: key value`` lines from the comment block that opens the file."""
     settings: dict[str, str] = {}
     extensions: list[ExtensionRequirement] = []
-    for number, raw in enumerate(sql.splitlines(), start=1):
+    for number, raw in enumerate(_header_lines(sql), start=1):
         line = raw.strip()
         if not line:
             continue
@@ -169,3 +183,16 @@ def parse_directives(filename: str, sql: str) -> Directives:
         statement_timeout=settings.get("statement-timeout"),
         requires_extensions=tuple(extensions),
     )
+
+
+def _header_lines(sql: str) -> Iterator[str]:
+    """The file's lines up to the first that is not a comment or blank (no full split)."""
+    start = 0
+    while start < len(sql):
+        end = sql.find("\n", start)
+        end = len(sql) if end < 0 else end
+        line = sql[start:end]
+        yield line
+        if line.strip() and not line.lstrip().startswith("--"):
+            return
+        start = end + 1

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import structlog
@@ -16,6 +16,9 @@ from natlangchain_migrate.locks import AdvisoryLock, default_namespace, lock_key
 from natlangchain_migrate.plan import MigrationPlan, State, plan_migrations
 from natlangchain_migrate.runner import raise_on_drift
 from natlangchain_migrate.session import Connection, open_session, session_lock
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
 
 log = structlog.get_logger("natlangchain_migrate")
 

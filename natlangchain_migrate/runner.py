@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Iterable
 from functools import partial
-from importlib.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import asyncpg
@@ -27,12 +27,16 @@ from natlangchain_migrate.errors import (
     PrerequisiteError,
     ReadOnlyDatabaseError,
 )
-from natlangchain_migrate.execute import ExecutionSettings, Executor
 from natlangchain_migrate.ledger import Ledger
-from natlangchain_migrate.locks import AdvisoryLock, default_namespace, lock_key
 from natlangchain_migrate.plan import MigrationPlan, plan_migrations
 from natlangchain_migrate.results import MigrationReport, MigrationResult
 from natlangchain_migrate.session import Connection, open_session, session_lock
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
+
+    from natlangchain_migrate.execute import Executor
+    from natlangchain_migrate.locks import AdvisoryLock
 
 log = structlog.get_logger("natlangchain_migrate")
 
@@ -82,14 +86,6 @@ async def migrate(
     migrations = load_migrations(migrations_dir)
     _check_arguments(migrations, target, skip)
     ledger = Ledger(schema)
-    settings = ExecutionSettings(
-        schema=schema,
-        lock_timeout=pg_lock_timeout,
-        statement_timeout=statement_timeout,
-        lock_retries=lock_retries,
-        retry_delay=retry_delay,
-        progress_interval=progress_interval,
-    )
     log.info("migrate_started", migrations=len(migrations), target=target, dry_run=dry_run)
     async with open_session(Connection(dsn, pool, wait, lock_mode)) as (run_pool, conn):
         snapshot = await ledger.read(conn)
@@ -122,6 +118,18 @@ async def migrate(
             )
         _check_lock_mode(plan.pending, lock_mode)
         await _check_extensions(conn, plan.pending)
+        # Loaded only here: an up-to-date start-up never needs the apply machinery.
+        from natlangchain_migrate.execute import ExecutionSettings, Executor
+        from natlangchain_migrate.locks import AdvisoryLock, default_namespace, lock_key
+
+        settings = ExecutionSettings(
+            schema=schema,
+            lock_timeout=pg_lock_timeout,
+            statement_timeout=statement_timeout,
+            lock_retries=lock_retries,
+            retry_delay=retry_delay,
+            progress_interval=progress_interval,
+        )
         lock = AdvisoryLock(
             conn, lock_key(lock_namespace or default_namespace(schema)), timeout=lock_timeout
         )

@@ -11,7 +11,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import anyio
 import asyncpg
@@ -19,7 +19,9 @@ import structlog
 
 from natlangchain_migrate.db import create_pool
 from natlangchain_migrate.errors import ConfigurationError
-from natlangchain_migrate.locks import AdvisoryLock
+
+if TYPE_CHECKING:
+    from natlangchain_migrate.locks import AdvisoryLock
 
 log = structlog.get_logger("natlangchain_migrate")
 
@@ -79,10 +81,13 @@ async def open_session(
         async with pool.acquire() as conn:
             # The proxy behaves as the connection it wraps for everything we call.
             yield pool, cast(asyncpg.Connection, conn)
-    finally:
+    except BaseException:
         if own:
             with anyio.CancelScope(shield=True):
                 await pool.close()
+        raise
+    if own:
+        await pool.close()
 
 
 @asynccontextmanager

