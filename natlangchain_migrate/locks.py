@@ -24,6 +24,8 @@ from natlangchain_migrate.errors import LockTimeoutError, MigrateError
 
 log = structlog.get_logger("natlangchain_migrate")
 
+NOTIFY_CHANNEL = "natlangchain_migrate_lock"
+
 _HOLDER_QUERY = """
 SELECT a.pid, a.application_name, a.client_addr::text AS client_addr,
        extract(epoch FROM now() - a.backend_start)::float8 AS session_age_s
@@ -74,6 +76,7 @@ class AdvisoryLock:
         report_every: float = 5.0,
         first_poll: float = 0.02,
         max_poll: float = 0.5,
+        listen: bool = True,
     ) -> None:
         self.conn = conn
         self.key = key
@@ -81,6 +84,7 @@ class AdvisoryLock:
         self.report_every = report_every
         self.first_poll = first_poll
         self.max_poll = max_poll
+        self.listen = listen
 
     async def acquire(self) -> float:
         """Take the session lock; return how many milliseconds we waited."""
@@ -111,8 +115,14 @@ class AdvisoryLock:
         return holder[0], waited_ms
 
     async def release(self) -> None:
-        """Release the session lock; an unlock that returns false is an error."""
-        released = await self.conn.fetchval("SELECT pg_advisory_unlock($1)", self.key)
+        """Release the session lock and wake the waiters; an unlock that returns false is
+        an error."""
+        released = await self.conn.fetchval(
+            "SELECT pg_advisory_unlock($1) AND pg_notify($2, $3) IS NOT NULL",
+            self.key,
+            NOTIFY_CHANNEL,
+            str(self.key),
+        )
         if not released:
             raise MigrateError(
                 f"advisory lock {self.key} was not held by this session when releasing it; "
@@ -134,38 +144,63 @@ class AdvisoryLock:
         )
 
     async def _wait(self, try_once: Callable[[], Awaitable[bool]]) -> float:
+        """Poll ``try_once`` with a jittered backoff until it succeeds or time runs out.
+
+        In session mode a NOTIFY from the releasing holder cuts each pause
+        short, so waiters do not sleep past a release.
+        """
         started = time.monotonic()
         next_report = started + min(self.report_every, 1.0)
         first_seen: dict[int, float] = {}
         delay = self.first_poll
-        while not await try_once():
-            now = time.monotonic()
-            if now - started >= self.timeout:
-                current = await self.holder()
-                raise LockTimeoutError(
-                    f"waited {self.timeout:g}s for the migration lock (key {self.key}); "
-                    f"{_describe(current)} still holds it. Wait for it to finish, or stop it, "
-                    "or raise --lock-timeout"
-                )
-            if now >= next_report:
-                current = await self.holder()
-                if current is not None:
-                    first_seen.setdefault(current.pid, now)
-                    log.info(
-                        "lock_waiting",
-                        lock_key=self.key,
-                        waited_ms=round((now - started) * 1000, 1),
-                        holder_pid=current.pid,
-                        holder_application_name=current.application_name,
-                        holder_client_addr=current.client_addr,
-                        holder_session_age_s=current.session_age_s,
-                        held_for_at_least_s=round(now - first_seen[current.pid], 3),
+        wake = [anyio.Event()]
+
+        def on_notify(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+            if payload == str(self.key):
+                wake[0].set()
+
+        listening = False
+        try:
+            while not await try_once():
+                now = time.monotonic()
+                if now - started >= self.timeout:
+                    raise LockTimeoutError(
+                        f"waited {self.timeout:g}s for the migration lock (key {self.key}); "
+                        f"{_describe(await self.holder())} still holds it. Wait for it to "
+                        "finish, or stop it, or raise --lock-timeout"
                     )
-                next_report = now + self.report_every
-            remaining = self.timeout - (now - started)
-            await anyio.sleep(max(0.0, min(delay * random.uniform(0.5, 1.5), remaining)))
-            delay = min(delay * 2, self.max_poll)
+                if now >= next_report:
+                    await self._report_holder(now - started, first_seen)
+                    next_report = now + self.report_every
+                if self.listen and not listening:
+                    await self.conn.add_listener(NOTIFY_CHANNEL, on_notify)
+                    listening = True
+                pause = min(delay * random.uniform(0.5, 1.5), self.timeout - (now - started))
+                with anyio.move_on_after(max(0.0, pause)):
+                    await wake[0].wait()
+                wake[0] = anyio.Event()
+                delay = min(delay * 2, self.max_poll)
+        finally:
+            if listening:
+                with anyio.CancelScope(shield=True):
+                    await self.conn.remove_listener(NOTIFY_CHANNEL, on_notify)
         return round((time.monotonic() - started) * 1000, 1)
+
+    async def _report_holder(self, waited_s: float, first_seen: dict[int, float]) -> None:
+        current = await self.holder()
+        if current is None:
+            return
+        first_seen.setdefault(current.pid, waited_s)
+        log.info(
+            "lock_waiting",
+            lock_key=self.key,
+            waited_ms=round(waited_s * 1000, 1),
+            holder_pid=current.pid,
+            holder_application_name=current.application_name,
+            holder_client_addr=current.client_addr,
+            holder_session_age_s=current.session_age_s,
+            held_for_at_least_s=round(waited_s - first_seen[current.pid], 3),
+        )
 
 
 def _describe(holder: LockHolder | None) -> str:

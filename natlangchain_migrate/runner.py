@@ -131,7 +131,10 @@ async def migrate(
             progress_interval=progress_interval,
         )
         lock = AdvisoryLock(
-            conn, lock_key(lock_namespace or default_namespace(schema)), timeout=lock_timeout
+            conn,
+            lock_key(lock_namespace or default_namespace(schema)),
+            timeout=lock_timeout,
+            listen=lock_mode == "session",  # LISTEN does not survive PgBouncer's pooling
         )
         executor = Executor(conn, run_pool, ledger, settings, application_name())
         replan = partial(plan_migrations, migrations, target=target, skip=skip)
