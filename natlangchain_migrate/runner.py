@@ -8,6 +8,7 @@ each pending migration in its own transaction with its ledger row.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Collection, Iterable
 from functools import partial
@@ -186,13 +187,64 @@ async def _apply_each(
             )
 
 
+class _Blocked(Exception):
+    """A migration of the one-transaction batch was cancelled by lock_timeout (55P03)."""
+
+    def __init__(self, migration: Migration) -> None:
+        super().__init__(migration.name)
+        self.migration = migration
+
+
 async def _apply_in_one_transaction(
     lock: AdvisoryLock,
     ledger: Ledger,
     executor: Executor,
     replan: partial[MigrationPlan],
 ) -> None:
-    """PgBouncer-safe: the lock, the ledger and every pending migration in one transaction."""
+    """PgBouncer-safe: the lock, the ledger and every pending migration in one transaction.
+
+    A lock_timeout anywhere rolls the whole batch back; it is retried whole,
+    with the same growing, jittered pauses as a single migration.
+    """
+    attempts = executor.settings.lock_retries + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            done = await _one_batch(lock, ledger, executor, replan)
+        except _Blocked as blocked:
+            if attempt == attempts:
+                from natlangchain_migrate.failures import lock_retries_exhausted
+
+                error = lock_retries_exhausted(blocked.migration, attempts, [], executor.applied)
+                _log_failed(blocked.migration, error)
+                raise error from blocked.__cause__
+            pause = executor.settings.retry_delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+            log.warning(
+                "migration_lock_timeout",
+                version=blocked.migration.version,
+                name=blocked.migration.name,
+                attempt=attempt,
+                of=attempts,
+                retry_in_s=round(pause, 2),
+            )
+            await anyio.sleep(pause)
+            continue
+        for result in done:
+            executor.applied.append(result)
+            log.info(
+                "migration_applied",
+                version=result.version,
+                name=result.name,
+                duration_ms=result.duration_ms,
+            )
+        return
+
+
+async def _one_batch(
+    lock: AdvisoryLock,
+    ledger: Ledger,
+    executor: Executor,
+    replan: partial[MigrationPlan],
+) -> list[MigrationResult]:
     conn = executor.conn
     transaction, waited_ms = await lock.acquire_in_transaction()
     log.info("lock_acquired", lock_key=lock.key, waited_ms=waited_ms, mode="transaction")
@@ -205,6 +257,8 @@ async def _apply_in_one_transaction(
             _log_applying(migration, number, len(plan.pending))
             try:
                 duration = await executor.apply_batch_in_transaction(migration)
+            except asyncpg.LockNotAvailableError as error:
+                raise _Blocked(migration) from error
             except MigrationFailedError as error:
                 _log_failed(migration, error)
                 raise
@@ -214,14 +268,7 @@ async def _apply_in_one_transaction(
             await transaction.rollback()
         raise
     await transaction.commit()
-    for result in done:
-        executor.applied.append(result)
-        log.info(
-            "migration_applied",
-            version=result.version,
-            name=result.name,
-            duration_ms=result.duration_ms,
-        )
+    return done
 
 
 def raise_on_drift(plan: MigrationPlan) -> None:

@@ -1,0 +1,120 @@
+"""Drift: edited or vanished applied files are caught before anything runs; --repair accepts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import asyncpg
+
+from natlangchain_migrate.errors import ExitCode
+from tests.conftest import ledger_rows, log_events, run_cli, write_migrations
+
+FILES = {
+    "001_people.sql": "CREATE TABLE people (id int PRIMARY KEY);\nCREATE INDEX people_id ON people (id);\n",
+    "002_pets.sql": "CREATE TABLE pets (id int);\n",
+}
+
+
+def _apply(folder: Path, url: str, *args: str) -> tuple[int, str, str]:
+    result = run_cli("--migrations-dir", str(folder), *args, database_url=url)
+    return result.returncode, result.stdout, result.stderr
+
+
+def _run_failed(stderr: str) -> str:
+    return str(next(e for e in log_events(stderr) if e["event"] == "run_failed")["error"])
+
+
+def test_edited_applied_file_is_refused_then_accepted_by_repair(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = write_migrations(tmp_path / "m", FILES)
+    assert _apply(folder, database_url)[0] == 0
+    (folder / "001_people.sql").write_text(FILES["001_people.sql"] + "-- tweaked\n")
+    (folder / "003_more.sql").write_text("CREATE TABLE more (id int);\n")
+    code, _, stderr = _apply(folder, database_url)
+    assert code == ExitCode.DRIFT
+    error = _run_failed(stderr)
+    assert "migration 001 was applied with a different checksum" in error
+    assert "001_people.sql" in error and "--repair" in error
+    assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1, 2]
+    status = _apply(folder, database_url, "--status")[1]
+    assert "✗ 001_people: CHANGED" in status
+    assert _apply(folder, database_url, "--check")[0] == ExitCode.CHECK_DRIFT
+
+    code, _, stderr = _apply(folder, database_url, "--repair")
+    assert code == 0, stderr
+    repaired = [e for e in log_events(stderr) if e["event"] == "checksum_repaired"]
+    assert [(e["version"], e["old_checksum"] != e["new_checksum"]) for e in repaired] == [(1, True)]
+    assert _apply(folder, database_url)[0] == 0
+    assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1, 2, 3]
+
+
+def test_crlf_and_trailing_blanks_are_not_drift(database_url: str, tmp_path: Path) -> None:
+    folder = write_migrations(tmp_path / "m", FILES)
+    assert _apply(folder, database_url)[0] == 0
+    original = FILES["001_people.sql"]
+    (folder / "001_people.sql").write_bytes(original.replace("\n", "  \r\n").encode() + b"\r\n\r\n")
+    code, _, stderr = _apply(folder, database_url)
+    assert code == 0, stderr
+    assert _apply(folder, database_url, "--check")[0] == 0
+
+
+def test_vanished_applied_file_is_an_error_and_marked_missing(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = write_migrations(tmp_path / "m", FILES)
+    assert _apply(folder, database_url)[0] == 0
+    (folder / "002_pets.sql").unlink()
+    code, _, stderr = _apply(folder, database_url)
+    assert code == ExitCode.DRIFT
+    assert "migration 002 (002_pets) is applied but its file is gone" in _run_failed(stderr)
+    assert "✗ 002_pets: MISSING" in _apply(folder, database_url, "--status")[1]
+
+
+def test_repair_fills_checksums_of_rows_adopted_from_the_seed(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = write_migrations(tmp_path / "m", FILES)
+
+    async def seed() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                FILES["001_people.sql"]
+                + "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+                " name VARCHAR(255) NOT NULL, applied_at TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP);"
+                "INSERT INTO schema_migrations (version, name) VALUES (1, '001_people');"
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(seed())
+    assert "(unverified" in _apply(folder, database_url, "--status")[1]
+    code, _, stderr = _apply(folder, database_url, "--repair")
+    assert code == 0, stderr
+    rows = asyncio.run(ledger_rows(database_url))
+    assert rows[0]["checksum"] is not None
+    assert "(unverified" not in _apply(folder, database_url, "--status")[1]
+
+
+def test_check_exit_codes_and_status_json(database_url: str, tmp_path: Path) -> None:
+    folder = write_migrations(tmp_path / "m", FILES)
+    code, stdout, _ = _apply(folder, database_url, "--check")
+    assert code == ExitCode.CHECK_PENDING
+    assert stdout.strip() == "2 pending: 0 of 2 applied"
+    assert _apply(folder, database_url, "--version", "1")[0] == 0
+    code, stdout, _ = _apply(folder, database_url, "--status", "--json")
+    assert code == 0
+    objects = json.loads(stdout)
+    assert [(o["version"], o["name"], o["state"]) for o in objects] == [
+        (1, "001_people", "APPLIED"),
+        (2, "002_pets", "PENDING"),
+    ]
+    assert objects[0]["checksum"] == objects[0]["applied_checksum"]
+    assert objects[0]["applied_at"] and objects[0]["execution_ms"] > 0
+    assert _apply(folder, database_url)[0] == 0
+    assert _apply(folder, database_url, "--check")[0] == 0
+    dry = json.loads(_apply(folder, database_url, "--dry-run", "--json")[1])
+    assert dry == []
