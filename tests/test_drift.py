@@ -12,7 +12,9 @@ from natlangchain_migrate.errors import ExitCode
 from tests.conftest import ledger_rows, log_events, run_cli, write_migrations
 
 FILES = {
-    "001_people.sql": "CREATE TABLE people (id int PRIMARY KEY);\nCREATE INDEX people_id ON people (id);\n",
+    "001_people.sql": (
+        "CREATE TABLE people (id int PRIMARY KEY);\nCREATE INDEX people_id ON people (id);\n"
+    ),
     "002_pets.sql": "CREATE TABLE pets (id int);\n",
 }
 
@@ -37,7 +39,8 @@ def test_edited_applied_file_is_refused_then_accepted_by_repair(
     assert code == ExitCode.DRIFT
     error = _run_failed(stderr)
     assert "migration 001 was applied with a different checksum" in error
-    assert "001_people.sql" in error and "--repair" in error
+    assert "001_people.sql" in error
+    assert "--repair" in error
     assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1, 2]
     status = _apply(folder, database_url, "--status")[1]
     assert "✗ 001_people: CHANGED" in status
@@ -113,7 +116,8 @@ def test_check_exit_codes_and_status_json(database_url: str, tmp_path: Path) -> 
         (2, "002_pets", "PENDING"),
     ]
     assert objects[0]["checksum"] == objects[0]["applied_checksum"]
-    assert objects[0]["applied_at"] and objects[0]["execution_ms"] > 0
+    assert objects[0]["applied_at"]
+    assert objects[0]["execution_ms"] > 0
     assert _apply(folder, database_url)[0] == 0
     assert _apply(folder, database_url, "--check")[0] == 0
     dry = json.loads(_apply(folder, database_url, "--dry-run", "--json")[1])
