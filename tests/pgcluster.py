@@ -113,6 +113,27 @@ class PgCluster:
             handle.writelines(f"{key} = {value}\n" for key, value in conf.items())
         return self
 
+    def init_replica_of(self, primary: PgCluster) -> PgCluster:
+        """A streaming standby of ``primary``, copied with pg_basebackup."""
+        self._cmd(
+            self.bin("pg_basebackup"),
+            "-D",
+            str(self.data),
+            "-R",
+            "-X",
+            "stream",
+            "--checkpoint=fast",
+            "-h",
+            str(primary.root),
+            "-p",
+            str(primary.port),
+            "-U",
+            "postgres",
+        )
+        with (self.data / "postgresql.conf").open("a") as handle:
+            handle.write(f"port = {self.port}\nunix_socket_directories = '{self.root}'\n")
+        return self
+
     def start(self) -> PgCluster:
         self._cmd(
             self.bin("pg_ctl"),
