@@ -193,6 +193,7 @@ async def _run(args: argparse.Namespace) -> int:
         "migrations_dir": args.migrations_dir,
         "schema": args.schema,
         "wait": args.wait,
+        "lock_mode": args.lock_mode,
     }
     locking = {"lock_timeout": args.lock_timeout, "lock_namespace": args.lock_namespace}
     if args.status or args.check:
@@ -209,7 +210,6 @@ async def _run(args: argparse.Namespace) -> int:
         target=args.version,
         skip=args.skip,
         dry_run=args.dry_run,
-        lock_mode=args.lock_mode,
         pg_lock_timeout=args.pg_lock_timeout,
         statement_timeout=args.statement_timeout,
         lock_retries=args.lock_retries,

@@ -15,7 +15,7 @@ from natlangchain_migrate.ledger import Ledger, quote_ident
 from natlangchain_migrate.locks import AdvisoryLock, default_namespace, lock_key
 from natlangchain_migrate.plan import MigrationPlan, State, plan_migrations
 from natlangchain_migrate.runner import raise_on_drift
-from natlangchain_migrate.session import Connection, open_session, session_lock
+from natlangchain_migrate.session import Connection, held_lock, open_session
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -40,10 +40,11 @@ async def status(
     schema: str = "public",
     skip: tuple[int, ...] = (),
     wait: float = 0.0,
+    lock_mode: str = "session",
 ) -> MigrationPlan:
     """Every version's state, read-only and lock-free (``--status`` and ``--check``)."""
     migrations = load_migrations(migrations_dir)
-    async with open_session(Connection(dsn, pool, wait)) as (_, conn):
+    async with open_session(Connection(dsn, pool, wait, lock_mode)) as (_, conn):
         snapshot = await Ledger(schema).read(conn)
     return plan_migrations(migrations, snapshot.rows, skip=skip)
 
@@ -57,6 +58,7 @@ async def rollback(
     lock_timeout: float = 300.0,
     lock_namespace: str | None = None,
     wait: float = 0.0,
+    lock_mode: str = "session",
 ) -> RollbackResult | None:
     """Undo the last applied migration: its down file and the row removal in one transaction.
 
@@ -66,11 +68,14 @@ async def rollback(
     """
     migrations = {m.version: m for m in load_migrations(migrations_dir)}
     ledger = Ledger(schema)
-    async with open_session(Connection(dsn, pool, wait)) as (_, conn):
+    async with open_session(Connection(dsn, pool, wait, lock_mode)) as (_, conn):
         lock = AdvisoryLock(
-            conn, lock_key(lock_namespace or default_namespace(schema)), timeout=lock_timeout
+            conn,
+            lock_key(lock_namespace or default_namespace(schema)),
+            timeout=lock_timeout,
+            listen=lock_mode == "session",
         )
-        async with session_lock(lock):
+        async with held_lock(lock, lock_mode):
             rows = (await ledger.read(conn)).rows
             if not rows:
                 log.info("rollback_nothing_applied")
@@ -106,6 +111,7 @@ async def repair(
     lock_timeout: float = 300.0,
     lock_namespace: str | None = None,
     wait: float = 0.0,
+    lock_mode: str = "session",
 ) -> list[int]:
     """Record the files' current checksums for applied versions; never runs their SQL.
 
@@ -116,11 +122,14 @@ async def repair(
     migrations = load_migrations(migrations_dir)
     ledger = Ledger(schema)
     repaired: list[int] = []
-    async with open_session(Connection(dsn, pool, wait)) as (_, conn):
+    async with open_session(Connection(dsn, pool, wait, lock_mode)) as (_, conn):
         lock = AdvisoryLock(
-            conn, lock_key(lock_namespace or default_namespace(schema)), timeout=lock_timeout
+            conn,
+            lock_key(lock_namespace or default_namespace(schema)),
+            timeout=lock_timeout,
+            listen=lock_mode == "session",
         )
-        async with session_lock(lock):
+        async with held_lock(lock, lock_mode):
             snapshot = await ledger.read(conn)
             if not snapshot.exists:
                 raise ConfigurationError("nothing to repair: the database has no ledger yet")

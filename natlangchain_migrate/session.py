@@ -112,3 +112,25 @@ async def session_lock(lock: AdvisoryLock) -> AsyncIterator[float]:
     with anyio.CancelScope(shield=True):
         await lock.release()
     log.info("lock_released", lock_key=lock.key)
+
+
+@asynccontextmanager
+async def held_lock(lock: AdvisoryLock, lock_mode: str) -> AsyncIterator[None]:
+    """Hold the lock for a short piece of work (rollback, repair) in either lock mode.
+
+    In transaction mode the work runs inside the transaction that holds the
+    lock, committed on success and rolled back on error.
+    """
+    if lock_mode != "transaction":
+        async with session_lock(lock):
+            yield
+        return
+    transaction, waited_ms = await lock.acquire_in_transaction()
+    log.info("lock_acquired", lock_key=lock.key, waited_ms=waited_ms, mode="transaction")
+    try:
+        yield
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await transaction.rollback()
+        raise
+    await transaction.commit()
