@@ -65,7 +65,9 @@ def seconds(duration: str) -> float:
     return float(number) * _UNITS[duration[len(number) :]]
 
 
-def session_settings(migration: Migration, settings: ExecutionSettings, *, local: bool) -> str:
+def session_settings(
+    migration: Migration, settings: ExecutionSettings, *, local: bool, durable: bool = True
+) -> str:
     """The SET statements a migration runs under (file directives beat run settings)."""
     scope = "SET LOCAL" if local else "SET"
     lock_timeout = migration.directives.lock_timeout or settings.lock_timeout
@@ -75,6 +77,8 @@ def session_settings(migration: Migration, settings: ExecutionSettings, *, local
         f"{scope} statement_timeout = '{statement_timeout or 0}'",
         f"{scope} search_path = {quote_ident(settings.schema)}, pg_temp",
     ]
+    if not durable:
+        parts.append(f"{scope} synchronous_commit = off")
     return "; ".join(parts) + ";\n"
 
 
@@ -96,34 +100,44 @@ class Executor:
         self.applied_by = applied_by
         self.applied: list[MigrationResult] = []
 
-    async def apply_in_transaction(self, migration: Migration) -> float:
-        """Run the file and record it in one transaction; return its duration in ms."""
-        prefix = session_settings(migration, self.settings, local=True)
+    async def apply_in_transaction(self, migration: Migration, *, last: bool = True) -> float:
+        """Run the file and its ledger row in one transaction; return its duration in ms.
+
+        BEGIN, the settings, the file, the ledger upsert and COMMIT travel in one
+        message: one round trip per migration. All but the run's last migration
+        commit with synchronous_commit off and the last one flushes them all, so
+        everything is durable when the run returns; a crash before then can only
+        lose whole migrations (file and row together), which the next run applies.
+        """
+        prefix = "BEGIN;\n" + session_settings(migration, self.settings, local=True, durable=last)
+        script = f"{prefix}{self._file_and_record(migration)};\nCOMMIT;"
         started = time.monotonic()
 
         async def attempt() -> None:
-            async with self.conn.transaction():
-                await self._execute_file(migration, prefix)
-                await self.ledger.record(
-                    self.conn,
-                    migration,
-                    execution_ms=_ms_since(started),
-                    applied_by=self.applied_by,
-                )
+            await self._execute_file(migration, script, offset=-len(prefix), own_transaction=True)
 
         await self._with_lock_retries(migration, attempt, statement=None)
         return _ms_since(started)
 
     async def apply_batch_in_transaction(self, migration: Migration) -> float:
-        """Run the file and record it inside the caller's open transaction (PgBouncer mode)."""
+        """Run the file and its ledger row inside the caller's open transaction (PgBouncer mode)."""
         prefix = session_settings(migration, self.settings, local=True)
         started = time.monotonic()
-        await self._execute_file(migration, prefix)
-        duration = _ms_since(started)
-        await self.ledger.record(
-            self.conn, migration, execution_ms=duration, applied_by=self.applied_by
+        await self._execute_file(
+            migration,
+            prefix + self._file_and_record(migration),
+            offset=-len(prefix),
+            own_transaction=False,
         )
-        return duration
+        return _ms_since(started)
+
+    def _file_and_record(self, migration: Migration) -> str:
+        # The newline ends a trailing "--" comment; the lone ";" ends a last statement
+        # that has none.
+        return (
+            f"{migration.sql}\n;\n"
+            f"{self.ledger.record_statement(migration, applied_by=self.applied_by)}"
+        )
 
     async def apply_without_transaction(self, migration: Migration, resume_from: int) -> float:
         """Run statement by statement, journalling each, resuming after ``resume_from`` done."""
@@ -197,15 +211,24 @@ class Executor:
             ) from error
         log.warning("invalid_index_dropped", version=migration.version, index=name)
 
-    async def _execute_file(self, migration: Migration, prefix: str) -> None:
+    async def _execute_file(
+        self, migration: Migration, script: str, *, offset: int, own_transaction: bool
+    ) -> None:
         try:
-            await self.conn.execute(prefix + migration.sql)
-        except asyncpg.LockNotAvailableError:
-            raise
+            await self.conn.execute(script)
         except asyncpg.PostgresError as error:
-            raise migration_failed(
-                migration, error, offset=-len(prefix), applied=self.applied
-            ) from error
+            if own_transaction and self.conn.is_in_transaction():
+                await self.conn.execute("ROLLBACK")
+            if isinstance(error, asyncpg.LockNotAvailableError):
+                raise
+            raise migration_failed(migration, error, offset=offset, applied=self.applied) from error
+        if own_transaction and self.conn.is_in_transaction():
+            await self.conn.execute("ROLLBACK")
+            raise MigrateError(
+                f"{migration.filename} left its transaction open (does it contain BEGIN?); "
+                "it was rolled back: remove transaction control from the file, or make it a "
+                "no-transaction migration"
+            )
 
     async def _with_lock_retries(
         self,

@@ -28,6 +28,11 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def literal(text: str) -> str:
+    """A string literal that means the same whatever standard_conforming_strings says."""
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
 class LedgerSnapshot:
     """What one read of the ledger found, and whether the server is a standby."""
 
@@ -100,6 +105,19 @@ class Ledger:
             await conn.execute(f"ALTER TABLE {self.table} {additions}")
         return missing
 
+    def _upsert(self, version: str, name: str, checksum: str, ms: str, by: str) -> str:
+        return (
+            f"INSERT INTO {self.table} "
+            "(version, name, applied_at, checksum, execution_ms, applied_by, complete, "
+            " statements_done, last_error) "
+            f"VALUES ({version}, {name}, clock_timestamp(), {checksum}, {ms}, {by}, true, 0, NULL) "
+            "ON CONFLICT (version) DO UPDATE SET name = EXCLUDED.name, "
+            " applied_at = EXCLUDED.applied_at, checksum = EXCLUDED.checksum, "
+            " execution_ms = EXCLUDED.execution_ms, "
+            " applied_by = EXCLUDED.applied_by, complete = true, statements_done = 0, "
+            " last_error = NULL"
+        )
+
     async def record(
         self,
         conn: asyncpg.Connection,
@@ -110,20 +128,26 @@ class Ledger:
     ) -> None:
         """Mark a migration applied and complete (an upsert: a file may insert its own row)."""
         await conn.execute(
-            f"INSERT INTO {self.table} "
-            "(version, name, applied_at, checksum, execution_ms, applied_by, complete, "
-            " statements_done, last_error) "
-            "VALUES ($1, $2, clock_timestamp(), $3, $4, $5, true, 0, NULL) "
-            "ON CONFLICT (version) DO UPDATE SET name = EXCLUDED.name, "
-            " applied_at = EXCLUDED.applied_at, checksum = EXCLUDED.checksum, "
-            " execution_ms = EXCLUDED.execution_ms, "
-            " applied_by = EXCLUDED.applied_by, complete = true, statements_done = 0, "
-            " last_error = NULL",
+            self._upsert("$1", "$2", "$3", "$4", "$5"),
             migration.version,
             migration.name,
             migration.checksum,
             execution_ms,
             applied_by,
+        )
+
+    def record_statement(self, migration: Migration, *, applied_by: str) -> str:
+        """The same upsert as one literal statement, to send in the migration's own message.
+
+        ``execution_ms`` is measured by the server: the time since the message
+        that carries the file arrived (statement_timestamp()).
+        """
+        return self._upsert(
+            str(int(migration.version)),
+            literal(migration.name),
+            literal(migration.checksum),
+            "extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000",
+            literal(applied_by),
         )
 
     async def journal_start(

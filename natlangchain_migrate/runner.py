@@ -174,7 +174,8 @@ async def _apply_each(
                     resume = plan.resume_from.get(migration.version, 0)
                     duration = await executor.apply_without_transaction(migration, resume)
                 else:
-                    duration = await executor.apply_in_transaction(migration)
+                    last = number == len(plan.pending)
+                    duration = await executor.apply_in_transaction(migration, last=last)
             except MigrationFailedError as error:
                 _log_failed(migration, error)
                 raise
