@@ -1,4 +1,4 @@
-"""Connecting: the pool, waiting for a server that is not up yet, and what to say when we can't.
+"""Connecting: waiting for a server that is not up yet, and what to say when we can't.
 
 A wrong password, an unknown database or a bad DSN fails at once; a refused
 connection, an unresolved name or a server still starting is retried until
@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -86,7 +85,7 @@ def server_settings(*, pgbouncer: bool) -> dict[str, str]:
     return settings
 
 
-async def _set_client_keepalives(conn: asyncpg.Connection) -> None:
+def _set_client_keepalives(conn: asyncpg.Connection) -> None:
     """Turn on TCP keepalives on our side, so a server gone from the network is noticed."""
     transport = getattr(conn, "_transport", None)
     sock = transport.get_extra_info("socket") if transport is not None else None
@@ -102,35 +101,28 @@ async def _set_client_keepalives(conn: asyncpg.Connection) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
-async def create_pool(
+async def connect(
     dsn: str,
     *,
     wait: float = 0.0,
     pgbouncer: bool = False,
     connect_timeout: float = 10.0,
-    reset: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
-) -> asyncpg.Pool:
-    """A small pool (1 to 2 connections) to ``dsn``, retrying until ``wait`` seconds pass.
-
-    The second connection is opened only when needed (index progress,
-    blocker reports).
-    """
+) -> asyncpg.Connection:
+    """A connection to ``dsn``, retrying a server that is not up until ``wait`` seconds pass."""
     deadline = time.monotonic() + wait
     attempt = 0
     delay = 0.25
     while True:
         attempt += 1
         try:
-            return await asyncpg.create_pool(
+            conn = await asyncpg.connect(
                 dsn,
-                min_size=1,
-                max_size=2,
                 timeout=connect_timeout,
-                init=_set_client_keepalives,
-                reset=reset,
                 server_settings=server_settings(pgbouncer=pgbouncer),
                 statement_cache_size=0 if pgbouncer else 100,
             )
+            _set_client_keepalives(conn)
+            return conn
         except _REJECTED as error:
             raise ConnectionRejectedError(
                 f"{redact(dsn)} refused the connection: {error}; check the user, password "

@@ -3,7 +3,7 @@
 Every attempt runs under ``lock_timeout``; one cancelled for a lock wait
 (55P03) is rolled back and tried again after a growing, jittered pause, so a
 migration queued behind a long transaction never stalls the traffic queued
-behind it. A watcher on the pool's second connection, opened only once a
+behind it. A watcher on the session's second connection, opened only once a
 statement has run for a while, notes who blocks us and reports index builds.
 """
 
@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import anyio
 import asyncpg
 import structlog
-from asyncpg.pool import PoolConnectionProxy
 
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.errors import MigrateError
 from natlangchain_migrate.failures import lock_retries_exhausted, migration_failed
 from natlangchain_migrate.ledger import Ledger, quote_ident
 from natlangchain_migrate.results import MigrationResult
+from natlangchain_migrate.session import Session
 from natlangchain_migrate.statements import Statement, split_statements
 
 log = structlog.get_logger("natlangchain_migrate")
@@ -83,18 +83,17 @@ def session_settings(
 
 
 class Executor:
-    """Runs migrations on the run's connection, with the pool's second one for watching."""
+    """Runs migrations on the run's connection, with the session's second one for watching."""
 
     def __init__(
         self,
-        conn: asyncpg.Connection,
-        pool: asyncpg.Pool,
+        session: Session,
         ledger: Ledger,
         settings: ExecutionSettings,
         applied_by: str,
     ) -> None:
-        self.conn = conn
-        self.pool = pool
+        self.conn = session.conn
+        self.session = session
         self.ledger = ledger
         self.settings = settings
         self.applied_by = applied_by
@@ -240,7 +239,9 @@ class Executor:
         lock_timeout = seconds(migration.directives.lock_timeout or self.settings.lock_timeout)
         attempts = self.settings.lock_retries + 1
         for number in range(1, attempts + 1):
-            watcher = _Watcher(self.pool, _pid(self.conn), lock_timeout, self.settings, statement)
+            watcher = _Watcher(
+                self.session, _pid(self.conn), lock_timeout, self.settings, statement
+            )
             try:
                 await watcher.watch(attempt)
                 return
@@ -267,13 +268,13 @@ class _Watcher:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        session: Session,
         pid: int,
         lock_timeout: float,
         settings: ExecutionSettings,
         statement: Statement | None,
     ) -> None:
-        self.pool = pool
+        self.session = session
         self.pid = pid
         self.statement = statement
         self.progress_interval = settings.progress_interval
@@ -296,7 +297,7 @@ class _Watcher:
 
     async def _look(self) -> None:
         await anyio.sleep(self.first_look)
-        async with self.pool.acquire() as watcher:
+        async with self.session.second_connection() as watcher:
             next_progress = time.monotonic() + self.progress_interval
             while True:
                 rows = await watcher.fetch(_BLOCKERS_QUERY, self.pid)
@@ -307,7 +308,7 @@ class _Watcher:
                     next_progress = time.monotonic() + self.progress_interval
                 await anyio.sleep(min(0.25, self.progress_interval))
 
-    async def _report_progress(self, watcher: PoolConnectionProxy) -> None:
+    async def _report_progress(self, watcher: asyncpg.Connection) -> None:
         row = await watcher.fetchrow(_PROGRESS_QUERY, self.pid)
         if row is not None and self.statement is not None:
             log.info("index_build_progress", index=self.statement.index_name, **dict(row))

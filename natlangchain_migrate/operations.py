@@ -44,7 +44,8 @@ async def status(
 ) -> MigrationPlan:
     """Every version's state, read-only and lock-free (``--status`` and ``--check``)."""
     migrations = load_migrations(migrations_dir)
-    async with open_session(Connection(dsn, pool, wait, lock_mode)) as (_, conn):
+    async with open_session(Connection(dsn, pool, wait, lock_mode)) as session:
+        conn = session.conn
         snapshot = await Ledger(schema).read(conn)
     return plan_migrations(migrations, snapshot.rows, skip=skip)
 
@@ -68,7 +69,8 @@ async def rollback(
     """
     migrations = {m.version: m for m in load_migrations(migrations_dir)}
     ledger = Ledger(schema)
-    async with open_session(Connection(dsn, pool, wait, lock_mode)) as (_, conn):
+    async with open_session(Connection(dsn, pool, wait, lock_mode)) as session:
+        conn = session.conn
         lock = AdvisoryLock(
             conn,
             lock_key(lock_namespace or default_namespace(schema)),
@@ -122,7 +124,8 @@ async def repair(
     migrations = load_migrations(migrations_dir)
     ledger = Ledger(schema)
     repaired: list[int] = []
-    async with open_session(Connection(dsn, pool, wait, lock_mode)) as (_, conn):
+    async with open_session(Connection(dsn, pool, wait, lock_mode)) as session:
+        conn = session.conn
         lock = AdvisoryLock(
             conn,
             lock_key(lock_namespace or default_namespace(schema)),

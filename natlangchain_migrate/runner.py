@@ -88,7 +88,8 @@ async def migrate(
     _check_arguments(migrations, target, skip)
     ledger = Ledger(schema)
     log.info("migrate_started", migrations=len(migrations), target=target, dry_run=dry_run)
-    async with open_session(Connection(dsn, pool, wait, lock_mode)) as (run_pool, conn):
+    async with open_session(Connection(dsn, pool, wait, lock_mode)) as session:
+        conn = session.conn
         snapshot = await ledger.read(conn)
         plan = plan_migrations(migrations, snapshot.rows, target=target, skip=skip)
         raise_on_drift(plan)
@@ -137,7 +138,7 @@ async def migrate(
             timeout=lock_timeout,
             listen=lock_mode == "session",  # LISTEN does not survive PgBouncer's pooling
         )
-        executor = Executor(conn, run_pool, ledger, settings, application_name())
+        executor = Executor(session, ledger, settings, application_name())
         replan = partial(plan_migrations, migrations, target=target, skip=skip)
         if lock_mode == "transaction":
             await _apply_in_one_transaction(lock, ledger, executor, replan)

@@ -1,4 +1,4 @@
-"""One run's database session: the pool, the connection held for the whole run, the lock.
+"""One run's database session: the connection held for the whole run, and the lock.
 
 The lock and the migrations share that one connection. The lock is released
 in ``finally``, shielded from cancellation; a connection that dies releases
@@ -17,7 +17,7 @@ import anyio
 import asyncpg
 import structlog
 
-from natlangchain_migrate.db import create_pool
+from natlangchain_migrate.db import connect
 from natlangchain_migrate.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -54,40 +54,56 @@ def resolve_dsn(dsn: str | None) -> str:
     return resolved
 
 
-async def _no_reset(conn: asyncpg.Connection) -> None:
-    """Our own pool is closed right after the run; resetting the connection first is a
-    wasted round trip. The lock has already been released explicitly."""
+class Session:
+    """The run's one connection, held for the whole run, and a second one on demand.
+
+    The second connection (blocker reports, index progress) is opened only
+    when a migration runs long enough to need it: from the caller's pool if
+    one was given, else as a connection of its own. An up-to-date start-up
+    opens exactly one connection.
+    """
+
+    def __init__(self, conn: asyncpg.Connection, target: Connection, dsn: str | None) -> None:
+        self.conn = conn
+        self._target = target
+        self._dsn = dsn
+
+    @asynccontextmanager
+    async def second_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._target.pool is not None:
+            async with self._target.pool.acquire() as borrowed:
+                yield cast(asyncpg.Connection, borrowed)
+            return
+        assert self._dsn is not None
+        own = await connect(self._dsn, pgbouncer=self._target.pgbouncer)
+        try:
+            yield own
+        finally:
+            with anyio.CancelScope(shield=True):
+                await own.close()
 
 
 @asynccontextmanager
-async def open_session(
-    target: Connection,
-) -> AsyncIterator[tuple[asyncpg.Pool, asyncpg.Connection]]:
-    """Yield (pool, connection): the caller's pool, or a small one of our own."""
+async def open_session(target: Connection) -> AsyncIterator[Session]:
+    """Yield the run's Session: a connection of our own, or one borrowed from the caller's pool."""
     if target.lock_mode not in LOCK_MODES:
         raise ConfigurationError(
             f"lock mode {target.lock_mode!r} is not one of {', '.join(LOCK_MODES)}"
         )
-    own = target.pool is None
-    pool = target.pool
-    if pool is None:
-        pool = await create_pool(
-            resolve_dsn(target.dsn),
-            wait=target.wait,
-            pgbouncer=target.pgbouncer,
-            reset=_no_reset,
-        )
-    try:
-        async with pool.acquire() as conn:
+    if target.pool is not None:
+        async with target.pool.acquire() as borrowed:
             # The proxy behaves as the connection it wraps for everything we call.
-            yield pool, cast(asyncpg.Connection, conn)
+            yield Session(cast(asyncpg.Connection, borrowed), target, None)
+        return
+    dsn = resolve_dsn(target.dsn)
+    conn = await connect(dsn, wait=target.wait, pgbouncer=target.pgbouncer)
+    try:
+        yield Session(conn, target, dsn)
     except BaseException:
-        if own:
-            with anyio.CancelScope(shield=True):
-                await pool.close()
+        with anyio.CancelScope(shield=True):
+            await conn.close()
         raise
-    if own:
-        await pool.close()
+    await conn.close()
 
 
 @asynccontextmanager

@@ -155,7 +155,7 @@ def test_lock_wait_times_out_with_its_exit_code(database_url: str) -> None:
         await holder.execute("SELECT pg_advisory_lock($1)", lock_key(default_namespace("public")))
         try:
             result = await asyncio.to_thread(
-                run_cli, "--lock-timeout", "1.5", database_url=database_url
+                run_cli, "--lock-timeout", "3", database_url=database_url
             )
         finally:
             await holder.close()
