@@ -186,8 +186,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from natlangchain_migrate import operations, runner
-
     dsn = args.database_url or await _embedded_dsn(announce=not (args.status or args.check))
     common: dict[str, Any] = {
         "migrations_dir": args.migrations_dir,
@@ -196,15 +194,10 @@ async def _run(args: argparse.Namespace) -> int:
         "lock_mode": args.lock_mode,
     }
     locking = {"lock_timeout": args.lock_timeout, "lock_namespace": args.lock_namespace}
-    if args.status or args.check:
-        plan = await operations.status(dsn, skip=tuple(args.skip), **common)
-        return _print_status(plan, as_json=args.json) if args.status else _check(plan)
-    if args.rollback:
-        await operations.rollback(dsn, **common, **locking)
-        return ExitCode.OK
-    if args.repair:
-        await operations.repair(dsn, **common, **locking)
-        return ExitCode.OK
+    if args.status or args.check or args.rollback or args.repair:
+        return await _other_action(args, dsn, common, locking)
+    from natlangchain_migrate import runner
+
     report = await runner.migrate(
         dsn,
         target=args.version,
@@ -219,6 +212,22 @@ async def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         _print_dry_run(report.pending, as_json=args.json)
     return ExitCode.OK
+
+
+async def _other_action(
+    args: argparse.Namespace, dsn: str, common: dict[str, Any], locking: dict[str, Any]
+) -> int:
+    """--status, --check, --rollback, --repair: one library call each."""
+    from natlangchain_migrate import operations
+
+    if args.rollback:
+        await operations.rollback(dsn, **common, **locking)
+        return ExitCode.OK
+    if args.repair:
+        await operations.repair(dsn, **common, **locking)
+        return ExitCode.OK
+    plan = await operations.status(dsn, skip=tuple(args.skip), **common)
+    return _print_status(plan, as_json=args.json) if args.status else _check(plan)
 
 
 async def _embedded_dsn(*, announce: bool) -> str:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from natlangchain_migrate.errors import ConfigurationError
 
@@ -26,16 +25,14 @@ _DURATION = re.compile(r"^\d+\s*(ms|s|min|h)?$")
 _EXTENSION = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(\s*>=\s*(?P<version>[0-9][0-9.]*))?$")
 
 
-@dataclass(frozen=True)
-class ExtensionRequirement:
+class ExtensionRequirement(NamedTuple):
     """An extension a migration needs, optionally with a lowest version."""
 
     name: str
     min_version: str | None = None
 
 
-@dataclass(frozen=True)
-class Directives:
+class Directives(NamedTuple):
     """Per-file settings read from ``-- natlangchain: ...`` lines in the file's header."""
 
     no_transaction: bool = False
@@ -44,8 +41,7 @@ class Directives:
     requires_extensions: tuple[ExtensionRequirement, ...] = ()
 
 
-@dataclass(frozen=True)
-class Migration:
+class Migration(NamedTuple):
     """One migration file: its version, name (``001_initial_schema``), SQL and checksum."""
 
     version: int
@@ -54,7 +50,7 @@ class Migration:
     sql: str
     checksum: str
     down_sql: str | None = None
-    directives: Directives = field(default_factory=Directives)
+    directives: Directives = Directives()
 
 
 def checksum(sql: str) -> str:

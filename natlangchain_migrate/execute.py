@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import anyio
 import asyncpg
@@ -47,8 +47,7 @@ WHERE NOT i.indisvalid AND c.relname = $1 AND n.nspname = coalesce($2, current_s
 """
 
 
-@dataclass(frozen=True)
-class ExecutionSettings:
+class ExecutionSettings(NamedTuple):
     """How migrations run: timeouts (PostgreSQL durations such as ``5s``), retries, schema."""
 
     schema: str = "public"

@@ -13,7 +13,7 @@ import hashlib
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import anyio
 import asyncpg
@@ -49,8 +49,7 @@ def default_namespace(schema: str) -> str:
     return f"natlangchain_migrate:{schema}"
 
 
-@dataclass(frozen=True)
-class LockHolder:
+class LockHolder(NamedTuple):
     """The session that holds the lock, as pg_locks and pg_stat_activity show it."""
 
     pid: int

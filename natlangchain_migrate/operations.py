@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import asyncpg
 import structlog
@@ -15,7 +14,7 @@ from natlangchain_migrate.ledger import Ledger, quote_ident
 from natlangchain_migrate.locks import AdvisoryLock, default_namespace, lock_key
 from natlangchain_migrate.plan import MigrationPlan, State, plan_migrations
 from natlangchain_migrate.runner import raise_on_drift
-from natlangchain_migrate.session import Connection, held_lock, open_session
+from natlangchain_migrate.session import Target, held_lock, open_session
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -23,8 +22,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("natlangchain_migrate")
 
 
-@dataclass(frozen=True)
-class RollbackResult:
+class RollbackResult(NamedTuple):
     """What ``rollback`` did: which version, and whether a down file undid its schema."""
 
     version: int
@@ -44,7 +42,7 @@ async def status(
 ) -> MigrationPlan:
     """Every version's state, read-only and lock-free (``--status`` and ``--check``)."""
     migrations = load_migrations(migrations_dir)
-    async with open_session(Connection(dsn, pool, wait, lock_mode)) as session:
+    async with open_session(Target(dsn, pool, wait, lock_mode)) as session:
         conn = session.conn
         snapshot = await Ledger(schema).read(conn)
     return plan_migrations(migrations, snapshot.rows, skip=skip)
@@ -69,7 +67,7 @@ async def rollback(
     """
     migrations = {m.version: m for m in load_migrations(migrations_dir)}
     ledger = Ledger(schema)
-    async with open_session(Connection(dsn, pool, wait, lock_mode)) as session:
+    async with open_session(Target(dsn, pool, wait, lock_mode)) as session:
         conn = session.conn
         lock = AdvisoryLock(
             conn,
@@ -124,7 +122,7 @@ async def repair(
     migrations = load_migrations(migrations_dir)
     ledger = Ledger(schema)
     repaired: list[int] = []
-    async with open_session(Connection(dsn, pool, wait, lock_mode)) as session:
+    async with open_session(Target(dsn, pool, wait, lock_mode)) as session:
         conn = session.conn
         lock = AdvisoryLock(
             conn,

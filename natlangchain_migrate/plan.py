@@ -7,9 +7,9 @@ drift and resuming is unit-tested with plain values.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from natlangchain_migrate.discovery import Migration
 
@@ -25,8 +25,7 @@ class State(StrEnum):
     FAILED = "FAILED"
 
 
-@dataclass(frozen=True)
-class AppliedMigration:
+class AppliedMigration(NamedTuple):
     """One row of the ledger (schema_migrations).
 
     ``checksum`` is None for rows adopted from the seed's old three-column
@@ -45,8 +44,7 @@ class AppliedMigration:
     last_error: str | None = None
 
 
-@dataclass(frozen=True)
-class StatusEntry:
+class StatusEntry(NamedTuple):
     """One line of ``--status``: a version, its name, its state and what the ledger says."""
 
     version: int
@@ -61,13 +59,13 @@ class StatusEntry:
         return self.row is None or self.row.checksum is not None
 
 
-@dataclass(frozen=True)
-class MigrationPlan:
-    """What a run would do: migrations to apply in order, and what blocks it."""
+class MigrationPlan(NamedTuple):
+    """What a run would do: migrations to apply in order, every version's state, and
+    where incomplete no-transaction migrations resume."""
 
-    pending: list[Migration] = field(default_factory=list)
-    entries: list[StatusEntry] = field(default_factory=list)
-    resume_from: dict[int, int] = field(default_factory=dict)
+    pending: list[Migration]
+    entries: list[StatusEntry]
+    resume_from: dict[int, int]
 
     @property
     def changed(self) -> list[StatusEntry]:

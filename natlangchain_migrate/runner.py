@@ -31,7 +31,7 @@ from natlangchain_migrate.errors import (
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.plan import MigrationPlan, plan_migrations
 from natlangchain_migrate.results import MigrationReport, MigrationResult
-from natlangchain_migrate.session import Connection, open_session, session_lock
+from natlangchain_migrate.session import Target, open_session, session_lock
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -88,7 +88,7 @@ async def migrate(
     _check_arguments(migrations, target, skip)
     ledger = Ledger(schema)
     log.info("migrate_started", migrations=len(migrations), target=target, dry_run=dry_run)
-    async with open_session(Connection(dsn, pool, wait, lock_mode)) as session:
+    async with open_session(Target(dsn, pool, wait, lock_mode)) as session:
         conn = session.conn
         snapshot = await ledger.read(conn)
         plan = plan_migrations(migrations, snapshot.rows, target=target, skip=skip)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import anyio
 import asyncpg
@@ -28,8 +27,7 @@ log = structlog.get_logger("natlangchain_migrate")
 LOCK_MODES = ("session", "transaction")
 
 
-@dataclass(frozen=True)
-class Connection:
+class Target(NamedTuple):
     """Where to connect and how: a DSN or the caller's own pool."""
 
     dsn: str | None = None
@@ -63,7 +61,7 @@ class Session:
     opens exactly one connection.
     """
 
-    def __init__(self, conn: asyncpg.Connection, target: Connection, dsn: str | None) -> None:
+    def __init__(self, conn: asyncpg.Connection, target: Target, dsn: str | None) -> None:
         self.conn = conn
         self._target = target
         self._dsn = dsn
@@ -84,7 +82,7 @@ class Session:
 
 
 @asynccontextmanager
-async def open_session(target: Connection) -> AsyncIterator[Session]:
+async def open_session(target: Target) -> AsyncIterator[Session]:
     """Yield the run's Session: a connection of our own, or one borrowed from the caller's pool."""
     if target.lock_mode not in LOCK_MODES:
         raise ConfigurationError(

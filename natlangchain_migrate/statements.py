@@ -7,13 +7,12 @@ need it, keeping the common path's start-up light.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from natlangchain_migrate.errors import ConfigurationError
 
 
-@dataclass(frozen=True)
-class Statement:
+class Statement(NamedTuple):
     """One statement of a file: its text, where it starts (0-based character offset),
     and, for CREATE INDEX, the index it builds."""
 
