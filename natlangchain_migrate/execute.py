@@ -57,6 +57,10 @@ class ExecutionSettings(NamedTuple):
     retry_delay: float = 1.0
     progress_interval: float = 5.0
 
+    def retry_pause(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt ``attempt``: doubling, with +-50% jitter."""
+        return float(self.retry_delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+
 
 def seconds(duration: str) -> float:
     """A PostgreSQL duration (``500ms``, ``5s``, ``2min``, ``1h``; bare numbers are ms)."""
@@ -249,7 +253,7 @@ class Executor:
                     raise lock_retries_exhausted(
                         migration, attempts, watcher.blockers, self.applied
                     ) from error
-                pause = self.settings.retry_delay * (2 ** (number - 1)) * random.uniform(0.5, 1.5)
+                pause = self.settings.retry_pause(number)
                 log.warning(
                     "migration_lock_timeout",
                     version=migration.version,

@@ -49,6 +49,24 @@ def default_namespace(schema: str) -> str:
     return f"natlangchain_migrate:{schema}"
 
 
+def migration_lock(
+    conn: asyncpg.Connection,
+    *,
+    schema: str,
+    namespace: str | None,
+    timeout: float,
+    lock_mode: str,
+) -> AdvisoryLock:
+    """The lock every runner of one schema shares; LISTEN only where it works (not through
+    PgBouncer's transaction pooling)."""
+    return AdvisoryLock(
+        conn,
+        lock_key(namespace or default_namespace(schema)),
+        timeout=timeout,
+        listen=lock_mode == "session",
+    )
+
+
 class LockHolder(NamedTuple):
     """The session that holds the lock, as pg_locks and pg_stat_activity show it."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -11,7 +13,7 @@ import structlog
 from natlangchain_migrate.discovery import load_migrations
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.ledger import Ledger, quote_ident
-from natlangchain_migrate.locks import AdvisoryLock, default_namespace, lock_key
+from natlangchain_migrate.locks import migration_lock
 from natlangchain_migrate.plan import MigrationPlan, State, plan_migrations
 from natlangchain_migrate.runner import raise_on_drift
 from natlangchain_migrate.session import Target, held_lock, open_session
@@ -28,6 +30,23 @@ class RollbackResult(NamedTuple):
     version: int
     name: str
     ran_down_file: bool
+
+
+@asynccontextmanager
+async def _locked(
+    target: Target, schema: str, lock_timeout: float, namespace: str | None
+) -> AsyncIterator[asyncpg.Connection]:
+    """A session's connection, holding the migration lock for a short piece of work."""
+    async with open_session(target) as session:
+        lock = migration_lock(
+            session.conn,
+            schema=schema,
+            namespace=namespace,
+            timeout=lock_timeout,
+            lock_mode=target.lock_mode,
+        )
+        async with held_lock(lock, target.lock_mode):
+            yield session.conn
 
 
 async def status(
@@ -67,28 +86,21 @@ async def rollback(
     """
     migrations = {m.version: m for m in load_migrations(migrations_dir)}
     ledger = Ledger(schema)
-    async with open_session(Target(dsn, pool, wait, lock_mode)) as session:
-        conn = session.conn
-        lock = AdvisoryLock(
-            conn,
-            lock_key(lock_namespace or default_namespace(schema)),
-            timeout=lock_timeout,
-            listen=lock_mode == "session",
-        )
-        async with held_lock(lock, lock_mode):
-            rows = (await ledger.read(conn)).rows
-            if not rows:
-                log.info("rollback_nothing_applied")
-                return None
-            row = rows[-1]
-            migration = migrations.get(row.version)
-            down_sql = migration.down_sql if migration else None
-            async with conn.transaction():
-                if down_sql is not None:
-                    await conn.execute(
-                        f"SET LOCAL search_path = {quote_ident(schema)}, pg_temp;\n{down_sql}"
-                    )
-                await ledger.remove(conn, row.version)
+    target = Target(dsn, pool, wait, lock_mode)
+    async with _locked(target, schema, lock_timeout, lock_namespace) as conn:
+        rows = (await ledger.read(conn)).rows
+        if not rows:
+            log.info("rollback_nothing_applied")
+            return None
+        row = rows[-1]
+        migration = migrations.get(row.version)
+        down_sql = migration.down_sql if migration else None
+        async with conn.transaction():
+            if down_sql is not None:
+                await conn.execute(
+                    f"SET LOCAL search_path = {quote_ident(schema)}, pg_temp;\n{down_sql}"
+                )
+            await ledger.remove(conn, row.version)
     if down_sql is None:
         log.warning(
             "rollback_record_only",
@@ -122,35 +134,28 @@ async def repair(
     migrations = load_migrations(migrations_dir)
     ledger = Ledger(schema)
     repaired: list[int] = []
-    async with open_session(Target(dsn, pool, wait, lock_mode)) as session:
-        conn = session.conn
-        lock = AdvisoryLock(
-            conn,
-            lock_key(lock_namespace or default_namespace(schema)),
-            timeout=lock_timeout,
-            listen=lock_mode == "session",
-        )
-        async with held_lock(lock, lock_mode):
-            snapshot = await ledger.read(conn)
-            if not snapshot.exists:
-                raise ConfigurationError("nothing to repair: the database has no ledger yet")
-            await ledger.ensure(conn)
-            plan = plan_migrations(migrations, snapshot.rows)
-            for entry in plan.entries:
-                row = entry.row
-                stale = entry.state is State.CHANGED or (
-                    entry.state is State.APPLIED and row is not None and row.checksum is None
-                )
-                if not stale or row is None or entry.file_checksum is None:
-                    continue
-                await ledger.set_checksum(conn, entry.version, entry.file_checksum)
-                repaired.append(entry.version)
-                log.info(
-                    "checksum_repaired",
-                    version=entry.version,
-                    name=entry.name,
-                    old_checksum=row.checksum,
-                    new_checksum=entry.file_checksum,
-                )
-            raise_on_drift(plan_migrations(migrations, (await ledger.read(conn)).rows))
+    target = Target(dsn, pool, wait, lock_mode)
+    async with _locked(target, schema, lock_timeout, lock_namespace) as conn:
+        snapshot = await ledger.read(conn)
+        if not snapshot.exists:
+            raise ConfigurationError("nothing to repair: the database has no ledger yet")
+        await ledger.ensure(conn)
+        plan = plan_migrations(migrations, snapshot.rows)
+        for entry in plan.entries:
+            row = entry.row
+            stale = entry.state is State.CHANGED or (
+                entry.state is State.APPLIED and row is not None and row.checksum is None
+            )
+            if not stale or row is None or entry.file_checksum is None:
+                continue
+            await ledger.set_checksum(conn, entry.version, entry.file_checksum)
+            repaired.append(entry.version)
+            log.info(
+                "checksum_repaired",
+                version=entry.version,
+                name=entry.name,
+                old_checksum=row.checksum,
+                new_checksum=entry.file_checksum,
+            )
+        raise_on_drift(plan_migrations(migrations, (await ledger.read(conn)).rows))
     return repaired

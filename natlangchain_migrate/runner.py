@@ -8,7 +8,6 @@ each pending migration in its own transaction with its ledger row.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Collection, Iterable
 from functools import partial
@@ -122,7 +121,7 @@ async def migrate(
         await _check_extensions(conn, plan.pending)
         # Loaded only here: an up-to-date start-up never needs the apply machinery.
         from natlangchain_migrate.execute import ExecutionSettings, Executor
-        from natlangchain_migrate.locks import AdvisoryLock, default_namespace, lock_key
+        from natlangchain_migrate.locks import migration_lock
 
         settings = ExecutionSettings(
             schema=schema,
@@ -132,11 +131,12 @@ async def migrate(
             retry_delay=retry_delay,
             progress_interval=progress_interval,
         )
-        lock = AdvisoryLock(
+        lock = migration_lock(
             conn,
-            lock_key(lock_namespace or default_namespace(schema)),
+            schema=schema,
+            namespace=lock_namespace,
             timeout=lock_timeout,
-            listen=lock_mode == "session",  # LISTEN does not survive PgBouncer's pooling
+            lock_mode=lock_mode,
         )
         executor = Executor(session, ledger, settings, application_name())
         replan = partial(plan_migrations, migrations, target=target, skip=skip)
@@ -219,7 +219,7 @@ async def _apply_in_one_transaction(
                 error = lock_retries_exhausted(blocked.migration, attempts, [], executor.applied)
                 _log_failed(blocked.migration, error)
                 raise error from blocked.__cause__
-            pause = executor.settings.retry_delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+            pause = executor.settings.retry_pause(attempt)
             log.warning(
                 "migration_lock_timeout",
                 version=blocked.migration.version,
