@@ -59,6 +59,8 @@ create a migration:  {PROG} new NAME [--migrations-dir DIR]
 
 
 def _env(name: str, default: str | None = None) -> str | None:
+    """A setting's variable. argparse runs a string default through the flag's ``type``,
+    so a bad value is reported like a bad flag (exit 2), naming the flag."""
     return os.environ.get(ENV + name, default)
 
 
@@ -118,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--lock-timeout",
         type=float,
-        default=float(_env("LOCK_TIMEOUT", "300") or 300),
+        default=_env("LOCK_TIMEOUT", "300"),
         metavar="SECONDS",
         help="how long to wait for another runner's lock (default 300)",
     )
@@ -137,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--wait",
         type=float,
-        default=float(_env("WAIT", "0") or 0),
+        default=_env("WAIT", "0"),
         metavar="SECONDS",
         help="wait up to SECONDS for the server to accept connections",
     )
@@ -156,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--lock-retries",
         type=int,
-        default=int(_env("LOCK_RETRIES", "5") or 5),
+        default=_env("LOCK_RETRIES", "5"),
         metavar="N",
         help="retries of a migration cancelled by lock_timeout (default 5)",
     )

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 _UP_FILE = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9_]+)\.sql$")
 _DOWN_FILE = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9_]+)\.down\.sql$")
 _DIRECTIVE = re.compile(r"^--\s*natlangchain:\s*(?P<key>[a-z-]+)\s*(?P<value>.*?)\s*$")
-_DURATION = re.compile(r"^\d+\s*(ms|s|min|h)?$")
+_DURATION = re.compile(r"^\d+(ms|s|min|h)?$")
 _EXTENSION = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(\s*>=\s*(?P<version>[0-9][0-9.]*))?$")
 
 
@@ -147,6 +147,11 @@ def _read_migration(version: int, up: Traversable, down: Traversable | None) -> 
     )
 
 
+def is_duration(text: str) -> bool:
+    """True for a PostgreSQL duration we accept: digits, then ms, s, min or h (or nothing: ms)."""
+    return _DURATION.match(text) is not None
+
+
 def parse_directives(filename: str, sql: str) -> Directives:
     """Read ``-- natlangchain: key value`` lines from the comment block that opens the file."""
     settings: dict[str, str] = {}
@@ -164,8 +169,8 @@ def parse_directives(filename: str, sql: str) -> Directives:
         where = f"{filename}:{number}"
         if key == "no-transaction" and not value:
             settings[key] = "yes"
-        elif key in ("lock-timeout", "statement-timeout") and _DURATION.match(value):
-            settings[key] = value.replace(" ", "")
+        elif key in ("lock-timeout", "statement-timeout") and is_duration(value):
+            settings[key] = value
         elif key == "requires-extension" and (ext := _EXTENSION.match(value)):
             extensions.append(ExtensionRequirement(ext["name"], ext["version"]))
         else:

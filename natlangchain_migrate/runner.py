@@ -19,7 +19,7 @@ import asyncpg
 import structlog
 
 from natlangchain_migrate.db import application_name
-from natlangchain_migrate.discovery import Migration, load_migrations
+from natlangchain_migrate.discovery import Migration, is_duration, load_migrations
 from natlangchain_migrate.errors import (
     ConfigurationError,
     DriftError,
@@ -85,6 +85,8 @@ async def migrate(
     started = time.monotonic()
     migrations = load_migrations(migrations_dir)
     _check_arguments(migrations, target, skip)
+    _check_duration("--pg-lock-timeout", pg_lock_timeout)
+    _check_duration("--statement-timeout", statement_timeout)
     ledger = Ledger(schema)
     log.info("migrate_started", migrations=len(migrations), target=target, dry_run=dry_run)
     async with open_session(Target(dsn, pool, wait, lock_mode)) as session:
@@ -301,6 +303,13 @@ def _check_arguments(migrations: list[Migration], target: int | None, skip: Iter
         raise ConfigurationError(
             f"--skip {unknown[0]} matches no migration file; known versions: "
             f"{', '.join(str(v) for v in sorted(known))}"
+        )
+
+
+def _check_duration(flag: str, value: str | None) -> None:
+    if value is not None and not is_duration(value):
+        raise ConfigurationError(
+            f"{flag} {value!r} is not a duration; use a number with ms, s, min or h (e.g. 5s)"
         )
 
 

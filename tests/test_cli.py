@@ -196,6 +196,12 @@ def test_usage_errors_exit_2(database_url: str) -> None:
     assert run_cli("--status", "--rollback", database_url=database_url).returncode == 2
     bad = run_cli(database_url="mysql://nope")
     assert bad.returncode == ExitCode.USAGE, bad.stderr
+    duration = run_cli("--pg-lock-timeout", "soon", database_url=database_url)
+    assert duration.returncode == ExitCode.USAGE
+    assert "--pg-lock-timeout 'soon' is not a duration" in duration.stderr
+    variable = run_cli(database_url=database_url, env={"NATLANGCHAIN_MIGRATE_WAIT": "forever"})
+    assert variable.returncode == ExitCode.USAGE
+    assert "--wait: invalid float value: 'forever'" in variable.stderr
 
 
 def test_new_writes_next_numbered_files_and_refuses_bad_names(tmp_path: Path) -> None:
