@@ -299,7 +299,14 @@ class _Watcher:
             raise failure[0]
 
     async def _look(self) -> None:
+        """Watching is a courtesy: if it cannot connect or query, the migration goes on."""
         await anyio.sleep(self.first_look)
+        try:
+            await self._watch_with_second_connection()
+        except (MigrateError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            log.warning("watcher_unavailable", error=str(error))
+
+    async def _watch_with_second_connection(self) -> None:
         async with self.session.second_connection() as watcher:
             next_progress = time.monotonic() + self.progress_interval
             while True:

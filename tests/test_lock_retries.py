@@ -106,3 +106,27 @@ async def test_statement_timeout_directive_cancels_a_slow_migration(
     with pytest.raises(MigrationFailedError, match="57014"):
         await migrate(database_url, migrations_dir=folder)
     assert await ledger_rows(database_url) == []
+
+
+@pytest.mark.anyio
+async def test_migration_goes_on_when_the_watcher_cannot_connect(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A role limited to one connection: the watcher's second one is refused, not fatal."""
+    role = f"one_conn_{tmp_path.name[-8:].lower().replace('-', '_')}"
+    admin = await asyncpg.connect(database_url)
+    database = database_url.rsplit("/", 1)[1]
+    await admin.execute(
+        f"CREATE ROLE {role} LOGIN PASSWORD 'pw-Secr3t-one' CONNECTION LIMIT 1;"
+        f'GRANT ALL ON DATABASE "{database}" TO {role}; GRANT ALL ON SCHEMA public TO {role}'
+    )
+    limited = database_url.replace("postgres:pw-Secr3t-never-printed", f"{role}:pw-Secr3t-one")
+    folder = write_migrations(tmp_path / "m", {"001_slow.sql": "SELECT pg_sleep(1.5);\n"})
+    try:
+        with capture_logs() as events:
+            report = await migrate(limited, migrations_dir=folder)
+    finally:
+        await admin.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+        await admin.close()
+    assert [r.version for r in report.applied] == [1]
+    assert any(e["event"] == "watcher_unavailable" for e in events)
