@@ -247,3 +247,15 @@ def test_success_output_never_shows_the_password(database_url: str) -> None:
         )
         assert result.returncode == 0, result.stderr
         assert "Secr3t" not in result.stdout + result.stderr
+
+
+def test_logs_are_json_lines_when_stderr_is_not_a_terminal(database_url: str) -> None:
+    result = run_cli(database_url=database_url, env={"NATLANGCHAIN_MIGRATE_LOG_FORMAT": ""})
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines
+    assert len(log_events(result.stderr)) == len(lines)
+    events = [e["event"] for e in log_events(result.stderr)]
+    assert events[0] == "migrate_started"
+    assert events[-1] == "migrate_done"
+    assert events.count("migration_applying") == events.count("migration_applied") == 3
