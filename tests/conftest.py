@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from natlangchain_migrate.locks import default_namespace, lock_key
 from tests.pgcluster import PgCluster, embedded_bindir
 
 TEST_URL_VARIABLE = "NATLANGCHAIN_TEST_DATABASE_URL"
@@ -110,5 +111,22 @@ async def ledger_rows(url: str) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(url)
     try:
         return await conn.fetch("SELECT * FROM schema_migrations ORDER BY version")
+    finally:
+        await conn.close()
+
+
+async def migration_locks_held(url: str) -> int:
+    """How many sessions hold the default migration advisory lock (pg_locks)."""
+    key = lock_key(default_namespace("public")) & 0xFFFFFFFFFFFFFFFF
+    conn = await asyncpg.connect(url)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND classid = $1 AND objid = $2",
+                key >> 32,
+                key & 0xFFFFFFFF,
+            )
+        )
     finally:
         await conn.close()

@@ -7,11 +7,9 @@ import os
 import subprocess
 import sys
 
-import asyncpg
 import pytest
 
-from natlangchain_migrate.locks import default_namespace, lock_key
-from tests.conftest import ledger_rows, log_events
+from tests.conftest import ledger_rows, log_events, migration_locks_held
 
 RUNNERS = 16
 
@@ -33,22 +31,6 @@ def _start_runners(database_url: str, count: int, *extra: str) -> list[subproces
     ]
 
 
-async def _advisory_locks_left(url: str) -> int:
-    key = lock_key(default_namespace("public")) & 0xFFFFFFFFFFFFFFFF
-    conn = await asyncpg.connect(url)
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                "AND classid = $1 AND objid = $2",
-                key >> 32,
-                key & 0xFFFFFFFF,
-            )
-        )
-    finally:
-        await conn.close()
-
-
 @pytest.mark.slow
 def test_sixteen_concurrent_processes_apply_each_migration_exactly_once(database_url: str) -> None:
     runners = _start_runners(database_url, RUNNERS)
@@ -60,4 +42,4 @@ def test_sixteen_concurrent_processes_apply_each_migration_exactly_once(database
     assert sorted(applied) == [1, 2, 3]
     rows = asyncio.run(ledger_rows(database_url))
     assert [row["version"] for row in rows] == [1, 2, 3]
-    assert asyncio.run(_advisory_locks_left(database_url)) == 0
+    assert asyncio.run(migration_locks_held(database_url)) == 0

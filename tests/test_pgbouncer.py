@@ -12,11 +12,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
-from natlangchain_migrate.locks import default_namespace, lock_key
-from tests.conftest import ledger_rows, log_events, with_database
+from tests.conftest import ledger_rows, log_events, migration_locks_held, with_database
 from tests.pgcluster import PASSWORD, PgCluster, free_port
 
 RUNNERS = 16
@@ -75,22 +73,6 @@ def pgbouncer_url(pg_cluster: PgCluster | None) -> Iterator[str]:
         bouncer.wait(timeout=10)
 
 
-async def _advisory_locks(url: str) -> int:
-    key = lock_key(default_namespace("public")) & 0xFFFFFFFFFFFFFFFF
-    conn = await asyncpg.connect(url)
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                "AND classid = $1 AND objid = $2",
-                key >> 32,
-                key & 0xFFFFFFFF,
-            )
-        )
-    finally:
-        await conn.close()
-
-
 @pytest.mark.slow
 def test_sixteen_runners_through_pgbouncer_apply_each_migration_once(
     pgbouncer_url: str, database_url: str
@@ -122,7 +104,7 @@ def test_sixteen_runners_through_pgbouncer_apply_each_migration_once(
     ]
     assert sorted(applied) == [1, 2, 3]
     assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1, 2, 3]
-    assert asyncio.run(_advisory_locks(database_url)) == 0
+    assert asyncio.run(migration_locks_held(database_url)) == 0
     again = subprocess.run(
         [sys.executable, "-m", "natlangchain_migrate", "--status"],
         env=env,
@@ -141,4 +123,4 @@ def test_sixteen_runners_through_pgbouncer_apply_each_migration_once(
     )
     assert rollback.returncode == 0, rollback.stderr
     assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1, 2]
-    assert asyncio.run(_advisory_locks(database_url)) == 0
+    assert asyncio.run(migration_locks_held(database_url)) == 0
