@@ -15,15 +15,18 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from natlangchain_migrate.db import password_of, redact
 from natlangchain_migrate.errors import ConfigurationError, ExitCode, MigrateError
 from natlangchain_migrate.logs import LOG_FORMATS, configure_logging
-from natlangchain_migrate.plan import MigrationPlan, State
+from natlangchain_migrate.plan import MigrationPlan, State, StatusEntry
 from natlangchain_migrate.session import LOCK_MODES
+
+if TYPE_CHECKING:
+    from natlangchain_migrate.results import MigrationResult
 
 PROG = "natlangchain-migrate"
 ENV = "NATLANGCHAIN_MIGRATE_"
@@ -263,7 +266,7 @@ def _print_status(plan: MigrationPlan, *, as_json: bool) -> int:
     return ExitCode.OK
 
 
-def _status_object(entry: Any) -> dict[str, Any]:
+def _status_object(entry: StatusEntry) -> dict[str, Any]:
     row = entry.row
     return {
         "version": entry.version,
@@ -292,7 +295,7 @@ def _check(plan: MigrationPlan) -> int:
     return code
 
 
-def _print_dry_run(pending: Sequence[Any], *, as_json: bool) -> None:
+def _print_dry_run(pending: Sequence[MigrationResult], *, as_json: bool) -> None:
     if as_json:
         print(json.dumps([{"version": m.version, "name": m.name} for m in pending], indent=2))
         return
