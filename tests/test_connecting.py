@@ -84,3 +84,23 @@ def test_standby_is_refused_with_a_pointer_to_the_primary(
     assert (
         run_cli("--check", database_url=standby.dsn(database)).returncode == ExitCode.CHECK_PENDING
     )
+
+
+@pytest.mark.anyio
+async def test_connections_keep_alive_and_name_themselves(database_url: str) -> None:
+    """Both ends probe a silent peer within about a minute, not the kernel's two hours."""
+    import socket
+
+    from natlangchain_migrate.db import KEEPALIVE_IDLE_S, connect
+
+    conn = await connect(database_url)
+    try:
+        sock = conn._transport.get_extra_info("socket")  # type: ignore[attr-defined]
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE_S
+        assert await conn.fetchval("SHOW tcp_keepalives_idle") == str(KEEPALIVE_IDLE_S)
+        name = await conn.fetchval("SHOW application_name")
+        assert name.startswith("natlangchain-migrate/")
+        assert name.endswith(f"/{os.getpid()}")
+    finally:
+        await conn.close()
