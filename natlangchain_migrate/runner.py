@@ -175,6 +175,7 @@ async def _apply_each(
             try:
                 if migration.directives.no_transaction:
                     resume = plan.resume_from.get(migration.version, 0)
+                    _warn_if_edited_since_failure(plan, migration, resume)
                     duration = await executor.apply_without_transaction(migration, resume)
                 else:
                     last = number == len(plan.pending)
@@ -356,6 +357,19 @@ async def _check_extensions(conn: asyncpg.Connection, pending: list[Migration]) 
 
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(".") if part.isdigit())
+
+
+def _warn_if_edited_since_failure(plan: MigrationPlan, migration: Migration, done: int) -> None:
+    """Resuming skips the statements that ran; say so when the file changed since then."""
+    row = next((entry.row for entry in plan.entries if entry.version == migration.version), None)
+    if done and row is not None and row.checksum not in (None, migration.checksum):
+        log.warning(
+            "resuming_edited_migration",
+            version=migration.version,
+            name=migration.name,
+            statements_already_run=done,
+            hint=f"statements 1 to {done} are not run again; they must be unchanged",
+        )
 
 
 def _log_applying(migration: Migration, number: int, total: int) -> None:

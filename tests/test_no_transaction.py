@@ -90,6 +90,8 @@ def test_failed_statement_leaves_incomplete_row_and_next_run_resumes_there(
     assert result.returncode == 0, result.stderr
     resumed = next(e for e in log_events(result.stderr) if e["event"] == "migration_resuming")
     assert resumed["statement"] == 3
+    edited = next(e for e in log_events(result.stderr) if e["event"] == "resuming_edited_migration")
+    assert edited["statements_already_run"] == 2
     assert _value(database_url, "SELECT array_agg(n ORDER BY n)::text FROM counter") == "{1,2,3,4}"
     assert asyncio.run(ledger_rows(database_url))[1]["complete"] is True
 
