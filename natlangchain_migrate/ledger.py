@@ -73,7 +73,7 @@ class Ledger:
         return LedgerSnapshot(rows, exists=exists, standby=standby)
 
     async def ensure(self, conn: asyncpg.Connection) -> list[str]:
-        """Create the table if absent, or add our columns to the seed's old one.
+        """Create the table (and its schema) if absent, or add our columns to the seed's old one.
 
         Returns the columns added to an existing table (empty when it was
         created or already complete). Call it while holding the migration lock:
@@ -90,6 +90,7 @@ class Ledger:
         if not present:
             columns = "".join(f", {name} {kind}" for name, kind in _ADDED_COLUMNS.items())
             await conn.execute(
+                f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}; "
                 f"CREATE TABLE IF NOT EXISTS {self.table} ("
                 " version integer PRIMARY KEY,"
                 " name varchar(255) NOT NULL,"

@@ -259,3 +259,37 @@ def test_logs_are_json_lines_when_stderr_is_not_a_terminal(database_url: str) ->
     assert events[0] == "migrate_started"
     assert events[-1] == "migrate_done"
     assert events.count("migration_applying") == events.count("migration_applied") == 3
+
+
+def test_schema_flag_puts_ledger_and_tables_in_that_schema(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = write_migrations(
+        tmp_path / "m",
+        {
+            "001_t.sql": "CREATE TABLE t (id int);\n"
+            "CREATE FUNCTION t_count() RETURNS bigint LANGUAGE sql "
+            "SET search_path FROM CURRENT AS $$ SELECT count(*) FROM t $$;\n"
+        },
+    )
+    args = ("--migrations-dir", str(folder), "--schema", "app")
+    result = run_cli(*args, database_url=database_url)
+    assert result.returncode == 0, result.stderr
+
+    async def where() -> tuple[set[str], object]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'app'")
+            return {r["tablename"] for r in rows}, await conn.fetchval("SELECT app.t_count()")
+        finally:
+            await conn.close()
+
+    tables, count = asyncio.run(where())
+    assert tables == {"t", "schema_migrations"}
+    assert count == 0
+    assert _tables(database_url) == set()
+    assert "Applied: 1 / 1" in run_cli("--status", *args, database_url=database_url).stdout
+    assert (
+        "Applied: 0 / 1"
+        in run_cli("--status", "--migrations-dir", str(folder), database_url=database_url).stdout
+    )
