@@ -120,6 +120,7 @@ async def migrate(
                 "--database-url or DATABASE_URL at the primary"
             )
         _check_lock_mode(plan.pending, lock_mode)
+        _check_transaction_control(plan.pending)
         await _check_extensions(conn, plan.pending)
         # Loaded only here: an up-to-date start-up never needs the apply machinery.
         from natlangchain_migrate.execute import ExecutionSettings, Executor
@@ -312,6 +313,23 @@ def _check_duration(flag: str, value: str | None) -> None:
         raise ConfigurationError(
             f"{flag} {value!r} is not a duration; use a number with ms, s, min or h (e.g. 5s)"
         )
+
+
+def _check_transaction_control(pending: list[Migration]) -> None:
+    """Refuse, before anything runs, a transactional file that begins or commits by itself."""
+    from natlangchain_migrate.statements import find_transaction_control
+
+    for migration in pending:
+        if migration.directives.no_transaction:
+            continue
+        found = find_transaction_control(migration.filename, migration.sql)
+        if found is not None:
+            line, keyword = found
+            raise ConfigurationError(
+                f"{migration.filename}:{line}: {keyword} inside a migration; the runner runs "
+                "each file in one transaction with its ledger row, so remove the transaction "
+                "control, or make the file '-- natlangchain: no-transaction'"
+            )
 
 
 def _check_lock_mode(pending: list[Migration], lock_mode: str) -> None:

@@ -7,9 +7,16 @@ need it, keeping the common path's start-up light.
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from natlangchain_migrate.errors import ConfigurationError
+
+# A cheap first look for BEGIN; COMMIT; ROLLBACK; START TRANSACTION at the start of a line;
+# only files it flags are parsed (plpgsql's "BEGIN" has no semicolon, so bodies rarely match).
+_MAYBE_TRANSACTION_CONTROL = re.compile(
+    r"^\s*(begin|commit|rollback|start\s+transaction|abort)\b[^;\n]*;", re.I | re.M
+)
 
 
 class Statement(NamedTuple):
@@ -66,3 +73,22 @@ def line_and_column(text: str, offset: int) -> tuple[int, int]:
     line = before.count("\n") + 1
     column = offset - (before.rfind("\n") + 1) + 1
     return line, column
+
+
+def find_transaction_control(filename: str, sql: str) -> tuple[int, str] | None:
+    """The line and keyword of a top-level BEGIN/COMMIT/ROLLBACK in the file, if any.
+
+    The runner wraps each file in its own transaction with its ledger row; a
+    file that commits by itself would break that silently.
+    """
+    if _MAYBE_TRANSACTION_CONTROL.search(sql) is None:
+        return None
+    import pglast
+    from pglast import ast
+
+    for raw in pglast.parse_sql(sql):
+        if isinstance(raw.stmt, ast.TransactionStmt):
+            line, _ = line_and_column(sql, raw.stmt_location or 0)
+            text = sql[raw.stmt_location or 0 :].lstrip().split(None, 1)[0].rstrip(";")
+            return line, text.upper()
+    return None

@@ -293,3 +293,21 @@ def test_schema_flag_puts_ledger_and_tables_in_that_schema(
         "Applied: 0 / 1"
         in run_cli("--status", "--migrations-dir", str(folder), database_url=database_url).stdout
     )
+
+
+def test_file_that_commits_by_itself_is_refused_before_anything_runs(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = write_migrations(
+        tmp_path / "m",
+        {
+            "001_ok.sql": "CREATE TABLE ok (id int);\n",
+            "002_wrapped.sql": "-- old habit\nBEGIN;\nCREATE TABLE w (id int);\nCOMMIT;\n",
+        },
+    )
+    result = run_cli("--migrations-dir", str(folder), database_url=database_url)
+    assert result.returncode == ExitCode.USAGE
+    error = log_events(result.stderr)[-1]["error"]
+    assert error.startswith("002_wrapped.sql:2: BEGIN inside a migration")
+    assert "no-transaction" in error
+    assert _tables(database_url) == set()
