@@ -40,25 +40,42 @@ _MARKS = {
     State.FAILED: "✗",
 }
 
-_EPILOG = f"""
-environment variables (a flag wins over its variable):
-  DATABASE_URL                  PostgreSQL URL; without one, an embedded PostgreSQL is used
-  {ENV}DIR        --migrations-dir
-  {ENV}SCHEMA     --schema
-  {ENV}LOCK_TIMEOUT     --lock-timeout
-  {ENV}LOCK_MODE  --lock-mode
-  {ENV}WAIT       --wait
-  {ENV}PG_LOCK_TIMEOUT  --pg-lock-timeout
-  {ENV}STATEMENT_TIMEOUT  --statement-timeout
-  {ENV}LOCK_RETRIES     --lock-retries
-  {ENV}LOG_FORMAT --log-format
-  {ENV}EMBEDDED_DIR     data directory of the embedded PostgreSQL
-
-exit codes:
-{chr(10).join(f"  {code.value:<3} {code.name.lower().replace('_', ' ')}" for code in ExitCode)}
-
-create a migration:  {PROG} new NAME [--migrations-dir DIR]
-"""
+_SETTINGS = {
+    "DIR": "--migrations-dir",
+    "SCHEMA": "--schema",
+    "LOCK_TIMEOUT": "--lock-timeout",
+    "LOCK_NAMESPACE": "--lock-namespace",
+    "LOCK_MODE": "--lock-mode",
+    "WAIT": "--wait",
+    "PG_LOCK_TIMEOUT": "--pg-lock-timeout",
+    "STATEMENT_TIMEOUT": "--statement-timeout",
+    "LOCK_RETRIES": "--lock-retries",
+    "LOG_FORMAT": "--log-format",
+    "EMBEDDED_DIR": "(data directory of the embedded PostgreSQL)",
+}
+_EXIT_MEANINGS = {
+    ExitCode.OK: "success (--check: up to date)",
+    ExitCode.MIGRATION_FAILED: "a migration failed (rolled back, or journalled as incomplete)",
+    ExitCode.USAGE: "bad usage or configuration (flags, URL, files, directives)",
+    ExitCode.UNREACHABLE: "database unreachable (after --wait)",
+    ExitCode.LOCK_TIMEOUT: "timed out waiting for another runner's lock",
+    ExitCode.DRIFT: "an applied migration's file changed or is gone",
+    ExitCode.PREREQUISITE: "a required extension (pgvector) is missing",
+    ExitCode.CONNECTION_REJECTED: "wrong password, unknown database or role",
+    ExitCode.READ_ONLY: "the server is a read-only standby",
+    ExitCode.LOCK_RETRIES_EXHAUSTED: "a migration kept hitting lock_timeout",
+    ExitCode.CHECK_PENDING: "--check: migrations are pending",
+    ExitCode.CHECK_DRIFT: "--check: drift (changed or missing files)",
+    ExitCode.CHECK_INCOMPLETE: "--check: a migration failed or is incomplete",
+}
+_EPILOG = (
+    "environment variables (a flag wins over its variable):\n"
+    f"  {'DATABASE_URL':<38} --database-url; with neither, the embedded PostgreSQL\n"
+    + "".join(f"  {ENV + name:<38} {flag}\n" for name, flag in _SETTINGS.items())
+    + "\nexit codes:\n"
+    + "".join(f"  {code.value:<3} {meaning}\n" for code, meaning in _EXIT_MEANINGS.items())
+    + f"\ncreate a migration:  {PROG} new NAME [--migrations-dir DIR]\n"
+)
 
 
 def _env(name: str, default: str | None = None) -> str | None:

@@ -130,3 +130,18 @@ def test_lock_key_is_stable_signed_64_bit() -> None:
     assert lock_key("natlangchain_migrate:public") == lock_key("natlangchain_migrate:public")
     assert lock_key("a") != lock_key("b")
     assert -(2**63) <= lock_key("natlangchain_migrate:public") < 2**63
+
+
+def test_help_documents_every_exit_code_and_setting_variable() -> None:
+    from natlangchain_migrate.cli import build_parser
+    from natlangchain_migrate.errors import ExitCode
+
+    text = build_parser().format_help()
+    for code in ExitCode:
+        assert f"\n  {code.value:<3} " in text
+    for variable in (
+        "DATABASE_URL",
+        "NATLANGCHAIN_MIGRATE_LOCK_NAMESPACE",
+        "NATLANGCHAIN_MIGRATE_WAIT",
+    ):
+        assert variable in text
