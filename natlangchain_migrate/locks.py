@@ -49,6 +49,10 @@ def default_namespace(schema: str) -> str:
     return f"natlangchain_migrate:{schema}"
 
 
+class LockNoLongerNeeded(Exception):
+    """Raised by ``acquire`` when, while we waited, the ``unless`` check found the work done."""
+
+
 def migration_lock(
     conn: asyncpg.Connection,
     *,
@@ -56,6 +60,7 @@ def migration_lock(
     namespace: str | None,
     timeout: float,
     lock_mode: str,
+    unless: Callable[[], Awaitable[bool]] | None = None,
 ) -> AdvisoryLock:
     """The lock every runner of one schema shares; LISTEN only where it works (not through
     PgBouncer's transaction pooling)."""
@@ -64,6 +69,7 @@ def migration_lock(
         lock_key(namespace or default_namespace(schema)),
         timeout=timeout,
         listen=lock_mode == "session",
+        unless=unless,
     )
 
 
@@ -81,7 +87,9 @@ class AdvisoryLock:
 
     ``acquire`` waits at most ``timeout`` seconds, logging the holder every
     ``report_every`` seconds; ``release`` raises if PostgreSQL says we did not
-    hold it.
+    hold it. While waiting, an ``unless`` check that returns True (another
+    runner applied everything) ends the wait with LockNoLongerNeeded, so
+    waiters leave together instead of taking the lock one after another.
     """
 
     def __init__(
@@ -94,6 +102,7 @@ class AdvisoryLock:
         first_poll: float = 0.02,
         max_poll: float = 0.5,
         listen: bool = True,
+        unless: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.conn = conn
         self.key = key
@@ -102,6 +111,7 @@ class AdvisoryLock:
         self.first_poll = first_poll
         self.max_poll = max_poll
         self.listen = listen
+        self.unless = unless
 
     async def acquire(self) -> float:
         """Take the session lock; return how many milliseconds we waited."""
@@ -196,6 +206,8 @@ class AdvisoryLock:
                 with anyio.move_on_after(max(0.0, pause)):
                     await wake[0].wait()
                 wake[0] = anyio.Event()
+                if self.unless is not None and await self.unless():
+                    raise LockNoLongerNeeded
                 delay = min(delay * 2, self.max_poll)
         finally:
             if listening:

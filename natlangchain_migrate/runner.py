@@ -124,7 +124,7 @@ async def migrate(
         await _check_extensions(conn, plan.pending)
         # Loaded only here: an up-to-date start-up never needs the apply machinery.
         from natlangchain_migrate.execute import ExecutionSettings, Executor
-        from natlangchain_migrate.locks import migration_lock
+        from natlangchain_migrate.locks import LockNoLongerNeeded, migration_lock
 
         settings = ExecutionSettings(
             schema=schema,
@@ -134,19 +134,27 @@ async def migrate(
             retry_delay=retry_delay,
             progress_interval=progress_interval,
         )
+        replan = partial(plan_migrations, migrations, target=target, skip=skip)
+
+        async def nothing_left() -> bool:
+            return not replan((await ledger.read(conn)).rows).pending
+
         lock = migration_lock(
             conn,
             schema=schema,
             namespace=lock_namespace,
             timeout=lock_timeout,
             lock_mode=lock_mode,
+            unless=nothing_left,
         )
         executor = Executor(session, ledger, settings, application_name())
-        replan = partial(plan_migrations, migrations, target=target, skip=skip)
-        if lock_mode == "transaction":
-            await _apply_in_one_transaction(lock, ledger, executor, replan)
-        else:
-            await _apply_each(lock, ledger, executor, replan)
+        try:
+            if lock_mode == "transaction":
+                await _apply_in_one_transaction(lock, ledger, executor, replan)
+            else:
+                await _apply_each(lock, ledger, executor, replan)
+        except LockNoLongerNeeded:
+            log.info("applied_by_another_runner", lock_key=lock.key)
     report.applied = executor.applied
     report.duration_ms = _ms_since(started)
     log.info("migrate_done", applied_count=len(report.applied), duration_ms=report.duration_ms)
