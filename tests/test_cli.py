@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from natlangchain_migrate import migrate
 from natlangchain_migrate.discovery import load_migrations
 from natlangchain_migrate.errors import ExitCode
 from natlangchain_migrate.locks import default_namespace, lock_key
@@ -311,3 +313,27 @@ def test_file_that_commits_by_itself_is_refused_before_anything_runs(
     assert error.startswith("002_wrapped.sql:2: BEGIN inside a migration")
     assert "no-transaction" in error
     assert _tables(database_url) == set()
+
+
+def test_waiting_runner_leaves_once_another_has_applied_everything(database_url: str) -> None:
+    """It never needs the lock once the ledger shows the work done by someone else."""
+
+    async def scenario() -> subprocess.CompletedProcess[str]:
+        holder = await asyncpg.connect(database_url)
+        await holder.execute("SELECT pg_advisory_lock($1)", lock_key(default_namespace("public")))
+        try:
+            waiting = asyncio.create_task(
+                asyncio.to_thread(run_cli, "--lock-timeout", "60", database_url=database_url)
+            )
+            await asyncio.sleep(1.5)
+            await migrate(database_url, lock_namespace="another-runner")
+            return await waiting
+        finally:
+            await holder.close()
+
+    result = asyncio.run(scenario())
+    assert result.returncode == 0, result.stderr
+    events = [e["event"] for e in log_events(result.stderr)]
+    assert "applied_by_another_runner" in events
+    assert "lock_acquired" not in events
+    assert "migration_applied" not in events
