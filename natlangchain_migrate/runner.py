@@ -30,7 +30,7 @@ from natlangchain_migrate.errors import (
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.plan import MigrationPlan, plan_migrations
 from natlangchain_migrate.results import MigrationReport, MigrationResult
-from natlangchain_migrate.session import Target, open_session, session_lock
+from natlangchain_migrate.session import Target, held_lock, open_session
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -172,13 +172,8 @@ async def _apply_each(
     executor: Executor,
     replan: partial[MigrationPlan],
 ) -> None:
-    async with session_lock(lock):
-        conn = executor.conn
-        added = await ledger.ensure(conn)
-        if added:
-            log.info("ledger_adopted", columns_added=added)
-        plan = replan((await ledger.read(conn)).rows)
-        raise_on_drift(plan)
+    async with held_lock(lock, "session"):
+        plan = await _ensure_and_replan(ledger, executor.conn, replan)
         for number, migration in enumerate(plan.pending, start=1):
             _log_applying(migration, number, len(plan.pending))
             try:
@@ -192,13 +187,7 @@ async def _apply_each(
             except MigrationFailedError as error:
                 _log_failed(migration, error)
                 raise
-            executor.applied.append(MigrationResult(migration.version, migration.name, duration))
-            log.info(
-                "migration_applied",
-                version=migration.version,
-                name=migration.name,
-                duration_ms=duration,
-            )
+            _applied(executor, MigrationResult(migration.version, migration.name, duration))
 
 
 class _Blocked(Exception):
@@ -243,13 +232,7 @@ async def _apply_in_one_transaction(
             await anyio.sleep(pause)
             continue
         for result in done:
-            executor.applied.append(result)
-            log.info(
-                "migration_applied",
-                version=result.version,
-                name=result.name,
-                duration_ms=result.duration_ms,
-            )
+            _applied(executor, result)
         return
 
 
@@ -259,14 +242,10 @@ async def _one_batch(
     executor: Executor,
     replan: partial[MigrationPlan],
 ) -> list[MigrationResult]:
-    conn = executor.conn
-    transaction, waited_ms = await lock.acquire_in_transaction()
-    log.info("lock_acquired", lock_key=lock.key, waited_ms=waited_ms, mode="transaction")
+    """Every pending migration inside the transaction that holds the lock; all or none."""
     done: list[MigrationResult] = []
-    try:
-        await ledger.ensure(conn)
-        plan = replan((await ledger.read(conn)).rows)
-        raise_on_drift(plan)
+    async with held_lock(lock, "transaction"):
+        plan = await _ensure_and_replan(ledger, executor.conn, replan)
         for number, migration in enumerate(plan.pending, start=1):
             _log_applying(migration, number, len(plan.pending))
             try:
@@ -277,12 +256,30 @@ async def _one_batch(
                 _log_failed(migration, error)
                 raise
             done.append(MigrationResult(migration.version, migration.name, duration))
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await transaction.rollback()
-        raise
-    await transaction.commit()
     return done
+
+
+async def _ensure_and_replan(
+    ledger: Ledger, conn: asyncpg.Connection, replan: partial[MigrationPlan]
+) -> MigrationPlan:
+    """Under the lock: create or adopt the ledger, read it again (another runner may have
+    just finished) and plan anew."""
+    added = await ledger.ensure(conn)
+    if added:
+        log.info("ledger_adopted", columns_added=added)
+    plan = replan((await ledger.read(conn)).rows)
+    raise_on_drift(plan)
+    return plan
+
+
+def _applied(executor: Executor, result: MigrationResult) -> None:
+    executor.applied.append(result)
+    log.info(
+        "migration_applied",
+        version=result.version,
+        name=result.name,
+        duration_ms=result.duration_ms,
+    )
 
 
 def raise_on_drift(plan: MigrationPlan) -> None:
