@@ -49,8 +49,14 @@ class Migration(NamedTuple):
     filename: str
     sql: str
     checksum: str
-    down_sql: str | None = None
+    down_file: Traversable | None = None
     directives: Directives = Directives()
+
+    @property
+    def down_sql(self) -> str | None:
+        """The down file's SQL, read when asked: only a rollback needs it, and every
+        replica's start-up loads the migrations."""
+        return _read_text(self.down_file) if self.down_file is not None else None
 
 
 def checksum(sql: str) -> str:
@@ -142,7 +148,7 @@ def _read_migration(version: int, up: Traversable, down: Traversable | None) -> 
         filename=up.name,
         sql=sql,
         checksum=checksum(sql),
-        down_sql=_read_text(down) if down is not None else None,
+        down_file=down,
         directives=parse_directives(up.name, sql),
     )
 
