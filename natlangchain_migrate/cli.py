@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from natlangchain_migrate.db import password_of, redact
+from natlangchain_migrate.db import password_of, scrub
 from natlangchain_migrate.errors import ConfigurationError, ExitCode, MigrateError
 from natlangchain_migrate.logs import LOG_FORMATS, configure_logging
 from natlangchain_migrate.plan import MigrationPlan, State, StatusEntry
@@ -353,12 +353,9 @@ def _new(argv: list[str]) -> int:
 
 
 def _fail(args: argparse.Namespace, error: BaseException, code: int) -> int:
-    secret = password_of(args.database_url or "")
     text = _one_line(error)
     if args.database_url:
-        text = text.replace(args.database_url, redact(args.database_url))
-    if secret:
-        text = text.replace(secret, "***")
+        text = scrub(text, args.database_url)
     structlog.get_logger("natlangchain_migrate").error(
         "run_failed", error=text, error_type=type(error).__name__, exit_code=int(code)
     )
@@ -370,8 +367,9 @@ def _fail(args: argparse.Namespace, error: BaseException, code: int) -> int:
 def _one_line(error: BaseException) -> str:
     """The error and its causes, joined: 'what failed: because ...'."""
     parts = [str(error) or type(error).__name__]
-    cause = error.__cause__
-    while cause is not None and not isinstance(error, MigrateError):
-        parts.append(f"{type(cause).__name__}: {cause}")
-        cause = cause.__cause__
+    if not isinstance(error, MigrateError):  # ours already say what caused them
+        cause = error.__cause__
+        while cause is not None:
+            parts.append(f"{type(cause).__name__}: {cause}")
+            cause = cause.__cause__
     return " <- ".join(parts).replace("\n", " ")

@@ -130,11 +130,11 @@ async def connect(
             ) from None
         except (ValueError, asyncpg.ClientConfigurationError, asyncpg.InterfaceError) as error:
             raise ConfigurationError(
-                f"invalid database URL {redact(dsn)}: {_scrub(str(error), dsn)}; use "
+                f"invalid database URL {redact(dsn)}: {scrub(str(error), dsn)}; use "
                 "postgresql://user:password@host:5432/dbname"
             ) from None
         except _RETRYABLE as error:
-            reason = _scrub(str(error) or type(error).__name__, dsn)
+            reason = scrub(str(error) or type(error).__name__, dsn)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 waited = f" for {wait:g}s" if wait else ""
@@ -154,6 +154,7 @@ async def connect(
             delay = min(delay * 1.6, 2.0)
 
 
-def _scrub(text: str, dsn: str) -> str:
+def scrub(text: str, dsn: str) -> str:
+    """``text`` with the DSN shown redacted and its password, wherever it appears, as ***."""
     secret = password_of(dsn)
     return text.replace(dsn, redact(dsn)).replace(secret, "***") if secret else text
