@@ -25,13 +25,12 @@ from pathlib import Path
 import asyncpg
 import structlog
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness.pgcluster import PgCluster, embedded_bindir
+from natlangchain_migrate import migrate
+from natlangchain_migrate.discovery import shipped_migrations_dir
+from natlangchain_migrate.logs import configure_logging
 
-from natlangchain_migrate import migrate  # noqa: E402
-from natlangchain_migrate.discovery import shipped_migrations_dir  # noqa: E402
-from natlangchain_migrate.logs import configure_logging  # noqa: E402
-from tests.pgcluster import PgCluster, embedded_bindir  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PYTHON = sys.executable
 FLOOR_PROCESS = (

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from harness.pgcluster import PgCluster, embedded_bindir
 from natlangchain_migrate.locks import default_namespace, lock_key
-from tests.pgcluster import PgCluster, embedded_bindir
 
 TEST_URL_VARIABLE = "NATLANGCHAIN_TEST_DATABASE_URL"
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.pgcluster import PgCluster, embedded_bindir
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import log_events, run_cli
-from tests.pgcluster import PgCluster, embedded_bindir
 
 
 @pytest.mark.slow

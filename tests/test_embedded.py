@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.pgcluster import embedded_bindir
 from natlangchain_migrate.errors import ExitCode
-from tests.pgcluster import embedded_bindir
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

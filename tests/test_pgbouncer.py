@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.pgcluster import PASSWORD, PgCluster, free_port
 from tests.conftest import ledger_rows, log_events, migration_locks_held, with_database
-from tests.pgcluster import PASSWORD, PgCluster, free_port
 
 RUNNERS = 16
 

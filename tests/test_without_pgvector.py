@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.pgcluster import PgCluster, system_bindir
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import ledger_rows, log_events, run_cli
-from tests.pgcluster import PgCluster, system_bindir
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,2 @@
+"""Shared by the test suite and the benchmarks (not shipped): throwaway PostgreSQL servers,
+generated migration histories and fault injection."""
