@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from natlangchain_migrate.db import password_of, scrub
+from natlangchain_migrate.connection import password_of, scrub
 from natlangchain_migrate.errors import ConfigurationError, ExitCode, MigrateError
+from natlangchain_migrate.locks import LOCK_MODES
 from natlangchain_migrate.logs import LOG_FORMATS, configure_logging
 from natlangchain_migrate.plan import MigrationPlan, State, StatusEntry
-from natlangchain_migrate.session import LOCK_MODES
+from natlangchain_migrate.settings import RunSettings, skip_set
 
 if TYPE_CHECKING:
     from natlangchain_migrate.results import MigrationResult
@@ -66,7 +67,9 @@ _EXIT_MEANINGS = {
     ExitCode.LOCK_RETRIES_EXHAUSTED: "a migration kept hitting lock_timeout",
     ExitCode.CHECK_PENDING: "--check: migrations are pending",
     ExitCode.CHECK_DRIFT: "--check: drift (changed or missing files)",
-    ExitCode.CHECK_INCOMPLETE: "--check: a migration failed or is incomplete",
+    ExitCode.CHECK_FAILED: "--check: a no-transaction migration failed part-way",
+    ExitCode.LOCK_LOST: "the advisory lock was lost while held (see --lock-mode)",
+    ExitCode.INTERNAL: "an unexpected error (a bug: please report it, with --traceback)",
 }
 _EPILOG = (
     "environment variables (a flag wins over its variable):\n"
@@ -204,51 +207,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MigrateError as error:
         return _fail(args, error, error.exit_code)
     except Exception as error:  # anything else: still one line, still no password
-        return _fail(args, error, ExitCode.MIGRATION_FAILED)
+        return _fail(args, error, ExitCode.INTERNAL)
 
 
 async def _run(args: argparse.Namespace) -> int:
     dsn = args.database_url or await _embedded_dsn(announce=not (args.status or args.check))
-    common: dict[str, Any] = {
-        "migrations_dir": args.migrations_dir,
-        "schema": args.schema,
-        "wait": args.wait,
-        "lock_mode": args.lock_mode,
-    }
-    locking = {"lock_timeout": args.lock_timeout, "lock_namespace": args.lock_namespace}
-    if args.status or args.check or args.rollback or args.repair:
-        return await _other_action(args, dsn, common, locking)
-    from natlangchain_migrate import runner
-
-    report = await runner.migrate(
-        dsn,
-        target=args.version,
-        skip=args.skip,
+    settings = RunSettings(
+        dsn=dsn,
+        migrations_dir=args.migrations_dir,
+        schema=args.schema,
+        target_version=args.version,
+        skip=skip_set(args.skip),
         dry_run=args.dry_run,
+        lock_wait=args.lock_timeout,
+        lock_namespace=args.lock_namespace,
+        lock_mode=args.lock_mode,
+        connect_wait=args.wait,
         pg_lock_timeout=args.pg_lock_timeout,
         statement_timeout=args.statement_timeout,
         lock_retries=args.lock_retries,
-        **common,
-        **locking,
     )
+    if args.status or args.check or args.rollback or args.repair:
+        return await _other_action(args, settings)
+    from natlangchain_migrate import runner
+
+    report = await runner.run(settings)
     if args.dry_run:
         _print_dry_run(report.pending, as_json=args.json)
     return ExitCode.OK
 
 
-async def _other_action(
-    args: argparse.Namespace, dsn: str, common: dict[str, Any], locking: dict[str, Any]
-) -> int:
+async def _other_action(args: argparse.Namespace, settings: RunSettings) -> int:
     """--status, --check, --rollback, --repair: one library call each."""
     from natlangchain_migrate import operations
 
     if args.rollback:
-        await operations.rollback(dsn, **common, **locking)
+        await operations.rollback_last(settings)
         return ExitCode.OK
     if args.repair:
-        await operations.repair(dsn, **common, **locking)
+        await operations.repair_checksums(settings)
         return ExitCode.OK
-    plan = await operations.status(dsn, skip=tuple(args.skip), **common)
+    plan = await operations.status_of(settings)
     return _print_status(plan, as_json=args.json) if args.status else _check(plan)
 
 
@@ -301,7 +300,7 @@ def _status_object(entry: StatusEntry) -> dict[str, Any]:
 def _check(plan: MigrationPlan) -> int:
     pending = [e for e in plan.entries if e.state is State.PENDING]
     if plan.failed:
-        code, what = ExitCode.CHECK_INCOMPLETE, f"{len(plan.failed)} incomplete"
+        code, what = ExitCode.CHECK_FAILED, f"{len(plan.failed)} incomplete"
     elif plan.changed or plan.missing:
         code, what = ExitCode.CHECK_DRIFT, f"{len(plan.changed) + len(plan.missing)} drifted"
     elif pending:

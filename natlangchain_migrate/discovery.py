@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from natlangchain_migrate.durations import is_duration
 from natlangchain_migrate.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 _UP_FILE = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9_]+)\.sql$")
 _DOWN_FILE = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9_]+)\.down\.sql$")
 _DIRECTIVE = re.compile(r"^--\s*natlangchain:\s*(?P<key>[a-z-]+)\s*(?P<value>.*?)\s*$")
-_DURATION = re.compile(r"^\d+(ms|s|min|h)?$")
 _EXTENSION = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(\s*>=\s*(?P<version>[0-9][0-9.]*))?$")
 
 
@@ -151,11 +151,6 @@ def _read_migration(version: int, up: Traversable, down: Traversable | None) -> 
         down_file=down,
         directives=parse_directives(up.name, sql),
     )
-
-
-def is_duration(text: str) -> bool:
-    """True for a PostgreSQL duration we accept: digits, then ms, s, min or h (or nothing: ms)."""
-    return _DURATION.match(text) is not None
 
 
 def parse_directives(filename: str, sql: str) -> Directives:

@@ -29,7 +29,9 @@ class ExitCode(IntEnum):
     LOCK_RETRIES_EXHAUSTED = 9
     CHECK_PENDING = 10
     CHECK_DRIFT = 11
-    CHECK_INCOMPLETE = 12
+    CHECK_FAILED = 12
+    LOCK_LOST = 13
+    INTERNAL = 70
 
 
 class MigrateError(Exception):
@@ -48,6 +50,10 @@ class DatabaseUnreachableError(MigrateError):
     """Raised when no connection could be made before the deadline (refused, DNS, starting up)."""
 
     exit_code = ExitCode.UNREACHABLE
+
+
+class TransactionControlError(ConfigurationError):
+    """Raised when a file would begin or commit a transaction that the runner must own."""
 
 
 class ConnectionRejectedError(MigrateError):
@@ -69,6 +75,13 @@ class LockTimeoutError(MigrateError):
     """Raised when another runner held the advisory lock for longer than the lock timeout."""
 
     exit_code = ExitCode.LOCK_TIMEOUT
+
+
+class LockLostError(MigrateError):
+    """Raised when the advisory lock was not held at release: another session unlocked it,
+    or a pooler gave the lock's server connection to someone else."""
+
+    exit_code = ExitCode.LOCK_LOST
 
 
 class DriftError(MigrateError):
@@ -112,3 +125,8 @@ class LockRetriesExhaustedError(MigrationFailedError):
     """Raised when a migration kept hitting lock_timeout (55P03) through every retry."""
 
     exit_code = ExitCode.LOCK_RETRIES_EXHAUSTED
+
+
+class InvalidIndexError(MigrationFailedError):
+    """Raised when an INVALID index left by a failed concurrent build cannot be dropped
+    before building it again."""

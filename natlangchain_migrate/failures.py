@@ -62,6 +62,54 @@ def migration_failed(
     )
 
 
+# The server says the object a statement creates is there already (or the one it drops is
+# gone): what repeating a statement that did run looks like.
+EFFECT_ALREADY_THERE = frozenset(
+    {
+        "42P07",  # duplicate_table (also indexes, sequences, views)
+        "42701",  # duplicate_column
+        "42710",  # duplicate_object (constraints, triggers, types, ...)
+        "42P06",  # duplicate_schema
+        "42723",  # duplicate_function
+        "42P04",  # duplicate_database
+        "42P01",  # undefined_table (a DROP or ALTER of what an earlier run removed)
+        "42703",  # undefined_column (a RENAME that already happened)
+        "42704",  # undefined_object
+    }
+)
+
+
+def resumed_statement_already_done(
+    migration: Migration,
+    error: asyncpg.PostgresError,
+    *,
+    offset: int,
+    statement: int,
+    ledger_table: str,
+    applied: Sequence[MigrationResult],
+) -> MigrationFailedError:
+    """The error for a resumed statement whose effect seems to be in the database already.
+
+    Only a statement PostgreSQL cannot run in a transaction block (or one
+    journalled by a runner older than the atomic journal) can get here: it
+    committed, and the run stopped before its journal step did.
+    """
+    location = locate(migration, error, offset=offset)
+    return MigrationFailedError(
+        f"{location}: {error.sqlstate} {error}. Migration {migration.name} was resuming at "
+        f"statement {statement}, where an earlier run stopped (killed, or its connection "
+        "lost); this error says the statement's effect is already in the database, so that "
+        "run most likely finished it just before it stopped, before the journal recorded "
+        f"it. Nothing was changed. Check that the database matches statement {statement}, "
+        f"then record it as done with: UPDATE {ledger_table} SET statements_done = "
+        f"{statement} WHERE version = {migration.version}; and run again",
+        version=migration.version,
+        location=location,
+        sqlstate=error.sqlstate,
+        applied=applied,
+    )
+
+
 def lock_retries_exhausted(
     migration: Migration,
     attempts: int,

@@ -119,24 +119,6 @@ class Ledger:
             " last_error = NULL"
         )
 
-    async def record(
-        self,
-        conn: asyncpg.Connection,
-        migration: Migration,
-        *,
-        execution_ms: float,
-        applied_by: str,
-    ) -> None:
-        """Mark a migration applied and complete (an upsert: a file may insert its own row)."""
-        await conn.execute(
-            self._upsert("$1", "$2", "$3", "$4", "$5"),
-            migration.version,
-            migration.name,
-            migration.checksum,
-            execution_ms,
-            applied_by,
-        )
-
     def record_statement(self, migration: Migration, *, applied_by: str) -> str:
         """The same upsert as one literal statement, to send in the migration's own message.
 
@@ -151,34 +133,57 @@ class Ledger:
             literal(applied_by),
         )
 
-    async def journal_start(
-        self, conn: asyncpg.Connection, migration: Migration, *, applied_by: str
-    ) -> None:
-        """Open (or keep) an incomplete row before a no-transaction migration's first statement."""
-        await conn.execute(
+    def step_statement(self, migration: Migration, *, done: int, applied_by: str) -> str:
+        """The journal step of a no-transaction migration, as one literal statement.
+
+        It travels in the same transaction as the statement it records, so the
+        two commit together or not at all. An upsert: the first step creates the
+        (incomplete) row.
+        """
+        return (
             f"INSERT INTO {self.table} "
             "(version, name, applied_at, checksum, applied_by, complete, statements_done) "
-            "VALUES ($1, $2, clock_timestamp(), $3, $4, false, 0) "
-            "ON CONFLICT (version) DO UPDATE SET applied_by = EXCLUDED.applied_by, "
-            " checksum = EXCLUDED.checksum",
+            f"VALUES ({int(migration.version)}, {literal(migration.name)}, clock_timestamp(), "
+            f"{literal(migration.checksum)}, {literal(applied_by)}, false, {int(done)}) "
+            "ON CONFLICT (version) DO UPDATE SET statements_done = EXCLUDED.statements_done, "
+            " last_error = NULL, checksum = EXCLUDED.checksum, applied_by = EXCLUDED.applied_by"
+        )
+
+    def complete_statement(
+        self, migration: Migration, *, applied_by: str, execution_ms: float
+    ) -> str:
+        """Mark a no-transaction migration complete, as one literal statement."""
+        return self._upsert(
+            str(int(migration.version)),
+            literal(migration.name),
+            literal(migration.checksum),
+            repr(float(execution_ms)),
+            literal(applied_by),
+        )
+
+    async def journal_failure(
+        self,
+        conn: asyncpg.Connection,
+        migration: Migration,
+        *,
+        done: int,
+        error: str,
+        applied_by: str,
+    ) -> None:
+        """Keep an incomplete row with the statements done and the error that stopped it."""
+        await conn.execute(
+            f"INSERT INTO {self.table} "
+            "(version, name, applied_at, checksum, applied_by, complete, statements_done, "
+            " last_error) "
+            "VALUES ($1, $2, clock_timestamp(), $3, $4, false, $5, $6) "
+            "ON CONFLICT (version) DO UPDATE SET statements_done = EXCLUDED.statements_done, "
+            " last_error = EXCLUDED.last_error",
             migration.version,
             migration.name,
             migration.checksum,
             applied_by,
-        )
-
-    async def journal_step(self, conn: asyncpg.Connection, version: int, done: int) -> None:
-        """Note that the first ``done`` statements of an incomplete migration succeeded."""
-        await conn.execute(
-            f"UPDATE {self.table} SET statements_done = $2, last_error = NULL WHERE version = $1",
-            version,
             done,
-        )
-
-    async def journal_error(self, conn: asyncpg.Connection, version: int, error: str) -> None:
-        """Keep the error of the statement that stopped an incomplete migration."""
-        await conn.execute(
-            f"UPDATE {self.table} SET last_error = $2 WHERE version = $1", version, error
+            error,
         )
 
     async def remove(self, conn: asyncpg.Connection, version: int) -> None:

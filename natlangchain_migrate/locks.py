@@ -1,4 +1,5 @@
-"""The PostgreSQL advisory lock that lets one runner at a time apply migrations.
+"""The PostgreSQL advisory lock that lets one runner at a time apply migrations, whole:
+the key, waiting for it, holding it in either lock mode, and releasing it.
 
 Waiters poll ``pg_try_advisory_lock`` with a short jittered backoff instead of
 blocking in ``pg_advisory_lock``: a session blocked in a statement holds a
@@ -12,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import NamedTuple
 
 import anyio
@@ -20,9 +22,15 @@ import asyncpg
 import structlog
 from asyncpg.transaction import Transaction
 
-from natlangchain_migrate.errors import LockTimeoutError, MigrateError
+from natlangchain_migrate.errors import LockLostError, LockTimeoutError
+from natlangchain_migrate.settings import RunSettings
 
 log = structlog.get_logger("natlangchain_migrate")
+
+# "session": a session-level lock held across one transaction per migration.
+# "transaction": a transaction-level lock inside the one transaction that holds every
+# pending migration, the mode that works through PgBouncer's transaction pooling.
+LOCK_MODES = ("session", "transaction")
 
 NOTIFY_CHANNEL = "natlangchain_migrate_lock"
 
@@ -55,22 +63,56 @@ class LockNoLongerNeeded(Exception):
 
 def migration_lock(
     conn: asyncpg.Connection,
+    settings: RunSettings,
     *,
-    schema: str,
-    namespace: str | None,
-    timeout: float,
-    lock_mode: str,
     unless: Callable[[], Awaitable[bool]] | None = None,
 ) -> AdvisoryLock:
     """The lock every runner of one schema shares; LISTEN only where it works (not through
     PgBouncer's transaction pooling)."""
     return AdvisoryLock(
         conn,
-        lock_key(namespace or default_namespace(schema)),
-        timeout=timeout,
-        listen=lock_mode == "session",
+        lock_key(settings.lock_namespace or default_namespace(settings.schema)),
+        timeout=settings.lock_wait,
+        listen=not settings.transaction_pooling,
         unless=unless,
     )
+
+
+@asynccontextmanager
+async def holding(lock: AdvisoryLock, lock_mode: str) -> AsyncIterator[None]:
+    """Hold the lock around a piece of work (applying, rolling back, repairing).
+
+    ``session`` mode: the session lock, released on the way out, shielded from
+    cancellation. ``transaction`` mode: the work runs inside the transaction that
+    holds the lock, committed on success and rolled back on error.
+    """
+    if lock_mode == "transaction":
+        transaction, waited_ms = await lock.acquire_in_transaction()
+        log.info("lock_acquired", lock_key=lock.key, waited_ms=waited_ms, mode="transaction")
+        try:
+            yield
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await transaction.rollback()
+            raise
+        await transaction.commit()
+        return
+    waited_ms = await lock.acquire()
+    log.info("lock_acquired", lock_key=lock.key, waited_ms=waited_ms)
+    try:
+        yield
+    except BaseException:
+        # If the unlock fails too (a dead connection has no lock left to release), the
+        # body's error is the one to report; the unlock's is logged.
+        with anyio.CancelScope(shield=True):
+            try:
+                await lock.release()
+            except Exception as error:
+                log.warning("lock_release_failed", lock_key=lock.key, error=str(error))
+        raise
+    with anyio.CancelScope(shield=True):
+        await lock.release()
+    log.info("lock_released", lock_key=lock.key)
 
 
 class LockHolder(NamedTuple):
@@ -151,7 +193,7 @@ class AdvisoryLock:
             str(self.key),
         )
         if not released:
-            raise MigrateError(
+            raise LockLostError(
                 f"advisory lock {self.key} was not held by this session when releasing it; "
                 "another tool may have unlocked it or the connection was reset (through "
                 "PgBouncer in transaction mode use --lock-mode transaction)"

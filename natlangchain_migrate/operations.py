@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, NamedTuple
 import asyncpg
 import structlog
 
+from natlangchain_migrate import preflight
+from natlangchain_migrate.connection import open_run_connection
 from natlangchain_migrate.discovery import load_migrations
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.ledger import Ledger, quote_ident
-from natlangchain_migrate.locks import migration_lock
-from natlangchain_migrate.plan import MigrationPlan, State, plan_migrations
-from natlangchain_migrate.runner import raise_on_drift
-from natlangchain_migrate.session import Target, held_lock, open_session
+from natlangchain_migrate.locks import holding, migration_lock
+from natlangchain_migrate.plan import MigrationPlan, State, plan_migrations, raise_on_drift
+from natlangchain_migrate.settings import RunSettings, skip_set
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -33,20 +34,12 @@ class RollbackResult(NamedTuple):
 
 
 @asynccontextmanager
-async def _locked(
-    target: Target, schema: str, lock_timeout: float, namespace: str | None
-) -> AsyncIterator[asyncpg.Connection]:
-    """A session's connection, holding the migration lock for a short piece of work."""
-    async with open_session(target) as session:
-        lock = migration_lock(
-            session.conn,
-            schema=schema,
-            namespace=namespace,
-            timeout=lock_timeout,
-            lock_mode=target.lock_mode,
-        )
-        async with held_lock(lock, target.lock_mode):
-            yield session.conn
+async def _locked(settings: RunSettings) -> AsyncIterator[asyncpg.Connection]:
+    """The run's connection, holding the migration lock for a short piece of work."""
+    async with open_run_connection(settings) as connection:
+        lock = migration_lock(connection.conn, settings)
+        async with holding(lock, settings.lock_mode):
+            yield connection.conn
 
 
 async def status(
@@ -55,16 +48,31 @@ async def status(
     pool: asyncpg.Pool | None = None,
     migrations_dir: Traversable | Path | str | None = None,
     schema: str = "public",
-    skip: tuple[int, ...] = (),
+    skip: Collection[int] = (),
     wait: float = 0.0,
     lock_mode: str = "session",
 ) -> MigrationPlan:
     """Every version's state, read-only and lock-free (``--status`` and ``--check``)."""
-    migrations = load_migrations(migrations_dir)
-    async with open_session(Target(dsn, pool, wait, lock_mode)) as session:
-        conn = session.conn
-        snapshot = await Ledger(schema).read(conn)
-    return plan_migrations(migrations, snapshot.rows, skip=skip)
+    return await status_of(
+        RunSettings(
+            dsn=dsn,
+            pool=pool,
+            migrations_dir=migrations_dir,
+            schema=schema,
+            skip=skip_set(skip),
+            connect_wait=wait,
+            lock_mode=lock_mode,
+        )
+    )
+
+
+async def status_of(settings: RunSettings) -> MigrationPlan:
+    """``status()`` from the run's settings."""
+    migrations = load_migrations(settings.migrations_dir)
+    preflight.check_settings(migrations, settings)
+    async with open_run_connection(settings) as connection:
+        snapshot = await Ledger(settings.schema).read(connection.conn)
+    return plan_migrations(migrations, snapshot.rows, skip=settings.skip)
 
 
 async def rollback(
@@ -84,10 +92,28 @@ async def rollback(
     (the seed's old behaviour, with its warning). Returns None when nothing
     is applied.
     """
-    migrations = {m.version: m for m in load_migrations(migrations_dir)}
-    ledger = Ledger(schema)
-    target = Target(dsn, pool, wait, lock_mode)
-    async with _locked(target, schema, lock_timeout, lock_namespace) as conn:
+    return await rollback_last(
+        RunSettings(
+            dsn=dsn,
+            pool=pool,
+            migrations_dir=migrations_dir,
+            schema=schema,
+            lock_wait=lock_timeout,
+            lock_namespace=lock_namespace,
+            connect_wait=wait,
+            lock_mode=lock_mode,
+        )
+    )
+
+
+async def rollback_last(settings: RunSettings) -> RollbackResult | None:
+    """``rollback()`` from the run's settings."""
+    loaded = load_migrations(settings.migrations_dir)
+    preflight.check_settings(loaded, settings)
+    migrations = {m.version: m for m in loaded}
+    ledger = Ledger(settings.schema)
+    schema = settings.schema
+    async with _locked(settings) as conn:
         rows = (await ledger.read(conn)).rows
         if not rows:
             log.info("rollback_nothing_applied")
@@ -131,11 +157,27 @@ async def repair(
     accepts edited files. Returns the versions whose checksum changed. A
     version whose file is gone stays an error.
     """
-    migrations = load_migrations(migrations_dir)
-    ledger = Ledger(schema)
+    return await repair_checksums(
+        RunSettings(
+            dsn=dsn,
+            pool=pool,
+            migrations_dir=migrations_dir,
+            schema=schema,
+            lock_wait=lock_timeout,
+            lock_namespace=lock_namespace,
+            connect_wait=wait,
+            lock_mode=lock_mode,
+        )
+    )
+
+
+async def repair_checksums(settings: RunSettings) -> list[int]:
+    """``repair()`` from the run's settings."""
+    migrations = load_migrations(settings.migrations_dir)
+    preflight.check_settings(migrations, settings)
+    ledger = Ledger(settings.schema)
     repaired: list[int] = []
-    target = Target(dsn, pool, wait, lock_mode)
-    async with _locked(target, schema, lock_timeout, lock_namespace) as conn:
+    async with _locked(settings) as conn:
         snapshot = await ledger.read(conn)
         if not snapshot.exists:
             raise ConfigurationError("nothing to repair: the database has no ledger yet")

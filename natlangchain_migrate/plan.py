@@ -12,10 +12,15 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from natlangchain_migrate.discovery import Migration
+from natlangchain_migrate.errors import DriftError
 
 
 class State(StrEnum):
-    """What ``--status`` says of one version."""
+    """What ``--status`` says of one version.
+
+    FAILED is a no-transaction migration that stopped part-way: the ledger keeps
+    its row with ``complete = false`` and the statements it finished.
+    """
 
     APPLIED = "APPLIED"
     PENDING = "PENDING"
@@ -107,8 +112,8 @@ def plan_migrations(
     for version in sorted(files.keys() | rows.keys()):
         migration, row = files.get(version), rows.get(version)
         if migration is None:
-            assert row is not None
-            entries.append(StatusEntry(version, row.name, State.MISSING, None, row))
+            if row is not None:
+                entries.append(StatusEntry(version, row.name, State.MISSING, None, row))
             continue
         state = _state_of(migration, row, skip)
         entries.append(StatusEntry(version, migration.name, state, migration.checksum, row))
@@ -132,3 +137,19 @@ def _state_of(
     if row.checksum is not None and row.checksum != migration.checksum:
         return State.CHANGED
     return State.APPLIED
+
+
+def raise_on_drift(plan: MigrationPlan) -> None:
+    """Refuse to go on when an applied file changed or is gone."""
+    problems = [
+        f"migration {entry.version:03d} was applied with a different checksum; restore "
+        f"{entry.name}.sql, or put the change in a new migration, or accept the file as it is "
+        "with --repair"
+        for entry in plan.changed
+    ] + [
+        f"migration {entry.version:03d} ({entry.name}) is applied but its file is gone; "
+        "restore it, or remove its row with --rollback if it was undone by hand"
+        for entry in plan.missing
+    ]
+    if problems:
+        raise DriftError("; ".join(problems))

@@ -91,7 +91,7 @@ async def test_connections_keep_alive_and_name_themselves(database_url: str) -> 
     """Both ends probe a silent peer within about a minute, not the kernel's two hours."""
     import socket
 
-    from natlangchain_migrate.db import KEEPALIVE_IDLE_S, connect
+    from natlangchain_migrate.connection import KEEPALIVE_IDLE_S, connect
 
     conn = await connect(database_url)
     try:

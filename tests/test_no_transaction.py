@@ -82,7 +82,7 @@ def test_failed_statement_leaves_incomplete_row_and_next_run_resumes_there(
     status = run_cli("--status", "--migrations-dir", str(folder), database_url=database_url)
     assert "✗ 002_steps: FAILED (at statement 3)" in status.stdout
     check = run_cli("--check", "--migrations-dir", str(folder), database_url=database_url)
-    assert check.returncode == ExitCode.CHECK_INCOMPLETE
+    assert check.returncode == ExitCode.CHECK_FAILED
 
     fixed = (folder / "002_steps.sql").read_text().replace("nowhere", "counter")
     (folder / "002_steps.sql").write_text(fixed)

@@ -1,8 +1,12 @@
-"""Connecting: waiting for a server that is not up yet, and what to say when we can't.
+"""Connecting: the run's connection, waiting for a server that is not up yet, and
+what to say when we can't, without ever printing a password.
 
-A wrong password, an unknown database or a bad DSN fails at once; a refused
-connection, an unresolved name or a server still starting is retried until
-the ``wait`` deadline. No message here ever carries the DSN's password.
+A run holds one connection from start to end: the advisory lock and the
+migrations share it. A second one (blocker reports, index progress) is opened
+only when a migration runs long enough to need it, so an up-to-date start-up
+opens exactly one. A wrong password, an unknown database or a bad DSN fails at
+once; a refused connection, an unresolved name or a server still starting is
+retried until the ``connect_wait`` deadline.
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import cast
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -21,6 +28,7 @@ from natlangchain_migrate.errors import (
     ConnectionRejectedError,
     DatabaseUnreachableError,
 )
+from natlangchain_migrate.settings import RunSettings
 
 log = structlog.get_logger("natlangchain_migrate")
 
@@ -67,14 +75,14 @@ def password_of(dsn: str) -> str | None:
         return None
 
 
-def server_settings(*, pgbouncer: bool) -> dict[str, str]:
+def server_settings(*, transaction_pooling: bool) -> dict[str, str]:
     """Settings sent in the startup packet (free: no extra round trip).
 
-    PgBouncer refuses startup parameters it does not know, so through it we
-    send only application_name.
+    PgBouncer refuses startup parameters it does not know, so through a
+    transaction pooler we send only application_name.
     """
     settings = {"application_name": application_name()}
-    if not pgbouncer:
+    if not transaction_pooling:
         settings |= {
             # The server notices a vanished runner and frees its session lock.
             "tcp_keepalives_idle": str(KEEPALIVE_IDLE_S),
@@ -105,7 +113,7 @@ async def connect(
     dsn: str,
     *,
     wait: float = 0.0,
-    pgbouncer: bool = False,
+    transaction_pooling: bool = False,
     connect_timeout: float = 10.0,
 ) -> asyncpg.Connection:
     """A connection to ``dsn``, retrying a server that is not up until ``wait`` seconds pass."""
@@ -118,8 +126,8 @@ async def connect(
             conn = await asyncpg.connect(
                 dsn,
                 timeout=connect_timeout,
-                server_settings=server_settings(pgbouncer=pgbouncer),
-                statement_cache_size=0 if pgbouncer else 100,
+                server_settings=server_settings(transaction_pooling=transaction_pooling),
+                statement_cache_size=0 if transaction_pooling else 100,
             )
             _set_client_keepalives(conn)
             return conn
@@ -158,3 +166,67 @@ def scrub(text: str, dsn: str) -> str:
     """``text`` with the DSN shown redacted and its password, wherever it appears, as ***."""
     secret = password_of(dsn)
     return text.replace(dsn, redact(dsn)).replace(secret, "***") if secret else text
+
+
+def resolve_dsn(dsn: str | None) -> str:
+    """The DSN given, else DATABASE_URL; an error that says how to set one if neither."""
+    resolved = dsn or os.environ.get("DATABASE_URL")
+    if not resolved:
+        raise ConfigurationError(
+            "no database given: set DATABASE_URL or pass --database-url "
+            "(postgresql://user:password@host:5432/dbname)"
+        )
+    return resolved
+
+
+class RunConnection:
+    """The run's one connection, held for the whole run, and a second one on demand.
+
+    The second connection comes from the caller's pool if one was given, else
+    it is a connection of its own to the same DSN.
+    """
+
+    def __init__(self, conn: asyncpg.Connection, settings: RunSettings, dsn: str | None) -> None:
+        self.conn = conn
+        self._settings = settings
+        self._dsn = dsn
+
+    @property
+    def pid(self) -> int:
+        """The server process of the run's connection (what pg_blocking_pids takes)."""
+        return int(self.conn.get_server_pid())
+
+    @asynccontextmanager
+    async def second_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """Another connection to the same database, closed (shielded) on the way out."""
+        if self._settings.pool is not None:
+            async with self._settings.pool.acquire() as borrowed:
+                yield cast(asyncpg.Connection, borrowed)
+            return
+        own = await connect(
+            resolve_dsn(self._dsn), transaction_pooling=self._settings.transaction_pooling
+        )
+        try:
+            yield own
+        finally:
+            with anyio.CancelScope(shield=True):
+                await own.close()
+
+
+@asynccontextmanager
+async def open_run_connection(settings: RunSettings) -> AsyncIterator[RunConnection]:
+    """Yield the run's connection: one of our own, or one borrowed from the caller's pool."""
+    if settings.pool is not None:
+        async with settings.pool.acquire() as borrowed:
+            # The proxy behaves as the connection it wraps for everything we call.
+            yield RunConnection(cast(asyncpg.Connection, borrowed), settings, None)
+        return
+    dsn = resolve_dsn(settings.dsn)
+    conn = await connect(
+        dsn, wait=settings.connect_wait, transaction_pooling=settings.transaction_pooling
+    )
+    try:
+        yield RunConnection(conn, settings, dsn)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await conn.close()

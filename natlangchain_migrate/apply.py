@@ -1,0 +1,592 @@
+"""Applying what is pending, under the lock: the one place migrations are run.
+
+Session lock mode: each transactional file travels with its ledger row in one
+message (BEGIN, settings, file, ledger upsert, COMMIT): one round trip, one
+commit. A no-transaction file runs statement by statement, and each statement
+that PostgreSQL allows in a transaction block commits atomically with its
+journal step, so a runner killed at any moment leaves the journal exactly in
+step with the database. The few statements that must run on their own (CREATE
+INDEX CONCURRENTLY, VACUUM, ...) have their effect checked when a resumed run
+comes back to them.
+
+Transaction lock mode (PgBouncer): the lock, the ledger and every pending
+migration in one transaction; all of them commit, or none.
+
+Every attempt runs under PostgreSQL's ``lock_timeout``; one cancelled for a
+lock wait (55P03) is rolled back and tried again after a growing, jittered
+pause, in both modes, by one helper.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import TypeVar
+
+import anyio
+import asyncpg
+import structlog
+
+from natlangchain_migrate.connection import RunConnection, application_name
+from natlangchain_migrate.discovery import Migration
+from natlangchain_migrate.durations import ms_since, seconds
+from natlangchain_migrate.errors import (
+    InvalidIndexError,
+    LockRetriesExhaustedError,
+    MigrationFailedError,
+    TransactionControlError,
+)
+from natlangchain_migrate.failures import (
+    EFFECT_ALREADY_THERE,
+    lock_retries_exhausted,
+    migration_failed,
+    resumed_statement_already_done,
+)
+from natlangchain_migrate.ledger import Ledger, quote_ident
+from natlangchain_migrate.locks import LockNoLongerNeeded, holding, migration_lock
+from natlangchain_migrate.plan import (
+    AppliedMigration,
+    MigrationPlan,
+    plan_migrations,
+    raise_on_drift,
+)
+from natlangchain_migrate.results import MigrationResult
+from natlangchain_migrate.settings import RunSettings
+from natlangchain_migrate.statements import Statement, split_statements
+from natlangchain_migrate.watch import Watcher
+
+log = structlog.get_logger("natlangchain_migrate")
+
+T = TypeVar("T")
+
+_INDEX_STATE_QUERY = """
+SELECT format('%I.%I', n.nspname, c.relname) AS name, i.indisvalid AS valid
+FROM pg_class c
+JOIN pg_index i ON i.indexrelid = c.oid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relname = $1 AND n.nspname = coalesce($2, current_schema())
+"""
+
+
+async def apply_pending(
+    connection: RunConnection,
+    ledger: Ledger,
+    migrations: Sequence[Migration],
+    settings: RunSettings,
+) -> list[MigrationResult]:
+    """Take the lock, plan again under it, apply what is still pending; return what this
+    run applied, in order. A waiter that sees the work done by another runner leaves
+    without the lock and returns nothing."""
+    applier = _Applier(connection, ledger, migrations, settings)
+    try:
+        if settings.transaction_pooling:
+            await applier.apply_in_one_transaction()
+        else:
+            await applier.apply_each()
+    except LockNoLongerNeeded:
+        log.info("applied_by_another_runner", lock_key=applier.lock.key)
+    return applier.applied
+
+
+def retry_pause(settings: RunSettings, attempt: int) -> float:
+    """Seconds to wait after failed attempt ``attempt``: doubling, with +-50% jitter."""
+    return float(settings.retry_delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+
+
+def settings_sql(
+    migration: Migration, settings: RunSettings, *, local: bool, durable: bool = True
+) -> str:
+    """The SET statements a migration runs under (file directives beat run settings)."""
+    scope = "SET LOCAL" if local else "SET"
+    lock_timeout = migration.directives.lock_timeout or settings.pg_lock_timeout
+    statement_timeout = migration.directives.statement_timeout or settings.statement_timeout
+    parts = [
+        f"{scope} lock_timeout = '{lock_timeout}'",
+        f"{scope} statement_timeout = '{statement_timeout or 0}'",
+        f"{scope} search_path = {quote_ident(settings.schema)}, pg_temp",
+    ]
+    if not durable:
+        parts.append(f"{scope} synchronous_commit = off")
+    return "; ".join(parts) + ";\n"
+
+
+class _Blocked(Exception):
+    """An attempt cancelled by lock_timeout (55P03); rolled back, to be tried again."""
+
+    def __init__(self, migration: Migration, blockers: Sequence[dict[str, object]]) -> None:
+        super().__init__(migration.name)
+        self.migration = migration
+        self.blockers = blockers
+
+
+class _NeedsOwnTransaction(Exception):
+    """The server refused a statement inside a transaction block (25001)."""
+
+
+class _Applier:
+    """One run's apply step: owns the lock, the connection's use and the list of results."""
+
+    def __init__(
+        self,
+        connection: RunConnection,
+        ledger: Ledger,
+        migrations: Sequence[Migration],
+        settings: RunSettings,
+    ) -> None:
+        self.connection = connection
+        self.conn = connection.conn
+        self.ledger = ledger
+        self.migrations = migrations
+        self.settings = settings
+        self.applied_by = application_name()
+        self.applied: list[MigrationResult] = []
+        self.lock = migration_lock(self.conn, settings, unless=self._nothing_left)
+
+    # --- the two lock modes ---------------------------------------------------------
+
+    async def apply_each(self) -> None:
+        """Session lock: each migration in its own transaction (or statement by statement)."""
+        async with holding(self.lock, "session"):
+            plan = await self._ensure_and_replan()
+            for number, migration in enumerate(plan.pending, start=1):
+                _log_applying(migration, number, len(plan.pending))
+                last = number == len(plan.pending)
+                try:
+                    if migration.directives.no_transaction:
+                        duration = await self._apply_statements(migration, plan, last=last)
+                    else:
+                        duration = await self._retrying(partial(self._file, migration, last))
+                except MigrationFailedError as error:
+                    _log_failed(migration, error)
+                    raise
+                self._applied(MigrationResult(migration.version, migration.name, duration))
+
+    async def apply_in_one_transaction(self) -> None:
+        """Transaction lock: the lock, the ledger and every pending migration in one
+        transaction. A lock_timeout anywhere rolls the whole batch back and it is retried
+        whole."""
+
+        async def batch() -> list[MigrationResult]:
+            done: list[MigrationResult] = []
+            async with holding(self.lock, "transaction"):
+                plan = await self._ensure_and_replan()
+                for number, migration in enumerate(plan.pending, start=1):
+                    _log_applying(migration, number, len(plan.pending))
+                    try:
+                        duration = await self._file_in_open_transaction(migration)
+                    except MigrationFailedError as error:
+                        _log_failed(migration, error)
+                        raise
+                    done.append(MigrationResult(migration.version, migration.name, duration))
+            return done
+
+        try:
+            results = await self._retrying(batch)
+        except LockRetriesExhaustedError as error:  # the others were logged where they arose
+            _log_failed(next(m for m in self.migrations if m.version == error.version), error)
+            raise
+        for result in results:
+            self._applied(result)
+
+    # --- planning under the lock ----------------------------------------------------
+
+    def _replan(self, ledger_rows: Sequence[AppliedMigration]) -> MigrationPlan:
+        return plan_migrations(
+            self.migrations,
+            ledger_rows,
+            target=self.settings.target_version,
+            skip=self.settings.skip,
+        )
+
+    async def _nothing_left(self) -> bool:
+        """While waiting for the lock: has another runner applied everything?"""
+        return not self._replan((await self.ledger.read(self.conn)).rows).pending
+
+    async def _ensure_and_replan(self) -> MigrationPlan:
+        """Create or adopt the ledger, read it again (another runner may have just
+        finished) and plan anew."""
+        added = await self.ledger.ensure(self.conn)
+        if added:
+            log.info("ledger_adopted", columns_added=added)
+        plan = self._replan((await self.ledger.read(self.conn)).rows)
+        raise_on_drift(plan)
+        return plan
+
+    # --- transactional files --------------------------------------------------------
+
+    async def _file(self, migration: Migration, last: bool) -> float:
+        """The file and its ledger row in one message; return its duration in ms.
+
+        All but the run's last migration commit with synchronous_commit off and the
+        last one flushes them all, so everything is durable when the run returns; a
+        crash before then can only lose whole migrations (file and row together),
+        which the next run applies.
+        """
+        prefix = "BEGIN;\n" + settings_sql(migration, self.settings, local=True, durable=last)
+        script = f"{prefix}{self._file_and_record(migration)};\nCOMMIT;"
+        started = time.monotonic()
+        await self._send(migration, script, offset=-len(prefix), own_transaction=True)
+        if self.conn.is_in_transaction():
+            await self.conn.execute("ROLLBACK")
+            raise TransactionControlError(
+                f"{migration.filename} left its transaction open (does it contain BEGIN?); "
+                "it was rolled back: remove transaction control from the file, or make it a "
+                "no-transaction migration"
+            )
+        return ms_since(started)
+
+    async def _file_in_open_transaction(self, migration: Migration) -> float:
+        """The file and its ledger row inside the batch's open transaction."""
+        prefix = settings_sql(migration, self.settings, local=True)
+        started = time.monotonic()
+        await self._send(
+            migration,
+            prefix + self._file_and_record(migration),
+            offset=-len(prefix),
+            own_transaction=False,
+        )
+        return ms_since(started)
+
+    def _file_and_record(self, migration: Migration) -> str:
+        # The newline ends a trailing "--" comment; the lone ";" ends a last statement
+        # that has none.
+        return (
+            f"{migration.sql}\n;\n"
+            f"{self.ledger.record_statement(migration, applied_by=self.applied_by)}"
+        )
+
+    # --- no-transaction files -------------------------------------------------------
+
+    async def _apply_statements(
+        self, migration: Migration, plan: MigrationPlan, last: bool
+    ) -> float:
+        """Run a no-transaction file statement by statement, each with its journal step.
+
+        A statement allowed in a transaction block travels as ``BEGIN; SET LOCAL
+        synchronous_commit = off; <statement>; <journal step>; COMMIT`` in one message:
+        statement and step commit together or not at all, so the journal can never
+        lag the database. Asynchronous commit keeps that: a server crash loses a
+        suffix of whole transactions, each with its own step, never one without the
+        other. The migration's final step is durable when it is the run's last.
+        """
+        statements = split_statements(migration.filename, migration.sql)
+        resuming = migration.version in plan.resume_from
+        done = plan.resume_from.get(migration.version, 0)
+        _warn_if_edited_since_failure(plan, migration, done)
+        started = time.monotonic()
+        await self.conn.execute(settings_sql(migration, self.settings, local=False))
+        try:
+            if resuming:
+                log.info(
+                    "migration_resuming",
+                    version=migration.version,
+                    name=migration.name,
+                    statement=done + 1,
+                    statements=len(statements),
+                )
+            recorded = False
+            for number, statement in enumerate(statements, start=1):
+                if number <= done:
+                    continue
+                final = number == len(statements)
+                first_after_stop = resuming and number == done + 1
+                recorded = await self._retrying(
+                    partial(
+                        self._statement,
+                        migration,
+                        statement,
+                        number,
+                        started,
+                        final=final,
+                        durable=last and final,
+                        resumed=first_after_stop,
+                    )
+                )
+            if not recorded:
+                await self._complete(migration, started, durable=last)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.conn.execute(
+                    "RESET lock_timeout; RESET statement_timeout; RESET search_path"
+                )
+        return ms_since(started)
+
+    async def _statement(
+        self,
+        migration: Migration,
+        statement: Statement,
+        number: int,
+        started: float,
+        *,
+        final: bool,
+        durable: bool,
+        resumed: bool,
+    ) -> bool:
+        """Run statement ``number``; True when its message also marked the migration
+        complete."""
+        if not statement.autocommit:
+            try:
+                await self._statement_with_step(
+                    migration,
+                    statement,
+                    number,
+                    started,
+                    final=final,
+                    durable=durable,
+                    resumed=resumed,
+                )
+                return final
+            except _NeedsOwnTransaction:
+                pass  # a statement our parse-tree list missed; PostgreSQL knows better
+        await self._statement_on_its_own(migration, statement, number, resumed=resumed)
+        return False
+
+    async def _statement_with_step(
+        self,
+        migration: Migration,
+        statement: Statement,
+        number: int,
+        started: float,
+        *,
+        final: bool,
+        durable: bool,
+        resumed: bool,
+    ) -> None:
+        prefix = "BEGIN;\n" + ("" if durable else "SET LOCAL synchronous_commit = off;\n")
+        if final:
+            step = self.ledger.complete_statement(
+                migration, applied_by=self.applied_by, execution_ms=ms_since(started)
+            )
+        else:
+            step = self.ledger.step_statement(migration, done=number, applied_by=self.applied_by)
+        await self._send(
+            migration,
+            f"{prefix}{statement.text}\n;\n{step};\nCOMMIT;",
+            offset=statement.offset - len(prefix),
+            own_transaction=True,
+            statement=number,
+            resumed=resumed,
+        )
+
+    async def _statement_on_its_own(
+        self, migration: Migration, statement: Statement, number: int, *, resumed: bool
+    ) -> None:
+        """A statement PostgreSQL runs only outside a transaction block, then its step.
+
+        Between the two is the one window left: a runner killed there leaves the
+        statement done and the step not. So a resumed run first checks whether the
+        effect is there: an index built and valid, an index dropped.
+        """
+        if statement.builds is not None:
+            await self._drop_invalid_index(migration, statement)
+        if resumed and await self._effect_present(statement):
+            log.info(
+                "statement_already_applied",
+                version=migration.version,
+                name=migration.name,
+                statement=number,
+            )
+        else:
+            await self._send(
+                migration,
+                statement.text,
+                offset=statement.offset,
+                own_transaction=False,
+                statement=number,
+                resumed=resumed,
+                index_name=statement.builds.name if statement.builds else None,
+            )
+        step = self.ledger.step_statement(migration, done=number, applied_by=self.applied_by)
+        await self.conn.execute(f"BEGIN;\nSET LOCAL synchronous_commit = off;\n{step};\nCOMMIT;")
+
+    async def _complete(self, migration: Migration, started: float, *, durable: bool) -> None:
+        """Mark the migration complete when its last statement's message could not."""
+        prefix = "BEGIN;\n" + ("" if durable else "SET LOCAL synchronous_commit = off;\n")
+        record = self.ledger.complete_statement(
+            migration, applied_by=self.applied_by, execution_ms=ms_since(started)
+        )
+        await self.conn.execute(f"{prefix}{record};\nCOMMIT;")
+
+    async def _effect_present(self, statement: Statement) -> bool:
+        """True when a resumed statement's effect is already there: the index it builds
+        exists and is valid, or the index it drops is gone."""
+        index = statement.builds or statement.drops
+        if index is None:
+            return False
+        row = await self.conn.fetchrow(_INDEX_STATE_QUERY, index.name, index.schema)
+        if statement.builds is not None:
+            return row is not None and bool(row["valid"])
+        return row is None
+
+    async def _drop_invalid_index(self, migration: Migration, statement: Statement) -> None:
+        """A failed CREATE INDEX CONCURRENTLY leaves an INVALID index that IF NOT EXISTS
+        would silently keep: drop it before building again."""
+        index = statement.builds
+        row = index and await self.conn.fetchrow(_INDEX_STATE_QUERY, index.name, index.schema)
+        if row is None or row["valid"]:
+            return
+        try:
+            await self.conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {row['name']}")
+        except asyncpg.PostgresError as error:
+            raise InvalidIndexError(
+                f"{migration.filename}: index {row['name']} is INVALID (left by a failed "
+                f"concurrent build) and could not be dropped: {error}; drop it by hand and "
+                "run again",
+                version=migration.version,
+                location=migration.filename,
+                sqlstate=error.sqlstate,
+                applied=self.applied,
+            ) from error
+        log.warning("invalid_index_dropped", version=migration.version, index=row["name"])
+
+    # --- sending, and what an error means -------------------------------------------
+
+    async def _send(
+        self,
+        migration: Migration,
+        script: str,
+        *,
+        offset: int,
+        own_transaction: bool,
+        statement: int | None = None,
+        resumed: bool = False,
+        index_name: str | None = None,
+    ) -> None:
+        """Send one message with a watcher beside it; turn the server's error into ours.
+
+        ``offset`` is where the file's text starts in the message (negative when
+        settings were sent before it), to map the server's error position back
+        into the file.
+        """
+        lock_timeout = migration.directives.lock_timeout or self.settings.pg_lock_timeout
+        watcher = Watcher(
+            self.connection,
+            lock_timeout_s=seconds(lock_timeout),
+            progress_interval=self.settings.progress_interval,
+            index_name=index_name,
+        )
+        try:
+            await watcher.watch(lambda: self.conn.execute(script))
+        except asyncpg.PostgresError as error:
+            if own_transaction and self.conn.is_in_transaction():
+                await self.conn.execute("ROLLBACK")
+            if isinstance(error, asyncpg.LockNotAvailableError):
+                raise _Blocked(migration, watcher.blockers) from error
+            if statement is None:
+                raise migration_failed(
+                    migration, error, offset=offset, applied=self.applied
+                ) from error
+            if isinstance(error, asyncpg.ActiveSQLTransactionError) and own_transaction:
+                raise _NeedsOwnTransaction from error
+            raise await self._statement_failed(
+                migration, error, offset=offset, statement=statement, resumed=resumed
+            ) from error
+
+    async def _statement_failed(
+        self,
+        migration: Migration,
+        error: asyncpg.PostgresError,
+        *,
+        offset: int,
+        statement: int,
+        resumed: bool,
+    ) -> MigrationFailedError:
+        """Journal a no-transaction statement's failure; say what happened and what to do."""
+        if resumed and error.sqlstate in EFFECT_ALREADY_THERE:
+            failure = resumed_statement_already_done(
+                migration,
+                error,
+                offset=offset,
+                statement=statement,
+                ledger_table=self.ledger.table,
+                applied=self.applied,
+            )
+        else:
+            failure = migration_failed(
+                migration,
+                error,
+                offset=offset,
+                applied=self.applied,
+                rolled_back=False,
+                statement=statement,
+            )
+        await self.ledger.journal_failure(
+            self.conn,
+            migration,
+            done=statement - 1,
+            error=str(failure),
+            applied_by=self.applied_by,
+        )
+        return failure
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt``; after a lock_timeout, pause (growing, jittered) and run it again,
+        ``lock_retries`` times at most."""
+        attempts = self.settings.lock_retries + 1
+        number = 1
+        while True:
+            try:
+                return await attempt()
+            except _Blocked as blocked:
+                if number == attempts:
+                    raise lock_retries_exhausted(
+                        blocked.migration, attempts, blocked.blockers, self.applied
+                    ) from blocked.__cause__
+                pause = retry_pause(self.settings, number)
+                log.warning(
+                    "migration_lock_timeout",
+                    version=blocked.migration.version,
+                    name=blocked.migration.name,
+                    attempt=number,
+                    of=attempts,
+                    retry_in_s=round(pause, 2),
+                    blockers=list(blocked.blockers),
+                )
+                await anyio.sleep(pause)
+                number += 1
+
+    def _applied(self, result: MigrationResult) -> None:
+        self.applied.append(result)
+        log.info(
+            "migration_applied",
+            version=result.version,
+            name=result.name,
+            duration_ms=result.duration_ms,
+        )
+
+
+def _warn_if_edited_since_failure(plan: MigrationPlan, migration: Migration, done: int) -> None:
+    """Resuming skips the statements that ran; say so when the file changed since then."""
+    row = next((entry.row for entry in plan.entries if entry.version == migration.version), None)
+    if done and row is not None and row.checksum not in (None, migration.checksum):
+        log.warning(
+            "resuming_edited_migration",
+            version=migration.version,
+            name=migration.name,
+            statements_already_run=done,
+            hint=f"statements 1 to {done} are not run again; they must be unchanged",
+        )
+
+
+def _log_applying(migration: Migration, number: int, total: int) -> None:
+    log.info(
+        "migration_applying",
+        version=migration.version,
+        name=migration.name,
+        n=number,
+        of=total,
+        transaction=not migration.directives.no_transaction,
+    )
+
+
+def _log_failed(migration: Migration, error: MigrationFailedError) -> None:
+    log.error(
+        "migration_failed",
+        version=migration.version,
+        name=migration.name,
+        file=error.location,
+        sqlstate=error.sqlstate,
+        error=str(error),
+    )

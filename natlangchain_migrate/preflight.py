@@ -1,0 +1,141 @@
+"""Checks that refuse a run before anything is written, each naming what to change.
+
+``check_settings`` needs only the files; ``check_before_apply`` runs once the
+plan says there is work to do, so an up-to-date start-up pays for none of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from natlangchain_migrate.discovery import Migration
+from natlangchain_migrate.durations import check_duration
+from natlangchain_migrate.errors import (
+    ConfigurationError,
+    PrerequisiteError,
+    ReadOnlyDatabaseError,
+    TransactionControlError,
+)
+from natlangchain_migrate.ledger import LedgerSnapshot
+from natlangchain_migrate.locks import LOCK_MODES
+from natlangchain_migrate.plan import MigrationPlan
+from natlangchain_migrate.settings import RunSettings
+
+_INSTALL_HINTS = {
+    "vector": (
+        "install pgvector on the server (Debian/Ubuntu: apt install postgresql-<major>-pgvector; "
+        "Docker: the pgvector/pgvector image; see github.com/pgvector/pgvector)"
+    ),
+}
+
+
+def check_settings(migrations: Sequence[Migration], settings: RunSettings) -> None:
+    """Versions named by --version/--skip exist, durations parse, the lock mode is known."""
+    if settings.lock_mode not in LOCK_MODES:
+        raise ConfigurationError(
+            f"--lock-mode {settings.lock_mode!r} is not one of {', '.join(LOCK_MODES)}"
+        )
+    check_duration("--pg-lock-timeout", settings.pg_lock_timeout)
+    check_duration("--statement-timeout", settings.statement_timeout)
+    known = {migration.version for migration in migrations}
+    listed = ", ".join(str(v) for v in sorted(known)) or "none"
+    target = settings.target_version
+    if target is not None and target not in known:
+        raise ConfigurationError(
+            f"--version {target} matches no migration file; known versions: {listed}"
+        )
+    unknown = sorted(settings.skip - known)
+    if unknown:
+        raise ConfigurationError(
+            f"--skip {unknown[0]} matches no migration file; known versions: {listed}"
+        )
+
+
+async def check_before_apply(
+    conn: asyncpg.Connection,
+    plan: MigrationPlan,
+    snapshot: LedgerSnapshot,
+    settings: RunSettings,
+) -> None:
+    """Standby, lock mode, transaction control and extensions, before the lock is taken."""
+    if snapshot.standby:
+        raise ReadOnlyDatabaseError(
+            "the database is a read-only standby (pg_is_in_recovery() is true); point "
+            "--database-url or DATABASE_URL at the primary"
+        )
+    _check_lock_mode(plan.pending, settings)
+    _check_transaction_control(plan.pending)
+    await _check_extensions(conn, plan.pending)
+
+
+def _check_lock_mode(pending: Sequence[Migration], settings: RunSettings) -> None:
+    if not settings.transaction_pooling:
+        return
+    for migration in pending:
+        if migration.directives.no_transaction:
+            raise ConfigurationError(
+                f"{migration.filename} runs without a transaction, which cannot work through "
+                "PgBouncer's transaction pooling (--lock-mode transaction); run it with "
+                "--lock-mode session against the server directly"
+            )
+
+
+def _check_transaction_control(pending: Sequence[Migration]) -> None:
+    """Refuse a file that begins or commits by itself: the runner owns the transactions,
+    one per transactional file, one per statement of a no-transaction file."""
+    from natlangchain_migrate.statements import find_transaction_control
+
+    for migration in pending:
+        found = find_transaction_control(migration.sql)
+        if found is None:
+            continue
+        line, keyword = found
+        if migration.directives.no_transaction:
+            fix = (
+                "remove it: each statement of a no-transaction file commits on its own with "
+                "its journal step; statements that must commit together belong in a "
+                "transactional file"
+            )
+        else:
+            fix = (
+                "remove it: the runner runs the file in one transaction with its ledger row "
+                "(or make the file '-- natlangchain: no-transaction')"
+            )
+        raise TransactionControlError(
+            f"{migration.filename}:{line}: {keyword} inside a migration; {fix}"
+        )
+
+
+async def _check_extensions(conn: asyncpg.Connection, pending: Sequence[Migration]) -> None:
+    """Every extension that a pending file declares it needs is available, new enough."""
+    needs = [(m, req) for m in pending for req in m.directives.requires_extensions]
+    if not needs:
+        return
+    rows = await conn.fetch(
+        "SELECT name, coalesce(installed_version, default_version) AS version "
+        "FROM pg_available_extensions WHERE name = ANY($1::text[])",
+        sorted({req.name for _, req in needs}),
+    )
+    available = {row["name"]: row["version"] for row in rows}
+    for migration, requirement in needs:
+        have = available.get(requirement.name)
+        too_old = (
+            have is not None
+            and requirement.min_version is not None
+            and _version(have) < _version(requirement.min_version)
+        )
+        if have is None or too_old:
+            found = f"has version {have}" if have else "does not have it"
+            wanted = f" {requirement.min_version} or newer" if requirement.min_version else ""
+            hint = _INSTALL_HINTS.get(requirement.name, f"install the {requirement.name} extension")
+            raise PrerequisiteError(
+                f"{migration.filename} needs the PostgreSQL extension '{requirement.name}'"
+                f"{wanted} and this server {found}; {hint}, or leave this migration out with "
+                f"--skip {migration.version}"
+            )
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".") if part.isdigit())

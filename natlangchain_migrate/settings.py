@@ -1,0 +1,50 @@
+"""One run's settings, typed, in one object: what the keyword API and the CLI both fill in.
+
+The public keyword arguments keep their documented names; two are renamed here
+so that each name means one thing: ``target`` (a version) is ``target_version``
+(a "target" is never a connection), and ``lock_timeout`` (seconds to wait for
+another runner's advisory lock) is ``lock_wait`` (``pg_lock_timeout`` is
+PostgreSQL's own lock_timeout inside each migration).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
+
+    import asyncpg
+
+
+class RunSettings(NamedTuple):
+    """Where to connect, which migrations, and how to lock and run them."""
+
+    dsn: str | None = None
+    pool: asyncpg.Pool | None = None
+    migrations_dir: Traversable | Path | str | None = None
+    schema: str = "public"
+    target_version: int | None = None
+    skip: frozenset[int] = frozenset()
+    dry_run: bool = False
+    lock_wait: float = 300.0
+    lock_namespace: str | None = None
+    lock_mode: str = "session"
+    connect_wait: float = 0.0
+    pg_lock_timeout: str = "5s"
+    statement_timeout: str | None = None
+    lock_retries: int = 5
+    retry_delay: float = 1.0
+    progress_interval: float = 5.0
+
+    @property
+    def transaction_pooling(self) -> bool:
+        """True in the lock mode made for PgBouncer's transaction pooling: no session state."""
+        return self.lock_mode == "transaction"
+
+
+def skip_set(skip: Collection[int]) -> frozenset[int]:
+    """``skip=`` as given by a caller (list, tuple, set), as the settings keep it."""
+    return frozenset(int(version) for version in skip)

@@ -1,0 +1,88 @@
+"""Watching a migration that runs long, from a second connection: who blocks it, and how
+far an index build has got.
+
+The second connection is opened only once a statement has run for a while, so
+fast migrations never open it. Watching is a courtesy: if it cannot connect or
+query, the migration goes on and ``watcher_unavailable`` is logged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+import asyncpg
+import structlog
+
+from natlangchain_migrate.connection import RunConnection
+from natlangchain_migrate.errors import MigrateError
+
+log = structlog.get_logger("natlangchain_migrate")
+
+_BLOCKERS_QUERY = """
+SELECT pid, application_name, state, query_start::text AS query_start
+FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids($1))
+"""
+_PROGRESS_QUERY = """
+SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total
+FROM pg_stat_progress_create_index WHERE pid = $1
+"""
+
+
+class Watcher:
+    """Watches one attempt; ``blockers`` holds the sessions last seen blocking it."""
+
+    def __init__(
+        self,
+        connection: RunConnection,
+        *,
+        lock_timeout_s: float,
+        progress_interval: float,
+        index_name: str | None = None,
+    ) -> None:
+        self.connection = connection
+        self.index_name = index_name
+        self.progress_interval = progress_interval
+        # Look before lock_timeout fires, so a cancelled attempt can name its blockers.
+        self.first_look = min(0.5, lock_timeout_s / 2) if lock_timeout_s > 0 else 0.5
+        self.blockers: Sequence[dict[str, object]] = []
+
+    async def watch(self, attempt: Callable[[], Awaitable[object]]) -> None:
+        """Run ``attempt`` with the watcher beside it; re-raise the attempt's own error."""
+        failure: list[BaseException] = []
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._look)
+            try:
+                await attempt()
+            except BaseException as error:  # re-raised below, outside the task group
+                failure.append(error)
+            finally:
+                group.cancel_scope.cancel()
+        if failure:
+            raise failure[0]
+
+    async def _look(self) -> None:
+        await anyio.sleep(self.first_look)
+        try:
+            await self._watch_with_second_connection()
+        except (MigrateError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            log.warning("watcher_unavailable", error=str(error))
+
+    async def _watch_with_second_connection(self) -> None:
+        pid = self.connection.pid
+        async with self.connection.second_connection() as watcher:
+            next_progress = time.monotonic() + self.progress_interval
+            while True:
+                rows = await watcher.fetch(_BLOCKERS_QUERY, pid)
+                if rows:
+                    self.blockers = [dict(row) for row in rows]
+                if self.index_name is not None and time.monotonic() >= next_progress:
+                    await self._report_progress(watcher, pid)
+                    next_progress = time.monotonic() + self.progress_interval
+                await anyio.sleep(min(0.25, self.progress_interval))
+
+    async def _report_progress(self, watcher: asyncpg.Connection, pid: int) -> None:
+        row = await watcher.fetchrow(_PROGRESS_QUERY, pid)
+        if row is not None:
+            log.info("index_build_progress", index=self.index_name, **dict(row))
