@@ -29,7 +29,12 @@ import anyio
 import asyncpg
 import structlog
 
-from natlangchain_migrate.connection import RunConnection, application_name
+from natlangchain_migrate.connection import (
+    RunConnection,
+    application_name,
+    cleanup_scope,
+    end_interrupted_transaction,
+)
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.durations import ms_since, seconds
 from natlangchain_migrate.errors import (
@@ -61,6 +66,7 @@ log = structlog.get_logger("natlangchain_migrate")
 
 T = TypeVar("T")
 
+_RESET_SETTINGS = "RESET lock_timeout; RESET statement_timeout; RESET search_path"
 _INDEX_STATE_QUERY = """
 SELECT format('%I.%I', n.nspname, c.relname) AS name, i.indisvalid AS valid
 FROM pg_class c
@@ -306,11 +312,15 @@ class _Applier:
                 )
             if not recorded:
                 await self._complete(migration, started, durable=last)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.conn.execute(
-                    "RESET lock_timeout; RESET statement_timeout; RESET search_path"
-                )
+        except BaseException:
+            with cleanup_scope():
+                try:
+                    await end_interrupted_transaction(self.conn)
+                    await self.conn.execute(_RESET_SETTINGS)
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    pass  # a broken connection: the error already on its way says why
+            raise
+        await self.conn.execute(_RESET_SETTINGS)
         return ms_since(started)
 
     async def _statement(

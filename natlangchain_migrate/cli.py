@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from natlangchain_migrate.connection import password_of, scrub
-from natlangchain_migrate.errors import ConfigurationError, ExitCode, MigrateError
+from natlangchain_migrate.errors import (
+    ConfigurationError,
+    ExitCode,
+    MigrateError,
+    StoppedBySignalError,
+)
 from natlangchain_migrate.locks import LOCK_MODES
 from natlangchain_migrate.logs import LOG_FORMATS, configure_logging
 from natlangchain_migrate.plan import MigrationPlan, State, StatusEntry
@@ -70,6 +75,8 @@ _EXIT_MEANINGS = {
     ExitCode.CHECK_FAILED: "--check: a no-transaction migration failed part-way",
     ExitCode.LOCK_LOST: "the advisory lock was lost while held (see --lock-mode)",
     ExitCode.INTERNAL: "an unexpected error (a bug: please report it, with --traceback)",
+    ExitCode.INTERRUPTED: "stopped by SIGINT (rolled back, lock released)",
+    ExitCode.TERMINATED: "stopped by SIGTERM (rolled back, lock released)",
 }
 _EPILOG = (
     "environment variables (a flag wins over its variable):\n"
@@ -202,8 +209,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _new(args_list[1:])
     args = build_parser().parse_args(args_list)
     configure_logging(args.log_format, secrets=[password_of(args.database_url or "") or ""])
+    from natlangchain_migrate.signals import stop_on_signals
+
     try:
-        return asyncio.run(_run(args))
+        return asyncio.run(stop_on_signals(_run(args)))
+    except StoppedBySignalError as error:
+        structlog.get_logger("natlangchain_migrate").warning(
+            "run_interrupted", error=str(error), exit_code=int(error.exit_code)
+        )
+        return error.exit_code
     except MigrateError as error:
         return _fail(args, error, error.exit_code)
     except Exception as error:  # anything else: still one line, still no password

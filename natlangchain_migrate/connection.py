@@ -44,6 +44,7 @@ _RETRYABLE = (
     asyncpg.TooManyConnectionsError,
     asyncpg.ConnectionDoesNotExistError,
 )
+CLEANUP_S = 5.0
 KEEPALIVE_IDLE_S = 30
 KEEPALIVE_INTERVAL_S = 10
 KEEPALIVE_COUNT = 3
@@ -168,6 +169,23 @@ def scrub(text: str, dsn: str) -> str:
     return text.replace(dsn, redact(dsn)).replace(secret, "***") if secret else text
 
 
+def cleanup_scope() -> anyio.CancelScope:
+    """A scope for cleaning up after an error or a cancellation (SIGTERM): shielded from
+    the cancellation, but bounded, so a server that stopped answering cannot keep the
+    process past a container's grace period."""
+    return anyio.CancelScope(shield=True, deadline=anyio.current_time() + CLEANUP_S)
+
+
+async def end_interrupted_transaction(conn: asyncpg.Connection) -> None:
+    """End whatever transaction an interrupted statement left open or aborted.
+
+    Unconditional: after a cancellation the driver learns the transaction state
+    only when the server answers the cancelled query, which this waits for; a
+    ROLLBACK outside a transaction is a harmless warning.
+    """
+    await conn.execute("ROLLBACK")
+
+
 def resolve_dsn(dsn: str | None) -> str:
     """The DSN given, else DATABASE_URL; an error that says how to set one if neither."""
     resolved = dsn or os.environ.get("DATABASE_URL")
@@ -209,8 +227,7 @@ class RunConnection:
         try:
             yield own
         finally:
-            with anyio.CancelScope(shield=True):
-                await own.close()
+            await _close(own)
 
 
 @asynccontextmanager
@@ -228,5 +245,13 @@ async def open_run_connection(settings: RunSettings) -> AsyncIterator[RunConnect
     try:
         yield RunConnection(conn, settings, dsn)
     finally:
-        with anyio.CancelScope(shield=True):
-            await conn.close()
+        await _close(conn)
+
+
+async def _close(conn: asyncpg.Connection) -> None:
+    """Close politely within the cleanup bound, else drop the socket: either way the
+    server ends the session and frees its advisory lock."""
+    with cleanup_scope() as scope:
+        await conn.close()
+    if scope.cancelled_caught or not conn.is_closed():
+        conn.terminate()

@@ -32,12 +32,23 @@ class ExitCode(IntEnum):
     CHECK_FAILED = 12
     LOCK_LOST = 13
     INTERNAL = 70
+    INTERRUPTED = 130  # SIGINT: 128 + 2, as shells report it
+    TERMINATED = 143  # SIGTERM: 128 + 15
 
 
 class MigrateError(Exception):
     """Base of every error this package raises on purpose."""
 
     exit_code = ExitCode.MIGRATION_FAILED
+
+
+class StoppedBySignalError(MigrateError):
+    """Raised when SIGTERM or SIGINT stopped the run: the running migration was cancelled
+    on the server and rolled back, and the lock released."""
+
+    def __init__(self, message: str, *, exit_code: ExitCode) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class ConfigurationError(MigrateError):

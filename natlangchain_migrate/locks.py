@@ -22,6 +22,7 @@ import asyncpg
 import structlog
 from asyncpg.transaction import Transaction
 
+from natlangchain_migrate.connection import cleanup_scope, end_interrupted_transaction
 from natlangchain_migrate.errors import LockLostError, LockTimeoutError
 from natlangchain_migrate.settings import RunSettings
 
@@ -92,7 +93,7 @@ async def holding(lock: AdvisoryLock, lock_mode: str) -> AsyncIterator[None]:
         try:
             yield
         except BaseException:
-            with anyio.CancelScope(shield=True):
+            with cleanup_scope():
                 await transaction.rollback()
             raise
         await transaction.commit()
@@ -102,10 +103,12 @@ async def holding(lock: AdvisoryLock, lock_mode: str) -> AsyncIterator[None]:
     try:
         yield
     except BaseException:
-        # If the unlock fails too (a dead connection has no lock left to release), the
-        # body's error is the one to report; the unlock's is logged.
-        with anyio.CancelScope(shield=True):
+        # A statement interrupted by a cancellation (SIGTERM) may leave its transaction
+        # open: end it, then unlock. If that fails too (a dead connection has no lock left
+        # to release), the body's error is the one to report; the unlock's is logged.
+        with cleanup_scope():
             try:
+                await end_interrupted_transaction(lock.conn)
                 await lock.release()
             except Exception as error:
                 log.warning("lock_release_failed", lock_key=lock.key, error=str(error))
