@@ -34,6 +34,7 @@ from natlangchain_migrate.connection import (
     application_name,
     cleanup_scope,
     end_interrupted_transaction,
+    is_connection_lost,
 )
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.durations import ms_since, seconds
@@ -45,6 +46,7 @@ from natlangchain_migrate.errors import (
 )
 from natlangchain_migrate.failures import (
     EFFECT_ALREADY_THERE,
+    connection_lost,
     lock_retries_exhausted,
     migration_failed,
     resumed_statement_already_done,
@@ -479,7 +481,13 @@ class _Applier:
         )
         try:
             await watcher.watch(lambda: self.conn.execute(script))
-        except asyncpg.PostgresError as error:
+        except Exception as error:
+            if is_connection_lost(error) or self.conn.is_closed():
+                raise connection_lost(
+                    migration, error, applied=self.applied, statement=statement
+                ) from error
+            if not isinstance(error, asyncpg.PostgresError):
+                raise
             if own_transaction and self.conn.is_in_transaction():
                 await self.conn.execute("ROLLBACK")
             if isinstance(error, asyncpg.LockNotAvailableError):

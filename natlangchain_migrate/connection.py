@@ -169,6 +169,19 @@ def scrub(text: str, dsn: str) -> str:
     return text.replace(dsn, redact(dsn)).replace(secret, "***") if secret else text
 
 
+# SQLSTATE classes of a connection that is gone: 08 connection exceptions, and 57P0x
+# (admin_shutdown: pg_terminate_backend or a fast shutdown; crash_shutdown; ...).
+# 57014 (query_canceled: statement_timeout, a cancel request) is not among them.
+_LOST_SQLSTATES = ("08", "57P")
+
+
+def is_connection_lost(error: BaseException) -> bool:
+    """True for an error that means the connection died, whatever was running on it."""
+    if isinstance(error, asyncpg.PostgresError):
+        return str(error.sqlstate or "").startswith(_LOST_SQLSTATES)
+    return isinstance(error, ConnectionError)
+
+
 def cleanup_scope() -> anyio.CancelScope:
     """A scope for cleaning up after an error or a cancellation (SIGTERM): shielded from
     the cancellation, but bounded, so a server that stopped answering cannot keep the

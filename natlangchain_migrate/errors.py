@@ -67,6 +67,16 @@ class TransactionControlError(ConfigurationError):
     """Raised when a file would begin or commit a transaction that the runner must own."""
 
 
+class ConnectionLostError(DatabaseUnreachableError):
+    """Raised when the connection died mid-run (server restart or failover,
+    pg_terminate_backend, network): not the file's fault. What was running was rolled
+    back by the server and not recorded; ``applied`` lists what this run committed."""
+
+    def __init__(self, message: str, *, applied: Sequence[MigrationResult] = ()) -> None:
+        super().__init__(message)
+        self.applied = list(applied)
+
+
 class ConnectionRejectedError(MigrateError):
     """Raised when the server answers but refuses us: wrong password, unknown database or role.
 

@@ -7,7 +7,11 @@ from collections.abc import Sequence
 import asyncpg
 
 from natlangchain_migrate.discovery import Migration
-from natlangchain_migrate.errors import LockRetriesExhaustedError, MigrationFailedError
+from natlangchain_migrate.errors import (
+    ConnectionLostError,
+    LockRetriesExhaustedError,
+    MigrationFailedError,
+)
 from natlangchain_migrate.results import MigrationResult
 from natlangchain_migrate.statements import line_and_column
 
@@ -58,6 +62,31 @@ def migration_failed(
         version=migration.version,
         location=location,
         sqlstate=error.sqlstate,
+        applied=applied,
+    )
+
+
+def connection_lost(
+    migration: Migration,
+    error: BaseException,
+    *,
+    applied: Sequence[MigrationResult],
+    statement: int | None = None,
+) -> ConnectionLostError:
+    """The error for a connection that died while a migration ran: not the file's fault."""
+    if statement is None:
+        outcome = f"the server rolled {migration.name} back and it was not recorded"
+    else:
+        outcome = (
+            f"statements of {migration.name} before {statement} stay applied, each recorded "
+            f"with its journal step; the next run resumes at statement {statement}"
+        )
+    reason = f"{getattr(error, 'sqlstate', None) or type(error).__name__}: {error}"
+    return ConnectionLostError(
+        f"the connection to the server was lost while {migration.filename} ran ({reason}): a "
+        f"server restart or failover, pg_terminate_backend, or the network; {outcome}. "
+        "Nothing is wrong with the file: run again (with --wait SECONDS the runner "
+        "reconnects by itself)",
         applied=applied,
     )
 

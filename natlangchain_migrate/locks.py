@@ -106,6 +106,8 @@ async def holding(lock: AdvisoryLock, lock_mode: str) -> AsyncIterator[None]:
         # A statement interrupted by a cancellation (SIGTERM) may leave its transaction
         # open: end it, then unlock. If that fails too (a dead connection has no lock left
         # to release), the body's error is the one to report; the unlock's is logged.
+        if lock.conn.is_closed():
+            raise  # the server ended the session, and with it the lock
         with cleanup_scope():
             try:
                 await end_interrupted_transaction(lock.conn)

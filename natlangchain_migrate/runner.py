@@ -18,9 +18,10 @@ import anyio
 import structlog
 
 from natlangchain_migrate import preflight
-from natlangchain_migrate.connection import open_run_connection
-from natlangchain_migrate.discovery import load_migrations
+from natlangchain_migrate.connection import is_connection_lost, open_run_connection
+from natlangchain_migrate.discovery import Migration, load_migrations
 from natlangchain_migrate.durations import ms_since
+from natlangchain_migrate.errors import ConnectionLostError
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.plan import plan_migrations, raise_on_drift
 from natlangchain_migrate.results import MigrationReport, MigrationResult
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
     import asyncpg
 
 log = structlog.get_logger("natlangchain_migrate")
+
+# A run that keeps losing its connection gives up after this many reconnects.
+MAX_RECONNECTS = 5
 
 
 async def migrate(
@@ -96,7 +100,13 @@ def run_migrations(dsn: str | None = None, **options: object) -> MigrationReport
 
 
 async def run(settings: RunSettings) -> MigrationReport:
-    """One run, as ``migrate()`` and the CLI start it."""
+    """One run, as ``migrate()`` and the CLI start it.
+
+    A connection lost mid-run (failover, restart) is survived when the run may wait
+    (``wait=``/``--wait``, not with a caller's pool): reconnect, take the lock again,
+    re-read the ledger and go on. Every migration commits whole with its ledger row, so
+    starting over from the ledger is always safe.
+    """
     started = time.monotonic()
     migrations = load_migrations(settings.migrations_dir)
     preflight.check_settings(migrations, settings)
@@ -106,38 +116,79 @@ async def run(settings: RunSettings) -> MigrationReport:
         target=settings.target_version,
         dry_run=settings.dry_run,
     )
+    applied_before: list[MigrationResult] = []
+    for reconnect in range(MAX_RECONNECTS + 1):
+        try:
+            report, had_pending = await _run_on_one_connection(migrations, settings)
+            break
+        except ConnectionLostError as lost:
+            applied_before += lost.applied
+            if (
+                settings.pool is not None
+                or not settings.connect_wait
+                or reconnect == MAX_RECONNECTS
+            ):
+                lost.applied = applied_before
+                raise
+            log.warning(
+                "connection_lost_reconnecting",
+                error=str(lost),
+                attempt=reconnect + 1,
+                wait_s=settings.connect_wait,
+            )
+    report.applied = applied_before + report.applied
+    report.duration_ms = ms_since(started)
+    if not had_pending:
+        log.info("up_to_date", applied=len(report.already_applied), duration_ms=report.duration_ms)
+    elif not settings.dry_run:
+        log.info("migrate_done", applied_count=len(report.applied), duration_ms=report.duration_ms)
+    return report
+
+
+async def _run_on_one_connection(
+    migrations: list[Migration], settings: RunSettings
+) -> tuple[MigrationReport, bool]:
+    """connect -> read -> plan -> drift -> preflight -> apply, on one connection; the
+    report, and whether anything was pending."""
     ledger = Ledger(settings.schema)
     async with open_run_connection(settings) as connection:
-        snapshot = await ledger.read(connection.conn)
-        plan = plan_migrations(
-            migrations, snapshot.rows, target=settings.target_version, skip=settings.skip
-        )
-        raise_on_drift(plan)
-        report = MigrationReport(
-            already_applied=[entry.version for entry in plan.applied],
-            skipped=sorted(settings.skip - {entry.version for entry in plan.applied}),
-            dry_run=settings.dry_run,
-        )
-        if not plan.pending:
-            report.duration_ms = ms_since(started)
-            log.info("up_to_date", applied=len(plan.applied), duration_ms=report.duration_ms)
-            return report
-        log.info(
-            "migration_plan",
-            pending_count=len(plan.pending),
-            pending_versions=[migration.version for migration in plan.pending],
-        )
-        if settings.dry_run:
-            report.pending = [
-                MigrationResult(m.version, m.name, status="pending") for m in plan.pending
-            ]
-            report.duration_ms = ms_since(started)
-            return report
-        await preflight.check_before_apply(connection.conn, plan, snapshot, settings)
-        # Loaded only here: an up-to-date start-up never needs the apply machinery.
-        from natlangchain_migrate.apply import apply_pending
+        try:
+            snapshot = await ledger.read(connection.conn)
+            plan = plan_migrations(
+                migrations, snapshot.rows, target=settings.target_version, skip=settings.skip
+            )
+            raise_on_drift(plan)
+            report = MigrationReport(
+                already_applied=[entry.version for entry in plan.applied],
+                skipped=sorted(settings.skip - {entry.version for entry in plan.applied}),
+                dry_run=settings.dry_run,
+            )
+            if not plan.pending:
+                return report, False
+            log.info(
+                "migration_plan",
+                pending_count=len(plan.pending),
+                pending_versions=[migration.version for migration in plan.pending],
+            )
+            if settings.dry_run:
+                report.pending = [
+                    MigrationResult(m.version, m.name, status="pending") for m in plan.pending
+                ]
+                return report, True
+            await preflight.check_before_apply(connection.conn, plan, snapshot, settings)
+            # Loaded only here: an up-to-date start-up never needs the apply machinery.
+            from natlangchain_migrate.apply import apply_pending
 
-        report.applied = await apply_pending(connection, ledger, migrations, settings)
-    report.duration_ms = ms_since(started)
-    log.info("migrate_done", applied_count=len(report.applied), duration_ms=report.duration_ms)
-    return report
+            report.applied = await apply_pending(connection, ledger, migrations, settings)
+            return report, True
+        except Exception as error:
+            if isinstance(error, ConnectionLostError) or not (
+                is_connection_lost(error) or connection.conn.is_closed()
+            ):
+                raise
+            raise ConnectionLostError(
+                f"the connection to the server was lost ({type(error).__name__}: {error}): a "
+                "server restart or failover, pg_terminate_backend, or the network; nothing "
+                "was half-applied. Run again (with --wait SECONDS the runner reconnects by "
+                "itself)"
+            ) from error
