@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from natlangchain_migrate.connection import password_of, scrub
+from natlangchain_migrate.dsn import scrub, secrets_of
 from natlangchain_migrate.errors import (
     ConfigurationError,
     ExitCode,
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list[:1] == ["new"]:
         return _new(args_list[1:])
     args = build_parser().parse_args(args_list)
-    configure_logging(args.log_format, secrets=[password_of(args.database_url or "") or ""])
+    configure_logging(args.log_format, secrets=secrets_of(args.database_url))
     from natlangchain_migrate.signals import stop_on_signals
 
     try:
@@ -225,6 +225,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    if args.database_url == "":
+        raise ConfigurationError(
+            "DATABASE_URL (or --database-url) is set but empty (an unresolved secret?); set "
+            "it to postgresql://user:password@host:5432/dbname, or unset it to use the "
+            "embedded server"
+        )
     dsn = args.database_url or await _embedded_dsn(announce=not (args.status or args.check))
     settings = RunSettings(
         dsn=dsn,
@@ -366,14 +372,13 @@ def _new(argv: list[str]) -> int:
 
 
 def _fail(args: argparse.Namespace, error: BaseException, code: int) -> int:
-    text = _one_line(error)
-    if args.database_url:
-        text = scrub(text, args.database_url)
+    text = scrub(_one_line(error), args.database_url)
     structlog.get_logger("natlangchain_migrate").error(
         "run_failed", error=text, error_type=type(error).__name__, exit_code=int(code)
     )
     if args.traceback:
-        traceback.print_exception(error)
+        printed = "".join(traceback.format_exception(error))
+        print(scrub(printed, args.database_url), file=sys.stderr, end="")
     return code
 
 

@@ -17,12 +17,12 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import cast
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import asyncpg
 import structlog
 
+from natlangchain_migrate.dsn import as_url, redact, scrub
 from natlangchain_migrate.errors import (
     ConfigurationError,
     ConnectionRejectedError,
@@ -53,27 +53,6 @@ KEEPALIVE_COUNT = 3
 def application_name() -> str:
     """How our sessions appear in pg_stat_activity: ``natlangchain-migrate/<host>/<pid>``."""
     return f"natlangchain-migrate/{socket.gethostname()}/{os.getpid()}"[:63]
-
-
-def redact(dsn: str) -> str:
-    """The DSN with its password replaced by ``***`` (the only form we ever print)."""
-    try:
-        parts = urlsplit(dsn)
-    except ValueError:
-        return "<unparseable DSN>"
-    if parts.password is None:
-        return dsn
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def password_of(dsn: str) -> str | None:
-    """The DSN's password, so that log output can be scrubbed of it."""
-    try:
-        return urlsplit(dsn).password
-    except ValueError:
-        return None
 
 
 def server_settings(*, transaction_pooling: bool) -> dict[str, str]:
@@ -118,6 +97,7 @@ async def connect(
     connect_timeout: float = 10.0,
 ) -> asyncpg.Connection:
     """A connection to ``dsn``, retrying a server that is not up until ``wait`` seconds pass."""
+    url = as_url(dsn)
     deadline = time.monotonic() + wait
     attempt = 0
     delay = 0.25
@@ -125,7 +105,7 @@ async def connect(
         attempt += 1
         try:
             conn = await asyncpg.connect(
-                dsn,
+                url,
                 timeout=connect_timeout,
                 server_settings=server_settings(transaction_pooling=transaction_pooling),
                 statement_cache_size=0 if transaction_pooling else 100,
@@ -134,7 +114,8 @@ async def connect(
             return conn
         except _REJECTED as error:
             raise ConnectionRejectedError(
-                f"{redact(dsn)} refused the connection: {error}; check the user, password "
+                f"{redact(dsn)} refused the connection: {scrub(str(error), dsn)}; check the "
+                "user, password "
                 "and database name in --database-url or DATABASE_URL"
             ) from None
         except (ValueError, asyncpg.ClientConfigurationError, asyncpg.InterfaceError) as error:
@@ -161,12 +142,6 @@ async def connect(
             )
             await anyio.sleep(min(delay, remaining))
             delay = min(delay * 1.6, 2.0)
-
-
-def scrub(text: str, dsn: str) -> str:
-    """``text`` with the DSN shown redacted and its password, wherever it appears, as ***."""
-    secret = password_of(dsn)
-    return text.replace(dsn, redact(dsn)).replace(secret, "***") if secret else text
 
 
 # SQLSTATE classes of a connection that is gone: 08 connection exceptions, and 57P0x
@@ -200,7 +175,15 @@ async def end_interrupted_transaction(conn: asyncpg.Connection) -> None:
 
 
 def resolve_dsn(dsn: str | None) -> str:
-    """The DSN given, else DATABASE_URL; an error that says how to set one if neither."""
+    """The DSN given, else DATABASE_URL; an error that says how to set one if neither.
+
+    An empty value is an error, never a default: it is what an unresolved secret gives.
+    """
+    if dsn == "" or (dsn is None and os.environ.get("DATABASE_URL") == ""):
+        raise ConfigurationError(
+            "the database setting is empty (DATABASE_URL or dsn=''; an unresolved secret?); "
+            "set it to postgresql://user:password@host:5432/dbname"
+        )
     resolved = dsn or os.environ.get("DATABASE_URL")
     if not resolved:
         raise ConfigurationError(

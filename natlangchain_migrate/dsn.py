@@ -1,0 +1,160 @@
+"""Every form of DSN a user may hand us, and keeping its password out of every output.
+
+Platforms hand out URLs (``postgresql://user:pw@host/db``, with the password
+percent-encoded or as a ``password=`` query parameter) and libpq key=value
+strings (``host=db dbname=app password=...``). asyncpg takes only URLs, so a
+key=value string is turned into one. Whatever the form, ``secrets_of`` lists
+every spelling of the password (as written, percent-decoded, and PGPASSWORD's),
+and ``scrub`` replaces each of them wherever it appears.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+from natlangchain_migrate.errors import ConfigurationError
+
+_URL_SCHEMES = ("postgresql://", "postgres://")
+_KEY = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*")
+_HIDDEN = "***"
+
+
+def is_url(dsn: str) -> bool:
+    """True for ``postgresql://`` and ``postgres://`` DSNs; anything else is key=value."""
+    return dsn.startswith(_URL_SCHEMES)
+
+
+def parse_key_value(dsn: str) -> dict[str, str]:
+    """A libpq key=value string's settings (values may be 'single quoted', with \\' escapes).
+
+    Errors name the position, never the text: it may hold a password.
+    """
+    settings: dict[str, str] = {}
+    position = 0
+    while position < len(dsn):
+        if dsn[position:].strip() == "":
+            break
+        key = _KEY.match(dsn, position)
+        if key is None:
+            raise ConfigurationError(
+                f"the database setting is neither a postgresql:// URL nor libpq key=value "
+                f"pairs (unreadable at character {position + 1}); use "
+                "postgresql://user:password@host:5432/dbname"
+            )
+        position = key.end()
+        value, position = _value_at(dsn, position)
+        settings[key.group(1)] = value
+    return settings
+
+
+def _value_at(dsn: str, position: int) -> tuple[str, int]:
+    if position < len(dsn) and dsn[position] == "'":
+        value: list[str] = []
+        position += 1
+        while position < len(dsn) and dsn[position] != "'":
+            if dsn[position] == "\\" and position + 1 < len(dsn):
+                position += 1
+            value.append(dsn[position])
+            position += 1
+        if position >= len(dsn):
+            raise ConfigurationError(
+                "the database setting has a quoted value that is never closed; close it with '"
+            )
+        return "".join(value), position + 1
+    end = position
+    while end < len(dsn) and not dsn[end].isspace():
+        end += 1
+    return dsn[position:end].replace("\\", ""), end
+
+
+def as_url(dsn: str) -> str:
+    """The DSN as the URL asyncpg takes: URLs unchanged, key=value strings converted."""
+    if is_url(dsn):
+        return dsn
+    settings = parse_key_value(dsn)
+    user = quote(settings.pop("user", ""), safe="")
+    password = settings.pop("password", None)
+    userinfo = user + (f":{quote(password, safe='')}" if password is not None else "")
+    host = settings.pop("host", "")
+    port = settings.pop("port", "")
+    dbname = quote(settings.pop("dbname", ""), safe="")
+    query: dict[str, str] = {}
+    if host.startswith("/"):  # a Unix socket directory
+        query["host"] = host
+        host = ""
+    if port and not host:
+        query["port"] = port
+        port = ""
+    netloc = (f"{userinfo}@" if userinfo else "") + host + (f":{port}" if port else "")
+    query |= settings
+    return urlunsplit(("postgresql", netloc, f"/{dbname}", urlencode(query), ""))
+
+
+def secrets_of(dsn: str | None) -> list[str]:
+    """Every spelling of the password that ``dsn`` or the environment carries."""
+    found: list[str] = []
+    if dsn:
+        try:
+            found += _passwords_in(dsn)
+        except (ValueError, ConfigurationError):
+            found.append(dsn)  # unreadable: the whole string is the secret
+    if os.environ.get("PGPASSWORD"):
+        found.append(os.environ["PGPASSWORD"])
+    spellings = {
+        spelling
+        for secret in found
+        for spelling in (secret, unquote(secret), quote(unquote(secret), safe=""))
+    }
+    # Longest first, so that no shorter spelling leaves part of a longer one behind.
+    return sorted((s for s in spellings if s), key=len, reverse=True)
+
+
+def _passwords_in(dsn: str) -> list[str]:
+    if not is_url(dsn):
+        password = parse_key_value(dsn).get("password")
+        return [password] if password else []
+    parts = urlsplit(dsn)
+    found = [parts.password] if parts.password else []
+    found += [value for key, value in parse_qsl(parts.query) if key == "password"]
+    found += [value for key, value in _raw_query(parts.query) if key == "password"]
+    return found
+
+
+def _raw_query(query: str) -> list[tuple[str, str]]:
+    pairs = (pair.split("=", 1) for pair in query.split("&") if "=" in pair)
+    return [(key, value) for key, value in pairs]
+
+
+def redact(dsn: str) -> str:
+    """The DSN as we may print it: its password, wherever it sits, as ``***``."""
+    if not is_url(dsn):
+        try:
+            settings = parse_key_value(dsn)
+        except ConfigurationError:
+            return "<unreadable database setting>"
+        return " ".join(
+            f"{key}={_HIDDEN if key == 'password' else value}" for key, value in settings.items()
+        )
+    try:
+        parts = urlsplit(dsn)
+        has_password = parts.password is not None
+    except ValueError:
+        return "<unreadable database URL>"
+    netloc = parts.netloc
+    if has_password:
+        userinfo, host = netloc.rsplit("@", 1)
+        netloc = f"{userinfo.split(':', 1)[0]}:{_HIDDEN}@{host}"
+    query = "&".join(
+        f"password={_HIDDEN}" if pair.split("=", 1)[0] == "password" else pair
+        for pair in parts.query.split("&")
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query if parts.query else ""))
+
+
+def scrub(text: str, dsn: str | None) -> str:
+    """``text`` with every spelling of the DSN's password (and PGPASSWORD's) as ``***``."""
+    for secret in secrets_of(dsn):
+        text = text.replace(secret, _HIDDEN)
+    return text
