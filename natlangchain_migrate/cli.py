@@ -33,6 +33,7 @@ from natlangchain_migrate.settings import RunSettings, skip_set
 
 if TYPE_CHECKING:
     from natlangchain_migrate.results import MigrationResult
+    from natlangchain_migrate.rollback import RollbackResult
 
 PROG = "natlangchain-migrate"
 ENV = "NATLANGCHAIN_MIGRATE_"
@@ -132,7 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="leave version N out (repeatable); a later run without it applies it",
     )
-    parser.add_argument("--json", action="store_true", help="--status / --dry-run as JSON")
+    parser.add_argument(
+        "--steps", type=int, metavar="K", help="with --rollback: undo the last K migrations"
+    )
+    parser.add_argument(
+        "--to",
+        type=int,
+        metavar="N",
+        help="with --rollback: undo every migration above version N, newest first (0: all)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="--status, --check or --dry-run as JSON"
+    )
     parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL"),
@@ -207,7 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["new"]:
         return _new(args_list[1:])
-    args = build_parser().parse_args(args_list)
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    problem = _combination_problem(args)
+    if problem:
+        parser.error(problem)  # exit 2, argparse's usage line first
     configure_logging(args.log_format, secrets=secrets_of(args.database_url))
     from natlangchain_migrate.signals import stop_on_signals
 
@@ -224,6 +240,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, error, ExitCode.INTERNAL)
 
 
+def _combination_problem(args: argparse.Namespace) -> str | None:
+    """Flags that cannot go together are refused, never silently ignored."""
+    action = next(
+        (name for name in ("status", "check", "rollback", "repair") if getattr(args, name)),
+        "apply",
+    )
+    allowed = {
+        "dry_run": {"apply", "rollback"},
+        "json": {"status", "check", "apply", "rollback"},
+        "version": {"apply"},
+        "skip": {"apply", "status", "check"},
+        "steps": {"rollback"},
+        "to": {"rollback"},
+    }
+    flag = {"dry_run": "--dry-run", "json": "--json", "version": "--version", "skip": "--skip"}
+    for name, actions in allowed.items():
+        if getattr(args, name) and action not in actions:
+            if name == "version" and action == "rollback":
+                return (
+                    "--rollback --version N: use --rollback --to N to undo every migration "
+                    "above version N (or --steps K for the last K)"
+                )
+            given = flag.get(name, f"--{name}")
+            where = "applying" if action == "apply" else f"--{action}"
+            return f"{given} does not go with {where}"
+    if args.json and action in ("apply", "rollback") and not args.dry_run:
+        return "--json goes with --status, --check or --dry-run"
+    if args.steps is not None and args.to is not None:
+        return "--steps and --to both say how far to roll back: give one"
+    return None
+
+
 async def _run(args: argparse.Namespace) -> int:
     if args.database_url == "":
         raise ConfigurationError(
@@ -231,7 +279,8 @@ async def _run(args: argparse.Namespace) -> int:
             "it to postgresql://user:password@host:5432/dbname, or unset it to use the "
             "embedded server"
         )
-    dsn = args.database_url or await _embedded_dsn(announce=not (args.status or args.check))
+    applying = not (args.status or args.check or args.rollback or args.repair or args.dry_run)
+    dsn = args.database_url or await _embedded_dsn(announce=applying)
     settings = RunSettings(
         dsn=dsn,
         migrations_dir=args.migrations_dir,
@@ -262,13 +311,20 @@ async def _other_action(args: argparse.Namespace, settings: RunSettings) -> int:
     from natlangchain_migrate import operations
 
     if args.rollback:
-        await operations.rollback_last(settings)
+        from natlangchain_migrate.rollback import roll_back
+
+        steps = 1 if args.steps is None else args.steps
+        undone = await roll_back(settings, steps=steps, to=args.to)
+        if args.dry_run:
+            _print_rollback_plan(undone, as_json=args.json)
         return ExitCode.OK
     if args.repair:
         await operations.repair_checksums(settings)
         return ExitCode.OK
     plan = await operations.status_of(settings)
-    return _print_status(plan, as_json=args.json) if args.status else _check(plan)
+    if args.status:
+        return _print_status(plan, as_json=args.json)
+    return _check(plan, as_json=args.json)
 
 
 async def _embedded_dsn(*, announce: bool) -> str:
@@ -297,8 +353,7 @@ def _print_status(plan: MigrationPlan, *, as_json: bool) -> int:
         elif entry.state is State.APPLIED and not entry.verified:
             note = " (unverified: no checksum, run --repair)"
         print(f"  {_MARKS[entry.state]} {entry.name}: {entry.state.value}{note}")
-    applied = sum(entry.state in (State.APPLIED, State.CHANGED) for entry in plan.entries)
-    print(f"\nApplied: {applied} / {len(plan.entries)}")
+    print(f"\nApplied: {plan.recorded_count} / {len(plan.entries)}")
     return ExitCode.OK
 
 
@@ -317,18 +372,45 @@ def _status_object(entry: StatusEntry) -> dict[str, Any]:
     }
 
 
-def _check(plan: MigrationPlan) -> int:
+def _check(plan: MigrationPlan, *, as_json: bool) -> int:
     pending = [e for e in plan.entries if e.state is State.PENDING]
     if plan.failed:
-        code, what = ExitCode.CHECK_FAILED, f"{len(plan.failed)} incomplete"
+        code, what = ExitCode.CHECK_FAILED, f"{len(plan.failed)} failed part-way"
     elif plan.changed or plan.missing:
         code, what = ExitCode.CHECK_DRIFT, f"{len(plan.changed) + len(plan.missing)} drifted"
     elif pending:
         code, what = ExitCode.CHECK_PENDING, f"{len(pending)} pending"
     else:
         code, what = ExitCode.OK, "up to date"
-    print(f"{what}: {len(plan.applied)} of {len(plan.entries)} applied")
+    if as_json:
+        summary = {
+            "state": what.split(" ", 1)[-1] if code else what,
+            "exit_code": int(code),
+            "applied": plan.recorded_count,
+            "total": len(plan.entries),
+            "pending": [e.version for e in pending],
+            "drifted": [e.version for e in plan.changed + plan.missing],
+            "failed": [e.version for e in plan.failed],
+        }
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{what}: {plan.recorded_count} of {len(plan.entries)} applied")
     return code
+
+
+def _print_rollback_plan(undone: Sequence[RollbackResult], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([u._asdict() for u in undone], indent=2))
+        return
+    if not undone:
+        print("Nothing to roll back: no migration is applied.")
+        return
+    print("Would roll back, newest first, each in its own transaction:")
+    for item in undone:
+        if item.down_sql is None:
+            print(f"\n-- {item.name}: no down file; only its ledger row would be removed")
+        else:
+            print(f"\n-- {item.name}: down file\n{item.down_sql.rstrip()}")
 
 
 def _print_dry_run(pending: Sequence[MigrationResult], *, as_json: bool) -> None:

@@ -85,6 +85,12 @@ class MigrationPlan(NamedTuple):
         return [entry for entry in self.entries if entry.state is State.FAILED]
 
     @property
+    def recorded_count(self) -> int:
+        """How many versions the ledger records as applied (drifted ones included): the
+        one count ``--status`` and ``--check`` both print."""
+        return sum(entry.state in (State.APPLIED, State.CHANGED) for entry in self.entries)
+
+    @property
     def applied(self) -> list[StatusEntry]:
         return [entry for entry in self.entries if entry.state is State.APPLIED]
 
@@ -148,7 +154,8 @@ def raise_on_drift(plan: MigrationPlan) -> None:
         for entry in plan.changed
     ] + [
         f"migration {entry.version:03d} ({entry.name}) is applied but its file is gone; "
-        "restore it, or remove its row with --rollback if it was undone by hand"
+        f"restore {entry.name}.sql, or, if the file was removed on purpose, forget its row "
+        "with --repair (that removes only the rows of vanished files and runs no SQL)"
         for entry in plan.missing
     ]
     if problems:

@@ -1,0 +1,200 @@
+"""Nothing destructive unless asked, and only what was asked: rollback's flags, its dry run,
+down files without a transaction, errors that point into the down file, and drift advice
+that is safe to follow literally."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from natlangchain_migrate.errors import ExitCode
+from tests.conftest import ledger_rows, log_events, run_cli, write_migrations
+
+NO_TX = "-- natlangchain: no-transaction\n"
+FILES = {
+    "001_a.sql": "CREATE TABLE a (id int);\n",
+    "001_a.down.sql": "DROP TABLE a;\n",
+    "002_b.sql": "CREATE TABLE b (id int);\n",
+    "002_b.down.sql": "DROP TABLE b;\n",
+    "003_c.sql": "CREATE TABLE c (id int);\n",
+    "003_c.down.sql": "DROP TABLE c;\n",
+}
+
+
+def _tables(url: str) -> list[str]:
+    async def fetch() -> list[str]:
+        conn = await asyncpg.connect(url)
+        try:
+            rows = await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'schema_migrations' ORDER BY 1"
+            )
+            return [r["tablename"] for r in rows]
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+def _versions(url: str) -> list[int]:
+    return [row["version"] for row in asyncio.run(ledger_rows(url))]
+
+
+@pytest.fixture
+def applied(database_url: str, tmp_path: Path) -> tuple[str, Path]:
+    folder = write_migrations(tmp_path / "m", FILES)
+    assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
+    return database_url, folder
+
+
+def test_rollback_dry_run_prints_the_down_sql_and_changes_nothing(
+    applied: tuple[str, Path],
+) -> None:
+    url, folder = applied
+    result = run_cli("--rollback", "--dry-run", "--migrations-dir", str(folder), database_url=url)
+    assert result.returncode == 0, result.stderr
+    assert "-- 003_c: down file\nDROP TABLE c;" in result.stdout
+    as_json = run_cli(
+        "--rollback",
+        "--dry-run",
+        "--json",
+        "--to",
+        "1",
+        "--migrations-dir",
+        str(folder),
+        database_url=url,
+    )
+    assert [(u["version"], u["down_sql"]) for u in json.loads(as_json.stdout)] == [
+        (3, "DROP TABLE c;\n"),
+        (2, "DROP TABLE b;\n"),
+    ]
+    assert _tables(url) == ["a", "b", "c"]
+    assert _versions(url) == [1, 2, 3]
+
+
+def test_rollback_to_undoes_everything_above_n_newest_first(applied: tuple[str, Path]) -> None:
+    url, folder = applied
+    result = run_cli("--rollback", "--to", "1", "--migrations-dir", str(folder), database_url=url)
+    assert result.returncode == 0, result.stderr
+    done = [e["version"] for e in log_events(result.stderr) if e["event"] == "rollback_done"]
+    assert done == [3, 2]
+    assert _tables(url) == ["a"]
+    assert _versions(url) == [1]
+
+
+def test_rollback_steps_undoes_the_last_k(applied: tuple[str, Path]) -> None:
+    url, folder = applied
+    result = run_cli(
+        "--rollback", "--steps", "2", "--migrations-dir", str(folder), database_url=url
+    )
+    assert result.returncode == 0, result.stderr
+    assert _versions(url) == [1]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--rollback", "--version", "1"), "use --rollback --to N"),
+        (("--rollback", "--to", "7"), "--to 7 is not an applied version"),
+        (("--rollback", "--steps", "0"), "--steps 0"),
+        (("--rollback", "--steps", "1", "--to", "1"), "give one"),
+        (("--rollback", "--skip", "1"), "--skip does not go with --rollback"),
+        (("--rollback", "--json"), "--json goes with"),
+        (("--status", "--dry-run"), "--dry-run does not go with --status"),
+        (("--check", "--version", "1"), "--version does not go with --check"),
+        (("--repair", "--dry-run"), "--dry-run does not go with --repair"),
+        (("--repair", "--json"), "--json does not go with --repair"),
+        (
+            (
+                "--to",
+                "1",
+            ),
+            "--to does not go with applying",
+        ),
+        (
+            (
+                "--steps",
+                "1",
+            ),
+            "--steps does not go with applying",
+        ),
+        (("--json",), "--json goes with"),
+        (("--status", "--check"), "not allowed with argument"),
+    ],
+)
+def test_flags_that_cannot_combine_are_refused_and_nothing_changes(
+    applied: tuple[str, Path], args: tuple[str, ...], says: str
+) -> None:
+    url, folder = applied
+    result = run_cli(*args, "--migrations-dir", str(folder), database_url=url)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _versions(url) == [1, 2, 3]
+    assert _tables(url) == ["a", "b", "c"]
+
+
+def test_vanished_file_advice_is_safe_to_follow_literally(applied: tuple[str, Path]) -> None:
+    url, folder = applied
+    (folder / "001_a.sql").unlink()
+    (folder / "001_a.down.sql").unlink()
+    result = run_cli("--migrations-dir", str(folder), database_url=url)
+    assert result.returncode == ExitCode.DRIFT
+    error = next(e for e in log_events(result.stderr) if e["event"] == "run_failed")["error"]
+    assert "--rollback" not in error
+    assert "forget its row with --repair" in error
+    repaired = run_cli("--repair", "--migrations-dir", str(folder), database_url=url)
+    assert repaired.returncode == 0, repaired.stderr
+    assert _versions(url) == [2, 3]
+    assert _tables(url) == ["a", "b", "c"]  # no SQL ran: 002's table is untouched
+    assert run_cli("--migrations-dir", str(folder), database_url=url).returncode == 0
+
+
+def test_no_transaction_down_file_drops_an_index_concurrently(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = write_migrations(
+        tmp_path / "m",
+        {
+            "001_t.sql": "CREATE TABLE t (v int);\n",
+            "002_i.sql": NO_TX + "CREATE INDEX CONCURRENTLY t_v ON t (v);\n",
+            "002_i.down.sql": NO_TX + "DROP INDEX CONCURRENTLY t_v;\n",
+        },
+    )
+    assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
+    result = run_cli("--rollback", "--migrations-dir", str(folder), database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert _versions(database_url) == [1]
+
+
+def test_a_failing_down_file_names_its_line_and_leaves_the_row(
+    applied: tuple[str, Path],
+) -> None:
+    url, folder = applied
+    (folder / "003_c.down.sql").write_text("-- undo\nDROP TABLE c;\nSELECT nothing FROM b;\n")
+    result = run_cli("--rollback", "--migrations-dir", str(folder), database_url=url)
+    assert result.returncode == ExitCode.MIGRATION_FAILED
+    failed = next(e for e in log_events(result.stderr) if e["event"] == "rollback_failed")
+    assert failed["file"] == "003_c.down.sql:3:8"
+    assert _versions(url) == [1, 2, 3]
+    assert _tables(url) == ["a", "b", "c"]
+
+
+def test_status_and_check_count_a_changed_migration_the_same_way(
+    applied: tuple[str, Path],
+) -> None:
+    url, folder = applied
+    (folder / "002_b.sql").write_text("CREATE TABLE b (id bigint);\n")
+    (folder / "004_d.sql").write_text("CREATE TABLE d (id int);\n")
+    status = run_cli("--status", "--migrations-dir", str(folder), database_url=url)
+    check = run_cli("--check", "--migrations-dir", str(folder), database_url=url)
+    check_json = run_cli("--check", "--json", "--migrations-dir", str(folder), database_url=url)
+    assert "Applied: 3 / 4" in status.stdout
+    assert check.stdout.strip() == "1 drifted: 3 of 4 applied"
+    assert check.returncode == check_json.returncode == ExitCode.CHECK_DRIFT
+    summary = json.loads(check_json.stdout)
+    assert (summary["applied"], summary["total"], summary["drifted"]) == (3, 4, [2])
