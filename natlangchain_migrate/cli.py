@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _new(args_list[1:])
     parser = build_parser()
     args = parser.parse_args(args_list)
-    problem = _combination_problem(args)
+    problem = _combination_problem(args) or _setting_problem(args)
     if problem:
         parser.error(problem)  # exit 2, argparse's usage line first
     configure_logging(args.log_format, secrets=secrets_of(args.database_url))
@@ -238,6 +238,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, error, error.exit_code)
     except Exception as error:  # anything else: still one line, still no password
         return _fail(args, error, ExitCode.INTERNAL)
+
+
+def _setting_problem(args: argparse.Namespace) -> str | None:
+    """argparse checks a flag's choices but not a default taken from a variable."""
+    for name, value, choices in (
+        ("LOG_FORMAT", args.log_format, LOG_FORMATS),
+        ("LOCK_MODE", args.lock_mode, LOCK_MODES),
+    ):
+        if value and value not in choices:  # an empty variable counts as unset
+            return f"{ENV}{name}={value!r} is not one of: {', '.join(choices)}"
+    return None
 
 
 def _combination_problem(args: argparse.Namespace) -> str | None:
@@ -290,7 +301,7 @@ async def _run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         lock_wait=args.lock_timeout,
         lock_namespace=args.lock_namespace,
-        lock_mode=args.lock_mode,
+        lock_mode=args.lock_mode or "session",
         connect_wait=args.wait,
         pg_lock_timeout=args.pg_lock_timeout,
         statement_timeout=args.statement_timeout,

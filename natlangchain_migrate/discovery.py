@@ -25,6 +25,10 @@ _DIRECTIVE = re.compile(r"^--\s*natlangchain:\s*(?P<key>[a-z-]+)\s*(?P<value>.*?
 _EXTENSION = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(\s*>=\s*(?P<version>[0-9][0-9.]*))?$")
 
 
+# The ledger's version column is a PostgreSQL integer, as in the seed's table.
+MAX_VERSION = 2**31 - 1
+
+
 class ExtensionRequirement(NamedTuple):
     """An extension a migration needs, optionally with a lowest version."""
 
@@ -101,8 +105,13 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
     ups: dict[int, Traversable] = {}
     downs: dict[int, Traversable] = {}
     for entry in sorted(folder.iterdir(), key=lambda item: item.name):
-        if not entry.name.endswith(".sql") or not entry.is_file():
+        if not entry.name.lower().endswith(".sql") or not entry.is_file():
             continue
+        if not entry.name.endswith(".sql"):
+            raise ConfigurationError(
+                f"{entry.name}: migration files end in lowercase .sql; rename it to "
+                f"{entry.name[:-4]}.sql"
+            )
         down = _DOWN_FILE.match(entry.name)
         up = None if down else _UP_FILE.match(entry.name)
         match = down or up
@@ -112,6 +121,12 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
                 "(digits, underscore, letters/digits/underscores); rename it"
             )
         version = int(match["version"])
+        if version > MAX_VERSION:
+            raise ConfigurationError(
+                f"{entry.name}: version {version} is above {MAX_VERSION}, the largest the "
+                "ledger's integer column holds (timestamp versions are not supported); "
+                "number the files 001, 002, ... instead"
+            )
         target = downs if down else ups
         if version in target:
             raise ConfigurationError(
@@ -119,6 +134,11 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
                 "renumber one of them"
             )
         target[version] = entry
+    if not ups:
+        raise ConfigurationError(
+            f"no migration files (NNN_name.sql) in {folder}; check --migrations-dir or "
+            "NATLANGCHAIN_MIGRATE_DIR"
+        )
     for version, entry in downs.items():
         if version not in ups:
             raise ConfigurationError(

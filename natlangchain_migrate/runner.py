@@ -8,6 +8,7 @@ applies what is still pending.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Collection
 from functools import partial
@@ -21,7 +22,7 @@ from natlangchain_migrate import preflight
 from natlangchain_migrate.connection import is_connection_lost, open_run_connection
 from natlangchain_migrate.discovery import Migration, load_migrations
 from natlangchain_migrate.durations import ms_since
-from natlangchain_migrate.errors import ConnectionLostError
+from natlangchain_migrate.errors import ConfigurationError, ConnectionLostError
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.plan import plan_migrations, raise_on_drift
 from natlangchain_migrate.results import MigrationReport, MigrationResult
@@ -96,7 +97,14 @@ async def migrate(
 
 def run_migrations(dsn: str | None = None, **options: object) -> MigrationReport:
     """``migrate()`` for synchronous apps such as Flask: runs it on a fresh event loop."""
-    return anyio.run(partial(migrate, dsn, **options))  # type: ignore[arg-type]
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return anyio.run(partial(migrate, dsn, **options))  # type: ignore[arg-type]
+    raise ConfigurationError(
+        "run_migrations() was called inside a running event loop (an async app or test); "
+        "there, use: await natlangchain_migrate.migrate()"
+    )
 
 
 async def run(settings: RunSettings) -> MigrationReport:

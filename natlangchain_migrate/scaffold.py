@@ -19,7 +19,7 @@ def new_migration(directory: Path, name: str) -> list[Path]:
             "starting with a letter (for example add_user_email)"
         )
     directory.mkdir(parents=True, exist_ok=True)
-    existing = load_migrations(directory)
+    existing = load_migrations(directory) if any(directory.glob("*.sql")) else []
     version = existing[-1].version + 1 if existing else 1
     width = max(3, len(existing[-1].filename.split("_", 1)[0]) if existing else 3)
     stem = f"{version:0{width}d}_{name}"

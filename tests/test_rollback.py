@@ -198,3 +198,55 @@ def test_status_and_check_count_a_changed_migration_the_same_way(
     assert check.returncode == check_json.returncode == ExitCode.CHECK_DRIFT
     summary = json.loads(check_json.stdout)
     assert (summary["applied"], summary["total"], summary["drifted"]) == (3, 4, [2])
+
+
+@pytest.mark.parametrize(
+    ("files", "env", "says"),
+    [
+        ({}, {}, "no migration files (NNN_name.sql) in"),
+        ({"001_init.SQL": "SELECT 1;\n"}, {}, "001_init.SQL: migration files end in lowercase"),
+        (
+            {"20240101120000_init.sql": "SELECT 1;\n"},
+            {},
+            "timestamp versions are not supported",
+        ),
+        (
+            {"001_a.sql": "SELECT 1;\n"},
+            {"NATLANGCHAIN_MIGRATE_LOG_FORMAT": "jsno"},
+            "NATLANGCHAIN_MIGRATE_LOG_FORMAT='jsno' is not one of",
+        ),
+        (
+            {"001_a.sql": "SELECT 1;\n"},
+            {"NATLANGCHAIN_MIGRATE_LOCK_MODE": "pgbouncer"},
+            "NATLANGCHAIN_MIGRATE_LOCK_MODE='pgbouncer' is not one of",
+        ),
+        ({"001_a.sql": "SELECT 1;\n"}, {"DATABASE_URL": ""}, "is set but empty"),
+    ],
+    ids=[
+        "empty-dir",
+        "uppercase-suffix",
+        "timestamp-version",
+        "log-format",
+        "lock-mode",
+        "empty-url",
+    ],
+)
+def test_bad_settings_are_errors_not_fallbacks(
+    database_url: str, tmp_path: Path, files: dict[str, str], env: dict[str, str], says: str
+) -> None:
+    folder = write_migrations(tmp_path / "m", files)
+    result = run_cli("--migrations-dir", str(folder), database_url=database_url, env=env)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert says in result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.anyio
+async def test_run_migrations_inside_an_event_loop_says_to_await_migrate(
+    database_url: str,
+) -> None:
+    from natlangchain_migrate import ConfigurationError, run_migrations
+
+    with pytest.raises(ConfigurationError, match=r"await natlangchain_migrate\.migrate\(\)"):
+        run_migrations(database_url)
