@@ -19,6 +19,10 @@ from natlangchain_migrate.errors import ExitCode
 from tests.conftest import log_events, migration_locks_held, write_migrations
 
 NO_TX = "-- natlangchain: no-transaction\n"
+SLEEPING = (
+    "SELECT count(*) FROM pg_stat_activity "
+    "WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()"
+)
 EXIT_CODES = {signal.SIGTERM: ExitCode.TERMINATED, signal.SIGINT: ExitCode.INTERRUPTED}
 
 
@@ -46,7 +50,7 @@ def _start(folder: Path, url: str, *, as_pid_1: bool = False) -> subprocess.Pope
 
 def _wait_until_sleeping(url: str, runner: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + 30
-    query = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()"
+    query = SLEEPING
     while time.monotonic() < deadline:
         if _value(url, query):
             return
@@ -94,8 +98,7 @@ def test_a_signal_cancels_the_statement_rolls_back_and_releases_the_lock(
     assert "Traceback" not in stderr
     assert not [e for e in events if e["event"] == "lock_release_failed"]
     assert asyncio.run(migration_locks_held(database_url)) == 0
-    sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()"
-    assert _value(database_url, sleeping) == 0
+    assert _value(database_url, SLEEPING) == 0
     if kind == "transactional":  # rolled back whole: nothing of the file, no row
         assert _value(database_url, "SELECT to_regclass('t')") is None
         assert _value(database_url, "SELECT count(*) FROM schema_migrations") == 0
