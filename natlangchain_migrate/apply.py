@@ -41,7 +41,9 @@ from natlangchain_migrate.durations import ms_since, seconds
 from natlangchain_migrate.errors import (
     InvalidIndexError,
     LockRetriesExhaustedError,
+    MigrateError,
     MigrationFailedError,
+    PrivilegeError,
     TransactionControlError,
 )
 from natlangchain_migrate.failures import (
@@ -49,6 +51,7 @@ from natlangchain_migrate.failures import (
     connection_lost,
     lock_retries_exhausted,
     migration_failed,
+    privilege_missing,
     resumed_statement_already_done,
 )
 from natlangchain_migrate.ledger import Ledger, quote_ident
@@ -87,6 +90,9 @@ async def apply_pending(
     """Take the lock, plan again under it, apply what is still pending; return what this
     run applied, in order. A waiter that sees the work done by another runner leaves
     without the lock and returns nothing."""
+    settings = settings._replace(
+        extension_schemas=await extension_schemas(connection.conn, settings.schema)
+    )
     applier = _Applier(connection, ledger, migrations, settings)
     try:
         if settings.transaction_pooling:
@@ -96,6 +102,17 @@ async def apply_pending(
     except LockNoLongerNeeded:
         log.info("applied_by_another_runner", lock_key=applier.lock.key)
     return applier.applied
+
+
+async def extension_schemas(conn: asyncpg.Connection, schema: str) -> tuple[str, ...]:
+    """Where the database's extensions live, other than ``schema`` and pg_catalog."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT n.nspname FROM pg_extension e "
+        "JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE n.nspname NOT IN ('pg_catalog', $1) ORDER BY 1",
+        schema,
+    )
+    return tuple(row["nspname"] for row in rows)
 
 
 def retry_pause(settings: RunSettings, attempt: int) -> float:
@@ -113,7 +130,7 @@ def settings_sql(
     parts = [
         f"{scope} lock_timeout = '{lock_timeout}'",
         f"{scope} statement_timeout = '{statement_timeout or 0}'",
-        f"{scope} search_path = {quote_ident(settings.schema)}, pg_temp",
+        f"{scope} search_path = {settings.search_path}",
     ]
     if not durable:
         parts.append(f"{scope} synchronous_commit = off")
@@ -215,7 +232,16 @@ class _Applier:
     async def _ensure_and_replan(self) -> MigrationPlan:
         """Create or adopt the ledger, read it again (another runner may have just
         finished) and plan anew."""
-        added = await self.ledger.ensure(self.conn)
+        try:
+            added = await self.ledger.ensure(self.conn)
+        except asyncpg.InsufficientPrivilegeError as error:
+            role = await self.conn.fetchval("SELECT current_user")
+            schema = quote_ident(self.settings.schema)
+            raise PrivilegeError(
+                f"role {role} may not create the ledger {self.ledger.table}: {error}. Create "
+                f"the schema and let the role use it (CREATE SCHEMA IF NOT EXISTS {schema}; "
+                f"GRANT USAGE, CREATE ON SCHEMA {schema} TO {role};), then run again"
+            ) from error
         if added:
             log.info("ledger_adopted", columns_added=added)
         plan = self._replan((await self.ledger.read(self.conn)).rows)
@@ -492,6 +518,8 @@ class _Applier:
                 await self.conn.execute("ROLLBACK")
             if isinstance(error, asyncpg.LockNotAvailableError):
                 raise _Blocked(migration, watcher.blockers) from error
+            if isinstance(error, asyncpg.InsufficientPrivilegeError):
+                raise await self._privilege_failure(migration, error, offset) from error
             if statement is None:
                 raise migration_failed(
                     migration, error, offset=offset, applied=self.applied
@@ -501,6 +529,24 @@ class _Applier:
             raise await self._statement_failed(
                 migration, error, offset=offset, statement=statement, resumed=resumed
             ) from error
+
+    async def _privilege_failure(
+        self, migration: Migration, error: asyncpg.PostgresError, offset: int
+    ) -> MigrateError:
+        (row,) = await self.conn.fetch(
+            "SELECT current_user AS role, current_database() AS database, "
+            "ARRAY(SELECT unnest($1::text[]) EXCEPT SELECT extname FROM pg_extension) AS missing",
+            [requirement.name for requirement in migration.directives.requires_extensions],
+        )
+        return privilege_missing(
+            migration,
+            error,
+            offset=offset,
+            role=row["role"],
+            database=row["database"],
+            schema=self.settings.schema,
+            missing_extensions=sorted(row["missing"]),
+        )
 
     async def _statement_failed(
         self,

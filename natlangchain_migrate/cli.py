@@ -75,6 +75,7 @@ _EXIT_MEANINGS = {
     ExitCode.CHECK_DRIFT: "--check: drift (changed or missing files)",
     ExitCode.CHECK_FAILED: "--check: a no-transaction migration failed part-way",
     ExitCode.LOCK_LOST: "the advisory lock was lost while held (see --lock-mode)",
+    ExitCode.PRIVILEGE: "the role lacks a privilege; the message names the GRANT",
     ExitCode.INTERNAL: "an unexpected error (a bug: please report it, with --traceback)",
     ExitCode.INTERRUPTED: "stopped by SIGINT (rolled back, lock released)",
     ExitCode.TERMINATED: "stopped by SIGTERM (rolled back, lock released)",

@@ -31,6 +31,7 @@ class ExitCode(IntEnum):
     CHECK_DRIFT = 11
     CHECK_FAILED = 12
     LOCK_LOST = 13
+    PRIVILEGE = 14
     INTERNAL = 70
     INTERRUPTED = 130  # SIGINT: 128 + 2, as shells report it
     TERMINATED = 143  # SIGTERM: 128 + 15
@@ -84,6 +85,13 @@ class ConnectionRejectedError(MigrateError):
     """
 
     exit_code = ExitCode.CONNECTION_REJECTED
+
+
+class PrivilegeError(MigrateError):
+    """Raised when the role lacks a privilege a migration or the ledger needs (42501);
+    the message names the role and the GRANT that fixes it. Nothing was kept."""
+
+    exit_code = ExitCode.PRIVILEGE
 
 
 class ReadOnlyDatabaseError(MigrateError):

@@ -11,6 +11,8 @@ from natlangchain_migrate.errors import (
     ConnectionLostError,
     LockRetriesExhaustedError,
     MigrationFailedError,
+    PrerequisiteError,
+    PrivilegeError,
 )
 from natlangchain_migrate.results import MigrationResult
 from natlangchain_migrate.statements import line_and_column
@@ -88,6 +90,38 @@ def connection_lost(
         "Nothing is wrong with the file: run again (with --wait SECONDS the runner "
         "reconnects by itself)",
         applied=applied,
+    )
+
+
+def privilege_missing(
+    migration: Migration,
+    error: asyncpg.PostgresError,
+    *,
+    offset: int,
+    role: str,
+    database: str,
+    schema: str,
+    missing_extensions: Sequence[str],
+) -> PrivilegeError | PrerequisiteError:
+    """The error for a 42501: a privilege the role lacks, never the file's fault.
+
+    A migration that declares an extension the database does not have yet, refused
+    with 42501, could not create it: that is a prerequisite for a DBA to provide.
+    """
+    location = locate(migration, error, offset=offset)
+    if missing_extensions:
+        create = " ".join(f"CREATE EXTENSION {name};" for name in missing_extensions)
+        return PrerequisiteError(
+            f"{location}: {error.sqlstate} {error}. {migration.filename} needs the extension "
+            f"{', '.join(repr(n) for n in missing_extensions)}, which role {role} may not "
+            f"create: ask a superuser (the DBA) to run {create} in database {database}, "
+            f"then run again; or leave this migration out with --skip {migration.version}"
+        )
+    return PrivilegeError(
+        f"{location}: {error.sqlstate} {error}. Role {role} lacks a privilege that "
+        f"{migration.filename} needs; the migration was rolled back and not recorded. Grant "
+        f"it (for the target schema: GRANT USAGE, CREATE ON SCHEMA {schema} TO {role};) or "
+        "run the migrations as the objects' owner, then run again"
     )
 
 

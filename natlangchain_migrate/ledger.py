@@ -89,8 +89,14 @@ class Ledger:
         }
         if not present:
             columns = "".join(f", {name} {kind}" for name, kind in _ADDED_COLUMNS.items())
+            # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
+            # exists: a role with only USAGE, CREATE on its schema must not be refused.
+            has_schema = await conn.fetchval(
+                "SELECT true FROM pg_namespace WHERE nspname = $1", self.schema
+            )
+            create_schema = "" if has_schema else f"CREATE SCHEMA {quote_ident(self.schema)}; "
             await conn.execute(
-                f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}; "
+                f"{create_schema}"
                 f"CREATE TABLE IF NOT EXISTS {self.table} ("
                 " version integer PRIMARY KEY,"
                 " name varchar(255) NOT NULL,"

@@ -17,11 +17,12 @@ import asyncpg
 import structlog
 
 from natlangchain_migrate import preflight
+from natlangchain_migrate.apply import extension_schemas
 from natlangchain_migrate.connection import open_run_connection
 from natlangchain_migrate.discovery import Migration, load_migrations, parse_directives
 from natlangchain_migrate.errors import ConfigurationError, MigrationFailedError
 from natlangchain_migrate.failures import migration_failed
-from natlangchain_migrate.ledger import Ledger, quote_ident
+from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.locks import holding, migration_lock
 from natlangchain_migrate.plan import AppliedMigration
 from natlangchain_migrate.settings import RunSettings
@@ -94,6 +95,9 @@ async def roll_back(
             log.info("rollback_nothing_applied", to=to)
             return []
         downs = [_down_of(row, migrations.get(row.version)) for row in chosen]
+        settings = settings._replace(
+            extension_schemas=await extension_schemas(conn, settings.schema)
+        )
         _check_lock_mode(downs, settings)
         if settings.dry_run:
             return [
@@ -166,7 +170,7 @@ async def _undo(
     down: Migration | None,
     settings: RunSettings,
 ) -> None:
-    search_path = f"SET search_path = {quote_ident(settings.schema)}, pg_temp;\n"
+    search_path = f"SET search_path = {settings.search_path};\n"
     if down is not None and down.directives.no_transaction:
         await conn.execute(search_path)
         try:

@@ -38,6 +38,15 @@ class RunSettings(NamedTuple):
     lock_retries: int = 5
     retry_delay: float = 1.0
     progress_interval: float = 5.0
+    # Schemas of the database's installed extensions, searched after ``schema`` so that
+    # their types resolve (pgvector in public, migrations in app). Read when applying.
+    extension_schemas: tuple[str, ...] = ()
+
+    @property
+    def search_path(self) -> str:
+        """The search_path migrations run under: the target schema first, pg_temp last."""
+        schemas = [self.schema, *self.extension_schemas]
+        return ", ".join('"' + name.replace('"', '""') + '"' for name in schemas) + ", pg_temp"
 
     @property
     def transaction_pooling(self) -> bool:
