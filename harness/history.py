@@ -1,0 +1,598 @@
+"""A generated migration history like a mature project's, deterministic from a seed.
+
+Hundreds of files of the kinds that accumulate over years (tables with foreign
+keys, indexes, plpgsql functions and triggers, DO blocks, views, materialized
+views, enums and their new values, renames, backfills), each with a down file
+that really undoes it. None is idempotent, as real files are not: a statement
+run twice fails, which is what the kill -9 harness needs to notice.
+
+    .venv/bin/python -m harness.history DIR --count 300 [--no-transaction] [--seed N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NO_TRANSACTION_HEADER = "-- natlangchain: no-transaction\n"
+
+_NOUNS = (
+    "account", "asset", "block", "chain", "claim", "contract", "dispute", "entry", "intent",
+    "invoice", "memo", "node", "offer", "peer", "proposal", "receipt", "session", "token",
+    "vote", "wallet",
+)  # fmt: skip
+_ENUM_VALUES = ("draft", "active", "archived")
+
+Files = tuple[list[str], list[str]]  # the up file's statements, the down file's
+
+
+@dataclass
+class _Table:
+    """What later migrations need to know about a table the history created."""
+
+    name: str
+    parent: _Table | None
+    columns: dict[str, str]  # role -> current name, for the columns a rename may touch
+    comments: dict[str, str] = field(default_factory=dict)  # role -> its column comment
+    created_index: str = ""
+    id_ranges: list[tuple[int, int]] = field(default_factory=list)  # rows the backfills hold
+    touched: bool = False
+    audited: bool = False
+
+
+@dataclass
+class _Enum:
+    name: str
+    table: _Table
+    column: str
+    values: list[str]
+    comment: str
+    column_comment: str | None = None
+
+
+class _History:
+    """The schema as the history so far left it; each kind writes one up and down file."""
+
+    def __init__(self, seed: int, *, no_transaction: bool) -> None:
+        self.rng = random.Random(seed)
+        self.concurrently = " CONCURRENTLY" if no_transaction else ""
+        self.tables: list[_Table] = []
+        self.enums: list[_Enum] = []
+
+    def kinds(self) -> list[tuple[str, float, Callable[[int], Files]]]:
+        """(name, weight, writer) of the kinds that can follow the history so far."""
+        untouched = [t for t in self.tables if not t.touched]
+        unaudited = [t for t in self.tables if not t.audited]
+        candidates = [
+            ("create_table", 14.0, self.create_table, True),
+            ("add_index", 10.0, self.add_index, True),
+            ("touch_trigger", 5.0, self.touch_trigger, bool(untouched)),
+            ("audit_trigger", 4.0, self.audit_trigger, bool(unaudited)),
+            ("add_functions", 5.0, self.add_functions, True),
+            ("partitions_do", 4.0, self.partitions_do, True),
+            ("create_views", 6.0, self.create_views, True),
+            ("create_matview", 5.0, self.create_matview, True),
+            ("create_enum", 5.0, self.create_enum, True),
+            ("add_enum_value", 7.0, self.add_enum_value, bool(self.enums)),
+            ("rename_columns", 7.0, self.rename_columns, True),
+            ("backfill", 12.0, self.backfill, True),
+            ("add_column_backfill", 6.0, self.add_column_backfill, True),
+            ("add_constraints", 5.0, self.add_constraints, True),
+            ("add_foreign_key", 5.0, self.add_foreign_key, True),
+        ]
+        return [(name, weight, write) for name, weight, write, fits in candidates if fits]
+
+    def next_kind(self, version: int) -> tuple[str, Callable[[int], Files]]:
+        if len(self.tables) < 3:
+            return "create_table", self.create_table
+        kinds = self.kinds()
+        name, _, write = self.rng.choices(kinds, weights=[w for _, w, _ in kinds])[0]
+        return name, write
+
+    def _index(self, name: str, table: str, columns: str, *, unique: bool = False) -> str:
+        kind = "UNIQUE INDEX" if unique else "INDEX"
+        return f"CREATE {kind}{self.concurrently} {name} ON {table} {columns}"
+
+    def _drop_index(self, name: str) -> str:
+        return f"DROP INDEX{self.concurrently} {name}"
+
+    def _table(self) -> _Table:
+        return self.rng.choice(self.tables)
+
+    def create_table(self, v: int) -> Files:
+        """A table with a foreign key to an earlier one (most of the time) and its indexes."""
+        parent = self.rng.choice(self.tables) if self.tables and self.rng.random() < 0.75 else None
+        name = f"{self.rng.choice(_NOUNS)}_{v}"
+        table = _Table(name, parent, {"amount": "amount", "attrs": "attrs"})
+        table.created_index = f"{name}_created_idx"
+        reference = (
+            f"    parent_id bigint REFERENCES {parent.name} (id) ON DELETE CASCADE,\n"
+            if parent
+            else "    parent_id bigint,\n"
+        )
+        up = [
+            f"CREATE TABLE {name} (\n"
+            "    id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,\n"
+            "    name text NOT NULL,\n"
+            f"{reference}"
+            "    amount numeric(12, 2) NOT NULL DEFAULT 0,\n"
+            "    attrs jsonb NOT NULL DEFAULT '{}'::jsonb,\n"
+            "    active boolean NOT NULL DEFAULT true,\n"
+            "    created_at timestamptz NOT NULL DEFAULT now()\n"
+            ")",
+            self._index(table.created_index, name, "(created_at)"),
+            f"COMMENT ON TABLE {name} IS 'Created by migration {v}'",
+        ]
+        if parent:
+            up.insert(1, self._index(f"{name}_parent_idx", name, "(parent_id)"))
+        table.comments["amount"] = f"Amount in minor units, since migration {v}"
+        up.append(f"COMMENT ON COLUMN {name}.amount IS '{table.comments['amount']}'")
+        self.tables.append(table)
+        return up, [f"DROP TABLE {name}"]
+
+    def add_index(self, v: int) -> Files:
+        """Two to five indexes of the shapes real schemas grow: expression, partial, GIN."""
+        table = self._table()
+        t, cols = table.name, table.columns
+        shapes = [
+            ("(lower(name))", False),
+            ("(created_at) WHERE active", False),
+            ("(name, id)", True),
+            (f"USING gin ({cols['attrs']})", False),
+            (f"({cols['amount']} DESC, id)", False),
+            *((f"({column})", False) for role, column in cols.items() if role.startswith("score")),
+        ]
+        chosen = self.rng.sample(shapes, self.rng.randint(2, min(5, len(shapes))))
+        up: list[str] = []
+        down: list[str] = []
+        for number, (columns, unique) in enumerate(chosen, start=1):
+            index = f"ix_{v}_{number}"
+            up += [
+                self._index(index, t, columns, unique=unique),
+                f"COMMENT ON INDEX {index} IS 'Index {number} of migration {v} on {t}'",
+            ]
+            down.insert(0, self._drop_index(index))
+        return up, down
+
+    def touch_trigger(self, v: int) -> Files:
+        """updated_at and a revision counter kept by a BEFORE UPDATE trigger."""
+        table = self.rng.choice([t for t in self.tables if not t.touched])
+        table.touched = True
+        t = table.name
+        function = f"{t}_touch_{v}"
+        up = [
+            f"ALTER TABLE {t} ADD COLUMN updated_at timestamptz",
+            f"ALTER TABLE {t} ADD COLUMN revision integer NOT NULL DEFAULT 0",
+            f"CREATE FUNCTION {function}() RETURNS trigger\n"
+            "    LANGUAGE plpgsql\n"
+            "    AS $fn$\n"
+            "BEGIN\n"
+            "    NEW.updated_at := clock_timestamp();\n"
+            "    NEW.revision := OLD.revision + 1;\n"
+            "    RETURN NEW;\n"
+            "END;\n"
+            "$fn$",
+            f"CREATE TRIGGER {function} BEFORE UPDATE ON {t}\n"
+            f"    FOR EACH ROW EXECUTE FUNCTION {function}()",
+            f"COMMENT ON TRIGGER {function} ON {t} IS 'Keeps updated_at and revision'",
+        ]
+        down = [
+            f"DROP TRIGGER {function} ON {t}",
+            f"DROP FUNCTION {function}()",
+            f"ALTER TABLE {t} DROP COLUMN revision",
+            f"ALTER TABLE {t} DROP COLUMN updated_at",
+        ]
+        return up, down
+
+    def audit_trigger(self, v: int) -> Files:
+        """An audit table filled by an AFTER trigger for every insert, update and delete.
+
+        Its row snapshots leave the clock out, so that two clean runs hold equal data."""
+        table = self.rng.choice([t for t in self.tables if not t.audited])
+        table.audited = True
+        t = table.name
+        audit, function = f"{t}_audit", f"{t}_audit_{v}"
+        up = [
+            f"CREATE TABLE {audit} (\n"
+            "    audit_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
+            "    row_id bigint NOT NULL,\n"
+            "    op text NOT NULL,\n"
+            "    at timestamptz NOT NULL DEFAULT now(),\n"
+            "    old_row jsonb,\n"
+            "    new_row jsonb\n"
+            ")",
+            self._index(f"{audit}_row_idx", audit, "(row_id, at)"),
+            f"CREATE FUNCTION {function}() RETURNS trigger\n"
+            "    LANGUAGE plpgsql\n"
+            "    AS $audit$\n"
+            "DECLARE\n"
+            "    changed bigint;\n"
+            "    stamps text[] := ARRAY['created_at', 'updated_at'];\n"
+            "BEGIN\n"
+            "    IF TG_OP = 'DELETE' THEN\n"
+            "        changed := OLD.id;\n"
+            "    ELSE\n"
+            "        changed := NEW.id;\n"
+            "    END IF;\n"
+            f"    INSERT INTO {audit} (row_id, op, old_row, new_row)\n"
+            "    VALUES (changed, TG_OP,\n"
+            "            CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) - stamps END,\n"
+            "            CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) - stamps END);\n"
+            "    RETURN NULL;\n"
+            "END;\n"
+            "$audit$",
+            f"CREATE TRIGGER {function} AFTER INSERT OR UPDATE OR DELETE ON {t}\n"
+            f"    FOR EACH ROW EXECUTE FUNCTION {function}()",
+            f"COMMENT ON TABLE {audit} IS 'Every change to {t}, since migration {v}'",
+        ]
+        down = [
+            f"DROP TRIGGER {function} ON {t}",
+            f"DROP FUNCTION {function}()",
+            f"DROP TABLE {audit}",
+        ]
+        return up, down
+
+    def add_functions(self, v: int) -> Files:
+        """A plpgsql function with a pinned search_path, an SQL one and an index using it."""
+        t = self._table().name
+        counter, slug = f"{t}_children_{v}", f"slug_{v}"
+        up = [
+            f"CREATE FUNCTION {counter}(p_parent bigint) RETURNS bigint\n"
+            "    LANGUAGE plpgsql STABLE\n"
+            "    SET search_path FROM CURRENT\n"
+            "    AS $body$\n"
+            "DECLARE\n"
+            "    found bigint := 0;\n"
+            "BEGIN\n"
+            f"    SELECT count(*) INTO found FROM {t} WHERE parent_id = p_parent AND active;\n"
+            "    RETURN found;\n"
+            "END;\n"
+            "$body$",
+            f"CREATE FUNCTION {slug}(input text) RETURNS text\n"
+            "    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE\n"
+            "    AS $$ SELECT trim(both '-' from lower(regexp_replace(input, "
+            "'[^a-zA-Z0-9]+', '-', 'g'))) $$",
+            self._index(f"{t}_slug_{v}", t, f"({slug}(name))"),
+            f"REVOKE ALL ON FUNCTION {counter}(bigint) FROM PUBLIC",
+            f"COMMENT ON FUNCTION {slug}(text) IS 'URL-safe form of a name'",
+        ]
+        down = [
+            self._drop_index(f"{t}_slug_{v}"),
+            f"DROP FUNCTION {slug}(text)",
+            f"DROP FUNCTION {counter}(bigint)",
+        ]
+        return up, down
+
+    def partitions_do(self, v: int) -> Files:
+        """A range-partitioned table whose monthly partitions a DO block creates."""
+        events, months, year = f"events_{v}", self.rng.randint(3, 12), 2020 + v % 7
+        up = [
+            f"CREATE TABLE {events} (\n"
+            "    id bigint NOT NULL,\n"
+            "    occurred_on date NOT NULL,\n"
+            "    kind text NOT NULL,\n"
+            "    payload jsonb NOT NULL DEFAULT '{}'::jsonb,\n"
+            "    PRIMARY KEY (id, occurred_on)\n"
+            ") PARTITION BY RANGE (occurred_on)",
+            "DO $do$\n"
+            "DECLARE\n"
+            "    month_start date;\n"
+            "BEGIN\n"
+            f"    FOR m IN 0..{months - 1} LOOP\n"
+            f"        month_start := make_date({year}, 1, 1) + make_interval(months => m);\n"
+            "        EXECUTE format(\n"
+            f"            'CREATE TABLE %I PARTITION OF {events} FOR VALUES FROM (%L) TO (%L)',\n"
+            f"            '{events}_' || to_char(month_start, 'YYYYMM'),\n"
+            "            month_start,\n"
+            "            (month_start + interval '1 month')::date);\n"
+            "    END LOOP;\n"
+            "END\n"
+            "$do$",
+            f"CREATE TABLE {events}_default PARTITION OF {events} DEFAULT",
+            f"INSERT INTO {events} (id, occurred_on, kind)\n"
+            f"SELECT g, make_date({year}, 1, 1) + (g * 7) % 400, 'seed'\n"
+            "FROM generate_series(1, 60) AS g",
+            f"COMMENT ON TABLE {events} IS 'Events by month, since migration {v}'",
+        ]
+        down = [
+            "DO $do$\n"
+            "DECLARE\n"
+            "    part regclass;\n"
+            "BEGIN\n"
+            "    FOR part IN\n"
+            "        SELECT inhrelid::regclass FROM pg_inherits\n"
+            f"        WHERE inhparent = '{events}'::regclass\n"
+            "    LOOP\n"
+            "        EXECUTE format('DROP TABLE %s', part);\n"
+            "    END LOOP;\n"
+            "END\n"
+            "$do$",
+            f"DROP TABLE {events}",
+        ]
+        return up, down
+
+    def create_views(self, v: int) -> Files:
+        """A view joining a table to its parent, and a summary view on top of it."""
+        table = self._table()
+        t, amount = table.name, table.columns["amount"]
+        view, summary = f"{t}_v{v}", f"{t}_v{v}_summary"
+        if table.parent:
+            body = (
+                f"SELECT c.id, c.name, c.{amount} AS amount, p.name AS parent_name\n"
+                f"FROM {t} c\n"
+                f"LEFT JOIN {table.parent.name} p ON p.id = c.parent_id\n"
+                "WHERE c.active"
+            )
+        else:
+            body = (
+                f"SELECT id, name, {amount} AS amount, name AS parent_name\nFROM {t}\nWHERE active"
+            )
+        up = [
+            f"CREATE VIEW {view} AS\n{body}",
+            f"COMMENT ON VIEW {view} IS 'Active {t} rows'",
+            f"CREATE VIEW {summary} AS\n"
+            "SELECT parent_name, count(*) AS n, sum(amount) AS total\n"
+            f"FROM {view}\nGROUP BY parent_name",
+            f"GRANT SELECT ON {summary} TO PUBLIC",
+        ]
+        return up, [f"DROP VIEW {summary}", f"DROP VIEW {view}"]
+
+    def create_matview(self, v: int) -> Files:
+        """A materialized rollup with the unique index a concurrent refresh needs."""
+        table = self._table()
+        t, amount = table.name, table.columns["amount"]
+        rollup, key = f"mv_{t}_{v}", f"mv_{t}_{v}_key"
+        refresh = "REFRESH MATERIALIZED VIEW" + self.concurrently
+        up = [
+            f"CREATE MATERIALIZED VIEW {rollup} AS\n"
+            f"SELECT parent_id, count(*) AS n, sum({amount}) AS total, max(created_at) AS last_at\n"
+            f"FROM {t}\nGROUP BY parent_id\nWITH DATA",
+            self._index(key, rollup, "(parent_id)", unique=True),
+            f"{refresh} {rollup}",
+            f"COMMENT ON MATERIALIZED VIEW {rollup} IS 'Totals of {t} by parent'",
+        ]
+        return up, [self._drop_index(key), f"DROP MATERIALIZED VIEW {rollup}"]
+
+    def create_enum(self, v: int) -> Files:
+        """An enum type, a NOT NULL column of it with a default, and its index."""
+        table = self._table()
+        t = table.name
+        kind = _Enum(f"{t}_state_{v}", table, f"state_{v}", list(_ENUM_VALUES), f"States ({v})")
+        self.enums.append(kind)
+        values = ", ".join(f"'{value}'" for value in kind.values)
+        index = f"{t}_state_{v}_idx"
+        up = [
+            f"CREATE TYPE {kind.name} AS ENUM ({values})",
+            f"ALTER TABLE {t} ADD COLUMN {kind.column} {kind.name} NOT NULL DEFAULT 'draft'",
+            self._index(index, t, f"({kind.column})"),
+            f"COMMENT ON TYPE {kind.name} IS '{kind.comment}'",
+        ]
+        down = [
+            self._drop_index(index),
+            f"ALTER TABLE {t} DROP COLUMN {kind.column}",
+            f"DROP TYPE {kind.name}",
+        ]
+        return up, down
+
+    def add_enum_value(self, v: int) -> Files:
+        """ALTER TYPE ... ADD VALUE, undone by rebuilding the type (there is no DROP VALUE)."""
+        kind = self.rng.choice(self.enums)
+        before, comment, column_comment = list(kind.values), kind.comment, kind.column_comment
+        up: list[str] = []
+        for number in range(1, self.rng.randint(1, 2) + 1):
+            value, place = f"v{v}_{number}", self.rng.choice(("", "BEFORE", "AFTER"))
+            neighbour = self.rng.choice(kind.values)
+            position = kind.values.index(neighbour) + (place == "AFTER")
+            if place:
+                kind.values.insert(position, value)
+                up.append(f"ALTER TYPE {kind.name} ADD VALUE '{value}' {place} '{neighbour}'")
+            else:
+                kind.values.append(value)
+                up.append(f"ALTER TYPE {kind.name} ADD VALUE '{value}'")
+        kind.comment, kind.column_comment = f"States as of migration {v}", f"Since {v}"
+        t, column = kind.table.name, kind.column
+        up += [
+            f"COMMENT ON TYPE {kind.name} IS '{kind.comment}'",
+            f"COMMENT ON COLUMN {t}.{column} IS '{kind.column_comment}'",
+        ]
+        values = ", ".join(f"'{value}'" for value in before)
+        down = [
+            f"ALTER TYPE {kind.name} RENAME TO {kind.name}_old",
+            f"CREATE TYPE {kind.name} AS ENUM ({values})",
+            f"ALTER TABLE {t} ALTER COLUMN {column} DROP DEFAULT",
+            f"ALTER TABLE {t} ALTER COLUMN {column} TYPE {kind.name} "
+            f"USING {column}::text::{kind.name}",
+            f"ALTER TABLE {t} ALTER COLUMN {column} SET DEFAULT 'draft'",
+            f"DROP TYPE {kind.name}_old",
+            f"COMMENT ON TYPE {kind.name} IS '{comment}'",
+            f"COMMENT ON COLUMN {t}.{column} IS {_literal_or_null(column_comment)}",
+        ]
+        return up, down
+
+    def rename_columns(self, v: int) -> Files:
+        """Rename one or two columns (views, indexes and constraints follow) and an index."""
+        table = self._table()
+        t = table.name
+        up: list[str] = []
+        down: list[str] = []
+        for role in self.rng.sample(sorted(table.columns), min(2, len(table.columns))):
+            old, new = table.columns[role], f"{role}_r{v}"
+            previous = table.comments.get(role)
+            table.columns[role], table.comments[role] = new, f"Renamed from {old} in {v}"
+            up += [
+                f"ALTER TABLE {t} RENAME COLUMN {old} TO {new}",
+                f"COMMENT ON COLUMN {t}.{new} IS '{table.comments[role]}'",
+            ]
+            down[:0] = [
+                f"COMMENT ON COLUMN {t}.{new} IS {_literal_or_null(previous)}",
+                f"ALTER TABLE {t} RENAME COLUMN {new} TO {old}",
+            ]
+        old_index, table.created_index = table.created_index, f"{t}_created_r{v}_idx"
+        up.append(f"ALTER INDEX {old_index} RENAME TO {table.created_index}")
+        down.insert(0, f"ALTER INDEX {table.created_index} RENAME TO {old_index}")
+        return up, down
+
+    def backfill(self, v: int) -> Files:
+        """Insert rows (pointing at the parent's rows), then update them; the down deletes them."""
+        table = self._table()
+        t, amount, attrs = table.name, table.columns["amount"], table.columns["attrs"]
+        first = v * 1000 + 1
+        last = first + self.rng.randint(20, 200) - 1
+        parent = table.parent
+        if parent and parent.id_ranges:
+            low, high = self.rng.choice(parent.id_ranges)
+            parent_of = f"{low} + (g % {high - low + 1})"
+        else:
+            parent_of = "NULL"
+        if self.rng.random() < 0.5:
+            insert = (
+                f"INSERT INTO {t} (id, name, parent_id, {amount}, {attrs})\n"
+                f"SELECT g, format('{t}-%s', g), {parent_of}, (g % 97) * 1.5,\n"
+                f"       jsonb_build_object('batch', {v}, 'seq', g)\n"
+                f"FROM generate_series({first}, {last}) AS g"
+            )
+        else:
+            insert = (
+                "DO $seed$\n"
+                "DECLARE\n"
+                "    g bigint;\n"
+                "BEGIN\n"
+                f"    FOR g IN {first}..{last} LOOP\n"
+                f"        INSERT INTO {t} (id, name, parent_id, {amount})\n"
+                f"        VALUES (g, format('{t}-%s', g), {parent_of}, (g % 89) * 2);\n"
+                "    END LOOP;\n"
+                "END\n"
+                "$seed$"
+            )
+        table.id_ranges.append((first, last))
+        up = [
+            insert,
+            f"UPDATE {t} SET {amount} = {amount} + 10 "
+            f"WHERE id BETWEEN {first} AND {last} AND id % 3 = 0",
+            f"UPDATE {t} SET {attrs} = {attrs} || jsonb_build_object('tier', "
+            f"CASE WHEN {amount} > 100 THEN 'gold' ELSE 'basic' END)\n"
+            f"WHERE id BETWEEN {first} AND {last}",
+            f"ANALYZE {t}",
+        ]
+        return up, [f"DELETE FROM {t} WHERE id BETWEEN {first} AND {last}"]
+
+    def add_column_backfill(self, v: int) -> Files:
+        """The three-step column: add it nullable, fill it, then default and NOT NULL."""
+        table = self._table()
+        t, column = table.name, f"score_{v}"
+        table.columns[column] = column
+        up = [
+            f"ALTER TABLE {t} ADD COLUMN {column} integer",
+            f"UPDATE {t} SET {column} = char_length(name) + (id % 7)::integer",
+            f"ALTER TABLE {t} ALTER COLUMN {column} SET DEFAULT 0",
+            f"ALTER TABLE {t} ALTER COLUMN {column} SET NOT NULL",
+            self._index(f"{t}_{column}_idx", t, f"({column})"),
+            f"COMMENT ON COLUMN {t}.{column} IS 'Filled from name in migration {v}'",
+        ]
+        table.comments[column] = f"Filled from name in migration {v}"
+        down = [self._drop_index(f"{t}_{column}_idx"), f"ALTER TABLE {t} DROP COLUMN {column}"]
+        return up, down
+
+    def add_constraints(self, v: int) -> Files:
+        """A CHECK added NOT VALID then validated, and a UNIQUE constraint from an index."""
+        table = self._table()
+        t, amount = table.name, table.columns["amount"]
+        check = self.rng.choice(
+            [("name_len", "char_length(name) BETWEEN 1 AND 200"), ("amount_sign", f"{amount} >= 0")]
+        )
+        checked, unique = f"{t}_{check[0]}_{v}", f"{t}_name_key_{v}"
+        up = [
+            f"ALTER TABLE {t} ADD CONSTRAINT {checked} CHECK ({check[1]}) NOT VALID",
+            f"ALTER TABLE {t} VALIDATE CONSTRAINT {checked}",
+            self._index(unique, t, "(name, id)", unique=True),
+            f"ALTER TABLE {t} ADD CONSTRAINT {unique} UNIQUE USING INDEX {unique}",
+            f"COMMENT ON CONSTRAINT {checked} ON {t} IS 'Since migration {v}'",
+        ]
+        down = [
+            f"ALTER TABLE {t} DROP CONSTRAINT {unique}",
+            f"ALTER TABLE {t} DROP CONSTRAINT {checked}",
+        ]
+        return up, down
+
+    def add_foreign_key(self, v: int) -> Files:
+        """A new reference column with its foreign key added NOT VALID, validated, indexed."""
+        t, other = self._table().name, self._table().name
+        column, constraint, index = f"ref_{v}_id", f"{t}_ref_{v}_fkey", f"{t}_ref_{v}_idx"
+        up = [
+            f"ALTER TABLE {t} ADD COLUMN {column} bigint",
+            f"ALTER TABLE {t} ADD CONSTRAINT {constraint} FOREIGN KEY ({column})\n"
+            f"    REFERENCES {other} (id) ON DELETE SET NULL NOT VALID",
+            f"ALTER TABLE {t} VALIDATE CONSTRAINT {constraint}",
+            self._index(index, t, f"({column})"),
+        ]
+        down = [
+            self._drop_index(index),
+            f"ALTER TABLE {t} DROP CONSTRAINT {constraint}",
+            f"ALTER TABLE {t} DROP COLUMN {column}",
+        ]
+        return up, down
+
+
+def _literal_or_null(text: str | None) -> str:
+    return "NULL" if text is None else "'" + text.replace("'", "''") + "'"
+
+
+def _render(statements: list[str], header: str) -> str:
+    return header + "".join(f"{statement};\n\n" for statement in statements).rstrip() + "\n"
+
+
+def down_file(up: Path) -> Path:
+    """The down file beside an up file: ``007_x.sql`` -> ``007_x.down.sql``."""
+    return up.with_name(up.name.removesuffix(".sql") + ".down.sql")
+
+
+def write_history(
+    directory: Path, count: int, *, no_transaction: bool = False, seed: int = 0
+) -> list[Path]:
+    """Write ``count`` migrations and their down files; return the up files in order.
+
+    With ``no_transaction`` every file (down files too) is a no-transaction
+    migration and builds or drops its indexes CONCURRENTLY.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    if any(directory.glob("*.sql")):
+        raise ValueError(f"{directory} already holds .sql files; give an empty directory")
+    history = _History(seed, no_transaction=no_transaction)
+    header = NO_TRANSACTION_HEADER if no_transaction else ""
+    width = max(3, len(str(count)))
+    made: dict[str, int] = {}
+    ups: list[Path] = []
+    for version in range(1, count + 1):
+        kind, write = history.next_kind(version)
+        made[kind] = made.get(kind, 0) + 1
+        up_sql, down_sql = write(version)
+        up = directory / f"{version:0{width}d}_{kind}_{made[kind]}.sql"
+        up.write_text(_render(up_sql, header), encoding="utf-8")
+        down_file(up).write_text(_render(down_sql, header), encoding="utf-8")
+        ups.append(up)
+    return ups
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.history",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("directory", type=Path, help="an empty (or new) folder")
+    parser.add_argument("--count", type=int, default=300, help="how many migrations (300)")
+    parser.add_argument("--no-transaction", action="store_true", help="no-transaction files")
+    parser.add_argument("--seed", type=int, default=0, help="the same seed writes the same files")
+    args = parser.parse_args(argv)
+    ups = write_history(
+        args.directory, args.count, no_transaction=args.no_transaction, seed=args.seed
+    )
+    mode = "no-transaction" if args.no_transaction else "transactional"
+    print(f"wrote {len(ups)} {mode} migrations and their down files to {args.directory}")
+
+
+if __name__ == "__main__":
+    main()
