@@ -87,6 +87,7 @@ _EPILOG = (
     + "\nexit codes:\n"
     + "".join(f"  {code.value:<3} {meaning}\n" for code, meaning in _EXIT_MEANINGS.items())
     + f"\ncreate a migration:  {PROG} new NAME [--migrations-dir DIR]\n"
+    + f"stop the embedded PostgreSQL:  {PROG} embedded stop\n"
 )
 
 
@@ -220,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["new"]:
         return _new(args_list[1:])
+    if args_list[:1] == ["embedded"]:
+        return _embedded(args_list[1:])
     parser = build_parser()
     args = parser.parse_args(args_list)
     problem = _combination_problem(args) or _setting_problem(args)
@@ -435,6 +438,23 @@ def _print_dry_run(pending: Sequence[MigrationResult], *, as_json: bool) -> None
     print("Would apply, in order:")
     for migration in pending:
         print(f"  {migration.name}")
+
+
+def _embedded(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} embedded",
+        description="manage the embedded PostgreSQL (data in NATLANGCHAIN_MIGRATE_EMBEDDED_DIR)",
+    )
+    parser.add_argument("action", choices=["stop"], help="stop: fast shutdown of the server")
+    parser.parse_args(argv)
+    from natlangchain_migrate.embedded import stop_embedded_server
+
+    try:
+        print(stop_embedded_server())
+    except ConfigurationError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return ExitCode.USAGE
+    return ExitCode.OK
 
 
 def _new(argv: list[str]) -> int:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,9 +31,20 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def embedded_dir(tmp_path: Path) -> Iterator[Path]:
-    data = tmp_path / "pgdata"
+def embedded_dir() -> Iterator[Path]:
+    """A data directory whose parents the server's account can reach, as root too
+    (pytest's own tmp_path sits under a 700 directory)."""
+    root = Path(tempfile.mkdtemp(prefix="nlcm-embedded-"))
+    root.chmod(0o755)
+    data = root / "pgdata"
     yield data
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _stop_leftover(embedded_dir: Path) -> Iterator[None]:
+    yield
+    data = embedded_dir
     if (data / "postmaster.pid").exists():
         owner = data.stat().st_uid
         subprocess.run(
@@ -65,3 +79,29 @@ def test_without_database_url_or_the_extra_the_error_says_what_to_do(tmp_path: P
     assert result.returncode == ExitCode.USAGE
     assert "set DATABASE_URL" in result.stderr
     assert "natlangchain-migrate[embedded]" in result.stderr
+
+
+@pytest.mark.slow
+def test_embedded_stop_stops_the_server(embedded_dir: Path) -> None:
+    env = {"NATLANGCHAIN_MIGRATE_EMBEDDED_DIR": str(embedded_dir)}
+    assert _cli(env=env).returncode == 0
+    assert (embedded_dir / "postmaster.pid").exists()
+    stopped = _cli("embedded", "stop", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped the embedded server" in stopped.stdout
+    assert not (embedded_dir / "postmaster.pid").exists()
+    again = _cli("embedded", "stop", env=env)
+    assert "not running" in again.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the wheel changes parents only as root")
+def test_as_root_a_closed_parent_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    closed.chmod(0o700)
+    env = {"NATLANGCHAIN_MIGRATE_EMBEDDED_DIR": str(closed / "pgdata")}
+    result = _cli(env=env)
+    assert result.returncode == ExitCode.USAGE
+    assert "will not be changed" in result.stderr
+    assert stat.S_IMODE(closed.stat().st_mode) == 0o700
+    assert not (closed / "pgdata").exists()
