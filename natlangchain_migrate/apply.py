@@ -417,6 +417,10 @@ class _Applier:
         statement done and the step not. So a resumed run first checks whether the
         effect is there: an index built and valid, an index dropped.
         """
+        if number == 1 and not resumed:
+            # No row yet: write one first, so that a run killed during this statement
+            # leaves a row that makes the next run check the statement's effect.
+            await self._step(migration, done=0)
         if statement.builds is not None:
             await self._drop_invalid_index(migration, statement)
         if resumed and await self._effect_present(statement):
@@ -436,7 +440,10 @@ class _Applier:
                 resumed=resumed,
                 index_name=statement.builds.name if statement.builds else None,
             )
-        step = self.ledger.step_statement(migration, done=number, applied_by=self.applied_by)
+        await self._step(migration, done=number)
+
+    async def _step(self, migration: Migration, *, done: int) -> None:
+        step = self.ledger.step_statement(migration, done=done, applied_by=self.applied_by)
         await self.conn.execute(f"BEGIN;\nSET LOCAL synchronous_commit = off;\n{step};\nCOMMIT;")
 
     async def _complete(self, migration: Migration, started: float, *, durable: bool) -> None:

@@ -7,6 +7,11 @@ trials are in test_kill9.py.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
+import time
 from pathlib import Path
 
 import asyncpg
@@ -188,3 +193,52 @@ async def test_transaction_control_in_a_no_transaction_file_is_refused_before_an
     with pytest.raises(ConfigurationError, match=r"^001_t\.sql:3: .*no-transaction file"):
         await migrate(database_url, migrations_dir=folder)
     assert await _fetchval(database_url, "SELECT to_regclass('a')") is None
+
+
+def test_a_kill_during_the_first_statement_leaves_a_row_that_makes_the_rerun_check(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A no-transaction file whose first statement must run on its own gets its row first:
+    killed there, the next run knows it is resuming and checks the index."""
+    folder = write_migrations(
+        tmp_path / "m",
+        {
+            "001_t.sql": "CREATE TABLE t (v int);\n",
+            "002_idx.sql": NO_TX + "CREATE INDEX CONCURRENTLY t_v ON t (v);\n"
+            "CREATE TABLE after_index (id int);\n",
+        },
+    )
+
+    async def scenario() -> None:
+        blocker = await asyncpg.connect(database_url)
+        await migrate(database_url, migrations_dir=folder, target=1)
+        await blocker.execute("BEGIN; LOCK TABLE t IN SHARE UPDATE EXCLUSIVE MODE")
+        env = os.environ | {"DATABASE_URL": database_url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
+        runner = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "natlangchain_migrate",
+            "--migrations-dir",
+            str(folder),
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 't'::regclass"
+        deadline = time.monotonic() + 30
+        while not await _fetchval(database_url, waiting):
+            assert time.monotonic() < deadline, "the index build never waited for the lock"
+            await asyncio.sleep(0.05)
+        runner.send_signal(signal.SIGKILL)
+        await runner.wait()
+        row = "SELECT statements_done FROM schema_migrations WHERE version = 2 AND NOT complete"
+        assert await _fetchval(database_url, row) == 0
+        await blocker.execute("COMMIT")
+        await blocker.close()
+        # The killed session may still hold the migration lock until the server notices.
+        report = await migrate(database_url, migrations_dir=folder)
+        assert [r.version for r in report.applied] == [2]
+        valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_v'::regclass"
+        assert await _fetchval(database_url, valid) is True
+
+    asyncio.run(scenario())
