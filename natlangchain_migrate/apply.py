@@ -71,7 +71,9 @@ log = structlog.get_logger("natlangchain_migrate")
 
 T = TypeVar("T")
 
-_RESET_SETTINGS = "RESET lock_timeout; RESET statement_timeout; RESET search_path"
+_RESET_SETTINGS = (
+    "RESET lock_timeout; RESET statement_timeout; RESET search_path; RESET synchronous_commit"
+)
 _INDEX_STATE_QUERY = """
 SELECT format('%I.%I', n.nspname, c.relname) AS name, i.indisvalid AS valid
 FROM pg_class c
@@ -146,8 +148,39 @@ class _Blocked(Exception):
         self.blockers = blockers
 
 
-class _NeedsOwnTransaction(Exception):
-    """The server refused a statement inside a transaction block (25001)."""
+class _StatementRun:
+    """Where a no-transaction file's run stands: statements done, those that run alone."""
+
+    def __init__(
+        self,
+        migration: Migration,
+        statements: list[Statement],
+        *,
+        stopped_at: int | None,
+        started: float,
+        last: bool,
+    ) -> None:
+        self.migration = migration
+        self.statements = statements
+        self.stopped_at = stopped_at  # statements done when an earlier run stopped, if any
+        self.done = stopped_at or 0
+        self.started = started
+        self.last = last
+        self.alone = {i for i, statement in enumerate(statements) if statement.autocommit}
+        self.has_row = stopped_at is not None  # the ledger row exists (incomplete)
+        self.recorded = False
+
+    def resumed_at(self, number: int) -> bool:
+        """True for the first statement run after an earlier run stopped."""
+        return self.stopped_at is not None and number == self.stopped_at + 1
+
+    def next_runs_alone(self) -> bool:
+        return self.done in self.alone
+
+    def batch_end(self) -> int:
+        """The index of the next statement that must run alone (or the end)."""
+        later = [index for index in self.alone if index >= self.done]
+        return min(later, default=len(self.statements))
 
 
 class _Applier:
@@ -261,7 +294,10 @@ class _Applier:
         prefix = "BEGIN;\n" + settings_sql(migration, self.settings, local=True, durable=last)
         script = f"{prefix}{self._file_and_record(migration)};\nCOMMIT;"
         started = time.monotonic()
-        await self._send(migration, script, offset=-len(prefix), own_transaction=True)
+        try:
+            await self._send(migration, script)
+        except asyncpg.PostgresError as error:
+            raise await self._failure(migration, error, offset=-len(prefix)) from error
         if self.conn.is_in_transaction():
             await self.conn.execute("ROLLBACK")
             raise TransactionControlError(
@@ -275,12 +311,12 @@ class _Applier:
         """The file and its ledger row inside the batch's open transaction."""
         prefix = settings_sql(migration, self.settings, local=True)
         started = time.monotonic()
-        await self._send(
-            migration,
-            prefix + self._file_and_record(migration),
-            offset=-len(prefix),
-            own_transaction=False,
-        )
+        try:
+            await self._send(
+                migration, prefix + self._file_and_record(migration), in_open_transaction=True
+            )
+        except asyncpg.PostgresError as error:
+            raise await self._failure(migration, error, offset=-len(prefix)) from error
         return ms_since(started)
 
     def _file_and_record(self, migration: Migration) -> str:
@@ -298,48 +334,52 @@ class _Applier:
     ) -> float:
         """Run a no-transaction file statement by statement, each with its journal step.
 
-        A statement allowed in a transaction block travels as ``BEGIN; SET LOCAL
-        synchronous_commit = off; <statement>; <journal step>; COMMIT`` in one message:
-        statement and step commit together or not at all, so the journal can never
-        lag the database. Asynchronous commit keeps that: a server crash loses a
-        suffix of whole transactions, each with its own step, never one without the
-        other. The migration's final step is durable when it is the run's last.
+        Each statement allowed in a transaction block is a block ``BEGIN; <statement>;
+        <journal step>; COMMIT;``: statement and step commit together or not at all, so
+        the journal can never lag the database. Consecutive blocks travel in one message
+        (the server runs them in turn and stops at the first error), so a file costs one
+        round trip per run of such statements, not one per statement. The session runs
+        with synchronous_commit off, which keeps the guarantee (a server crash loses a
+        suffix of whole blocks, never a statement without its step); the run's very last
+        commit is synchronous and flushes everything before it.
         """
         statements = split_statements(migration.filename, migration.sql)
-        resuming = migration.version in plan.resume_from
-        done = plan.resume_from.get(migration.version, 0)
-        _warn_if_edited_since_failure(plan, migration, done)
-        started = time.monotonic()
-        await self.conn.execute(settings_sql(migration, self.settings, local=False))
+        run = _StatementRun(
+            migration,
+            statements,
+            stopped_at=plan.resume_from.get(migration.version),
+            started=time.monotonic(),
+            last=last,
+        )
+        _warn_if_edited_since_failure(plan, migration, run.done)
+        await self.conn.execute(settings_sql(migration, self.settings, local=False, durable=False))
         try:
-            if resuming:
+            if run.stopped_at is not None:
                 log.info(
                     "migration_resuming",
                     version=migration.version,
                     name=migration.name,
-                    statement=done + 1,
+                    statement=run.done + 1,
                     statements=len(statements),
                 )
-            recorded = False
-            for number, statement in enumerate(statements, start=1):
-                if number <= done:
-                    continue
-                final = number == len(statements)
-                first_after_stop = resuming and number == done + 1
-                recorded = await self._retrying(
-                    partial(
-                        self._statement,
-                        migration,
-                        statement,
-                        number,
-                        started,
-                        final=final,
-                        durable=last and final,
-                        resumed=first_after_stop,
+            while run.done < len(statements):
+                if run.next_runs_alone():
+                    number = run.done + 1
+                    await self._retrying(
+                        partial(
+                            self._statement_on_its_own,
+                            migration,
+                            statements[run.done],
+                            number,
+                            resumed=run.resumed_at(number),
+                        )
                     )
-                )
-            if not recorded:
-                await self._complete(migration, started, durable=last)
+                    run.done = number
+                    run.has_row = True
+                else:
+                    await self._retrying(partial(self._blocks, run))
+            if not run.recorded:
+                await self._complete(migration, run.started, durable=last)
         except BaseException:
             with cleanup_scope():
                 try:
@@ -349,64 +389,63 @@ class _Applier:
                     pass  # a broken connection: the error already on its way says why
             raise
         await self.conn.execute(_RESET_SETTINGS)
-        return ms_since(started)
+        return ms_since(run.started)
 
-    async def _statement(
-        self,
-        migration: Migration,
-        statement: Statement,
-        number: int,
-        started: float,
-        *,
-        final: bool,
-        durable: bool,
-        resumed: bool,
-    ) -> bool:
-        """Run statement ``number``; True when its message also marked the migration
-        complete."""
-        if not statement.autocommit:
-            try:
-                await self._statement_with_step(
-                    migration,
-                    statement,
-                    number,
-                    started,
-                    final=final,
-                    durable=durable,
-                    resumed=resumed,
+    async def _blocks(self, run: _StatementRun) -> None:
+        """Send the statements from ``run.done`` up to the next one that must run alone,
+        each in its block with its journal step, in one message."""
+        migration, statements = run.migration, run.statements
+        start, end = run.done, run.batch_end()
+        blocks: list[str] = []
+        positions: dict[int, int] = {}  # statement number -> where its text starts
+        length = 0
+        for index in range(start, end):
+            number = index + 1
+            final = number == len(statements)
+            # The session runs with synchronous_commit off (see _apply_statements); only
+            # the run's very last commit waits for the disk, and it flushes all before it.
+            durable = final and run.last
+            prefix = "BEGIN;\n" + ("SET LOCAL synchronous_commit = on;\n" if durable else "")
+            if final:
+                step = self.ledger.complete_statement(
+                    migration, applied_by=self.applied_by, execution_ms=ms_since(run.started)
                 )
-                return final
-            except _NeedsOwnTransaction:
-                pass  # a statement our parse-tree list missed; PostgreSQL knows better
-        await self._statement_on_its_own(migration, statement, number, resumed=resumed)
-        return False
+            elif index == start and not run.has_row:
+                step = self.ledger.step_statement(
+                    migration, done=number, applied_by=self.applied_by
+                )
+            else:
+                step = self.ledger.advance_statement(migration, done=number)
+            positions[number] = length + len(prefix)
+            block = f"{prefix}{statements[index].text}\n;\n{step};\nCOMMIT;\n"
+            blocks.append(block)
+            length += len(block)
+        try:
+            await self._send(migration, "".join(blocks), journalled=True)
+        except _Blocked:
+            run.done = await self._journalled(migration)
+            raise
+        except asyncpg.PostgresError as error:
+            run.done = await self._journalled(migration)
+            number = run.done + 1
+            if isinstance(error, asyncpg.ActiveSQLTransactionError):
+                run.alone.add(run.done)  # our parse-tree list missed it; PostgreSQL knows
+                return
+            offset = statements[run.done].offset - positions.get(number, 0)
+            raise await self._failure(
+                migration, error, offset=offset, statement=number, resumed=run.resumed_at(number)
+            ) from error
+        run.done = end
+        run.has_row = True
+        run.recorded = end == len(statements)
 
-    async def _statement_with_step(
-        self,
-        migration: Migration,
-        statement: Statement,
-        number: int,
-        started: float,
-        *,
-        final: bool,
-        durable: bool,
-        resumed: bool,
-    ) -> None:
-        prefix = "BEGIN;\n" + ("" if durable else "SET LOCAL synchronous_commit = off;\n")
-        if final:
-            step = self.ledger.complete_statement(
-                migration, applied_by=self.applied_by, execution_ms=ms_since(started)
-            )
-        else:
-            step = self.ledger.step_statement(migration, done=number, applied_by=self.applied_by)
-        await self._send(
-            migration,
-            f"{prefix}{statement.text}\n;\n{step};\nCOMMIT;",
-            offset=statement.offset - len(prefix),
-            own_transaction=True,
-            statement=number,
-            resumed=resumed,
+    async def _journalled(self, migration: Migration) -> int:
+        """How many statements the ledger says are done (after a block failed)."""
+        done = await self.conn.fetchval(
+            f"SELECT statements_done FROM {self.ledger.table} WHERE version = $1 AND NOT complete",
+            migration.version,
         )
+        return int(done or 0)
 
     async def _statement_on_its_own(
         self, migration: Migration, statement: Statement, number: int, *, resumed: bool
@@ -431,24 +470,26 @@ class _Applier:
                 statement=number,
             )
         else:
-            await self._send(
-                migration,
-                statement.text,
-                offset=statement.offset,
-                own_transaction=False,
-                statement=number,
-                resumed=resumed,
-                index_name=statement.builds.name if statement.builds else None,
-            )
+            try:
+                await self._send(
+                    migration,
+                    statement.text,
+                    journalled=True,
+                    index_name=statement.builds.name if statement.builds else None,
+                )
+            except asyncpg.PostgresError as error:
+                raise await self._failure(
+                    migration, error, offset=statement.offset, statement=number, resumed=resumed
+                ) from error
         await self._step(migration, done=number)
 
     async def _step(self, migration: Migration, *, done: int) -> None:
         step = self.ledger.step_statement(migration, done=done, applied_by=self.applied_by)
-        await self.conn.execute(f"BEGIN;\nSET LOCAL synchronous_commit = off;\n{step};\nCOMMIT;")
+        await self.conn.execute(f"BEGIN;\n{step};\nCOMMIT;")  # session: synchronous_commit off
 
     async def _complete(self, migration: Migration, started: float, *, durable: bool) -> None:
         """Mark the migration complete when its last statement's message could not."""
-        prefix = "BEGIN;\n" + ("" if durable else "SET LOCAL synchronous_commit = off;\n")
+        prefix = "BEGIN;\n" + ("SET LOCAL synchronous_commit = on;\n" if durable else "")
         record = self.ledger.complete_statement(
             migration, applied_by=self.applied_by, execution_ms=ms_since(started)
         )
@@ -493,17 +534,15 @@ class _Applier:
         migration: Migration,
         script: str,
         *,
-        offset: int,
-        own_transaction: bool,
-        statement: int | None = None,
-        resumed: bool = False,
+        in_open_transaction: bool = False,
+        journalled: bool = False,
         index_name: str | None = None,
     ) -> None:
-        """Send one message with a watcher beside it; turn the server's error into ours.
+        """Send one message with a watcher beside it.
 
-        ``offset`` is where the file's text starts in the message (negative when
-        settings were sent before it), to map the server's error position back
-        into the file.
+        Raises _Blocked for a lock_timeout, ConnectionLostError for a dead connection,
+        else the server's error, with any transaction the message opened rolled back
+        (unless it runs inside the batch's ``in_open_transaction``).
         """
         lock_timeout = migration.directives.lock_timeout or self.settings.pg_lock_timeout
         watcher = Watcher(
@@ -517,25 +556,33 @@ class _Applier:
         except Exception as error:
             if is_connection_lost(error) or self.conn.is_closed():
                 raise connection_lost(
-                    migration, error, applied=self.applied, statement=statement
+                    migration, error, applied=self.applied, journalled=journalled
                 ) from error
             if not isinstance(error, asyncpg.PostgresError):
                 raise
-            if own_transaction and self.conn.is_in_transaction():
+            if not in_open_transaction and self.conn.is_in_transaction():
                 await self.conn.execute("ROLLBACK")
             if isinstance(error, asyncpg.LockNotAvailableError):
                 raise _Blocked(migration, watcher.blockers) from error
-            if isinstance(error, asyncpg.InsufficientPrivilegeError):
-                raise await self._privilege_failure(migration, error, offset) from error
-            if statement is None:
-                raise migration_failed(
-                    migration, error, offset=offset, applied=self.applied
-                ) from error
-            if isinstance(error, asyncpg.ActiveSQLTransactionError) and own_transaction:
-                raise _NeedsOwnTransaction from error
-            raise await self._statement_failed(
-                migration, error, offset=offset, statement=statement, resumed=resumed
-            ) from error
+            raise
+
+    async def _failure(
+        self,
+        migration: Migration,
+        error: asyncpg.PostgresError,
+        *,
+        offset: int,
+        statement: int | None = None,
+        resumed: bool = False,
+    ) -> MigrateError:
+        """What a server error in a migration means, as the error to raise."""
+        if isinstance(error, asyncpg.InsufficientPrivilegeError):
+            return await self._privilege_failure(migration, error, offset)
+        if statement is None:
+            return migration_failed(migration, error, offset=offset, applied=self.applied)
+        return await self._statement_failed(
+            migration, error, offset=offset, statement=statement, resumed=resumed
+        )
 
     async def _privilege_failure(
         self, migration: Migration, error: asyncpg.PostgresError, offset: int

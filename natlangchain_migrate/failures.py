@@ -73,16 +73,16 @@ def connection_lost(
     error: BaseException,
     *,
     applied: Sequence[MigrationResult],
-    statement: int | None = None,
+    journalled: bool = False,
 ) -> ConnectionLostError:
     """The error for a connection that died while a migration ran: not the file's fault."""
-    if statement is None:
-        outcome = f"the server rolled {migration.name} back and it was not recorded"
-    else:
+    if journalled:
         outcome = (
-            f"statements of {migration.name} before {statement} stay applied, each recorded "
-            f"with its journal step; the next run resumes at statement {statement}"
+            f"the statements of {migration.name} that the ledger journalled stay applied, "
+            "each with its journal step, and the next run resumes after them"
         )
+    else:
+        outcome = f"the server rolled {migration.name} back and it was not recorded"
     reason = f"{getattr(error, 'sqlstate', None) or type(error).__name__}: {error}"
     return ConnectionLostError(
         f"the connection to the server was lost while {migration.filename} ran ({reason}): a "

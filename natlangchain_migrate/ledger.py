@@ -155,6 +155,13 @@ class Ledger:
             " last_error = NULL, checksum = EXCLUDED.checksum, applied_by = EXCLUDED.applied_by"
         )
 
+    def advance_statement(self, migration: Migration, *, done: int) -> str:
+        """A journal step for a row that exists: a plain UPDATE, cheaper than the upsert."""
+        return (
+            f"UPDATE {self.table} SET statements_done = {int(done)} "
+            f"WHERE version = {int(migration.version)}"
+        )
+
     def complete_statement(
         self, migration: Migration, *, applied_by: str, execution_ms: float
     ) -> str:
