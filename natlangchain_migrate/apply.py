@@ -20,6 +20,7 @@ pause, in both modes, by one helper.
 from __future__ import annotations
 
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -168,6 +169,9 @@ class _StatementRun:
         self.last = last
         self.alone = {i for i, statement in enumerate(statements) if statement.autocommit}
         self.has_row = stopped_at is not None  # the ledger row exists (incomplete)
+        # The journal step, prepared on our session for this file's run; a name of its
+        # own, so a pooled connection that kept an earlier one can never clash.
+        self.step_name = f"natlangchain_migrate_step_{secrets.token_hex(4)}"
         self.recorded = False
 
     def resumed_at(self, number: int) -> bool:
@@ -352,7 +356,10 @@ class _Applier:
             last=last,
         )
         _warn_if_edited_since_failure(plan, migration, run.done)
-        await self.conn.execute(settings_sql(migration, self.settings, local=False, durable=False))
+        await self.conn.execute(
+            settings_sql(migration, self.settings, local=False, durable=False)
+            + self.ledger.prepare_advance(run.step_name)
+        )
         try:
             if run.stopped_at is not None:
                 log.info(
@@ -384,11 +391,11 @@ class _Applier:
             with cleanup_scope():
                 try:
                     await end_interrupted_transaction(self.conn)
-                    await self.conn.execute(_RESET_SETTINGS)
+                    await self.conn.execute(f"{_RESET_SETTINGS}; DEALLOCATE {run.step_name}")
                 except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                     pass  # a broken connection: the error already on its way says why
             raise
-        await self.conn.execute(_RESET_SETTINGS)
+        await self.conn.execute(f"{_RESET_SETTINGS}; DEALLOCATE {run.step_name}")
         return ms_since(run.started)
 
     async def _blocks(self, run: _StatementRun) -> None:
@@ -415,7 +422,7 @@ class _Applier:
                     migration, done=number, applied_by=self.applied_by
                 )
             else:
-                step = self.ledger.advance_statement(migration, done=number)
+                step = f"EXECUTE {run.step_name}({int(migration.version)}, {number})"
             positions[number] = length + len(prefix)
             block = f"{prefix}{statements[index].text}\n;\n{step};\nCOMMIT;\n"
             blocks.append(block)

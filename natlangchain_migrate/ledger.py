@@ -155,11 +155,12 @@ class Ledger:
             " last_error = NULL, checksum = EXCLUDED.checksum, applied_by = EXCLUDED.applied_by"
         )
 
-    def advance_statement(self, migration: Migration, *, done: int) -> str:
-        """A journal step for a row that exists: a plain UPDATE, cheaper than the upsert."""
+    def prepare_advance(self, name: str) -> str:
+        """PREPARE the journal step for a row that exists, once per no-transaction file: a
+        plain UPDATE with its plan kept, the cheapest step there is."""
         return (
-            f"UPDATE {self.table} SET statements_done = {int(done)} "
-            f"WHERE version = {int(migration.version)}"
+            f"PREPARE {name}(integer, integer) AS "
+            f"UPDATE {self.table} SET statements_done = $2 WHERE version = $1"
         )
 
     def complete_statement(
