@@ -42,7 +42,20 @@ from harness.history import write_history
 from harness.pgcluster import PgCluster, embedded_bindir
 
 MODES = ("transaction", "no-transaction")
-INVARIANTS = ("rerun_exit", "schema", "ledger", "advisory_lock", "data")
+# kill: SIGKILL (the OOM killer, a runtime's kill -9); term: SIGTERM (docker stop, a pod
+# deletion), which must end the run promptly with 143; terminate-backend:
+# pg_terminate_backend of the runner's sessions, which must end it with 3 (not the file's
+# fault); restart: a fast restart of the server under a run started with --wait 60, which
+# must finish by itself with 0.
+FAULTS = ("kill", "term", "terminate-backend", "restart")
+# A fault that comes before the run has connected finds no session to end or server
+# connection to break: the run then completes (0), which the invariants check.
+_EXPECTED_EXIT = {"term": (143,), "terminate-backend": (3, 0), "restart": (0,)}
+INVARIANTS = ("fault_exit", "rerun_exit", "schema", "ledger", "advisory_lock", "data")
+_RUNNER_SESSIONS = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    "WHERE application_name LIKE 'natlangchain-migrate/%' AND datname = current_database()"
+)
 _RESTRICT_PREFIXES = ("\\restrict ", "\\unrestrict ")  # pg_dump 18: a random key per dump
 _SESSIONS = (
     "SELECT pid, application_name, state, left(query, 80) AS query FROM pg_stat_activity "
@@ -87,20 +100,23 @@ class Trial:
 
     number: int
     delay: float
-    killed_mid_run: bool  # the process was still running when SIGKILL came
+    killed_mid_run: bool  # the process was still running when the fault came
     phase: str  # where the kill landed, as the ledger shows it
     killed_during: str  # the migration the killed run had last started, if any
     rerun_exit: int
     rerun_output: str
     seconds: float
     failures: dict[str, str] = field(default_factory=dict)
+    fault: str = "kill"
+    fault_exit: int | None = None  # how the faulted run itself ended (None: SIGKILLed)
 
     def describe(self) -> str:
         verdict = "ok" if not self.failures else "FAIL " + ", ".join(self.failures)
         during = f" during {self.killed_during}" if self.killed_during else ""
-        kill = "kill at" if self.killed_mid_run else "no kill (exited by itself) before"
+        kill = f"{self.fault} at" if self.killed_mid_run else "no fault (exited by itself) before"
+        ended = f" (it exited {self.fault_exit})" if self.fault_exit is not None else ""
         return (
-            f"trial {self.number:3d}: {kill} {self.delay:6.3f} s, {self.phase}{during}; "
+            f"trial {self.number:3d}: {kill} {self.delay:6.3f} s{ended}, {self.phase}{during}; "
             f"rerun exit {self.rerun_exit}; {self.seconds:.1f} s; {verdict}"
         )
 
@@ -303,22 +319,31 @@ def _diff_data(expected: dict[str, str], actual: dict[str, str]) -> str:
     return f"{len(differing)} relations differ: " + "; ".join(differing[:5])
 
 
-def kill_and_rerun(url: str, reference: Reference, delay: float, *, number: int = 1) -> Trial:
-    """On the empty database ``url``: start the CLI, SIGKILL it after ``delay`` seconds
-    (unless it is done), run it again plainly and check the invariants."""
+def kill_and_rerun(
+    url: str,
+    reference: Reference,
+    delay: float,
+    *,
+    number: int = 1,
+    fault: str = "kill",
+    cluster: PgCluster | None = None,
+) -> Trial:
+    """On the empty database ``url``: start the CLI, inflict ``fault`` after ``delay``
+    seconds (unless it is done), run it again plainly and check the invariants."""
     started = time.monotonic()
     env = _cli_environment(url)
+    command = _cli(reference.folder) + (["--wait", "60"] if fault == "restart" else [])
+    fault_exit: int | None = None
     with tempfile.TemporaryFile("w+") as output:  # a file: a full pipe would stall the CLI
         process = subprocess.Popen(
-            _cli(reference.folder), env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output
+            command, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output
         )
         try:
             process.wait(timeout=delay)
             killed = False
         except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
             killed = True
+            fault_exit = _inflict(fault, process, url, cluster)
         output.seek(0)
         killed_output = output.read()
     applying = [e for e in _events(killed_output) if e["event"] == "migration_applying"]
@@ -334,6 +359,8 @@ def kill_and_rerun(url: str, reference: Reference, delay: float, *, number: int 
     )
     trial = Trial(
         number=number,
+        fault=fault,
+        fault_exit=fault_exit,
         delay=delay,
         killed_mid_run=killed,
         phase=phase,
@@ -344,9 +371,51 @@ def kill_and_rerun(url: str, reference: Reference, delay: float, *, number: int 
     )
     if lingering:
         trial.failures["sessions"] = "killed run's sessions outlived it: " + "; ".join(lingering)
+    if fault_exit is not None and fault_exit not in _EXPECTED_EXIT.get(fault, (fault_exit,)):
+        tail = " | ".join(killed_output.splitlines()[-2:])[:600]
+        trial.failures["fault_exit"] = f"the {fault}ed run exited {fault_exit}: {tail}"
     _check_invariants(url, reference, trial)
     trial.seconds = time.monotonic() - started
     return trial
+
+
+def _inflict(
+    fault: str, process: subprocess.Popen[bytes], url: str, cluster: PgCluster | None
+) -> int | None:
+    """Do ``fault`` to the running CLI; return its exit code (None after SIGKILL)."""
+    if fault == "kill":
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        return None
+    if fault == "term":
+        process.send_signal(signal.SIGTERM)
+    elif fault == "terminate-backend":
+        asyncio.run(_fetch(url, _RUNNER_SESSIONS))
+    elif fault == "restart":
+        if cluster is None:
+            raise ValueError("the restart fault needs the harness's own server (no --admin-url)")
+        subprocess.run(
+            [
+                cluster.bin("pg_ctl"),
+                "-D",
+                str(cluster.data),
+                "-m",
+                "fast",
+                "-w",
+                "restart",
+                "-l",
+                str(cluster.root / "log"),
+            ],
+            check=True,
+            capture_output=True,
+            user=cluster.user,
+        )
+    try:
+        return process.wait(timeout=120 if fault == "restart" else 15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return -9
 
 
 def _check_invariants(url: str, reference: Reference, trial: Trial) -> None:
@@ -379,6 +448,8 @@ def run_trials(
     seed: int = 0,
     earliest: float = 0.0,
     echo: bool = False,
+    fault: str = "kill",
+    cluster: PgCluster | None = None,
 ) -> list[Trial]:
     """``trials`` kills, each on a fresh database, at delays uniform over a clean run
     (from ``earliest`` seconds on: a few trials are better spent after start-up)."""
@@ -387,7 +458,9 @@ def run_trials(
     for number in range(1, trials + 1):
         delay = rng.uniform(earliest, reference.clean_seconds)
         with fresh_database(admin_url) as url:
-            trial = kill_and_rerun(url, reference, delay, number=number)
+            trial = kill_and_rerun(
+                url, reference, delay, number=number, fault=fault, cluster=cluster
+            )
         results.append(trial)
         if echo:
             print(trial.describe(), flush=True)
@@ -454,6 +527,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--count", type=int, default=300, help="migrations in the history")
     parser.add_argument("--seed", type=int, default=0, help="of the history and of the delays")
+    parser.add_argument(
+        "--fault", choices=FAULTS, default="kill", help="what happens to the run (kill)"
+    )
     parser.add_argument("--admin-url", help="a server to use (default: start one)")
     parser.add_argument("--migrations-dir", help="kill runs of these files instead")
     args = parser.parse_args(argv)
@@ -468,12 +544,20 @@ def main(argv: list[str] | None = None) -> int:
         folder = _history(args, workdir)
         reference = clean_reference(admin_url, folder)
         print(
-            f"mode {args.mode}: {len(reference.names)} migrations in {folder}"
+            f"fault {args.fault}, mode {args.mode}: {len(reference.names)} migrations in {folder}"
             f" (seed {args.seed}); clean apply {reference.clean_seconds:.2f} s (median of 3)"
             f" (first migration at {reference.first_migration_s:.2f} s)",
             flush=True,
         )
-        trials = run_trials(admin_url, reference, args.trials, seed=args.seed, echo=True)
+        trials = run_trials(
+            admin_url,
+            reference,
+            args.trials,
+            seed=args.seed,
+            echo=True,
+            fault=args.fault,
+            cluster=cluster,
+        )
     finally:
         if cluster is not None:
             cluster.destroy()

@@ -2,6 +2,6 @@
 
 import sys
 
-from natlangchain_migrate.cli import main
+from natlangchain_migrate.entry import main
 
 sys.exit(main())

@@ -139,3 +139,19 @@ def test_a_waiter_stopped_while_waiting_for_the_lock_leaves_at_once(
     assert holder.poll() is None, "the holder must be unaffected"
     _stop(holder, signal.SIGTERM)
     assert asyncio.run(migration_locks_held(database_url)) == 0
+
+
+@pytest.mark.parametrize("delay", [0.03, 0.08, 0.15, 0.3])
+def test_sigterm_during_start_up_exits_143_too(
+    database_url: str, tmp_path: Path, delay: float
+) -> None:
+    """Before the run has begun (imports, connecting) there is nothing to clean up, but
+    the exit code must still be the documented one, never death by signal."""
+    folder = write_migrations(tmp_path / "m", dict(CASES[0][1]))
+    runner = _start(folder, database_url)
+    time.sleep(delay)
+    runner.send_signal(signal.SIGTERM)
+    _, stderr = runner.communicate(timeout=30)
+    assert runner.returncode == ExitCode.TERMINATED, stderr
+    assert "Traceback" not in stderr
+    assert asyncio.run(migration_locks_held(database_url)) == 0
