@@ -88,3 +88,20 @@ def test_kill_9_harness_on_a_generated_history_finds_every_invariant_held(
     )
     failed = [trial for trial in results if trial.failures]
     assert not failed, "\n\n".join([summary(results), *(trial.details() for trial in failed)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["term", "terminate-backend"])
+def test_other_faults_on_a_generated_history_leave_every_invariant_held(
+    admin_url: str, tmp_path: Path, fault: str
+) -> None:
+    """SIGTERM must end the run with 143 and pg_terminate_backend with 3; either way a
+    plain rerun converges on the clean state."""
+    folder = tmp_path / "history"
+    write_history(folder, 60, no_transaction=True, seed=13)
+    reference = clean_reference(admin_url, folder)
+    results = run_trials(
+        admin_url, reference, 2, seed=13, earliest=reference.first_migration_s, fault=fault
+    )
+    failed = [trial for trial in results if trial.failures]
+    assert not failed, "\n\n".join([summary(results), *(trial.details() for trial in failed)])
