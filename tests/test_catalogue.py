@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,13 +24,13 @@ from natlangchain_migrate.errors import ExitCode
 from tests.conftest import run_cli, with_database
 
 NO_TX = "-- natlangchain: no-transaction\n"
-OK_001 = {"001_a.sql": "CREATE TABLE a (id int);\n"}
+OK_001: dict[str, str | bytes] = {"001_a.sql": "CREATE TABLE a (id int);\n"}
 
 
 class Case(NamedTuple):
     """One bad input: the files, the arguments, the environment, what must come out."""
 
-    files: dict[str, str | bytes]
+    files: Mapping[str, str | bytes]
     args: tuple[str, ...]
     exit_code: ExitCode
     says: str
@@ -326,7 +327,7 @@ async def _state(url: str) -> tuple[list[int], list[str]]:
         await conn.close()
 
 
-def _write(folder: Path, files: dict[str, str | bytes]) -> None:
+def _write(folder: Path, files: Mapping[str, str | bytes]) -> None:
     folder.mkdir()
     for name, content in files.items():
         if isinstance(content, bytes):

@@ -79,6 +79,7 @@ async def test_dispute_keeps_its_row_when_contract_is_deleted(conn: asyncpg.Conn
 
 async def test_chain_state_is_a_seeded_singleton(conn: asyncpg.Connection) -> None:
     row = await conn.fetchrow("SELECT id, chain_id FROM chain_state")
+    assert row is not None
     assert row["id"] == 1
     assert len(row["chain_id"]) == 32
     int(row["chain_id"], 16)

@@ -61,7 +61,7 @@ def _wait_until_sleeping(url: str, runner: subprocess.Popen[str]) -> None:
 
 def _stop(runner: subprocess.Popen[str], signum: signal.Signals) -> tuple[float, str]:
     sent = time.monotonic()
-    if runner.args[0] == "unshare":
+    if isinstance(runner.args, list) and runner.args[0] == "unshare":
         # Signal the CLI itself, PID 1 of its namespace (unshare's child).
         child = subprocess.run(
             ["pgrep", "-P", str(runner.pid)], capture_output=True, text=True, check=True
