@@ -73,6 +73,36 @@ def database_url(admin_url: str) -> Iterator[str]:
         asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture(scope="session")
+def migrated_template(admin_url: str) -> Iterator[str]:
+    """A database with NatLangChain's 001-003 applied once per session, by our runner,
+    to be cloned by tests that need the schema (cloning costs a few ms; applying, 100)."""
+    from natlangchain_migrate import migrate
+
+    name = f"tmpl_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE template0'))
+    asyncio.run(migrate(with_database(admin_url, name)))
+    try:
+        yield name
+    finally:
+        asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def migrated_database_url(admin_url: str, migrated_template: str) -> Iterator[str]:
+    """A URL to a new database holding the NatLangChain schema, dropped after the test.
+
+    CREATE DATABASE ... TEMPLATE needs the template to have no other session; the
+    runner closed its connection when migrate() returned.
+    """
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"'))
+    try:
+        yield with_database(admin_url, name)
+    finally:
+        asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def run_cli(
     *args: str,
     database_url: str | None,

@@ -16,9 +16,11 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    await migrate(database_url)
-    connection = await asyncpg.connect(database_url)
+async def conn(migrated_database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """The schema as the runner leaves it (a clone of the session's migrated template)."""
+    report = await migrate(migrated_database_url)
+    assert report.up_to_date
+    connection = await asyncpg.connect(migrated_database_url)
     await register_vector(connection)
     try:
         yield connection
@@ -136,14 +138,14 @@ async def test_search_similar_contracts_uses_full_sections_only(conn: asyncpg.Co
 
 
 async def test_two_workers_never_claim_the_same_job(
-    database_url: str, conn: asyncpg.Connection
+    migrated_database_url: str, conn: asyncpg.Connection
 ) -> None:
     await conn.execute(
         "INSERT INTO scheduled_jobs (job_name, job_type, scheduled_for, priority) "
         "SELECT 'job' || i, 'email', now() - interval '1 minute', i % 3 "
         "FROM generate_series(1, 40) i"
     )
-    workers = [await asyncpg.connect(database_url) for _ in range(2)]
+    workers = [await asyncpg.connect(migrated_database_url) for _ in range(2)]
 
     async def drain(worker: asyncpg.Connection, name: str) -> list[object]:
         claimed = []
