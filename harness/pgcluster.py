@@ -42,6 +42,19 @@ def system_bindir() -> Path | None:
     return candidates[-1].parent if candidates else None
 
 
+def memory_backed_dir(min_free_bytes: int = 2 << 30) -> Path | None:
+    """The tmpfs at /dev/shm when it is writable with room to spare, else None (temp dir).
+
+    A throwaway cluster there creates a database in about 10 ms instead of about
+    250 ms on this machine's disk (fsync is off either way). Container defaults
+    give /dev/shm 64 MB, too small for a cluster: then the disk it is.
+    """
+    shm = Path("/dev/shm")  # noqa: S108 (only mkdtemp's private folders are made in it)
+    if not shm.is_dir() or not os.access(shm, os.W_OK | os.X_OK):
+        return None
+    return shm if shutil.disk_usage(shm).free >= min_free_bytes else None
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -62,10 +75,18 @@ def _run_as() -> str | None:
 class PgCluster:
     """initdb, start and stop one cluster in a temporary directory."""
 
-    def __init__(self, bindir: Path, *, port: int | None = None, name: str = "pg") -> None:
+    def __init__(
+        self,
+        bindir: Path,
+        *,
+        port: int | None = None,
+        name: str = "pg",
+        parent: Path | None = None,
+    ) -> None:
+        """``parent`` is the folder to make the cluster's directory in (default: the temp dir)."""
         self.bindir = bindir
         self.port = port or free_port()
-        self.root = Path(tempfile.mkdtemp(prefix=f"nlcm-{name}-"))
+        self.root = Path(tempfile.mkdtemp(prefix=f"nlcm-{name}-", dir=parent))
         self.data = self.root / "data"
         self.user = _run_as()
         os.chmod(self.root, 0o755)

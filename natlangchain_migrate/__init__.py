@@ -23,15 +23,15 @@ from natlangchain_migrate.errors import (
 if TYPE_CHECKING:
     from natlangchain_migrate.operations import repair, status
     from natlangchain_migrate.results import MigrationReport, MigrationResult
-    from natlangchain_migrate.rollback import RollbackResult, rollback
     from natlangchain_migrate.runner import migrate, run_migrations
+    from natlangchain_migrate.undo import RollbackResult, rollback
 
 # The runner's modules load on first use: `python -m natlangchain_migrate` imports this
 # package first, and a no-op start-up should not pay for what it does not run.
 _LAZY = {
-    "RollbackResult": "rollback",
+    "RollbackResult": "undo",
     "repair": "operations",
-    "rollback": "rollback",
+    "rollback": "undo",
     "status": "operations",
     "MigrationReport": "results",
     "MigrationResult": "results",

@@ -33,7 +33,7 @@ from natlangchain_migrate.settings import RunSettings, skip_set
 
 if TYPE_CHECKING:
     from natlangchain_migrate.results import MigrationResult
-    from natlangchain_migrate.rollback import RollbackResult
+    from natlangchain_migrate.undo import RollbackResult
 
 PROG = "natlangchain-migrate"
 ENV = "NATLANGCHAIN_MIGRATE_"
@@ -326,7 +326,7 @@ async def _other_action(args: argparse.Namespace, settings: RunSettings) -> int:
     from natlangchain_migrate import operations
 
     if args.rollback:
-        from natlangchain_migrate.rollback import roll_back
+        from natlangchain_migrate.undo import roll_back
 
         steps = 1 if args.steps is None else args.steps
         undone = await roll_back(settings, steps=steps, to=args.to)

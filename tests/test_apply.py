@@ -1,13 +1,19 @@
-"""Applying NatLangChain's migrations to a real PostgreSQL: once, completely, then never again."""
+"""Applying migrations to a real PostgreSQL, in process: once, completely, then never again;
+up to a target, with skips, back by one, and over the seed's old ledger."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from natlangchain_migrate import migrate
-from tests.conftest import ledger_rows
+from natlangchain_migrate import ConfigurationError, migrate, rollback, status
+from natlangchain_migrate.discovery import load_migrations
+from natlangchain_migrate.errors import ExitCode
+from natlangchain_migrate.plan import State
+from tests.conftest import ledger_rows, table_names, write_migrations
 
 pytestmark = pytest.mark.anyio
 
@@ -104,25 +110,23 @@ async def test_fresh_database_gets_all_three_migrations_in_order(database_url: s
     assert all(r["applied_by"].startswith("natlangchain-migrate/") for r in rows)
 
 
-async def test_second_run_applies_nothing_and_writes_nothing(database_url: str) -> None:
+async def test_second_run_applies_nothing_and_writes_nothing(migrated_database_url: str) -> None:
     """Up to date: no migration applied, the ledger untouched, an up_to_date event."""
-    await migrate(database_url)
-    before = await ledger_rows(database_url)
+    before = await ledger_rows(migrated_database_url)
     with capture_logs() as events:
-        report = await migrate(database_url)
+        report = await migrate(migrated_database_url)
     assert report.applied == []
     assert report.up_to_date
     assert report.already_applied == [1, 2, 3]
-    assert await ledger_rows(database_url) == before
+    assert await ledger_rows(migrated_database_url) == before
     names = [e["event"] for e in events]
     assert "up_to_date" in names
     assert "lock_acquired" not in names
 
 
-async def test_every_object_of_the_data_model_exists(database_url: str) -> None:
+async def test_every_object_of_the_data_model_exists(migrated_database_url: str) -> None:
     """Tables, indexes, functions, triggers and comments of SCHEMA.md are all there."""
-    await migrate(database_url)
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(migrated_database_url)
     try:
         tables = {
             r["relname"]: r["comment"]
@@ -169,15 +173,91 @@ async def test_every_object_of_the_data_model_exists(database_url: str) -> None:
     assert "m='16'" in hnsw
 
 
-async def test_every_file_can_run_twice(database_url: str) -> None:
+async def test_every_file_can_run_twice(migrated_database_url: str) -> None:
     """The shipped SQL is idempotent: running each file again by hand is harmless."""
-    await migrate(database_url)
-    from natlangchain_migrate.discovery import load_migrations
-
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(migrated_database_url)
     try:
         for migration in load_migrations():
             await conn.execute(migration.sql)
         assert await conn.fetchval("SELECT count(*) FROM chain_state") == 1
     finally:
         await conn.close()
+
+
+async def test_version_applies_up_to_that_version(database_url: str) -> None:
+    """``target`` (the CLI's --version) applies up to that version and nothing after it."""
+    await migrate(database_url, target=1)
+    assert [r["version"] for r in await ledger_rows(database_url)] == [1]
+    tables = await table_names(database_url)
+    assert "entries" in tables
+    assert "entry_embeddings" not in tables
+
+
+async def test_skipped_version_is_applied_later_out_of_order(database_url: str) -> None:
+    """A version left out with ``skip`` is applied by a later run, below applied ones."""
+    await migrate(database_url, skip=[2])
+    assert [r["version"] for r in await ledger_rows(database_url)] == [1, 3]
+    plan = await status(database_url, skip=(2,))
+    skipped = plan.entries[1]
+    assert (skipped.name, skipped.state) == ("002_add_semantic_search", State.SKIPPED)
+    with capture_logs() as events:
+        await migrate(database_url)
+    assert [r["version"] for r in await ledger_rows(database_url)] == [1, 2, 3]
+    applied = [e for e in events if e["event"] == "migration_applied"]
+    assert [e["version"] for e in applied] == [2]
+
+
+async def test_rollback_runs_the_down_file_and_removes_the_record(
+    migrated_database_url: str,
+) -> None:
+    """The last migration's down file and its row removal; a later run applies it again."""
+    undone = await rollback(migrated_database_url)
+    assert [(r.version, r.ran_down_file) for r in undone] == [(3, True)]
+    assert [r["version"] for r in await ledger_rows(migrated_database_url)] == [1, 2]
+    assert "scheduled_jobs" not in await table_names(migrated_database_url)
+    await migrate(migrated_database_url)
+    assert "scheduled_jobs" in await table_names(migrated_database_url)
+
+
+async def test_seed_three_column_ledger_is_adopted(database_url: str) -> None:
+    """What the seed's migrate.py left (001 applied, a three-column table) is taken over."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(load_migrations()[0].sql)
+        await conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+            "name VARCHAR(255) NOT NULL, applied_at TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP);"
+            "INSERT INTO schema_migrations (version, name) VALUES (1, '001_initial_schema')"
+        )
+    finally:
+        await conn.close()
+    await migrate(database_url, target=1)
+    first = (await status(database_url)).entries[0]
+    assert (first.name, first.state, first.verified) == ("001_initial_schema", State.APPLIED, False)
+    with capture_logs() as events:
+        await migrate(database_url)
+    rows = await ledger_rows(database_url)
+    assert [r["version"] for r in rows] == [1, 2, 3]
+    assert rows[0]["checksum"] is None
+    assert rows[1]["checksum"]
+    assert any(e["event"] == "ledger_adopted" for e in events)
+    assert [e["version"] for e in events if e["event"] == "migration_applied"] == [2, 3]
+
+
+async def test_file_that_commits_by_itself_is_refused_before_anything_runs(
+    database_url: str, tmp_path: Path
+) -> None:
+    """BEGIN/COMMIT in a transactional file would break its all-or-nothing: refused up front."""
+    folder = write_migrations(
+        tmp_path / "m",
+        {
+            "001_ok.sql": "CREATE TABLE ok (id int);\n",
+            "002_wrapped.sql": "-- old habit\nBEGIN;\nCREATE TABLE w (id int);\nCOMMIT;\n",
+        },
+    )
+    with pytest.raises(ConfigurationError) as refused:
+        await migrate(database_url, migrations_dir=folder)
+    assert refused.value.exit_code == ExitCode.USAGE
+    assert str(refused.value).startswith("002_wrapped.sql:2: BEGIN inside a migration")
+    assert "no-transaction" in str(refused.value)
+    assert await table_names(database_url) == set()

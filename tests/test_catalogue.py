@@ -206,6 +206,12 @@ CASES: dict[str, Case] = {
         "002_b.sql:2:23",
         applied=(1,),
     ),
+    "sql-no-transaction-syntax-error-after-a-good-file": Case(
+        {**OK_001, "002_b.sql": NO_TX + "CREATE TABLE b (id int);\nSELEC 1;\n"},
+        (),
+        ExitCode.USAGE,
+        "002_b.sql:3:1",
+    ),
     "sql-no-transaction-syntax-error": Case(
         {"001_a.sql": NO_TX + "CREATE TABLE a (id int;\n"},
         (),

@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from natlangchain_migrate import migrate
-from natlangchain_migrate.discovery import load_migrations
+from natlangchain_migrate import run_migrations
 from natlangchain_migrate.errors import ExitCode
 from natlangchain_migrate.locks import default_namespace, lock_key
-from tests.conftest import ledger_rows, log_events, run_cli, write_migrations
+from tests.conftest import ledger_rows, log_events, run_cli, table_names, write_migrations
 
 
 def _tables(url: str) -> set[str]:
-    async def fetch() -> set[str]:
-        conn = await asyncpg.connect(url)
-        try:
-            rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-            return {r["tablename"] for r in rows}
-        finally:
-            await conn.close()
-
-    return asyncio.run(fetch())
+    return asyncio.run(table_names(url))
 
 
 def test_status_prints_the_seed_table(database_url: str) -> None:
@@ -55,43 +46,20 @@ def test_dry_run_lists_pending_in_order_and_changes_nothing(database_url: str) -
     assert "lock_acquired" not in [e["event"] for e in log_events(result.stderr)]
 
 
-def test_version_applies_up_to_that_version(database_url: str) -> None:
-    result = run_cli("--version", "1", database_url=database_url)
-    assert result.returncode == 0, result.stderr
-    assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1]
-    assert "entries" in _tables(database_url)
-    assert "entry_embeddings" not in _tables(database_url)
-
-
-def test_skipped_version_is_applied_later_out_of_order(database_url: str) -> None:
+def test_skip_flag_leaves_the_version_out_and_status_says_skipped(database_url: str) -> None:
+    """--skip N leaves N out and --status says so (what a later run does: test_apply)."""
     result = run_cli("--skip", "2", database_url=database_url)
     assert result.returncode == 0, result.stderr
     assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1, 3]
     status = run_cli("--status", "--skip", "2", database_url=database_url).stdout
     assert "○ 002_add_semantic_search: SKIPPED" in status
-    result = run_cli(database_url=database_url)
-    assert result.returncode == 0, result.stderr
-    assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1, 2, 3]
-    applied = [e for e in log_events(result.stderr) if e["event"] == "migration_applied"]
-    assert [e["version"] for e in applied] == [2]
-
-
-def test_rollback_runs_the_down_file_and_removes_the_record(database_url: str) -> None:
-    assert run_cli(database_url=database_url).returncode == 0
-    result = run_cli("--rollback", database_url=database_url)
-    assert result.returncode == 0, result.stderr
-    assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1, 2]
-    assert "scheduled_jobs" not in _tables(database_url)
-    again = run_cli(database_url=database_url)
-    assert again.returncode == 0
-    assert "scheduled_jobs" in _tables(database_url)
 
 
 def test_rollback_without_down_file_removes_only_the_record(
     database_url: str, tmp_path: Path
 ) -> None:
     folder = write_migrations(tmp_path / "m", {"001_make_t.sql": "CREATE TABLE t (id int);"})
-    assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
+    assert run_migrations(database_url, migrations_dir=folder).applied
     result = run_cli("--rollback", "--migrations-dir", str(folder), database_url=database_url)
     assert result.returncode == 0, result.stderr
     assert asyncio.run(ledger_rows(database_url)) == []
@@ -121,35 +89,6 @@ def test_broken_file_is_rolled_back_and_named_with_line_and_column(
     assert _tables(database_url) == {"good", "schema_migrations"}
 
 
-def test_seed_three_column_ledger_is_adopted(database_url: str) -> None:
-    async def seed_old_table() -> None:
-        """What the seed's migrate.py left: 001 applied, recorded in its three-column table."""
-        conn = await asyncpg.connect(database_url)
-        try:
-            await conn.execute(load_migrations()[0].sql)
-            await conn.execute(
-                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
-                "name VARCHAR(255) NOT NULL, applied_at TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP);"
-                "INSERT INTO schema_migrations (version, name) VALUES (1, '001_initial_schema')"
-            )
-        finally:
-            await conn.close()
-
-    asyncio.run(seed_old_table())
-    assert run_cli("--version", "1", database_url=database_url).returncode == 0
-    status = run_cli("--status", database_url=database_url).stdout
-    assert "✓ 001_initial_schema: APPLIED (unverified" in status
-    result = run_cli(database_url=database_url)
-    assert result.returncode == 0, result.stderr
-    rows = asyncio.run(ledger_rows(database_url))
-    assert [r["version"] for r in rows] == [1, 2, 3]
-    assert rows[0]["checksum"] is None
-    assert rows[1]["checksum"]
-    events = log_events(result.stderr)
-    assert any(e["event"] == "ledger_adopted" for e in events)
-    assert [e["version"] for e in events if e["event"] == "migration_applied"] == [2, 3]
-
-
 def test_lock_wait_times_out_with_its_exit_code(database_url: str) -> None:
     async def hold_and_run() -> tuple[int, str]:
         holder = await asyncpg.connect(database_url)
@@ -173,24 +112,6 @@ def test_lock_wait_times_out_with_its_exit_code(database_url: str) -> None:
         for e in log_events(stderr)
     )
     assert _tables(database_url) == set()
-
-
-def test_up_to_date_run_never_waits_for_a_held_lock(database_url: str) -> None:
-    assert run_cli(database_url=database_url).returncode == 0
-
-    async def hold_and_run() -> int:
-        holder = await asyncpg.connect(database_url)
-        await holder.execute("SELECT pg_advisory_lock($1)", lock_key(default_namespace("public")))
-        try:
-            result = await asyncio.to_thread(
-                run_cli, "--lock-timeout", "30", database_url=database_url
-            )
-        finally:
-            await holder.close()
-        assert [e["event"] for e in log_events(result.stderr)][-1] == "up_to_date"
-        return result.returncode
-
-    assert asyncio.run(hold_and_run()) == 0
 
 
 def test_usage_errors_exit_2(database_url: str) -> None:
@@ -231,9 +152,9 @@ def test_new_writes_next_numbered_files_and_refuses_bad_names(tmp_path: Path) ->
     ids=["unknown-host", "refused-port", "wrong-password", "unknown-database"],
 )
 def test_connection_failures_have_exit_codes_and_never_show_the_password(
-    database_url: str, make_url: object, expected: int
+    database_url: str, make_url: Callable[[str], str], expected: int
 ) -> None:
-    url = make_url(database_url)  # type: ignore[operator]
+    url = make_url(database_url)
     password = url.split(":")[2].split("@")[0]
     for args in ((), ("--status",), ("--dry-run",), ("--check",)):
         result = run_cli(*args, database_url=url)
@@ -297,43 +218,20 @@ def test_schema_flag_puts_ledger_and_tables_in_that_schema(
     )
 
 
-def test_file_that_commits_by_itself_is_refused_before_anything_runs(
+def test_syntax_error_in_a_file_that_commits_is_reported_like_any_other(
     database_url: str, tmp_path: Path
 ) -> None:
+    """The issue's case: a syntax error beside a COMMIT line is exit 1 with file:line:column,
+    not a parser's traceback class."""
     folder = write_migrations(
-        tmp_path / "m",
-        {
-            "001_ok.sql": "CREATE TABLE ok (id int);\n",
-            "002_wrapped.sql": "-- old habit\nBEGIN;\nCREATE TABLE w (id int);\nCOMMIT;\n",
-        },
+        tmp_path / "m", {"001_bad.sql": "CREATE TABLE x (id int primary key;\nCOMMIT;\n"}
     )
     result = run_cli("--migrations-dir", str(folder), database_url=database_url)
-    assert result.returncode == ExitCode.USAGE
-    error = log_events(result.stderr)[-1]["error"]
-    assert error.startswith("002_wrapped.sql:2: BEGIN inside a migration")
-    assert "no-transaction" in error
-    assert _tables(database_url) == set()
-
-
-def test_waiting_runner_leaves_once_another_has_applied_everything(database_url: str) -> None:
-    """It never needs the lock once the ledger shows the work done by someone else."""
-
-    async def scenario() -> subprocess.CompletedProcess[str]:
-        holder = await asyncpg.connect(database_url)
-        await holder.execute("SELECT pg_advisory_lock($1)", lock_key(default_namespace("public")))
-        try:
-            waiting = asyncio.create_task(
-                asyncio.to_thread(run_cli, "--lock-timeout", "60", database_url=database_url)
-            )
-            await asyncio.sleep(1.5)
-            await migrate(database_url, lock_namespace="another-runner")
-            return await waiting
-        finally:
-            await holder.close()
-
-    result = asyncio.run(scenario())
-    assert result.returncode == 0, result.stderr
-    events = [e["event"] for e in log_events(result.stderr)]
-    assert "applied_by_another_runner" in events
-    assert "lock_acquired" not in events
-    assert "migration_applied" not in events
+    assert result.returncode == ExitCode.MIGRATION_FAILED, result.stderr
+    files = [
+        e.get("file")
+        for e in log_events(result.stderr)
+        if e["event"] in ("migration_failed", "run_failed")
+    ]
+    assert "001_bad.sql:1:35" in files, result.stderr
+    assert "ParseError" not in result.stdout + result.stderr

@@ -3,52 +3,49 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
+import anyio
 import pytest
+from structlog.testing import capture_logs
 
-from harness.pgcluster import PgCluster, embedded_bindir
+from harness.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
+from natlangchain_migrate import ConnectionRejectedError, migrate
 from natlangchain_migrate.errors import ExitCode
-from tests.conftest import log_events, run_cli
+from tests.conftest import log_events, new_cluster, run_cli
 
 
+@pytest.mark.anyio
 @pytest.mark.slow
-def test_wait_connects_to_a_server_that_starts_later() -> None:
-    cluster = PgCluster(embedded_bindir(), name="late").init()
+async def test_wait_connects_to_a_server_that_starts_later() -> None:
+    cluster = new_cluster(embedded_bindir(), "late")
+
+    async def start_later() -> None:
+        await anyio.sleep(2)
+        await anyio.to_thread.run_sync(cluster.start)
+
     try:
-        env = os.environ | {
-            "DATABASE_URL": cluster.dsn(),
-            "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json",
-        }
-        runner = subprocess.Popen(
-            [sys.executable, "-m", "natlangchain_migrate", "--wait", "60"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        time.sleep(3)
-        cluster.start()
-        _, stderr = runner.communicate(timeout=120)
-        assert runner.returncode == 0, stderr
-        events = [e["event"] for e in log_events(stderr)]
-        assert events.count("database_waiting") >= 2
-        assert events.count("migration_applied") == 3
-        assert "Secr3t" not in stderr
+        with capture_logs() as events:
+            async with anyio.create_task_group() as group:
+                group.start_soon(start_later)
+                await migrate(cluster.dsn(), wait=60)
+        names = [e["event"] for e in events]
+        assert names.count("database_waiting") >= 2
+        assert names.count("migration_applied") == 3
+        assert "Secr3t" not in repr(events)
     finally:
         cluster.destroy()
 
 
-def test_wait_does_not_retry_a_wrong_password(database_url: str) -> None:
+@pytest.mark.anyio
+async def test_wait_does_not_retry_a_wrong_password(database_url: str) -> None:
     wrong = database_url.replace("pw-Secr3t", "wrong-Secr3t")
-    result = run_cli("--wait", "60", database_url=wrong, timeout=30)
-    assert result.returncode == ExitCode.CONNECTION_REJECTED
-    events = log_events(result.stderr)
+    with capture_logs() as events, pytest.raises(ConnectionRejectedError) as rejected:
+        with anyio.fail_after(30):
+            await migrate(wrong, wait=60)
+    assert rejected.value.exit_code == ExitCode.CONNECTION_REJECTED
     assert "database_waiting" not in [e["event"] for e in events]
-    assert "password" in events[-1]["error"]
+    assert "password" in str(rejected.value)
 
 
 def test_wait_gives_up_on_a_server_that_never_comes(database_url: str) -> None:
@@ -63,7 +60,8 @@ def test_wait_gives_up_on_a_server_that_never_comes(database_url: str) -> None:
 def standby(pg_cluster: PgCluster | None, database_url: str) -> Iterator[PgCluster]:
     if pg_cluster is None:
         pytest.skip("needs the suite's own server to copy with pg_basebackup")
-    replica = PgCluster(embedded_bindir(), name="standby").init_replica_of(pg_cluster).start()
+    replica = PgCluster(embedded_bindir(), name="standby", parent=memory_backed_dir())
+    replica.init_replica_of(pg_cluster).start()
     try:
         yield replica
     finally:

@@ -7,8 +7,12 @@ import json
 from pathlib import Path
 
 import asyncpg
+import pytest
+from structlog.testing import capture_logs
 
+from natlangchain_migrate import DriftError, migrate, repair, run_migrations, status
 from natlangchain_migrate.errors import ExitCode
+from natlangchain_migrate.plan import State
 from tests.conftest import ledger_rows, log_events, run_cli, write_migrations
 
 FILES = {
@@ -28,52 +32,73 @@ def _run_failed(stderr: str) -> str:
     return str(next(e for e in log_events(stderr) if e["event"] == "run_failed")["error"])
 
 
-def test_edited_applied_file_is_refused_then_accepted_by_repair(
+@pytest.mark.anyio
+async def test_edited_applied_file_is_refused_then_accepted_by_repair(
     database_url: str, tmp_path: Path
 ) -> None:
     folder = write_migrations(tmp_path / "m", FILES)
-    assert _apply(folder, database_url)[0] == 0
+    await migrate(database_url, migrations_dir=folder)
     (folder / "001_people.sql").write_text(FILES["001_people.sql"] + "-- tweaked\n")
     (folder / "003_more.sql").write_text("CREATE TABLE more (id int);\n")
-    code, _, stderr = _apply(folder, database_url)
-    assert code == ExitCode.DRIFT
-    error = _run_failed(stderr)
+    with pytest.raises(DriftError) as drift:
+        await migrate(database_url, migrations_dir=folder)
+    assert drift.value.exit_code == ExitCode.DRIFT
+    error = str(drift.value)
     assert "migration 001 was applied with a different checksum" in error
     assert "001_people.sql" in error
     assert "--repair" in error
-    assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1, 2]
-    status = _apply(folder, database_url, "--status")[1]
-    assert "✗ 001_people: CHANGED" in status
-    assert _apply(folder, database_url, "--check")[0] == ExitCode.CHECK_DRIFT
+    assert [r["version"] for r in await ledger_rows(database_url)] == [1, 2]
+    plan = await status(database_url, migrations_dir=folder)
+    assert [(e.name, e.state) for e in plan.changed] == [("001_people", State.CHANGED)]
 
-    code, _, stderr = _apply(folder, database_url, "--repair")
-    assert code == 0, stderr
-    repaired = [e for e in log_events(stderr) if e["event"] == "checksum_repaired"]
+    with capture_logs() as events:
+        await repair(database_url, migrations_dir=folder)
+    repaired = [e for e in events if e["event"] == "checksum_repaired"]
     assert [(e["version"], e["old_checksum"] != e["new_checksum"]) for e in repaired] == [(1, True)]
-    assert _apply(folder, database_url)[0] == 0
-    assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1, 2, 3]
+    await migrate(database_url, migrations_dir=folder)
+    assert [r["version"] for r in await ledger_rows(database_url)] == [1, 2, 3]
 
 
-def test_crlf_and_trailing_blanks_are_not_drift(database_url: str, tmp_path: Path) -> None:
+def test_drift_exits_5_and_status_and_check_show_it(database_url: str, tmp_path: Path) -> None:
+    """The CLI's side of drift: exit 5 naming both problems, ✗ in --status, --check 11."""
     folder = write_migrations(tmp_path / "m", FILES)
-    assert _apply(folder, database_url)[0] == 0
-    original = FILES["001_people.sql"]
-    (folder / "001_people.sql").write_bytes(original.replace("\n", "  \r\n").encode() + b"\r\n\r\n")
-    code, _, stderr = _apply(folder, database_url)
-    assert code == 0, stderr
-    assert _apply(folder, database_url, "--check")[0] == 0
-
-
-def test_vanished_applied_file_is_an_error_and_marked_missing(
-    database_url: str, tmp_path: Path
-) -> None:
-    folder = write_migrations(tmp_path / "m", FILES)
-    assert _apply(folder, database_url)[0] == 0
+    run_migrations(database_url, migrations_dir=folder)
+    (folder / "001_people.sql").write_text(FILES["001_people.sql"] + "-- tweaked\n")
     (folder / "002_pets.sql").unlink()
     code, _, stderr = _apply(folder, database_url)
     assert code == ExitCode.DRIFT
+    assert "migration 001 was applied with a different checksum" in _run_failed(stderr)
     assert "migration 002 (002_pets) is applied but its file is gone" in _run_failed(stderr)
-    assert "✗ 002_pets: MISSING" in _apply(folder, database_url, "--status")[1]
+    status_text = _apply(folder, database_url, "--status")[1]
+    assert "✗ 001_people: CHANGED" in status_text
+    assert "✗ 002_pets: MISSING" in status_text
+    assert _apply(folder, database_url, "--check")[0] == ExitCode.CHECK_DRIFT
+
+
+@pytest.mark.anyio
+async def test_crlf_and_trailing_blanks_are_not_drift(database_url: str, tmp_path: Path) -> None:
+    folder = write_migrations(tmp_path / "m", FILES)
+    await migrate(database_url, migrations_dir=folder)
+    original = FILES["001_people.sql"]
+    (folder / "001_people.sql").write_bytes(original.replace("\n", "  \r\n").encode() + b"\r\n\r\n")
+    await migrate(database_url, migrations_dir=folder)
+    plan = await status(database_url, migrations_dir=folder)
+    assert [e.state for e in plan.entries] == [State.APPLIED, State.APPLIED]  # --check: 0
+
+
+@pytest.mark.anyio
+async def test_vanished_applied_file_is_an_error_and_marked_missing(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = write_migrations(tmp_path / "m", FILES)
+    await migrate(database_url, migrations_dir=folder)
+    (folder / "002_pets.sql").unlink()
+    with pytest.raises(DriftError) as drift:
+        await migrate(database_url, migrations_dir=folder)
+    assert drift.value.exit_code == ExitCode.DRIFT
+    assert "migration 002 (002_pets) is applied but its file is gone" in str(drift.value)
+    plan = await status(database_url, migrations_dir=folder)
+    assert [(e.name, e.state) for e in plan.missing] == [("002_pets", State.MISSING)]
 
 
 def test_repair_fills_checksums_of_rows_adopted_from_the_seed(
@@ -107,7 +132,7 @@ def test_check_exit_codes_and_status_json(database_url: str, tmp_path: Path) -> 
     code, stdout, _ = _apply(folder, database_url, "--check")
     assert code == ExitCode.CHECK_PENDING
     assert stdout.strip() == "2 pending: 0 of 2 applied"
-    assert _apply(folder, database_url, "--version", "1")[0] == 0
+    run_migrations(database_url, migrations_dir=folder, target=1)
     code, stdout, _ = _apply(folder, database_url, "--status", "--json")
     assert code == 0
     objects = json.loads(stdout)
@@ -118,7 +143,7 @@ def test_check_exit_codes_and_status_json(database_url: str, tmp_path: Path) -> 
     assert objects[0]["checksum"] == objects[0]["applied_checksum"]
     assert objects[0]["applied_at"]
     assert objects[0]["execution_ms"] > 0
-    assert _apply(folder, database_url)[0] == 0
+    run_migrations(database_url, migrations_dir=folder)
     assert _apply(folder, database_url, "--check")[0] == 0
     dry = json.loads(_apply(folder, database_url, "--dry-run", "--json")[1])
     assert dry == []

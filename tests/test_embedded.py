@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.pgcluster import embedded_bindir
+from harness.pgcluster import embedded_bindir, memory_backed_dir
 from natlangchain_migrate.errors import ExitCode
 
 
@@ -33,8 +33,8 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def embedded_dir() -> Iterator[Path]:
     """A data directory whose parents the server's account can reach, as root too
-    (pytest's own tmp_path sits under a 700 directory)."""
-    root = Path(tempfile.mkdtemp(prefix="nlcm-embedded-"))
+    (pytest's own tmp_path sits under a 700 directory); in memory where there is room."""
+    root = Path(tempfile.mkdtemp(prefix="nlcm-embedded-", dir=memory_backed_dir()))
     root.chmod(0o755)
     data = root / "pgdata"
     yield data

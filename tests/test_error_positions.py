@@ -32,6 +32,7 @@ CASES = {
     ),
     "last-line-without-newline": ("SELECT 1;\nSELECT nope FROM pg_class", "001_x.sql:2:8"),
     "file-with-a-bom": ("\ufeffSELECT 1;\nSELECT nope FROM pg_class;\n", "001_x.sql:2:8"),
+    "on-the-line-of-the-bom": ("\ufeffSELECT nope;\n", "001_x.sql:1:8"),
     "syntax-error": ("CREATE TABLE t (id int,);\n", "001_x.sql:1:24"),
     "syntax-error-in-a-file-that-commits": (
         "CREATE TABLE x (id int primary key;\nCOMMIT;\n",
@@ -41,6 +42,12 @@ CASES = {
         "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$\n  SELECT nope FROM pg_class\n$$;\n",
         "001_x.sql:2:10",
     ),
+    "inside-a-plpgsql-body-with-a-tag": (
+        "CREATE TABLE a (id int);\n"
+        "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $body$\n"
+        "DECLARE x int;\nBEGIN\n  SELEC 1;\n  RETURN 1;\nEND;\n$body$;\n",
+        "001_x.sql:5:3",
+    ),
     "no-transaction-third-statement": (
         NO_TX + "CREATE TABLE a (id int);\nCREATE TABLE b (id int);\nINSERT INTO a VALUES ('x');\n",
         "001_x.sql:4:23",
@@ -49,6 +56,24 @@ CASES = {
         NO_TX + "CREATE TABLE a (id int);\nCREATE INDEX CONCURRENTLY a_id ON a (id);\n"
         "SELECT 1;\nSELECT nope FROM a;\n",
         "001_x.sql:5:8",
+    ),
+    "no-transaction-after-crlf-lines": (
+        NO_TX.replace("\n", "\r\n")
+        + "CREATE TABLE a (id int);\r\nINSERT INTO a VALUES (1, 2);\r\n",
+        "001_x.sql:3:26",
+    ),
+    "no-transaction-after-multibyte-characters": (
+        NO_TX + "CREATE TABLE ü (id int); COMMENT ON TABLE ü IS 'Ω ∑ €€€';"
+        " SELECT 'é€', nope FROM ü;\n",
+        "001_x.sql:2:72",
+    ),
+    "no-transaction-last-line-without-newline": (
+        NO_TX + "CREATE TABLE a (id int);\nSELECT nope FROM a",
+        "001_x.sql:3:8",
+    ),
+    "no-transaction-file-with-a-bom": (
+        "\ufeff" + NO_TX + "SELECT 1;\nSELECT nope;\n",
+        "001_x.sql:3:8",
     ),
 }
 

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from natlangchain_migrate import MigrationFailedError, migrate
+from natlangchain_migrate import MigrationFailedError, migrate, run_migrations
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import ledger_rows, log_events, run_cli, write_migrations
 
@@ -63,12 +63,7 @@ def test_blocker_that_never_commits_exhausts_retries_and_is_named(
     database_url: str, tmp_path: Path
 ) -> None:
     folder = write_migrations(tmp_path / "m", FILES)
-    assert (
-        run_cli(
-            "--migrations-dir", str(folder), "--version", "1", database_url=database_url
-        ).returncode
-        == 0
-    )
+    run_migrations(database_url, migrations_dir=folder, target=1)
 
     async def blocked_run() -> tuple[int, str, int]:
         blocker = await _blocker(database_url)

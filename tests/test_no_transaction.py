@@ -10,30 +10,27 @@ import sys
 import time
 from pathlib import Path
 
-import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from natlangchain_migrate import ConfigurationError, migrate
+from natlangchain_migrate import (
+    ConfigurationError,
+    MigrationFailedError,
+    migrate,
+    run_migrations,
+)
 from natlangchain_migrate.errors import ExitCode
-from tests.conftest import ledger_rows, log_events, run_cli, write_migrations
+from tests.conftest import fetchval, ledger_rows, run_cli, write_migrations
 
 NO_TX = "-- natlangchain: no-transaction\n"
 
 
-async def _fetchval(url: str, sql: str) -> object:
-    conn = await asyncpg.connect(url)
-    try:
-        return await conn.fetchval(sql)
-    finally:
-        await conn.close()
-
-
 def _value(url: str, sql: str) -> object:
-    return asyncio.run(_fetchval(url, sql))
+    return asyncio.run(fetchval(url, sql))
 
 
-def test_statements_split_by_postgres_grammar_survive_dollar_quotes_and_comments(
+@pytest.mark.anyio
+async def test_statements_split_by_postgres_grammar_survive_dollar_quotes_and_comments(
     database_url: str, tmp_path: Path
 ) -> None:
     folder = write_migrations(
@@ -47,18 +44,19 @@ def test_statements_split_by_postgres_grammar_survive_dollar_quotes_and_comments
             "CREATE INDEX CONCURRENTLY IF NOT EXISTS t_id ON t (id); -- trailing; comment\n",
         },
     )
-    result = run_cli("--migrations-dir", str(folder), database_url=database_url)
-    assert result.returncode == 0, result.stderr
-    assert _value(database_url, "SELECT note FROM t") == "a;b"
-    assert _value(database_url, "SELECT f()") == 1
-    assert _value(
+    report = await migrate(database_url, migrations_dir=folder)
+    assert [r.version for r in report.applied] == [1, 2]
+    assert await fetchval(database_url, "SELECT note FROM t") == "a;b"
+    assert await fetchval(database_url, "SELECT f()") == 1
+    assert await fetchval(
         database_url, "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_id'::regclass"
     )
-    rows = asyncio.run(ledger_rows(database_url))
+    rows = await ledger_rows(database_url)
     assert [(r["version"], r["complete"]) for r in rows] == [(1, True), (2, True)]
 
 
-def test_failed_statement_leaves_incomplete_row_and_next_run_resumes_there(
+@pytest.mark.anyio
+async def test_failed_statement_leaves_incomplete_row_and_next_run_resumes_there(
     database_url: str, tmp_path: Path
 ) -> None:
     folder = write_migrations(
@@ -71,14 +69,15 @@ def test_failed_statement_leaves_incomplete_row_and_next_run_resumes_there(
             "INSERT INTO counter VALUES (4);\n",
         },
     )
-    result = run_cli("--migrations-dir", str(folder), database_url=database_url)
-    assert result.returncode == ExitCode.MIGRATION_FAILED
-    failed = next(e for e in log_events(result.stderr) if e["event"] == "migration_failed")
-    assert failed["file"] == "002_steps.sql:4:13"
-    assert "next run resumes at statement 3" in failed["error"]
-    row = asyncio.run(ledger_rows(database_url))[1]
+    with capture_logs() as events, pytest.raises(MigrationFailedError) as failed:
+        await migrate(database_url, migrations_dir=folder)
+    logged = next(e for e in events if e["event"] == "migration_failed")
+    assert logged["file"] == failed.value.location == "002_steps.sql:4:13"
+    assert "next run resumes at statement 3" in str(failed.value)
+    row = (await ledger_rows(database_url))[1]
     assert (row["complete"], row["statements_done"]) == (False, 2)
     assert "nowhere" in row["last_error"]
+    # What an operator sees: the CLI's status line and --check's exit code.
     status = run_cli("--status", "--migrations-dir", str(folder), database_url=database_url)
     assert "✗ 002_steps: FAILED (at statement 3)" in status.stdout
     check = run_cli("--check", "--migrations-dir", str(folder), database_url=database_url)
@@ -86,14 +85,15 @@ def test_failed_statement_leaves_incomplete_row_and_next_run_resumes_there(
 
     fixed = (folder / "002_steps.sql").read_text().replace("nowhere", "counter")
     (folder / "002_steps.sql").write_text(fixed)
-    result = run_cli("--migrations-dir", str(folder), database_url=database_url)
-    assert result.returncode == 0, result.stderr
-    resumed = next(e for e in log_events(result.stderr) if e["event"] == "migration_resuming")
+    with capture_logs() as events:
+        await migrate(database_url, migrations_dir=folder)
+    resumed = next(e for e in events if e["event"] == "migration_resuming")
     assert resumed["statement"] == 3
-    edited = next(e for e in log_events(result.stderr) if e["event"] == "resuming_edited_migration")
+    edited = next(e for e in events if e["event"] == "resuming_edited_migration")
     assert edited["statements_already_run"] == 2
-    assert _value(database_url, "SELECT array_agg(n ORDER BY n)::text FROM counter") == "{1,2,3,4}"
-    assert asyncio.run(ledger_rows(database_url))[1]["complete"] is True
+    counted = "SELECT array_agg(n ORDER BY n)::text FROM counter"
+    assert await fetchval(database_url, counted) == "{1,2,3,4}"
+    assert (await ledger_rows(database_url))[1]["complete"] is True
 
 
 @pytest.mark.slow
@@ -138,15 +138,13 @@ def test_runner_killed_between_statements_resumes_at_the_right_statement(
     # An operator's view after the crash: FAILED at statement 2.
     status = run_cli("--status", "--migrations-dir", str(folder), database_url=database_url)
     assert "✗ 002_steps: FAILED (at statement 2)" in status.stdout
-    asyncio.run(_fetchval(database_url, "UPDATE pause SET seconds = 0"))
-    result = run_cli(
-        "--migrations-dir", str(folder), "--lock-timeout", "60", database_url=database_url
-    )
-    assert result.returncode == 0, result.stderr
+    asyncio.run(fetchval(database_url, "UPDATE pause SET seconds = 0"))
+    run_migrations(database_url, migrations_dir=folder, lock_timeout=60)
     assert _value(database_url, "SELECT array_agg(n ORDER BY n)::text FROM counter") == "{1,3}"
 
 
-def test_invalid_index_from_failed_concurrent_build_is_dropped_before_retry(
+@pytest.mark.anyio
+async def test_invalid_index_from_failed_concurrent_build_is_dropped_before_retry(
     database_url: str, tmp_path: Path
 ) -> None:
     folder = write_migrations(
@@ -157,18 +155,17 @@ def test_invalid_index_from_failed_concurrent_build_is_dropped_before_retry(
             + "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS t_v ON t (v);\n",
         },
     )
-    first = run_cli("--migrations-dir", str(folder), database_url=database_url)
-    assert first.returncode == ExitCode.MIGRATION_FAILED
+    with pytest.raises(MigrationFailedError):
+        await migrate(database_url, migrations_dir=folder)
     valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_v'::regclass"
-    assert _value(database_url, valid) is False
-    asyncio.run(
-        _fetchval(database_url, "DELETE FROM t WHERE ctid = (SELECT max(ctid) FROM t WHERE v = 1)")
-    )
-    second = run_cli("--migrations-dir", str(folder), database_url=database_url)
-    assert second.returncode == 0, second.stderr
-    dropped = [e for e in log_events(second.stderr) if e["event"] == "invalid_index_dropped"]
+    assert await fetchval(database_url, valid) is False
+    duplicate = "DELETE FROM t WHERE ctid = (SELECT max(ctid) FROM t WHERE v = 1)"
+    await fetchval(database_url, duplicate)
+    with capture_logs() as events:
+        await migrate(database_url, migrations_dir=folder)
+    dropped = [e for e in events if e["event"] == "invalid_index_dropped"]
     assert [e["index"] for e in dropped] == ["public.t_v"]
-    assert _value(database_url, valid) is True
+    assert await fetchval(database_url, valid) is True
 
 
 @pytest.mark.anyio

@@ -23,12 +23,19 @@ def _m(version: int, sql: str = "SELECT 1;") -> Migration:
     return Migration(version, f"{version:03d}_m", f"{version:03d}_m.sql", sql, checksum(sql))
 
 
-def _row(version: int, sql: str | None = "SELECT 1;", **fields: object) -> AppliedMigration:
+def _row(
+    version: int,
+    sql: str | None = "SELECT 1;",
+    *,
+    complete: bool = True,
+    statements_done: int = 0,
+) -> AppliedMigration:
     return AppliedMigration(
         version,
         f"{version:03d}_m",
         checksum=checksum(sql) if sql else None,
-        **fields,  # type: ignore[arg-type]
+        complete=complete,
+        statements_done=statements_done,
     )
 
 

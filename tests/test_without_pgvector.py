@@ -9,7 +9,7 @@ import pytest
 
 from harness.pgcluster import PgCluster, system_bindir
 from natlangchain_migrate.errors import ExitCode
-from tests.conftest import ledger_rows, log_events, run_cli
+from tests.conftest import ledger_rows, log_events, new_cluster, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def plain_server() -> Iterator[PgCluster]:
         pytest.skip("no PostgreSQL server binaries on this machine (pg_config --bindir)")
     if (bindir.parent / "lib" / "vector.so").exists():
         pytest.skip(f"the server in {bindir} has pgvector")
-    cluster = PgCluster(bindir, name="plain").init().start()
+    cluster = new_cluster(bindir, "plain").start()
     try:
         yield cluster
     finally:
