@@ -172,6 +172,7 @@ class _StatementRun:
         # The journal step, prepared on our session for this file's run; a name of its
         # own, so a pooled connection that kept an earlier one can never clash.
         self.step_name = f"natlangchain_migrate_step_{secrets.token_hex(4)}"
+        self.cleanup = f"{_RESET_SETTINGS}; DEALLOCATE {self.step_name}"
         self.recorded = False
 
     def resumed_at(self, number: int) -> bool:
@@ -386,16 +387,15 @@ class _Applier:
                 else:
                     await self._retrying(partial(self._blocks, run))
             if not run.recorded:
-                await self._complete(migration, run.started, durable=last)
+                await self._complete(run, durable=last)
         except BaseException:
             with cleanup_scope():
                 try:
                     await end_interrupted_transaction(self.conn)
-                    await self.conn.execute(f"{_RESET_SETTINGS}; DEALLOCATE {run.step_name}")
+                    await self.conn.execute(run.cleanup)
                 except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                     pass  # a broken connection: the error already on its way says why
             raise
-        await self.conn.execute(f"{_RESET_SETTINGS}; DEALLOCATE {run.step_name}")
         return ms_since(run.started)
 
     async def _blocks(self, run: _StatementRun) -> None:
@@ -428,7 +428,9 @@ class _Applier:
             blocks.append(block)
             length += len(block)
         try:
-            await self._send(migration, "".join(blocks), journalled=True)
+            # The file's last block carries the session's clean-up along: no extra trip.
+            tail = f"{run.cleanup};\n" if end == len(statements) else ""
+            await self._send(migration, "".join(blocks) + tail, journalled=True)
         except _Blocked:
             run.done = await self._journalled(migration)
             raise
@@ -494,13 +496,14 @@ class _Applier:
         step = self.ledger.step_statement(migration, done=done, applied_by=self.applied_by)
         await self.conn.execute(f"BEGIN;\n{step};\nCOMMIT;")  # session: synchronous_commit off
 
-    async def _complete(self, migration: Migration, started: float, *, durable: bool) -> None:
-        """Mark the migration complete when its last statement's message could not."""
+    async def _complete(self, run: _StatementRun, *, durable: bool) -> None:
+        """Mark the migration complete when its last statement's message could not, and
+        clean the session up in the same message."""
         prefix = "BEGIN;\n" + ("SET LOCAL synchronous_commit = on;\n" if durable else "")
         record = self.ledger.complete_statement(
-            migration, applied_by=self.applied_by, execution_ms=ms_since(started)
+            run.migration, applied_by=self.applied_by, execution_ms=ms_since(run.started)
         )
-        await self.conn.execute(f"{prefix}{record};\nCOMMIT;")
+        await self.conn.execute(f"{prefix}{record};\nCOMMIT;\n{run.cleanup}")
 
     async def _effect_present(self, statement: Statement) -> bool:
         """True when a resumed statement's effect is already there: the index it builds
