@@ -116,7 +116,7 @@ async def connect(
             raise ConnectionRejectedError(
                 f"{redact(dsn)} refused the connection: {scrub(str(error), dsn)}; check the "
                 "user, password "
-                "and database name in --database-url or DATABASE_URL"
+                "and database name in --database-url, DATABASE_URL or dsn="
             ) from None
         except (ValueError, asyncpg.ClientConfigurationError, asyncpg.InterfaceError) as error:
             raise ConfigurationError(
@@ -130,7 +130,7 @@ async def connect(
                 waited = f" for {wait:g}s" if wait else ""
                 raise DatabaseUnreachableError(
                     f"could not connect to {redact(dsn)}{waited}: {reason}; is the server "
-                    "running, and do --database-url or DATABASE_URL point at it? "
+                    "running, and does --database-url, DATABASE_URL or dsn= point at it? "
                     "(--wait SECONDS waits for a server that is starting)"
                 ) from None
             log.info(
@@ -187,7 +187,8 @@ def resolve_dsn(dsn: str | None) -> str:
     resolved = dsn or os.environ.get("DATABASE_URL")
     if not resolved:
         raise ConfigurationError(
-            "no database given: set DATABASE_URL or pass --database-url "
+            "no database given: set DATABASE_URL or pass --database-url (dsn= or pool= in "
+            "the library) "
             "(postgresql://user:password@host:5432/dbname)"
         )
     return resolved

@@ -25,11 +25,13 @@ def seconds(duration: str) -> float:
     return int(found["number"]) * _UNIT_SECONDS[found["unit"]]
 
 
-def check_duration(flag: str, value: str | None) -> None:
-    """Refuse a setting that PostgreSQL would reject later, naming the flag."""
+def check_duration(flag: str, value: str | None, keyword: str) -> None:
+    """Refuse a setting that PostgreSQL would reject later, naming the flag and the
+    library's keyword argument."""
     if value is not None and not is_duration(value):
         raise ConfigurationError(
-            f"{flag} {value!r} is not a duration; use a number with ms, s, min or h (e.g. 5s)"
+            f"{flag} {value!r} is not a duration; use a number with ms, s, min or h (e.g. 5s) "
+            f"(in the library: {keyword})"
         )
 
 

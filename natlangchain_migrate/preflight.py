@@ -35,21 +35,24 @@ def check_settings(migrations: Sequence[Migration], settings: RunSettings) -> No
     """Versions named by --version/--skip exist, durations parse, the lock mode is known."""
     if settings.lock_mode not in LOCK_MODES:
         raise ConfigurationError(
-            f"--lock-mode {settings.lock_mode!r} is not one of {', '.join(LOCK_MODES)}"
+            f"--lock-mode {settings.lock_mode!r} is not one of {', '.join(LOCK_MODES)} "
+            "(in the library: lock_mode=)"
         )
-    check_duration("--pg-lock-timeout", settings.pg_lock_timeout)
-    check_duration("--statement-timeout", settings.statement_timeout)
+    check_duration("--pg-lock-timeout", settings.pg_lock_timeout, "pg_lock_timeout=")
+    check_duration("--statement-timeout", settings.statement_timeout, "statement_timeout=")
     known = {migration.version for migration in migrations}
     listed = ", ".join(str(v) for v in sorted(known)) or "none"
     target = settings.target_version
     if target is not None and target not in known:
         raise ConfigurationError(
-            f"--version {target} matches no migration file; known versions: {listed}"
+            f"--version {target} matches no migration file; known versions: {listed} "
+            "(in the library: target=)"
         )
     unknown = sorted(settings.skip - known)
     if unknown:
         raise ConfigurationError(
-            f"--skip {unknown[0]} matches no migration file; known versions: {listed}"
+            f"--skip {unknown[0]} matches no migration file; known versions: {listed} "
+            "(in the library: skip=)"
         )
 
 
@@ -63,7 +66,7 @@ async def check_before_apply(
     if snapshot.standby:
         raise ReadOnlyDatabaseError(
             "the database is a read-only standby (pg_is_in_recovery() is true); point "
-            "--database-url or DATABASE_URL at the primary"
+            "--database-url or DATABASE_URL at the primary (dsn= in the library)"
         )
     _check_lock_mode(plan.pending, settings)
     _check_transaction_control(plan.pending)

@@ -270,7 +270,7 @@ CASES: dict[str, Case] = {
         OK_001,
         (),
         ExitCode.USAGE,
-        "--lock-timeout",
+        "--lock-timeout: invalid float value: 'forever'",
         env=(("NATLANGCHAIN_MIGRATE_LOCK_TIMEOUT", "forever"),),
     ),
     "env-wait": Case(

@@ -105,3 +105,15 @@ async def test_error_position_maps_to_the_line_and_column_an_editor_shows(
 )
 def test_line_and_column_of_an_offset(text: str, offset: int, expected: tuple[int, int]) -> None:
     assert line_and_column(text, offset) == expected
+
+
+async def test_library_errors_name_the_keyword_argument(tmp_path: Path) -> None:
+    from natlangchain_migrate import ConfigurationError
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "001_x.sql").write_text("SELECT 1;\n")
+    with pytest.raises(ConfigurationError, match=r"in the library: target="):
+        await migrate("postgresql://u@127.0.0.1:1/x", migrations_dir=folder, target=9)
+    with pytest.raises(ConfigurationError, match=r"in the library: pg_lock_timeout="):
+        await migrate("postgresql://u@127.0.0.1:1/x", migrations_dir=folder, pg_lock_timeout="x")
