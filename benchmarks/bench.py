@@ -31,6 +31,7 @@ import structlog
 
 from benchmarks.no_transaction_cost import measure
 from harness.pgcluster import PgCluster, embedded_bindir
+from harness.sql import execute as sql_execute
 from natlangchain_migrate import migrate
 from natlangchain_migrate.discovery import shipped_migrations_dir
 from natlangchain_migrate.logs import configure_logging
@@ -58,7 +59,7 @@ class Bench:
 
     def fresh_database(self) -> str:
         name = f"b_{uuid.uuid4().hex[:10]}"
-        asyncio.run(_execute(self.admin, f'CREATE DATABASE "{name}" TEMPLATE template0'))
+        asyncio.run(sql_execute(self.admin, f'CREATE DATABASE "{name}" TEMPLATE template0'))
         return self.cluster.socket_dsn(name)
 
     def env(self, url: str) -> dict[str, str]:
@@ -74,14 +75,6 @@ class Bench:
         for file in files:
             args += ["-f", str(file)]
         return self.run_process(args, url)
-
-
-async def _execute(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def _floor_in_process(url: str) -> float:

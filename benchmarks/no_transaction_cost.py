@@ -23,11 +23,11 @@ import time
 import uuid
 from pathlib import Path
 
-import asyncpg
 import structlog
 
 from harness.history import NO_TRANSACTION_HEADER, write_history
 from harness.pgcluster import PgCluster, embedded_bindir
+from harness.sql import execute as sql_execute
 from natlangchain_migrate import migrate
 
 GOAL = 1.2
@@ -41,17 +41,9 @@ def _copy_as_no_transaction(source: Path, target: Path) -> Path:
     return target
 
 
-async def _execute(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 def _fresh_database(cluster: PgCluster) -> str:
     name = f"nt_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_execute(cluster.socket_dsn(), f'CREATE DATABASE "{name}" TEMPLATE template0'))
+    asyncio.run(sql_execute(cluster.socket_dsn(), f'CREATE DATABASE "{name}" TEMPLATE template0'))
     return cluster.socket_dsn(name)
 
 

@@ -40,6 +40,8 @@ import asyncpg
 
 from harness.history import write_history
 from harness.pgcluster import PgCluster, embedded_bindir
+from harness.sql import execute as sql_execute
+from harness.sql import fetch as sql_fetch
 
 MODES = ("transaction", "no-transaction")
 # kill: SIGKILL (the OOM killer, a runtime's kill -9); term: SIGTERM (docker stop, a pod
@@ -131,31 +133,15 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
 
 
-async def _execute(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-async def _fetch(url: str, sql: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(url)
-    try:
-        return await conn.fetch(sql)
-    finally:
-        await conn.close()
-
-
 @contextmanager
 def fresh_database(admin_url: str, prefix: str = "kill") -> Iterator[str]:
     """A new empty database (from template0), dropped on the way out."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_execute(admin_url, f'CREATE DATABASE "{name}" TEMPLATE template0'))
+    asyncio.run(sql_execute(admin_url, f'CREATE DATABASE "{name}" TEMPLATE template0'))
     try:
         yield with_database(admin_url, name)
     finally:
-        asyncio.run(_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(sql_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def schema_dump(url: str) -> str:
@@ -239,7 +225,7 @@ def clean_reference(admin_url: str, folder: Path, *, runs: int = 3) -> Reference
             applying = [e for e in events if e["event"] == "migration_applying"]
             firsts.append(_since(wall_start, applying[0]) if applying else 0.0)
             outcomes.append((schema_dump(url), asyncio.run(_data_digest(url))))
-            rows = asyncio.run(_fetch(url, "SELECT version, name FROM schema_migrations"))
+            rows = asyncio.run(sql_fetch(url, "SELECT version, name FROM schema_migrations"))
             names = {row["version"]: row["name"] for row in rows}
     dump, data = outcomes[0]
     for other_dump, other_data in outcomes[1:]:
@@ -258,7 +244,7 @@ def _wait_for_sessions_to_end(url: str, timeout: float = 30.0) -> list[str]:
     """Wait until no other session uses the database; return those still there at the end."""
     deadline = time.monotonic() + timeout
     while True:
-        rows = asyncio.run(_fetch(url, _SESSIONS))
+        rows = asyncio.run(sql_fetch(url, _SESSIONS))
         if not rows or time.monotonic() > deadline:
             return [
                 f"pid {r['pid']} {r['application_name']} {r['state']}: {r['query']}" for r in rows
@@ -268,10 +254,10 @@ def _wait_for_sessions_to_end(url: str, timeout: float = 30.0) -> list[str]:
 
 def _phase(url: str, reference: Reference) -> str:
     """Where the run was when it died: before its first migration, inside, or after its last."""
-    exists = asyncio.run(_fetch(url, "SELECT to_regclass('schema_migrations') IS NOT NULL AS t"))
+    exists = asyncio.run(sql_fetch(url, "SELECT to_regclass('schema_migrations') IS NOT NULL AS t"))
     if not exists[0]["t"]:
         return "before the ledger"
-    rows = asyncio.run(_fetch(url, "SELECT complete FROM schema_migrations"))
+    rows = asyncio.run(sql_fetch(url, "SELECT complete FROM schema_migrations"))
     if not rows:
         return "before the first migration"
     complete = sum(1 for row in rows if row["complete"])
@@ -282,7 +268,7 @@ def _phase(url: str, reference: Reference) -> str:
 
 def _ledger_problems(url: str, reference: Reference) -> str:
     rows = asyncio.run(
-        _fetch(url, "SELECT version, name, complete, last_error FROM schema_migrations")
+        sql_fetch(url, "SELECT version, name, complete, last_error FROM schema_migrations")
     )
     copies = collections.Counter(row["version"] for row in rows)
     problems = [f"version {v} recorded {n} times" for v, n in copies.items() if n > 1]
@@ -390,7 +376,7 @@ def _inflict(
     if fault == "term":
         process.send_signal(signal.SIGTERM)
     elif fault == "terminate-backend":
-        asyncio.run(_fetch(url, _RUNNER_SESSIONS))
+        asyncio.run(sql_fetch(url, _RUNNER_SESSIONS))
     elif fault == "restart":
         if cluster is None:
             raise ValueError("the restart fault needs the harness's own server (no --admin-url)")
@@ -435,7 +421,7 @@ def _check_invariants(url: str, reference: Reference, trial: Trial) -> None:
     if data != reference.data:
         trial.failures["data"] = _diff_data(reference.data, data)
     lingering = _wait_for_sessions_to_end(url, timeout=10.0)
-    locks = asyncio.run(_fetch(url, _ADVISORY_LOCKS))[0][0]
+    locks = asyncio.run(sql_fetch(url, _ADVISORY_LOCKS))[0][0]
     if locks:
         trial.failures["advisory_lock"] = f"{locks} advisory locks held; sessions: {lingering}"
 

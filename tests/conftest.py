@@ -23,6 +23,7 @@ import asyncpg
 import pytest
 
 from harness.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
+from harness.sql import execute as sql_execute
 from natlangchain_migrate.locks import default_namespace, lock_key
 
 TEST_URL_VARIABLE = "NATLANGCHAIN_TEST_DATABASE_URL"
@@ -65,23 +66,15 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
-async def _admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def database_url(admin_url: str) -> Iterator[str]:
     """A URL to a new, empty database, dropped after the test."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE template0'))
+    asyncio.run(sql_execute(admin_url, f'CREATE DATABASE "{name}" TEMPLATE template0'))
     try:
         yield with_database(admin_url, name)
     finally:
-        asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(sql_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
@@ -91,14 +84,14 @@ def migrated_template(admin_url: str) -> Iterator[str]:
     from natlangchain_migrate import migrate
 
     name = f"tmpl_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE template0'))
+    asyncio.run(sql_execute(admin_url, f'CREATE DATABASE "{name}" TEMPLATE template0'))
     asyncio.run(migrate(with_database(admin_url, name)))
     # A clone needs the template without sessions: let none in from now on.
-    asyncio.run(_admin(admin_url, f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
+    asyncio.run(sql_execute(admin_url, f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
     try:
         yield name
     finally:
-        asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(sql_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
@@ -109,11 +102,11 @@ def migrated_database_url(admin_url: str, migrated_template: str) -> Iterator[st
     runner closed its connection when migrate() returned.
     """
     name = f"t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"'))
+    asyncio.run(sql_execute(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"'))
     try:
         yield with_database(admin_url, name)
     finally:
-        asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(sql_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def run_cli(

@@ -11,10 +11,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from harness.pgcluster import PgCluster, embedded_bindir
+from harness.sql import fetch as sql_fetch
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import ledger_rows, log_events, migration_locks_held, write_migrations
 
@@ -23,14 +23,6 @@ SLEEPING = (
     "SELECT pid FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
     "AND pid <> pg_backend_pid() AND state = 'active'"
 )
-
-
-async def _fetch(url: str, sql: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(url)
-    try:
-        return await conn.fetch(sql)
-    finally:
-        await conn.close()
 
 
 def _files(no_transaction: bool) -> dict[str, str]:
@@ -59,7 +51,7 @@ def _start(folder: Path, url: str, *extra: str) -> subprocess.Popen[str]:
 def _sleeping_pids(url: str, runner: subprocess.Popen[str]) -> list[int]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        pids = [row["pid"] for row in asyncio.run(_fetch(url, SLEEPING))]
+        pids = [row["pid"] for row in asyncio.run(sql_fetch(url, SLEEPING))]
         if pids:
             return pids
         assert runner.poll() is None, runner.communicate()
@@ -68,7 +60,7 @@ def _sleeping_pids(url: str, runner: subprocess.Popen[str]) -> list[int]:
 
 
 def _terminate(url: str, pids: list[int]) -> None:
-    asyncio.run(_fetch(url, f"SELECT pg_terminate_backend(pid) FROM unnest(ARRAY{pids}) pid"))
+    asyncio.run(sql_fetch(url, f"SELECT pg_terminate_backend(pid) FROM unnest(ARRAY{pids}) pid"))
 
 
 def _end_state(url: str) -> list[tuple[int, bool]]:
@@ -96,7 +88,7 @@ def test_terminated_backend_is_reported_as_a_lost_connection_not_a_bad_file(
     else:
         assert "rolled 002_slow back and it was not recorded" in failed["error"]
         assert _end_state(database_url) == [(1, True)]
-    asyncio.run(_fetch(database_url, "UPDATE pause SET seconds = 0"))
+    asyncio.run(sql_fetch(database_url, "UPDATE pause SET seconds = 0"))
     rerun = _start(folder, database_url)
     _, stderr = rerun.communicate(timeout=60)
     assert rerun.returncode == 0, stderr
@@ -107,7 +99,7 @@ def test_with_wait_a_terminated_backend_is_survived(database_url: str, tmp_path:
     folder = write_migrations(tmp_path / "m", _files(no_transaction=False))
     runner = _start(folder, database_url, "--wait", "30")
     pids = _sleeping_pids(database_url, runner)
-    asyncio.run(_fetch(database_url, "UPDATE pause SET seconds = 0"))
+    asyncio.run(sql_fetch(database_url, "UPDATE pause SET seconds = 0"))
     _terminate(database_url, pids)
     _, stderr = runner.communicate(timeout=60)
     assert runner.returncode == 0, stderr
@@ -139,11 +131,11 @@ def test_with_wait_a_server_restart_mid_run_is_survived(
     subprocess.run(fast_stop, check=True, capture_output=True, user=own_cluster.user)
     time.sleep(2)  # refused connections for a while, as during a failover
     own_cluster.start()
-    asyncio.run(_fetch(url, "UPDATE pause SET seconds = 0"))
+    asyncio.run(sql_fetch(url, "UPDATE pause SET seconds = 0"))
     _, stderr = runner.communicate(timeout=90)
     assert runner.returncode == 0, stderr
     events = [e["event"] for e in log_events(stderr)]
     assert "connection_lost_reconnecting" in events
     assert "database_waiting" in events
     assert _end_state(url) == [(1, True), (2, True), (3, True)]
-    assert asyncio.run(_fetch(url, "SELECT count(*) FROM slow"))[0][0] == 0
+    assert asyncio.run(sql_fetch(url, "SELECT count(*) FROM slow"))[0][0] == 0

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from harness.sql import execute as sql_execute
 from natlangchain_migrate import MigrateError, migrate
 from natlangchain_migrate.errors import ExitCode
 
@@ -25,27 +26,19 @@ def _as_role(url: str, role: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{role}:{ROLE_PASSWORD}@{host}"))
 
 
-async def _admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 async def role(database_url: str) -> AsyncIterator[str]:
     """A login role with no database-level CREATE (PostgreSQL 15+ default for PUBLIC)."""
     name = f"r_{uuid.uuid4().hex[:8]}"
     database = urlsplit(database_url).path.lstrip("/")
-    await _admin(
+    await sql_execute(
         database_url,
         f"CREATE ROLE {name} LOGIN PASSWORD '{ROLE_PASSWORD}'; "
         f'REVOKE CREATE ON DATABASE "{database}" FROM PUBLIC; '
         "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
     )
     yield name
-    await _admin(database_url, f"DROP OWNED BY {name} CASCADE; DROP ROLE {name}")
+    await sql_execute(database_url, f"DROP OWNED BY {name} CASCADE; DROP ROLE {name}")
 
 
 async def _tables(url: str, schema: str) -> set[str]:
@@ -60,7 +53,7 @@ async def _tables(url: str, schema: str) -> set[str]:
 async def test_a_schema_owner_without_database_create_migrates_with_pgvector_in_public(
     database_url: str, role: str
 ) -> None:
-    await _admin(
+    await sql_execute(
         database_url,
         "CREATE EXTENSION vector SCHEMA public; "
         f"CREATE SCHEMA app; GRANT USAGE, CREATE ON SCHEMA app TO {role}; "
@@ -79,7 +72,9 @@ async def test_a_schema_owner_without_database_create_migrates_with_pgvector_in_
 async def test_a_role_that_may_not_create_pgvector_gets_the_dba_step(
     database_url: str, role: str
 ) -> None:
-    await _admin(database_url, f"CREATE SCHEMA app; GRANT USAGE, CREATE ON SCHEMA app TO {role}")
+    await sql_execute(
+        database_url, f"CREATE SCHEMA app; GRANT USAGE, CREATE ON SCHEMA app TO {role}"
+    )
     with pytest.raises(MigrateError) as raised:
         await migrate(_as_role(database_url, role), schema="app")
     error = raised.value
@@ -91,7 +86,7 @@ async def test_a_role_that_may_not_create_pgvector_gets_the_dba_step(
 
 
 async def test_a_missing_schema_privilege_names_the_grant(database_url: str, role: str) -> None:
-    await _admin(database_url, f"CREATE SCHEMA app; GRANT USAGE ON SCHEMA app TO {role}")
+    await sql_execute(database_url, f"CREATE SCHEMA app; GRANT USAGE ON SCHEMA app TO {role}")
     with pytest.raises(MigrateError) as raised:
         await migrate(_as_role(database_url, role), schema="app")
     assert raised.value.exit_code == ExitCode.PRIVILEGE
@@ -107,7 +102,9 @@ async def test_a_role_without_create_on_a_migration_object_is_told_which_grant(
     folder = Path(str(tmp_path)) / "m"
     folder.mkdir()
     (folder / "001_t.sql").write_text("CREATE TABLE public.not_mine (id int);\n")
-    await _admin(database_url, f"CREATE SCHEMA app; GRANT USAGE, CREATE ON SCHEMA app TO {role}")
+    await sql_execute(
+        database_url, f"CREATE SCHEMA app; GRANT USAGE, CREATE ON SCHEMA app TO {role}"
+    )
     with pytest.raises(MigrateError) as raised:
         await migrate(_as_role(database_url, role), schema="app", migrations_dir=folder)
     assert raised.value.exit_code == ExitCode.PRIVILEGE

@@ -18,6 +18,8 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
+from harness.sql import execute as sql_execute
+from harness.sql import fetchval as sql_fetchval
 from natlangchain_migrate import ConfigurationError, MigrationFailedError, migrate
 from natlangchain_migrate.statements import split_statements
 from tests.conftest import write_migrations
@@ -67,26 +69,10 @@ def test_which_statements_run_outside_a_transaction_block_is_read_from_the_parse
     assert statement.autocommit is autocommit
 
 
-async def _execute(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-async def _fetchval(url: str, sql: str) -> object:
-    conn = await asyncpg.connect(url)
-    try:
-        return await conn.fetchval(sql)
-    finally:
-        await conn.close()
-
-
 async def _as_if_killed_after(url: str, version: int, statements_done: int) -> None:
     """Leave the ledger as a runner killed after statement ``statements_done + 1``
     committed, before its journal step did."""
-    await _execute(
+    await sql_execute(
         url,
         f"UPDATE schema_migrations SET complete = false, statements_done = {statements_done} "
         f"WHERE version = {version}",
@@ -108,9 +94,9 @@ async def test_each_statement_commits_with_its_journal_step(
     with pytest.raises(MigrationFailedError) as failed:
         await migrate(database_url, migrations_dir=folder)
     assert failed.value.location == "001_steps.sql:4:28"
-    done = await _fetchval(database_url, "SELECT statements_done FROM schema_migrations")
+    done = await sql_fetchval(database_url, "SELECT statements_done FROM schema_migrations")
     assert done == 2
-    assert await _fetchval(database_url, "SELECT count(*) FROM a") == 0
+    assert await sql_fetchval(database_url, "SELECT count(*) FROM a") == 0
 
 
 async def test_concurrent_index_built_before_a_kill_counts_as_done(
@@ -125,15 +111,15 @@ async def test_concurrent_index_built_before_a_kill_counts_as_done(
         },
     )
     await migrate(database_url, migrations_dir=folder)
-    await _execute(database_url, "DROP TABLE after_index")
+    await sql_execute(database_url, "DROP TABLE after_index")
     await _as_if_killed_after(database_url, 2, 0)
     with capture_logs() as events:
         report = await migrate(database_url, migrations_dir=folder)
     assert [r.version for r in report.applied] == [2]
     assert [e["statement"] for e in events if e["event"] == "statement_already_applied"] == [1]
     indexes = "SELECT count(*) FROM pg_indexes WHERE tablename = 't'"
-    assert await _fetchval(database_url, indexes) == 1
-    assert await _fetchval(database_url, "SELECT to_regclass('after_index') IS NOT NULL")
+    assert await sql_fetchval(database_url, indexes) == 1
+    assert await sql_fetchval(database_url, "SELECT to_regclass('after_index') IS NOT NULL")
 
 
 async def test_concurrent_drop_done_before_a_kill_counts_as_done(
@@ -147,14 +133,14 @@ async def test_concurrent_drop_done_before_a_kill_counts_as_done(
         },
     )
     await migrate(database_url, migrations_dir=folder)
-    await _execute(database_url, "ALTER TABLE t DROP COLUMN w")
+    await sql_execute(database_url, "ALTER TABLE t DROP COLUMN w")
     await _as_if_killed_after(database_url, 2, 0)
     report = await migrate(database_url, migrations_dir=folder)
     assert [r.version for r in report.applied] == [2]
     indexes = "SELECT count(*) FROM pg_indexes WHERE tablename = 't'"
-    assert await _fetchval(database_url, indexes) == 0
+    assert await sql_fetchval(database_url, indexes) == 0
     column = "SELECT count(*) FROM information_schema.columns WHERE column_name = 'w'"
-    assert await _fetchval(database_url, column) == 1
+    assert await sql_fetchval(database_url, column) == 1
 
 
 async def test_a_resumed_statement_whose_effect_is_there_says_how_to_go_on(
@@ -166,7 +152,7 @@ async def test_a_resumed_statement_whose_effect_is_there_says_how_to_go_on(
         {"001_steps.sql": NO_TX + "CREATE TABLE a (id int);\nCREATE TABLE b (id int);\n"},
     )
     await migrate(database_url, migrations_dir=folder)
-    await _execute(database_url, "DROP TABLE b")
+    await sql_execute(database_url, "DROP TABLE b")
     # A journal one step behind, as a runner older than the atomic journal could leave it.
     await _as_if_killed_after(database_url, 1, 0)
     with pytest.raises(MigrationFailedError) as stuck:
@@ -176,10 +162,10 @@ async def test_a_resumed_statement_whose_effect_is_there_says_how_to_go_on(
     assert "was resuming at statement 1" in message
     advice = message[message.index("UPDATE ") : message.index("; and run again")]
     assert advice.endswith("SET statements_done = 1 WHERE version = 1")
-    await _execute(database_url, advice)
+    await sql_execute(database_url, advice)
     report = await migrate(database_url, migrations_dir=folder)
     assert [r.version for r in report.applied] == [1]
-    assert await _fetchval(database_url, "SELECT to_regclass('b') IS NOT NULL")
+    assert await sql_fetchval(database_url, "SELECT to_regclass('b') IS NOT NULL")
 
 
 @pytest.mark.parametrize("control", ["BEGIN;", "COMMIT;", "SAVEPOINT s;", "START TRANSACTION;"])
@@ -192,7 +178,7 @@ async def test_transaction_control_in_a_no_transaction_file_is_refused_before_an
     )
     with pytest.raises(ConfigurationError, match=r"^001_t\.sql:3: .*no-transaction file"):
         await migrate(database_url, migrations_dir=folder)
-    assert await _fetchval(database_url, "SELECT to_regclass('a')") is None
+    assert await sql_fetchval(database_url, "SELECT to_regclass('a')") is None
 
 
 def test_a_kill_during_the_first_statement_leaves_a_row_that_makes_the_rerun_check(
@@ -226,19 +212,19 @@ def test_a_kill_during_the_first_statement_leaves_a_row_that_makes_the_rerun_che
         )
         waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 't'::regclass"
         deadline = time.monotonic() + 30
-        while not await _fetchval(database_url, waiting):
+        while not await sql_fetchval(database_url, waiting):
             assert time.monotonic() < deadline, "the index build never waited for the lock"
             await asyncio.sleep(0.05)
         runner.send_signal(signal.SIGKILL)
         await runner.wait()
         row = "SELECT statements_done FROM schema_migrations WHERE version = 2 AND NOT complete"
-        assert await _fetchval(database_url, row) == 0
+        assert await sql_fetchval(database_url, row) == 0
         await blocker.execute("COMMIT")
         await blocker.close()
         # The killed session may still hold the migration lock until the server notices.
         report = await migrate(database_url, migrations_dir=folder)
         assert [r.version for r in report.applied] == [2]
         valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_v'::regclass"
-        assert await _fetchval(database_url, valid) is True
+        assert await sql_fetchval(database_url, valid) is True
 
     asyncio.run(scenario())

@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-import asyncpg
 import pytest
 
+from harness.sql import fetchval as sql_fetchval
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import log_events, migration_locks_held, write_migrations
 
@@ -26,16 +26,8 @@ SLEEPING = (
 EXIT_CODES = {signal.SIGTERM: ExitCode.TERMINATED, signal.SIGINT: ExitCode.INTERRUPTED}
 
 
-async def _fetchval(url: str, sql: str) -> object:
-    conn = await asyncpg.connect(url)
-    try:
-        return await conn.fetchval(sql)
-    finally:
-        await conn.close()
-
-
 def _value(url: str, sql: str) -> object:
-    return asyncio.run(_fetchval(url, sql))
+    return asyncio.run(sql_fetchval(url, sql))
 
 
 def _start(folder: Path, url: str, *, as_pid_1: bool = False) -> subprocess.Popen[str]:
