@@ -22,7 +22,7 @@ import anyio
 import asyncpg
 import structlog
 
-from natlangchain_migrate.dsn import as_url, redact, scrub
+from natlangchain_migrate.dsn import as_url, redact, scrub, secrets_of
 from natlangchain_migrate.errors import (
     ConfigurationError,
     ConnectionRejectedError,
@@ -119,9 +119,13 @@ async def connect(
                 "and database name in --database-url, DATABASE_URL or dsn="
             ) from None
         except (ValueError, asyncpg.ClientConfigurationError, asyncpg.InterfaceError) as error:
+            # The parser's own words may quote a fragment of a misparsed password, which
+            # no spelling of it matches: with a password in play, name only the class.
+            why = type(error).__name__ if secrets_of(dsn) else scrub(str(error), dsn)
             raise ConfigurationError(
-                f"invalid database URL {redact(dsn)}: {scrub(str(error), dsn)}; use "
-                "postgresql://user:password@host:5432/dbname"
+                f"invalid database URL {redact(dsn)} ({why}); use "
+                "postgresql://user:password@host:5432/dbname, with @ : / ? # % in the "
+                "password percent-encoded (%40 %3A %2F %3F %23 %25)"
             ) from None
         except _RETRYABLE as error:
             reason = scrub(str(error) or type(error).__name__, dsn)

@@ -107,19 +107,38 @@ def secrets_of(dsn: str | None) -> list[str]:
         for secret in found
         for spelling in (secret, unquote(secret), quote(unquote(secret), safe=""))
     }
-    # Longest first, so that no shorter spelling leaves part of a longer one behind.
-    return sorted((s for s in spellings if s), key=len, reverse=True)
+    # A spelling inside a longer one is a misparse's fragment of it (urlsplit reads
+    # "u:p/w@h" as password "p"): scrubbing the longer one covers it, and scrubbing the
+    # fragment alone would mangle every word that holds it.
+    kept = [s for s in spellings if s and not any(s != o and s in o for o in spellings)]
+    return sorted(kept, key=len, reverse=True)
 
 
 def _passwords_in(dsn: str) -> list[str]:
     if not is_url(dsn):
         password = parse_key_value(dsn).get("password")
         return [password] if password else []
-    parts = urlsplit(dsn)
-    found = [parts.password] if parts.password else []
+    found = _unencoded_password(dsn)
+    try:
+        parts = urlsplit(dsn)
+        found += [parts.password] if parts.password else []
+    except ValueError:  # e.g. an unencoded "[" reads as a broken IPv6 address
+        return found or [dsn]
     found += [value for key, value in parse_qsl(parts.query) if key == "password"]
     found += [value for key, value in _raw_query(parts.query) if key == "password"]
     return found
+
+
+def _unencoded_password(url: str) -> list[str]:
+    """The password as written between ``user:`` and the last ``@``.
+
+    A password with an unencoded ``/``, ``?`` or ``#`` ends urlsplit's netloc early, so
+    its password is only the part before that character; asyncpg then fails on the
+    URL and may echo the rest. Taking the span as the user wrote it covers that.
+    """
+    rest = url.split("://", 1)[1]
+    userinfo = rest[: rest.rfind("@")] if "@" in rest else ""
+    return [userinfo.split(":", 1)[1]] if ":" in userinfo else []
 
 
 def _raw_query(query: str) -> list[tuple[str, str]]:
@@ -137,8 +156,11 @@ def redact(dsn: str) -> str:
         return " ".join(
             f"{key}={_HIDDEN if key == 'password' else value}" for key, value in settings.items()
         )
+    # Every known spelling first (a misparsed URL keeps part of its password outside
+    # what urlsplit calls the password), then the structure for what is left.
+    scrubbed = scrub(dsn, dsn)
     try:
-        parts = urlsplit(dsn)
+        parts = urlsplit(scrubbed)
         has_password = parts.password is not None
     except ValueError:
         return "<unreadable database URL>"

@@ -142,3 +142,30 @@ def test_an_unreadable_key_value_string_is_refused_without_echoing_it() -> None:
     assert result.returncode == ExitCode.USAGE
     assert "S3cr3tPW" not in result.stdout + result.stderr
     assert "neither a postgresql:// URL nor libpq key=value" in result.stderr
+
+
+def test_an_unencoded_password_in_a_url_stays_out_of_output(suite_port: int) -> None:
+    """Users paste passwords with @ : / into URLs unencoded; the URL then misparses, and
+    the parser's message must not quote the fragments."""
+    for password in (WRONG, "p@ss:w/rd%41", "Wr@ng:pw%", "a/b?c#d@e"):
+        dsn = f"postgresql://postgres:{password}@127.0.0.1:{suite_port}/postgres"
+        result = run_cli("--check", "--traceback", database_url=dsn)
+        # A misparsed URL may name a host that does not resolve: any of these, never 0.
+        assert result.returncode in (
+            ExitCode.USAGE,
+            ExitCode.CONNECTION_REJECTED,
+            ExitCode.UNREACHABLE,
+        )
+        output = result.stdout + result.stderr
+        assert "run_failed" in output
+        for fragment in {password, *password.replace("@", "/").split("/")} - {""}:
+            if len(fragment) >= 3:
+                assert fragment not in output, fragment
+
+
+@given(password=_passwords)
+def test_redact_hides_an_unencoded_password(password: str) -> None:
+    dsn = f"postgresql://app:{password}@db.example:5432/app"
+    shown = redact(dsn)
+    assert password not in shown
+    assert shown.startswith("postgresql://app:")
