@@ -288,14 +288,12 @@ def _combination_problem(args: argparse.Namespace) -> str | None:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    if args.database_url == "":
-        raise ConfigurationError(
-            "DATABASE_URL (or --database-url) is set but empty (an unresolved secret?); set "
-            "it to postgresql://user:password@host:5432/dbname, or unset it to use the "
-            "embedded server"
-        )
     applying = not (args.status or args.check or args.rollback or args.repair or args.dry_run)
-    dsn = args.database_url or await _embedded_dsn(announce=applying)
+    # Only an unset variable selects the embedded server; an empty one is refused when
+    # connecting, like an empty dsn= in the library.
+    dsn = args.database_url
+    if dsn is None:
+        dsn = await _embedded_dsn(announce=applying)
     settings = RunSettings(
         dsn=dsn,
         migrations_dir=args.migrations_dir,
@@ -388,27 +386,30 @@ def _status_object(entry: StatusEntry) -> dict[str, Any]:
 
 
 def _check(plan: MigrationPlan, *, as_json: bool) -> int:
-    pending = [e for e in plan.entries if e.state is State.PENDING]
-    if plan.failed:
-        code, what = ExitCode.CHECK_FAILED, f"{len(plan.failed)} failed part-way"
-    elif plan.changed or plan.missing:
-        code, what = ExitCode.CHECK_DRIFT, f"{len(plan.changed) + len(plan.missing)} drifted"
+    pending = [e.version for e in plan.entries if e.state is State.PENDING]
+    drifted = [e.version for e in plan.changed + plan.missing]
+    failed = [e.version for e in plan.failed]
+    if failed:
+        code, state, count = ExitCode.CHECK_FAILED, "failed part-way", len(failed)
+    elif drifted:
+        code, state, count = ExitCode.CHECK_DRIFT, "drifted", len(drifted)
     elif pending:
-        code, what = ExitCode.CHECK_PENDING, f"{len(pending)} pending"
+        code, state, count = ExitCode.CHECK_PENDING, "pending", len(pending)
     else:
-        code, what = ExitCode.OK, "up to date"
+        code, state, count = ExitCode.OK, "up to date", 0
     if as_json:
         summary = {
-            "state": what.split(" ", 1)[-1] if code else what,
+            "state": state,
             "exit_code": int(code),
             "applied": plan.recorded_count,
             "total": len(plan.entries),
-            "pending": [e.version for e in pending],
-            "drifted": [e.version for e in plan.changed + plan.missing],
-            "failed": [e.version for e in plan.failed],
+            "pending": pending,
+            "drifted": drifted,
+            "failed": failed,
         }
         print(json.dumps(summary, indent=2))
     else:
+        what = f"{count} {state}" if count else state
         print(f"{what}: {plan.recorded_count} of {len(plan.entries)} applied")
     return code
 

@@ -185,8 +185,9 @@ def resolve_dsn(dsn: str | None) -> str:
     """
     if dsn == "" or (dsn is None and os.environ.get("DATABASE_URL") == ""):
         raise ConfigurationError(
-            "the database setting is empty (DATABASE_URL or dsn=''; an unresolved secret?); "
-            "set it to postgresql://user:password@host:5432/dbname"
+            "the database setting is set but empty (DATABASE_URL, --database-url or dsn=; an "
+            "unresolved secret?): set it to postgresql://user:password@host:5432/dbname, or "
+            "unset DATABASE_URL to use the embedded server"
         )
     resolved = dsn or os.environ.get("DATABASE_URL")
     if not resolved:

@@ -22,7 +22,11 @@ import asyncpg
 import structlog
 from asyncpg.transaction import Transaction
 
-from natlangchain_migrate.connection import cleanup_scope, end_interrupted_transaction
+from natlangchain_migrate.connection import (
+    cleanup_scope,
+    end_interrupted_transaction,
+    open_run_connection,
+)
 from natlangchain_migrate.errors import LockLostError, LockTimeoutError
 from natlangchain_migrate.settings import RunSettings
 
@@ -93,8 +97,9 @@ async def holding(lock: AdvisoryLock, lock_mode: str) -> AsyncIterator[None]:
         try:
             yield
         except BaseException:
-            with cleanup_scope():
-                await transaction.rollback()
+            if not lock.conn.is_closed():  # a dead session rolled back by itself
+                with cleanup_scope():
+                    await transaction.rollback()
             raise
         await transaction.commit()
         return
@@ -118,6 +123,18 @@ async def holding(lock: AdvisoryLock, lock_mode: str) -> AsyncIterator[None]:
     with anyio.CancelScope(shield=True):
         await lock.release()
     log.info("lock_released", lock_key=lock.key)
+
+
+@asynccontextmanager
+async def locked_connection(settings: RunSettings) -> AsyncIterator[asyncpg.Connection]:
+    """The run's connection, holding the migration lock for a short piece of work
+    (rollback, repair); a dry run takes no lock."""
+    async with open_run_connection(settings) as connection:
+        if settings.dry_run:
+            yield connection.conn
+            return
+        async with holding(migration_lock(connection.conn, settings), settings.lock_mode):
+            yield connection.conn
 
 
 class LockHolder(NamedTuple):

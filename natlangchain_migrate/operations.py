@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
-from contextlib import asynccontextmanager
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +14,7 @@ from natlangchain_migrate.connection import open_run_connection
 from natlangchain_migrate.discovery import load_migrations
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.ledger import Ledger
-from natlangchain_migrate.locks import holding, migration_lock
+from natlangchain_migrate.locks import locked_connection
 from natlangchain_migrate.plan import MigrationPlan, State, plan_migrations, raise_on_drift
 from natlangchain_migrate.settings import RunSettings, skip_set
 
@@ -23,15 +22,6 @@ if TYPE_CHECKING:
     from importlib.abc import Traversable
 
 log = structlog.get_logger("natlangchain_migrate")
-
-
-@asynccontextmanager
-async def _locked(settings: RunSettings) -> AsyncIterator[asyncpg.Connection]:
-    """The run's connection, holding the migration lock for a short piece of work."""
-    async with open_run_connection(settings) as connection:
-        lock = migration_lock(connection.conn, settings)
-        async with holding(lock, settings.lock_mode):
-            yield connection.conn
 
 
 async def status(
@@ -104,7 +94,7 @@ async def repair_checksums(settings: RunSettings) -> list[int]:
     preflight.check_settings(migrations, settings)
     ledger = Ledger(settings.schema)
     repaired: list[int] = []
-    async with _locked(settings) as conn:
+    async with locked_connection(settings) as conn:
         snapshot = await ledger.read(conn)
         if not snapshot.exists:
             raise ConfigurationError("nothing to repair: the database has no ledger yet")

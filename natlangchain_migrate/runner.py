@@ -145,6 +145,9 @@ async def run(settings: RunSettings) -> MigrationReport:
                 wait_s=settings.connect_wait,
             )
     report.applied = applied_before + report.applied
+    if applied_before:  # the re-read ledger after a reconnect already holds them
+        done_here = {result.version for result in applied_before}
+        report.already_applied = [v for v in report.already_applied if v not in done_here]
     report.duration_ms = ms_since(started)
     if not had_pending:
         log.info("up_to_date", applied=len(report.already_applied), duration_ms=report.duration_ms)

@@ -8,8 +8,6 @@ dry run takes no lock, changes nothing and returns the down SQL that would run.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -18,12 +16,11 @@ import structlog
 
 from natlangchain_migrate import preflight
 from natlangchain_migrate.apply import extension_schemas
-from natlangchain_migrate.connection import open_run_connection
 from natlangchain_migrate.discovery import Migration, load_migrations, parse_directives
 from natlangchain_migrate.errors import ConfigurationError, MigrationFailedError
 from natlangchain_migrate.failures import migration_failed
 from natlangchain_migrate.ledger import Ledger
-from natlangchain_migrate.locks import holding, migration_lock
+from natlangchain_migrate.locks import locked_connection
 from natlangchain_migrate.plan import AppliedMigration
 from natlangchain_migrate.settings import RunSettings
 from natlangchain_migrate.statements import split_statements
@@ -88,7 +85,7 @@ async def roll_back(
     preflight.check_settings(loaded, settings)
     migrations = {m.version: m for m in loaded}
     ledger = Ledger(settings.schema)
-    async with _connection_for(settings) as conn:
+    async with locked_connection(settings) as conn:
         rows = (await ledger.read(conn)).rows
         chosen = _choose(rows, steps=steps, to=to)
         if not chosen:
@@ -111,17 +108,6 @@ async def roll_back(
                 RollbackResult(row.version, row.name, down is not None, down.sql if down else None)
             )
         return results
-
-
-@asynccontextmanager
-async def _connection_for(settings: RunSettings) -> AsyncIterator[asyncpg.Connection]:
-    """The run's connection, holding the lock unless this is a dry run."""
-    async with open_run_connection(settings) as connection:
-        if settings.dry_run:
-            yield connection.conn
-            return
-        async with holding(migration_lock(connection.conn, settings), settings.lock_mode):
-            yield connection.conn
 
 
 def _choose(rows: list[AppliedMigration], *, steps: int, to: int | None) -> list[AppliedMigration]:
