@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from natlangchain_migrate.commands import COMMANDS, ENV, PROG, env_setting, find_command
 from natlangchain_migrate.dsn import scrub, secrets_of
 from natlangchain_migrate.errors import (
-    ConfigurationError,
     ExitCode,
     MigrateError,
     StoppedBySignalError,
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from natlangchain_migrate.results import MigrationResult
     from natlangchain_migrate.undo import RollbackResult
 
-PROG = "natlangchain-migrate"
-ENV = "NATLANGCHAIN_MIGRATE_"
 
 _MARKS = {
     State.APPLIED: "✓",
@@ -86,15 +84,9 @@ _EPILOG = (
     + "".join(f"  {ENV + name:<38} {flag}\n" for name, flag in _SETTINGS.items())
     + "\nexit codes:\n"
     + "".join(f"  {code.value:<3} {meaning}\n" for code, meaning in _EXIT_MEANINGS.items())
-    + f"\ncreate a migration:  {PROG} new NAME [--migrations-dir DIR]\n"
-    + f"stop the embedded PostgreSQL:  {PROG} embedded stop\n"
+    + "\ncommands (each with its own --help):\n"
+    + "".join(f"  {word:<12} {summary}\n" for word, (_, summary) in COMMANDS.items())
 )
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    """A setting's variable. argparse runs a string default through the flag's ``type``,
-    so a bad value is reported like a bad flag (exit 2), naming the flag."""
-    return os.environ.get(ENV + name, default)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,60 +148,60 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--migrations-dir",
         type=Path,
-        default=_env("DIR"),
+        default=env_setting("DIR"),
         metavar="DIR",
         help="folder of NNN_name.sql files (default: NatLangChain's shipped migrations)",
     )
-    parser.add_argument("--schema", default=_env("SCHEMA", "public"), help="target schema")
+    parser.add_argument("--schema", default=env_setting("SCHEMA", "public"), help="target schema")
     parser.add_argument(
         "--lock-timeout",
         type=float,
-        default=_env("LOCK_TIMEOUT", "300"),
+        default=env_setting("LOCK_TIMEOUT", "300"),
         metavar="SECONDS",
         help="how long to wait for another runner's lock (default 300)",
     )
     parser.add_argument(
         "--lock-namespace",
-        default=_env("LOCK_NAMESPACE"),
+        default=env_setting("LOCK_NAMESPACE"),
         metavar="TEXT",
         help="advisory lock key namespace (default natlangchain_migrate:<schema>)",
     )
     parser.add_argument(
         "--lock-mode",
         choices=LOCK_MODES,
-        default=_env("LOCK_MODE", "session"),
+        default=env_setting("LOCK_MODE", "session"),
         help="session (default) or transaction (through PgBouncer transaction pooling)",
     )
     parser.add_argument(
         "--wait",
         type=float,
-        default=_env("WAIT", "0"),
+        default=env_setting("WAIT", "0"),
         metavar="SECONDS",
         help="wait up to SECONDS for the server to accept connections",
     )
     parser.add_argument(
         "--pg-lock-timeout",
-        default=_env("PG_LOCK_TIMEOUT", "5s"),
+        default=env_setting("PG_LOCK_TIMEOUT", "5s"),
         metavar="DURATION",
         help="PostgreSQL lock_timeout for each migration (default 5s)",
     )
     parser.add_argument(
         "--statement-timeout",
-        default=_env("STATEMENT_TIMEOUT"),
+        default=env_setting("STATEMENT_TIMEOUT"),
         metavar="DURATION",
         help="PostgreSQL statement_timeout for each migration (default none)",
     )
     parser.add_argument(
         "--lock-retries",
         type=int,
-        default=_env("LOCK_RETRIES", "5"),
+        default=env_setting("LOCK_RETRIES", "5"),
         metavar="N",
         help="retries of a migration cancelled by lock_timeout (default 5)",
     )
     parser.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
-        default=_env("LOG_FORMAT"),
+        default=env_setting("LOG_FORMAT"),
         help="json or console (default: console on a terminal, json otherwise)",
     )
     parser.add_argument("--traceback", action="store_true", help="print tracebacks on errors")
@@ -219,10 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and ``python -m natlangchain_migrate``."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["new"]:
-        return _new(args_list[1:])
-    if args_list[:1] == ["embedded"]:
-        return _embedded(args_list[1:])
+    if args_list:
+        command = find_command(args_list[0])
+        if command is not None:
+            return command(args_list[1:])
     parser = build_parser()
     args = parser.parse_args(args_list)
     problem = _combination_problem(args) or _setting_problem(args)
@@ -439,51 +431,6 @@ def _print_dry_run(pending: Sequence[MigrationResult], *, as_json: bool) -> None
     print("Would apply, in order:")
     for migration in pending:
         print(f"  {migration.name}")
-
-
-def _embedded(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} embedded",
-        description="manage the embedded PostgreSQL (data in NATLANGCHAIN_MIGRATE_EMBEDDED_DIR)",
-    )
-    parser.add_argument("action", choices=["stop"], help="stop: fast shutdown of the server")
-    parser.parse_args(argv)
-    from natlangchain_migrate.embedded import stop_embedded_server
-
-    try:
-        print(stop_embedded_server())
-    except ConfigurationError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return ExitCode.USAGE
-    return ExitCode.OK
-
-
-def _new(argv: list[str]) -> int:
-    from natlangchain_migrate.discovery import shipped_migrations_dir
-    from natlangchain_migrate.scaffold import new_migration
-
-    parser = argparse.ArgumentParser(prog=f"{PROG} new", description="create the next migration")
-    parser.add_argument("name", help="lowercase_with_underscores, e.g. add_user_email")
-    parser.add_argument("--migrations-dir", type=Path, default=_env("DIR"), metavar="DIR")
-    args = parser.parse_args(argv)
-    directory = args.migrations_dir
-    if directory is None:
-        shipped = Path(str(shipped_migrations_dir()))
-        if "site-packages" in shipped.parts or not os.access(shipped, os.W_OK):
-            print(
-                f"{PROG}: error: pass --migrations-dir DIR (the shipped folder is installed "
-                "read-only)",
-                file=sys.stderr,
-            )
-            return ExitCode.USAGE
-        directory = shipped
-    try:
-        for path in new_migration(directory, args.name):
-            print(path)
-    except ConfigurationError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return ExitCode.USAGE
-    return ExitCode.OK
 
 
 def _fail(args: argparse.Namespace, error: BaseException, code: int) -> int:

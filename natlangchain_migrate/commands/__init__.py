@@ -1,0 +1,44 @@
+"""Subcommands (``natlangchain-migrate NAME ...``), one module each.
+
+The main command (apply, ``--status``, ``--check``, ...) keeps the seed
+``migrate.py``'s flag interface in ``cli.py``. Everything else is a word before
+the flags: each module here has ``main(argv) -> exit code`` and is imported only
+when its word is given, so the apply path pays nothing for them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+
+PROG = "natlangchain-migrate"
+ENV = "NATLANGCHAIN_MIGRATE_"
+
+# word -> (module under natlangchain_migrate.commands, one-line summary for --help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "new": ("new", "create the next migration: new NAME [--migrations-dir DIR]"),
+    "embedded": ("embedded", "manage the embedded PostgreSQL: embedded stop"),
+}
+
+
+def env_setting(name: str, default: str | None = None) -> str | None:
+    """A setting's environment variable, ``NATLANGCHAIN_MIGRATE_<name>``."""
+    return os.environ.get(ENV + name, default)
+
+
+def usage_error(message: str) -> int:
+    """Print a one-line usage error the way argparse does, and return exit 2."""
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def find_command(word: str) -> Callable[[list[str]], int] | None:
+    """The subcommand's ``main``, or None when ``word`` is not a subcommand."""
+    entry = COMMANDS.get(word)
+    if entry is None:
+        return None
+    module = importlib.import_module(f"natlangchain_migrate.commands.{entry[0]}")
+    command: Callable[[list[str]], int] = module.main
+    return command
