@@ -560,6 +560,7 @@ class _Applier:
             lock_timeout_s=seconds(lock_timeout),
             progress_interval=self.settings.progress_interval,
             index_name=index_name,
+            migration=(migration.version, migration.name),
         )
         try:
             await watcher.watch(lambda: self.conn.execute(script))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from natlangchain_migrate.commands import COMMANDS, ENV, PROG, env_setting, find_command
+from natlangchain_migrate.commands.version import PrintVersion
 from natlangchain_migrate.dsn import scrub, secrets_of
 from natlangchain_migrate.errors import (
     ExitCode,
@@ -205,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="json or console (default: console on a terminal, json otherwise)",
     )
     parser.add_argument("--traceback", action="store_true", help="print tracebacks on errors")
+    parser.add_argument("-V", action=PrintVersion, dest="print_version")
     return parser
 
 

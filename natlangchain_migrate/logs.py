@@ -16,6 +16,20 @@ import structlog
 
 LOG_FORMATS = ("json", "console")
 
+# In a terminal, the events a person follows read as one plain line each (dbmate's
+# "Applying: 001_x.sql" / "Applied: 001_x.sql in 45ms"); the rest keep structlog's
+# console form. JSON carries every event unchanged.
+_PLAIN_LINES = {
+    "migration_applying": "Applying: {name}.sql ({n}/{of})",
+    "migration_applied": "Applied: {name}.sql in {duration_ms:.0f}ms",
+    "migration_running": "  ... {name}.sql still running after {elapsed_s:.0f}s",
+    "migration_resuming": "Resuming: {name}.sql at statement {statement} of {statements}",
+    "up_to_date": "Up to date: {applied} migrations applied",
+    "migrate_done": "Done: {applied_count} applied in {duration_ms:.0f}ms",
+    "lock_waiting": "Waiting for the migration lock (held by pid {holder_pid})",
+    "rollback_done": "Rolled back: {name}.sql",
+}
+
 
 def default_format() -> str:
     """Console on a terminal, JSON otherwise (containers, CI, log shippers)."""
@@ -40,6 +54,23 @@ class _ScrubSecrets:
         return event
 
 
+class _ConsoleLines:
+    """Plain lines for the events in ``_PLAIN_LINES``, structlog's console form for
+    the rest (and for any event whose fields do not fit its line)."""
+
+    def __init__(self, colors: bool) -> None:
+        self.fallback = structlog.dev.ConsoleRenderer(colors=colors)
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
+        template = _PLAIN_LINES.get(str(event.get("event")))
+        if template is not None:
+            try:
+                return template.format(**event)
+            except (KeyError, ValueError, TypeError):
+                pass
+        return str(self.fallback(logger, method, event))
+
+
 def configure_logging(log_format: str | None = None, *, secrets: Iterable[str] = ()) -> None:
     """Send events to stderr as JSON lines or console lines, at INFO and above."""
     chosen = log_format or default_format()
@@ -47,7 +78,7 @@ def configure_logging(log_format: str | None = None, *, secrets: Iterable[str] =
     if chosen == "json":
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = _ConsoleLines(colors=sys.stderr.isatty())
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

@@ -18,7 +18,12 @@ def new_migration(directory: Path, name: str) -> list[Path]:
             f"migration name {name!r} must be lowercase letters, digits and underscores, "
             "starting with a letter (for example add_user_email)"
         )
-    directory.mkdir(parents=True, exist_ok=True)
+    if not directory.is_dir():
+        # Never create it: a typo in the path would hide the file where nobody looks.
+        raise ConfigurationError(
+            f"migrations directory {directory} does not exist; create it first "
+            f"(mkdir -p {directory}) or correct --migrations-dir"
+        )
     existing = load_migrations(directory) if any(directory.glob("*.sql")) else []
     version = existing[-1].version + 1 if existing else 1
     width = max(3, len(existing[-1].filename.split("_", 1)[0]) if existing else 3)

@@ -1,9 +1,11 @@
-"""Watching a migration that runs long, from a second connection: who blocks it, and how
-far an index build has got.
+"""Watching a migration that runs long: a heartbeat, and from a second connection, who
+blocks it and how far an index build has got.
 
-The second connection is opened only once a statement has run for a while, so
-fast migrations never open it. Watching is a courtesy: if it cannot connect or
-query, the migration goes on and ``watcher_unavailable`` is logged.
+The heartbeat (``migration_running`` every ``progress_interval`` seconds) needs no
+connection, so an operator tailing the logs of a long ALTER sees it alive. The
+second connection is opened only once a statement has run for a while, so fast
+migrations never open it. Watching is a courtesy: if it cannot connect or query,
+the migration goes on and ``watcher_unavailable`` is logged.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ class Watcher:
         lock_timeout_s: float,
         progress_interval: float,
         index_name: str | None = None,
+        migration: tuple[int, str] | None = None,
     ) -> None:
         self.connection = connection
+        self.migration = migration
         self.index_name = index_name
         self.progress_interval = progress_interval
         # Look before lock_timeout fires, so a cancelled attempt can name its blockers.
@@ -53,6 +57,8 @@ class Watcher:
         failure: list[BaseException] = []
         async with anyio.create_task_group() as group:
             group.start_soon(self._look)
+            if self.migration is not None:
+                group.start_soon(self._heartbeat, self.migration)
             try:
                 await attempt()
             except BaseException as error:  # re-raised below, outside the task group
@@ -61,6 +67,20 @@ class Watcher:
                 group.cancel_scope.cancel()
         if failure:
             raise failure[0]
+
+    async def _heartbeat(self, migration: tuple[int, str]) -> None:
+        """Say every ``progress_interval`` seconds that the migration is still running."""
+        version, name = migration
+        started = time.monotonic()
+        while True:
+            await anyio.sleep(self.progress_interval)
+            log.info(
+                "migration_running",
+                version=version,
+                name=name,
+                elapsed_s=round(time.monotonic() - started, 1),
+                blockers=list(self.blockers),
+            )
 
     async def _look(self) -> None:
         await anyio.sleep(self.first_look)

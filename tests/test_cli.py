@@ -235,3 +235,30 @@ def test_syntax_error_in_a_file_that_commits_is_reported_like_any_other(
     ]
     assert "001_bad.sql:1:35" in files, result.stderr
     assert "ParseError" not in result.stdout + result.stderr
+
+
+def test_version_word_and_short_flag_print_the_installed_version(database_url: str) -> None:
+    from importlib.metadata import version
+
+    installed = version("natlangchain-migrate")
+    for args in (("version",), ("-V",), ("--status", "-V")):
+        run = run_cli(*args, database_url=database_url)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.startswith(f"natlangchain-migrate {installed} ("), run.stdout
+    # --version keeps the seed's meaning: apply up to a version.
+    assert run_cli("--version", "x", database_url=database_url).returncode == ExitCode.USAGE
+
+
+def test_new_takes_its_options_before_or_after_the_name_and_never_invents_a_folder(
+    tmp_path: Path,
+) -> None:
+    folder = write_migrations(tmp_path / "m", {"001_first.sql": "SELECT 1;"})
+    before = run_cli("new", "--migrations-dir", str(folder), "second", database_url=None)
+    after = run_cli("new", "third", "--migrations-dir", str(folder), database_url=None)
+    assert before.returncode == after.returncode == 0, before.stderr + after.stderr
+    assert {p.name for p in folder.glob("*.sql")} >= {"002_second.sql", "003_third.sql"}
+    typo = tmp_path / "typo" / "migrations"
+    refused = run_cli("new", "x", "--migrations-dir", str(typo), database_url=None)
+    assert refused.returncode == ExitCode.USAGE
+    assert f"migrations directory {typo} does not exist" in refused.stderr
+    assert not typo.parent.exists()

@@ -27,6 +27,8 @@ def test_wheel_contains_the_sql_files_and_type_marker(tmp_path: Path) -> None:
     )
     wheel = next(tmp_path.glob("*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
+    licence = next(name for name in names if name.endswith(".dist-info/licenses/LICENSE"))
+    assert "Apache License" in zipfile.ZipFile(wheel).read(licence).decode()
     for stem in ("001_initial_schema", "002_add_semantic_search", "003_add_scaling_tables"):
         assert f"natlangchain_migrate/sql/{stem}.sql" in names
         assert f"natlangchain_migrate/sql/{stem}.down.sql" in names

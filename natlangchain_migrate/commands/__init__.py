@@ -20,6 +20,7 @@ ENV = "NATLANGCHAIN_MIGRATE_"
 COMMANDS: dict[str, tuple[str, str]] = {
     "new": ("new", "create the next migration: new NAME [--migrations-dir DIR]"),
     "embedded": ("embedded", "manage the embedded PostgreSQL: embedded stop"),
+    "version": ("version", "print the tool's version (also -V)"),
 }
 
 
