@@ -28,7 +28,6 @@ from typing import TypeVar
 
 import anyio
 import asyncpg
-import structlog
 
 from natlangchain_migrate.connection import (
     RunConnection,
@@ -47,6 +46,7 @@ from natlangchain_migrate.errors import (
     PrivilegeError,
     TransactionControlError,
 )
+from natlangchain_migrate.events import log
 from natlangchain_migrate.failures import (
     EFFECT_ALREADY_THERE,
     connection_lost,
@@ -67,8 +67,6 @@ from natlangchain_migrate.results import MigrationResult
 from natlangchain_migrate.settings import RunSettings
 from natlangchain_migrate.statements import Statement, split_statements
 from natlangchain_migrate.watch import Watcher
-
-log = structlog.get_logger("natlangchain_migrate")
 
 T = TypeVar("T")
 

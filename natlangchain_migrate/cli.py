@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from natlangchain_migrate.commands import COMMANDS, ENV, PROG, env_setting, find_command
 from natlangchain_migrate.commands.version import PrintVersion
 from natlangchain_migrate.dsn import scrub, secrets_of
@@ -27,6 +25,7 @@ from natlangchain_migrate.errors import (
     MigrateError,
     StoppedBySignalError,
 )
+from natlangchain_migrate.events import log
 from natlangchain_migrate.locks import LOCK_MODES
 from natlangchain_migrate.logs import LOG_FORMATS, configure_logging
 from natlangchain_migrate.plan import MigrationPlan, State, StatusEntry
@@ -228,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(stop_on_signals(_run(args)))
     except StoppedBySignalError as error:
-        structlog.get_logger("natlangchain_migrate").warning(
+        log.warning(
             "run_interrupted", error=str(error), exit_code=int(error.exit_code)
         )
         return error.exit_code
@@ -339,7 +338,7 @@ async def _embedded_dsn(*, announce: bool) -> str:
 
     admin_dsn = await asyncio.to_thread(embedded.start_embedded_server)
     dsn = await embedded.ensure_database(admin_dsn)
-    structlog.get_logger("natlangchain_migrate").info(
+    log.info(
         "embedded_server_ready", dsn=dsn, data_dir=str(embedded.embedded_data_dir())
     )
     if announce:
@@ -437,7 +436,7 @@ def _print_dry_run(pending: Sequence[MigrationResult], *, as_json: bool) -> None
 
 def _fail(args: argparse.Namespace, error: BaseException, code: int) -> int:
     text = scrub(_one_line(error), args.database_url)
-    structlog.get_logger("natlangchain_migrate").error(
+    log.error(
         "run_failed", error=text, error_type=type(error).__name__, exit_code=int(code)
     )
     if args.traceback:

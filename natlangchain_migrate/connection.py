@@ -20,7 +20,6 @@ from typing import cast
 
 import anyio
 import asyncpg
-import structlog
 
 from natlangchain_migrate.dsn import as_url, redact, scrub, secrets_of
 from natlangchain_migrate.errors import (
@@ -28,9 +27,8 @@ from natlangchain_migrate.errors import (
     ConnectionRejectedError,
     DatabaseUnreachableError,
 )
+from natlangchain_migrate.events import log
 from natlangchain_migrate.settings import RunSettings
-
-log = structlog.get_logger("natlangchain_migrate")
 
 _REJECTED = (
     asyncpg.InvalidPasswordError,

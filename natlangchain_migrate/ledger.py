@@ -72,6 +72,21 @@ class Ledger:
         rows = sorted((_row(record) for record in records), key=lambda row: row.version)
         return LedgerSnapshot(rows, exists=exists, standby=standby)
 
+    async def digest(self, conn: asyncpg.Connection) -> str | None:
+        """SHA-256 of every row's ``version:checksum:complete``, in version order, in one
+        query returning one row: what an up-to-date start-up compares with the checksum
+        manifest (``manifest.Manifest.ledger_digest``). None when there is no ledger, or
+        the seed's old one without checksums."""
+        try:
+            digest: str | None = await conn.fetchval(
+                "SELECT encode(sha256(convert_to(string_agg(version::text || ':' || "
+                "coalesce(checksum, '') || ':' || complete::text, ',' ORDER BY version), "
+                f"'UTF8')), 'hex') FROM {self.table}"
+            )
+        except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
+            return None
+        return digest
+
     async def ensure(self, conn: asyncpg.Connection) -> list[str]:
         """Create the table (and its schema) if absent, or add our columns to the seed's old one.
 

@@ -19,7 +19,6 @@ from typing import NamedTuple
 
 import anyio
 import asyncpg
-import structlog
 from asyncpg.transaction import Transaction
 
 from natlangchain_migrate.connection import (
@@ -28,9 +27,8 @@ from natlangchain_migrate.connection import (
     open_run_connection,
 )
 from natlangchain_migrate.errors import LockLostError, LockTimeoutError
+from natlangchain_migrate.events import log
 from natlangchain_migrate.settings import RunSettings
-
-log = structlog.get_logger("natlangchain_migrate")
 
 # "session": a session-level lock held across one transaction per migration.
 # "transaction": a transaction-level lock inside the one transaction that holds every

@@ -1,8 +1,10 @@
-"""Structured progress logs: JSON lines for machines, readable lines in a terminal.
+"""The CLI's logs: JSON lines for machines, readable lines in a terminal.
 
-The library only emits events (``structlog.get_logger("natlangchain_migrate")``)
-and leaves configuration to the application; the CLI configures them here.
-Every string in every event is scrubbed of the DSN's password.
+The library only emits events (``events.log``, structlog's by default) and leaves
+configuration to the application; the CLI configures them here. JSON lines are
+written by ``events.JsonLines`` without importing structlog (a container's start-up
+is mostly imports); a terminal gets structlog's console renderer. Every string in
+every event is scrubbed of the DSN's password.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
-import structlog
+from natlangchain_migrate.events import JsonLines, send_events_to
 
 LOG_FORMATS = ("json", "console")
 
@@ -59,6 +61,8 @@ class _ConsoleLines:
     the rest (and for any event whose fields do not fit its line)."""
 
     def __init__(self, colors: bool) -> None:
+        import structlog
+
         self.fallback = structlog.dev.ConsoleRenderer(colors=colors)
 
     def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
@@ -73,18 +77,18 @@ class _ConsoleLines:
 
 def configure_logging(log_format: str | None = None, *, secrets: Iterable[str] = ()) -> None:
     """Send events to stderr as JSON lines or console lines, at INFO and above."""
-    chosen = log_format or default_format()
-    renderer: Any
-    if chosen == "json":
-        renderer = structlog.processors.JSONRenderer()
-    else:
-        renderer = _ConsoleLines(colors=sys.stderr.isatty())
+    if (log_format or default_format()) == "json":
+        send_events_to(JsonLines(secrets=secrets))
+        return
+    import structlog
+
+    send_events_to(None)
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _ScrubSecrets(secrets),
-            renderer,
+            _ConsoleLines(colors=sys.stderr.isatty()),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import asyncpg
-import structlog
 
 from natlangchain_migrate import preflight
 from natlangchain_migrate.connection import open_run_connection
@@ -21,7 +20,7 @@ from natlangchain_migrate.settings import RunSettings, skip_set
 if TYPE_CHECKING:
     from importlib.abc import Traversable
 
-log = structlog.get_logger("natlangchain_migrate")
+from natlangchain_migrate.events import log
 
 
 async def status(

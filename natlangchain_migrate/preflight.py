@@ -20,6 +20,7 @@ from natlangchain_migrate.errors import (
 )
 from natlangchain_migrate.ledger import LedgerSnapshot
 from natlangchain_migrate.locks import LOCK_MODES
+from natlangchain_migrate.manifest import ManifestEntry
 from natlangchain_migrate.plan import MigrationPlan
 from natlangchain_migrate.settings import RunSettings
 
@@ -31,7 +32,9 @@ _INSTALL_HINTS = {
 }
 
 
-def check_settings(migrations: Sequence[Migration], settings: RunSettings) -> None:
+def check_settings(
+    migrations: Sequence[Migration] | Sequence[ManifestEntry], settings: RunSettings
+) -> None:
     """Versions named by --version/--skip exist, durations parse, the lock mode is known."""
     if settings.lock_mode not in LOCK_MODES:
         raise ConfigurationError(

@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
-import structlog
 
 from natlangchain_migrate import preflight
 from natlangchain_migrate.connection import is_connection_lost, open_run_connection
-from natlangchain_migrate.discovery import Migration, load_migrations
+from natlangchain_migrate.discovery import load_migrations
 from natlangchain_migrate.durations import ms_since
 from natlangchain_migrate.errors import ConfigurationError, ConnectionLostError
+from natlangchain_migrate.events import log
 from natlangchain_migrate.ledger import Ledger
+from natlangchain_migrate.manifest import Manifest, current_manifest
 from natlangchain_migrate.plan import plan_migrations, raise_on_drift
 from natlangchain_migrate.results import MigrationReport, MigrationResult
 from natlangchain_migrate.settings import RunSettings, skip_set
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
     from importlib.abc import Traversable
 
     import asyncpg
-
-log = structlog.get_logger("natlangchain_migrate")
 
 # A run that keeps losing its connection gives up after this many reconnects.
 MAX_RECONNECTS = 5
@@ -116,18 +115,22 @@ async def run(settings: RunSettings) -> MigrationReport:
     starting over from the ledger is always safe.
     """
     started = time.monotonic()
-    migrations = load_migrations(settings.migrations_dir)
-    preflight.check_settings(migrations, settings)
+    # With a current checksum manifest, nothing is read until the ledger says it must be.
+    manifest = None
+    if settings.target_version is None and not settings.skip:
+        manifest = current_manifest(settings.migrations_dir)
+    files = manifest.ups if manifest else load_migrations(settings.migrations_dir)
+    preflight.check_settings(files, settings)
     log.info(
         "migrate_started",
-        migrations=len(migrations),
+        migrations=len(files),
         target=settings.target_version,
         dry_run=settings.dry_run,
     )
     applied_before: list[MigrationResult] = []
     for reconnect in range(MAX_RECONNECTS + 1):
         try:
-            report, had_pending = await _run_on_one_connection(migrations, settings)
+            report, had_pending = await _run_on_one_connection(manifest, settings)
             break
         except ConnectionLostError as lost:
             applied_before += lost.applied
@@ -157,13 +160,16 @@ async def run(settings: RunSettings) -> MigrationReport:
 
 
 async def _run_on_one_connection(
-    migrations: list[Migration], settings: RunSettings
+    manifest: Manifest | None, settings: RunSettings
 ) -> tuple[MigrationReport, bool]:
     """connect -> read -> plan -> drift -> preflight -> apply, on one connection; the
     report, and whether anything was pending."""
     ledger = Ledger(settings.schema)
     async with open_run_connection(settings) as connection:
         try:
+            if manifest and await ledger.digest(connection.conn) == manifest.ledger_digest:
+                return MigrationReport(already_applied=manifest.versions), False
+            migrations = load_migrations(settings.migrations_dir)
             snapshot = await ledger.read(connection.conn)
             plan = plan_migrations(
                 migrations, snapshot.rows, target=settings.target_version, skip=settings.skip

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from natlangchain_migrate.discovery import load_migrations
 from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.manifest import MANIFEST_NAME, write_manifest
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -36,4 +37,7 @@ def new_migration(directory: Path, name: str) -> list[Path]:
         encoding="utf-8",
     )
     down.write_text(f"-- Undoes {stem}.\n\n", encoding="utf-8")
-    return [up, down]
+    made = [up, down]
+    if (directory / MANIFEST_NAME).exists():  # keep a manifest the folder already has current
+        made.append(write_manifest(directory))
+    return made

@@ -36,6 +36,10 @@ async def stop_on_signals(work: Awaitable[T]) -> T:
             received.append(signum)
             task.cancel()
 
+    # What was there before (the entry point's exit-at-once handler): put back afterwards,
+    # for asyncio's removal leaves the default, and a SIGTERM between the run's end and
+    # the process's would kill it by signal instead of exiting 143.
+    previous = {signum: signal.getsignal(signum) for signum in _EXIT_CODES}
     for signum in _EXIT_CODES:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
@@ -53,3 +57,6 @@ async def stop_on_signals(work: Awaitable[T]) -> T:
     finally:
         for signum in _EXIT_CODES:
             loop.remove_signal_handler(signum)
+            handler = previous[signum]
+            if handler is not None:
+                signal.signal(signum, handler)

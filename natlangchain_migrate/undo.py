@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import asyncpg
-import structlog
 
 from natlangchain_migrate import preflight
 from natlangchain_migrate.apply import extension_schemas
@@ -28,7 +27,7 @@ from natlangchain_migrate.statements import split_statements
 if TYPE_CHECKING:
     from importlib.abc import Traversable
 
-log = structlog.get_logger("natlangchain_migrate")
+from natlangchain_migrate.events import log
 
 
 class RollbackResult(NamedTuple):

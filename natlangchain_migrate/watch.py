@@ -15,12 +15,10 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import asyncpg
-import structlog
 
 from natlangchain_migrate.connection import RunConnection
 from natlangchain_migrate.errors import MigrateError
-
-log = structlog.get_logger("natlangchain_migrate")
+from natlangchain_migrate.events import log
 
 _BLOCKERS_QUERY = """
 SELECT pid, application_name, state, query_start::text AS query_start

@@ -165,3 +165,23 @@ def test_sigterm_during_start_up_exits_143_too(
     assert runner.returncode == ExitCode.TERMINATED, stderr
     assert "Traceback" not in stderr
     assert asyncio.run(migration_locks_held(database_url)) == 0
+
+
+def test_the_handlers_from_before_the_run_are_back_after_it() -> None:
+    """A SIGTERM between the run's end and the process's exit must meet the entry point's
+    handler (exit 143), not the default that asyncio leaves (death by signal, exit -15)."""
+    from natlangchain_migrate.signals import stop_on_signals
+
+    def before(signum: int, frame: object) -> None:
+        raise AssertionError("not called")
+
+    old = signal.signal(signal.SIGTERM, before)
+    try:
+
+        async def work() -> int:
+            return 7
+
+        assert asyncio.run(stop_on_signals(work())) == 7
+        assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -1,0 +1,170 @@
+"""The checksum manifest, ``migrations.sum``: how an up-to-date start-up proves the files
+unchanged without reading a thousand of them.
+
+Without it, every start-up reads and hashes every migration file (about 20 µs each),
+so its cost grows with the project's history. With it, a start-up lists the folder,
+compares each ``.sql`` file's name and size with the manifest, and sends one query
+that compares a digest of the ledger's (version, checksum) pairs with the manifest's.
+Equal means nothing is pending and nothing applied has drifted, as far as the
+manifest can tell; anything else (a new, removed, renamed or resized file, a ledger
+that differs) falls back to reading every file, exactly as without a manifest.
+
+What this leaves: a file edited in place to the same size, with nothing pending, is
+not read at start-up. ``--check``, ``--status``, any run with work to do, and
+``natlangchain-migrate sum --check`` (for CI) hash every file and catch it.
+
+The format is one line per ``.sql`` file: ``<sha256>  <size>  <filename>``, sorted by
+name, under a comment that says how to regenerate it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from natlangchain_migrate.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
+
+MANIFEST_NAME = "migrations.sum"
+_HEADER = (
+    "# natlangchain-migrate checksum manifest: lets an up-to-date start-up skip reading\n"
+    "# every file. Regenerate after any change: natlangchain-migrate sum --migrations-dir DIR\n"
+)
+
+
+class ManifestEntry(NamedTuple):
+    """One ``.sql`` file as the manifest records it."""
+
+    filename: str
+    size: int
+    checksum: str
+    version: int
+
+    @property
+    def is_down(self) -> bool:
+        return self.filename.endswith(".down.sql")
+
+
+class Manifest(NamedTuple):
+    """What the manifest says, precomputed once per manifest file: the up files in
+    version order, every ``.sql`` name, and the ledger digest they imply."""
+
+    ups: list[ManifestEntry]
+    names: frozenset[str]
+    versions: list[int]
+    ledger_digest: str  # what ``Ledger.digest`` returns when every file is applied, unchanged
+
+    @classmethod
+    def of(cls, entries: list[ManifestEntry]) -> Manifest:
+        ups = sorted((entry for entry in entries if not entry.is_down), key=lambda e: e.version)
+        text = ",".join(f"{entry.version}:{entry.checksum}:true" for entry in ups)
+        return cls(
+            ups=ups,
+            names=frozenset(entry.filename for entry in entries),
+            versions=[entry.version for entry in ups],
+            ledger_digest=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        )
+
+
+# Parsed manifests by (path, mtime, size): a process that checks again pays for a stat.
+_parsed: dict[tuple[str, int, int], Manifest | None] = {}
+
+
+def write_manifest(directory: Path | str) -> Path:
+    """Write ``migrations.sum`` for every ``.sql`` file in ``directory`` (atomically)."""
+    from natlangchain_migrate.discovery import _read_text as read_text
+    from natlangchain_migrate.discovery import checksum, load_migrations
+
+    folder = Path(directory)
+    load_migrations(folder)  # refuse to vouch for a folder the runner would refuse
+    lines = []
+    for path in sorted(folder.glob("*.sql"), key=lambda item: item.name):
+        lines.append(f"{checksum(read_text(path))}  {path.stat().st_size}  {path.name}\n")
+    target = folder / MANIFEST_NAME
+    partial = folder / f".{MANIFEST_NAME}.tmp"
+    partial.write_text(_HEADER + "".join(lines), encoding="utf-8")
+    partial.replace(target)
+    return target
+
+
+def stale_files(directory: Path | str) -> list[str]:
+    """The files whose content, size or presence the manifest gets wrong (read in full)."""
+    from natlangchain_migrate.discovery import _read_text as read_text
+    from natlangchain_migrate.discovery import checksum
+
+    folder = Path(directory)
+    recorded = {entry.filename: entry for entry in _read_entries(folder) or []}
+    wrong = []
+    for path in sorted(folder.glob("*.sql"), key=lambda item: item.name):
+        entry = recorded.pop(path.name, None)
+        if entry is None or entry.checksum != checksum(read_text(path)):
+            wrong.append(path.name)
+    return wrong + sorted(recorded)
+
+
+def current_manifest(directory: Traversable | Path | str | None) -> Manifest | None:
+    """The manifest, if there is one and the folder's ``.sql`` names, and its up files'
+    sizes, match it. Costs a directory listing and a stat per up file; reads no migration.
+    """
+    from natlangchain_migrate.discovery import shipped_migrations_dir
+
+    folder = shipped_migrations_dir() if directory is None else directory
+    if not isinstance(folder, Path | str):
+        return None  # a zipped package: nothing to stat, read the files
+    manifest = _manifest_in(Path(folder))
+    if manifest is None:
+        return None
+    try:
+        with os.scandir(folder) as listing:
+            found = {item.name: item for item in listing if item.name.lower().endswith(".sql")}
+        if found.keys() != manifest.names:
+            return None
+        for entry in manifest.ups:
+            if found[entry.filename].stat().st_size != entry.size:
+                return None
+    except OSError:
+        return None
+    return manifest
+
+
+def _manifest_in(folder: Path) -> Manifest | None:
+    path = folder / MANIFEST_NAME
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise ConfigurationError(f"{path}: cannot read it: {error}") from error
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _parsed:
+        entries = _read_entries(folder)
+        _parsed[key] = None if entries is None else Manifest.of(entries)
+    return _parsed[key]
+
+
+def _read_entries(folder: Path) -> list[ManifestEntry] | None:
+    try:
+        text = (folder / MANIFEST_NAME).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise ConfigurationError(f"{folder / MANIFEST_NAME}: cannot read it: {error}") from error
+    entries = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split("  ")
+        if len(parts) != 3 or not parts[1].isdigit() or len(parts[0]) != 64:
+            raise ConfigurationError(
+                f"{MANIFEST_NAME}:{number}: expected '<sha256>  <size>  <file>'; regenerate "
+                "it with: natlangchain-migrate sum --migrations-dir DIR"
+            )
+        prefix = parts[2].split("_", 1)[0]
+        if not prefix.isdigit():
+            return None  # a file the fast path does not understand: read everything
+        entries.append(ManifestEntry(parts[2], int(parts[1]), parts[0], int(prefix)))
+    return entries
