@@ -175,22 +175,16 @@ class Ledger:
         """Forget a repeatable whose file is gone (repair)."""
         await conn.execute(f"DELETE FROM {self.repeatables_table} WHERE name = $1", name)
 
-    async def record_baseline(self, conn: asyncpg.Connection, migrations: list[Migration]) -> int:
+    async def record_baseline(self, conn: asyncpg.Connection, migrations: list[Migration]) -> None:
         """Record ``migrations`` as applied without running them: their checksums, applied_by
-        'baseline', no execution time. Rows already there are kept. Returns rows added."""
-        added = 0
-        for migration in migrations:
-            status = await conn.execute(
-                f"INSERT INTO {self.table} (version, name, applied_at, checksum, execution_ms, "
-                " applied_by, complete, statements_done) "
-                f"VALUES ($1, $2, clock_timestamp(), $3, NULL, '{BASELINE}', true, 0) "
-                "ON CONFLICT (version) DO NOTHING",
-                migration.version,
-                migration.name,
-                migration.checksum,
-            )
-            added += status.endswith(" 1")
-        return added
+        'baseline', no execution time. Rows already there are kept as they are."""
+        await conn.executemany(
+            f"INSERT INTO {self.table} (version, name, applied_at, checksum, execution_ms, "
+            " applied_by, complete, statements_done) "
+            f"VALUES ($1, $2, clock_timestamp(), $3, NULL, '{BASELINE}', true, 0) "
+            "ON CONFLICT (version) DO NOTHING",
+            [(m.version, m.name, m.checksum) for m in migrations],
+        )
 
     async def ensure(self, conn: asyncpg.Connection) -> list[str]:
         """Create the table (and its schema) if absent, or add our columns to the seed's old one.
