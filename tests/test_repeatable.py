@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from harness.sql import fetch
-from natlangchain_migrate import MigrationFailedError, migrate, repair, status
+from natlangchain_migrate import ConfigurationError, MigrationFailedError, migrate, repair, status
 from natlangchain_migrate.discovery import Migration, checksum
 from natlangchain_migrate.errors import ExitCode, LockTimeoutError
 from natlangchain_migrate.locks import default_namespace, lock_key
@@ -220,7 +222,7 @@ def test_a_repeatable_with_no_transaction_or_a_down_file_is_refused(tmp_path: Pa
         assert result.returncode == ExitCode.USAGE, result.stderr
         failed = [e for e in log_events(result.stderr) if e["event"] == "run_failed"]
         assert failed[0]["error"].startswith(name), failed
-        with pytest.raises(Exception, match=name):
+        with pytest.raises(ConfigurationError, match=re.escape(name)):
             load_repeatables(folder)
 
 
@@ -250,7 +252,8 @@ def test_status_check_and_dry_run_show_a_changed_repeatable(
     assert "○ R__b_views: PENDING (changed since applied)" in text
     objects = json.loads(run_cli("--status", "--json", *flags, database_url=database_url).stdout)
     changed = next(o for o in objects if o["name"] == "R__b_views")
-    assert changed["version"] is None and changed["repeatable"] is True
+    assert changed["version"] is None
+    assert changed["repeatable"] is True
     assert changed["state"] == "PENDING"
     assert changed["applied_checksum"] == checksum(REPEATABLE_B) != changed["checksum"]
 
@@ -271,7 +274,8 @@ def test_new_repeatable_writes_an_r_file_that_the_runner_applies(
     again = run_cli(
         "new", "--repeatable", "item_views", "--migrations-dir", str(folder), database_url=None
     )
-    assert again.returncode == ExitCode.USAGE and "already exists" in again.stderr
+    assert again.returncode == ExitCode.USAGE
+    assert "already exists" in again.stderr
     assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
     assert set(asyncio.run(_repeatable_rows(database_url))) == {"R__item_views"}
 
@@ -290,7 +294,7 @@ def test_eight_processes_apply_a_changed_repeatable_exactly_once(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**dict(__import__("os").environ), **env},
+            env={**os.environ, **env},
         )
         for _ in range(8)
     ]
