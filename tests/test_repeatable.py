@@ -169,6 +169,8 @@ async def test_a_failing_repeatable_rolls_back_and_keeps_the_versioned_ones(
     assert [row["version"] for row in await ledger_rows(database_url)] == [1, 2, 3]
     assert (await _repeatable_rows(database_url))["R__a_base"] == checksum(REPEATABLE_A)
     assert await _runs(database_url) == ["a", "b"]
+    definition = await fetch(database_url, "SELECT pg_get_viewdef('cheap_items') AS d")
+    assert "< 10" in definition[0]["d"]  # the view as the last good file made it
 
 
 @pytest.mark.anyio
@@ -212,10 +214,13 @@ async def test_a_removed_repeatable_is_shown_not_fatal_and_repair_forgets_it(
     assert set(await _repeatable_rows(database_url)) == {"R__a_base"}
 
 
-def test_a_repeatable_with_no_transaction_or_a_down_file_is_refused(tmp_path: Path) -> None:
+def test_a_repeatable_with_no_transaction_a_down_file_or_a_bad_name_is_refused(
+    tmp_path: Path,
+) -> None:
     for name, text in (
         ("R__idx.sql", "-- natlangchain: no-transaction\nCREATE INDEX CONCURRENTLY i ON t (c);"),
         ("R__views.down.sql", "DROP VIEW v;"),
+        ("R__active-users.sql", "CREATE OR REPLACE VIEW v AS SELECT 1;"),
     ):
         folder = write_migrations(tmp_path / name, VERSIONED | {name: text})
         result = run_cli("--migrations-dir", str(folder), database_url="postgresql://u@h/x")
