@@ -125,11 +125,14 @@ class Ledger:
         )
 
     async def repeatable_rows(self, conn: asyncpg.Connection) -> list[AppliedMigration]:
-        """Every applied repeatable with its time, duration and runner (for --status)."""
-        try:
-            records = await conn.fetch(f"SELECT * FROM {self.repeatables_table} ORDER BY name")
-        except asyncpg.UndefinedTableError:
+        """Every applied repeatable with its time, duration and runner (for --status).
+
+        Looks the table up first: a readiness probe's --check must not leave an error in
+        the server's log on every database that never had a repeatable.
+        """
+        if await conn.fetchval("SELECT to_regclass($1)", self.repeatables_table) is None:
             return []
+        records = await conn.fetch(f"SELECT * FROM {self.repeatables_table} ORDER BY name")
         return [
             AppliedMigration(
                 version=-1,
