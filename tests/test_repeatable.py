@@ -16,7 +16,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from harness.sql import fetch
-from natlangchain_migrate import ConfigurationError, MigrationFailedError, migrate, repair, status
+from natlangchain_migrate import (
+    ConfigurationError,
+    MigrationFailedError,
+    migrate,
+    repair,
+    rollback,
+    status,
+)
 from natlangchain_migrate.discovery import Migration, checksum
 from natlangchain_migrate.errors import ExitCode, LockTimeoutError
 from natlangchain_migrate.locks import default_namespace, lock_key
@@ -212,6 +219,17 @@ async def test_a_removed_repeatable_is_shown_not_fatal_and_repair_forgets_it(
     }
     await repair(database_url, migrations_dir=folder)
     assert set(await _repeatable_rows(database_url)) == {"R__a_base"}
+
+
+@pytest.mark.anyio
+async def test_rollback_leaves_repeatables_alone(database_url: str, tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    await migrate(database_url, migrations_dir=folder)
+    undone = await rollback(database_url, migrations_dir=folder)
+    assert [item.name for item in undone] == ["002_audit"]
+    assert [row["version"] for row in await ledger_rows(database_url)] == [1]
+    assert set(await _repeatable_rows(database_url)) == {"R__a_base", "R__b_views"}
+    assert await fetch(database_url, "SELECT n FROM cheap_count") == [(0,)]
 
 
 def test_a_repeatable_with_no_transaction_a_down_file_or_a_bad_name_is_refused(
