@@ -229,7 +229,7 @@ async def test_rollback_leaves_repeatables_alone(database_url: str, tmp_path: Pa
     assert [item.name for item in undone] == ["002_audit"]
     assert [row["version"] for row in await ledger_rows(database_url)] == [1]
     assert set(await _repeatable_rows(database_url)) == {"R__a_base", "R__b_views"}
-    assert await fetch(database_url, "SELECT n FROM cheap_count") == [(0,)]
+    assert [tuple(row) for row in await fetch(database_url, "SELECT n FROM cheap_count")] == [(0,)]
 
 
 def test_a_repeatable_with_no_transaction_a_down_file_or_a_bad_name_is_refused(
