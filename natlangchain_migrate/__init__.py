@@ -7,6 +7,7 @@ report = natlangchain_migrate.run_migrations()         # Flask and other sync ap
 from typing import TYPE_CHECKING, Any
 
 from natlangchain_migrate.errors import (
+    BaselineError,
     ConfigurationError,
     ConnectionRejectedError,
     DatabaseUnreachableError,
@@ -16,12 +17,13 @@ from natlangchain_migrate.errors import (
     LockTimeoutError,
     MigrateError,
     MigrationFailedError,
+    OutOfOrderError,
     PrerequisiteError,
     ReadOnlyDatabaseError,
 )
 
 if TYPE_CHECKING:
-    from natlangchain_migrate.operations import repair, status
+    from natlangchain_migrate.operations import baseline, repair, status
     from natlangchain_migrate.results import MigrationReport, MigrationResult
     from natlangchain_migrate.runner import migrate, run_migrations
     from natlangchain_migrate.undo import RollbackResult, rollback
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 # package first, and a no-op start-up should not pay for what it does not run.
 _LAZY = {
     "RollbackResult": "undo",
+    "baseline": "operations",
     "repair": "operations",
     "rollback": "undo",
     "status": "operations",
@@ -49,6 +52,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BaselineError",
     "ConfigurationError",
     "ConnectionRejectedError",
     "DatabaseUnreachableError",
@@ -60,9 +64,11 @@ __all__ = [
     "MigrationFailedError",
     "MigrationReport",
     "MigrationResult",
+    "OutOfOrderError",
     "PrerequisiteError",
     "ReadOnlyDatabaseError",
     "RollbackResult",
+    "baseline",
     "migrate",
     "repair",
     "rollback",

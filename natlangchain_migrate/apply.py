@@ -55,14 +55,15 @@ from natlangchain_migrate.failures import (
     privilege_missing,
     resumed_statement_already_done,
 )
-from natlangchain_migrate.ledger import Ledger, quote_ident
+from natlangchain_migrate.ledger import Ledger, LedgerSnapshot, quote_ident
 from natlangchain_migrate.locks import LockNoLongerNeeded, holding, migration_lock
 from natlangchain_migrate.plan import (
-    AppliedMigration,
     MigrationPlan,
     plan_migrations,
     raise_on_drift,
+    raise_on_out_of_order,
 )
+from natlangchain_migrate.repeatables import Repeatable, is_repeatable, version_of, with_repeatables
 from natlangchain_migrate.results import MigrationResult
 from natlangchain_migrate.settings import RunSettings
 from natlangchain_migrate.statements import Statement, split_statements
@@ -87,14 +88,16 @@ async def apply_pending(
     ledger: Ledger,
     migrations: Sequence[Migration],
     settings: RunSettings,
+    repeatables: Sequence[Repeatable] = (),
 ) -> list[MigrationResult]:
-    """Take the lock, plan again under it, apply what is still pending; return what this
-    run applied, in order. A waiter that sees the work done by another runner leaves
-    without the lock and returns nothing."""
+    """Take the lock, plan again under it, apply what is still pending (the versioned
+    migrations, then the new or changed repeatables); return what this run applied, in
+    order. A waiter that sees the work done by another runner leaves without the lock and
+    returns nothing."""
     settings = settings._replace(
         extension_schemas=await extension_schemas(connection.conn, settings.schema)
     )
-    applier = _Applier(connection, ledger, migrations, settings)
+    applier = _Applier(connection, ledger, migrations, settings, repeatables)
     try:
         if settings.transaction_pooling:
             await applier.apply_in_one_transaction()
@@ -195,11 +198,13 @@ class _Applier:
         ledger: Ledger,
         migrations: Sequence[Migration],
         settings: RunSettings,
+        repeatables: Sequence[Repeatable] = (),
     ) -> None:
         self.connection = connection
         self.conn = connection.conn
         self.ledger = ledger
         self.migrations = migrations
+        self.repeatables = repeatables
         self.settings = settings
         self.applied_by = application_name()
         self.applied: list[MigrationResult] = []
@@ -222,7 +227,7 @@ class _Applier:
                 except MigrationFailedError as error:
                     _log_failed(migration, error)
                     raise
-                self._applied(MigrationResult(migration.version, migration.name, duration))
+                self._applied(MigrationResult(version_of(migration), migration.name, duration))
 
     async def apply_in_one_transaction(self) -> None:
         """Transaction lock: the lock, the ledger and every pending migration in one
@@ -240,30 +245,35 @@ class _Applier:
                     except MigrationFailedError as error:
                         _log_failed(migration, error)
                         raise
-                    done.append(MigrationResult(migration.version, migration.name, duration))
+                    done.append(MigrationResult(version_of(migration), migration.name, duration))
             return done
 
         try:
             results = await self._retrying(batch)
         except LockRetriesExhaustedError as error:  # the others were logged where they arose
-            _log_failed(next(m for m in self.migrations if m.version == error.version), error)
+            files = [*self.migrations, *self.repeatables]
+            _log_failed(next(m for m in files if m.filename == error.location), error)
             raise
         for result in results:
             self._applied(result)
 
     # --- planning under the lock ----------------------------------------------------
 
-    def _replan(self, ledger_rows: Sequence[AppliedMigration]) -> MigrationPlan:
-        return plan_migrations(
+    def _replan(self, snapshot: LedgerSnapshot) -> MigrationPlan:
+        plan = plan_migrations(
             self.migrations,
-            ledger_rows,
+            snapshot.rows,
             target=self.settings.target_version,
             skip=self.settings.skip,
         )
+        return with_repeatables(plan, self.repeatables, snapshot.repeatables)
+
+    async def _read(self) -> LedgerSnapshot:
+        return await self.ledger.read(self.conn, repeatables=bool(self.repeatables))
 
     async def _nothing_left(self) -> bool:
         """While waiting for the lock: has another runner applied everything?"""
-        return not self._replan((await self.ledger.read(self.conn)).rows).pending
+        return not self._replan(await self._read()).pending
 
     async def _ensure_and_replan(self) -> MigrationPlan:
         """Create or adopt the ledger, read it again (another runner may have just
@@ -280,8 +290,12 @@ class _Applier:
             ) from error
         if added:
             log.info("ledger_adopted", columns_added=added)
-        plan = self._replan((await self.ledger.read(self.conn)).rows)
+        if self.repeatables:
+            await self.ledger.ensure_repeatables(self.conn)
+        plan = self._replan(await self._read())
         raise_on_drift(plan)
+        if self.settings.strict_order:  # another runner may have applied a higher one
+            raise_on_out_of_order(plan)
         return plan
 
     # --- transactional files --------------------------------------------------------
@@ -325,10 +339,11 @@ class _Applier:
     def _file_and_record(self, migration: Migration) -> str:
         # The newline ends a trailing "--" comment; the lone ";" ends a last statement
         # that has none.
-        return (
-            f"{migration.sql}\n;\n"
-            f"{self.ledger.record_statement(migration, applied_by=self.applied_by)}"
-        )
+        if is_repeatable(migration):
+            record = self.ledger.record_repeatable_statement(migration, applied_by=self.applied_by)
+        else:
+            record = self.ledger.record_statement(migration, applied_by=self.applied_by)
+        return f"{migration.sql}\n;\n{record}"
 
     # --- no-transaction files -------------------------------------------------------
 
@@ -700,7 +715,7 @@ def _warn_if_edited_since_failure(plan: MigrationPlan, migration: Migration, don
 def _log_applying(migration: Migration, number: int, total: int) -> None:
     log.info(
         "migration_applying",
-        version=migration.version,
+        version=version_of(migration),
         name=migration.name,
         n=number,
         of=total,
@@ -711,7 +726,7 @@ def _log_applying(migration: Migration, number: int, total: int) -> None:
 def _log_failed(migration: Migration, error: MigrationFailedError) -> None:
     log.error(
         "migration_failed",
-        version=migration.version,
+        version=version_of(migration),
         name=migration.name,
         file=error.location,
         sqlstate=error.sqlstate,

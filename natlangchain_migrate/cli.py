@@ -26,6 +26,7 @@ from natlangchain_migrate.errors import (
     StoppedBySignalError,
 )
 from natlangchain_migrate.events import log
+from natlangchain_migrate.ledger import BASELINE
 from natlangchain_migrate.locks import LOCK_MODES
 from natlangchain_migrate.logs import LOG_FORMATS, configure_logging
 from natlangchain_migrate.plan import MigrationPlan, State, StatusEntry
@@ -55,6 +56,7 @@ _SETTINGS = {
     "PG_LOCK_TIMEOUT": "--pg-lock-timeout",
     "STATEMENT_TIMEOUT": "--statement-timeout",
     "LOCK_RETRIES": "--lock-retries",
+    "STRICT_ORDER": "--strict-order (1/true/yes/on)",
     "LOG_FORMAT": "--log-format",
     "EMBEDDED_DIR": "(data directory of the embedded PostgreSQL)",
 }
@@ -74,6 +76,8 @@ _EXIT_MEANINGS = {
     ExitCode.CHECK_FAILED: "--check: a no-transaction migration failed part-way",
     ExitCode.LOCK_LOST: "the advisory lock was lost while held (see --lock-mode)",
     ExitCode.PRIVILEGE: "the role lacks a privilege; the message names the GRANT",
+    ExitCode.OUT_OF_ORDER: "--strict-order: a pending version is below the highest applied",
+    ExitCode.BASELINE_REFUSED: "baseline: the ledger already holds rows (see --force)",
     ExitCode.INTERNAL: "an unexpected error (a bug: please report it, with --traceback)",
     ExitCode.INTERRUPTED: "stopped by SIGINT (rolled back, lock released)",
     ExitCode.TERMINATED: "stopped by SIGTERM (rolled back, lock released)",
@@ -199,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="retries of a migration cancelled by lock_timeout (default 5)",
     )
     parser.add_argument(
+        "--strict-order",
+        action="store_true",
+        help="refuse to apply a version lower than the highest applied one (default: apply it)",
+    )
+    parser.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
         default=env_setting("LOG_FORMAT"),
@@ -245,7 +254,19 @@ def _setting_problem(args: argparse.Namespace) -> str | None:
     ):
         if value and value not in choices:  # an empty variable counts as unset
             return f"{ENV}{name}={value!r} is not one of: {', '.join(choices)}"
+    strict = env_setting("STRICT_ORDER", "") or ""
+    if strict.lower() not in _TRUE | _FALSE:
+        return f"{ENV}STRICT_ORDER={strict!r} is not one of: 1, 0, true, false, yes, no, on, off"
     return None
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def _strict_order(args: argparse.Namespace) -> bool:
+    """--strict-order, or its variable (checked by _setting_problem)."""
+    return bool(args.strict_order) or (env_setting("STRICT_ORDER", "") or "").lower() in _TRUE
 
 
 def _combination_problem(args: argparse.Namespace) -> str | None:
@@ -259,10 +280,17 @@ def _combination_problem(args: argparse.Namespace) -> str | None:
         "json": {"status", "check", "apply", "rollback"},
         "version": {"apply"},
         "skip": {"apply", "status", "check"},
+        "strict_order": {"apply"},
         "steps": {"rollback"},
         "to": {"rollback"},
     }
-    flag = {"dry_run": "--dry-run", "json": "--json", "version": "--version", "skip": "--skip"}
+    flag = {
+        "dry_run": "--dry-run",
+        "json": "--json",
+        "version": "--version",
+        "skip": "--skip",
+        "strict_order": "--strict-order",
+    }
     for name, actions in allowed.items():
         if getattr(args, name) and action not in actions:
             if name == "version" and action == "rollback":
@@ -301,6 +329,7 @@ async def _run(args: argparse.Namespace) -> int:
         pg_lock_timeout=args.pg_lock_timeout,
         statement_timeout=args.statement_timeout,
         lock_retries=args.lock_retries,
+        strict_order=_strict_order(args),
     )
     if args.status or args.check or args.rollback or args.repair:
         return await _other_action(args, settings)
@@ -348,7 +377,9 @@ async def _embedded_dsn(*, announce: bool) -> str:
 
 def _print_status(plan: MigrationPlan, *, as_json: bool) -> int:
     if as_json:
-        print(json.dumps([_status_object(entry) for entry in plan.entries], indent=2))
+        objects = [_status_object(entry) for entry in plan.entries]
+        objects += [_status_object(entry, repeatable=True) for entry in plan.repeatables]
+        print(json.dumps(objects, indent=2))
         return ExitCode.OK
     print("Migration Status")
     print("=" * 50)
@@ -358,15 +389,27 @@ def _print_status(plan: MigrationPlan, *, as_json: bool) -> int:
             note = f" (at statement {entry.row.statements_done + 1})"
         elif entry.state is State.APPLIED and not entry.verified:
             note = " (unverified: no checksum, run --repair)"
+        elif entry.state is State.APPLIED and entry.row and entry.row.applied_by == BASELINE:
+            note = " (baseline)"
         print(f"  {_MARKS[entry.state]} {entry.name}: {entry.state.value}{note}")
     print(f"\nApplied: {plan.recorded_count} / {len(plan.entries)}")
+    if plan.repeatables:
+        print("\nRepeatable (applied after the versioned ones, whenever their file changes)")
+        for entry in plan.repeatables:
+            note = ""
+            if entry.state is State.PENDING and entry.row is not None:
+                note = " (changed since applied)"
+            elif entry.state is State.MISSING:
+                note = " (file gone; ignored by runs, --repair forgets it)"
+            print(f"  {_MARKS[entry.state]} {entry.name}: {entry.state.value}{note}")
     return ExitCode.OK
 
 
-def _status_object(entry: StatusEntry) -> dict[str, Any]:
+def _status_object(entry: StatusEntry, *, repeatable: bool = False) -> dict[str, Any]:
     row = entry.row
     return {
-        "version": entry.version,
+        "version": None if repeatable else entry.version,
+        "repeatable": repeatable,
         "name": entry.name,
         "state": entry.state.value,
         "checksum": entry.file_checksum,
@@ -380,14 +423,16 @@ def _status_object(entry: StatusEntry) -> dict[str, Any]:
 
 def _check(plan: MigrationPlan, *, as_json: bool) -> int:
     pending = [e.version for e in plan.entries if e.state is State.PENDING]
+    pending_repeatables = [e.name for e in plan.repeatables if e.state is State.PENDING]
     drifted = [e.version for e in plan.changed + plan.missing]
     failed = [e.version for e in plan.failed]
     if failed:
         code, state, count = ExitCode.CHECK_FAILED, "failed part-way", len(failed)
     elif drifted:
         code, state, count = ExitCode.CHECK_DRIFT, "drifted", len(drifted)
-    elif pending:
-        code, state, count = ExitCode.CHECK_PENDING, "pending", len(pending)
+    elif pending or pending_repeatables:
+        code, state = ExitCode.CHECK_PENDING, "pending"
+        count = len(pending) + len(pending_repeatables)
     else:
         code, state, count = ExitCode.OK, "up to date", 0
     if as_json:
@@ -397,13 +442,19 @@ def _check(plan: MigrationPlan, *, as_json: bool) -> int:
             "applied": plan.recorded_count,
             "total": len(plan.entries),
             "pending": pending,
+            "pending_repeatables": pending_repeatables,
             "drifted": drifted,
             "failed": failed,
         }
         print(json.dumps(summary, indent=2))
     else:
         what = f"{count} {state}" if count else state
-        print(f"{what}: {plan.recorded_count} of {len(plan.entries)} applied")
+        repeatables = ""
+        if plan.repeatables:
+            current = sum(e.state is State.APPLIED for e in plan.repeatables)
+            total = sum(e.state is not State.MISSING for e in plan.repeatables)
+            repeatables = f", {current} of {total} repeatable current"
+        print(f"{what}: {plan.recorded_count} of {len(plan.entries)} applied{repeatables}")
     return code
 
 

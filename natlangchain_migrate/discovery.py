@@ -107,6 +107,8 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
     for entry in sorted(folder.iterdir(), key=lambda item: item.name):
         if not entry.name.lower().endswith(".sql") or not entry.is_file():
             continue
+        if entry.name.startswith("R__"):  # repeatable: repeatables.py reads those
+            continue
         if not entry.name.endswith(".sql"):
             raise ConfigurationError(
                 f"{entry.name}: migration files end in lowercase .sql; rename it to "

@@ -32,6 +32,8 @@ class ExitCode(IntEnum):
     CHECK_FAILED = 12
     LOCK_LOST = 13
     PRIVILEGE = 14
+    OUT_OF_ORDER = 23
+    BASELINE_REFUSED = 24
     INTERNAL = 70
     INTERRUPTED = 130  # SIGINT: 128 + 2, as shells report it
     TERMINATED = 143  # SIGTERM: 128 + 15
@@ -119,6 +121,19 @@ class DriftError(MigrateError):
     exit_code = ExitCode.DRIFT
 
 
+class OutOfOrderError(MigrateError):
+    """Raised under strict order, before anything runs, when a pending version is lower
+    than the highest applied one."""
+
+    exit_code = ExitCode.OUT_OF_ORDER
+
+
+class BaselineError(MigrateError):
+    """Raised by ``baseline`` when the ledger already holds rows and no --force was given."""
+
+    exit_code = ExitCode.BASELINE_REFUSED
+
+
 class PrerequisiteError(MigrateError):
     """Raised before a migration runs when the server lacks an extension it declares it needs."""
 
@@ -130,6 +145,7 @@ class MigrationFailedError(MigrateError):
 
     ``applied`` lists the migrations this run committed before the failure; the
     failed one left no ledger row (or, without a transaction, an incomplete one).
+    ``version`` is None for a repeatable (``R__name.sql``) migration.
     """
 
     exit_code = ExitCode.MIGRATION_FAILED
@@ -138,7 +154,7 @@ class MigrationFailedError(MigrateError):
         self,
         message: str,
         *,
-        version: int,
+        version: int | None,
         location: str,
         sqlstate: str | None,
         applied: Sequence[MigrationResult] = (),

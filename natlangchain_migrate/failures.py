@@ -14,6 +14,7 @@ from natlangchain_migrate.errors import (
     PrerequisiteError,
     PrivilegeError,
 )
+from natlangchain_migrate.repeatables import version_of
 from natlangchain_migrate.results import MigrationResult
 from natlangchain_migrate.statements import line_and_column
 
@@ -61,7 +62,7 @@ def migration_failed(
     return MigrationFailedError(
         f"{location}: {error.sqlstate} {error}{extra}. Migration {migration.name} failed; "
         f"{outcome}. Fix the file and run again",
-        version=migration.version,
+        version=version_of(migration),
         location=location,
         sqlstate=error.sqlstate,
         applied=applied,
@@ -166,7 +167,7 @@ def resumed_statement_already_done(
         f"it. Nothing was changed. Check that the database matches statement {statement}, "
         f"then record it as done with: UPDATE {ledger_table} SET statements_done = "
         f"{statement} WHERE version = {migration.version}; and run again",
-        version=migration.version,
+        version=version_of(migration),
         location=location,
         sqlstate=error.sqlstate,
         applied=applied,
@@ -193,7 +194,7 @@ def lock_retries_exhausted(
         f"lock_timeout (55P03) while waiting for locks held by {who}. Nothing of "
         f"{migration.name} was kept. End or wait out those sessions, or raise "
         "--lock-timeout / --lock-retries",
-        version=migration.version,
+        version=version_of(migration),
         location=migration.filename,
         sqlstate="55P03",
         applied=applied,

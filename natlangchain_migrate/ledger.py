@@ -13,6 +13,11 @@ import asyncpg
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.plan import AppliedMigration
 
+REPEATABLES_TABLE = "schema_repeatables"
+# applied_by of a row written by ``baseline``: recorded, never run.
+BASELINE = "baseline"
+_REPEATABLES_COLUMN = "natlangchain_repeatables"
+
 _ADDED_COLUMNS = {
     "checksum": "text",
     "execution_ms": "double precision",
@@ -36,10 +41,19 @@ def literal(text: str) -> str:
 class LedgerSnapshot:
     """What one read of the ledger found, and whether the server is a standby."""
 
-    def __init__(self, rows: list[AppliedMigration], *, exists: bool, standby: bool) -> None:
+    def __init__(
+        self,
+        rows: list[AppliedMigration],
+        *,
+        exists: bool,
+        standby: bool,
+        repeatables: list[AppliedMigration] | None = None,
+    ) -> None:
         self.rows = rows
         self.exists = exists
         self.standby = standby
+        # Applied R__ files (name and checksum only), when the read asked for them.
+        self.repeatables = repeatables or []
 
 
 class Ledger:
@@ -48,14 +62,20 @@ class Ledger:
     def __init__(self, schema: str = "public", table: str = "schema_migrations") -> None:
         self.schema = schema
         self.table = f"{quote_ident(schema)}.{quote_ident(table)}"
+        self.repeatables_table = f"{quote_ident(schema)}.{quote_ident(REPEATABLES_TABLE)}"
 
-    async def read(self, conn: asyncpg.Connection) -> LedgerSnapshot:
+    async def read(self, conn: asyncpg.Connection, *, repeatables: bool = False) -> LedgerSnapshot:
         """Read every row, and whether the server is a standby, in one query.
+
+        With ``repeatables`` (there are R__ files), the same one query also brings the
+        applied repeatables' names and checksums.
 
         This is the whole database cost of an up-to-date start-up. ``SELECT *``
         reads whatever shape the table has: the seed's three columns or ours.
         No ORDER BY: on a new backend, planning the sort costs more than the query.
         """
+        if repeatables:
+            return await self._read_with_repeatables(conn)
         try:
             records = await conn.fetch(
                 f"SELECT m.*, pg_is_in_recovery() AS standby FROM {self.table} m"
@@ -86,6 +106,103 @@ class Ledger:
         except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
             return None
         return digest
+
+    async def _read_with_repeatables(self, conn: asyncpg.Connection) -> LedgerSnapshot:
+        """``read`` plus the applied repeatables, still one query when both tables exist.
+
+        The repeatables travel as one text array on the first row only (row_number()
+        without ORDER BY costs no sort). Either table missing: every repeatable is
+        pending, so the extra query of the fallback is on a path that applies anyway.
+        """
+        try:
+            records = await conn.fetch(
+                f"SELECT m.*, pg_is_in_recovery() AS standby, CASE WHEN row_number() OVER () = 1 "
+                f"THEN ARRAY(SELECT r.name || ' ' || r.checksum FROM {self.repeatables_table} r) "
+                f"END AS {_REPEATABLES_COLUMN} FROM {self.table} m"
+            )
+        except asyncpg.UndefinedTableError:
+            return await self.read(conn)
+        if not records:
+            try:
+                (record,) = await conn.fetch(
+                    f"SELECT pg_is_in_recovery() AS standby, ARRAY(SELECT r.name || ' ' || "
+                    f"r.checksum FROM {self.repeatables_table} r) AS {_REPEATABLES_COLUMN}"
+                )
+            except asyncpg.UndefinedTableError:
+                return await self.read(conn)
+            return LedgerSnapshot(
+                [], exists=True, standby=bool(record["standby"]), repeatables=_pairs(record)
+            )
+        rows = sorted((_row(record) for record in records), key=lambda row: row.version)
+        first = next(record for record in records if record[_REPEATABLES_COLUMN] is not None)
+        return LedgerSnapshot(
+            rows, exists=True, standby=bool(records[0]["standby"]), repeatables=_pairs(first)
+        )
+
+    async def repeatable_rows(self, conn: asyncpg.Connection) -> list[AppliedMigration]:
+        """Every applied repeatable with its time, duration and runner (for --status).
+
+        Looks the table up first: a readiness probe's --check must not leave an error in
+        the server's log on every database that never had a repeatable.
+        """
+        if await conn.fetchval("SELECT to_regclass($1)", self.repeatables_table) is None:
+            return []
+        records = await conn.fetch(f"SELECT * FROM {self.repeatables_table} ORDER BY name")
+        return [
+            AppliedMigration(
+                version=-1,
+                name=record["name"],
+                applied_at=record["applied_at"],
+                checksum=record["checksum"],
+                execution_ms=record["execution_ms"],
+                applied_by=record["applied_by"],
+            )
+            for record in records
+        ]
+
+    async def ensure_repeatables(self, conn: asyncpg.Connection) -> None:
+        """Create schema_repeatables beside the ledger if absent (under the lock, after
+        ``ensure``). Made only once a folder has R__ files."""
+        if await conn.fetchval("SELECT to_regclass($1)", self.repeatables_table) is None:
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.repeatables_table} ("
+                " name text PRIMARY KEY,"
+                " checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT clock_timestamp(),"
+                " execution_ms double precision,"
+                " applied_by text); "
+                f"COMMENT ON TABLE {self.repeatables_table} IS "
+                "'Repeatable migrations (R__name.sql): the checksum each was last applied with'"
+            )
+
+    def record_repeatable_statement(self, repeatable: Migration, *, applied_by: str) -> str:
+        """A repeatable's row, as one literal upsert sent in the file's own message."""
+        return (
+            f"INSERT INTO {self.repeatables_table} "
+            "(name, checksum, applied_at, execution_ms, applied_by) "
+            f"VALUES ({literal(repeatable.name)}, {literal(repeatable.checksum)}, "
+            "clock_timestamp(), "
+            "extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000, "
+            f"{literal(applied_by)}) "
+            "ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, "
+            " applied_at = EXCLUDED.applied_at, execution_ms = EXCLUDED.execution_ms, "
+            " applied_by = EXCLUDED.applied_by"
+        )
+
+    async def remove_repeatable(self, conn: asyncpg.Connection, name: str) -> None:
+        """Forget a repeatable whose file is gone (repair)."""
+        await conn.execute(f"DELETE FROM {self.repeatables_table} WHERE name = $1", name)
+
+    async def record_baseline(self, conn: asyncpg.Connection, migrations: list[Migration]) -> None:
+        """Record ``migrations`` as applied without running them: their checksums, applied_by
+        'baseline', no execution time. Rows already there are kept as they are."""
+        await conn.executemany(
+            f"INSERT INTO {self.table} (version, name, applied_at, checksum, execution_ms, "
+            " applied_by, complete, statements_done) "
+            f"VALUES ($1, $2, clock_timestamp(), $3, NULL, '{BASELINE}', true, 0) "
+            "ON CONFLICT (version) DO NOTHING",
+            [(m.version, m.name, m.checksum) for m in migrations],
+        )
 
     async def ensure(self, conn: asyncpg.Connection) -> list[str]:
         """Create the table (and its schema) if absent, or add our columns to the seed's old one.
@@ -238,3 +355,9 @@ def _row(record: asyncpg.Record) -> AppliedMigration:
         statements_done=record.get("statements_done") or 0,
         last_error=record.get("last_error"),
     )
+
+
+def _pairs(record: asyncpg.Record) -> list[AppliedMigration]:
+    """The ``name checksum`` pairs of the read's repeatables column, as rows."""
+    pairs = (item.split(" ", 1) for item in record[_REPEATABLES_COLUMN] or ())
+    return [AppliedMigration(version=-1, name=name, checksum=value) for name, value in pairs]

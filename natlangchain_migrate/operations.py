@@ -1,4 +1,4 @@
-"""The other things a user does to the ledger: look at it, and repair it."""
+"""The other things a user does to the ledger: look at it, repair it, baseline it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import asyncpg
 from natlangchain_migrate import preflight
 from natlangchain_migrate.connection import open_run_connection
 from natlangchain_migrate.discovery import load_migrations
-from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.errors import BaselineError, ConfigurationError
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.locks import locked_connection
 from natlangchain_migrate.plan import MigrationPlan, State, plan_migrations, raise_on_drift
+from natlangchain_migrate.repeatables import load_repeatables, with_repeatables
 from natlangchain_migrate.settings import RunSettings, skip_set
 
 if TYPE_CHECKING:
@@ -50,10 +51,14 @@ async def status(
 async def status_of(settings: RunSettings) -> MigrationPlan:
     """``status()`` from the run's settings."""
     migrations = load_migrations(settings.migrations_dir)
+    repeatables = load_repeatables(settings.migrations_dir)
     preflight.check_settings(migrations, settings)
+    ledger = Ledger(settings.schema)
     async with open_run_connection(settings) as connection:
-        snapshot = await Ledger(settings.schema).read(connection.conn)
-    return plan_migrations(migrations, snapshot.rows, skip=settings.skip)
+        snapshot = await ledger.read(connection.conn)
+        applied_repeatables = await ledger.repeatable_rows(connection.conn)
+    plan = plan_migrations(migrations, snapshot.rows, skip=settings.skip)
+    return with_repeatables(plan, repeatables, applied_repeatables)
 
 
 async def repair(
@@ -124,5 +129,88 @@ async def repair_checksums(settings: RunSettings) -> list[int]:
                 old_checksum=row.checksum,
                 new_checksum=entry.file_checksum,
             )
+        await _forget_vanished_repeatables(conn, ledger, settings)
         raise_on_drift(plan_migrations(migrations, (await ledger.read(conn)).rows))
     return repaired
+
+
+async def _forget_vanished_repeatables(
+    conn: asyncpg.Connection, ledger: Ledger, settings: RunSettings
+) -> None:
+    """Remove the rows of repeatables whose R__ file is gone (they never block a run)."""
+    present = {r.name for r in load_repeatables(settings.migrations_dir)}
+    for row in await ledger.repeatable_rows(conn):
+        if row.name not in present:
+            await ledger.remove_repeatable(conn, row.name)
+            log.warning(
+                "missing_row_removed",
+                name=row.name,
+                note="a repeatable whose file is gone; what it created stays as it is",
+            )
+
+
+async def baseline(
+    version: int,
+    dsn: str | None = None,
+    *,
+    force: bool = False,
+    pool: asyncpg.Pool | None = None,
+    migrations_dir: Traversable | Path | str | None = None,
+    schema: str = "public",
+    lock_timeout: float = 300.0,
+    lock_namespace: str | None = None,
+    wait: float = 0.0,
+    lock_mode: str = "session",
+) -> list[int]:
+    """Record versions up to ``version`` as applied, with their files' checksums, without
+    running them: for a database built by hand or by another tool. Refuses a ledger that
+    already holds rows unless ``force`` (then only versions without a row are added).
+    Returns the versions recorded."""
+    return await baseline_versions(
+        RunSettings(
+            dsn=dsn,
+            pool=pool,
+            migrations_dir=migrations_dir,
+            schema=schema,
+            lock_wait=lock_timeout,
+            lock_namespace=lock_namespace,
+            connect_wait=wait,
+            lock_mode=lock_mode,
+        ),
+        version,
+        force=force,
+    )
+
+
+async def baseline_versions(settings: RunSettings, up_to: int, *, force: bool) -> list[int]:
+    """``baseline()`` from the run's settings, under the migration lock."""
+    migrations = load_migrations(settings.migrations_dir)
+    preflight.check_settings(migrations, settings)
+    highest = migrations[-1].version
+    if up_to < 1 or up_to > highest:
+        raise ConfigurationError(
+            f"baseline {up_to}: N must be a version from 1 to {highest}, the highest "
+            "migration file; give the version the database already matches"
+        )
+    chosen = [migration for migration in migrations if migration.version <= up_to]
+    if not chosen:
+        raise ConfigurationError(
+            f"baseline {up_to}: no migration file has a version at or below {up_to} "
+            f"(the lowest is {migrations[0].version}); nothing to record"
+        )
+    ledger = Ledger(settings.schema)
+    async with locked_connection(settings) as conn:
+        snapshot = await ledger.read(conn)
+        held = {row.version for row in snapshot.rows}
+        if held and not force:
+            raise BaselineError(
+                f"baseline {up_to}: the ledger {ledger.table} already holds {len(held)} "
+                f"row(s) (versions {min(held)} to {max(held)}); baseline is for a database "
+                f"no runner has migrated. To add rows for the versions up to {up_to} that "
+                f"have none (keeping the others), run: baseline {up_to} --force"
+            )
+        await ledger.ensure(conn)
+        await ledger.record_baseline(conn, chosen)
+    recorded = [migration.version for migration in chosen if migration.version not in held]
+    log.info("baseline_recorded", up_to=up_to, versions=recorded, kept=sorted(held))
+    return recorded

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from natlangchain_migrate.discovery import Migration
-from natlangchain_migrate.errors import DriftError
+from natlangchain_migrate.errors import DriftError, OutOfOrderError
 
 
 class State(StrEnum):
@@ -71,6 +71,8 @@ class MigrationPlan(NamedTuple):
     pending: list[Migration]
     entries: list[StatusEntry]
     resume_from: dict[int, int]
+    # R__name.sql files, each APPLIED, PENDING or MISSING (see repeatables.py); never drift.
+    repeatables: tuple[StatusEntry, ...] = ()
 
     @property
     def changed(self) -> list[StatusEntry]:
@@ -160,3 +162,30 @@ def raise_on_drift(plan: MigrationPlan) -> None:
     ]
     if problems:
         raise DriftError("; ".join(problems))
+
+
+def highest_recorded(plan: MigrationPlan) -> int | None:
+    """The highest version the ledger holds a row for, or None for an empty ledger."""
+    return max((entry.version for entry in plan.entries if entry.row is not None), default=None)
+
+
+def out_of_order(plan: MigrationPlan) -> list[Migration]:
+    """Pending versioned migrations lower than the highest version the ledger holds."""
+    highest = highest_recorded(plan)
+    if highest is None:
+        return []
+    recorded = {entry.version for entry in plan.entries if entry.row is not None}
+    return [m for m in plan.pending if m.version < highest and m.version not in recorded]
+
+
+def raise_on_out_of_order(plan: MigrationPlan) -> None:
+    """Strict order: refuse a pending version lower than the highest applied one."""
+    late = out_of_order(plan)
+    if late:
+        highest = highest_recorded(plan)
+        raise OutOfOrderError(
+            f"{late[0].filename} is pending but version {highest} is already applied, and "
+            "strict order refuses out-of-order applies (--strict-order, "
+            "NATLANGCHAIN_MIGRATE_STRICT_ORDER, strict_order=); renumber the file above "
+            f"{highest}, or run once without strict order to apply it out of order"
+        )

@@ -10,9 +10,10 @@ from typing import NamedTuple
 
 
 class MigrationResult(NamedTuple):
-    """One migration this run applied (or, in a dry run, would apply)."""
+    """One migration this run applied (or, in a dry run, would apply); ``version`` is None
+    for a repeatable (``R__name.sql``)."""
 
-    version: int
+    version: int | None
     name: str
     duration_ms: float = 0.0
     status: str = "applied"

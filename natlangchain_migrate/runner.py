@@ -19,13 +19,26 @@ import anyio
 
 from natlangchain_migrate import preflight
 from natlangchain_migrate.connection import is_connection_lost, open_run_connection
-from natlangchain_migrate.discovery import load_migrations
+from natlangchain_migrate.discovery import Migration, load_migrations
 from natlangchain_migrate.durations import ms_since
 from natlangchain_migrate.errors import ConfigurationError, ConnectionLostError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.manifest import Manifest, current_manifest
-from natlangchain_migrate.plan import plan_migrations, raise_on_drift
+from natlangchain_migrate.plan import (
+    MigrationPlan,
+    out_of_order,
+    plan_migrations,
+    raise_on_drift,
+    raise_on_out_of_order,
+)
+from natlangchain_migrate.repeatables import (
+    Repeatable,
+    is_repeatable,
+    load_repeatables,
+    version_of,
+    with_repeatables,
+)
 from natlangchain_migrate.results import MigrationReport, MigrationResult
 from natlangchain_migrate.settings import RunSettings, skip_set
 
@@ -56,6 +69,7 @@ async def migrate(
     lock_retries: int = 5,
     retry_delay: float = 1.0,
     progress_interval: float = 5.0,
+    strict_order: bool = False,
 ) -> MigrationReport:
     """Apply the pending migrations; await it at API start-up or from an init container.
 
@@ -67,7 +81,8 @@ async def migrate(
     ``pg_lock_timeout`` is PostgreSQL's lock_timeout for each migration, which
     is retried ``lock_retries`` times. ``lock_mode="transaction"`` applies all
     pending migrations in one transaction under a transaction-level lock, the
-    mode that is safe through PgBouncer's transaction pooling.
+    mode that is safe through PgBouncer's transaction pooling. ``strict_order`` refuses
+    a pending version lower than the highest applied one (OutOfOrderError).
 
     Raises a MigrateError subclass; MigrationFailedError carries what this run
     applied before the failure.
@@ -90,6 +105,7 @@ async def migrate(
             lock_retries=lock_retries,
             retry_delay=retry_delay,
             progress_interval=progress_interval,
+            strict_order=strict_order,
         )
     )
 
@@ -115,11 +131,14 @@ async def run(settings: RunSettings) -> MigrationReport:
     starting over from the ledger is always safe.
     """
     started = time.monotonic()
-    # With a current checksum manifest, nothing is read until the ledger says it must be.
+    # With a current checksum manifest, nothing is read until the ledger says it must be
+    # (a folder with R__ files has none that counts: see manifest.py).
     manifest = None
     if settings.target_version is None and not settings.skip:
         manifest = current_manifest(settings.migrations_dir)
-    files = manifest.ups if manifest else load_migrations(settings.migrations_dir)
+    migrations = None if manifest else load_migrations(settings.migrations_dir)
+    repeatables = [] if manifest else load_repeatables(settings.migrations_dir)
+    files = manifest.ups if manifest else migrations or []
     preflight.check_settings(files, settings)
     log.info(
         "migrate_started",
@@ -130,7 +149,9 @@ async def run(settings: RunSettings) -> MigrationReport:
     applied_before: list[MigrationResult] = []
     for reconnect in range(MAX_RECONNECTS + 1):
         try:
-            report, had_pending = await _run_on_one_connection(manifest, settings)
+            report, had_pending = await _run_on_one_connection(
+                manifest, migrations, repeatables, settings
+            )
             break
         except ConnectionLostError as lost:
             applied_before += lost.applied
@@ -160,7 +181,10 @@ async def run(settings: RunSettings) -> MigrationReport:
 
 
 async def _run_on_one_connection(
-    manifest: Manifest | None, settings: RunSettings
+    manifest: Manifest | None,
+    migrations: list[Migration] | None,
+    repeatables: list[Repeatable],
+    settings: RunSettings,
 ) -> tuple[MigrationReport, bool]:
     """connect -> read -> plan -> drift -> preflight -> apply, on one connection; the
     report, and whether anything was pending."""
@@ -169,11 +193,14 @@ async def _run_on_one_connection(
         try:
             if manifest and await ledger.digest(connection.conn) == manifest.ledger_digest:
                 return MigrationReport(already_applied=manifest.versions), False
-            migrations = load_migrations(settings.migrations_dir)
-            snapshot = await ledger.read(connection.conn)
+            if migrations is None:
+                migrations = load_migrations(settings.migrations_dir)
+            snapshot = await ledger.read(connection.conn, repeatables=bool(repeatables))
             plan = plan_migrations(
                 migrations, snapshot.rows, target=settings.target_version, skip=settings.skip
             )
+            if repeatables or snapshot.repeatables:
+                plan = with_repeatables(plan, repeatables, snapshot.repeatables)
             raise_on_drift(plan)
             report = MigrationReport(
                 already_applied=[entry.version for entry in plan.applied],
@@ -185,18 +212,22 @@ async def _run_on_one_connection(
             log.info(
                 "migration_plan",
                 pending_count=len(plan.pending),
-                pending_versions=[migration.version for migration in plan.pending],
+                pending_versions=[m.version for m in plan.pending if not is_repeatable(m)],
+                **_repeatables_pending(plan),
             )
+            _check_order(plan, settings)
             if settings.dry_run:
                 report.pending = [
-                    MigrationResult(m.version, m.name, status="pending") for m in plan.pending
+                    MigrationResult(version_of(m), m.name, status="pending") for m in plan.pending
                 ]
                 return report, True
             await preflight.check_before_apply(connection.conn, plan, snapshot, settings)
             # Loaded only here: an up-to-date start-up never needs the apply machinery.
             from natlangchain_migrate.apply import apply_pending
 
-            report.applied = await apply_pending(connection, ledger, migrations, settings)
+            report.applied = await apply_pending(
+                connection, ledger, migrations, settings, repeatables
+            )
             return report, True
         except Exception as error:
             if isinstance(error, ConnectionLostError) or not (
@@ -209,3 +240,19 @@ async def _run_on_one_connection(
                 "was half-applied. Run again (with --wait SECONDS the runner reconnects by "
                 "itself)"
             ) from error
+
+
+def _repeatables_pending(plan: MigrationPlan) -> dict[str, list[str]]:
+    names = [m.name for m in plan.pending if is_repeatable(m)]
+    return {"pending_repeatables": names} if names else {}
+
+
+def _check_order(plan: MigrationPlan, settings: RunSettings) -> None:
+    """Strict order refuses a version below the highest applied one before anything runs;
+    without it, such a version is applied (on purpose: ``--skip``) and logged."""
+    if settings.strict_order:
+        raise_on_out_of_order(plan)
+        return
+    late = out_of_order(plan)
+    if late:
+        log.warning("applying_out_of_order", versions=[m.version for m in late])

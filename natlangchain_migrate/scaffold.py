@@ -1,4 +1,5 @@
-"""``natlangchain-migrate new NAME``: the next-numbered migration file and its down file."""
+"""``natlangchain-migrate new NAME``: the next-numbered migration file and its down file;
+``new --repeatable NAME``: an ``R__name.sql`` file."""
 
 from __future__ import annotations
 
@@ -41,3 +42,27 @@ def new_migration(directory: Path, name: str) -> list[Path]:
     if (directory / MANIFEST_NAME).exists():  # keep a manifest the folder already has current
         made.append(write_manifest(directory))
     return made
+
+
+def new_repeatable(directory: Path, name: str) -> list[Path]:
+    """Write ``R__name.sql`` (no down file: rollback leaves repeatables alone); return it."""
+    if not _NAME.match(name):
+        raise ConfigurationError(
+            f"repeatable name {name!r} must be lowercase letters, digits and underscores, "
+            "starting with a letter (for example active_users_view)"
+        )
+    if not directory.is_dir():
+        raise ConfigurationError(
+            f"migrations directory {directory} does not exist; create it first "
+            f"(mkdir -p {directory}) or correct --migrations-dir"
+        )
+    path = directory / f"R__{name}.sql"
+    if path.exists():
+        raise ConfigurationError(f"{path} already exists; edit it, or pick another name")
+    path.write_text(
+        f"-- R__{name}: the whole current definition, re-applied whenever this file changes.\n"
+        "-- Runs after the versioned migrations, in one transaction with its ledger row:\n"
+        "-- write CREATE OR REPLACE VIEW / FUNCTION, never a one-time change.\n\n",
+        encoding="utf-8",
+    )
+    return [path]

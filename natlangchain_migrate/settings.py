@@ -38,6 +38,8 @@ class RunSettings(NamedTuple):
     lock_retries: int = 5
     retry_delay: float = 1.0
     progress_interval: float = 5.0
+    # Refuse a pending version lower than the highest applied one (goose, Flyway default).
+    strict_order: bool = False
     # Schemas of the database's installed extensions, searched after ``schema`` so that
     # their types resolve (pgvector in public, migrations in app). Read when applying.
     extension_schemas: tuple[str, ...] = ()

@@ -1,4 +1,5 @@
-"""``natlangchain-migrate new NAME``: write the next-numbered migration pair."""
+"""``natlangchain-migrate new NAME``: write the next-numbered migration pair; with
+``--repeatable``, an ``R__name.sql`` file."""
 
 from __future__ import annotations
 
@@ -13,11 +14,16 @@ from natlangchain_migrate.errors import ConfigurationError, ExitCode
 def main(argv: list[str]) -> int:
     """Create ``NNN_name.sql`` and its down file; print their paths."""
     from natlangchain_migrate.discovery import shipped_migrations_dir
-    from natlangchain_migrate.scaffold import new_migration
+    from natlangchain_migrate.scaffold import new_migration, new_repeatable
 
     parser = argparse.ArgumentParser(prog=f"{PROG} new", description="create the next migration")
     parser.add_argument("name", help="lowercase_with_underscores, e.g. add_user_email")
     parser.add_argument("--migrations-dir", type=Path, default=env_setting("DIR"), metavar="DIR")
+    parser.add_argument(
+        "--repeatable",
+        action="store_true",
+        help="write R__name.sql, re-applied whenever it changes (views, functions)",
+    )
     args = parser.parse_args(argv)
     directory = args.migrations_dir
     if directory is None:
@@ -28,7 +34,8 @@ def main(argv: list[str]) -> int:
             )
         directory = shipped
     try:
-        for path in new_migration(directory, args.name):
+        create = new_repeatable if args.repeatable else new_migration
+        for path in create(directory, args.name):
             print(path)
     except ConfigurationError as error:
         return usage_error(str(error))

@@ -1,0 +1,121 @@
+"""Repeatable migrations: ``R__name.sql`` files (Flyway's convention), re-applied whenever
+their checksum changes.
+
+Views and functions are their natural content: a file that is always the whole
+current definition (``CREATE OR REPLACE``). They run after every versioned
+migration of a run, in name order, each in its own transaction with its row in
+``schema_repeatables``. Deciding which are pending is pure, like ``plan.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from natlangchain_migrate.discovery import (
+    Migration,
+    _as_traversable,
+    _read_text,
+    checksum,
+    parse_directives,
+    shipped_migrations_dir,
+)
+from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.plan import AppliedMigration, MigrationPlan, State, StatusEntry
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
+
+PREFIX = "R__"
+_FILE = re.compile(r"^R__(?P<label>[A-Za-z0-9_]+)\.sql$")
+
+# A repeatable has no version; inside the apply machinery (which speaks Migration) it
+# carries this one, and everything shown to users says None instead.
+REPEATABLE_VERSION = -1
+
+
+class Repeatable(Migration):
+    """One ``R__name.sql`` file: a Migration whose version is REPEATABLE_VERSION."""
+
+    __slots__ = ()
+
+
+def is_repeatable(migration: Migration) -> bool:
+    return isinstance(migration, Repeatable)
+
+
+def version_of(migration: Migration) -> int | None:
+    """The version a user sees: None for a repeatable."""
+    return None if isinstance(migration, Repeatable) else migration.version
+
+
+def load_repeatables(directory: Traversable | Path | str | None = None) -> list[Repeatable]:
+    """Every ``R__name.sql`` in ``directory`` (default: the shipped ones), by name.
+
+    Raises ConfigurationError for a misnamed ``R__`` file (a down file among them:
+    rollback never touches repeatables) or a no-transaction directive.
+    """
+    folder = shipped_migrations_dir() if directory is None else _as_traversable(directory)
+    if not folder.is_dir():
+        return []  # load_migrations says what is wrong with the folder
+    found: list[Repeatable] = []
+    for entry in sorted(folder.iterdir(), key=lambda item: item.name):
+        if not entry.name.startswith(PREFIX) or not entry.is_file():
+            continue
+        if _FILE.match(entry.name) is None:
+            raise ConfigurationError(
+                f"{entry.name}: repeatable migrations are named R__name.sql (letters, digits, "
+                "underscores) and have no down file (rollback leaves them alone); rename or "
+                "remove it"
+            )
+        sql = _read_text(entry)
+        directives = parse_directives(entry.name, sql)
+        if directives.no_transaction:
+            raise ConfigurationError(
+                f"{entry.name}:1: a repeatable migration always runs in one transaction with "
+                "its ledger row; remove the no-transaction directive (put statements such as "
+                "CREATE INDEX CONCURRENTLY in a versioned no-transaction file)"
+            )
+        found.append(
+            Repeatable(
+                version=REPEATABLE_VERSION,
+                name=entry.name.removesuffix(".sql"),
+                filename=entry.name,
+                sql=sql,
+                checksum=checksum(sql),
+                directives=directives,
+            )
+        )
+    return found
+
+
+def with_repeatables(
+    plan: MigrationPlan,
+    repeatables: Sequence[Repeatable],
+    recorded: Iterable[AppliedMigration],
+) -> MigrationPlan:
+    """The plan with the repeatables added: those never applied, or applied with another
+    checksum, are pending after every versioned migration, in name order.
+
+    Each gets a line in ``plan.repeatables``: APPLIED, PENDING (new or changed) or
+    MISSING (recorded, file gone: shown, never an error, as in Flyway).
+    """
+    rows = {row.name: row for row in recorded}
+    entries: list[StatusEntry] = []
+    pending: list[Migration] = []
+    for repeatable in repeatables:
+        row = rows.pop(repeatable.name, None)
+        state = State.APPLIED
+        if row is None or row.checksum != repeatable.checksum:
+            state = State.PENDING
+            pending.append(repeatable)
+        entries.append(
+            StatusEntry(REPEATABLE_VERSION, repeatable.name, state, repeatable.checksum, row)
+        )
+    for name in sorted(rows):
+        entries.append(StatusEntry(REPEATABLE_VERSION, name, State.MISSING, None, rows[name]))
+    if not entries:
+        return plan
+    return plan._replace(pending=[*plan.pending, *pending], repeatables=tuple(entries))
