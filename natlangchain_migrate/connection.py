@@ -11,12 +11,13 @@ retried until the ``connect_wait`` deadline.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import cast
+from typing import TypeVar, cast
 
 import anyio
 import asyncpg
@@ -29,6 +30,8 @@ from natlangchain_migrate.errors import (
 )
 from natlangchain_migrate.events import log
 from natlangchain_migrate.settings import RunSettings
+
+T = TypeVar("T")
 
 _REJECTED = (
     asyncpg.InvalidPasswordError,
@@ -164,6 +167,30 @@ def cleanup_scope() -> anyio.CancelScope:
     the cancellation, but bounded, so a server that stopped answering cannot keep the
     process past a container's grace period."""
     return anyio.CancelScope(shield=True, deadline=anyio.current_time() + CLEANUP_S)
+
+
+async def despite_cancellation(work: Awaitable[T]) -> T:
+    """Await ``work`` to its end even if this task is cancelled meanwhile, then let the
+    cancellation through: the success path's ``cleanup_scope``.
+
+    Plain asyncio (a shielded task, awaited again after each cancellation, which also
+    covers anyio's repeated delivery): the release after every successful run would
+    otherwise pay for importing anyio's asyncio backend, about 15 ms of a start-up.
+    Unbounded, so use it only for one quick statement.
+    """
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            cancelled = True
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
 
 
 async def end_interrupted_transaction(conn: asyncpg.Connection) -> None:

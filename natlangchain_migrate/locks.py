@@ -10,6 +10,7 @@ transaction.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import time
@@ -23,6 +24,7 @@ from asyncpg.transaction import Transaction
 
 from natlangchain_migrate.connection import (
     cleanup_scope,
+    despite_cancellation,
     end_interrupted_transaction,
     open_run_connection,
 )
@@ -118,8 +120,7 @@ async def holding(lock: AdvisoryLock, lock_mode: str) -> AsyncIterator[None]:
             except Exception as error:
                 log.warning("lock_release_failed", lock_key=lock.key, error=str(error))
         raise
-    with anyio.CancelScope(shield=True):
-        await lock.release()
+    await despite_cancellation(lock.release())
     log.info("lock_released", lock_key=lock.key)
 
 
@@ -242,7 +243,9 @@ class AdvisoryLock:
         next_report = started + min(self.report_every, 1.0)
         first_seen: dict[int, float] = {}
         delay = self.first_poll
-        wake = [anyio.Event()]
+        # asyncio's Event, not anyio's: every acquire makes one, and anyio's first use
+        # costs a start-up its backend's imports.
+        wake = [asyncio.Event()]
 
         def on_notify(_conn: object, _pid: int, _channel: str, payload: object) -> None:
             if payload == str(self.key):
@@ -267,7 +270,7 @@ class AdvisoryLock:
                 pause = min(delay * random.uniform(0.5, 1.5), self.timeout - (now - started))
                 with anyio.move_on_after(max(0.0, pause)):
                     await wake[0].wait()
-                wake[0] = anyio.Event()
+                wake[0] = asyncio.Event()
                 if self.unless is not None and await self.unless():
                     raise LockNoLongerNeeded
                 delay = min(delay * 2, self.max_poll)
