@@ -4,11 +4,16 @@ pytest in a subprocess (pytester), whose tests get migrated databases."""
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness.pgcluster import free_port
+from harness.pgcluster import embedded_bindir, free_port, memory_backed_dir
 from harness.sql import fetch
 
 pytest_plugins = ["pytester"]
@@ -131,17 +136,28 @@ def test_the_shipped_schema_is_the_default(
 
 
 def test_fixtures_not_requested_touch_no_database(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Installed means loaded in every project: a server that is not there must not
-    matter to tests that do not ask for a database."""
-    monkeypatch.setenv(
-        "NATLANGCHAIN_MIGRATE_TEST_DATABASE_URL", f"postgresql://u:pw@127.0.0.1:{free_port()}/x"
+    """Installed means loaded in every project: tests that do not ask for a database must
+    not need a server, start one, or load the driver."""
+    pytester.makepyfile(
+        test_app="""
+        import sys
+
+
+        def test_plain() -> None:
+            assert "asyncpg" not in sys.modules
+        """
     )
-    pytester.makepyfile(test_app="def test_plain() -> None:\n    assert 1 + 1 == 2\n")
     result = pytester.runpytest_subprocess("--fixtures", "-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["*migrated_database_url*", "*migrated_connection*"])
+    closed_port = f"postgresql://u:pw@127.0.0.1:{free_port()}/x"
+    monkeypatch.setenv("NATLANGCHAIN_MIGRATE_TEST_DATABASE_URL", closed_port)
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    monkeypatch.delenv("NATLANGCHAIN_MIGRATE_TEST_DATABASE_URL")
+    monkeypatch.setenv("NATLANGCHAIN_MIGRATE_EMBEDDED_DIR", str(tmp_path / "pgdata"))
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert not (tmp_path / "pgdata").exists()  # no embedded server was started
 
 
 def test_an_unreachable_server_is_one_line_naming_the_variable_without_its_password(
@@ -179,3 +195,35 @@ def test_a_failing_migration_names_its_file_and_line(
     result.stdout.fnmatch_lines(["*no migrated template on*002_broken.sql:2:*"])
     assert "During handling" not in result.stdout.str()
     assert _leftover_databases(admin_url) == []
+
+
+@pytest.fixture
+def embedded_dir() -> Iterator[Path]:
+    """The embedded server's data directory, whose parents its account can reach as root
+    too; the server is stopped and its files removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="nlcm-plugin-embedded-", dir=memory_backed_dir()))
+    root.chmod(0o755)
+    data = root / "pgdata"
+    yield data
+    if (data / "postmaster.pid").exists():
+        subprocess.run(
+            [str(embedded_bindir() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+            capture_output=True,
+            check=False,
+            user=data.stat().st_uid if os.geteuid() == 0 else None,
+        )
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_without_a_url_the_embedded_server_holds_the_test_databases(
+    pytester: pytest.Pytester,
+    app_project: Path,
+    embedded_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NATLANGCHAIN_MIGRATE_TEST_DATABASE_URL")
+    monkeypatch.setenv("NATLANGCHAIN_MIGRATE_EMBEDDED_DIR", str(embedded_dir))
+    pytester.makepyfile(test_app=APP_TESTS.format(count=2))
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=3)
+    assert (embedded_dir / "postmaster.pid").exists()  # the server the tests used
