@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import asyncpg
 import pytest
 from opentelemetry import trace
@@ -18,7 +19,9 @@ from opentelemetry.trace import StatusCode
 
 from harness.pgcluster import PASSWORD
 from natlangchain_migrate import LockTimeoutError, MigrateError, MigrationFailedError, migrate
-from natlangchain_migrate.locks import default_namespace, lock_key
+from natlangchain_migrate.discovery import load_migrations
+from natlangchain_migrate.ledger import Ledger
+from natlangchain_migrate.locks import NOTIFY_CHANNEL, default_namespace, lock_key
 from natlangchain_migrate.telemetry import LOCK_WAIT_SPAN, MIGRATION_SPAN, OUTCOME, RUN_SPAN
 from tests.conftest import write_migrations
 
@@ -195,3 +198,46 @@ async def test_transaction_lock_mode_has_the_same_spans(
     (lock,) = _named(spans, LOCK_WAIT_SPAN)
     assert _has(lock, {OUTCOME: "acquired", "natlangchain_migrate.lock_mode": "transaction"})
     assert [_attributes(m)[OUTCOME] for m in _named(spans, MIGRATION_SPAN)] == ["applied"] * 3
+
+
+async def _until_a_runner_polls_the_lock(conn: asyncpg.Connection) -> None:
+    """Return once another session has tried the advisory lock (pg_stat_activity keeps
+    an idle session's last query)."""
+    while True:
+        polled = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_try_advisory_lock%' "
+            "AND pid <> pg_backend_pid() AND datname = current_database()"
+        )
+        if polled:
+            return
+        await anyio.sleep(0.01)
+
+
+async def test_a_waiter_that_finds_the_work_done_ends_its_lock_wait_as_not_needed(
+    spans: InMemorySpanExporter, database_url: str
+) -> None:
+    """Another runner (here a session that holds the lock and applies by hand) finishes
+    while ours waits: the wait ends without the lock, and is no error."""
+    key = lock_key(default_namespace("public"))
+    holder = await asyncpg.connect(database_url)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", key)
+        async with anyio.create_task_group() as group:
+            group.start_soon(migrate, database_url)
+            await _until_a_runner_polls_the_lock(holder)
+            ledger = Ledger("public")
+            await ledger.ensure(holder)
+            for migration in load_migrations():
+                await holder.execute(
+                    migration.sql + "\n;\n" + ledger.record_statement(migration, applied_by="x")
+                )
+            await holder.execute(
+                "SELECT pg_advisory_unlock($1), pg_notify($2, $3)", key, NOTIFY_CHANNEL, str(key)
+            )
+    finally:
+        await holder.close()
+    (lock,) = _named(spans, LOCK_WAIT_SPAN)
+    assert _attributes(lock)[OUTCOME] == "not_needed"
+    assert lock.status.status_code is StatusCode.UNSET
+    (run,) = _named(spans, RUN_SPAN)
+    assert _has(run, {OUTCOME: "up_to_date", "natlangchain_migrate.applied_count": 0})
