@@ -29,6 +29,7 @@ from typing import TypeVar
 import anyio
 import asyncpg
 
+from natlangchain_migrate import telemetry
 from natlangchain_migrate.connection import (
     RunConnection,
     application_name,
@@ -219,14 +220,16 @@ class _Applier:
             for number, migration in enumerate(plan.pending, start=1):
                 _log_applying(migration, number, len(plan.pending))
                 last = number == len(plan.pending)
-                try:
-                    if migration.directives.no_transaction:
-                        duration = await self._apply_statements(migration, plan, last=last)
-                    else:
-                        duration = await self._retrying(partial(self._file, migration, last))
-                except MigrationFailedError as error:
-                    _log_failed(migration, error)
-                    raise
+                with telemetry.migration_span(migration) as span:
+                    try:
+                        if migration.directives.no_transaction:
+                            duration = await self._apply_statements(migration, plan, last=last)
+                        else:
+                            duration = await self._retrying(partial(self._file, migration, last))
+                    except MigrationFailedError as error:
+                        _log_failed(migration, error)
+                        raise
+                    telemetry.migration_applied(span, duration)
                 self._applied(MigrationResult(version_of(migration), migration.name, duration))
 
     async def apply_in_one_transaction(self) -> None:
@@ -240,11 +243,13 @@ class _Applier:
                 plan = await self._ensure_and_replan()
                 for number, migration in enumerate(plan.pending, start=1):
                     _log_applying(migration, number, len(plan.pending))
-                    try:
-                        duration = await self._file_in_open_transaction(migration)
-                    except MigrationFailedError as error:
-                        _log_failed(migration, error)
-                        raise
+                    with telemetry.migration_span(migration) as span:  # ends before COMMIT
+                        try:
+                            duration = await self._file_in_open_transaction(migration)
+                        except MigrationFailedError as error:
+                            _log_failed(migration, error)
+                            raise
+                        telemetry.migration_applied(span, duration)
                     done.append(MigrationResult(version_of(migration), migration.name, duration))
             return done
 

@@ -22,6 +22,7 @@ import anyio
 import asyncpg
 from asyncpg.transaction import Transaction
 
+from natlangchain_migrate import telemetry
 from natlangchain_migrate.connection import (
     cleanup_scope,
     despite_cancellation,
@@ -92,7 +93,8 @@ async def holding(lock: AdvisoryLock, lock_mode: str) -> AsyncIterator[None]:
     holds the lock, committed on success and rolled back on error.
     """
     if lock_mode == "transaction":
-        transaction, waited_ms = await lock.acquire_in_transaction()
+        with telemetry.lock_wait_span(lock.key, lock_mode, LockNoLongerNeeded):
+            transaction, waited_ms = await lock.acquire_in_transaction()
         log.info("lock_acquired", lock_key=lock.key, waited_ms=waited_ms, mode="transaction")
         try:
             yield
@@ -103,7 +105,8 @@ async def holding(lock: AdvisoryLock, lock_mode: str) -> AsyncIterator[None]:
             raise
         await transaction.commit()
         return
-    waited_ms = await lock.acquire()
+    with telemetry.lock_wait_span(lock.key, lock_mode, LockNoLongerNeeded):
+        waited_ms = await lock.acquire()
     log.info("lock_acquired", lock_key=lock.key, waited_ms=waited_ms)
     try:
         yield

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from natlangchain_migrate import preflight
+from natlangchain_migrate import preflight, telemetry
 from natlangchain_migrate.connection import is_connection_lost, open_run_connection
 from natlangchain_migrate.discovery import Migration, load_migrations
 from natlangchain_migrate.durations import ms_since
@@ -123,7 +123,15 @@ def run_migrations(dsn: str | None = None, **options: object) -> MigrationReport
 
 
 async def run(settings: RunSettings) -> MigrationReport:
-    """One run, as ``migrate()`` and the CLI start it.
+    """One run, as ``migrate()`` and the CLI start it, in a span (the ``otel`` extra)."""
+    with telemetry.run_span(settings) as span:
+        report = await _run(settings)
+        telemetry.finish_run(span, report)
+        return report
+
+
+async def _run(settings: RunSettings) -> MigrationReport:
+    """One run.
 
     A connection lost mid-run (failover, restart) is survived when the run may wait
     (``wait=``/``--wait``, not with a caller's pool): reconnect, take the lock again,
