@@ -58,6 +58,7 @@ _SETTINGS = {
     "LOCK_RETRIES": "--lock-retries",
     "STRICT_ORDER": "--strict-order (1/true/yes/on)",
     "LOG_FORMAT": "--log-format",
+    "DUMP_SCHEMA": "--dump-schema (when applying or rolling back)",
     "EMBEDDED_DIR": "(data directory of the embedded PostgreSQL)",
 }
 _EXIT_MEANINGS = {
@@ -76,6 +77,7 @@ _EXIT_MEANINGS = {
     ExitCode.CHECK_FAILED: "--check: a no-transaction migration failed part-way",
     ExitCode.LOCK_LOST: "the advisory lock was lost while held (see --lock-mode)",
     ExitCode.PRIVILEGE: "the role lacks a privilege; the message names the GRANT",
+    ExitCode.SCHEMA_NOT_RESTORED: "verify: a down file does not restore the schema",
     ExitCode.OUT_OF_ORDER: "--strict-order: a pending version is below the highest applied",
     ExitCode.BASELINE_REFUSED: "baseline: the ledger already holds rows (see --force)",
     ExitCode.INTERNAL: "an unexpected error (a bug: please report it, with --traceback)",
@@ -213,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=env_setting("LOG_FORMAT"),
         help="json or console (default: console on a terminal, json otherwise)",
     )
+    parser.add_argument(
+        "--dump-schema",
+        metavar="PATH",
+        help="after a successful apply or rollback, write the schema as deterministic SQL "
+        "to PATH (as the dump-schema command does)",
+    )
     parser.add_argument("--traceback", action="store_true", help="print tracebacks on errors")
     parser.add_argument("-V", action=PrintVersion, dest="print_version")
     return parser
@@ -236,9 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(stop_on_signals(_run(args)))
     except StoppedBySignalError as error:
-        log.warning(
-            "run_interrupted", error=str(error), exit_code=int(error.exit_code)
-        )
+        log.warning("run_interrupted", error=str(error), exit_code=int(error.exit_code))
         return error.exit_code
     except MigrateError as error:
         return _fail(args, error, error.exit_code)
@@ -248,6 +254,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _setting_problem(args: argparse.Namespace) -> str | None:
     """argparse checks a flag's choices but not a default taken from a variable."""
+    dump_path = _dump_path(args)
+    if dump_path is not None:
+        from natlangchain_migrate.schema_dump import unwritable_folder
+
+        problem = unwritable_folder(dump_path)
+        if problem:
+            given = "--dump-schema" if args.dump_schema else f"{ENV}DUMP_SCHEMA"
+            return f"{given} {dump_path}: {problem}"
     for name, value, choices in (
         ("LOG_FORMAT", args.log_format, LOG_FORMATS),
         ("LOCK_MODE", args.lock_mode, LOCK_MODES),
@@ -305,6 +319,12 @@ def _combination_problem(args: argparse.Namespace) -> str | None:
         return "--json goes with --status, --check or --dry-run"
     if args.steps is not None and args.to is not None:
         return "--steps and --to both say how far to roll back: give one"
+    if args.dump_schema and (action not in ("apply", "rollback") or args.dry_run):
+        where = "--dry-run" if args.dry_run else f"--{action}"
+        return (
+            "--dump-schema goes with applying and --rollback (it writes the schema after "
+            f"them), not with {where}"
+        )
     return None
 
 
@@ -338,7 +358,35 @@ async def _run(args: argparse.Namespace) -> int:
     report = await runner.run(settings)
     if args.dry_run:
         _print_dry_run(report.pending, as_json=args.json)
+    else:
+        await _dump_schema_if_asked(args, dsn)
     return ExitCode.OK
+
+
+def _dump_path(args: argparse.Namespace) -> Path | None:
+    """--dump-schema PATH, else its variable; None for actions that change no schema."""
+    if args.status or args.check or args.repair or args.dry_run:
+        return None
+    given = args.dump_schema or env_setting("DUMP_SCHEMA")
+    return Path(given).expanduser() if given else None
+
+
+async def _dump_schema_if_asked(args: argparse.Namespace, dsn: str) -> None:
+    """--dump-schema PATH (or its variable) after a successful apply or rollback."""
+    path = _dump_path(args)
+    if path is None:
+        return
+    from natlangchain_migrate.errors import ConfigurationError
+    from natlangchain_migrate.schema_dump import dump_schema, write_schema
+
+    text = await dump_schema(dsn, schema=args.schema, wait=args.wait)
+    try:
+        await asyncio.to_thread(write_schema, path, text)
+    except ConfigurationError as error:
+        raise ConfigurationError(
+            f"--dump-schema: {error}; the run itself succeeded, so dump-schema PATH writes it"
+        ) from None
+    log.info("schema_dumped", path=str(path))
 
 
 async def _other_action(args: argparse.Namespace, settings: RunSettings) -> int:
@@ -352,6 +400,8 @@ async def _other_action(args: argparse.Namespace, settings: RunSettings) -> int:
         undone = await roll_back(settings, steps=steps, to=args.to)
         if args.dry_run:
             _print_rollback_plan(undone, as_json=args.json)
+        else:
+            await _dump_schema_if_asked(args, settings.dsn or "")
         return ExitCode.OK
     if args.repair:
         await operations.repair_checksums(settings)
@@ -367,9 +417,7 @@ async def _embedded_dsn(*, announce: bool) -> str:
 
     admin_dsn = await asyncio.to_thread(embedded.start_embedded_server)
     dsn = await embedded.ensure_database(admin_dsn)
-    log.info(
-        "embedded_server_ready", dsn=dsn, data_dir=str(embedded.embedded_data_dir())
-    )
+    log.info("embedded_server_ready", dsn=dsn, data_dir=str(embedded.embedded_data_dir()))
     if announce:
         print(f"DATABASE_URL={dsn}", flush=True)
     return dsn
@@ -487,9 +535,7 @@ def _print_dry_run(pending: Sequence[MigrationResult], *, as_json: bool) -> None
 
 def _fail(args: argparse.Namespace, error: BaseException, code: int) -> int:
     text = scrub(_one_line(error), args.database_url)
-    log.error(
-        "run_failed", error=text, error_type=type(error).__name__, exit_code=int(code)
-    )
+    log.error("run_failed", error=text, error_type=type(error).__name__, exit_code=int(code))
     if args.traceback:
         printed = "".join(traceback.format_exception(error))
         print(scrub(printed, args.database_url), file=sys.stderr, end="")

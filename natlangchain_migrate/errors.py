@@ -32,6 +32,7 @@ class ExitCode(IntEnum):
     CHECK_FAILED = 12
     LOCK_LOST = 13
     PRIVILEGE = 14
+    SCHEMA_NOT_RESTORED = 22  # verify: a down file does not restore the schema
     OUT_OF_ORDER = 23
     BASELINE_REFUSED = 24
     INTERNAL = 70
@@ -175,3 +176,36 @@ class LockRetriesExhaustedError(MigrationFailedError):
 class InvalidIndexError(MigrationFailedError):
     """Raised when an INVALID index left by a failed concurrent build cannot be dropped
     before building it again."""
+
+
+class SchemaNotRestoredError(MigrateError):
+    """Raised by ``verify`` when a down file does not give back the schema from before its
+    migration (or has none), or applying the migration again gives another schema.
+
+    ``step`` is ``"down"``, ``"up again"`` or ``"down again"``; ``diff`` is a unified
+    diff of the expected and the actual schema description; ``verified`` lists the
+    versions checked before this one, newest first.
+    """
+
+    exit_code = ExitCode.SCHEMA_NOT_RESTORED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        version: int,
+        name: str,
+        step: str,
+        file: str,
+        diff: str = "",
+        verified: Sequence[int] = (),
+        summary: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.summary = summary or message  # the message without the quoted differences
+        self.version = version
+        self.name = name
+        self.step = step
+        self.file = file
+        self.diff = diff
+        self.verified = list(verified)

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embedded": ("embedded", "manage the embedded PostgreSQL: embedded stop"),
     "version": ("version", "print the tool's version (also -V)"),
     "sum": ("sum", "write (or --check) migrations.sum, the checksum manifest"),
+    "verify": ("verify", "check on a scratch database that every down file restores the schema"),
+    "dump-schema": ("dump_schema", "the schema as deterministic SQL: dump-schema [PATH|-]"),
 }
 
 

@@ -1,0 +1,273 @@
+"""``verify``: every down file really undoes its migration, checked on a scratch database.
+
+On a database made for the purpose (``nlc_verify_<random>``, created on the given
+server and always dropped, also on failure and on SIGTERM/SIGINT): apply the
+migrations one at a time with the real runner, describing the schema after each
+(``schema_dump``); then, newest first, undo each with the real rollback and compare
+with the schema from before it, apply it again and compare with the schema after
+it, and undo it again. The first difference ends the run with a unified diff.
+
+Extensions that migrations declare with ``-- natlangchain: requires-extension`` are
+prerequisites, created in the scratch database before anything runs (as a DBA
+would): a down file that keeps such an extension, as 002's keeps pgvector on
+purpose, is not faulted for it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import NamedTuple
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import anyio
+import asyncpg
+
+from natlangchain_migrate import preflight, runner
+from natlangchain_migrate.connection import connect
+from natlangchain_migrate.discovery import Migration, load_migrations
+from natlangchain_migrate.dsn import as_url
+from natlangchain_migrate.durations import ms_since
+from natlangchain_migrate.errors import PrivilegeError, SchemaNotRestoredError
+from natlangchain_migrate.events import log
+from natlangchain_migrate.ledger import quote_ident
+from natlangchain_migrate.schema_dump import describe_schema
+from natlangchain_migrate.settings import RunSettings
+from natlangchain_migrate.undo import roll_back
+
+SCRATCH_PREFIX = "nlc_verify_"
+# Dropping the scratch database is bounded even when the run was interrupted.
+DROP_BOUND_S = 30.0
+# Differing lines quoted in the one-line error; the whole diff is in the exception.
+QUOTED_LINES = 3
+
+
+class VerifiedMigration(NamedTuple):
+    """A migration whose down file restored the schema, and whose re-apply matched."""
+
+    version: int
+    name: str
+
+
+class VerifyReport(NamedTuple):
+    """What ``verify_down_files`` checked, newest first, and where."""
+
+    scratch_database: str
+    verified: list[VerifiedMigration]
+    duration_ms: float
+
+
+async def verify_down_files(settings: RunSettings, *, server_dsn: str) -> VerifyReport:
+    """Check every down file in ``settings.migrations_dir`` on a scratch database on the
+    server of ``server_dsn`` (a database there that the role may connect to).
+
+    Raises SchemaNotRestoredError at the first difference (or missing down file), and
+    the runner's own errors when a migration or down file fails to run.
+    """
+    started = time.monotonic()
+    migrations = load_migrations(settings.migrations_dir)
+    preflight.check_settings(migrations, settings)
+    _refuse_missing_down_files(migrations)
+    async with scratch_database(server_dsn, wait=settings.connect_wait) as (name, scratch_dsn):
+        log.info("verify_started", scratch_database=name, migrations=len(migrations))
+        scratch = settings._replace(
+            dsn=scratch_dsn, pool=None, target_version=None, skip=frozenset(), dry_run=False
+        )
+        verified = await _verify_on(scratch, scratch_dsn, migrations)
+    report = VerifyReport(name, verified, ms_since(started))
+    log.info("verify_done", verified=len(verified), duration_ms=report.duration_ms)
+    return report
+
+
+def _refuse_missing_down_files(migrations: Sequence[Migration]) -> None:
+    """Newest first, as the check itself goes: the first one without a down file stops it."""
+    for migration in reversed(migrations):
+        if migration.down_file is None:
+            down = f"{migration.name}.down.sql"
+            raise SchemaNotRestoredError(
+                f"cannot verify {migration.name}: it has no down file; write {down} that "
+                "undoes it (verify checks every migration)",
+                version=migration.version,
+                name=migration.name,
+                step="down",
+                file=down,
+            )
+
+
+class _Scratch:
+    """The scratch database: our runner and rollback on it, and a connection that
+    describes its schema."""
+
+    def __init__(self, settings: RunSettings, conn: asyncpg.Connection) -> None:
+        self.settings = settings
+        self.conn = conn
+
+    async def describe(self) -> str:
+        return await describe_schema(self.conn, ledger_schema=self.settings.schema)
+
+    async def apply_up_to(self, version: int) -> None:
+        await runner.run(self.settings._replace(target_version=version))
+
+    async def undo_newest(self) -> None:
+        await roll_back(self.settings, steps=1)
+
+
+async def _verify_on(
+    settings: RunSettings, scratch_dsn: str, migrations: Sequence[Migration]
+) -> list[VerifiedMigration]:
+    """Apply one by one, describing each state; then newest first: down, up again, down
+    again, each compared with the state it must give."""
+    conn = await connect(scratch_dsn)
+    try:
+        await _install_prerequisites(conn, migrations, settings.schema)
+        scratch = _Scratch(settings, conn)
+        schemas = [await scratch.describe()]
+        for migration in migrations:
+            await scratch.apply_up_to(migration.version)
+            schemas.append(await scratch.describe())
+        verified: list[VerifiedMigration] = []
+        for index, migration in reversed(list(enumerate(migrations))):
+            before, after = schemas[index], schemas[index + 1]
+            steps = (
+                ("down", scratch.undo_newest, before),
+                ("up again", partial(scratch.apply_up_to, migration.version), after),
+                ("down again", scratch.undo_newest, before),
+            )
+            for step, action, expected in steps:
+                await action()
+                actual = await scratch.describe()
+                if actual != expected:
+                    checked = [item.version for item in verified]
+                    raise _mismatch(migration, step, expected, actual, checked)
+            verified.append(VerifiedMigration(migration.version, migration.name))
+            log.info("verify_migration_ok", version=migration.version, name=migration.name)
+        return verified
+    finally:
+        await conn.close()
+
+
+async def _install_prerequisites(
+    conn: asyncpg.Connection, migrations: Sequence[Migration], schema: str
+) -> None:
+    """The target schema and the declared extensions, as they would be before any run.
+
+    An extension the server lacks is left to the runner, whose preflight says what to
+    install; one the role may not create is named here.
+    """
+    if schema != "public":
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+    wanted = sorted({r.name for m in migrations for r in m.directives.requires_extensions})
+    available = {
+        row["name"]
+        for row in await conn.fetch(
+            "SELECT name FROM pg_available_extensions WHERE name = ANY($1::text[])", wanted
+        )
+    }
+    for name in wanted:
+        if name not in available:
+            continue
+        try:
+            await conn.execute(f"CREATE EXTENSION IF NOT EXISTS {quote_ident(name)}")
+        except asyncpg.InsufficientPrivilegeError as error:
+            role = await conn.fetchval("SELECT current_user")
+            raise PrivilegeError(
+                f"role {role} may not create the extension {name} in the scratch database, "
+                f"which verify installs first because a migration requires it: {error}. Run "
+                "verify as a role that may (a superuser), or on the embedded server (unset "
+                "DATABASE_URL)"
+            ) from error
+
+
+def _mismatch(
+    migration: Migration, step: str, expected: str, actual: str, verified: list[int]
+) -> SchemaNotRestoredError:
+    down = f"{migration.name}.down.sql"
+    if step == "up again":
+        file = migration.filename
+        what = (
+            f"{file} applied again after {down} gives another schema than its first apply "
+            f"(the down file leaves something behind that {file} then keeps or changes)"
+        )
+        labels = (f"after {migration.filename}", f"after {down} and {file} again")
+    else:
+        file = down
+        again = " the second time" if step == "down again" else ""
+        what = f"{down}{again} does not restore the schema from before {migration.name}"
+        labels = (f"before {migration.name}", f"after {down}")
+    diff = list(
+        difflib.unified_diff(expected.splitlines(), actual.splitlines(), *labels, lineterm="", n=1)
+    )
+    changed = [line for line in diff[2:] if line[:1] in "+-" and line[1:].strip()]
+    quoted = "; ".join(line[:1] + " " + line[1:].strip() for line in changed[:QUOTED_LINES])
+    more = len(changed) - QUOTED_LINES
+    tail = f" (and {more} more differing lines: see the diff or --json)" if more > 0 else ""
+    return SchemaNotRestoredError(
+        f"{what}: {quoted}{tail}",
+        version=migration.version,
+        name=migration.name,
+        step=step,
+        file=file,
+        diff="\n".join(diff) + "\n",
+        verified=verified,
+        summary=what,
+    )
+
+
+def database_dsn(dsn: str, database: str) -> str:
+    """``dsn`` (any form) as a URL to another database on the same server."""
+    parts = urlsplit(as_url(dsn))
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("dbname", "database")]
+    return urlunsplit(parts._replace(path=f"/{database}", query=urlencode(query)))
+
+
+@asynccontextmanager
+async def scratch_database(server_dsn: str, *, wait: float = 0.0) -> AsyncIterator[tuple[str, str]]:
+    """Create ``nlc_verify_<random>`` on the server, yield its name and URL, drop it.
+
+    The drop runs whatever ends the block (an error, a cancellation by SIGTERM or
+    SIGINT), shielded and bounded; ``WITH (FORCE)`` ends sessions left in it.
+    """
+    name = SCRATCH_PREFIX + secrets.token_hex(6)
+    admin = await connect(server_dsn, wait=wait)
+    created = False
+    try:
+        await _create(admin, name)
+        created = True
+        yield name, database_dsn(server_dsn, name)
+    finally:
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + DROP_BOUND_S):
+            if created:
+                await _drop(admin, name)
+            await admin.close()
+        if not admin.is_closed():
+            admin.terminate()
+
+
+async def _create(admin: asyncpg.Connection, name: str) -> None:
+    try:
+        await admin.execute(f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0")
+    except asyncpg.InsufficientPrivilegeError as error:
+        role = await admin.fetchval("SELECT quote_ident(current_user)")
+        raise PrivilegeError(
+            f"role {role} may not create the scratch database verify works in ({error}): "
+            f"let it with ALTER ROLE {role} CREATEDB; or run verify on another server, such "
+            "as the embedded one (unset DATABASE_URL)"
+        ) from error
+
+
+async def _drop(admin: asyncpg.Connection, name: str) -> None:
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+    except (asyncpg.PostgresError, OSError) as error:
+        log.warning(
+            "verify_scratch_left",
+            scratch_database=name,
+            error=str(error),
+            fix=f'DROP DATABASE "{name}" WITH (FORCE);',
+        )
+    else:
+        log.info("verify_scratch_dropped", scratch_database=name)

@@ -1,0 +1,293 @@
+"""``verify``: the shipped down files pass; a down file that forgets an index or a column
+default is named with the difference (exit 22); the scratch database is dropped after
+success, failure, a bad migration and SIGINT; no password in any output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from harness.history import write_history
+from harness.pgcluster import PASSWORD
+from harness.sql import execute as sql_execute
+from harness.sql import fetchval as sql_fetchval
+from natlangchain_migrate.errors import ExitCode
+from tests.conftest import log_events, run_cli, write_migrations
+
+ITEMS = {
+    "001_items.sql": "CREATE TABLE items (id int PRIMARY KEY, name text);\n",
+    "001_items.down.sql": "DROP TABLE items;\n",
+}
+INDEX_AND_DEFAULT = "CREATE INDEX items_name ON items (name);\n" + (
+    "ALTER TABLE items ALTER COLUMN name SET DEFAULT 'unnamed';\n"
+)
+
+
+def _scratch_database(stderr: str) -> str:
+    """The scratch database the run named in its verify_started event."""
+    started = [e for e in log_events(stderr) if e["event"] == "verify_started"]
+    assert started, stderr
+    return str(started[0]["scratch_database"])
+
+
+def _exists(admin_url: str, database: str) -> bool:
+    query = f"SELECT count(*) FROM pg_database WHERE datname = '{database}'"
+    return bool(asyncio.run(sql_fetchval(admin_url, query)))
+
+
+def _verify(folder: Path | None, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    where = ["--migrations-dir", str(folder)] if folder else []
+    result = run_cli("verify", *where, *extra, database_url=url)
+    assert PASSWORD not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def test_the_shipped_migrations_pass_and_the_scratch_database_is_dropped(
+    admin_url: str, database_url: str
+) -> None:
+    result = _verify(None, database_url)
+    assert result.returncode == ExitCode.OK, result.stderr
+    checked = [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("✓")]
+    assert checked == [
+        "✓ 003_add_scaling_tables",
+        "✓ 002_add_semantic_search",
+        "✓ 001_initial_schema",
+    ]
+    assert not _exists(admin_url, _scratch_database(result.stderr))
+    # The database named by the URL is only where the scratch one was created from.
+    assert asyncio.run(sql_fetchval(database_url, "SELECT to_regclass('entries')")) is None
+
+
+def test_json_on_success_lists_what_was_verified_newest_first(
+    database_url: str, tmp_path: Path
+) -> None:
+    extra = {
+        "002_more.sql": "CREATE TABLE more (id int);\n",
+        "002_more.down.sql": "DROP TABLE more;\n",
+    }
+    folder = write_migrations(tmp_path / "m", ITEMS | extra)
+    result = _verify(folder, database_url, "--json")
+    assert result.returncode == ExitCode.OK, result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome == {
+        "ok": True,
+        "exit_code": 0,
+        "scratch_database": _scratch_database(result.stderr),
+        "verified": [{"version": 2, "name": "002_more"}, {"version": 1, "name": "001_items"}],
+    }
+
+
+def test_a_down_file_that_forgets_an_index_is_named_with_the_index(
+    admin_url: str, database_url: str, tmp_path: Path
+) -> None:
+    folder = write_migrations(
+        tmp_path / "m",
+        ITEMS
+        | {
+            "002_name_index.sql": INDEX_AND_DEFAULT,
+            "002_name_index.down.sql": "ALTER TABLE items ALTER COLUMN name DROP DEFAULT;\n",
+        },
+    )
+    result = _verify(folder, database_url)
+    assert result.returncode == ExitCode.SCHEMA_NOT_RESTORED, result.stderr
+    [failed] = [e for e in log_events(result.stderr) if e["event"] == "run_failed"]
+    assert failed["error"] == (
+        "002_name_index.down.sql does not restore the schema from before 002_name_index: "
+        "+ CREATE INDEX items_name ON public.items USING btree (name);"
+    )
+    assert "+CREATE INDEX items_name ON public.items USING btree (name);" in result.stdout
+    assert not _exists(admin_url, _scratch_database(result.stderr))
+
+
+def test_a_down_file_that_forgets_a_column_default_shows_it_in_the_json_diff(
+    admin_url: str, database_url: str, tmp_path: Path
+) -> None:
+    folder = write_migrations(
+        tmp_path / "m",
+        ITEMS
+        | {
+            "002_name_index.sql": INDEX_AND_DEFAULT,
+            "002_name_index.down.sql": "DROP INDEX items_name;\n",
+            "003_other.sql": "CREATE TABLE other (id int);\n",
+            "003_other.down.sql": "DROP TABLE other;\n",
+        },
+    )
+    result = _verify(folder, database_url, "--json")
+    assert result.returncode == ExitCode.SCHEMA_NOT_RESTORED, result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["ok"] is False
+    assert outcome["exit_code"] == 22
+    assert outcome["verified"] == [3]
+    failure = outcome["failure"]
+    assert (failure["version"], failure["name"], failure["step"], failure["file"]) == (
+        2,
+        "002_name_index",
+        "down",
+        "002_name_index.down.sql",
+    )
+    changed = [line for line in failure["diff"].splitlines() if line[:1] in "+-"]
+    assert changed == [
+        "--- before 002_name_index",
+        "+++ after 002_name_index.down.sql",
+        "-    name text",
+        "+    name text DEFAULT 'unnamed'::text",
+    ]
+    assert not _exists(admin_url, _scratch_database(result.stderr))
+
+
+def test_a_migration_that_gives_another_schema_when_applied_again_is_named(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Its down file restores the schema, but the migration depends on state the schema
+    does not show (a sequence's position), so applying it again differs."""
+    folder = write_migrations(
+        tmp_path / "m",
+        {
+            "001_counter.sql": "CREATE SEQUENCE counter;\n",
+            "001_counter.down.sql": "DROP SEQUENCE counter;\n",
+            "002_numbered.sql": "DO $$ BEGIN EXECUTE format('CREATE TABLE t%s (id int)', "
+            "nextval('counter')); END $$;\n",
+            "002_numbered.down.sql": "DO $$ DECLARE r record; BEGIN FOR r IN SELECT tablename "
+            "FROM pg_tables WHERE tablename ~ '^t[0-9]+$' LOOP EXECUTE format('DROP TABLE %I', "
+            "r.tablename); END LOOP; END $$;\n",
+        },
+    )
+    result = _verify(folder, database_url, "--json")
+    assert result.returncode == ExitCode.SCHEMA_NOT_RESTORED, result.stderr
+    failure = json.loads(result.stdout)["failure"]
+    assert (failure["version"], failure["step"], failure["file"]) == (
+        2,
+        "up again",
+        "002_numbered.sql",
+    )
+    assert "-CREATE TABLE public.t1 (" in failure["diff"]
+    assert "+CREATE TABLE public.t2 (" in failure["diff"]
+
+
+def test_a_migration_without_a_down_file_cannot_be_verified(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = write_migrations(
+        tmp_path / "m", ITEMS | {"002_more.sql": "CREATE TABLE more (id int);\n"}
+    )
+    result = _verify(folder, database_url)
+    assert result.returncode == ExitCode.SCHEMA_NOT_RESTORED
+    [failed] = [e for e in log_events(result.stderr) if e["event"] == "run_failed"]
+    assert failed["error"].startswith(
+        "cannot verify 002_more: it has no down file; write 002_more.down.sql"
+    )
+    assert not [e for e in log_events(result.stderr) if e["event"] == "verify_started"]
+
+
+def test_a_failing_migration_keeps_its_own_exit_code_and_the_scratch_database_is_dropped(
+    admin_url: str, database_url: str, tmp_path: Path
+) -> None:
+    folder = write_migrations(
+        tmp_path / "m",
+        ITEMS | {"002_bad.sql": "CREATE TABLE broken (id int,);\n", "002_bad.down.sql": ""},
+    )
+    result = _verify(folder, database_url)
+    assert result.returncode == ExitCode.MIGRATION_FAILED, result.stderr
+    [failed] = [e for e in log_events(result.stderr) if e["event"] == "migration_failed"]
+    assert failed["file"] == "002_bad.sql:1:29"
+    assert not _exists(admin_url, _scratch_database(result.stderr))
+
+
+def test_a_role_without_createdb_is_told_the_command_that_fixes_it(database_url: str) -> None:
+    role_password = "verify-role-pw-never-printed"
+    asyncio.run(
+        sql_execute(database_url, f"CREATE ROLE nocreatedb LOGIN PASSWORD '{role_password}'")
+    )
+    try:
+        parts = urlsplit(database_url)
+        host = parts.netloc.rsplit("@", 1)[-1]
+        url = urlunsplit(parts._replace(netloc=f"nocreatedb:{role_password}@{host}"))
+        result = _verify(None, url)
+        assert result.returncode == ExitCode.PRIVILEGE, result.stderr
+        [failed] = [e for e in log_events(result.stderr) if e["event"] == "run_failed"]
+        assert "role nocreatedb may not create the scratch database" in failed["error"]
+        assert "ALTER ROLE nocreatedb CREATEDB;" in failed["error"]
+        assert role_password not in result.stdout + result.stderr
+    finally:
+        asyncio.run(sql_execute(database_url, "DROP ROLE nocreatedb"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_signal_during_verify_drops_the_scratch_database(
+    admin_url: str, database_url: str, tmp_path: Path, signum: signal.Signals
+) -> None:
+    folder = write_migrations(
+        tmp_path / "m",
+        ITEMS | {"002_slow.sql": "SELECT pg_sleep(60);\n", "002_slow.down.sql": ""},
+    )
+    env = os.environ | {"DATABASE_URL": database_url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
+    verify = subprocess.Popen(
+        [sys.executable, "-m", "natlangchain_migrate", "verify", "--migrations-dir", str(folder)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    sleeping = (
+        "SELECT datname FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' "
+        "AND pid <> pg_backend_pid()"
+    )
+    deadline = time.monotonic() + 60
+    scratch = None
+    while scratch is None and time.monotonic() < deadline:
+        assert verify.poll() is None, verify.communicate()
+        scratch = asyncio.run(sql_fetchval(admin_url, sleeping))
+        time.sleep(0.05)
+    assert isinstance(scratch, str)
+    assert scratch.startswith("nlc_verify_")
+    verify.send_signal(signum)
+    _, stderr = verify.communicate(timeout=60)
+    expected = ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED
+    assert verify.returncode == expected, stderr
+    assert log_events(stderr)[-1]["event"] == "run_interrupted"
+    assert _scratch_database(stderr) == scratch
+    assert not _exists(admin_url, scratch)
+    assert PASSWORD not in stderr
+
+
+def test_the_scratch_database_url_keeps_the_connection_settings() -> None:
+    """A key=value DSN or a URL naming its database in the query becomes a URL to the
+    scratch database with the same host, user and password."""
+    from natlangchain_migrate.verify import database_dsn
+
+    assert database_dsn("host=/run/pg port=5433 user=u password=p dbname=app", "s") == (
+        "postgresql://u:p@/s?host=%2Frun%2Fpg&port=5433"
+    )
+    assert database_dsn("postgresql://u:p@db:5432/?dbname=app&sslmode=require", "s") == (
+        "postgresql://u:p@db:5432/s?sslmode=require"
+    )
+
+
+def test_verify_help_names_its_exit_code_and_flags() -> None:
+    result = run_cli("verify", "--help", database_url=None)
+    assert result.returncode == 0
+    assert "22 at the first that does not" in " ".join(result.stdout.split())
+    assert "--json" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_generated_history_passes(database_url: str, tmp_path: Path) -> None:
+    """20 migrations of every kind a mature project keeps, each with a down file that
+    really undoes it (partitions, materialized views, enum values, renames, triggers)."""
+    folder = tmp_path / "history"
+    write_history(folder, 20, seed=1)
+    result = _verify(folder, database_url, "--json")
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert [item["version"] for item in json.loads(result.stdout)["verified"]] == list(
+        range(20, 0, -1)
+    )
