@@ -70,7 +70,7 @@ def parse(path: Path) -> list[Stage]:
             raise ValueError(f"{path.name}:{number}: the replay does not know {keyword}")
         if keyword == "FROM":
             words = arguments.split()
-            name = words[2] if len(words) == 4 and words[1].upper() == "AS" else None
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
             stages.append(Stage(image=words[0], name=name))
         elif not stages:
             raise ValueError(f"{path.name}:{number}: {keyword} before the first FROM")

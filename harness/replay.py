@@ -58,6 +58,7 @@ def build(dockerfile: Path, context: Path, base: Path, scratch: Path) -> Image:
     for index, stage in enumerate(parse(dockerfile)):
         root = scratch / f"stage{index}"
         subprocess.run(["cp", "-a", str(base), str(root)], check=True)
+        os.chmod(root, 0o755)  # as an image's /, whatever the cache's folder is
         image = _replay(stage, Image(root=root), context, ignore, built)
         built[stage.name or str(index)] = image
     return image

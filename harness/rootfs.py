@@ -67,6 +67,7 @@ def base_rootfs() -> Path:
 
 
 def _build(root: Path) -> None:
+    os.chmod(root, 0o755)  # mkdtemp's 700 would keep every other user out of /
     _run("debootstrap", "--variant=minbase", SUITE, str(root))
     install = " ".join(PACKAGES)
     _run(
