@@ -126,7 +126,7 @@ def _copy(
 def _copy_tree(
     origin: Path, landing: Path, ignore: DockerIgnore | None, prefix: str | None
 ) -> None:
-    """A folder's contents into ``landing``, keeping symlinks, less what .dockerignore leaves out."""
+    """A folder's contents into ``landing``, symlinks kept, less what .dockerignore leaves out."""
 
     def ignored(folder: str, names: list[str]) -> set[str]:
         if ignore is None or prefix is None:
@@ -186,24 +186,36 @@ def start(
     its status; signal the process itself (``container_pid``), as `docker stop` does.
     """
     root = shlex.quote(str(image.root))
-    devices = "\n".join(
-        f"touch {root}/dev/{name} && mount --bind /dev/{name} {root}/dev/{name}"
-        for name in _DEVICES
-    )
     variables = image.environment | environment
     argv = command if command is not None else image.entrypoint
-    script = f"""
-mount --bind {root} {root}
-mount -t tmpfs -o nosuid,mode=755 tmpfs {root}/dev
-{devices}
-ln -s /proc/self/fd {root}/dev/fd
-mkdir {root}/dev/shm && mount -t tmpfs -o nosuid,nodev,noexec tmpfs {root}/dev/shm
-mount -o remount,ro,bind {root}
-mount -t proc proc {root}/proc
-exec chroot --userspec={_user_spec(image)} {root} /usr/bin/env -i --chdir={shlex.quote(image.workdir)} \
-  {" ".join(shlex.quote(f"{key}={value}") for key, value in variables.items())} \
-  {" ".join(shlex.quote(word) for word in argv)}
-"""
+    lines = [
+        f"mount --bind {root} {root}",
+        f"mount -t tmpfs -o nosuid,mode=755 tmpfs {root}/dev",
+        *(
+            f"touch {root}/dev/{name} && mount --bind /dev/{name} {root}/dev/{name}"
+            for name in _DEVICES
+        ),
+        f"ln -s /proc/self/fd {root}/dev/fd",
+        # The container's own /dev/shm, as Docker gives one (not the host's).
+        f"mkdir {root}/dev/shm",  # noqa: S108
+        f"mount -t tmpfs -o nosuid,nodev,noexec tmpfs {root}/dev/shm",  # noqa: S108
+        f"mount -o remount,ro,bind {root}",
+        f"mount -t proc proc {root}/proc",
+        shlex.join(
+            [
+                "exec",
+                "chroot",
+                f"--userspec={_user_spec(image)}",
+                str(image.root),
+                "/usr/bin/env",
+                "-i",
+                f"--chdir={image.workdir}",
+                *(f"{key}={value}" for key, value in variables.items()),
+                *argv,
+            ]
+        ),
+    ]
+    script = "\n".join(lines)
     return subprocess.Popen(
         ["unshare", "--mount", "--pid", "--fork", "--kill-child", "/bin/sh", "-ec", script],
         stdout=subprocess.PIPE,

@@ -52,9 +52,7 @@ def test_image_keeps_the_dockerfile_entrypoint_and_settings(image: Image) -> Non
     assert "HOME" not in image.environment
 
 
-def test_image_applies_the_migrations_on_a_read_only_root(
-    image: Image, database_url: str
-) -> None:
+def test_image_applies_the_migrations_on_a_read_only_root(image: Image, database_url: str) -> None:
     """Exit 0, 001-003 recorded, every stderr line a JSON event, no password printed."""
     runner = start(image, environment={"DATABASE_URL": database_url})
     stdout, stderr = runner.communicate(timeout=240)
@@ -62,7 +60,8 @@ def test_image_applies_the_migrations_on_a_read_only_root(
     assert runner.returncode == 0, stderr
     assert [row["version"] for row in asyncio.run(ledger_rows(database_url))] == [1, 2, 3]
     lines = [line for line in stderr.splitlines() if line.strip()]
-    assert lines and all(line.startswith("{") for line in lines), stderr
+    assert lines
+    assert all(line.startswith("{") for line in lines), stderr
     events = [event["event"] for event in log_events(stderr)]
     assert events.count("migration_applied") == 3, events
     assert PASSWORD not in stdout + stderr
