@@ -31,7 +31,7 @@ from harness.dockerfile import (
     key_values,
     parse,
 )
-from harness.rootfs import BASE_ENVIRONMENT
+from harness.rootfs import BASE_ENVIRONMENT, SYSTEM_PATH, tool
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 _BUILD_CA = "run/build-ca-certificates.crt"
@@ -57,7 +57,7 @@ def build(dockerfile: Path, context: Path, base: Path, scratch: Path) -> Image:
     image = Image(root=scratch)
     for index, stage in enumerate(parse(dockerfile)):
         root = scratch / f"stage{index}"
-        subprocess.run(["cp", "-a", str(base), str(root)], check=True)
+        subprocess.run([tool("cp"), "-a", str(base), str(root)], check=True)
         os.chmod(root, 0o755)  # as an image's /, whatever the cache's folder is
         image = _replay(stage, Image(root=root), context, ignore, built)
         built[stage.name or str(index)] = image
@@ -145,7 +145,7 @@ def _run_step(image: Image, command: str, where: str) -> None:
     try:
         done = subprocess.run(
             [
-                "chroot",
+                tool("chroot"),
                 f"--userspec={_user_spec(image)}",
                 str(image.root),
                 "/bin/sh",
@@ -217,11 +217,11 @@ def start(
     ]
     script = "\n".join(lines)
     return subprocess.Popen(
-        ["unshare", "--mount", "--pid", "--fork", "--kill-child", "/bin/sh", "-ec", script],
+        [tool("unshare"), "--mount", "--pid", "--fork", "--kill-child", "/bin/sh", "-ec", script],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
+        env={"PATH": SYSTEM_PATH},
     )
 
 

@@ -30,15 +30,27 @@ BASE_ENVIRONMENT = {
     "LANG": "C.UTF-8",
 }
 _APT_ENVIRONMENT = BASE_ENVIRONMENT | {"DEBIAN_FRONTEND": "noninteractive"}
+# Where root's tools live, whatever PATH the tests were started with.
+SYSTEM_PATH = BASE_ENVIRONMENT["PATH"]
+
+
+def tool(name: str) -> str:
+    """The full path of a system tool (debootstrap, chroot, unshare are in sbin folders)."""
+    found = shutil.which(name, path=f"{os.environ.get('PATH', '')}:{SYSTEM_PATH}")
+    if found is None:
+        raise FileNotFoundError(f"{name} is not installed")
+    return found
 
 
 def why_unavailable() -> str | None:
     """Why a root filesystem cannot be built or entered here, or None when it can."""
     if os.geteuid() != 0:
         return "needs root (chroot, mount namespaces); CI runs as root"
-    for tool in ("debootstrap", "chroot", "unshare"):
-        if not shutil.which(tool):
-            return f"needs {tool} (apt-get install debootstrap util-linux coreutils)"
+    for name in ("debootstrap", "chroot", "unshare", "mount"):
+        try:
+            tool(name)
+        except FileNotFoundError:
+            return f"needs {name} (apt-get install debootstrap)"
     return None
 
 
@@ -68,10 +80,10 @@ def base_rootfs() -> Path:
 
 def _build(root: Path) -> None:
     os.chmod(root, 0o755)  # mkdtemp's 700 would keep every other user out of /
-    _run("debootstrap", "--variant=minbase", SUITE, str(root))
+    _run(tool("debootstrap"), "--variant=minbase", SUITE, str(root))
     install = " ".join(PACKAGES)
     _run(
-        "chroot",
+        tool("chroot"),
         str(root),
         "/bin/sh",
         "-ec",
@@ -83,7 +95,12 @@ def _build(root: Path) -> None:
 
 def _run(*command: str, environment: dict[str, str] | None = None) -> None:
     done = subprocess.run(
-        command, capture_output=True, text=True, env=environment, check=False, timeout=900
+        command,
+        capture_output=True,
+        text=True,
+        env=environment or {"PATH": SYSTEM_PATH},
+        check=False,
+        timeout=900,
     )
     if done.returncode != 0:
         raise RuntimeError(
