@@ -32,7 +32,8 @@ class Stage:
     name: str | None
     instructions: list[Instruction] = field(default_factory=list)
 
-    def all(self, keyword: str) -> list[Instruction]:
+    def steps(self, keyword: str) -> list[Instruction]:
+        """This stage's instructions of one kind, in order."""
         return [each for each in self.instructions if each.keyword == keyword]
 
 

@@ -42,7 +42,7 @@ def locked(path: Path) -> dict[str, tuple[str, list[str]]]:
 
 def labels() -> dict[str, str]:
     found: dict[str, str] = {}
-    for step in parse(DOCKERFILE)[-1].all("LABEL"):
+    for step in parse(DOCKERFILE)[-1].steps("LABEL"):
         found |= key_values(step.arguments)
     return found
 
@@ -86,14 +86,14 @@ def test_oci_labels_describe_the_package_and_its_base() -> None:
 def test_entrypoint_is_the_cli_with_json_logs_and_a_wait() -> None:
     """What deploy/ relies on: the CLI as exec-form entrypoint, JSON logs, 60 s wait, uid 10001."""
     final = parse(DOCKERFILE)[-1]
-    (entrypoint,) = final.all("ENTRYPOINT")
+    (entrypoint,) = final.steps("ENTRYPOINT")
     assert exec_form(entrypoint.arguments) == ["natlangchain-migrate"]
     environment: dict[str, str] = {}
-    for step in final.all("ENV"):
+    for step in final.steps("ENV"):
         environment |= key_values(step.arguments)
     assert environment["NATLANGCHAIN_MIGRATE_LOG_FORMAT"] == "json"
     assert environment["NATLANGCHAIN_MIGRATE_WAIT"] == "60"
-    assert [step.arguments for step in final.all("USER")] == ["10001"]
+    assert [step.arguments for step in final.steps("USER")] == ["10001"]
 
 
 def test_runtime_lock_pins_every_pyproject_dependency_with_hashes() -> None:
@@ -118,7 +118,7 @@ def test_build_lock_pins_the_build_backend_with_hashes() -> None:
 
 def test_the_image_installs_only_from_the_locks_with_hashes() -> None:
     """Every pip install in the Dockerfile is --require-hashes -r a lock, or our own wheel."""
-    commands = [step.arguments for stage in parse(DOCKERFILE) for step in stage.all("RUN")]
+    commands = [step.arguments for stage in parse(DOCKERFILE) for step in stage.steps("RUN")]
     installs = [
         part.strip() for command in commands for part in command.split("&&") if " install " in part
     ]

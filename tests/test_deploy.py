@@ -119,7 +119,7 @@ def test_every_container_runs_non_root_read_only_without_capabilities(kind: str)
 def test_the_image_user_is_the_uid_the_manifests_ask_for() -> None:
     """runAsNonRoot needs a numeric USER in the image; it is the manifests' runAsUser."""
     final = parse(REPO / "Dockerfile")[-1]
-    assert [step.arguments for step in final.all("USER")] == ["10001"]
+    assert [step.arguments for step in final.steps("USER")] == ["10001"]
 
 
 @pytest.mark.parametrize("kind", ["Deployment", "Job"])
@@ -135,7 +135,7 @@ def test_job_runs_once_within_a_deadline_longer_than_its_waits() -> None:
     (container,) = job["template"]["spec"]["containers"]
     env = {item["name"]: item.get("value") for item in container["env"]}
     image_env: dict[str, str] = {}
-    for step in parse(REPO / "Dockerfile")[-1].all("ENV"):
+    for step in parse(REPO / "Dockerfile")[-1].steps("ENV"):
         image_env |= key_values(step.arguments)
     wait = float(env.get("NATLANGCHAIN_MIGRATE_WAIT") or image_env["NATLANGCHAIN_MIGRATE_WAIT"])
     lock_wait = float(env.get("NATLANGCHAIN_MIGRATE_LOCK_TIMEOUT") or RunSettings().lock_wait)
