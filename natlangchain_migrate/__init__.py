@@ -21,6 +21,7 @@ from natlangchain_migrate.errors import (
 )
 
 if TYPE_CHECKING:
+    from natlangchain_migrate.logs import route_to_stdlib_logging
     from natlangchain_migrate.operations import repair, status
     from natlangchain_migrate.results import MigrationReport, MigrationResult
     from natlangchain_migrate.runner import migrate, run_migrations
@@ -32,6 +33,7 @@ _LAZY = {
     "RollbackResult": "undo",
     "repair": "operations",
     "rollback": "undo",
+    "route_to_stdlib_logging": "logs",
     "status": "operations",
     "MigrationReport": "results",
     "MigrationResult": "results",
@@ -66,6 +68,7 @@ __all__ = [
     "migrate",
     "repair",
     "rollback",
+    "route_to_stdlib_logging",
     "run_migrations",
     "status",
 ]

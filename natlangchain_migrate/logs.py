@@ -1,8 +1,11 @@
 """Structured progress logs: JSON lines for machines, readable lines in a terminal.
 
 The library only emits events (``structlog.get_logger("natlangchain_migrate")``)
-and leaves configuration to the application; the CLI configures them here.
-Every string in every event is scrubbed of the DSN's password.
+and leaves configuration to the application: ``migrate()`` never calls
+``structlog.configure`` or touches ``logging``, so an app's structlog set-up
+handles our events as its own. The CLI configures them here, scrubbing every
+string of the DSN's password. An app that logs with the standard library only
+(uvicorn, gunicorn, Flask) calls ``route_to_stdlib_logging()``.
 """
 
 from __future__ import annotations
@@ -59,3 +62,30 @@ def configure_logging(log_format: str | None = None, *, secrets: Iterable[str] =
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def route_to_stdlib_logging() -> bool:
+    """Hand structlog events to the standard library's ``logging``, unless the app set up
+    structlog itself; returns whether it did.
+
+    Servers such as uvicorn and gunicorn configure ``logging``, not structlog, whose
+    default prints to stdout past their handlers. Afterwards each event is a record of
+    the ``natlangchain_migrate`` logger at the event's level, its message the event as
+    one JSON object, handled by whatever the app or server configured (the records
+    propagate to the root logger; ``logging.basicConfig(level=logging.INFO)`` shows them).
+    An app that already called ``structlog.configure`` is left alone: its
+    configuration handles our events.
+    """
+    if structlog.is_configured():
+        return False
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    return True
