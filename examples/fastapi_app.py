@@ -27,7 +27,7 @@ SCHEMA_VERSION = "SELECT max(version) FROM schema_migrations WHERE complete"
 
 
 async def open_pool(dsn: str) -> asyncpg.Pool:
-    """The app's pool: each connection decodes pgvector's ``vector`` as numpy arrays."""
+    """The app's pool: each connection decodes a ``vector`` column as ``pgvector.Vector``."""
     return await asyncpg.create_pool(dsn, init=register_vector, min_size=1, max_size=5)
 
 

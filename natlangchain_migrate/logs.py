@@ -86,6 +86,7 @@ def route_to_stdlib_logging() -> bool:
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Not cached: an app that configures structlog later still gets our events.
+        cache_logger_on_first_use=False,
     )
     return True
