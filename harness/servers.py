@@ -94,10 +94,13 @@ class AppServer:
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             while len(answers) < self.workers:
                 if self.process.poll() is not None:
-                    raise ServerFailedError(f"{self.server} exited {self.process.returncode}")
+                    raise ServerFailedError(
+                        f"{self.server} exited {self.process.returncode}:\n{self._tail()}"
+                    )
                 if time.monotonic() > give_up:
                     raise ServerFailedError(
-                        f"only {len(answers)} of {self.workers} workers answered /healthz"
+                        f"only {len(answers)} of {self.workers} workers answered /healthz:\n"
+                        f"{self._tail()}"
                     )
                 for answer in pool.map(self._healthz, range(self.workers)):
                     if answer is not None:
@@ -123,6 +126,9 @@ class AppServer:
             return self._final_log
         self._log.flush()
         return Path(self._log.name).read_text(errors="replace")
+
+    def _tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
 
     def started_workers(self) -> set[int]:
         """The pids of the workers the server's own log says it started."""
