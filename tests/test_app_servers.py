@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from harness.pgcluster import PASSWORD
-from harness.servers import AppServer, json_events
-from tests.conftest import ledger_rows, migration_locks_held
+from harness.servers import AppServer, ServerFailedError, json_events
+from harness.sql import execute as sql_execute
+from tests.conftest import ledger_rows, migration_locks_held, table_names
 
 SERVERS = [
     pytest.param("uvicorn", "examples.fastapi_app:app", 4, id="uvicorn-4-workers"),
@@ -41,4 +42,36 @@ def test_every_worker_serves_after_the_migrations_applied_exactly_once(
     rows = asyncio.run(ledger_rows(database_url))
     assert [(row["version"], row["complete"]) for row in rows] == [(1, True), (2, True), (3, True)]
     assert "Traceback" not in log
+    assert PASSWORD not in log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("server", "app", "workers"), SERVERS)
+def test_a_server_whose_migrations_fail_stops_without_serving(
+    server: str, app: str, workers: int, database_url: str
+) -> None:
+    """Drift (an applied version whose file is gone): no worker serves, the server stops,
+    its log carries our sentence, and nothing is applied."""
+    asyncio.run(
+        sql_execute(
+            database_url,
+            "CREATE TABLE schema_migrations (version int PRIMARY KEY, name text, "
+            "applied_at timestamptz DEFAULT now()); "
+            "INSERT INTO schema_migrations (version, name) VALUES (7, 'gone')",
+        )
+    )
+    running = AppServer(server, app, workers=workers, database_url=database_url).start()
+    try:
+        with pytest.raises(ServerFailedError, match="exited"):
+            running.wait_for_all_workers()
+    finally:
+        log = running.stop()
+    assert "migration 007 (gone) is applied but its file is gone" in log
+    assert running.process is not None
+    if server == "gunicorn":
+        assert running.process.returncode != 0  # "Worker failed to boot"
+    else:  # uvicorn 0.54 stops the parent "because a child failed to start", yet exits 0
+        assert running.process.returncode == 0
+    assert [row["version"] for row in asyncio.run(ledger_rows(database_url))] == [7]
+    assert asyncio.run(table_names(database_url)) == {"schema_migrations"}
     assert PASSWORD not in log
