@@ -1,7 +1,7 @@
 """What migrating at start-up costs a real server: start-up time of the example apps beside
 the same apps without the migration, interleaved, medians and paired ratios.
 
-    .venv/bin/python benchmarks/app_servers.py [--rounds N] [--only uvicorn|gunicorn]
+    .venv/bin/python benchmarks/app_servers.py [--rounds N] [--only NAME]
 
 Start-up time: from starting the server process until every worker has answered
 ``/healthz`` (each answer names its worker's pid). Three variants of each server,
@@ -13,6 +13,9 @@ in a rotating order within each round:
   migrate() is one query);
 - ``plain``: the same server and app without the migrate() call, on an already
   migrated database: the floor.
+
+Servers (``--only``): uvicorn with 4 workers, gunicorn with 8, and gunicorn with 8
+and ``--preload`` (the master imports the app, so migrates, once before it forks).
 """
 
 from __future__ import annotations
@@ -31,10 +34,18 @@ from harness.servers import AppServer
 from harness.sql import execute as sql_execute
 from natlangchain_migrate import migrate
 
-# server -> (workers, the example app, the same app without migration)
+# name -> (server, its options, workers, the example app, the same app without migration)
 SERVERS = {
-    "uvicorn": (4, "examples.fastapi_app:app", "benchmarks.plain_fastapi_app:app"),
-    "gunicorn": (8, "examples.flask_app:app", "benchmarks.plain_flask_app:app"),
+    "uvicorn": ("uvicorn", (), 4, "examples.fastapi_app:app", "benchmarks.plain_fastapi_app:app"),
+    "gunicorn": ("gunicorn", (), 8, "examples.flask_app:app", "benchmarks.plain_flask_app:app"),
+    # The master imports the app (and migrates) once, then forks the workers.
+    "gunicorn-preload": (
+        "gunicorn",
+        ("--preload",),
+        8,
+        "examples.flask_app:app",
+        "benchmarks.plain_flask_app:app",
+    ),
 }
 VARIANTS = ("fresh", "steady", "plain")
 
@@ -66,9 +77,12 @@ class _Databases:
         asyncio.run(sql_execute(self.cluster.dsn(), f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
-def start_up_seconds(server: str, app: str, workers: int, database_url: str) -> float:
+def start_up_seconds(name: str, app: str, database_url: str) -> float:
     """Process start until every worker has answered /healthz."""
-    running = AppServer(server, app, workers=workers, database_url=database_url).start()
+    server, options, workers, _, _ = SERVERS[name]
+    running = AppServer(
+        server, app, workers=workers, database_url=database_url, options=options
+    ).start()
     try:
         answers = running.wait_for_all_workers()
         elapsed = time.perf_counter() - running.started_at
@@ -78,11 +92,11 @@ def start_up_seconds(server: str, app: str, workers: int, database_url: str) -> 
         running.stop()
 
 
-def measure(databases: _Databases, server: str, rounds: int) -> dict[str, list[float]]:
-    workers, example, plain = SERVERS[server]
+def measure(databases: _Databases, name: str, rounds: int) -> dict[str, list[float]]:
+    example, plain = SERVERS[name][3:]
     times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
     warm_up = databases.new(migrated=True)  # the first start reads every module from disk
-    start_up_seconds(server, plain, workers, databases.cluster.dsn(warm_up))
+    start_up_seconds(name, plain, databases.cluster.dsn(warm_up))
     databases.drop(warm_up)
     for round_number in range(rounds):
         shift = round_number % len(VARIANTS)
@@ -91,16 +105,16 @@ def measure(databases: _Databases, server: str, rounds: int) -> dict[str, list[f
             try:
                 app = plain if variant == "plain" else example
                 url = databases.cluster.dsn(database)
-                times[variant].append(start_up_seconds(server, app, workers, url))
+                times[variant].append(start_up_seconds(name, app, url))
             finally:
                 databases.drop(database)
     return times
 
 
-def report(server: str, times: dict[str, list[float]]) -> None:
-    workers = SERVERS[server][0]
+def report(name: str, times: dict[str, list[float]]) -> None:
+    server, options, workers, _, _ = SERVERS[name]
     plain = statistics.median(times["plain"])
-    print(f"{server}, {workers} workers, {len(times['plain'])} rounds:")
+    print(f"{' '.join((server, *options))}, {workers} workers, {len(times['plain'])} rounds:")
     for variant in VARIANTS:
         median = statistics.median(times[variant])
         paired = statistics.median(
@@ -109,7 +123,8 @@ def report(server: str, times: dict[str, list[float]]) -> None:
         spread = f"{min(times[variant]) * 1000:.0f}-{max(times[variant]) * 1000:.0f} ms"
         print(
             f"  {variant:<7} median {median * 1000:7.0f} ms  ({spread})  "
-            f"ratio of medians {median / plain:.2f}x  median paired ratio {paired:.2f}x"
+            f"{(median - plain) * 1000:+6.0f} ms  ratio of medians {median / plain:.2f}x  "
+            f"median paired ratio {paired:.2f}x"
         )
 
 
@@ -123,8 +138,8 @@ def main() -> None:
     cluster = PgCluster(embedded_bindir(), name="app-servers").init().start()
     try:
         databases = _Databases(cluster)
-        for server in [args.only] if args.only else list(SERVERS):
-            report(server, measure(databases, server, args.rounds))
+        for name in [args.only] if args.only else list(SERVERS):
+            report(name, measure(databases, name, args.rounds))
     finally:
         cluster.destroy()
 

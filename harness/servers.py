@@ -18,6 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,19 +35,21 @@ _WORKER_STARTED = {
 }
 
 
-def server_command(server: str, app: str, workers: int, port: int) -> list[str]:
+def server_command(
+    server: str, app: str, workers: int, port: int, options: Sequence[str] = ()
+) -> list[str]:
     """The command line a user types, with the venv's own server scripts."""
     if server == "uvicorn":
         return [
             str(_BIN / "uvicorn"), app, "--workers", str(workers),
-            "--host", "127.0.0.1", "--port", str(port),
+            "--host", "127.0.0.1", "--port", str(port), *options,
         ]  # fmt: skip
     if server == "gunicorn":
         # No control socket: its default path (~/.gunicorn/gunicorn.ctl) is one per user,
         # shared by every gunicorn that runs at once.
         return [
             str(_BIN / "gunicorn"), "-w", str(workers), "-b", f"127.0.0.1:{port}",
-            "--no-control-socket", app,
+            "--no-control-socket", *options, app,
         ]  # fmt: skip
     raise ValueError(f"unknown server {server!r}")
 
@@ -58,11 +61,19 @@ class ServerFailedError(Exception):
 class AppServer:
     """One server process with its workers, its output in a file (a pipe could fill up)."""
 
-    def __init__(self, server: str, app: str, *, workers: int, database_url: str) -> None:
+    def __init__(
+        self,
+        server: str,
+        app: str,
+        *,
+        workers: int,
+        database_url: str,
+        options: Sequence[str] = (),
+    ) -> None:
         self.server = server
         self.workers = workers
         self.port = free_port()
-        self.command = server_command(server, app, workers, self.port)
+        self.command = server_command(server, app, workers, self.port, options)
         self.env = {**os.environ, "DATABASE_URL": database_url}
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (kept open until stop())
             "w+", prefix=f"{server}-", suffix=".log"
