@@ -23,6 +23,7 @@ from natlangchain_migrate.errors import (
 )
 
 if TYPE_CHECKING:
+    from natlangchain_migrate.logs import route_to_stdlib_logging
     from natlangchain_migrate.operations import baseline, repair, status
     from natlangchain_migrate.results import MigrationReport, MigrationResult
     from natlangchain_migrate.runner import migrate, run_migrations
@@ -35,6 +36,7 @@ _LAZY = {
     "baseline": "operations",
     "repair": "operations",
     "rollback": "undo",
+    "route_to_stdlib_logging": "logs",
     "status": "operations",
     "MigrationReport": "results",
     "MigrationResult": "results",
@@ -72,6 +74,7 @@ __all__ = [
     "migrate",
     "repair",
     "rollback",
+    "route_to_stdlib_logging",
     "run_migrations",
     "status",
 ]

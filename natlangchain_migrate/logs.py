@@ -1,10 +1,13 @@
 """The CLI's logs: JSON lines for machines, readable lines in a terminal.
 
 The library only emits events (``events.log``, structlog's by default) and leaves
-configuration to the application; the CLI configures them here. JSON lines are
-written by ``events.JsonLines`` without importing structlog (a container's start-up
-is mostly imports); a terminal gets structlog's console renderer. Every string in
-every event is scrubbed of the DSN's password.
+configuration to the application: ``migrate()`` never calls ``structlog.configure``
+or touches ``logging``, so an app's structlog set-up handles our events as its own.
+An app that logs with the standard library only (uvicorn, gunicorn, Flask) calls
+``route_to_stdlib_logging()``. The CLI configures them here: JSON lines are written
+by ``events.JsonLines`` without importing structlog (a container's start-up is mostly
+imports); a terminal gets structlog's console renderer. Every string in every event
+is scrubbed of the DSN's password.
 """
 
 from __future__ import annotations
@@ -94,3 +97,34 @@ def configure_logging(log_format: str | None = None, *, secrets: Iterable[str] =
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def route_to_stdlib_logging() -> bool:
+    """Hand structlog events to the standard library's ``logging``, unless the app set up
+    structlog itself; returns whether it did.
+
+    Servers such as uvicorn and gunicorn configure ``logging``, not structlog, whose
+    default prints to stdout past their handlers. Afterwards each event is a record of
+    the ``natlangchain_migrate`` logger at the event's level, its message the event as
+    one JSON object, handled by whatever the app or server configured (the records
+    propagate to the root logger; ``logging.basicConfig(level=logging.INFO)`` shows them).
+    An app that already called ``structlog.configure`` is left alone: its
+    configuration handles our events.
+    """
+    import structlog
+
+    send_events_to(None)  # events go through structlog, whatever the CLI set before
+    if structlog.is_configured():
+        return False
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        # Not cached: an app that configures structlog later still gets our events.
+        cache_logger_on_first_use=False,
+    )
+    return True
