@@ -75,6 +75,8 @@ _EXIT_MEANINGS = {
     ExitCode.CHECK_FAILED: "--check: a no-transaction migration failed part-way",
     ExitCode.LOCK_LOST: "the advisory lock was lost while held (see --lock-mode)",
     ExitCode.PRIVILEGE: "the role lacks a privilege; the message names the GRANT",
+    ExitCode.LINT_FINDINGS: "lint: squawk found problems in the migrations it checked",
+    ExitCode.SQUAWK_UNAVAILABLE: "lint: squawk is not installed (the [lint] extra) or failed",
     ExitCode.INTERNAL: "an unexpected error (a bug: please report it, with --traceback)",
     ExitCode.INTERRUPTED: "stopped by SIGINT (rolled back, lock released)",
     ExitCode.TERMINATED: "stopped by SIGTERM (rolled back, lock released)",

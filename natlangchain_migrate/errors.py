@@ -32,6 +32,8 @@ class ExitCode(IntEnum):
     CHECK_FAILED = 12
     LOCK_LOST = 13
     PRIVILEGE = 14
+    LINT_FINDINGS = 20
+    SQUAWK_UNAVAILABLE = 21
     INTERNAL = 70
     INTERRUPTED = 130  # SIGINT: 128 + 2, as shells report it
     TERMINATED = 143  # SIGTERM: 128 + 15
@@ -123,6 +125,12 @@ class PrerequisiteError(MigrateError):
     """Raised before a migration runs when the server lacks an extension it declares it needs."""
 
     exit_code = ExitCode.PREREQUISITE
+
+
+class SquawkUnavailableError(MigrateError):
+    """Raised by ``lint`` when the squawk linter is not installed or could not run."""
+
+    exit_code = ExitCode.SQUAWK_UNAVAILABLE
 
 
 class MigrationFailedError(MigrateError):

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "new": ("new", "create the next migration: new NAME [--migrations-dir DIR]"),
     "embedded": ("embedded", "manage the embedded PostgreSQL: embedded stop"),
     "version": ("version", "print the tool's version (also -V)"),
+    "lint": ("lint", "check migrations with squawk: lint [--all] [--json] [--migrations-dir DIR]"),
 }
 
 
