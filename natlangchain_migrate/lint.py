@@ -35,6 +35,13 @@ RUNNER_SATISFIED = {
 }
 
 
+# What squawk is shown after a transactional file: the runner's ledger row, which commits
+# with it. squawk takes a one-statement file for a standalone migration that a tool may
+# run outside a transaction; ours never is (a lone CREATE INDEX CONCURRENTLY fails).
+# The ';' ends a last statement left without one; lines and columns above are unchanged.
+_LEDGER_ROW = "\n;\nSELECT 1; -- natlangchain-migrate: the ledger row\n"
+
+
 class Finding(NamedTuple):
     """One problem squawk found, placed as an editor counts: lines and columns from 1."""
 
@@ -88,7 +95,10 @@ def lint_migrations(
     with tempfile.TemporaryDirectory(prefix="natlangchain-lint-") as scratch:
         folder = Path(scratch)
         for migration in migrations:
-            (folder / migration.filename).write_bytes(migration.sql.encode("utf-8"))
+            text = migration.sql
+            if not migration.directives.no_transaction:
+                text += _LEDGER_ROW
+            (folder / migration.filename).write_bytes(text.encode("utf-8"))
         for no_transaction in (False, True):
             group = [m for m in migrations if m.directives.no_transaction is no_transaction]
             if group:
@@ -115,7 +125,11 @@ def lint_migrations(
 
 def _finding(item: dict[str, Any], migration: Migration, shown_dir: str) -> Finding:
     lines = migration.sql.split("\n")
-    line, end_line = int(item["line"]), int(item.get("line_end", item["line"]))
+    # Only a syntax error the file leaves open (a quote, a comment) lands in the ledger
+    # row's lines: it belongs to the file's end.
+    last = len(lines) - 1
+    line = min(int(item["line"]), last)
+    end_line = min(int(item.get("line_end", item["line"])), last)
     return Finding(
         file=os.path.join(shown_dir, migration.filename),
         line=line + 1,
