@@ -264,9 +264,8 @@ def test_bad_pyproject_settings_are_refused_naming_the_file(
 def test_shipped_migrations_lint_clean_under_the_repository_configuration() -> None:
     """And the configuration is what makes them clean: squawk's defaults flag the data model."""
     assert lint("--all", cwd=REPO).returncode == ExitCode.OK
-    shipped = sorted(
-        str(path) for path in Path(str(shipped_migrations_dir())).glob("00?_*[!n].sql")
-    )
+    folder = Path(str(shipped_migrations_dir()))
+    shipped = sorted(str(p) for p in folder.glob("*.sql") if not p.name.endswith(".down.sql"))
     assert len(shipped) == 3
     bare = subprocess.run(
         [locate_squawk(), "--reporter=json", "--assume-in-transaction", *shipped],
