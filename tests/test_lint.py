@@ -346,3 +346,49 @@ def test_missing_squawk_has_its_own_exit_code(tmp_path: Path) -> None:
     assert "NATLANGCHAIN_MIGRATE_SQUAWK" in result.stderr
     with pytest.raises(SquawkUnavailableError, match=r"pip install 'natlangchain-migrate\[lint\]'"):
         locate_squawk({"PATH": str(tmp_path)}, scripts_dir=str(tmp_path))
+
+
+def test_a_no_transaction_file_that_failed_part_way_is_still_linted(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The next run resumes it, so it is pending for lint too; 001 is applied."""
+    failing = "-- natlangchain: no-transaction\nCREATE TABLE plans (id bigint);\nSELECT 1/0;\n"
+    folder = project(tmp_path, {**ACCOUNTS, "002_plans.sql": failing})
+    applied = run_cli("--migrations-dir", str(folder), database_url=database_url)
+    assert applied.returncode == ExitCode.MIGRATION_FAILED, applied.stderr
+    result = lint(
+        "--migrations-dir", "migrations", "--json", cwd=tmp_path, database_url=database_url
+    )
+    assert json.loads(result.stdout)["checked"] == ["002_plans.sql"], result.stderr
+
+
+def test_pyproject_of_the_working_directory_when_none_is_above_the_folder(
+    tmp_path: Path,
+) -> None:
+    folder = write_migrations(
+        tmp_path / "shared" / "migrations", {**ACCOUNTS, "002_plan.sql": PLAN_002}
+    )
+    here = tmp_path / "here"
+    project(here, {}, 'exclude = ["adding-required-field"]\n')
+    result = lint("--migrations-dir", str(folder), "--json", cwd=here)
+    assert [f["rule"] for f in findings(result)] == ["require-concurrent-index-creation"]
+
+
+def test_a_squawk_toml_where_lint_runs_changes_nothing(tmp_path: Path) -> None:
+    project(tmp_path, {**ACCOUNTS, "002_plan.sql": PLAN_002})
+    (tmp_path / ".squawk.toml").write_text('excluded_rules = ["adding-required-field"]\n')
+    result = lint("--migrations-dir", "migrations", "--json", cwd=tmp_path)
+    assert "adding-required-field" in {f["rule"] for f in findings(result)}
+
+
+def test_squawk_named_by_the_variable_is_used(tmp_path: Path) -> None:
+    project(tmp_path, {**ACCOUNTS, "002_plan.sql": PLAN_002})
+    marker = tmp_path / "called"
+    named = tmp_path / "bin" / "squawk"
+    named.parent.mkdir()
+    named.write_text(f'#!/bin/sh\necho x >> "{marker}"\nexec "{locate_squawk()}" "$@"\n')
+    named.chmod(0o755)
+    env = {"NATLANGCHAIN_MIGRATE_SQUAWK": str(named)}
+    result = lint("--migrations-dir", "migrations", cwd=tmp_path, env=env)
+    assert result.returncode == ExitCode.LINT_FINDINGS, result.stderr
+    assert marker.read_text().count("x") >= 1
