@@ -55,8 +55,21 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="read the ledger here to lint only pending migrations (default: DATABASE_URL)",
     )
-    parser.add_argument("--migrations-dir", type=Path, default=env_setting("DIR"), metavar="DIR")
+    parser.add_argument(
+        "--migrations-dir",
+        type=Path,
+        default=env_setting("DIR"),
+        metavar="DIR",
+        help="folder of NNN_name.sql files (default: NatLangChain's shipped migrations)",
+    )
     parser.add_argument("--schema", default=env_setting("SCHEMA", "public"), help="ledger schema")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=env_setting("WAIT", "0"),
+        metavar="SECONDS",
+        help="wait up to SECONDS for the server to accept connections",
+    )
     return parser
 
 
@@ -87,7 +100,10 @@ async def _pending(args: argparse.Namespace, migrations: list[Migration]) -> lis
 
     configure_logging(env_setting("LOG_FORMAT"), secrets=secrets_of(args.database_url))
     settings = RunSettings(
-        dsn=args.database_url, migrations_dir=args.migrations_dir, schema=args.schema
+        dsn=args.database_url,
+        migrations_dir=args.migrations_dir,
+        schema=args.schema,
+        connect_wait=args.wait,
     )
     plan = await status_of(settings)
     pending = {e.version for e in plan.entries if e.state in (State.PENDING, State.FAILED)}
