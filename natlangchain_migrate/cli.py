@@ -77,6 +77,8 @@ _EXIT_MEANINGS = {
     ExitCode.CHECK_FAILED: "--check: a no-transaction migration failed part-way",
     ExitCode.LOCK_LOST: "the advisory lock was lost while held (see --lock-mode)",
     ExitCode.PRIVILEGE: "the role lacks a privilege; the message names the GRANT",
+    ExitCode.LINT_FINDINGS: "lint: squawk found problems in the migrations it checked",
+    ExitCode.SQUAWK_UNAVAILABLE: "lint: squawk is not installed (the [lint] extra) or failed",
     ExitCode.SCHEMA_NOT_RESTORED: "verify: a down file does not restore the schema",
     ExitCode.OUT_OF_ORDER: "--strict-order: a pending version is below the highest applied",
     ExitCode.BASELINE_REFUSED: "baseline: the ledger already holds rows (see --force)",

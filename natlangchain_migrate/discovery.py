@@ -23,6 +23,7 @@ _UP_FILE = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9_]+)\.sql$")
 _DOWN_FILE = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9_]+)\.down\.sql$")
 _DIRECTIVE = re.compile(r"^--\s*natlangchain:\s*(?P<key>[a-z-]+)\s*(?P<value>.*?)\s*$")
 _EXTENSION = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(\s*>=\s*(?P<version>[0-9][0-9.]*))?$")
+_LINT_IGNORE = re.compile(r"^(?P<rule>[a-z][a-z0-9-]*)\s+(?P<reason>\S.*)$")
 
 
 # The ledger's version column is a PostgreSQL integer, as in the seed's table.
@@ -36,6 +37,14 @@ class ExtensionRequirement(NamedTuple):
     min_version: str | None = None
 
 
+class LintIgnore(NamedTuple):
+    """A ``lint-ignore RULE reason`` line: the rule is not reported for this file."""
+
+    rule: str
+    reason: str
+    line: int
+
+
 class Directives(NamedTuple):
     """Per-file settings read from ``-- natlangchain: ...`` lines in the file's header."""
 
@@ -43,6 +52,7 @@ class Directives(NamedTuple):
     lock_timeout: str | None = None
     statement_timeout: str | None = None
     requires_extensions: tuple[ExtensionRequirement, ...] = ()
+    lint_ignores: tuple[LintIgnore, ...] = ()
 
 
 class Migration(NamedTuple):
@@ -179,6 +189,7 @@ def parse_directives(filename: str, sql: str) -> Directives:
     """Read ``-- natlangchain: key value`` lines from the comment block that opens the file."""
     settings: dict[str, str] = {}
     extensions: list[ExtensionRequirement] = []
+    lint_ignores: list[LintIgnore] = []
     for number, raw in enumerate(_header_lines(sql), start=1):
         line = raw.strip()
         if not line:
@@ -196,16 +207,25 @@ def parse_directives(filename: str, sql: str) -> Directives:
             settings[key] = value
         elif key == "requires-extension" and (ext := _EXTENSION.match(value)):
             extensions.append(ExtensionRequirement(ext["name"], ext["version"]))
+        elif key == "lint-ignore" and (ignore := _LINT_IGNORE.match(value)):
+            lint_ignores.append(LintIgnore(ignore["rule"], ignore["reason"], number))
+        elif key == "lint-ignore":
+            raise ConfigurationError(
+                f"{where}: bad directive '{line}'; write lint-ignore RULE REASON, with the "
+                "reason this file may break the rule"
+            )
         else:
             raise ConfigurationError(
                 f"{where}: bad directive '{line}'; use no-transaction, lock-timeout 5s, "
-                "statement-timeout 1min or requires-extension NAME [>= VERSION]"
+                "statement-timeout 1min, requires-extension NAME [>= VERSION] or "
+                "lint-ignore RULE REASON"
             )
     return Directives(
         no_transaction="no-transaction" in settings,
         lock_timeout=settings.get("lock-timeout"),
         statement_timeout=settings.get("statement-timeout"),
         requires_extensions=tuple(extensions),
+        lint_ignores=tuple(lint_ignores),
     )
 
 

@@ -32,6 +32,8 @@ class ExitCode(IntEnum):
     CHECK_FAILED = 12
     LOCK_LOST = 13
     PRIVILEGE = 14
+    LINT_FINDINGS = 20
+    SQUAWK_UNAVAILABLE = 21
     SCHEMA_NOT_RESTORED = 22  # verify: a down file does not restore the schema
     OUT_OF_ORDER = 23
     BASELINE_REFUSED = 24
@@ -139,6 +141,12 @@ class PrerequisiteError(MigrateError):
     """Raised before a migration runs when the server lacks an extension it declares it needs."""
 
     exit_code = ExitCode.PREREQUISITE
+
+
+class SquawkUnavailableError(MigrateError):
+    """Raised by ``lint`` when the squawk linter is not installed or could not run."""
+
+    exit_code = ExitCode.SQUAWK_UNAVAILABLE
 
 
 class MigrationFailedError(MigrateError):

@@ -1,0 +1,145 @@
+"""``natlangchain-migrate lint``: check migrations with squawk before they run.
+
+With a database (``--database-url`` or ``DATABASE_URL``) it lints what is
+pending there, read from the ledger without a lock or a write; without one, or
+with ``--all``, every file. Exit 0 when clean, 20 when squawk found something,
+21 when squawk is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from natlangchain_migrate.commands import PROG, env_setting
+from natlangchain_migrate.errors import ExitCode, MigrateError
+
+if TYPE_CHECKING:
+    from natlangchain_migrate.discovery import Migration
+    from natlangchain_migrate.lint import Finding
+
+
+def main(argv: list[str]) -> int:
+    """Lint the chosen migrations; print one line per finding (or JSON); exit 0, 20 or 21."""
+    args = _parser().parse_args(argv)
+    from natlangchain_migrate.dsn import scrub
+
+    try:
+        return _lint(args)
+    except MigrateError as error:
+        message = scrub(str(error), args.database_url).replace("\n", " ")
+        print(f"{PROG} lint: error: {message}", file=sys.stderr)
+        return error.exit_code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} lint",
+        description="Lint migrations with squawk, as the runner runs them. With a database "
+        "URL, the migrations pending there; without one, or with --all, every file. Rules "
+        "and PostgreSQL version: [tool.natlangchain-migrate] lint.exclude and lint.pg-version "
+        "in pyproject.toml; per file: -- natlangchain: lint-ignore RULE REASON.",
+        epilog="exit codes: 0 clean, 2 bad configuration or directive, 3/7 database "
+        "unreachable/refused, 20 problems found, 21 squawk missing or failed",
+    )
+    parser.add_argument("--all", action="store_true", help="every file, even ones applied")
+    parser.add_argument("--json", action="store_true", help="print a JSON object for CI")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        metavar="URL",
+        help="read the ledger here to lint only pending migrations (default: DATABASE_URL)",
+    )
+    parser.add_argument(
+        "--migrations-dir",
+        type=Path,
+        default=env_setting("DIR"),
+        metavar="DIR",
+        help="folder of NNN_name.sql files (default: NatLangChain's shipped migrations)",
+    )
+    parser.add_argument("--schema", default=env_setting("SCHEMA", "public"), help="ledger schema")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=env_setting("WAIT", "0"),
+        metavar="SECONDS",
+        help="wait up to SECONDS for the server to accept connections",
+    )
+    return parser
+
+
+def _lint(args: argparse.Namespace) -> int:
+    from natlangchain_migrate.discovery import load_migrations, shipped_migrations_dir
+    from natlangchain_migrate.lint import lint_migrations, locate_squawk
+    from natlangchain_migrate.lint_config import load_lint_config
+
+    migrations = load_migrations(args.migrations_dir)
+    folder = args.migrations_dir or Path(str(shipped_migrations_dir()))
+    squawk = locate_squawk()
+    config = load_lint_config([folder.absolute(), Path.cwd()])
+    from_ledger = args.database_url is not None and not args.all
+    if from_ledger:
+        migrations = asyncio.run(_pending(args, migrations))
+    findings = lint_migrations(migrations, config, shown_dir=_shown(folder), squawk=squawk)
+    _report(findings, migrations, as_json=args.json, from_ledger=from_ledger)
+    return ExitCode.LINT_FINDINGS if findings else ExitCode.OK
+
+
+async def _pending(args: argparse.Namespace, migrations: list[Migration]) -> list[Migration]:
+    """The files the next run would apply (or resume), from the ledger: no lock, no write."""
+    from natlangchain_migrate.dsn import secrets_of
+    from natlangchain_migrate.logs import configure_logging
+    from natlangchain_migrate.operations import status_of
+    from natlangchain_migrate.plan import State
+    from natlangchain_migrate.settings import RunSettings
+
+    configure_logging(env_setting("LOG_FORMAT"), secrets=secrets_of(args.database_url))
+    settings = RunSettings(
+        dsn=args.database_url,
+        migrations_dir=args.migrations_dir,
+        schema=args.schema,
+        connect_wait=args.wait,
+    )
+    plan = await status_of(settings)
+    pending = {e.version for e in plan.entries if e.state in (State.PENDING, State.FAILED)}
+    return [m for m in migrations if m.version in pending]
+
+
+def _shown(folder: Path) -> str:
+    """The folder relative to the working directory when inside it, else as it is."""
+    try:
+        inside = folder.absolute().relative_to(Path.cwd())
+    except ValueError:
+        return str(folder)
+    return "" if inside == Path() else str(inside)
+
+
+def _report(
+    findings: list[Finding], checked: list[Migration], *, as_json: bool, from_ledger: bool
+) -> None:
+    if as_json:
+        document = {
+            "checked": [m.filename for m in checked],
+            "findings": [finding._asdict() for finding in findings],
+        }
+        print(json.dumps(document, indent=2))
+        return
+    for finding in findings:
+        print(finding)
+    scope = "pending" if from_ledger else "checked"
+    if not checked:
+        print(
+            "nothing to lint: no migration is pending (lint --all checks every file)",
+            file=sys.stderr,
+        )
+    else:
+        files = len({finding.file for finding in findings})
+        print(
+            f"{len(findings)} problem(s) in {files} of {len(checked)} {scope} file(s)",
+            file=sys.stderr,
+        )
