@@ -157,8 +157,13 @@ def redact(dsn: str) -> str:
             f"{key}={_HIDDEN if key == 'password' else value}" for key, value in settings.items()
         )
     # Every known spelling first (a misparsed URL keeps part of its password outside
-    # what urlsplit calls the password), then the structure for what is left.
-    scrubbed = scrub(dsn, dsn)
+    # what urlsplit calls the password), then the structure for what is left. The
+    # scheme and the user name are kept as written: a password that happens to be part
+    # of "postgresql" must not turn the URL into one nobody can read.
+    scheme, separator, rest = dsn.partition("://")
+    colon, at = rest.find(":"), rest.rfind("@")
+    kept = rest[: colon + 1] if 0 <= colon < at else ""
+    scrubbed = scheme + separator + kept + scrub(rest[len(kept) :], dsn)
     try:
         parts = urlsplit(scrubbed)
         has_password = parts.password is not None
