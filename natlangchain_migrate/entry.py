@@ -9,13 +9,22 @@ run starts, ``signals.stop_on_signals`` takes over and cleans up.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 from types import FrameType
 
 
 def _exit_now(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
+    # os._exit, not SystemExit: a signal that lands inside an import's weakref callback
+    # would have SystemExit printed as "Exception ignored" and the run carry on. Nothing
+    # holds a connection while this handler is installed (before the run, and after it,
+    # when signals.stop_on_signals puts it back), so there is nothing to clean up.
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def main() -> int:
