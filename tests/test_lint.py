@@ -392,3 +392,28 @@ def test_squawk_named_by_the_variable_is_used(tmp_path: Path) -> None:
     result = lint("--migrations-dir", "migrations", cwd=tmp_path, env=env)
     assert result.returncode == ExitCode.LINT_FINDINGS, result.stderr
     assert marker.read_text().count("x") >= 1
+
+
+def test_repeatables_are_linted_like_transactional_files_and_only_when_changed(
+    tmp_path: Path, database_url: str
+) -> None:
+    view = "CREATE OR REPLACE VIEW account_ids AS SELECT id FROM accounts;\n"
+    folder = project(tmp_path, {**ACCOUNTS, "R__views.sql": view})
+    every = lint("--migrations-dir", "migrations", "--json", cwd=tmp_path)
+    assert json.loads(every.stdout)["checked"] == ["001_accounts.sql", "R__views.sql"]
+    applied = run_cli("--migrations-dir", str(folder), database_url=database_url)
+    assert applied.returncode == 0, applied.stderr
+    unchanged = lint(
+        "--migrations-dir", "migrations", "--json", cwd=tmp_path, database_url=database_url
+    )
+    assert json.loads(unchanged.stdout)["checked"] == []
+    (folder / "R__views.sql").write_text(
+        view + "ALTER TABLE accounts ADD COLUMN plan text NOT NULL;\n", encoding="utf-8"
+    )
+    changed = lint(
+        "--migrations-dir", "migrations", "--json", cwd=tmp_path, database_url=database_url
+    )
+    assert changed.returncode == ExitCode.LINT_FINDINGS, changed.stderr
+    assert [(f["file"], f["line"], f["rule"]) for f in findings(changed)] == [
+        ("migrations/R__views.sql", 2, "adding-required-field")
+    ]

@@ -77,8 +77,10 @@ def _lint(args: argparse.Namespace) -> int:
     from natlangchain_migrate.discovery import load_migrations, shipped_migrations_dir
     from natlangchain_migrate.lint import lint_migrations, locate_squawk
     from natlangchain_migrate.lint_config import load_lint_config
+    from natlangchain_migrate.repeatables import load_repeatables
 
-    migrations = load_migrations(args.migrations_dir)
+    # Repeatables (R__name.sql) run in a transaction like any transactional file.
+    migrations = load_migrations(args.migrations_dir) + load_repeatables(args.migrations_dir)
     folder = args.migrations_dir or Path(str(shipped_migrations_dir()))
     squawk = locate_squawk()
     config = load_lint_config([folder.absolute(), Path.cwd()])
@@ -106,8 +108,9 @@ async def _pending(args: argparse.Namespace, migrations: list[Migration]) -> lis
         connect_wait=args.wait,
     )
     plan = await status_of(settings)
-    pending = {e.version for e in plan.entries if e.state in (State.PENDING, State.FAILED)}
-    return [m for m in migrations if m.version in pending]
+    pending = {e.name for e in plan.entries if e.state in (State.PENDING, State.FAILED)}
+    pending |= {e.name for e in plan.repeatables if e.state is State.PENDING}
+    return [m for m in migrations if m.name in pending]
 
 
 def _shown(folder: Path) -> str:
