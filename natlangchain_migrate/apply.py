@@ -19,6 +19,7 @@ pause, in both modes, by one helper.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import secrets
 import time
@@ -26,7 +27,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TypeVar
 
-import anyio
 import asyncpg
 
 from natlangchain_migrate import telemetry
@@ -691,7 +691,7 @@ class _Applier:
                     retry_in_s=round(pause, 2),
                     blockers=list(blocked.blockers),
                 )
-                await anyio.sleep(pause)
+                await asyncio.sleep(pause)
                 number += 1
 
     def _applied(self, result: MigrationResult) -> None:

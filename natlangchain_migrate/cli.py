@@ -97,6 +97,31 @@ _EPILOG = (
 )
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter, sized without ``import shutil``: argparse builds a formatter
+    for every flag it adds, and shutil (with bz2 and lzma) costs each start-up ~2 ms."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        if width is None:
+            try:
+                columns = int(os.environ.get("COLUMNS", "")) or 0
+            except ValueError:
+                columns = 0
+            if not columns:
+                try:
+                    columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+                except (AttributeError, ValueError, OSError):
+                    columns = 80
+            width = columns - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The main parser; every setting also has an environment variable."""
     parser = argparse.ArgumentParser(
@@ -104,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Apply NatLangChain's PostgreSQL migrations: advisory-locked, each exactly "
         "once, each all-or-nothing. With no action flag, applies everything pending.",
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--status", action="store_true", help="show every migration's state")

@@ -17,10 +17,12 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
-import anyio
 import asyncpg
+
+if TYPE_CHECKING:
+    import anyio
 
 from natlangchain_migrate.dsn import as_url, redact, scrub, secrets_of
 from natlangchain_migrate.errors import (
@@ -145,7 +147,7 @@ async def connect(
                 retry_in_s=round(min(delay, remaining), 2),
                 remaining_s=round(remaining, 1),
             )
-            await anyio.sleep(min(delay, remaining))
+            await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 1.6, 2.0)
 
 
@@ -166,6 +168,8 @@ def cleanup_scope() -> anyio.CancelScope:
     """A scope for cleaning up after an error or a cancellation (SIGTERM): shielded from
     the cancellation, but bounded, so a server that stopped answering cannot keep the
     process past a container's grace period."""
+    import anyio  # error paths only: the success path imports no anyio
+
     return anyio.CancelScope(shield=True, deadline=anyio.current_time() + CLEANUP_S)
 
 

@@ -82,7 +82,6 @@ class JsonLines:
         stream.write(json.dumps(record, default=repr) + "\n")
         stream.flush()
 
-
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
             for secret in self.secrets:

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import NamedTuple
 
-import anyio
 import asyncpg
 from asyncpg.transaction import Transaction
 
@@ -271,6 +270,8 @@ class AdvisoryLock:
                     await self.conn.add_listener(NOTIFY_CHANNEL, on_notify)
                     listening = True
                 pause = min(delay * random.uniform(0.5, 1.5), self.timeout - (now - started))
+                import anyio  # only a contended lock waits: imported here
+
                 with anyio.move_on_after(max(0.0, pause)):
                     await wake[0].wait()
                 wake[0] = asyncio.Event()
@@ -279,6 +280,8 @@ class AdvisoryLock:
                 delay = min(delay * 2, self.max_poll)
         finally:
             if listening:
+                import anyio
+
                 with anyio.CancelScope(shield=True):
                     await self.conn.remove_listener(NOTIFY_CHANNEL, on_notify)
         return round((time.monotonic() - started) * 1000, 1)

@@ -53,16 +53,18 @@ class Manifest(NamedTuple):
     """What the manifest says, precomputed once per manifest file: the up files in
     version order, every ``.sql`` name, and the ledger digest they imply."""
 
+    folder: Path
     ups: list[ManifestEntry]
     names: frozenset[str]
     versions: list[int]
     ledger_digest: str  # what ``Ledger.digest`` returns when every file is applied, unchanged
 
     @classmethod
-    def of(cls, entries: list[ManifestEntry]) -> Manifest:
+    def of(cls, folder: Path, entries: list[ManifestEntry]) -> Manifest:
         ups = sorted((entry for entry in entries if not entry.is_down), key=lambda e: e.version)
         text = ",".join(f"{entry.version}:{entry.checksum}:true" for entry in ups)
         return cls(
+            folder=folder,
             ups=ups,
             names=frozenset(entry.filename for entry in entries),
             versions=[entry.version for entry in ups],
@@ -110,25 +112,34 @@ def current_manifest(directory: Traversable | Path | str | None) -> Manifest | N
     """The manifest, if there is one and the folder's ``.sql`` names, and its up files'
     sizes, match it. Costs a directory listing and a stat per up file; reads no migration.
     """
+    manifest = recorded_manifest(directory)
+    if manifest is None or not folder_matches(manifest):
+        return None
+    return manifest
+
+
+def recorded_manifest(directory: Traversable | Path | str | None) -> Manifest | None:
+    """What ``migrations.sum`` says (parsed once per process and manifest file), without
+    looking at the files; None without one, or for a zipped package."""
     from natlangchain_migrate.discovery import shipped_migrations_dir
 
     folder = shipped_migrations_dir() if directory is None else directory
     if not isinstance(folder, Path | str):
         return None  # a zipped package: nothing to stat, read the files
-    manifest = _manifest_in(Path(folder))
-    if manifest is None:
-        return None
+    return _manifest_in(Path(folder))
+
+
+def folder_matches(manifest: Manifest) -> bool:
+    """Whether the folder's ``.sql`` names, and its up files' sizes, are the manifest's:
+    a listing and a stat per up file (the runner does it while it connects)."""
     try:
-        with os.scandir(folder) as listing:
+        with os.scandir(manifest.folder) as listing:
             found = {item.name: item for item in listing if item.name.lower().endswith(".sql")}
         if found.keys() != manifest.names:
-            return None
-        for entry in manifest.ups:
-            if found[entry.filename].stat().st_size != entry.size:
-                return None
+            return False
+        return all(found[entry.filename].stat().st_size == entry.size for entry in manifest.ups)
     except OSError:
-        return None
-    return manifest
+        return False
 
 
 def _manifest_in(folder: Path) -> Manifest | None:
@@ -142,7 +153,7 @@ def _manifest_in(folder: Path) -> Manifest | None:
     key = (str(path), stat.st_mtime_ns, stat.st_size)
     if key not in _parsed:
         entries = _read_entries(folder)
-        _parsed[key] = None if entries is None else Manifest.of(entries)
+        _parsed[key] = None if entries is None else Manifest.of(folder, entries)
     return _parsed[key]
 
 

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection
+from collections.abc import Awaitable, Collection
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import anyio
 
 from natlangchain_migrate import preflight, telemetry
 from natlangchain_migrate.connection import is_connection_lost, open_run_connection
@@ -24,7 +22,7 @@ from natlangchain_migrate.durations import ms_since
 from natlangchain_migrate.errors import ConfigurationError, ConnectionLostError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.ledger import Ledger
-from natlangchain_migrate.manifest import Manifest, current_manifest
+from natlangchain_migrate.manifest import Manifest, folder_matches, recorded_manifest
 from natlangchain_migrate.plan import (
     MigrationPlan,
     out_of_order,
@@ -115,6 +113,8 @@ def run_migrations(dsn: str | None = None, **options: object) -> MigrationReport
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        import anyio
+
         return anyio.run(partial(migrate, dsn, **options))  # type: ignore[arg-type]
     raise ConfigurationError(
         "run_migrations() was called inside a running event loop (an async app or test); "
@@ -139,11 +139,15 @@ async def _run(settings: RunSettings) -> MigrationReport:
     starting over from the ledger is always safe.
     """
     started = time.monotonic()
-    # With a current checksum manifest, nothing is read until the ledger says it must be
-    # (a folder with R__ files has none that counts: see manifest.py).
+    # With a checksum manifest, nothing is read until the ledger says it must be (a
+    # folder with R__ files has none that counts: see manifest.py). Whether the folder
+    # still matches it (a stat per file) is checked in a thread while we connect.
     manifest = None
     if settings.target_version is None and not settings.skip:
-        manifest = current_manifest(settings.migrations_dir)
+        manifest = recorded_manifest(settings.migrations_dir)
+    folder_check = None
+    if manifest is not None:
+        folder_check = asyncio.get_running_loop().run_in_executor(None, folder_matches, manifest)
     migrations = None if manifest else load_migrations(settings.migrations_dir)
     repeatables = [] if manifest else load_repeatables(settings.migrations_dir)
     files = manifest.ups if manifest else migrations or []
@@ -158,7 +162,7 @@ async def _run(settings: RunSettings) -> MigrationReport:
     for reconnect in range(MAX_RECONNECTS + 1):
         try:
             report, had_pending = await _run_on_one_connection(
-                manifest, migrations, repeatables, settings
+                manifest, folder_check, migrations, repeatables, settings
             )
             break
         except ConnectionLostError as lost:
@@ -190,6 +194,7 @@ async def _run(settings: RunSettings) -> MigrationReport:
 
 async def _run_on_one_connection(
     manifest: Manifest | None,
+    folder_check: Awaitable[bool] | None,
     migrations: list[Migration] | None,
     repeatables: list[Repeatable],
     settings: RunSettings,
@@ -199,10 +204,16 @@ async def _run_on_one_connection(
     ledger = Ledger(settings.schema)
     async with open_run_connection(settings) as connection:
         try:
-            if manifest and await ledger.digest(connection.conn) == manifest.ledger_digest:
+            if (
+                manifest is not None
+                and folder_check is not None
+                and await folder_check
+                and await ledger.digest(connection.conn) == manifest.ledger_digest
+            ):
                 return MigrationReport(already_applied=manifest.versions), False
             if migrations is None:
                 migrations = load_migrations(settings.migrations_dir)
+                repeatables = load_repeatables(settings.migrations_dir)
             snapshot = await ledger.read(connection.conn, repeatables=bool(repeatables))
             plan = plan_migrations(
                 migrations, snapshot.rows, target=settings.target_version, skip=settings.skip

@@ -14,7 +14,7 @@ PROBE = (
     "import sys\n"
     "from natlangchain_migrate.cli import main\n"
     "code = main(sys.argv[1:])\n"
-    "heavy = ['structlog', 'anyio._backends._asyncio', 'pglast', 'opentelemetry']\n"
+    "heavy = ['structlog', 'anyio', 'pglast', 'opentelemetry', 'shutil']\n"
     "print(__import__('json').dumps([name for name in heavy if name in sys.modules]))\n"
     "sys.exit(code)\n"
 )
