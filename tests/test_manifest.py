@@ -37,19 +37,30 @@ def counted_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return reads
 
 
+def _history(count: int) -> dict[str, str]:
+    """``count`` one-table migrations; above 64 the runner checks them in a thread."""
+    return {f"{n:03d}_t{n}.sql": f"CREATE TABLE t{n} (id int);\n" for n in range(1, count + 1)}
+
+
+@pytest.mark.parametrize("count", [3, 70], ids=["checked-inline", "checked-in-a-thread"])
 @pytest.mark.anyio
 async def test_up_to_date_start_up_with_a_manifest_reads_no_migration_file(
-    database_url: str, tmp_path: Path, counted_reads: list[str]
+    database_url: str, tmp_path: Path, counted_reads: list[str], count: int
 ) -> None:
-    folder = write_migrations(tmp_path / "m", FILES)
+    folder = write_migrations(tmp_path / "m", _history(count))
     write_manifest(folder)
     first = await migrate(database_url, migrations_dir=folder)
-    assert [r.version for r in first.applied] == [1, 2]
+    assert [r.version for r in first.applied] == list(range(1, count + 1))
     counted_reads.clear()
     again = await migrate(database_url, migrations_dir=folder)
     assert again.up_to_date
-    assert again.already_applied == [1, 2]
+    assert again.already_applied == list(range(1, count + 1))
     assert counted_reads == []
+    # A file that grew is noticed by the listing, and the files are read after all.
+    (folder / f"{count:03d}_t{count}.sql").write_text(f"CREATE TABLE t{count} (id bigint);\n")
+    with pytest.raises(DriftError):
+        await migrate(database_url, migrations_dir=folder)
+    assert counted_reads
 
 
 def _same_size_edit(folder: Path) -> None:
