@@ -7,6 +7,7 @@ the working directory never matters.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterator
@@ -85,6 +86,7 @@ def checksum(sql: str) -> str:
     return hashlib.sha256(normalized.encode("utf-8")).hexdigest()
 
 
+@functools.cache
 def shipped_migrations_dir() -> Traversable:
     """The folder of NatLangChain's own migrations inside the installed package.
 

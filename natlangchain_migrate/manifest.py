@@ -19,6 +19,7 @@ name, under a comment that says how to regenerate it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -143,9 +144,9 @@ def folder_matches(manifest: Manifest) -> bool:
 
 
 def _manifest_in(folder: Path) -> Manifest | None:
-    path = folder / MANIFEST_NAME
+    path = _manifest_path(folder)
     try:
-        stat = path.stat()
+        stat = os.stat(path)
     except FileNotFoundError:
         return None
     except OSError as error:
@@ -155,6 +156,11 @@ def _manifest_in(folder: Path) -> Manifest | None:
         entries = _read_entries(folder)
         _parsed[key] = None if entries is None else Manifest.of(folder, entries)
     return _parsed[key]
+
+
+@functools.lru_cache(maxsize=64)
+def _manifest_path(folder: Path) -> Path:
+    return folder / MANIFEST_NAME
 
 
 def _read_entries(folder: Path) -> list[ManifestEntry] | None:
