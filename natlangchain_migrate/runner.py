@@ -152,7 +152,8 @@ async def _run(settings: RunSettings) -> MigrationReport:
     folder_check: asyncio.Future[bool] | None = None
     if manifest is not None:
         loop = asyncio.get_running_loop()
-        if len(manifest.names) > _STAT_INLINE_UP_TO:
+        # A pool's connection is ready at once: nothing to overlap the check with.
+        if len(manifest.names) > _STAT_INLINE_UP_TO and settings.pool is None:
             folder_check = loop.run_in_executor(None, folder_matches, manifest)
         else:
             folder_check = loop.create_future()
