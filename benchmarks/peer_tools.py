@@ -166,7 +166,7 @@ def yoyo() -> Tool | str:
 
 def yoyo_noop(folder: Path, url: str) -> None:
     """What an API start-up calls: connect, read the files, lock, apply none, close."""
-    from yoyo import get_backend, read_migrations  # type: ignore[import-untyped]
+    from yoyo import get_backend, read_migrations
 
     backend = get_backend(url)
     migrations = read_migrations(str(folder))

@@ -297,7 +297,15 @@ WORKLOADS: dict[str, Callable[[Comparison], list[Measurement]]] = {
 def install() -> int:
     """pip-install the Python peers into this interpreter's venv, npm-install dbmate."""
     pip = [PYTHON, "-m", "pip", "install", "-q", "-r", str(PEERS_DIR / "requirements.txt")]
-    npm = ["npm", "install", "--prefix", str(PEERS_DIR), "--no-audit", "--no-fund"]
+    npm = [
+        "npm",
+        "install",
+        "--prefix",
+        str(PEERS_DIR),
+        "--no-audit",
+        "--no-fund",
+        "--no-package-lock",
+    ]
     for args in (pip, npm):
         print("$", " ".join(args), flush=True)
         code = subprocess.run(args, check=False).returncode
