@@ -206,10 +206,7 @@ def render_chart(results: Results, path: Path) -> None:
         axis.set_yticks(positions, [m.tool for m in tools])
         axis.invert_yaxis()
         if floor is not None and floor.samples:
-            axis.axvline(
-                floor.median_ms, color="#c05621", linestyle="--", linewidth=1, label="floor"
-            )
-            axis.legend(loc="lower right", fontsize=8)
+            axis.axvline(floor.median_ms, color="#c05621", linestyle="--", linewidth=1)
         for position, measurement in zip(positions, tools, strict=True):
             label = f" {measurement.median_ms:.0f} ms {_ratio(measurement, floor)}"
             failed = measurement.processes_failed or measurement.failures
@@ -225,7 +222,10 @@ def render_chart(results: Results, path: Path) -> None:
                 fontsize=8,
                 color="#9b2c2c" if failed or measurement.problems else "black",
             )
-        axis.set_title(WORKLOAD_TITLES.get(workload, workload), fontsize=10, loc="left")
+        title = WORKLOAD_TITLES.get(workload, workload)
+        if floor is not None and floor.samples:
+            title += f"; dashed line: floor, {floor.median_ms:.0f} ms"
+        axis.set_title(title, fontsize=10, loc="left")
         axis.set_xlabel("ms (bar: median; whisker: min-max)", fontsize=8)
         axis.set_xlim(0, max((max(m.samples) for m in tools), default=0.001) * 1000 * 1.6)
     figure.suptitle(

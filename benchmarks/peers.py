@@ -29,6 +29,7 @@ import asyncio
 import compileall
 import functools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -107,11 +108,15 @@ class Server:
         return str(asyncio.run(sql_fetchval(self.admin, "SHOW server_version"))).split()[0]
 
 
+ERROR_LINE = re.compile(r"error[\"']?:", re.IGNORECASE)
+
+
 def _error_line(stderr: str) -> str:
-    """The line of a failed run's stderr that says what went wrong: the last one naming an
-    error (a traceback ends with SQLAlchemy's link, not the error), password scrubbed."""
+    """The line of a failed run's stderr that says what went wrong, password scrubbed: the
+    last one with ``Error:``, ``SomethingError:`` or a JSON ``"error":`` (a SQLAlchemy
+    traceback ends with a link, not the error), else the last line."""
     lines = stderr.strip().splitlines() or [""]
-    named = [line for line in lines if "error" in line.lower()]
+    named = [line for line in lines if ERROR_LINE.search(line)]
     return (named or lines)[-1].replace(PASSWORD, "***").strip()[:300]
 
 
