@@ -235,5 +235,5 @@ def render_chart(results: Results, path: Path) -> None:
     )
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")  # failure labels may run past the axes
     plt.close(figure)
