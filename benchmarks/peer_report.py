@@ -213,7 +213,8 @@ def render_chart(results: Results, path: Path) -> None:
             if failed or measurement.problems:
                 label += f"  FAILED: {_failures(measurement, results.concurrency)}"
                 if measurement.problems:
-                    label += f", {measurement.bad_end_states} bad end states"
+                    count = measurement.bad_end_states
+                    label += f", {count} bad end state{'' if count == 1 else 's'}"
             axis.text(
                 max(measurement.samples) * 1000,
                 position,

@@ -70,8 +70,19 @@ def _value_at(dsn: str, position: int) -> tuple[str, int]:
 
 
 def as_url(dsn: str) -> str:
-    """The DSN as the URL asyncpg takes: URLs unchanged, key=value strings converted."""
+    """The DSN as the URL asyncpg takes: URLs unchanged, key=value strings converted.
+
+    A URL with two '@' before its path (an unencoded '@' in a password) is refused:
+    drivers split it at different '@'s, and the error would name a host that is fine.
+    """
     if is_url(dsn):
+        authority_and_path = dsn.split("://", 1)[1].split("?", 1)[0]
+        if authority_and_path.count("@") > 1:
+            raise ConfigurationError(
+                "the database URL has more than one '@' before its host: percent-encode "
+                "'@' in the user name or password as %40 (':' as %3A, '/' as %2F), or use "
+                "the key=value form (host=... user=... password='...')"
+            )
         return dsn
     settings = parse_key_value(dsn)
     user = quote(settings.pop("user", ""), safe="")

@@ -43,7 +43,7 @@ class ManifestEntry(NamedTuple):
     filename: str
     size: int
     checksum: str
-    version: int
+    version: int | None  # None for a repeatable (R__name.sql)
 
     @property
     def is_down(self) -> bool:
@@ -62,13 +62,15 @@ class Manifest(NamedTuple):
 
     @classmethod
     def of(cls, folder: Path, entries: list[ManifestEntry]) -> Manifest:
-        ups = sorted((entry for entry in entries if not entry.is_down), key=lambda e: e.version)
+        ups = sorted(
+            (entry for entry in entries if not entry.is_down), key=lambda e: e.version or 0
+        )
         text = ",".join(f"{entry.version}:{entry.checksum}:true" for entry in ups)
         return cls(
             folder=folder,
             ups=ups,
             names=frozenset(entry.filename for entry in entries),
-            versions=[entry.version for entry in ups],
+            versions=[entry.version for entry in ups if entry.version is not None],
             ledger_digest=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         )
 
@@ -154,7 +156,10 @@ def _manifest_in(folder: Path) -> Manifest | None:
     key = (str(path), stat.st_mtime_ns, stat.st_size)
     if key not in _parsed:
         entries = _read_entries(folder)
-        _parsed[key] = None if entries is None else Manifest.of(folder, entries)
+        # The fast path compares versioned files only: a folder with repeatables (whose
+        # ledger is another table) reads every file.
+        usable = entries is not None and all(entry.version is not None for entry in entries)
+        _parsed[key] = Manifest.of(folder, entries) if usable and entries else None
     return _parsed[key]
 
 
@@ -181,7 +186,6 @@ def _read_entries(folder: Path) -> list[ManifestEntry] | None:
                 "it with: natlangchain-migrate sum --migrations-dir DIR"
             )
         prefix = parts[2].split("_", 1)[0]
-        if not prefix.isdigit():
-            return None  # a file the fast path does not understand: read everything
-        entries.append(ManifestEntry(parts[2], int(parts[1]), parts[0], int(prefix)))
+        version = int(prefix) if prefix.isdigit() else None
+        entries.append(ManifestEntry(parts[2], int(parts[1]), parts[0], version))
     return entries

@@ -175,7 +175,8 @@ def out_of_order(plan: MigrationPlan) -> list[Migration]:
     if highest is None:
         return []
     recorded = {entry.version for entry in plan.entries if entry.row is not None}
-    return [m for m in plan.pending if m.version < highest and m.version not in recorded]
+    # A repeatable (R__) has no version (it is stored as -1): order does not apply to it.
+    return [m for m in plan.pending if 0 <= m.version < highest and m.version not in recorded]
 
 
 def raise_on_out_of_order(plan: MigrationPlan) -> None:

@@ -6,6 +6,7 @@ plan says there is work to do, so an up-to-date start-up pays for none of it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import asyncpg
@@ -42,8 +43,21 @@ def check_settings(
             "(in the library: lock_mode=)"
         )
     check_duration("--pg-lock-timeout", settings.pg_lock_timeout, "pg_lock_timeout=")
+    for flag, keyword, value in (
+        ("--lock-timeout", "lock_timeout=", settings.lock_wait),
+        ("--wait", "wait=", settings.connect_wait),
+        ("--lock-retries", "lock_retries=", settings.lock_retries),
+        ("(retry delay)", "retry_delay=", settings.retry_delay),
+        ("(progress interval)", "progress_interval=", settings.progress_interval),
+    ):
+        # nan compares false with everything: "not value >= 0" refuses it too.
+        if not (value >= 0 and math.isfinite(value)):
+            raise ConfigurationError(
+                f"{flag} {value!r} must be a finite number of seconds (or count), 0 or more "
+                f"(in the library: {keyword})"
+            )
     check_duration("--statement-timeout", settings.statement_timeout, "statement_timeout=")
-    known = {migration.version for migration in migrations}
+    known = {m.version for m in migrations if m.version is not None}
     listed = ", ".join(str(v) for v in sorted(known)) or "none"
     target = settings.target_version
     if target is not None and target not in known:

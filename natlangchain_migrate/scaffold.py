@@ -65,4 +65,7 @@ def new_repeatable(directory: Path, name: str) -> list[Path]:
         "-- write CREATE OR REPLACE VIEW / FUNCTION, never a one-time change.\n\n",
         encoding="utf-8",
     )
-    return [path]
+    made = [path]
+    if (directory / MANIFEST_NAME).exists():  # keep a manifest the folder already has current
+        made.append(write_manifest(directory))
+    return made

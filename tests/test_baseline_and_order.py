@@ -160,3 +160,21 @@ def test_a_bad_strict_order_variable_is_a_usage_error(database_url: str) -> None
         "--strict-order does not go with --status"
         in run_cli("--status", "--strict-order", database_url=database_url).stderr
     )
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["strict-order", "default"])
+def test_a_new_or_changed_repeatable_is_never_out_of_order(
+    database_url: str, tmp_path: Path, strict: bool
+) -> None:
+    """A repeatable has no version: strict order neither refuses it nor warns about it."""
+    folder = write_migrations(tmp_path / "m", FILES)
+    assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
+    write_migrations(
+        folder, {"R__notes_view.sql": "CREATE VIEW notes_view AS SELECT id FROM notes;"}
+    )
+    flags = ("--strict-order",) if strict else ()
+    result = run_cli(*flags, "--migrations-dir", str(folder), database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    events = [e["event"] for e in log_events(result.stderr)]
+    assert "applying_out_of_order" not in events
+    assert "notes_view" in str(log_events(result.stderr))

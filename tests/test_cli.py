@@ -262,3 +262,38 @@ def test_new_takes_its_options_before_or_after_the_name_and_never_invents_a_fold
     assert refused.returncode == ExitCode.USAGE
     assert f"migrations directory {typo} does not exist" in refused.stderr
     assert not typo.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (("--lock-timeout", "nan"), {}, "--lock-timeout nan"),
+        (("--lock-timeout", "-5"), {}, "--lock-timeout -5.0"),
+        (("--lock-timeout", "inf"), {}, "--lock-timeout inf"),
+        ((), {"NATLANGCHAIN_MIGRATE_LOCK_TIMEOUT": "nan"}, "--lock-timeout nan"),
+        (("--wait", "-1"), {}, "--wait -1.0"),
+        ((), {"NATLANGCHAIN_MIGRATE_WAIT": "nan"}, "--wait nan"),
+        (("--lock-retries", "-2"), {}, "--lock-retries -2"),
+    ],
+)
+def test_waits_and_counts_must_be_finite_and_not_negative(
+    database_url: str, args: tuple[str, ...], env: dict[str, str], named: str
+) -> None:
+    """nan would wait forever and a negative wait would time out at once: both refused
+    before anything connects, naming the flag (also when the variable set it)."""
+    for action in ((), ("--rollback",), ("--status",)):
+        result = run_cli(*action, *args, database_url=database_url, env=env)
+        assert result.returncode == ExitCode.USAGE, (action, result.stderr)
+        assert named in result.stderr
+        assert "lock_acquired" not in result.stderr
+    assert asyncio.run(table_names(database_url)) == set()
+
+
+def test_an_unencoded_at_sign_in_the_password_is_a_usage_error(database_url: str) -> None:
+    host_part = database_url.split("@", 1)[1]
+    url = f"postgresql://postgres:p@ss{'@'}{host_part}"
+    result = run_cli("--check", database_url=url)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "percent-encode '@'" in result.stderr
+    assert "p@ss" not in result.stdout + result.stderr
+    assert "ss@" not in result.stdout + result.stderr

@@ -328,3 +328,16 @@ def test_eight_processes_apply_a_changed_repeatable_exactly_once(
     assert applied == ["R__b_views"]
     assert asyncio.run(_runs(database_url)) == ["a", "b", "b"]
     assert asyncio.run(migration_locks_held(database_url)) == 0
+
+
+def test_new_repeatable_keeps_an_existing_manifest_current(tmp_path: Path) -> None:
+    from natlangchain_migrate.manifest import write_manifest
+
+    folder = write_migrations(tmp_path / "m", {"001_a.sql": "CREATE TABLE a (id int);\n"})
+    write_manifest(folder)
+    made = run_cli(
+        "new", "--repeatable", "a_view", "--migrations-dir", str(folder), database_url=None
+    )
+    assert made.returncode == 0, made.stderr
+    check = run_cli("sum", "--check", "--migrations-dir", str(folder), database_url=None)
+    assert check.returncode == 0, check.stdout
