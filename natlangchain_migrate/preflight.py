@@ -137,14 +137,11 @@ async def _check_extensions(conn: asyncpg.Connection, pending: Sequence[Migratio
     needs = [(m, req) for m in pending for req in m.directives.requires_extensions]
     if not needs:
         return
-    rows = await conn.fetch(
-        "SELECT name, coalesce(installed_version, default_version) AS version "
-        "FROM pg_available_extensions WHERE name = ANY($1::text[])",
-        sorted({req.name for _, req in needs}),
-    )
-    available = {row["name"]: row["version"] for row in rows}
+    rows = await conn.fetch(_EXTENSIONS_QUERY, sorted({req.name for _, req in needs}))
+    available = {row["name"]: row for row in rows}
     for migration, requirement in needs:
-        have = available.get(requirement.name)
+        row = available.get(requirement.name)
+        have = row["version"] if row is not None else None
         too_old = (
             have is not None
             and requirement.min_version is not None
@@ -159,6 +156,33 @@ async def _check_extensions(conn: asyncpg.Connection, pending: Sequence[Migratio
                 f"{wanted} and this server {found}; {hint}, or leave this migration out with "
                 f"--skip {migration.version}"
             )
+        if row is not None and not row["may_create"]:
+            # Refused now, not when the file runs: the migrations before it would be
+            # applied and the database left half-way.
+            raise PrerequisiteError(
+                f"{migration.filename} needs the extension '{requirement.name}', which is not "
+                f"installed in database {row['database']} and which role {row['role']} may not "
+                f"create (it is not a trusted extension, and the role is not a superuser): ask "
+                f"a superuser (the DBA) to run CREATE EXTENSION {requirement.name}; in database "
+                f"{row['database']}, then run again (or leave this migration out with --skip "
+                f"{migration.version}). Nothing was applied"
+            )
+
+
+# Available extensions with the version a CREATE EXTENSION would install, and whether this
+# role may create the ones not installed yet: a superuser may; anyone else only a trusted
+# extension (PostgreSQL 13+), and only with CREATE on the database.
+_EXTENSIONS_QUERY = """
+SELECT e.name, coalesce(e.installed_version, e.default_version) AS version,
+       current_user AS role, current_database() AS database,
+       e.installed_version IS NOT NULL
+       OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+       OR coalesce((SELECT v.trusted FROM pg_available_extension_versions v
+                    WHERE v.name = e.name AND v.version = e.default_version), false)
+          AND has_database_privilege(current_database(), 'CREATE') AS may_create
+FROM pg_available_extensions e
+WHERE e.name = ANY($1::text[])
+"""
 
 
 def _version(text: str) -> tuple[int, ...]:
