@@ -16,20 +16,49 @@ from natlangchain_migrate.errors import (
 )
 from natlangchain_migrate.repeatables import version_of
 from natlangchain_migrate.results import MigrationResult
-from natlangchain_migrate.statements import line_and_column
+from natlangchain_migrate.statements import line_and_column, split_statements
 
 
-def locate(migration: Migration, error: asyncpg.PostgresError, *, offset: int) -> str:
-    """``file:line:column`` of the error, where PostgreSQL gave a position.
+def locate(
+    migration: Migration,
+    error: asyncpg.PostgresError,
+    *,
+    offset: int,
+    statement: int | None = None,
+) -> str:
+    """``file:line:column`` of the error, where PostgreSQL gave a position; else, for
+    statement ``statement`` of a no-transaction file, where that statement begins (a
+    runtime error such as a duplicate key has no position); else the file alone.
 
     ``offset`` is where the text sent to the server started inside the file
     (negative when we prefixed settings to it).
     """
     position = _int_or_none(getattr(error, "position", None))
-    if position is None:
+    if position is not None:
+        index = offset + position - 1
+    elif statement is not None:
+        statements = split_statements(migration.filename, migration.sql)
+        if not 0 < statement <= len(statements):
+            return migration.filename
+        index = _first_token(migration.sql, statements[statement - 1].offset)
+    else:
         return migration.filename
-    line, column = line_and_column(migration.sql, offset + position - 1)
+    line, column = line_and_column(migration.sql, index)
     return f"{migration.filename}:{line}:{column}"
+
+
+def _first_token(sql: str, start: int) -> int:
+    """Where the statement's text begins after blanks and ``--`` comments."""
+    index = start
+    while index < len(sql):
+        if sql[index].isspace():
+            index += 1
+        elif sql.startswith("--", index):
+            newline = sql.find("\n", index)
+            index = len(sql) if newline < 0 else newline + 1
+        else:
+            return index
+    return start
 
 
 def migration_failed(
@@ -42,9 +71,9 @@ def migration_failed(
     statement: int | None = None,
 ) -> MigrationFailedError:
     """The error a failed migration raises, chained by the caller from the driver's."""
-    location = locate(migration, error, offset=offset)
+    location = locate(migration, error, offset=offset, statement=statement)
     extra = "".join(
-        f"; {label}: {value}"
+        f"; {label}: {value.rstrip('.')}"
         for label, value in (
             ("detail", getattr(error, "detail", None)),
             ("hint", getattr(error, "hint", None)),
@@ -60,7 +89,8 @@ def migration_failed(
             f"the next run resumes at statement {statement}"
         )
     return MigrationFailedError(
-        f"{location}: {error.sqlstate} {error}{extra}. Migration {migration.name} failed; "
+        f"{location}: {error.sqlstate} {_message(error)}{extra}. Migration {migration.name} "
+        "failed; "
         f"{outcome}. Fix the file and run again",
         version=version_of(migration),
         location=location,
@@ -113,13 +143,14 @@ def privilege_missing(
     if missing_extensions:
         create = " ".join(f"CREATE EXTENSION {name};" for name in missing_extensions)
         return PrerequisiteError(
-            f"{location}: {error.sqlstate} {error}. {migration.filename} needs the extension "
+            f"{location}: {error.sqlstate} {_message(error)}. {migration.filename} needs the "
+            "extension "
             f"{', '.join(repr(n) for n in missing_extensions)}, which role {role} may not "
             f"create: ask a superuser (the DBA) to run {create} in database {database}, "
             f"then run again; or leave this migration out with --skip {migration.version}"
         )
     return PrivilegeError(
-        f"{location}: {error.sqlstate} {error}. Role {role} lacks a privilege that "
+        f"{location}: {error.sqlstate} {_message(error)}. Role {role} lacks a privilege that "
         f"{migration.filename} needs; the migration was rolled back and not recorded. Grant "
         f"it (for the target schema: GRANT USAGE, CREATE ON SCHEMA {schema} TO {role};) or "
         "run the migrations as the objects' owner, then run again"
@@ -158,9 +189,10 @@ def resumed_statement_already_done(
     journalled by a runner older than the atomic journal) can get here: it
     committed, and the run stopped before its journal step did.
     """
-    location = locate(migration, error, offset=offset)
+    location = locate(migration, error, offset=offset, statement=statement)
     return MigrationFailedError(
-        f"{location}: {error.sqlstate} {error}. Migration {migration.name} was resuming at "
+        f"{location}: {error.sqlstate} {_message(error)}. Migration {migration.name} was "
+        "resuming at "
         f"statement {statement}, where an earlier run stopped (killed, or its connection "
         "lost); this error says the statement's effect is already in the database, so that "
         "run most likely finished it just before it stopped, before the journal recorded "
@@ -206,3 +238,10 @@ def _int_or_none(value: object) -> int | None:
         return int(str(value)) if value is not None else None
     except ValueError:
         return None
+
+
+def _message(error: asyncpg.PostgresError) -> str:
+    """The server's message alone: ``str()`` of asyncpg's error appends DETAIL and HINT
+    lines, which the failure lists once, labelled."""
+    message = getattr(error, "message", None)
+    return str(message) if message else str(error).split("\n", 1)[0]

@@ -117,3 +117,42 @@ async def test_library_errors_name_the_keyword_argument(tmp_path: Path) -> None:
         await migrate("postgresql://u@127.0.0.1:1/x", migrations_dir=folder, target=9)
     with pytest.raises(ConfigurationError, match=r"in the library: pg_lock_timeout="):
         await migrate("postgresql://u@127.0.0.1:1/x", migrations_dir=folder, pg_lock_timeout="x")
+
+
+RUNTIME_CASES = {
+    # The server gives no position for an error found while running: a no-transaction
+    # file is located at the failing statement's first line; a transactional file cannot be.
+    "no-transaction-division-by-zero": (
+        NO_TX + "CREATE TABLE t (id int);\n-- the risky one\n  SELECT 1 / 0;\n",
+        "001_x.sql:4:3",
+    ),
+    "no-transaction-duplicate-key": (
+        NO_TX + "CREATE TABLE t (id int PRIMARY KEY);\nINSERT INTO t VALUES (1);\n"
+        "INSERT INTO t\n  VALUES (1);\n",
+        "001_x.sql:4:1",
+    ),
+    "transactional-duplicate-key": (
+        "CREATE TABLE t (id int PRIMARY KEY);\nINSERT INTO t VALUES (1), (1);\n",
+        "001_x.sql",
+    ),
+}
+
+
+@pytest.mark.parametrize(("sql", "location"), list(RUNTIME_CASES.values()), ids=list(RUNTIME_CASES))
+async def test_a_runtime_error_is_located_as_precisely_as_the_file_allows(
+    database_url: str, tmp_path: Path, sql: str, location: str
+) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "001_x.sql").write_text(sql, encoding="utf-8")
+    with pytest.raises(MigrationFailedError) as failed:
+        await migrate(database_url, migrations_dir=folder)
+    assert failed.value.location == location
+    message = str(failed.value)
+    assert message.startswith(f"{location}: ")
+    if "duplicate" in message:
+        # The server's DETAIL is given once, labelled, and no sentence ends in "..".
+        assert message.count("already exists") == 1
+        assert "; detail: Key (id)=(1) already exists" in message
+        assert "DETAIL" not in message
+    assert ".." not in message
