@@ -121,6 +121,8 @@ async def holding(lock: AdvisoryLock, lock_mode: str) -> AsyncIterator[None]:
                 await lock.release()
             except Exception as error:
                 log.warning("lock_release_failed", lock_key=lock.key, error=str(error))
+            else:
+                log.info("lock_released", lock_key=lock.key)
         raise
     await despite_cancellation(lock.release())
     log.info("lock_released", lock_key=lock.key)

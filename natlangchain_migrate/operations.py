@@ -212,5 +212,6 @@ async def baseline_versions(settings: RunSettings, up_to: int, *, force: bool) -
         await ledger.ensure(conn)
         await ledger.record_baseline(conn, chosen)
     recorded = [migration.version for migration in chosen if migration.version not in held]
-    log.info("baseline_recorded", up_to=up_to, versions=recorded, kept=sorted(held))
+    kept = sorted(version for version in held if version <= up_to)
+    log.info("baseline_recorded", up_to=up_to, versions=recorded, kept=kept)
     return recorded

@@ -80,6 +80,10 @@ async def roll_back(
     """``rollback()`` from the run's settings."""
     if steps < 1:
         raise ConfigurationError(f"--steps {steps}: give a number of migrations, 1 or more")
+    if to is not None and to < 0:  # refused before the lock, like every setting
+        raise ConfigurationError(
+            f"--to {to}: give the version to keep as the newest, or 0 to undo every migration"
+        )
     loaded = load_migrations(settings.migrations_dir)
     preflight.check_settings(loaded, settings)
     migrations = {m.version: m for m in loaded}

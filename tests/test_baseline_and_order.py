@@ -68,9 +68,13 @@ def test_baseline_refuses_a_ledger_with_rows_unless_forced(
     assert refused.returncode == 24
     assert "already holds 1 row(s)" in _error(refused.stderr)
     assert "baseline 2 --force" in _error(refused.stderr)
+    events = [e["event"] for e in log_events(refused.stderr)]
+    assert events.index("lock_acquired") < events.index("lock_released")
     assert _versions(database_url) == [1]
     forced = run_cli("baseline", "2", "--force", *flags, database_url=database_url)
     assert forced.returncode == 0, forced.stderr
+    (recorded,) = [e for e in log_events(forced.stderr) if e["event"] == "baseline_recorded"]
+    assert (recorded["versions"], recorded["kept"]) == ([2], [1])
     rows = asyncio.run(ledger_rows(database_url))
     assert [(r["version"], r["applied_by"] == "baseline") for r in rows] == [
         (1, False),  # the row a real run wrote is kept

@@ -250,3 +250,11 @@ async def test_run_migrations_inside_an_event_loop_says_to_await_migrate(
 
     with pytest.raises(ConfigurationError, match=r"await natlangchain_migrate\.migrate\(\)"):
         run_migrations(database_url)
+
+
+def test_a_negative_to_is_refused_before_the_lock(migrated_database_url: str) -> None:
+    result = run_cli("--rollback", "--to", "-1", database_url=migrated_database_url)
+    assert result.returncode == ExitCode.USAGE
+    assert "--to -1: give the version to keep" in result.stderr
+    assert "lock_acquired" not in [e["event"] for e in log_events(result.stderr)]
+    assert [row["version"] for row in asyncio.run(ledger_rows(migrated_database_url))] == [1, 2, 3]
