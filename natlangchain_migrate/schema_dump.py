@@ -28,6 +28,7 @@ import asyncpg
 from natlangchain_migrate.errors import ConfigurationError
 
 LEDGER_TABLE = "schema_migrations"
+REPEATABLES_TABLE = "schema_repeatables"  # the ledger of R__ files, beside it
 HEADER = (
     "-- Schema as described by natlangchain-migrate dump-schema: sorted by name, with no\n"
     "-- owners, privileges or data. For reading and diffing; restore with pg_dump instead.\n"
@@ -206,7 +207,7 @@ def _relation_filter(relkinds: str, ledger_schema: str | None = None) -> str:
     if ledger_schema is not None:
         ledger = (
             f" AND NOT (n.nspname = {_literal(ledger_schema)} "
-            f"AND c.relname = {_literal(LEDGER_TABLE)})"
+            f"AND c.relname IN ({_literal(LEDGER_TABLE)}, {_literal(REPEATABLES_TABLE)}))"
         )
     return (
         f"c.relkind = ANY('{{{relkinds}}}'::char[]) AND {_USER_NAMESPACE} "
@@ -455,6 +456,8 @@ def unwritable_folder(path: Path) -> str | None:
     """Why the schema cannot be written to ``path`` (checked before a run), or None."""
     if not path.parent.is_dir():
         return f"the folder {path.parent} does not exist"
+    if path.is_dir():
+        return "is a directory; give a file path, such as schema.sql"
     if not os.access(path.parent, os.W_OK | os.X_OK):
         return f"the folder {path.parent} is not writable"
     return None

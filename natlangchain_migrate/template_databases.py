@@ -24,6 +24,7 @@ from natlangchain_migrate.connection import connect
 from natlangchain_migrate.discovery import load_migrations
 from natlangchain_migrate.dsn import as_url
 from natlangchain_migrate.locks import lock_key
+from natlangchain_migrate.repeatables import load_repeatables
 from natlangchain_migrate.runner import migrate
 
 TEMPLATE_PREFIX = "nlcm_template_"
@@ -37,11 +38,14 @@ def database_url(admin_url: str, database: str) -> str:
 
 
 def template_name(migrations_dir: Path | None, schema: str) -> str:
-    """The template's name: a hash of every migration's version and checksum, and the
-    schema, so an edited or added file makes a new template rather than reuse a stale one."""
+    """The template's name: a hash of every migration's version and checksum (and every
+    repeatable's name and checksum), and the schema, so an edited or added file makes a
+    new template rather than reuse a stale one."""
     digest = hashlib.sha256(schema.encode())
     for migration in load_migrations(migrations_dir):
         digest.update(f"{migration.version}:{migration.checksum};".encode())
+    for repeatable in load_repeatables(migrations_dir):  # an edited view is a new schema too
+        digest.update(f"{repeatable.name}:{repeatable.checksum};".encode())
     return TEMPLATE_PREFIX + digest.hexdigest()[:16]
 
 

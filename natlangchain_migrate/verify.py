@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import difflib
 import secrets
+import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -29,7 +31,7 @@ import asyncpg
 
 from natlangchain_migrate import preflight, runner
 from natlangchain_migrate.connection import connect
-from natlangchain_migrate.discovery import Migration, load_migrations
+from natlangchain_migrate.discovery import Migration, load_migrations, shipped_migrations_dir
 from natlangchain_migrate.dsn import as_url
 from natlangchain_migrate.durations import ms_since
 from natlangchain_migrate.errors import PrivilegeError, SchemaNotRestoredError
@@ -38,6 +40,9 @@ from natlangchain_migrate.ledger import quote_ident
 from natlangchain_migrate.schema_dump import describe_schema
 from natlangchain_migrate.settings import RunSettings
 from natlangchain_migrate.undo import roll_back
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
 
 SCRATCH_PREFIX = "nlc_verify_"
 # Dropping the scratch database is bounded even when the run was interrupted.
@@ -72,15 +77,38 @@ async def verify_down_files(settings: RunSettings, *, server_dsn: str) -> Verify
     migrations = load_migrations(settings.migrations_dir)
     preflight.check_settings(migrations, settings)
     _refuse_missing_down_files(migrations)
-    async with scratch_database(server_dsn, wait=settings.connect_wait) as (name, scratch_dsn):
-        log.info("verify_started", scratch_database=name, migrations=len(migrations))
-        scratch = settings._replace(
-            dsn=scratch_dsn, pool=None, target_version=None, skip=frozenset(), dry_run=False
-        )
-        verified = await _verify_on(scratch, scratch_dsn, migrations)
+    with tempfile.TemporaryDirectory(prefix="nlcm-verify-") as copy:
+        # Repeatables (R__) have no down files and belong to no version: the scratch runs
+        # use a copy of the versioned files alone, so that none runs between the steps.
+        versioned = _versioned_copy(settings.migrations_dir, Path(copy))
+        async with scratch_database(server_dsn, wait=settings.connect_wait) as (
+            name,
+            scratch_dsn,
+        ):
+            log.info("verify_started", scratch_database=name, migrations=len(migrations))
+            scratch = settings._replace(
+                dsn=scratch_dsn,
+                pool=None,
+                target_version=None,
+                skip=frozenset(),
+                dry_run=False,
+                migrations_dir=versioned,
+            )
+            verified = await _verify_on(scratch, scratch_dsn, load_migrations(versioned))
     report = VerifyReport(name, verified, ms_since(started))
     log.info("verify_done", verified=len(verified), duration_ms=report.duration_ms)
     return report
+
+
+def _versioned_copy(directory: Traversable | Path | str | None, into: Path) -> Path:
+    """``into``, holding a byte-for-byte copy of every versioned ``.sql`` file (up and
+    down) of ``directory``: no repeatable, no manifest."""
+    folder = shipped_migrations_dir() if directory is None else directory
+    source = Path(folder) if isinstance(folder, str) else folder
+    for entry in source.iterdir():
+        if entry.name.endswith(".sql") and not entry.name.startswith("R__") and entry.is_file():
+            (into / entry.name).write_bytes(entry.read_bytes())
+    return into
 
 
 def _refuse_missing_down_files(migrations: Sequence[Migration]) -> None:

@@ -263,3 +263,31 @@ async def test_the_description_changes_exactly_when_pg_dump_does(
     assert len(kinds_changed) >= 14, kinds_changed  # nearly every kind the history makes
     assert set(kinds_changed["backfill"]) == {False}  # data only: neither changes
     assert {changed for flags in kinds_changed.values() for changed in flags} == {True, False}
+
+
+def test_the_repeatables_ledger_is_left_out_like_the_ledger(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = write_migrations(
+        tmp_path / "m",
+        {
+            "001_t.sql": "CREATE TABLE t (id int);\n",
+            "R__v.sql": "CREATE OR REPLACE VIEW v AS SELECT id FROM t;\n",
+        },
+    )
+    assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
+    dumped = run_cli("dump-schema", database_url=database_url)
+    assert dumped.returncode == ExitCode.OK, dumped.stderr
+    assert "VIEW public.v" in dumped.stdout
+    assert "schema_repeatables" not in dumped.stdout
+    assert "schema_migrations" not in dumped.stdout
+
+
+def test_a_dump_path_that_is_a_directory_is_refused_before_anything_is_applied(
+    database_url: str, tmp_path: Path
+) -> None:
+    result = run_cli("--dump-schema", str(tmp_path), database_url=database_url)
+    assert result.returncode == ExitCode.USAGE
+    assert "is a directory" in result.stderr
+    exists = "SELECT to_regclass('schema_migrations') IS NOT NULL"
+    assert asyncio.run(sql_fetchval(database_url, exists)) is False

@@ -227,3 +227,17 @@ def test_without_a_url_the_embedded_server_holds_the_test_databases(
     pytester.makepyfile(test_app=APP_TESTS.format(count=2))
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=3)
     assert (embedded_dir / "postmaster.pid").exists()  # the server the tests used
+
+
+def test_an_edited_repeatable_makes_a_new_template(tmp_path: Path) -> None:
+    from natlangchain_migrate.template_databases import template_name
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "001_items.sql").write_text("CREATE TABLE items (id int);\n")
+    (folder / "R__ids.sql").write_text("CREATE OR REPLACE VIEW ids AS SELECT id FROM items;\n")
+    before = template_name(folder, "public")
+    (folder / "R__ids.sql").write_text(
+        "CREATE OR REPLACE VIEW ids AS SELECT id, 1 AS n FROM items;\n"
+    )
+    assert template_name(folder, "public") != before

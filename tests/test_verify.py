@@ -291,3 +291,23 @@ def test_the_generated_history_passes(database_url: str, tmp_path: Path) -> None
     assert [item["version"] for item in json.loads(result.stdout)["verified"]] == list(
         range(20, 0, -1)
     )
+
+
+def test_repeatables_are_left_out_of_verify_s_scratch_runs(
+    admin_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """A repeatable has no down file and belongs to no version: verify checks the versioned
+    files alone, even when a repeatable needs a table that a later version creates."""
+    folder = write_migrations(
+        tmp_path / "m",
+        {
+            **ITEMS,
+            "002_tags.sql": "CREATE TABLE tags (id int);\n",
+            "002_tags.down.sql": "DROP TABLE tags;\n",
+            "R__f.sql": "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;",
+            "R__tag_ids.sql": "CREATE OR REPLACE VIEW tag_ids AS SELECT id FROM tags;\n",
+        },
+    )
+    result = _verify(folder, database_url)
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+    assert not _exists(admin_url, _scratch_database(result.stderr))

@@ -6,6 +6,7 @@ See ``natlangchain_migrate/manifest.py`` for what the manifest saves and what it
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from natlangchain_migrate.commands import PROG, env_setting, usage_error
@@ -39,7 +40,7 @@ def main(argv: list[str]) -> int:
             if wrong:
                 print(
                     f"{folder / MANIFEST_NAME} is out of date for: {', '.join(wrong)}; "
-                    f"regenerate it with: {PROG} sum --migrations-dir {folder}"
+                    f"regenerate it with: {PROG} sum --migrations-dir {shlex.quote(str(folder))}"
                 )
                 return ExitCode.CHECK_DRIFT
             print(f"{folder / MANIFEST_NAME} matches every file")
