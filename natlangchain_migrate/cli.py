@@ -12,23 +12,25 @@ import asyncio
 import json
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from natlangchain_migrate.commands import COMMANDS, ENV, PROG, env_setting, find_command
+from natlangchain_migrate.commands.shared import (
+    add_database_flags,
+    add_log_flags,
+    embedded_dsn,
+    run_logged,
+)
 from natlangchain_migrate.commands.version import PrintVersion
-from natlangchain_migrate.dsn import scrub, secrets_of
 from natlangchain_migrate.errors import (
     ExitCode,
-    MigrateError,
-    StoppedBySignalError,
 )
 from natlangchain_migrate.events import log
 from natlangchain_migrate.ledger import BASELINE
 from natlangchain_migrate.locks import LOCK_MODES
-from natlangchain_migrate.logs import LOG_FORMATS, configure_logging
+from natlangchain_migrate.logs import LOG_FORMATS
 from natlangchain_migrate.plan import MigrationPlan, State, StatusEntry
 from natlangchain_migrate.settings import RunSettings, skip_set
 
@@ -172,20 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", action="store_true", help="--status, --check or --dry-run as JSON"
     )
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL"),
-        metavar="URL",
-        help="PostgreSQL URL (default: DATABASE_URL, else the embedded server)",
-    )
-    parser.add_argument(
-        "--migrations-dir",
-        type=Path,
-        default=env_setting("DIR"),
-        metavar="DIR",
-        help="folder of NNN_name.sql files (default: NatLangChain's shipped migrations)",
-    )
-    parser.add_argument("--schema", default=env_setting("SCHEMA", "public"), help="target schema")
+    add_database_flags(parser)
     parser.add_argument(
         "--lock-timeout",
         type=float,
@@ -204,13 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LOCK_MODES,
         default=env_setting("LOCK_MODE", "session"),
         help="session (default) or transaction (through PgBouncer transaction pooling)",
-    )
-    parser.add_argument(
-        "--wait",
-        type=float,
-        default=env_setting("WAIT", "0"),
-        metavar="SECONDS",
-        help="wait up to SECONDS for the server to accept connections",
     )
     parser.add_argument(
         "--pg-lock-timeout",
@@ -237,19 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse to apply a version lower than the highest applied one (default: apply it)",
     )
     parser.add_argument(
-        "--log-format",
-        choices=LOG_FORMATS,
-        default=env_setting("LOG_FORMAT"),
-        help="json or console (default: console on a terminal, json otherwise)",
-    )
-    parser.add_argument(
         "--dump-schema",
         metavar="PATH",
         help="after a successful apply or rollback, write the schema as deterministic SQL "
         "to PATH (as the dump-schema command does)",
     )
-    parser.add_argument("--traceback", action="store_true", help="print tracebacks on errors")
     parser.add_argument("-V", action=PrintVersion, dest="print_version")
+    add_log_flags(parser)
     return parser
 
 
@@ -265,18 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = _combination_problem(args) or _setting_problem(args)
     if problem:
         parser.error(problem)  # exit 2, argparse's usage line first
-    configure_logging(args.log_format, secrets=secrets_of(args.database_url))
-    from natlangchain_migrate.signals import stop_on_signals
-
-    try:
-        return asyncio.run(stop_on_signals(_run(args)))
-    except StoppedBySignalError as error:
-        log.warning("run_interrupted", error=str(error), exit_code=int(error.exit_code))
-        return error.exit_code
-    except MigrateError as error:
-        return _fail(args, error, error.exit_code)
-    except Exception as error:  # anything else: still one line, still no password
-        return _fail(args, error, ExitCode.INTERNAL)
+    code, failed = run_logged(args, lambda: _run(args))
+    return failed if code is None else code
 
 
 def _setting_problem(args: argparse.Namespace) -> str | None:
@@ -361,7 +327,7 @@ async def _run(args: argparse.Namespace) -> int:
     # connecting, like an empty dsn= in the library.
     dsn = args.database_url
     if dsn is None:
-        dsn = await _embedded_dsn(announce=applying)
+        dsn = await embedded_dsn(announce=applying)
     settings = RunSettings(
         dsn=dsn,
         migrations_dir=args.migrations_dir,
@@ -437,17 +403,6 @@ async def _other_action(args: argparse.Namespace, settings: RunSettings) -> int:
     if args.status:
         return _print_status(plan, as_json=args.json)
     return _check(plan, as_json=args.json)
-
-
-async def _embedded_dsn(*, announce: bool) -> str:
-    from natlangchain_migrate import embedded
-
-    admin_dsn = await asyncio.to_thread(embedded.start_embedded_server)
-    dsn = await embedded.ensure_database(admin_dsn)
-    log.info("embedded_server_ready", dsn=dsn, data_dir=str(embedded.embedded_data_dir()))
-    if announce:
-        print(f"DATABASE_URL={dsn}", flush=True)
-    return dsn
 
 
 def _print_status(plan: MigrationPlan, *, as_json: bool) -> int:
@@ -558,23 +513,3 @@ def _print_dry_run(pending: Sequence[MigrationResult], *, as_json: bool) -> None
     print("Would apply, in order:")
     for migration in pending:
         print(f"  {migration.name}")
-
-
-def _fail(args: argparse.Namespace, error: BaseException, code: int) -> int:
-    text = scrub(_one_line(error), args.database_url)
-    log.error("run_failed", error=text, error_type=type(error).__name__, exit_code=int(code))
-    if args.traceback:
-        printed = "".join(traceback.format_exception(error))
-        print(scrub(printed, args.database_url), file=sys.stderr, end="")
-    return code
-
-
-def _one_line(error: BaseException) -> str:
-    """The error and its causes, joined: 'what failed: because ...'."""
-    parts = [str(error) or type(error).__name__]
-    if not isinstance(error, MigrateError):  # ours already say what caused them
-        cause = error.__cause__
-        while cause is not None:
-            parts.append(f"{type(cause).__name__}: {cause}")
-            cause = cause.__cause__
-    return " <- ".join(parts).replace("\n", " ")

@@ -120,6 +120,10 @@ _passwords = st.text(
 
 @given(password=_passwords)
 def test_redact_hides_any_password_in_any_form(password: str) -> None:
+    skeletons = [redact(dsn) for dsn, _ in _forms("db.example", 5432, "X").values()]
+    # What redaction keeps on purpose (scheme, keys such as "password=", host, user) may
+    # contain any short text: such a password cannot be told from the structure.
+    assume(not any(password in skeleton for skeleton in skeletons))
     for dsn, env in _forms("db.example", 5432, password).values():
         if env:
             continue  # PGPASSWORD: the DSN has no password to redact

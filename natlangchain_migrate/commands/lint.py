@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from natlangchain_migrate.commands import PROG, env_setting
+from natlangchain_migrate.commands.shared import add_database_flags
 from natlangchain_migrate.errors import ExitCode, MigrateError
 
 if TYPE_CHECKING:
@@ -49,26 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--all", action="store_true", help="every file, even ones applied")
     parser.add_argument("--json", action="store_true", help="print a JSON object for CI")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL"),
-        metavar="URL",
-        help="read the ledger here to lint only pending migrations (default: DATABASE_URL)",
-    )
-    parser.add_argument(
-        "--migrations-dir",
-        type=Path,
-        default=env_setting("DIR"),
-        metavar="DIR",
-        help="folder of NNN_name.sql files (default: NatLangChain's shipped migrations)",
-    )
-    parser.add_argument("--schema", default=env_setting("SCHEMA", "public"), help="ledger schema")
-    parser.add_argument(
-        "--wait",
-        type=float,
-        default=env_setting("WAIT", "0"),
-        metavar="SECONDS",
-        help="wait up to SECONDS for the server to accept connections",
+    add_database_flags(
+        parser,
+        url_help="read the ledger here to lint only pending migrations (default: DATABASE_URL)",
+        schema_help="ledger schema",
     )
     return parser
 

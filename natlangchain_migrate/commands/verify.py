@@ -11,19 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from natlangchain_migrate.commands import ENV, PROG, env_setting, usage_error
-from natlangchain_migrate.errors import (
-    ExitCode,
-    MigrateError,
-    SchemaNotRestoredError,
-    StoppedBySignalError,
+from natlangchain_migrate.commands import PROG, usage_error
+from natlangchain_migrate.commands.shared import (
+    add_database_flags,
+    add_log_flags,
+    log_format_problem,
+    run_logged,
 )
-from natlangchain_migrate.logs import LOG_FORMATS
+from natlangchain_migrate.errors import ExitCode, MigrateError, SchemaNotRestoredError
 
 if TYPE_CHECKING:
     from natlangchain_migrate.verify import VerifyReport
@@ -36,49 +34,34 @@ def _parser() -> argparse.ArgumentParser:
         "from before its migration, and that applying it again gives the same schema; "
         f"exit 0 if so, {int(ExitCode.SCHEMA_NOT_RESTORED)} at the first that does not",
     )
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL"),
-        metavar="URL",
-        help="a database on the server to create the scratch database on (default: "
+    add_database_flags(
+        parser,
+        url_help="a database on the server to create the scratch database on (default: "
         "DATABASE_URL, else the embedded server); the role needs CREATEDB",
     )
-    parser.add_argument("--migrations-dir", type=Path, default=env_setting("DIR"), metavar="DIR")
-    parser.add_argument("--schema", default=env_setting("SCHEMA", "public"), help="target schema")
-    parser.add_argument("--wait", type=float, default=env_setting("WAIT", "0"), metavar="SECONDS")
     parser.add_argument("--json", action="store_true", help="print the outcome as one object")
-    parser.add_argument("--log-format", choices=LOG_FORMATS, default=env_setting("LOG_FORMAT"))
-    parser.add_argument("--traceback", action="store_true", help="print tracebacks on errors")
+    add_log_flags(parser)
     return parser
 
 
 def main(argv: list[str]) -> int:
     """Run the check; print what it found; exit 0, 22, or the failing step's own code."""
     args = _parser().parse_args(argv)
-    if args.log_format and args.log_format not in LOG_FORMATS:
-        return usage_error(f"{ENV}LOG_FORMAT={args.log_format!r} is not one of: json, console")
-    from natlangchain_migrate.cli import _fail
-    from natlangchain_migrate.dsn import scrub, secrets_of
-    from natlangchain_migrate.logs import configure_logging
-    from natlangchain_migrate.signals import stop_on_signals
+    problem = log_format_problem(args.log_format)
+    if problem:
+        return usage_error(problem)
 
-    configure_logging(args.log_format, secrets=secrets_of(args.database_url))
-    try:
-        report = asyncio.run(stop_on_signals(_verify(args)))
-    except StoppedBySignalError as error:
-        from natlangchain_migrate.events import log
+    def on_error(error: MigrateError) -> None:
+        if isinstance(error, SchemaNotRestoredError):
+            _print_failure(error, as_json=args.json)
+        elif args.json:
+            from natlangchain_migrate.dsn import scrub
 
-        log.warning("run_interrupted", error=str(error), exit_code=int(error.exit_code))
-        return error.exit_code
-    except SchemaNotRestoredError as error:
-        _print_failure(error, as_json=args.json)
-        return _fail(args, error, error.exit_code)
-    except MigrateError as error:
-        if args.json:
             _print_json(error.exit_code, error=scrub(str(error), args.database_url))
-        return _fail(args, error, error.exit_code)
-    except Exception as error:  # a bug: still one line, still no password
-        return _fail(args, error, ExitCode.INTERNAL)
+
+    report, code = run_logged(args, lambda: _verify(args), on_error=on_error)
+    if report is None:
+        return code
     _print_success(report, as_json=args.json)
     return ExitCode.OK
 

@@ -1,0 +1,144 @@
+"""What every command that talks to a database shares: its connection flags, its log
+flags, where the embedded server comes in, and one way to run, fail and stop on signals.
+
+The main command (``cli.py``) and each subcommand use these, so a flag, an exit code or
+the "one line, never the password" rule has one home.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from natlangchain_migrate.commands import ENV, env_setting
+from natlangchain_migrate.dsn import scrub, secrets_of
+from natlangchain_migrate.errors import ExitCode, MigrateError, StoppedBySignalError
+from natlangchain_migrate.events import log
+from natlangchain_migrate.logs import LOG_FORMATS, configure_logging
+
+T = TypeVar("T")
+
+EMBEDDED_URL_HELP = "PostgreSQL URL (default: DATABASE_URL, else the embedded server)"
+
+
+def add_database_flags(
+    parser: argparse.ArgumentParser,
+    *,
+    url_help: str = EMBEDDED_URL_HELP,
+    schema_help: str = "target schema",
+    migrations_dir: bool = True,
+) -> None:
+    """``--database-url``, ``--migrations-dir``, ``--schema`` and ``--wait``, each with
+    its environment variable."""
+    parser.add_argument(
+        "--database-url", default=os.environ.get("DATABASE_URL"), metavar="URL", help=url_help
+    )
+    if migrations_dir:
+        parser.add_argument(
+            "--migrations-dir",
+            type=Path,
+            default=env_setting("DIR"),
+            metavar="DIR",
+            help="folder of NNN_name.sql files (default: NatLangChain's shipped migrations)",
+        )
+    parser.add_argument("--schema", default=env_setting("SCHEMA", "public"), help=schema_help)
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=env_setting("WAIT", "0"),
+        metavar="SECONDS",
+        help="retry a server that is not up yet for up to SECONDS (default 0)",
+    )
+
+
+def add_log_flags(parser: argparse.ArgumentParser) -> None:
+    """``--log-format`` (and its variable) and ``--traceback``."""
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=env_setting("LOG_FORMAT"),
+        help="json or console (default: console on a terminal, json otherwise)",
+    )
+    parser.add_argument("--traceback", action="store_true", help="print tracebacks on errors")
+
+
+def log_format_problem(value: str | None) -> str | None:
+    """argparse checks a flag's choices, not a default taken from the variable."""
+    if value and value not in LOG_FORMATS:  # an empty variable counts as unset
+        return f"{ENV}LOG_FORMAT={value!r} is not one of: {', '.join(LOG_FORMATS)}"
+    return None
+
+
+async def database_dsn(url: str | None) -> str:
+    """The URL given, else DATABASE_URL; with neither, the embedded server's database."""
+    if url is None:
+        return await embedded_dsn(announce=False)
+    from natlangchain_migrate.connection import resolve_dsn
+
+    return resolve_dsn(url)
+
+
+async def embedded_dsn(*, announce: bool) -> str:
+    """Start (or reuse) the embedded PostgreSQL and its database; ``announce`` prints the
+    ``DATABASE_URL=...`` line an applying run shows, so the API can connect to it."""
+    from natlangchain_migrate import embedded
+
+    admin_dsn = await asyncio.to_thread(embedded.start_embedded_server)
+    dsn = await embedded.ensure_database(admin_dsn)
+    log.info("embedded_server_ready", dsn=dsn, data_dir=str(embedded.embedded_data_dir()))
+    if announce:
+        print(f"DATABASE_URL={dsn}", flush=True)
+    return dsn
+
+
+def run_logged(
+    args: argparse.Namespace,
+    work: Callable[[], Awaitable[T]],
+    *,
+    on_error: Callable[[MigrateError], None] | None = None,
+) -> tuple[T | None, int]:
+    """Configure the logs, run ``work`` stopping cleanly on SIGTERM/SIGINT, and turn any
+    error into one ``run_failed`` line (the cause chain with ``--traceback``) and its exit
+    code. Returns (the result, 0), or (None, the exit code)."""
+    from natlangchain_migrate.signals import stop_on_signals
+
+    configure_logging(args.log_format, secrets=secrets_of(args.database_url))
+    try:
+        return asyncio.run(stop_on_signals(work())), ExitCode.OK
+    except StoppedBySignalError as error:
+        log.warning("run_interrupted", error=str(error), exit_code=int(error.exit_code))
+        return None, error.exit_code
+    except MigrateError as error:
+        if on_error is not None:
+            on_error(error)
+        return None, fail(args, error, error.exit_code)
+    except Exception as error:  # anything else: still one line, still no password
+        return None, fail(args, error, ExitCode.INTERNAL)
+
+
+def fail(args: argparse.Namespace, error: BaseException, code: int) -> int:
+    """Log ``run_failed`` with the error on one line, scrubbed of the DSN's password."""
+    text = scrub(one_line(error), args.database_url)
+    log.error("run_failed", error=text, error_type=type(error).__name__, exit_code=int(code))
+    if args.traceback:
+        import traceback
+
+        printed = "".join(traceback.format_exception(error))
+        print(scrub(printed, args.database_url), file=sys.stderr, end="")
+    return code
+
+
+def one_line(error: BaseException) -> str:
+    """The error and its causes, joined: 'what failed: because ...'."""
+    parts = [str(error) or type(error).__name__]
+    if not isinstance(error, MigrateError):  # ours already say what caused them
+        cause = error.__cause__
+        while cause is not None:
+            parts.append(f"{type(cause).__name__}: {cause}")
+            cause = cause.__cause__
+    return " <- ".join(parts).replace("\n", " ")
