@@ -61,6 +61,30 @@ async def status_of(settings: RunSettings) -> MigrationPlan:
     return with_repeatables(plan, repeatables, applied_repeatables)
 
 
+def _locked_settings(
+    dsn: str | None,
+    pool: asyncpg.Pool | None,
+    migrations_dir: Traversable | Path | str | None,
+    schema: str,
+    lock_timeout: float,
+    lock_namespace: str | None,
+    wait: float,
+    lock_mode: str,
+) -> RunSettings:
+    """The settings of a short piece of work under the migration lock (repair, baseline),
+    from the keyword arguments both take."""
+    return RunSettings(
+        dsn=dsn,
+        pool=pool,
+        migrations_dir=migrations_dir,
+        schema=schema,
+        lock_wait=lock_timeout,
+        lock_namespace=lock_namespace,
+        connect_wait=wait,
+        lock_mode=lock_mode,
+    )
+
+
 async def repair(
     dsn: str | None = None,
     *,
@@ -79,15 +103,8 @@ async def repair(
     repair does). Returns the versions whose row changed or went.
     """
     return await repair_checksums(
-        RunSettings(
-            dsn=dsn,
-            pool=pool,
-            migrations_dir=migrations_dir,
-            schema=schema,
-            lock_wait=lock_timeout,
-            lock_namespace=lock_namespace,
-            connect_wait=wait,
-            lock_mode=lock_mode,
+        _locked_settings(
+            dsn, pool, migrations_dir, schema, lock_timeout, lock_namespace, wait, lock_mode
         )
     )
 
@@ -167,15 +184,8 @@ async def baseline(
     already holds rows unless ``force`` (then only versions without a row are added).
     Returns the versions recorded."""
     return await baseline_versions(
-        RunSettings(
-            dsn=dsn,
-            pool=pool,
-            migrations_dir=migrations_dir,
-            schema=schema,
-            lock_wait=lock_timeout,
-            lock_namespace=lock_namespace,
-            connect_wait=wait,
-            lock_mode=lock_mode,
+        _locked_settings(
+            dsn, pool, migrations_dir, schema, lock_timeout, lock_namespace, wait, lock_mode
         ),
         version,
         force=force,
