@@ -19,26 +19,24 @@ pause, in both modes, by one helper.
 
 from __future__ import annotations
 
-import asyncio
-import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import TypeVar
 
 import asyncpg
 
 from natlangchain_migrate import telemetry
+from natlangchain_migrate.attempt import RESET_SETTINGS_SQL, Attempts, Blocked, settings_sql
 from natlangchain_migrate.connection import (
     RunConnection,
     application_name,
     cleanup_scope,
     end_interrupted_transaction,
-    is_connection_lost,
 )
 from natlangchain_migrate.discovery import Migration
-from natlangchain_migrate.durations import ms_since, seconds
+from natlangchain_migrate.durations import ms_since
 from natlangchain_migrate.errors import (
     InvalidIndexError,
     LockRetriesExhaustedError,
@@ -50,10 +48,7 @@ from natlangchain_migrate.errors import (
 from natlangchain_migrate.events import log
 from natlangchain_migrate.failures import (
     EFFECT_ALREADY_THERE,
-    connection_lost,
-    lock_retries_exhausted,
     migration_failed,
-    privilege_missing,
     resumed_statement_already_done,
 )
 from natlangchain_migrate.ledger import Ledger, LedgerSnapshot, quote_ident
@@ -68,13 +63,9 @@ from natlangchain_migrate.repeatables import Repeatable, is_repeatable, version_
 from natlangchain_migrate.results import MigrationResult
 from natlangchain_migrate.settings import RunSettings
 from natlangchain_migrate.statements import Statement, split_statements
-from natlangchain_migrate.watch import Watcher
 
 T = TypeVar("T")
 
-_RESET_SETTINGS = (
-    "RESET lock_timeout; RESET statement_timeout; RESET search_path; RESET synchronous_commit"
-)
 _INDEX_STATE_QUERY = """
 SELECT format('%I.%I', n.nspname, c.relname) AS name, i.indisvalid AS valid
 FROM pg_class c
@@ -120,37 +111,6 @@ async def extension_schemas(conn: asyncpg.Connection, schema: str) -> tuple[str,
     return tuple(row["nspname"] for row in rows)
 
 
-def retry_pause(settings: RunSettings, attempt: int) -> float:
-    """Seconds to wait after failed attempt ``attempt``: doubling, with +-50% jitter."""
-    return float(settings.retry_delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
-
-
-def settings_sql(
-    migration: Migration, settings: RunSettings, *, local: bool, durable: bool = True
-) -> str:
-    """The SET statements a migration runs under (file directives beat run settings)."""
-    scope = "SET LOCAL" if local else "SET"
-    lock_timeout = migration.directives.lock_timeout or settings.pg_lock_timeout
-    statement_timeout = migration.directives.statement_timeout or settings.statement_timeout
-    parts = [
-        f"{scope} lock_timeout = '{lock_timeout}'",
-        f"{scope} statement_timeout = '{statement_timeout or 0}'",
-        f"{scope} search_path = {settings.search_path}",
-    ]
-    if not durable:
-        parts.append(f"{scope} synchronous_commit = off")
-    return "; ".join(parts) + ";\n"
-
-
-class _Blocked(Exception):
-    """An attempt cancelled by lock_timeout (55P03); rolled back, to be tried again."""
-
-    def __init__(self, migration: Migration, blockers: Sequence[dict[str, object]]) -> None:
-        super().__init__(migration.name)
-        self.migration = migration
-        self.blockers = blockers
-
-
 class _StatementRun:
     """Where a no-transaction file's run stands: statements done, those that run alone."""
 
@@ -174,7 +134,7 @@ class _StatementRun:
         # The journal step, prepared on our session for this file's run; a name of its
         # own, so a pooled connection that kept an earlier one can never clash.
         self.step_name = f"natlangchain_migrate_step_{secrets.token_hex(4)}"
-        self.cleanup = f"{_RESET_SETTINGS}; DEALLOCATE {self.step_name}"
+        self.cleanup = f"{RESET_SETTINGS_SQL}; DEALLOCATE {self.step_name}"
         self.recorded = False
 
     def resumed_at(self, number: int) -> bool:
@@ -210,6 +170,7 @@ class _Applier:
         self.applied_by = application_name()
         self.applied: list[MigrationResult] = []
         self.lock = migration_lock(self.conn, settings, unless=self._nothing_left)
+        self.attempts = Attempts(connection, settings, self.applied)
 
     # --- the two lock modes ---------------------------------------------------------
 
@@ -225,7 +186,9 @@ class _Applier:
                         if migration.directives.no_transaction:
                             duration = await self._apply_statements(migration, plan, last=last)
                         else:
-                            duration = await self._retrying(partial(self._file, migration, last))
+                            duration = await self.attempts.retrying(
+                                partial(self._file, migration, last)
+                            )
                     except MigrationFailedError as error:
                         _log_failed(migration, error)
                         raise
@@ -254,7 +217,7 @@ class _Applier:
             return done
 
         try:
-            results = await self._retrying(batch)
+            results = await self.attempts.retrying(batch)
         except LockRetriesExhaustedError as error:  # the others were logged where they arose
             files = [*self.migrations, *self.repeatables]
             _log_failed(next(m for m in files if m.filename == error.location), error)
@@ -313,11 +276,13 @@ class _Applier:
         crash before then can only lose whole migrations (file and row together),
         which the next run applies.
         """
-        prefix = "BEGIN;\n" + settings_sql(migration, self.settings, local=True, durable=last)
+        prefix = "BEGIN;\n" + settings_sql(
+            migration, self.settings, self.settings.search_path, local=True, durable=last
+        )
         script = f"{prefix}{self._file_and_record(migration)};\nCOMMIT;"
         started = time.monotonic()
         try:
-            await self._send(migration, script)
+            await self.attempts.send(migration, script)
         except asyncpg.PostgresError as error:
             raise await self._failure(migration, error, offset=-len(prefix)) from error
         if self.conn.is_in_transaction():
@@ -331,10 +296,10 @@ class _Applier:
 
     async def _file_in_open_transaction(self, migration: Migration) -> float:
         """The file and its ledger row inside the batch's open transaction."""
-        prefix = settings_sql(migration, self.settings, local=True)
+        prefix = settings_sql(migration, self.settings, self.settings.search_path, local=True)
         started = time.monotonic()
         try:
-            await self._send(
+            await self.attempts.send(
                 migration, prefix + self._file_and_record(migration), in_open_transaction=True
             )
         except asyncpg.PostgresError as error:
@@ -376,7 +341,9 @@ class _Applier:
         )
         _warn_if_edited_since_failure(plan, migration, run.done)
         await self.conn.execute(
-            settings_sql(migration, self.settings, local=False, durable=False)
+            settings_sql(
+                migration, self.settings, self.settings.search_path, local=False, durable=False
+            )
             + self.ledger.prepare_advance(run.step_name)
         )
         try:
@@ -391,7 +358,7 @@ class _Applier:
             while run.done < len(statements):
                 if run.next_runs_alone():
                     number = run.done + 1
-                    await self._retrying(
+                    await self.attempts.retrying(
                         partial(
                             self._statement_on_its_own,
                             migration,
@@ -403,7 +370,7 @@ class _Applier:
                     run.done = number
                     run.has_row = True
                 else:
-                    await self._retrying(partial(self._blocks, run))
+                    await self.attempts.retrying(partial(self._blocks, run))
             if not run.recorded:
                 await self._complete(run, durable=last)
         except BaseException:
@@ -448,8 +415,8 @@ class _Applier:
         try:
             # The file's last block carries the session's clean-up along: no extra trip.
             tail = f"{run.cleanup};\n" if end == len(statements) else ""
-            await self._send(migration, "".join(blocks) + tail, journalled=True)
-        except _Blocked:
+            await self.attempts.send(migration, "".join(blocks) + tail, journalled=True)
+        except Blocked:
             run.done = await self._journalled(migration)
             raise
         except asyncpg.PostgresError as error:
@@ -498,7 +465,7 @@ class _Applier:
             )
         else:
             try:
-                await self._send(
+                await self.attempts.send(
                     migration,
                     statement.text,
                     journalled=True,
@@ -557,44 +524,6 @@ class _Applier:
 
     # --- sending, and what an error means -------------------------------------------
 
-    async def _send(
-        self,
-        migration: Migration,
-        script: str,
-        *,
-        in_open_transaction: bool = False,
-        journalled: bool = False,
-        index_name: str | None = None,
-    ) -> None:
-        """Send one message with a watcher beside it.
-
-        Raises _Blocked for a lock_timeout, ConnectionLostError for a dead connection,
-        else the server's error, with any transaction the message opened rolled back
-        (unless it runs inside the batch's ``in_open_transaction``).
-        """
-        lock_timeout = migration.directives.lock_timeout or self.settings.pg_lock_timeout
-        watcher = Watcher(
-            self.connection,
-            lock_timeout_s=seconds(lock_timeout),
-            progress_interval=self.settings.progress_interval,
-            index_name=index_name,
-            migration=(migration.version, migration.name),
-        )
-        try:
-            await watcher.watch(lambda: self.conn.execute(script))
-        except Exception as error:
-            if is_connection_lost(error) or self.conn.is_closed():
-                raise connection_lost(
-                    migration, error, applied=self.applied, journalled=journalled
-                ) from error
-            if not isinstance(error, asyncpg.PostgresError):
-                raise
-            if not in_open_transaction and self.conn.is_in_transaction():
-                await self.conn.execute("ROLLBACK")
-            if isinstance(error, asyncpg.LockNotAvailableError):
-                raise _Blocked(migration, watcher.blockers) from error
-            raise
-
     async def _failure(
         self,
         migration: Migration,
@@ -605,30 +534,10 @@ class _Applier:
         resumed: bool = False,
     ) -> MigrateError:
         """What a server error in a migration means, as the error to raise."""
-        if isinstance(error, asyncpg.InsufficientPrivilegeError):
-            return await self._privilege_failure(migration, error, offset)
         if statement is None:
-            return migration_failed(migration, error, offset=offset, applied=self.applied)
+            return await self.attempts.failure(migration, error, offset=offset)
         return await self._statement_failed(
             migration, error, offset=offset, statement=statement, resumed=resumed
-        )
-
-    async def _privilege_failure(
-        self, migration: Migration, error: asyncpg.PostgresError, offset: int
-    ) -> MigrateError:
-        (row,) = await self.conn.fetch(
-            "SELECT current_user AS role, current_database() AS database, "
-            "ARRAY(SELECT unnest($1::text[]) EXCEPT SELECT extname FROM pg_extension) AS missing",
-            [requirement.name for requirement in migration.directives.requires_extensions],
-        )
-        return privilege_missing(
-            migration,
-            error,
-            offset=offset,
-            role=row["role"],
-            database=row["database"],
-            schema=self.settings.schema,
-            missing_extensions=sorted(row["missing"]),
         )
 
     async def _statement_failed(
@@ -667,32 +576,6 @@ class _Applier:
             applied_by=self.applied_by,
         )
         return failure
-
-    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run ``attempt``; after a lock_timeout, pause (growing, jittered) and run it again,
-        ``lock_retries`` times at most."""
-        attempts = self.settings.lock_retries + 1
-        number = 1
-        while True:
-            try:
-                return await attempt()
-            except _Blocked as blocked:
-                if number == attempts:
-                    raise lock_retries_exhausted(
-                        blocked.migration, attempts, blocked.blockers, self.applied
-                    ) from blocked.__cause__
-                pause = retry_pause(self.settings, number)
-                log.warning(
-                    "migration_lock_timeout",
-                    version=blocked.migration.version,
-                    name=blocked.migration.name,
-                    attempt=number,
-                    of=attempts,
-                    retry_in_s=round(pause, 2),
-                    blockers=list(blocked.blockers),
-                )
-                await asyncio.sleep(pause)
-                number += 1
 
     def _applied(self, result: MigrationResult) -> None:
         self.applied.append(result)

@@ -334,7 +334,11 @@ class Ledger:
 
     async def remove(self, conn: asyncpg.Connection, version: int) -> None:
         """Delete a version's row (rollback)."""
-        await conn.execute(f"DELETE FROM {self.table} WHERE version = $1", version)
+        await conn.execute(self.remove_sql(version))
+
+    def remove_sql(self, version: int) -> str:
+        """The DELETE of a version's row, to send with its down file in one message."""
+        return f"DELETE FROM {self.table} WHERE version = {int(version)}"
 
     async def set_checksum(self, conn: asyncpg.Connection, version: int, value: str) -> None:
         """Store a file's current checksum for an applied version (repair)."""

@@ -23,6 +23,7 @@ from asyncpg.transaction import Transaction
 
 from natlangchain_migrate import telemetry
 from natlangchain_migrate.connection import (
+    RunConnection,
     cleanup_scope,
     despite_cancellation,
     end_interrupted_transaction,
@@ -129,15 +130,15 @@ async def holding(lock: AdvisoryLock, lock_mode: str) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def locked_connection(settings: RunSettings) -> AsyncIterator[asyncpg.Connection]:
+async def locked_connection(settings: RunSettings) -> AsyncIterator[RunConnection]:
     """The run's connection, holding the migration lock for a short piece of work
     (rollback, repair); a dry run takes no lock."""
     async with open_run_connection(settings) as connection:
         if settings.dry_run:
-            yield connection.conn
+            yield connection
             return
         async with holding(migration_lock(connection.conn, settings), settings.lock_mode):
-            yield connection.conn
+            yield connection
 
 
 class LockHolder(NamedTuple):

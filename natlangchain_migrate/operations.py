@@ -115,7 +115,8 @@ async def repair_checksums(settings: RunSettings) -> list[int]:
     preflight.check_settings(migrations, settings)
     ledger = Ledger(settings.schema)
     repaired: list[int] = []
-    async with locked_connection(settings) as conn:
+    async with locked_connection(settings) as connection:
+        conn = connection.conn
         snapshot = await ledger.read(conn)
         if not snapshot.exists:
             raise ConfigurationError("nothing to repair: the database has no ledger yet")
@@ -209,7 +210,8 @@ async def baseline_versions(settings: RunSettings, up_to: int, *, force: bool) -
             f"(the lowest is {migrations[0].version}); nothing to record"
         )
     ledger = Ledger(settings.schema)
-    async with locked_connection(settings) as conn:
+    async with locked_connection(settings) as connection:
+        conn = connection.conn
         snapshot = await ledger.read(conn)
         held = {row.version for row in snapshot.rows}
         if held and not force:

@@ -8,6 +8,7 @@ dry run takes no lock, changes nothing and returns the down SQL that would run.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -15,6 +16,7 @@ import asyncpg
 
 from natlangchain_migrate import preflight
 from natlangchain_migrate.apply import extension_schemas
+from natlangchain_migrate.attempt import RESET_SETTINGS_SQL, Attempts, Blocked, settings_sql
 from natlangchain_migrate.discovery import Migration, load_migrations, parse_directives
 from natlangchain_migrate.errors import ConfigurationError, MigrationFailedError
 from natlangchain_migrate.failures import migration_failed
@@ -53,12 +55,19 @@ async def rollback(
     lock_namespace: str | None = None,
     wait: float = 0.0,
     lock_mode: str = "session",
+    pg_lock_timeout: str = "5s",
+    statement_timeout: str | None = None,
+    lock_retries: int = 5,
+    retry_delay: float = 1.0,
+    progress_interval: float = 5.0,
 ) -> list[RollbackResult]:
     """Undo the last ``steps`` applied migrations, or every one above version ``to``.
 
     Without a down file only the row is removed and the schema stays as it is
-    (the seed's old behaviour, with its warning). Returns what was undone,
-    newest first; empty when nothing is applied.
+    (the seed's old behaviour, with its warning). Down files run as up files do:
+    under ``pg_lock_timeout`` with ``lock_retries``, ``statement_timeout`` and the
+    progress watcher. Returns what was undone, newest first; empty when nothing is
+    applied.
     """
     settings = RunSettings(
         dsn=dsn,
@@ -70,6 +79,11 @@ async def rollback(
         lock_namespace=lock_namespace,
         connect_wait=wait,
         lock_mode=lock_mode,
+        pg_lock_timeout=pg_lock_timeout,
+        statement_timeout=statement_timeout,
+        lock_retries=lock_retries,
+        retry_delay=retry_delay,
+        progress_interval=progress_interval,
     )
     return await roll_back(settings, steps=steps, to=to)
 
@@ -88,15 +102,15 @@ async def roll_back(
     preflight.check_settings(loaded, settings)
     migrations = {m.version: m for m in loaded}
     ledger = Ledger(settings.schema)
-    async with locked_connection(settings) as conn:
-        rows = (await ledger.read(conn)).rows
+    async with locked_connection(settings) as connection:
+        rows = (await ledger.read(connection.conn)).rows
         chosen = _choose(rows, steps=steps, to=to)
         if not chosen:
             log.info("rollback_nothing_applied", to=to)
             return []
         downs = [_down_of(row, migrations.get(row.version)) for row in chosen]
         settings = settings._replace(
-            extension_schemas=await extension_schemas(conn, settings.schema)
+            extension_schemas=await extension_schemas(connection.conn, settings.schema)
         )
         _check_lock_mode(downs, settings)
         if settings.dry_run:
@@ -105,8 +119,9 @@ async def roll_back(
                 for row, down in zip(chosen, downs, strict=True)
             ]
         results = []
+        attempts = Attempts(connection, settings, [])
         for row, down in zip(chosen, downs, strict=True):
-            await _undo(conn, ledger, row, down, settings)
+            await _undo(attempts, ledger, row, down, settings)
             results.append(
                 RollbackResult(row.version, row.name, down is not None, down.sql if down else None)
             )
@@ -153,28 +168,16 @@ def _check_lock_mode(downs: list[Migration | None], settings: RunSettings) -> No
 
 
 async def _undo(
-    conn: asyncpg.Connection,
+    attempts: Attempts,
     ledger: Ledger,
     row: AppliedMigration,
     down: Migration | None,
     settings: RunSettings,
 ) -> None:
-    search_path = f"SET search_path = {settings.search_path};\n"
-    if down is not None and down.directives.no_transaction:
-        await conn.execute(search_path)
-        try:
-            for statement in split_statements(down.filename, down.sql):
-                await _run(conn, down, statement.text, offset=statement.offset)
-            await ledger.remove(conn, row.version)
-        finally:
-            await conn.execute("RESET search_path")
-    else:
-        async with conn.transaction():
-            if down is not None:
-                prefix = "SET LOCAL " + search_path.removeprefix("SET ")
-                await _run(conn, down, prefix + down.sql, offset=-len(prefix))
-            await ledger.remove(conn, row.version)
+    """Undo one migration under the run's execution settings (lock_timeout with retries,
+    statement_timeout, the watcher), as its up file ran."""
     if down is None:
+        await ledger.remove(attempts.conn, row.version)
         log.warning(
             "rollback_record_only",
             version=row.version,
@@ -182,15 +185,13 @@ async def _undo(
             warning="no down file: only the migration record was removed; the schema "
             "changes were NOT reversed",
         )
-    else:
-        log.info("rollback_done", version=row.version, name=row.name, file=down.filename)
-
-
-async def _run(conn: asyncpg.Connection, down: Migration, sql: str, *, offset: int) -> None:
+        return
     try:
-        await conn.execute(sql)
-    except asyncpg.PostgresError as error:
-        failure: MigrationFailedError = migration_failed(down, error, offset=offset, applied=[])
+        if down.directives.no_transaction:
+            await _statement_by_statement(attempts, ledger, down, settings)
+        else:
+            await attempts.retrying(partial(_in_one_transaction, attempts, ledger, down, settings))
+    except MigrationFailedError as failure:
         log.error(
             "rollback_failed",
             version=down.version,
@@ -198,4 +199,52 @@ async def _run(conn: asyncpg.Connection, down: Migration, sql: str, *, offset: i
             sqlstate=failure.sqlstate,
             error=str(failure),
         )
-        raise failure from error
+        raise
+    log.info("rollback_done", version=row.version, name=row.name, file=down.filename)
+
+
+async def _in_one_transaction(
+    attempts: Attempts, ledger: Ledger, down: Migration, settings: RunSettings
+) -> None:
+    """The down file and the removal of its row in one message: one commit. In
+    transaction lock mode it runs in a savepoint of the lock's transaction, so an attempt
+    cancelled by lock_timeout is undone alone and tried again."""
+    prefix = settings_sql(down, settings, settings.search_path, local=True)
+    body = f"{down.sql}\n;\n{ledger.remove_sql(down.version)};\n"
+    in_open_transaction = settings.transaction_pooling
+    if in_open_transaction:
+        prefix = "SAVEPOINT natlangchain_down;\n" + prefix
+        script = f"{prefix}{body}RELEASE SAVEPOINT natlangchain_down;"
+    else:
+        prefix = "BEGIN;\n" + prefix
+        script = f"{prefix}{body}COMMIT;"
+    try:
+        await attempts.send(down, script, in_open_transaction=in_open_transaction)
+    except (Blocked, asyncpg.PostgresError) as error:
+        if in_open_transaction and not attempts.conn.is_closed():
+            await attempts.conn.execute("ROLLBACK TO SAVEPOINT natlangchain_down")
+        if isinstance(error, Blocked):
+            raise
+        raise _failed(down, error, offset=-len(prefix)) from error
+
+
+async def _statement_by_statement(
+    attempts: Attempts, ledger: Ledger, down: Migration, settings: RunSettings
+) -> None:
+    """A no-transaction down file: each statement on its own, retried after a lock_timeout;
+    the row goes once all ran."""
+    await attempts.conn.execute(settings_sql(down, settings, settings.search_path, local=False))
+    try:
+        for statement in split_statements(down.filename, down.sql):
+            try:
+                await attempts.retrying(partial(attempts.send, down, statement.text))
+            except asyncpg.PostgresError as error:
+                raise _failed(down, error, offset=statement.offset) from error
+        await ledger.remove(attempts.conn, down.version)
+    finally:
+        if not attempts.conn.is_closed():
+            await attempts.conn.execute(RESET_SETTINGS_SQL)
+
+
+def _failed(down: Migration, error: asyncpg.PostgresError, *, offset: int) -> MigrationFailedError:
+    return migration_failed(down, error, offset=offset, applied=[])
