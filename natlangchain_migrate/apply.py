@@ -28,7 +28,13 @@ from typing import TypeVar
 import asyncpg
 
 from natlangchain_migrate import telemetry
-from natlangchain_migrate.attempt import RESET_SETTINGS_SQL, Attempts, Blocked, settings_sql
+from natlangchain_migrate.attempt import (
+    RESET_SETTINGS_SQL,
+    Attempts,
+    Blocked,
+    read_server_facts,
+    settings_sql,
+)
 from natlangchain_migrate.connection import (
     RunConnection,
     application_name,
@@ -51,7 +57,7 @@ from natlangchain_migrate.failures import (
     migration_failed,
     resumed_statement_already_done,
 )
-from natlangchain_migrate.ledger import Ledger, LedgerSnapshot, quote_ident
+from natlangchain_migrate.ledger import Ledger, LedgerSnapshot
 from natlangchain_migrate.locks import LockNoLongerNeeded, holding, migration_lock
 from natlangchain_migrate.plan import (
     MigrationPlan,
@@ -61,7 +67,8 @@ from natlangchain_migrate.plan import (
 )
 from natlangchain_migrate.repeatables import Repeatable, is_repeatable, version_of, with_repeatables
 from natlangchain_migrate.results import MigrationResult
-from natlangchain_migrate.settings import RunSettings
+from natlangchain_migrate.settings import CallArguments, LockMode, RunnerOptions, ServerFacts
+from natlangchain_migrate.sqltext import quote_ident
 from natlangchain_migrate.statements import Statement, split_statements
 
 T = TypeVar("T")
@@ -79,36 +86,24 @@ async def apply_pending(
     connection: RunConnection,
     ledger: Ledger,
     migrations: Sequence[Migration],
-    settings: RunSettings,
+    options: RunnerOptions,
+    call: CallArguments,
     repeatables: Sequence[Repeatable] = (),
 ) -> list[MigrationResult]:
     """Take the lock, plan again under it, apply what is still pending (the versioned
     migrations, then the new or changed repeatables); return what this run applied, in
     order. A waiter that sees the work done by another runner leaves without the lock and
     returns nothing."""
-    settings = settings._replace(
-        extension_schemas=await extension_schemas(connection.conn, settings.schema)
-    )
-    applier = _Applier(connection, ledger, migrations, settings, repeatables)
+    facts = await read_server_facts(connection.conn, options.schema)
+    applier = _Applier(connection, ledger, migrations, options, call, facts, repeatables)
     try:
-        if settings.transaction_pooling:
+        if options.transaction_pooling:
             await applier.apply_in_one_transaction()
         else:
             await applier.apply_each()
     except LockNoLongerNeeded:
         log.info("applied_by_another_runner", lock_key=applier.lock.key)
     return applier.applied
-
-
-async def extension_schemas(conn: asyncpg.Connection, schema: str) -> tuple[str, ...]:
-    """Where the database's extensions live, other than ``schema`` and pg_catalog."""
-    rows = await conn.fetch(
-        "SELECT DISTINCT n.nspname FROM pg_extension e "
-        "JOIN pg_namespace n ON n.oid = e.extnamespace "
-        "WHERE n.nspname NOT IN ('pg_catalog', $1) ORDER BY 1",
-        schema,
-    )
-    return tuple(row["nspname"] for row in rows)
 
 
 class _StatementRun:
@@ -158,7 +153,9 @@ class _Applier:
         connection: RunConnection,
         ledger: Ledger,
         migrations: Sequence[Migration],
-        settings: RunSettings,
+        options: RunnerOptions,
+        call: CallArguments,
+        facts: ServerFacts,
         repeatables: Sequence[Repeatable] = (),
     ) -> None:
         self.connection = connection
@@ -166,17 +163,22 @@ class _Applier:
         self.ledger = ledger
         self.migrations = migrations
         self.repeatables = repeatables
-        self.settings = settings
+        self.options = options
+        self.call = call
+        self.execution = options.execution
+        self.search_path = facts.search_path(options.schema)
         self.applied_by = application_name()
         self.applied: list[MigrationResult] = []
-        self.lock = migration_lock(self.conn, settings, unless=self._nothing_left)
-        self.attempts = Attempts(connection, settings, self.applied)
+        self.lock = migration_lock(self.conn, options, unless=self._nothing_left)
+        self.attempts = Attempts(
+            connection, options.execution, schema=options.schema, applied=self.applied
+        )
 
     # --- the two lock modes ---------------------------------------------------------
 
     async def apply_each(self) -> None:
         """Session lock: each migration in its own transaction (or statement by statement)."""
-        async with holding(self.lock, "session"):
+        async with holding(self.lock, LockMode.SESSION):
             plan = await self._ensure_and_replan()
             for number, migration in enumerate(plan.pending, start=1):
                 _log_applying(migration, number, len(plan.pending))
@@ -202,7 +204,7 @@ class _Applier:
 
         async def batch() -> list[MigrationResult]:
             done: list[MigrationResult] = []
-            async with holding(self.lock, "transaction"):
+            async with holding(self.lock, LockMode.TRANSACTION):
                 plan = await self._ensure_and_replan()
                 for number, migration in enumerate(plan.pending, start=1):
                     _log_applying(migration, number, len(plan.pending))
@@ -231,8 +233,8 @@ class _Applier:
         plan = plan_migrations(
             self.migrations,
             snapshot.rows,
-            target=self.settings.target_version,
-            skip=self.settings.skip,
+            target=self.call.target_version,
+            skip=self.call.skip,
         )
         return with_repeatables(plan, self.repeatables, snapshot.repeatables)
 
@@ -250,7 +252,7 @@ class _Applier:
             added = await self.ledger.ensure(self.conn)
         except asyncpg.InsufficientPrivilegeError as error:
             role = await self.conn.fetchval("SELECT current_user")
-            schema = quote_ident(self.settings.schema)
+            schema = quote_ident(self.options.schema)
             raise PrivilegeError(
                 f"role {role} may not create the ledger {self.ledger.table}: {error}. Create "
                 f"the schema and let the role use it (CREATE SCHEMA IF NOT EXISTS {schema}; "
@@ -262,7 +264,7 @@ class _Applier:
             await self.ledger.ensure_repeatables(self.conn)
         plan = self._replan(await self._read())
         raise_on_drift(plan)
-        if self.settings.strict_order:  # another runner may have applied a higher one
+        if self.options.strict_order:  # another runner may have applied a higher one
             raise_on_out_of_order(plan)
         return plan
 
@@ -277,7 +279,7 @@ class _Applier:
         which the next run applies.
         """
         prefix = "BEGIN;\n" + settings_sql(
-            migration, self.settings, self.settings.search_path, local=True, durable=last
+            migration, self.execution, self.search_path, local=True, durable=last
         )
         script = f"{prefix}{self._file_and_record(migration)};\nCOMMIT;"
         started = time.monotonic()
@@ -296,7 +298,7 @@ class _Applier:
 
     async def _file_in_open_transaction(self, migration: Migration) -> float:
         """The file and its ledger row inside the batch's open transaction."""
-        prefix = settings_sql(migration, self.settings, self.settings.search_path, local=True)
+        prefix = settings_sql(migration, self.execution, self.search_path, local=True)
         started = time.monotonic()
         try:
             await self.attempts.send(
@@ -341,9 +343,7 @@ class _Applier:
         )
         _warn_if_edited_since_failure(plan, migration, run.done)
         await self.conn.execute(
-            settings_sql(
-                migration, self.settings, self.settings.search_path, local=False, durable=False
-            )
+            settings_sql(migration, self.execution, self.search_path, local=False, durable=False)
             + self.ledger.prepare_advance(run.step_name)
         )
         try:

@@ -27,7 +27,7 @@ from natlangchain_migrate.failures import (
     privilege_missing,
 )
 from natlangchain_migrate.results import MigrationResult
-from natlangchain_migrate.settings import RunSettings
+from natlangchain_migrate.settings import ExecutionOptions, ServerFacts
 from natlangchain_migrate.watch import Watcher
 
 T = TypeVar("T")
@@ -39,7 +39,7 @@ RESET_SETTINGS_SQL = (
 
 def settings_sql(
     migration: Migration,
-    settings: RunSettings,
+    execution: ExecutionOptions,
     search_path: str,
     *,
     local: bool,
@@ -47,8 +47,8 @@ def settings_sql(
 ) -> str:
     """The SET statements a migration runs under (file directives beat run settings)."""
     scope = "SET LOCAL" if local else "SET"
-    lock_timeout = migration.directives.lock_timeout or settings.pg_lock_timeout
-    statement_timeout = migration.directives.statement_timeout or settings.statement_timeout
+    lock_timeout = migration.directives.lock_timeout or execution.pg_lock_timeout
+    statement_timeout = migration.directives.statement_timeout or execution.statement_timeout
     parts = [
         f"{scope} lock_timeout = '{lock_timeout}'",
         f"{scope} statement_timeout = '{statement_timeout or 0}'",
@@ -59,9 +59,21 @@ def settings_sql(
     return "; ".join(parts) + ";\n"
 
 
-def retry_pause(settings: RunSettings, attempt: int) -> float:
+async def read_server_facts(conn: asyncpg.Connection, schema: str) -> ServerFacts:
+    """What the server says a migration's search_path needs: where the database's
+    extensions live, other than ``schema`` and pg_catalog."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT n.nspname FROM pg_extension e "
+        "JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE n.nspname NOT IN ('pg_catalog', $1) ORDER BY 1",
+        schema,
+    )
+    return ServerFacts(tuple(row["nspname"] for row in rows))
+
+
+def retry_pause(execution: ExecutionOptions, attempt: int) -> float:
     """Seconds to wait after failed attempt ``attempt``: doubling, with +-50% jitter."""
-    return float(settings.retry_delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+    return float(execution.retry_delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
 
 
 class Blocked(Exception):
@@ -76,18 +88,22 @@ class Blocked(Exception):
 class Attempts:
     """Sends a migration's SQL on the run's connection under the run's execution settings.
 
-    ``applied`` is the run's list of results so far, which every error carries.
+    ``applied`` is the run's list of results so far, which every error carries;
+    ``schema`` is the target schema, which a privilege error's GRANT names.
     """
 
     def __init__(
         self,
         connection: RunConnection,
-        settings: RunSettings,
+        execution: ExecutionOptions,
+        *,
+        schema: str,
         applied: list[MigrationResult],
     ) -> None:
         self.connection = connection
         self.conn = connection.conn
-        self.settings = settings
+        self.execution = execution
+        self.schema = schema
         self.applied = applied
 
     async def send(
@@ -105,11 +121,11 @@ class Attempts:
         else the server's error, with any transaction the message opened rolled back
         (unless it runs inside an ``in_open_transaction`` of the caller's).
         """
-        lock_timeout = migration.directives.lock_timeout or self.settings.pg_lock_timeout
+        lock_timeout = migration.directives.lock_timeout or self.execution.pg_lock_timeout
         watcher = Watcher(
             self.connection,
             lock_timeout_s=seconds(lock_timeout),
-            progress_interval=self.settings.progress_interval,
+            progress_interval=self.execution.progress_interval,
             index_name=index_name,
             migration=(migration.version, migration.name),
         )
@@ -131,7 +147,7 @@ class Attempts:
     async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run ``attempt``; after a lock_timeout, pause (growing, jittered) and run it again,
         ``lock_retries`` times at most."""
-        attempts = self.settings.lock_retries + 1
+        attempts = self.execution.lock_retries + 1
         number = 1
         while True:
             try:
@@ -141,7 +157,7 @@ class Attempts:
                     raise lock_retries_exhausted(
                         blocked.migration, attempts, blocked.blockers, self.applied
                     ) from blocked.__cause__
-                pause = retry_pause(self.settings, number)
+                pause = retry_pause(self.execution, number)
                 log.warning(
                     "migration_lock_timeout",
                     version=blocked.migration.version,
@@ -176,6 +192,6 @@ class Attempts:
             offset=offset,
             role=row["role"],
             database=row["database"],
-            schema=self.settings.schema,
+            schema=self.schema,
             missing_extensions=sorted(row["missing"]),
         )

@@ -12,6 +12,7 @@ import asyncpg
 
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.plan import AppliedMigration
+from natlangchain_migrate.sqltext import literal, quote_ident
 
 REPEATABLES_TABLE = "schema_repeatables"
 # applied_by of a row written by ``baseline``: recorded, never run.
@@ -26,16 +27,6 @@ _ADDED_COLUMNS = {
     "statements_done": "integer NOT NULL DEFAULT 0",
     "last_error": "text",
 }
-
-
-def quote_ident(name: str) -> str:
-    """Quote an identifier the way PostgreSQL's quote_ident does."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def literal(text: str) -> str:
-    """A string literal that means the same whatever standard_conforming_strings says."""
-    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 class LedgerSnapshot:
