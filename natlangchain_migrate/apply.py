@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Sequence
 from functools import partial
 from typing import TypeVar
 
@@ -59,13 +58,11 @@ from natlangchain_migrate.failures import (
 )
 from natlangchain_migrate.ledger import Ledger, LedgerSnapshot
 from natlangchain_migrate.locks import LockNoLongerNeeded, holding, migration_lock
+from natlangchain_migrate.pending import Sources, decide, plan_of
 from natlangchain_migrate.plan import (
     MigrationPlan,
-    plan_migrations,
-    raise_on_drift,
-    raise_on_out_of_order,
 )
-from natlangchain_migrate.repeatables import Repeatable, is_repeatable, version_of, with_repeatables
+from natlangchain_migrate.repeatables import is_repeatable, version_of
 from natlangchain_migrate.results import MigrationResult
 from natlangchain_migrate.settings import CallArguments, LockMode, RunnerOptions, ServerFacts
 from natlangchain_migrate.sqltext import quote_ident
@@ -85,17 +82,16 @@ WHERE c.relname = $1 AND n.nspname = coalesce($2, current_schema())
 async def apply_pending(
     connection: RunConnection,
     ledger: Ledger,
-    migrations: Sequence[Migration],
+    sources: Sources,
     options: RunnerOptions,
     call: CallArguments,
-    repeatables: Sequence[Repeatable] = (),
 ) -> list[MigrationResult]:
     """Take the lock, plan again under it, apply what is still pending (the versioned
     migrations, then the new or changed repeatables); return what this run applied, in
     order. A waiter that sees the work done by another runner leaves without the lock and
     returns nothing."""
     facts = await read_server_facts(connection.conn, options.schema)
-    applier = _Applier(connection, ledger, migrations, options, call, facts, repeatables)
+    applier = _Applier(connection, ledger, sources, options, call, facts)
     try:
         if options.transaction_pooling:
             await applier.apply_in_one_transaction()
@@ -152,17 +148,15 @@ class _Applier:
         self,
         connection: RunConnection,
         ledger: Ledger,
-        migrations: Sequence[Migration],
+        sources: Sources,
         options: RunnerOptions,
         call: CallArguments,
         facts: ServerFacts,
-        repeatables: Sequence[Repeatable] = (),
     ) -> None:
         self.connection = connection
         self.conn = connection.conn
         self.ledger = ledger
-        self.migrations = migrations
-        self.repeatables = repeatables
+        self.sources = sources
         self.options = options
         self.call = call
         self.execution = options.execution
@@ -221,7 +215,7 @@ class _Applier:
         try:
             results = await self.attempts.retrying(batch)
         except LockRetriesExhaustedError as error:  # the others were logged where they arose
-            files = [*self.migrations, *self.repeatables]
+            files = [*self.sources.migrations, *self.sources.repeatables]
             _log_failed(next(m for m in files if m.filename == error.location), error)
             raise
         for result in results:
@@ -229,21 +223,12 @@ class _Applier:
 
     # --- planning under the lock ----------------------------------------------------
 
-    def _replan(self, snapshot: LedgerSnapshot) -> MigrationPlan:
-        plan = plan_migrations(
-            self.migrations,
-            snapshot.rows,
-            target=self.call.target_version,
-            skip=self.call.skip,
-        )
-        return with_repeatables(plan, self.repeatables, snapshot.repeatables)
-
     async def _read(self) -> LedgerSnapshot:
-        return await self.ledger.read(self.conn, repeatables=bool(self.repeatables))
+        return await self.ledger.read(self.conn, repeatables=bool(self.sources.repeatables))
 
     async def _nothing_left(self) -> bool:
         """While waiting for the lock: has another runner applied everything?"""
-        return not self._replan(await self._read()).pending
+        return not plan_of(self.sources, await self._read(), self.call).pending
 
     async def _ensure_and_replan(self) -> MigrationPlan:
         """Create or adopt the ledger, read it again (another runner may have just
@@ -260,13 +245,12 @@ class _Applier:
             ) from error
         if added:
             log.info("ledger_adopted", columns_added=added)
-        if self.repeatables:
+        if self.sources.repeatables:
             await self.ledger.ensure_repeatables(self.conn)
-        plan = self._replan(await self._read())
-        raise_on_drift(plan)
-        if self.options.strict_order:  # another runner may have applied a higher one
-            raise_on_out_of_order(plan)
-        return plan
+        # Decided again: another runner may have applied something (a higher version too).
+        return decide(
+            self.sources, await self._read(), self.call, strict_order=self.options.strict_order
+        )
 
     # --- transactional files --------------------------------------------------------
 

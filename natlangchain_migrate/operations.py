@@ -11,22 +11,21 @@ from natlangchain_migrate.errors import BaselineError, ConfigurationError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.locks import locked_connection
-from natlangchain_migrate.plan import MigrationPlan, State, plan_migrations, raise_on_drift
-from natlangchain_migrate.repeatables import load_repeatables, with_repeatables
+from natlangchain_migrate.pending import Sources, plan_of
+from natlangchain_migrate.plan import MigrationPlan, State, raise_on_drift
 from natlangchain_migrate.settings import CallArguments, RunnerOptions
 
 
 async def status(options: RunnerOptions, *, skip: frozenset[int] = frozenset()) -> MigrationPlan:
     """Every version's state, read-only and lock-free (``--status`` and ``--check``)."""
-    migrations = load_migrations(options.migrations_dir)
-    repeatables = load_repeatables(options.migrations_dir)
-    preflight.check_settings(migrations, options, CallArguments(skip=skip))
+    sources = Sources(options.migrations_dir)
+    call = CallArguments(skip=skip)
+    preflight.check_settings(sources.migrations, options, call)
     ledger = Ledger(options.schema)
     async with open_run_connection(options) as connection:
         snapshot = await ledger.read(connection.conn)
-        applied_repeatables = await ledger.repeatable_rows(connection.conn)
-    plan = plan_migrations(migrations, snapshot.rows, skip=skip)
-    return with_repeatables(plan, repeatables, applied_repeatables)
+        snapshot.repeatables = await ledger.repeatable_rows(connection.conn)
+    return plan_of(sources, snapshot, call)
 
 
 async def repair(options: RunnerOptions) -> list[int]:
@@ -36,8 +35,8 @@ async def repair(options: RunnerOptions) -> list[int]:
     edited files, and removes the rows of versions whose file is gone (as Flyway's
     repair does). Returns the versions whose row changed or went.
     """
-    migrations = load_migrations(options.migrations_dir)
-    preflight.check_settings(migrations, options)
+    sources = Sources(options.migrations_dir)
+    preflight.check_settings(sources.migrations, options)
     ledger = Ledger(options.schema)
     repaired: list[int] = []
     async with locked_connection(options) as connection:
@@ -46,7 +45,7 @@ async def repair(options: RunnerOptions) -> list[int]:
         if not snapshot.exists:
             raise ConfigurationError("nothing to repair: the database has no ledger yet")
         await ledger.ensure(conn)
-        plan = plan_migrations(migrations, snapshot.rows)
+        plan = plan_of(sources, snapshot)
         for entry in plan.missing:
             await ledger.remove(conn, entry.version)
             repaired.append(entry.version)
@@ -72,16 +71,16 @@ async def repair(options: RunnerOptions) -> list[int]:
                 old_checksum=row.checksum,
                 new_checksum=entry.file_checksum,
             )
-        await _forget_vanished_repeatables(conn, ledger, options)
-        raise_on_drift(plan_migrations(migrations, (await ledger.read(conn)).rows))
+        await _forget_vanished_repeatables(conn, ledger, sources)
+        raise_on_drift(plan_of(sources, await ledger.read(conn)))
     return repaired
 
 
 async def _forget_vanished_repeatables(
-    conn: asyncpg.Connection, ledger: Ledger, options: RunnerOptions
+    conn: asyncpg.Connection, ledger: Ledger, sources: Sources
 ) -> None:
     """Remove the rows of repeatables whose R__ file is gone (they never block a run)."""
-    present = {r.name for r in load_repeatables(options.migrations_dir)}
+    present = {r.name for r in sources.repeatables}
     for row in await ledger.repeatable_rows(conn):
         if row.name not in present:
             await ledger.remove_repeatable(conn, row.name)

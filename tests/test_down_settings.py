@@ -92,7 +92,7 @@ async def test_a_blocked_down_file_hits_pg_lock_timeout_and_is_retried(
             await rollback(
                 database_url,
                 migrations_dir=folder,
-                pg_lock_timeout="100ms",
+                pg_lock_timeout="500ms",  # the watcher looks for blockers at 250 ms
                 lock_retries=1,
                 retry_delay=0.01,
                 **how_far,
