@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.errors import ConfigurationError, SquawkUnavailableError
 from natlangchain_migrate.lint_config import TABLE, LintConfig
+from natlangchain_migrate.lint_releases import RECIPES, owned_rules, release_findings
+from natlangchain_migrate.statements import line_and_column
 
 SQUAWK_VARIABLE = "NATLANGCHAIN_MIGRATE_SQUAWK"
 RULES_URL = "https://squawkhq.com/docs/rules"
@@ -113,14 +115,79 @@ def lint_migrations(
                 reported.extend(_run_report(command, folder))
     by_name = {m.filename: m for m in migrations}
     order = {m.filename: position for position, m in enumerate(migrations)}
-    findings = []
+    from_squawk: dict[str, list[Finding]] = {m.filename: [] for m in migrations}
     for item in reported:
         migration = by_name[Path(item["file"]).name]
+        from_squawk[migration.filename].append(_finding(item, migration, shown_dir))
+    findings = []
+    for migration in migrations:
         ignored = {ignore.rule for ignore in migration.directives.lint_ignores}
-        if item["rule_name"] not in ignored:
-            findings.append(_finding(item, migration, shown_dir))
+        ignored |= set(config.exclude)
+        for finding in _with_release_rules(migration, from_squawk[migration.filename], shown_dir):
+            if finding.rule not in ignored:
+                findings.append(finding)
     findings.sort(key=lambda f: (order[Path(f.file).name], f.line, f.column, f.rule))
     return findings
+
+
+def _with_release_rules(
+    migration: Migration, squawks: list[Finding], shown_dir: str
+) -> list[Finding]:
+    """squawk's findings plus the expand/contract ones, one per statement and rule.
+
+    For the rules lint_releases owns, its verdict on the statement wins: squawk's
+    finding keeps its place and takes the release advice, or goes when the statement
+    is fine in this file (a table the file creates; a drop in a contract part).
+    """
+    ours = release_findings(migration)
+    if ours is None:  # the file does not parse: squawk's syntax error says so
+        return squawks
+    owned = owned_rules(migration.filename)
+    starts = _line_starts(migration.sql)
+    unused = list(ours)
+    kept = []
+    for finding in squawks:
+        if finding.rule not in owned:
+            kept.append(finding)
+            continue
+        offset = starts[finding.line - 1] + finding.column - 1
+        match = next(
+            (
+                o
+                for o in unused
+                if o.rule == finding.rule and o.start <= offset < max(o.end, 1 + o.start)
+            ),
+            None,
+        )
+        if match is not None:
+            unused.remove(match)
+            kept.append(finding._replace(message=match.message, help=RECIPES, level="warning"))
+    for release in unused:
+        line, column = line_and_column(migration.sql, release.start)
+        end_line, end_column = line_and_column(migration.sql, release.end)
+        kept.append(
+            Finding(
+                file=os.path.join(shown_dir, migration.filename),
+                line=line,
+                column=column,
+                end_line=end_line,
+                end_column=end_column,
+                rule=release.rule,
+                level="warning",
+                message=release.message,
+                help=RECIPES,
+            )
+        )
+    return kept
+
+
+def _line_starts(text: str) -> list[int]:
+    """The character offset where each line of ``text`` starts."""
+    starts = [0]
+    for position, character in enumerate(text):
+        if character == "\n":
+            starts.append(position + 1)
+    return starts
 
 
 def _finding(item: dict[str, Any], migration: Migration, shown_dir: str) -> Finding:

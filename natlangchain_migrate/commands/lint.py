@@ -61,16 +61,27 @@ def _lint(args: argparse.Namespace) -> int:
     from natlangchain_migrate.discovery import load_migrations, shipped_migrations_dir
     from natlangchain_migrate.lint import lint_migrations, locate_squawk
     from natlangchain_migrate.lint_config import load_lint_config
+    from natlangchain_migrate.lint_releases import contract_parts, expand_parts
     from natlangchain_migrate.repeatables import load_repeatables
 
-    # Repeatables (R__name.sql) run in a transaction like any transactional file.
-    migrations = load_migrations(args.migrations_dir) + load_repeatables(args.migrations_dir)
+    # Repeatables (R__name.sql) run in a transaction like any transactional file;
+    # contract parts (NNN_name.contract.sql) too, under the contract rules.
+    if args.migrations_dir is None:
+        migrations, contracts = load_migrations(None), []
+    else:
+        migrations = expand_parts(args.migrations_dir)
+        contracts = contract_parts(args.migrations_dir)
+    migrations += load_repeatables(args.migrations_dir)
     folder = args.migrations_dir or Path(str(shipped_migrations_dir()))
     squawk = locate_squawk()
     config = load_lint_config([folder.absolute(), Path.cwd()])
     from_ledger = args.database_url is not None and not args.all
     if from_ledger:
         migrations = asyncio.run(_pending(args, migrations))
+        # A contract part is checked with its expand part, before either runs.
+        pending = {m.version for m in migrations}
+        contracts = [c for c in contracts if c.version in pending]
+    migrations = _in_version_order(migrations + contracts)
     findings = lint_migrations(migrations, config, shown_dir=_shown(folder), squawk=squawk)
     _report(findings, migrations, as_json=args.json, from_ledger=from_ledger)
     return ExitCode.LINT_FINDINGS if findings else ExitCode.OK
@@ -95,6 +106,17 @@ async def _pending(args: argparse.Namespace, migrations: list[Migration]) -> lis
     pending = {e.name for e in plan.entries if e.state in (State.PENDING, State.FAILED)}
     pending |= {e.name for e in plan.repeatables if e.state is State.PENDING}
     return [m for m in migrations if m.name in pending]
+
+
+def _in_version_order(migrations: list[Migration]) -> list[Migration]:
+    """Each contract part right after its expand part; repeatables last, as they run."""
+    from natlangchain_migrate.lint_releases import is_contract_part
+    from natlangchain_migrate.repeatables import is_repeatable
+
+    return sorted(
+        migrations,
+        key=lambda m: (is_repeatable(m), m.version, is_contract_part(m.filename), m.name),
+    )
 
 
 def _shown(folder: Path) -> str:
