@@ -22,7 +22,12 @@ from typing import Any, NamedTuple
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.errors import ConfigurationError, SquawkUnavailableError
 from natlangchain_migrate.lint_config import TABLE, LintConfig
-from natlangchain_migrate.lint_releases import RECIPES, owned_rules, release_findings
+from natlangchain_migrate.lint_releases import (
+    RECIPES,
+    adapt_squawk_message,
+    owned_rules,
+    release_findings,
+)
 from natlangchain_migrate.statements import line_and_column
 
 SQUAWK_VARIABLE = "NATLANGCHAIN_MIGRATE_SQUAWK"
@@ -148,7 +153,9 @@ def _with_release_rules(
     kept = []
     for finding in squawks:
         if finding.rule not in owned:
-            kept.append(finding)
+            message = adapt_squawk_message(migration.filename, finding.rule, finding.message)
+            if message is not None:
+                kept.append(finding._replace(message=message))
             continue
         offset = starts[finding.line - 1] + finding.column - 1
         match = next(

@@ -43,6 +43,21 @@ EXPAND_RULES = frozenset(
 )
 # SET NOT NULL is a contract part's job: squawk's own lock advice for it stays.
 CONTRACT_RULES = EXPAND_RULES - {"adding-not-nullable-field"}
+# squawk's other "may break existing clients" drops: in a contract part they are the point
+# (the running release no longer uses what it drops); in an expand part they take the
+# advice to move them. Dropping the database stays squawk's alone.
+OTHER_DROPS = frozenset(
+    {
+        "ban-drop-function",
+        "ban-drop-view",
+        "ban-drop-type",
+        "ban-drop-sequence",
+        "ban-drop-schema",
+        "ban-drop-constraint",
+        "ban-drop-not-null",
+    }
+)
+_LOOSENING = frozenset({"ban-drop-constraint", "ban-drop-not-null"})
 
 
 class ReleaseFinding(NamedTuple):
@@ -87,6 +102,27 @@ def expand_parts(folder: Path) -> list[Migration]:
             if path.is_file() and path.name.endswith(".sql") and ".contract." not in path.name:
                 shutil.copyfile(path, Path(scratch) / path.name)
         return [m._replace(down_file=None) for m in load_migrations(Path(scratch))]
+
+
+def adapt_squawk_message(filename: str, rule: str, message: str) -> str | None:
+    """squawk's message for a rule this module does not decide, with the release advice
+    where it applies; None drops the finding (a drop in a contract part)."""
+    if rule not in OTHER_DROPS:
+        return message
+    if is_contract_part(filename):
+        return None
+    if rule in _LOOSENING:  # the old release's writes still pass: squawk's word stands
+        return message
+    return (
+        f"{message.rstrip('.')}; if the release before this one still uses it, move the "
+        f"drop to {_contract_file(filename)}"
+    )
+
+
+def _contract_file(filename: str) -> str:
+    if filename.startswith("R__"):
+        return "the contract part of a versioned migration (NNN_name.contract.sql)"
+    return filename.removesuffix(".sql") + ".contract.sql"
 
 
 def contract_parts(folder: Path) -> list[Migration]:
@@ -237,9 +273,7 @@ class _FileCheck:
     # Advice: one sentence each, naming the contract part and the two steps.
 
     def _contract_file(self) -> str:
-        if self.filename.startswith("R__"):
-            return "the contract part of a versioned migration (NNN_name.contract.sql)"
-        return self.filename.removesuffix(".sql") + ".contract.sql"
+        return _contract_file(self.filename)
 
     def _drop_table(self, table: str) -> tuple[str, str]:
         return ("ban-drop-table", self._dropped(f"dropping table {table}"))
