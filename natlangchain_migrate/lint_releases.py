@@ -12,8 +12,12 @@ both, and lint.py keeps one finding per statement and rule.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -84,24 +88,22 @@ def owned_rules(filename: str) -> frozenset[str]:
     return CONTRACT_RULES if is_contract_part(filename) else EXPAND_RULES
 
 
-def expand_parts(folder: Path) -> list[Migration]:
-    """The folder's ``NNN_name.sql`` files, read as discovery reads them.
+@contextlib.contextmanager
+def without_contract_parts(folder: Path) -> Iterator[Path]:
+    """The folder as discovery and the ledger reader can take it.
 
     Until discovery knows contract parts it refuses ``NNN_name.contract.sql`` as a
-    misnamed file, so lint shows it a copy of the folder without them.
+    misnamed file: lint shows it a copy of the folder without them (lint reads them
+    with ``contract_parts``).
     """
-    import shutil
-    import tempfile
-
-    from natlangchain_migrate.discovery import load_migrations
-
     if not folder.is_dir() or not any(".contract." in p.name for p in folder.iterdir()):
-        return load_migrations(folder)
+        yield folder
+        return
     with tempfile.TemporaryDirectory(prefix="natlangchain-lint-") as scratch:
         for path in folder.iterdir():
-            if path.is_file() and path.name.endswith(".sql") and ".contract." not in path.name:
+            if path.is_file() and ".contract." not in path.name:
                 shutil.copyfile(path, Path(scratch) / path.name)
-        return [m._replace(down_file=None) for m in load_migrations(Path(scratch))]
+        yield Path(scratch)
 
 
 def adapt_squawk_message(filename: str, rule: str, message: str) -> str | None:

@@ -8,16 +8,19 @@ lint`` as a user does.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
+from harness.sql import execute
 from natlangchain_migrate.discovery import Migration, checksum, parse_directives
 from natlangchain_migrate.errors import ExitCode
 from natlangchain_migrate.lint import Finding, lint_migrations, locate_squawk
 from natlangchain_migrate.lint_config import LintConfig
 from natlangchain_migrate.lint_releases import EXPAND_RULES
+from tests.conftest import run_cli
 from tests.test_lint import findings, lint, project
 
 ACCOUNTS = (
@@ -325,3 +328,42 @@ def test_cli_opt_out_in_pyproject(tmp_path: Path) -> None:
     result = lint("--migrations-dir", "migrations", "--json", cwd=tmp_path)
     assert result.returncode == ExitCode.OK, result.stdout + result.stderr
     assert findings(result) == []
+
+
+def test_other_drops_take_the_advice_in_an_expand_part_and_go_in_a_contract_part() -> None:
+    """squawk's ban-drop-function and friends: the rules are squawk's, the advice ours."""
+    sql = "DROP FUNCTION IF EXISTS f();\nDROP VIEW IF EXISTS account_names;\n"
+    expand = check({EXPAND: sql})
+    assert [(f.line, f.rule) for f in expand] == [(1, "ban-drop-function"), (2, "ban-drop-view")]
+    assert all(f.message.endswith(f"move the drop to {CONTRACT}") for f in expand)
+    assert check({EXPAND: "SELECT 1;\n", CONTRACT: sql}) == []
+
+
+def test_dropping_not_null_in_an_expand_part_keeps_squawks_word() -> None:
+    """The old release's writes still pass; squawk's warning about readers stands as it is."""
+    (finding,) = check({EXPAND: "ALTER TABLE accounts ALTER COLUMN name DROP NOT NULL;\n"})
+    assert finding.rule == "ban-drop-not-null"
+    assert finding.message == "Dropping a `NOT NULL` constraint may break existing clients."
+
+
+def test_with_a_database_contract_parts_are_pending_until_the_contract_ledger_has_them(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The contract ledger (schema_contracts, written by ``contract``) is made by hand here."""
+    expand = "ALTER TABLE accounts ADD COLUMN display_name text;\n"
+    contract = "ALTER TABLE accounts RENAME COLUMN name TO full_name;\n"
+    folder = project(tmp_path, {"001_accounts.sql": ACCOUNTS, EXPAND: expand})
+    applied = run_cli("--migrations-dir", str(folder), database_url=database_url)
+    assert applied.returncode == ExitCode.OK, applied.stderr
+    (folder / CONTRACT).write_text(contract, encoding="utf-8")
+    pending = lint(
+        "--migrations-dir", "migrations", "--json", cwd=tmp_path, database_url=database_url
+    )
+    assert pending.returncode == ExitCode.LINT_FINDINGS, pending.stderr
+    assert json.loads(pending.stdout)["checked"] == [CONTRACT]
+    assert [(f["line"], f["rule"]) for f in findings(pending)] == [(1, "renaming-column")]
+    ledger = "CREATE TABLE public.schema_contracts (version bigint PRIMARY KEY);"
+    asyncio.run(execute(database_url, ledger + " INSERT INTO public.schema_contracts VALUES (2);"))
+    done = lint("--migrations-dir", "migrations", "--json", cwd=tmp_path, database_url=database_url)
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert json.loads(done.stdout) == {"checked": [], "findings": []}

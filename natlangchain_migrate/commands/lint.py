@@ -22,6 +22,7 @@ from natlangchain_migrate.errors import ExitCode, MigrateError
 if TYPE_CHECKING:
     from natlangchain_migrate.discovery import Migration
     from natlangchain_migrate.lint import Finding
+    from natlangchain_migrate.settings import RunSettings
 
 
 def main(argv: list[str]) -> int:
@@ -58,37 +59,45 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _lint(args: argparse.Namespace) -> int:
+    from natlangchain_migrate.lint_releases import contract_parts, without_contract_parts
+
+    if args.migrations_dir is None:
+        return _lint_folder(args, None, [])
+    with without_contract_parts(args.migrations_dir) as expand_folder:
+        return _lint_folder(args, expand_folder, contract_parts(args.migrations_dir))
+
+
+def _lint_folder(
+    args: argparse.Namespace, expand_folder: Path | None, contracts: list[Migration]
+) -> int:
     from natlangchain_migrate.discovery import load_migrations, shipped_migrations_dir
     from natlangchain_migrate.lint import lint_migrations, locate_squawk
     from natlangchain_migrate.lint_config import load_lint_config
-    from natlangchain_migrate.lint_releases import contract_parts, expand_parts
     from natlangchain_migrate.repeatables import load_repeatables
 
     # Repeatables (R__name.sql) run in a transaction like any transactional file;
     # contract parts (NNN_name.contract.sql) too, under the contract rules.
-    if args.migrations_dir is None:
-        migrations, contracts = load_migrations(None), []
-    else:
-        migrations = expand_parts(args.migrations_dir)
-        contracts = contract_parts(args.migrations_dir)
-    migrations += load_repeatables(args.migrations_dir)
+    migrations = load_migrations(expand_folder) + load_repeatables(expand_folder)
     folder = args.migrations_dir or Path(str(shipped_migrations_dir()))
     squawk = locate_squawk()
     config = load_lint_config([folder.absolute(), Path.cwd()])
     from_ledger = args.database_url is not None and not args.all
     if from_ledger:
-        migrations = asyncio.run(_pending(args, migrations))
-        # A contract part is checked with its expand part, before either runs.
-        pending = {m.version for m in migrations}
-        contracts = [c for c in contracts if c.version in pending]
+        migrations, contracts = asyncio.run(_pending(args, expand_folder, migrations, contracts))
     migrations = _in_version_order(migrations + contracts)
     findings = lint_migrations(migrations, config, shown_dir=_shown(folder), squawk=squawk)
     _report(findings, migrations, as_json=args.json, from_ledger=from_ledger)
     return ExitCode.LINT_FINDINGS if findings else ExitCode.OK
 
 
-async def _pending(args: argparse.Namespace, migrations: list[Migration]) -> list[Migration]:
-    """The files the next run would apply (or resume), from the ledger: no lock, no write."""
+async def _pending(
+    args: argparse.Namespace,
+    folder: Path | None,
+    migrations: list[Migration],
+    contracts: list[Migration],
+) -> tuple[list[Migration], list[Migration]]:
+    """The files the next run would apply (or resume), and the contract parts not recorded
+    in ``schema_contracts``, from the ledger: no lock, no write."""
     from natlangchain_migrate.dsn import secrets_of
     from natlangchain_migrate.logs import configure_logging
     from natlangchain_migrate.operations import status_of
@@ -98,14 +107,30 @@ async def _pending(args: argparse.Namespace, migrations: list[Migration]) -> lis
     configure_logging(env_setting("LOG_FORMAT"), secrets=secrets_of(args.database_url))
     settings = RunSettings(
         dsn=args.database_url,
-        migrations_dir=args.migrations_dir,
+        migrations_dir=folder,
         schema=args.schema,
         connect_wait=args.wait,
     )
     plan = await status_of(settings)
     pending = {e.name for e in plan.entries if e.state in (State.PENDING, State.FAILED)}
     pending |= {e.name for e in plan.repeatables if e.state is State.PENDING}
-    return [m for m in migrations if m.name in pending]
+    done = await _contracts_applied(settings) if contracts else set()
+    return (
+        [m for m in migrations if m.name in pending],
+        [c for c in contracts if c.version not in done],
+    )
+
+
+async def _contracts_applied(settings: RunSettings) -> set[int]:
+    """The versions whose contract part ran (none before the contract ledger exists)."""
+    from natlangchain_migrate.connection import open_run_connection
+    from natlangchain_migrate.ledger import quote_ident
+
+    table = f"{quote_ident(settings.schema)}.schema_contracts"
+    async with open_run_connection(settings) as connection:
+        if await connection.conn.fetchval("SELECT to_regclass($1)::text", table) is None:
+            return set()
+        return {row[0] for row in await connection.conn.fetch(f"SELECT version FROM {table}")}
 
 
 def _in_version_order(migrations: list[Migration]) -> list[Migration]:
