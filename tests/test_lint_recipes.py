@@ -91,6 +91,16 @@ def test_every_recipe_lints_clean(recipe: str) -> None:
     assert len(result.stdout.split(".sql")) > 3  # 001, 002 and its contract part were checked
 
 
+@pytest.mark.parametrize(
+    "part",
+    sorted(str(p.relative_to(RECIPES)) for p in RECIPES.glob("*/002_*.sql")),
+)
+def test_readme_shows_each_part_as_it_is_in_examples(part: str) -> None:
+    """README's recipes are these files, word for word."""
+    sql = (RECIPES / part).read_text(encoding="utf-8").rstrip("\n")
+    assert f"```sql\n{sql}\n```" in (REPO / "README.md").read_text(encoding="utf-8")
+
+
 async def test_rename_a_column(rename_column: Releases) -> None:
     old, new = rename_column.old, rename_column.new
     old_insert = "INSERT INTO accounts (name) VALUES ($1) RETURNING id"
@@ -158,6 +168,9 @@ async def test_change_a_column_type(change_column_type: Releases) -> None:
     assert await new.fetchval("SELECT pg_typeof(view_count)::text FROM articles LIMIT 1") == (
         "bigint"
     )
+    # An insert may leave view_count out: views' default comes across.
+    default = await new.fetchval("INSERT INTO articles (title) VALUES ('new') RETURNING id")
+    assert await new.fetchval(new_read, default) == 0
     # The old column still bounds the new one until the contract part.
     with pytest.raises(asyncpg.NumericValueOutOfRangeError):
         await new.execute("UPDATE articles SET view_count = 3000000000 WHERE id = $1", from_new)

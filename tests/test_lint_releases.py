@@ -21,7 +21,7 @@ from natlangchain_migrate.lint import Finding, lint_migrations, locate_squawk
 from natlangchain_migrate.lint_config import LintConfig
 from natlangchain_migrate.lint_releases import EXPAND_RULES
 from tests.conftest import run_cli
-from tests.test_lint import findings, lint, project
+from tests.test_lint import REPO, findings, lint, project
 
 ACCOUNTS = (
     "CREATE TABLE accounts (id bigint PRIMARY KEY, name text NOT NULL, email text DEFAULT '');\n"
@@ -72,6 +72,7 @@ EXPAND_BREAKS = [
     ("ALTER TABLE accounts ADD COLUMN plan text NOT NULL;", "adding-required-field"),
     # The cases squawk leaves out, with the same rule names.
     ("ALTER TABLE accounts ADD COLUMN plan text NOT NULL DEFAULT NULL;", "adding-required-field"),
+    ("ALTER TABLE accounts ADD COLUMN code bigint PRIMARY KEY;", "adding-required-field"),
     (
         "ALTER TABLE accounts ADD COLUMN plan text;\n"
         "ALTER TABLE accounts ALTER COLUMN plan SET NOT NULL;",
@@ -125,6 +126,7 @@ SAFE_FOR_THE_OLD_RELEASE = [
     "ALTER TABLE accounts ALTER COLUMN email SET DEFAULT 'none';",
     "ALTER TABLE accounts ALTER COLUMN name DROP NOT NULL;",
     "ALTER TABLE accounts ADD CONSTRAINT email_set CHECK (email IS NOT NULL) NOT VALID;",
+    "ALTER TABLE accounts ADD CONSTRAINT accounts_email_key UNIQUE (email);",
     "CREATE TABLE plans (id bigint PRIMARY KEY, name text NOT NULL);",
     "CREATE VIEW account_names AS SELECT id, name FROM accounts;",
     "COMMENT ON COLUMN accounts.email IS 'contact';",
@@ -367,3 +369,14 @@ def test_with_a_database_contract_parts_are_pending_until_the_contract_ledger_ha
     done = lint("--migrations-dir", "migrations", "--json", cwd=tmp_path, database_url=database_url)
     assert done.returncode == ExitCode.OK, done.stderr
     assert json.loads(done.stdout) == {"checked": [], "findings": []}
+
+
+def test_readme_example_line_is_what_lint_prints(tmp_path: Path) -> None:
+    accounts = "CREATE TABLE accounts (id bigint PRIMARY KEY, name text NOT NULL);\n"
+    rename = "-- 004: display names\nALTER TABLE accounts RENAME COLUMN name TO display_name;\n"
+    project(tmp_path, {"001_accounts.sql": accounts, "004_rename.sql": rename})
+    result = lint("--migrations-dir", "migrations", cwd=tmp_path)
+    assert result.returncode == ExitCode.LINT_FINDINGS
+    (line,) = result.stdout.splitlines()
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert f"`{line}`" in readme
