@@ -145,11 +145,10 @@ def _with_release_rules(
     is fine in this file (a table the file creates; a drop in a contract part).
     """
     ours = release_findings(migration)
-    if ours is None:  # the file does not parse: squawk's syntax error says so
-        return squawks
-    owned = owned_rules(migration.filename)
+    # A file that does not parse gets squawk's syntax error and nothing of ours.
+    owned = owned_rules(migration.filename) if ours is not None else frozenset()
     starts = _line_starts(migration.sql)
-    unused = list(ours)
+    unused = list(ours or ())
     kept = []
     for finding in squawks:
         if finding.rule not in owned:

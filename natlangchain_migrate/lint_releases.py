@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from natlangchain_migrate.discovery import Migration, checksum, parse_directives
+from natlangchain_migrate.errors import ConfigurationError
 
 CONTRACT_SUFFIX = ".contract.sql"
 _CONTRACT_FILE = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9_]+)\.contract\.sql$")
@@ -134,7 +135,12 @@ def contract_parts(folder: Path) -> list[Migration]:
         match = _CONTRACT_FILE.match(path.name)
         if match is None or not path.is_file():
             continue
-        sql = path.read_bytes().decode("utf-8-sig", errors="replace")
+        try:
+            sql = path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise ConfigurationError(
+                f"{path.name}: not valid UTF-8 at byte {error.start}; save the file as UTF-8"
+            ) from error
         found.append(
             Migration(
                 version=int(match["version"]),
@@ -171,8 +177,7 @@ def release_findings(migration: Migration) -> list[ReleaseFinding] | None:
         ((kind, node),) = raw["stmt"].items()
         start = begin + _leading_comments(sql[begin:stop])
         ignored = _ignored_rules(sql, start, stop)
-        check.start = start
-        for rule, message in check.statement(kind, node):
+        for rule, message in check.statement(kind, node, start):
             if not (rule in ignored or "*" in ignored):
                 findings.append(ReleaseFinding(rule, start, stop, message))
     # A table renamed (or moved) with a view of its old name created in the same file
@@ -194,12 +199,12 @@ class _FileCheck:
         self.new_tables: set[str] = set()
         self.views: set[str] = set()
         self.moved: dict[int, str] = {}  # statement start -> the table it renames or moves
-        self.start = 0
         # Columns this file adds to a table that exists: new to readers, yet the running
         # release inserts rows without them.
         self.new_columns: dict[tuple[str, str], _Column] = {}
 
-    def statement(self, kind: str, node: dict[str, Any]) -> list[tuple[str, str]]:
+    def statement(self, kind: str, node: dict[str, Any], start: int) -> list[tuple[str, str]]:
+        """The (rule, advice) pairs for one statement starting at ``start``."""
         if kind == "ViewStmt":
             self.views.add(node["view"]["relname"])
         elif kind == "CreateStmt":
@@ -211,11 +216,11 @@ class _FileCheck:
             old = [name for name in names if name not in self.new_tables]
             return [] if self.contract else [self._drop_table(name) for name in old]
         elif kind == "RenameStmt":
-            return self._rename(node)
+            return self._rename(node, start)
         elif kind == "AlterObjectSchemaStmt" and node.get("objectType") == "OBJECT_TABLE":
             table = node["relation"]["relname"]
             if table not in self.new_tables:
-                self.moved[self.start] = table
+                self.moved[start] = table
                 return [("ban-set-schema", self._moved(f"moving table {table} to another schema"))]
         elif kind == "AlterTableStmt" and node.get("objtype") == "OBJECT_TABLE":
             table = node["relation"]["relname"]
@@ -254,13 +259,13 @@ class _FileCheck:
             self.new_columns[(table, column)] = added._replace(has_default=True)
         return None
 
-    def _rename(self, node: dict[str, Any]) -> list[tuple[str, str]]:
+    def _rename(self, node: dict[str, Any], start: int) -> list[tuple[str, str]]:
         kind = node.get("renameType")
         table = node.get("relation", {}).get("relname", "")
         if kind == "OBJECT_TABLE" and table in self.new_tables:
             self.new_tables.add(node["newname"])
         elif kind == "OBJECT_TABLE":
-            self.moved[self.start] = table
+            self.moved[start] = table
             return [("renaming-table", self._moved(f"renaming table {table}"))]
         elif kind == "OBJECT_COLUMN" and node.get("relationType") == "OBJECT_TABLE":
             old, new = node["subname"], node["newname"]

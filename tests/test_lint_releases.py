@@ -380,3 +380,16 @@ def test_readme_example_line_is_what_lint_prints(tmp_path: Path) -> None:
     (line,) = result.stdout.splitlines()
     readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
     assert f"`{line}`" in readme
+
+
+def test_a_contract_part_that_is_not_utf8_is_refused_naming_it(tmp_path: Path) -> None:
+    folder = project(tmp_path, {"001_accounts.sql": ACCOUNTS, EXPAND: "SELECT 1;\n"})
+    (folder / CONTRACT).write_bytes(b"ALTER TABLE accounts DROP COLUMN caf\xe9;\n")
+    result = lint("--migrations-dir", "migrations", cwd=tmp_path)
+    assert result.returncode == ExitCode.USAGE
+    assert f"{CONTRACT}: not valid UTF-8 at byte 36; save the file as UTF-8" in result.stderr
+
+
+def test_a_file_that_does_not_parse_gets_squawks_syntax_error_alone() -> None:
+    found = check({EXPAND: "ALTER TABLE accounts DROP COLUMN;\n"})
+    assert [f.rule for f in found] == ["syntax-error"]
