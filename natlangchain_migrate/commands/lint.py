@@ -2,8 +2,9 @@
 
 With a database (``--database-url`` or ``DATABASE_URL``) it lints what is
 pending there, read from the ledger without a lock or a write; without one, or
-with ``--all``, every file. Exit 0 when clean, 20 when squawk found something,
-21 when squawk is missing.
+with ``--all``, every file. Contract parts (``NNN_name.contract.sql``) are linted
+too, under the contract rules (lint_releases.py). Exit 0 when clean, 20 when
+something was found, 21 when squawk is missing.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Lint migrations with squawk, as the runner runs them. With a database "
         "URL, the migrations pending there; without one, or with --all, every file. Rules "
         "and PostgreSQL version: [tool.natlangchain-migrate] lint.exclude and lint.pg-version "
-        "in pyproject.toml; per file: -- natlangchain: lint-ignore RULE REASON.",
+        "in pyproject.toml; per file: -- natlangchain: lint-ignore RULE REASON; per "
+        "statement: -- squawk-ignore RULE. Expand parts (NNN_name.sql) and contract parts "
+        "(NNN_name.contract.sql) also get the rules for two releases at once (README: "
+        "Linting migrations).",
         epilog="exit codes: 0 clean, 2 bad configuration or directive, 3/7 database "
         "unreachable/refused, 20 problems found, 21 squawk missing or failed",
     )
