@@ -91,6 +91,26 @@ def test_every_recipe_lints_clean(recipe: str) -> None:
     assert len(result.stdout.split(".sql")) > 3  # 001, 002 and its contract part were checked
 
 
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.iterdir() if p.is_dir()))
+def test_every_recipe_done_in_one_step_is_flagged(recipe: str, tmp_path: Path) -> None:
+    """The contract part pasted into the expand part breaks the old release: lint says so."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (before,) = (RECIPES / recipe).glob("001_*.sql")
+    (contract,) = (RECIPES / recipe).glob("002_*.contract.sql")
+    expand = contract.with_name(contract.name.replace(".contract", ""))
+    (folder / before.name).write_text(before.read_text(encoding="utf-8"), encoding="utf-8")
+    both = expand.read_text(encoding="utf-8") + contract.read_text(encoding="utf-8")
+    (folder / expand.name).write_text(both, encoding="utf-8")
+    (tmp_path / "pyproject.toml").write_text(
+        (REPO / "pyproject.toml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    result = lint("--all", "--migrations-dir", "migrations", cwd=tmp_path)
+    assert result.returncode == ExitCode.LINT_FINDINGS, result.stdout + result.stderr
+    assert all(line.startswith(f"migrations/{expand.name}:") for line in result.stdout.splitlines())
+    assert expand.name.removesuffix(".sql") + ".contract.sql" in result.stdout
+
+
 @pytest.mark.parametrize(
     "part",
     sorted(str(p.relative_to(RECIPES)) for p in RECIPES.glob("*/002_*.sql")),
