@@ -4,7 +4,8 @@ squawk (PyPI ``squawk-cli``) parses PostgreSQL and keeps the rules; this module
 runs it the way the runner runs each file (a transactional file inside a
 transaction, a ``no-transaction`` file not), drops the rules that the runner's
 own settings satisfy, and maps squawk's 0-based lines and byte columns back to
-the file as an editor counts them.
+the file as an editor counts them. The rules for two releases at once
+(lint_releases.py) join squawk's here, one finding per statement and rule.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def locate_squawk(environ: Mapping[str, str] = os.environ, scripts_dir: str | No
 def lint_migrations(
     migrations: Sequence[Migration], config: LintConfig, *, shown_dir: str, squawk: str
 ) -> list[Finding]:
-    """squawk's findings in ``migrations``, less excluded and ignored rules, in file order.
+    """squawk's findings in ``migrations`` with the expand/contract rules' verdicts, less
+    excluded and ignored rules, in file order.
 
     One squawk process per kind of file (transactional, no-transaction), each for
     many files. ``shown_dir`` prefixes the file names in the findings.
