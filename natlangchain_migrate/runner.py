@@ -29,6 +29,7 @@ from natlangchain_migrate.plan import (
     plan_migrations,
     raise_on_drift,
     raise_on_out_of_order,
+    warn_of_future,
 )
 from natlangchain_migrate.repeatables import (
     Repeatable,
@@ -72,6 +73,7 @@ async def migrate(
     retry_delay: float = 1.0,
     progress_interval: float = 5.0,
     strict_order: bool = False,
+    refuse_future: bool = False,
 ) -> MigrationReport:
     """Apply the pending migrations; await it at API start-up or from an init container.
 
@@ -85,6 +87,9 @@ async def migrate(
     pending migrations in one transaction under a transaction-level lock, the
     mode that is safe through PgBouncer's transaction pooling. ``strict_order`` refuses
     a pending version lower than the highest applied one (OutOfOrderError).
+    Versions applied above every local file (by a newer release, during a rolling
+    deploy) are logged once as ``future_migrations`` and left alone, listed in the
+    report's ``future``; ``refuse_future`` raises FutureMigrationsError for them instead.
 
     Raises a MigrateError subclass; MigrationFailedError carries what this run
     applied before the failure.
@@ -108,6 +113,7 @@ async def migrate(
             retry_delay=retry_delay,
             progress_interval=progress_interval,
             strict_order=strict_order,
+            refuse_future=refuse_future,
         )
     )
 
@@ -230,12 +236,15 @@ async def _run_on_one_connection(
             )
             if repeatables or snapshot.repeatables:
                 plan = with_repeatables(plan, repeatables, snapshot.repeatables)
-            raise_on_drift(plan)
+            raise_on_drift(plan, refuse_future=settings.refuse_future)
+            warned: set[int] = set()
+            warn_of_future(plan, warned)
             report = MigrationReport(
                 already_applied=[entry.version for entry in plan.applied],
                 skipped=sorted(settings.skip - {entry.version for entry in plan.applied}),
                 dry_run=settings.dry_run,
             )
+            report.future = [entry.version for entry in plan.future]
             if not plan.pending:
                 return report, False
             log.info(
@@ -255,8 +264,9 @@ async def _run_on_one_connection(
             from natlangchain_migrate.apply import apply_pending
 
             report.applied = await apply_pending(
-                connection, ledger, migrations, settings, repeatables
+                connection, ledger, migrations, settings, repeatables, warned_future=warned
             )
+            report.future = sorted(warned)
             return report, True
         except Exception as error:
             if isinstance(error, ConnectionLostError) or not (
