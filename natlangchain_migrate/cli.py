@@ -450,7 +450,7 @@ def _print_status(plan: MigrationPlan, *, as_json: bool) -> int:
             if entry.state is State.PENDING and entry.row is not None:
                 note = " (changed since applied)"
             elif entry.state is State.MISSING:
-                note = " (file gone; ignored by runs, --repair forgets it)"
+                note = " (no file here: removed, or a newer release's; ignored by runs)"
             print(f"  {_MARKS[entry.state]} {entry.name}: {entry.state.value}{note}")
     return ExitCode.OK
 
