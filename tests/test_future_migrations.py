@@ -18,12 +18,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
 from harness.sql import execute as sql_execute
 from natlangchain_migrate import DriftError, migrate, repair, run_migrations, status
+from natlangchain_migrate.discovery import checksum
 from natlangchain_migrate.errors import ExitCode, FutureMigrationsError
+from natlangchain_migrate.locks import default_namespace, lock_key
 from natlangchain_migrate.plan import State
 from tests.conftest import (
     ledger_rows,
@@ -190,6 +193,44 @@ def test_old_and_new_started_together_on_a_fresh_database_both_succeed(
             _no_repair_advice(*(err for _, err in outputs))
         finally:
             asyncio.run(sql_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.mark.anyio
+async def test_an_old_replica_waiting_for_the_lock_warns_once_when_the_new_one_finishes(
+    database_url: str, new: Path, old: Path
+) -> None:
+    """The race's other branch, made certain: the old release plans 003, waits for the lock
+    the new one holds, and finds 003 and 004 applied when it gets its turn."""
+    await migrate(database_url, migrations_dir=new, target=2)
+    holder = await asyncpg.connect(database_url)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", lock_key(default_namespace("public")))
+        with capture_logs() as events:
+            waiting = asyncio.create_task(migrate(database_url, migrations_dir=old))
+            while not any(e["event"] == "migration_plan" for e in events):
+                await asyncio.sleep(0.01)
+            assert not waiting.done()
+            async with holder.transaction():  # what the new release does under the lock
+                for version in (3, 4):
+                    sql = (new / f"{version:03d}_t{version}.sql").read_text()
+                    await holder.execute(sql)
+                    await holder.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum) "
+                        "VALUES ($1, $2, $3)",
+                        version,
+                        f"{version:03d}_t{version}",
+                        checksum(sql),
+                    )
+            await holder.execute("SELECT pg_advisory_unlock_all()")
+            report = await waiting
+    finally:
+        await holder.close()
+    assert report.applied == []
+    assert report.future == [4]
+    warnings = [e for e in events if e["event"] == "future_migrations"]
+    assert [e["versions"] for e in warnings] == [[4]]
+    assert [r["version"] for r in await ledger_rows(database_url)] == [1, 2, 3, 4]
+    assert await migration_locks_held(database_url) == 0
 
 
 # --- a rollout undone ------------------------------------------------------------------
