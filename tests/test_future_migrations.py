@@ -207,7 +207,9 @@ async def test_an_old_replica_waiting_for_the_lock_warns_once_when_the_new_one_f
         await holder.execute("SELECT pg_advisory_lock($1)", lock_key(default_namespace("public")))
         with capture_logs() as events:
             waiting = asyncio.create_task(migrate(database_url, migrations_dir=old))
-            while not any(e["event"] == "migration_plan" for e in events):
+            for _ in range(3000):  # until it has planned 003 and waits for the lock
+                if any(e["event"] == "migration_plan" for e in events):
+                    break
                 await asyncio.sleep(0.01)
             assert not waiting.done()
             async with holder.transaction():  # what the new release does under the lock
