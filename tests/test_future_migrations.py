@@ -27,6 +27,7 @@ from natlangchain_migrate import DriftError, migrate, repair, run_migrations, st
 from natlangchain_migrate.discovery import checksum
 from natlangchain_migrate.errors import ExitCode, FutureMigrationsError
 from natlangchain_migrate.locks import default_namespace, lock_key
+from natlangchain_migrate.manifest import write_manifest
 from natlangchain_migrate.plan import State
 from tests.conftest import (
     ledger_rows,
@@ -104,6 +105,18 @@ def test_an_old_replica_restarting_after_the_new_one_migrated_exits_0_and_warns_
     _no_repair_advice(result.stdout, result.stderr)
     assert _versions(ahead) == [1, 2, 3, 4]
     assert asyncio.run(migration_locks_held(ahead)) == 0
+
+
+def test_an_old_release_with_a_checksum_manifest_leaves_its_fast_path_and_warns(
+    ahead: str, old: Path
+) -> None:
+    """The shipped migrations carry migrations.sum: the ledger's digest then differs from
+    the manifest's, the run reads the files, and the database is ahead, not drifted."""
+    write_manifest(old)
+    result = _cli(old, ahead)
+    assert result.returncode == 0, result.stderr
+    assert [e["versions"] for e in _events(result, "future_migrations")] == [[4]]
+    assert _events(result, "up_to_date")
 
 
 @pytest.mark.anyio
