@@ -19,26 +19,29 @@ pause, in both modes, by one helper.
 
 from __future__ import annotations
 
-import asyncio
-import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TypeVar
 
 import asyncpg
 
 from natlangchain_migrate import telemetry
+from natlangchain_migrate.attempt import (
+    RESET_SETTINGS_SQL,
+    Attempts,
+    Blocked,
+    read_server_facts,
+    settings_sql,
+)
 from natlangchain_migrate.connection import (
     RunConnection,
     application_name,
     cleanup_scope,
     end_interrupted_transaction,
-    is_connection_lost,
 )
 from natlangchain_migrate.discovery import Migration
-from natlangchain_migrate.durations import ms_since, seconds
+from natlangchain_migrate.durations import ms_since
 from natlangchain_migrate.errors import (
     InvalidIndexError,
     LockRetriesExhaustedError,
@@ -50,32 +53,23 @@ from natlangchain_migrate.errors import (
 from natlangchain_migrate.events import log
 from natlangchain_migrate.failures import (
     EFFECT_ALREADY_THERE,
-    connection_lost,
-    lock_retries_exhausted,
     migration_failed,
-    privilege_missing,
     resumed_statement_already_done,
 )
-from natlangchain_migrate.ledger import Ledger, LedgerSnapshot, quote_ident
+from natlangchain_migrate.ledger import Ledger, LedgerSnapshot
 from natlangchain_migrate.locks import LockNoLongerNeeded, holding, migration_lock
+from natlangchain_migrate.pending import Sources, decide, face_future, plan_of
 from natlangchain_migrate.plan import (
     MigrationPlan,
-    plan_migrations,
-    raise_on_drift,
-    raise_on_out_of_order,
-    warn_of_future,
 )
-from natlangchain_migrate.repeatables import Repeatable, is_repeatable, version_of, with_repeatables
+from natlangchain_migrate.repeatables import is_repeatable, version_of
 from natlangchain_migrate.results import MigrationResult
-from natlangchain_migrate.settings import RunSettings
+from natlangchain_migrate.settings import CallArguments, LockMode, RunnerOptions, ServerFacts
+from natlangchain_migrate.sqltext import quote_ident
 from natlangchain_migrate.statements import Statement, split_statements
-from natlangchain_migrate.watch import Watcher
 
 T = TypeVar("T")
 
-_RESET_SETTINGS = (
-    "RESET lock_timeout; RESET statement_timeout; RESET search_path; RESET synchronous_commit"
-)
 _INDEX_STATE_QUERY = """
 SELECT format('%I.%I', n.nspname, c.relname) AS name, i.indisvalid AS valid
 FROM pg_class c
@@ -88,9 +82,9 @@ WHERE c.relname = $1 AND n.nspname = coalesce($2, current_schema())
 async def apply_pending(
     connection: RunConnection,
     ledger: Ledger,
-    migrations: Sequence[Migration],
-    settings: RunSettings,
-    repeatables: Sequence[Repeatable] = (),
+    sources: Sources,
+    options: RunnerOptions,
+    call: CallArguments,
     *,
     warned_future: set[int] | None = None,
 ) -> list[MigrationResult]:
@@ -98,63 +92,19 @@ async def apply_pending(
     migrations, then the new or changed repeatables); return what this run applied, in
     order. A waiter that sees the work done by another runner leaves without the lock and
     returns nothing. ``warned_future`` holds the future versions the run has warned of;
-    a newer release's rows that appear while we wait are warned of once and added."""
-    settings = settings._replace(
-        extension_schemas=await extension_schemas(connection.conn, settings.schema)
-    )
-    applier = _Applier(connection, ledger, migrations, settings, repeatables)
+    a newer release's rows that appear meanwhile are warned of once and added."""
+    facts = await read_server_facts(connection.conn, options.schema)
+    applier = _Applier(connection, ledger, sources, options, call, facts)
     if warned_future is not None:
         applier.warned_future = warned_future
     try:
-        if settings.transaction_pooling:
+        if options.transaction_pooling:
             await applier.apply_in_one_transaction()
         else:
             await applier.apply_each()
     except LockNoLongerNeeded:
         log.info("applied_by_another_runner", lock_key=applier.lock.key)
     return applier.applied
-
-
-async def extension_schemas(conn: asyncpg.Connection, schema: str) -> tuple[str, ...]:
-    """Where the database's extensions live, other than ``schema`` and pg_catalog."""
-    rows = await conn.fetch(
-        "SELECT DISTINCT n.nspname FROM pg_extension e "
-        "JOIN pg_namespace n ON n.oid = e.extnamespace "
-        "WHERE n.nspname NOT IN ('pg_catalog', $1) ORDER BY 1",
-        schema,
-    )
-    return tuple(row["nspname"] for row in rows)
-
-
-def retry_pause(settings: RunSettings, attempt: int) -> float:
-    """Seconds to wait after failed attempt ``attempt``: doubling, with +-50% jitter."""
-    return float(settings.retry_delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
-
-
-def settings_sql(
-    migration: Migration, settings: RunSettings, *, local: bool, durable: bool = True
-) -> str:
-    """The SET statements a migration runs under (file directives beat run settings)."""
-    scope = "SET LOCAL" if local else "SET"
-    lock_timeout = migration.directives.lock_timeout or settings.pg_lock_timeout
-    statement_timeout = migration.directives.statement_timeout or settings.statement_timeout
-    parts = [
-        f"{scope} lock_timeout = '{lock_timeout}'",
-        f"{scope} statement_timeout = '{statement_timeout or 0}'",
-        f"{scope} search_path = {settings.search_path}",
-    ]
-    if not durable:
-        parts.append(f"{scope} synchronous_commit = off")
-    return "; ".join(parts) + ";\n"
-
-
-class _Blocked(Exception):
-    """An attempt cancelled by lock_timeout (55P03); rolled back, to be tried again."""
-
-    def __init__(self, migration: Migration, blockers: Sequence[dict[str, object]]) -> None:
-        super().__init__(migration.name)
-        self.migration = migration
-        self.blockers = blockers
 
 
 class _StatementRun:
@@ -180,7 +130,7 @@ class _StatementRun:
         # The journal step, prepared on our session for this file's run; a name of its
         # own, so a pooled connection that kept an earlier one can never clash.
         self.step_name = f"natlangchain_migrate_step_{secrets.token_hex(4)}"
-        self.cleanup = f"{_RESET_SETTINGS}; DEALLOCATE {self.step_name}"
+        self.cleanup = f"{RESET_SETTINGS_SQL}; DEALLOCATE {self.step_name}"
         self.recorded = False
 
     def resumed_at(self, number: int) -> bool:
@@ -203,26 +153,32 @@ class _Applier:
         self,
         connection: RunConnection,
         ledger: Ledger,
-        migrations: Sequence[Migration],
-        settings: RunSettings,
-        repeatables: Sequence[Repeatable] = (),
+        sources: Sources,
+        options: RunnerOptions,
+        call: CallArguments,
+        facts: ServerFacts,
     ) -> None:
         self.connection = connection
         self.conn = connection.conn
         self.ledger = ledger
-        self.migrations = migrations
-        self.repeatables = repeatables
-        self.settings = settings
+        self.sources = sources
+        self.options = options
+        self.call = call
+        self.execution = options.execution
+        self.search_path = facts.search_path(options.schema)
         self.applied_by = application_name()
         self.applied: list[MigrationResult] = []
         self.warned_future: set[int] = set()
-        self.lock = migration_lock(self.conn, settings, unless=self._nothing_left)
+        self.lock = migration_lock(self.conn, options, unless=self._nothing_left)
+        self.attempts = Attempts(
+            connection, options.execution, schema=options.schema, applied=self.applied
+        )
 
     # --- the two lock modes ---------------------------------------------------------
 
     async def apply_each(self) -> None:
         """Session lock: each migration in its own transaction (or statement by statement)."""
-        async with holding(self.lock, "session"):
+        async with holding(self.lock, LockMode.SESSION):
             plan = await self._ensure_and_replan()
             for number, migration in enumerate(plan.pending, start=1):
                 _log_applying(migration, number, len(plan.pending))
@@ -232,7 +188,9 @@ class _Applier:
                         if migration.directives.no_transaction:
                             duration = await self._apply_statements(migration, plan, last=last)
                         else:
-                            duration = await self._retrying(partial(self._file, migration, last))
+                            duration = await self.attempts.retrying(
+                                partial(self._file, migration, last)
+                            )
                     except MigrationFailedError as error:
                         _log_failed(migration, error)
                         raise
@@ -246,7 +204,7 @@ class _Applier:
 
         async def batch() -> list[MigrationResult]:
             done: list[MigrationResult] = []
-            async with holding(self.lock, "transaction"):
+            async with holding(self.lock, LockMode.TRANSACTION):
                 plan = await self._ensure_and_replan()
                 for number, migration in enumerate(plan.pending, start=1):
                     _log_applying(migration, number, len(plan.pending))
@@ -261,9 +219,9 @@ class _Applier:
             return done
 
         try:
-            results = await self._retrying(batch)
+            results = await self.attempts.retrying(batch)
         except LockRetriesExhaustedError as error:  # the others were logged where they arose
-            files = [*self.migrations, *self.repeatables]
+            files = [*self.sources.migrations, *self.sources.repeatables]
             _log_failed(next(m for m in files if m.filename == error.location), error)
             raise
         for result in results:
@@ -271,26 +229,14 @@ class _Applier:
 
     # --- planning under the lock ----------------------------------------------------
 
-    def _replan(self, snapshot: LedgerSnapshot) -> MigrationPlan:
-        plan = plan_migrations(
-            self.migrations,
-            snapshot.rows,
-            target=self.settings.target_version,
-            skip=self.settings.skip,
-        )
-        if not self.settings.refuse_future:  # else _nothing_left or the replan refuses them
-            warn_of_future(plan, self.warned_future)
-        return with_repeatables(plan, self.repeatables, snapshot.repeatables)
-
     async def _read(self) -> LedgerSnapshot:
-        return await self.ledger.read(self.conn, repeatables=bool(self.repeatables))
+        return await self.ledger.read(self.conn, repeatables=bool(self.sources.repeatables))
 
     async def _nothing_left(self) -> bool:
         """While waiting for the lock: has another runner applied everything? (A newer
-        release's, when future rows are refused, is refused here.)"""
-        plan = self._replan(await self._read())
-        if self.settings.refuse_future and plan.future:
-            raise_on_drift(plan, refuse_future=True)
+        release's rows are warned of, or refused, here too.)"""
+        plan = plan_of(self.sources, await self._read(), self.call)
+        face_future(plan, refuse=self.options.refuse_future, warned=self.warned_future)
         return not plan.pending
 
     async def _ensure_and_replan(self) -> MigrationPlan:
@@ -300,7 +246,7 @@ class _Applier:
             added = await self.ledger.ensure(self.conn)
         except asyncpg.InsufficientPrivilegeError as error:
             role = await self.conn.fetchval("SELECT current_user")
-            schema = quote_ident(self.settings.schema)
+            schema = quote_ident(self.options.schema)
             raise PrivilegeError(
                 f"role {role} may not create the ledger {self.ledger.table}: {error}. Create "
                 f"the schema and let the role use it (CREATE SCHEMA IF NOT EXISTS {schema}; "
@@ -308,13 +254,17 @@ class _Applier:
             ) from error
         if added:
             log.info("ledger_adopted", columns_added=added)
-        if self.repeatables:
+        if self.sources.repeatables:
             await self.ledger.ensure_repeatables(self.conn)
-        plan = self._replan(await self._read())
-        raise_on_drift(plan, refuse_future=self.settings.refuse_future)
-        if self.settings.strict_order:  # another runner may have applied a higher one
-            raise_on_out_of_order(plan)
-        return plan
+        # Decided again: another runner may have applied something (a higher version too).
+        return decide(
+            self.sources,
+            await self._read(),
+            self.call,
+            strict_order=self.options.strict_order,
+            refuse_future=self.options.refuse_future,
+            warned=self.warned_future,
+        )
 
     # --- transactional files --------------------------------------------------------
 
@@ -326,11 +276,13 @@ class _Applier:
         crash before then can only lose whole migrations (file and row together),
         which the next run applies.
         """
-        prefix = "BEGIN;\n" + settings_sql(migration, self.settings, local=True, durable=last)
+        prefix = "BEGIN;\n" + settings_sql(
+            migration, self.execution, self.search_path, local=True, durable=last
+        )
         script = f"{prefix}{self._file_and_record(migration)};\nCOMMIT;"
         started = time.monotonic()
         try:
-            await self._send(migration, script)
+            await self.attempts.send(migration, script)
         except asyncpg.PostgresError as error:
             raise await self._failure(migration, error, offset=-len(prefix)) from error
         if self.conn.is_in_transaction():
@@ -344,10 +296,10 @@ class _Applier:
 
     async def _file_in_open_transaction(self, migration: Migration) -> float:
         """The file and its ledger row inside the batch's open transaction."""
-        prefix = settings_sql(migration, self.settings, local=True)
+        prefix = settings_sql(migration, self.execution, self.search_path, local=True)
         started = time.monotonic()
         try:
-            await self._send(
+            await self.attempts.send(
                 migration, prefix + self._file_and_record(migration), in_open_transaction=True
             )
         except asyncpg.PostgresError as error:
@@ -389,7 +341,7 @@ class _Applier:
         )
         _warn_if_edited_since_failure(plan, migration, run.done)
         await self.conn.execute(
-            settings_sql(migration, self.settings, local=False, durable=False)
+            settings_sql(migration, self.execution, self.search_path, local=False, durable=False)
             + self.ledger.prepare_advance(run.step_name)
         )
         try:
@@ -404,7 +356,7 @@ class _Applier:
             while run.done < len(statements):
                 if run.next_runs_alone():
                     number = run.done + 1
-                    await self._retrying(
+                    await self.attempts.retrying(
                         partial(
                             self._statement_on_its_own,
                             migration,
@@ -416,7 +368,7 @@ class _Applier:
                     run.done = number
                     run.has_row = True
                 else:
-                    await self._retrying(partial(self._blocks, run))
+                    await self.attempts.retrying(partial(self._blocks, run))
             if not run.recorded:
                 await self._complete(run, durable=last)
         except BaseException:
@@ -461,8 +413,8 @@ class _Applier:
         try:
             # The file's last block carries the session's clean-up along: no extra trip.
             tail = f"{run.cleanup};\n" if end == len(statements) else ""
-            await self._send(migration, "".join(blocks) + tail, journalled=True)
-        except _Blocked:
+            await self.attempts.send(migration, "".join(blocks) + tail, journalled=True)
+        except Blocked:
             run.done = await self._journalled(migration)
             raise
         except asyncpg.PostgresError as error:
@@ -511,7 +463,7 @@ class _Applier:
             )
         else:
             try:
-                await self._send(
+                await self.attempts.send(
                     migration,
                     statement.text,
                     journalled=True,
@@ -570,44 +522,6 @@ class _Applier:
 
     # --- sending, and what an error means -------------------------------------------
 
-    async def _send(
-        self,
-        migration: Migration,
-        script: str,
-        *,
-        in_open_transaction: bool = False,
-        journalled: bool = False,
-        index_name: str | None = None,
-    ) -> None:
-        """Send one message with a watcher beside it.
-
-        Raises _Blocked for a lock_timeout, ConnectionLostError for a dead connection,
-        else the server's error, with any transaction the message opened rolled back
-        (unless it runs inside the batch's ``in_open_transaction``).
-        """
-        lock_timeout = migration.directives.lock_timeout or self.settings.pg_lock_timeout
-        watcher = Watcher(
-            self.connection,
-            lock_timeout_s=seconds(lock_timeout),
-            progress_interval=self.settings.progress_interval,
-            index_name=index_name,
-            migration=(migration.version, migration.name),
-        )
-        try:
-            await watcher.watch(lambda: self.conn.execute(script))
-        except Exception as error:
-            if is_connection_lost(error) or self.conn.is_closed():
-                raise connection_lost(
-                    migration, error, applied=self.applied, journalled=journalled
-                ) from error
-            if not isinstance(error, asyncpg.PostgresError):
-                raise
-            if not in_open_transaction and self.conn.is_in_transaction():
-                await self.conn.execute("ROLLBACK")
-            if isinstance(error, asyncpg.LockNotAvailableError):
-                raise _Blocked(migration, watcher.blockers) from error
-            raise
-
     async def _failure(
         self,
         migration: Migration,
@@ -618,30 +532,10 @@ class _Applier:
         resumed: bool = False,
     ) -> MigrateError:
         """What a server error in a migration means, as the error to raise."""
-        if isinstance(error, asyncpg.InsufficientPrivilegeError):
-            return await self._privilege_failure(migration, error, offset)
         if statement is None:
-            return migration_failed(migration, error, offset=offset, applied=self.applied)
+            return await self.attempts.failure(migration, error, offset=offset)
         return await self._statement_failed(
             migration, error, offset=offset, statement=statement, resumed=resumed
-        )
-
-    async def _privilege_failure(
-        self, migration: Migration, error: asyncpg.PostgresError, offset: int
-    ) -> MigrateError:
-        (row,) = await self.conn.fetch(
-            "SELECT current_user AS role, current_database() AS database, "
-            "ARRAY(SELECT unnest($1::text[]) EXCEPT SELECT extname FROM pg_extension) AS missing",
-            [requirement.name for requirement in migration.directives.requires_extensions],
-        )
-        return privilege_missing(
-            migration,
-            error,
-            offset=offset,
-            role=row["role"],
-            database=row["database"],
-            schema=self.settings.schema,
-            missing_extensions=sorted(row["missing"]),
         )
 
     async def _statement_failed(
@@ -680,32 +574,6 @@ class _Applier:
             applied_by=self.applied_by,
         )
         return failure
-
-    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run ``attempt``; after a lock_timeout, pause (growing, jittered) and run it again,
-        ``lock_retries`` times at most."""
-        attempts = self.settings.lock_retries + 1
-        number = 1
-        while True:
-            try:
-                return await attempt()
-            except _Blocked as blocked:
-                if number == attempts:
-                    raise lock_retries_exhausted(
-                        blocked.migration, attempts, blocked.blockers, self.applied
-                    ) from blocked.__cause__
-                pause = retry_pause(self.settings, number)
-                log.warning(
-                    "migration_lock_timeout",
-                    version=blocked.migration.version,
-                    name=blocked.migration.name,
-                    attempt=number,
-                    of=attempts,
-                    retry_in_s=round(pause, 2),
-                    blockers=list(blocked.blockers),
-                )
-                await asyncio.sleep(pause)
-                number += 1
 
     def _applied(self, result: MigrationResult) -> None:
         self.applied.append(result)

@@ -12,6 +12,7 @@ import asyncpg
 
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.plan import AppliedMigration
+from natlangchain_migrate.sqltext import literal, quote_ident
 
 REPEATABLES_TABLE = "schema_repeatables"
 # applied_by of a row written by ``baseline``: recorded, never run.
@@ -26,16 +27,6 @@ _ADDED_COLUMNS = {
     "statements_done": "integer NOT NULL DEFAULT 0",
     "last_error": "text",
 }
-
-
-def quote_ident(name: str) -> str:
-    """Quote an identifier the way PostgreSQL's quote_ident does."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def literal(text: str) -> str:
-    """A string literal that means the same whatever standard_conforming_strings says."""
-    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 class LedgerSnapshot:
@@ -334,7 +325,11 @@ class Ledger:
 
     async def remove(self, conn: asyncpg.Connection, version: int) -> None:
         """Delete a version's row (rollback)."""
-        await conn.execute(f"DELETE FROM {self.table} WHERE version = $1", version)
+        await conn.execute(self.remove_sql(version))
+
+    def remove_sql(self, version: int) -> str:
+        """The DELETE of a version's row, to send with its down file in one message."""
+        return f"DELETE FROM {self.table} WHERE version = {int(version)}"
 
     async def set_checksum(self, conn: asyncpg.Connection, version: int, value: str) -> None:
         """Store a file's current checksum for an applied version (repair)."""

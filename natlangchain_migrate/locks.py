@@ -23,6 +23,7 @@ from asyncpg.transaction import Transaction
 
 from natlangchain_migrate import telemetry
 from natlangchain_migrate.connection import (
+    RunConnection,
     cleanup_scope,
     despite_cancellation,
     end_interrupted_transaction,
@@ -30,12 +31,7 @@ from natlangchain_migrate.connection import (
 )
 from natlangchain_migrate.errors import LockLostError, LockTimeoutError
 from natlangchain_migrate.events import log
-from natlangchain_migrate.settings import RunSettings
-
-# "session": a session-level lock held across one transaction per migration.
-# "transaction": a transaction-level lock inside the one transaction that holds every
-# pending migration, the mode that works through PgBouncer's transaction pooling.
-LOCK_MODES = ("session", "transaction")
+from natlangchain_migrate.settings import LockMode, RunnerOptions
 
 NOTIFY_CHANNEL = "natlangchain_migrate_lock"
 
@@ -68,7 +64,7 @@ class LockNoLongerNeeded(Exception):
 
 def migration_lock(
     conn: asyncpg.Connection,
-    settings: RunSettings,
+    options: RunnerOptions,
     *,
     unless: Callable[[], Awaitable[bool]] | None = None,
 ) -> AdvisoryLock:
@@ -76,22 +72,22 @@ def migration_lock(
     PgBouncer's transaction pooling)."""
     return AdvisoryLock(
         conn,
-        lock_key(settings.lock_namespace or default_namespace(settings.schema)),
-        timeout=settings.lock_wait,
-        listen=not settings.transaction_pooling,
+        lock_key(options.lock.namespace or default_namespace(options.schema)),
+        timeout=options.lock.wait,
+        listen=not options.transaction_pooling,
         unless=unless,
     )
 
 
 @asynccontextmanager
-async def holding(lock: AdvisoryLock, lock_mode: str) -> AsyncIterator[None]:
+async def holding(lock: AdvisoryLock, lock_mode: LockMode) -> AsyncIterator[None]:
     """Hold the lock around a piece of work (applying, rolling back, repairing).
 
     ``session`` mode: the session lock, released on the way out, shielded from
     cancellation. ``transaction`` mode: the work runs inside the transaction that
     holds the lock, committed on success and rolled back on error.
     """
-    if lock_mode == "transaction":
+    if lock_mode is LockMode.TRANSACTION:
         with telemetry.lock_wait_span(lock.key, lock_mode, LockNoLongerNeeded):
             transaction, waited_ms = await lock.acquire_in_transaction()
         log.info("lock_acquired", lock_key=lock.key, waited_ms=waited_ms, mode="transaction")
@@ -129,15 +125,17 @@ async def holding(lock: AdvisoryLock, lock_mode: str) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def locked_connection(settings: RunSettings) -> AsyncIterator[asyncpg.Connection]:
+async def locked_connection(
+    options: RunnerOptions, *, dry_run: bool = False
+) -> AsyncIterator[RunConnection]:
     """The run's connection, holding the migration lock for a short piece of work
-    (rollback, repair); a dry run takes no lock."""
-    async with open_run_connection(settings) as connection:
-        if settings.dry_run:
-            yield connection.conn
+    (rollback, repair, baseline); a dry run takes no lock."""
+    async with open_run_connection(options) as connection:
+        if dry_run:
+            yield connection
             return
-        async with holding(migration_lock(connection.conn, settings), settings.lock_mode):
-            yield connection.conn
+        async with holding(migration_lock(connection.conn, options), options.lock.mode):
+            yield connection
 
 
 class LockHolder(NamedTuple):

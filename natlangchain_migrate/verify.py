@@ -29,17 +29,17 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import anyio
 import asyncpg
 
-from natlangchain_migrate import preflight, runner
+from natlangchain_migrate import preflight
 from natlangchain_migrate.connection import connect
 from natlangchain_migrate.discovery import Migration, load_migrations, shipped_migrations_dir
 from natlangchain_migrate.dsn import as_url
 from natlangchain_migrate.durations import ms_since
 from natlangchain_migrate.errors import PrivilegeError, SchemaNotRestoredError
 from natlangchain_migrate.events import log
-from natlangchain_migrate.ledger import quote_ident
+from natlangchain_migrate.migrator import Migrator
 from natlangchain_migrate.schema_dump import describe_schema
-from natlangchain_migrate.settings import RunSettings
-from natlangchain_migrate.undo import roll_back
+from natlangchain_migrate.settings import RunnerOptions
+from natlangchain_migrate.sqltext import quote_ident
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -66,35 +66,30 @@ class VerifyReport(NamedTuple):
     duration_ms: float
 
 
-async def verify_down_files(settings: RunSettings, *, server_dsn: str) -> VerifyReport:
-    """Check every down file in ``settings.migrations_dir`` on a scratch database on the
+async def verify_down_files(options: RunnerOptions, *, server_dsn: str) -> VerifyReport:
+    """Check every down file in ``options.migrations_dir`` on a scratch database on the
     server of ``server_dsn`` (a database there that the role may connect to).
 
     Raises SchemaNotRestoredError at the first difference (or missing down file), and
     the runner's own errors when a migration or down file fails to run.
     """
     started = time.monotonic()
-    migrations = load_migrations(settings.migrations_dir)
-    preflight.check_settings(migrations, settings)
+    migrations = load_migrations(options.migrations_dir)
+    preflight.check_settings(migrations, options)
     _refuse_missing_down_files(migrations)
     with tempfile.TemporaryDirectory(prefix="nlcm-verify-") as copy:
         # Repeatables (R__) have no down files and belong to no version: the scratch runs
         # use a copy of the versioned files alone, so that none runs between the steps.
-        versioned = _versioned_copy(settings.migrations_dir, Path(copy))
-        async with scratch_database(server_dsn, wait=settings.connect_wait) as (
+        versioned = _versioned_copy(options.migrations_dir, Path(copy))
+        async with scratch_database(server_dsn, wait=options.connect_wait) as (
             name,
             scratch_dsn,
         ):
             log.info("verify_started", scratch_database=name, migrations=len(migrations))
-            scratch = settings._replace(
-                dsn=scratch_dsn,
-                pool=None,
-                target_version=None,
-                skip=frozenset(),
-                dry_run=False,
-                migrations_dir=versioned,
+            on_scratch = Migrator.of(
+                options._replace(dsn=scratch_dsn, pool=None, migrations_dir=versioned)
             )
-            verified = await _verify_on(scratch, scratch_dsn, load_migrations(versioned))
+            verified = await _verify_on(on_scratch, scratch_dsn, load_migrations(versioned))
     report = VerifyReport(name, verified, ms_since(started))
     log.info("verify_done", verified=len(verified), duration_ms=report.duration_ms)
     return report
@@ -130,29 +125,29 @@ class _Scratch:
     """The scratch database: our runner and rollback on it, and a connection that
     describes its schema."""
 
-    def __init__(self, settings: RunSettings, conn: asyncpg.Connection) -> None:
-        self.settings = settings
+    def __init__(self, migrator: Migrator, conn: asyncpg.Connection) -> None:
+        self.migrator = migrator
         self.conn = conn
 
     async def describe(self) -> str:
-        return await describe_schema(self.conn, ledger_schema=self.settings.schema)
+        return await describe_schema(self.conn, ledger_schema=self.migrator.options.schema)
 
     async def apply_up_to(self, version: int) -> None:
-        await runner.run(self.settings._replace(target_version=version))
+        await self.migrator.up(version)
 
     async def undo_newest(self) -> None:
-        await roll_back(self.settings, steps=1)
+        await self.migrator.rollback(steps=1)
 
 
 async def _verify_on(
-    settings: RunSettings, scratch_dsn: str, migrations: Sequence[Migration]
+    migrator: Migrator, scratch_dsn: str, migrations: Sequence[Migration]
 ) -> list[VerifiedMigration]:
     """Apply one by one, describing each state; then newest first: down, up again, down
     again, each compared with the state it must give."""
     conn = await connect(scratch_dsn)
     try:
-        await _install_prerequisites(conn, migrations, settings.schema)
-        scratch = _Scratch(settings, conn)
+        await _install_prerequisites(conn, migrations, migrator.options.schema)
+        scratch = _Scratch(migrator, conn)
         schemas = [await scratch.describe()]
         for migration in migrations:
             await scratch.apply_up_to(migration.version)
