@@ -75,13 +75,6 @@ class Migrator:
             execution=execution or ExecutionOptions(),
         )
 
-    @classmethod
-    def of(cls, options: RunnerOptions) -> Migrator:
-        """A Migrator holding ``options`` as they are (verify's scratch runs)."""
-        migrator = cls.__new__(cls)
-        migrator.options = options
-        return migrator
-
     async def up(
         self, target: int | None = None, *, skip: Collection[int] = (), dry_run: bool = False
     ) -> MigrationReport:

@@ -29,16 +29,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import anyio
 import asyncpg
 
-from natlangchain_migrate import preflight
+from natlangchain_migrate import preflight, runner, undo
 from natlangchain_migrate.connection import connect
 from natlangchain_migrate.discovery import Migration, load_migrations, shipped_migrations_dir
 from natlangchain_migrate.dsn import as_url
 from natlangchain_migrate.durations import ms_since
 from natlangchain_migrate.errors import PrivilegeError, SchemaNotRestoredError
 from natlangchain_migrate.events import log
-from natlangchain_migrate.migrator import Migrator
 from natlangchain_migrate.schema_dump import describe_schema
-from natlangchain_migrate.settings import RunnerOptions
+from natlangchain_migrate.settings import CallArguments, RunnerOptions
 from natlangchain_migrate.sqltext import quote_ident
 
 if TYPE_CHECKING:
@@ -86,9 +85,7 @@ async def verify_down_files(options: RunnerOptions, *, server_dsn: str) -> Verif
             scratch_dsn,
         ):
             log.info("verify_started", scratch_database=name, migrations=len(migrations))
-            on_scratch = Migrator.of(
-                options._replace(dsn=scratch_dsn, pool=None, migrations_dir=versioned)
-            )
+            on_scratch = options._replace(dsn=scratch_dsn, pool=None, migrations_dir=versioned)
             verified = await _verify_on(on_scratch, scratch_dsn, load_migrations(versioned))
     report = VerifyReport(name, verified, ms_since(started))
     log.info("verify_done", verified=len(verified), duration_ms=report.duration_ms)
@@ -125,29 +122,29 @@ class _Scratch:
     """The scratch database: our runner and rollback on it, and a connection that
     describes its schema."""
 
-    def __init__(self, migrator: Migrator, conn: asyncpg.Connection) -> None:
-        self.migrator = migrator
+    def __init__(self, options: RunnerOptions, conn: asyncpg.Connection) -> None:
+        self.options = options
         self.conn = conn
 
     async def describe(self) -> str:
-        return await describe_schema(self.conn, ledger_schema=self.migrator.options.schema)
+        return await describe_schema(self.conn, ledger_schema=self.options.schema)
 
     async def apply_up_to(self, version: int) -> None:
-        await self.migrator.up(version)
+        await runner.up(self.options, CallArguments(target_version=version))
 
     async def undo_newest(self) -> None:
-        await self.migrator.rollback(steps=1)
+        await undo.rollback(self.options, steps=1)
 
 
 async def _verify_on(
-    migrator: Migrator, scratch_dsn: str, migrations: Sequence[Migration]
+    options: RunnerOptions, scratch_dsn: str, migrations: Sequence[Migration]
 ) -> list[VerifiedMigration]:
     """Apply one by one, describing each state; then newest first: down, up again, down
     again, each compared with the state it must give."""
     conn = await connect(scratch_dsn)
     try:
-        await _install_prerequisites(conn, migrations, migrator.options.schema)
-        scratch = _Scratch(migrator, conn)
+        await _install_prerequisites(conn, migrations, options.schema)
+        scratch = _Scratch(options, conn)
         schemas = [await scratch.describe()]
         for migration in migrations:
             await scratch.apply_up_to(migration.version)
