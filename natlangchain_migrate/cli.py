@@ -477,7 +477,8 @@ def _local_count(plan: MigrationPlan) -> int:
 
 
 def _future_note(plan: MigrationPlan) -> str:
-    """ ", 1 future (004)" when a newer release applied versions above the files."""
+    """The suffix ``, 1 future (004)`` when a newer release applied versions above the
+    files; empty otherwise."""
     if not plan.future:
         return ""
     versions = ", ".join(f"{entry.version:03d}" for entry in plan.future)
