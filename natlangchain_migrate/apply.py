@@ -247,9 +247,9 @@ class _Applier:
         # The newline ends a trailing "--" comment; the lone ";" ends a last statement
         # that has none.
         if is_repeatable(migration):
-            record = self.ledger.record_repeatable_statement(migration, applied_by=self.applied_by)
+            record = self.ledger.record_repeatable_sql(migration, applied_by=self.applied_by)
         else:
-            record = self.ledger.record_statement(migration, applied_by=self.applied_by)
+            record = self.ledger.record_sql(migration, applied_by=self.applied_by)
         return f"{migration.sql}\n;\n{record}"
 
     def _applied(self, result: MigrationResult) -> None:

@@ -123,7 +123,7 @@ class StatementJournal:
         _warn_if_edited_since_failure(plan, migration, run.done)
         await self.conn.execute(
             settings_sql(migration, self.execution, self.search_path, local=False, durable=False)
-            + self.ledger.prepare_advance(run.step_name)
+            + self.ledger.prepare_step_sql(run.step_name)
         )
         try:
             if run.stopped_at is not None:
@@ -178,13 +178,11 @@ class StatementJournal:
             durable = final and run.last
             prefix = "BEGIN;\n" + ("SET LOCAL synchronous_commit = on;\n" if durable else "")
             if final:
-                step = self.ledger.complete_statement(
+                step = self.ledger.complete_sql(
                     migration, applied_by=self.applied_by, execution_ms=ms_since(run.started)
                 )
             elif index == start and not run.has_row:
-                step = self.ledger.step_statement(
-                    migration, done=number, applied_by=self.applied_by
-                )
+                step = self.ledger.step_sql(migration, done=number, applied_by=self.applied_by)
             else:
                 step = f"EXECUTE {run.step_name}({int(migration.version)}, {number})"
             positions[number] = length + len(prefix)
@@ -257,14 +255,14 @@ class StatementJournal:
         await self._step(migration, done=number)
 
     async def _step(self, migration: Migration, *, done: int) -> None:
-        step = self.ledger.step_statement(migration, done=done, applied_by=self.applied_by)
+        step = self.ledger.step_sql(migration, done=done, applied_by=self.applied_by)
         await self.conn.execute(f"BEGIN;\n{step};\nCOMMIT;")  # session: synchronous_commit off
 
     async def _complete(self, run: StatementRun, *, durable: bool) -> None:
         """Mark the migration complete when its last statement's message could not, and
         clean the session up in the same message."""
         prefix = "BEGIN;\n" + ("SET LOCAL synchronous_commit = on;\n" if durable else "")
-        record = self.ledger.complete_statement(
+        record = self.ledger.complete_sql(
             run.migration, applied_by=self.applied_by, execution_ms=ms_since(run.started)
         )
         await self.conn.execute(f"{prefix}{record};\nCOMMIT;\n{run.cleanup}")

@@ -115,6 +115,6 @@ class Migrator:
     async def verify(self, *, server_dsn: str) -> VerifyReport:
         """Check every down file on a scratch database on the server of ``server_dsn``:
         each restores the schema before its migration, and up again gives the same."""
-        from natlangchain_migrate.verify import verify_down_files
+        from natlangchain_migrate import verify
 
-        return await verify_down_files(self.options, server_dsn=server_dsn)
+        return await verify.verify(self.options, server_dsn=server_dsn)

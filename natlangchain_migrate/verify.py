@@ -24,15 +24,19 @@ from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import asyncpg
 
 from natlangchain_migrate import preflight, runner, undo
 from natlangchain_migrate.connection import connect
-from natlangchain_migrate.discovery import Migration, load_migrations, shipped_migrations_dir
-from natlangchain_migrate.dsn import as_url
+from natlangchain_migrate.discovery import (
+    Migration,
+    is_repeatable_file,
+    load_migrations,
+    shipped_migrations_dir,
+)
+from natlangchain_migrate.dsn import with_database
 from natlangchain_migrate.durations import ms_since
 from natlangchain_migrate.errors import PrivilegeError, SchemaNotRestoredError
 from natlangchain_migrate.events import log
@@ -58,14 +62,14 @@ class VerifiedMigration(NamedTuple):
 
 
 class VerifyReport(NamedTuple):
-    """What ``verify_down_files`` checked, newest first, and where."""
+    """What ``verify`` checked, newest first, and where."""
 
     scratch_database: str
     verified: list[VerifiedMigration]
     duration_ms: float
 
 
-async def verify_down_files(options: RunnerOptions, *, server_dsn: str) -> VerifyReport:
+async def verify(options: RunnerOptions, *, server_dsn: str) -> VerifyReport:
     """Check every down file in ``options.migrations_dir`` on a scratch database on the
     server of ``server_dsn`` (a database there that the role may connect to).
 
@@ -74,7 +78,7 @@ async def verify_down_files(options: RunnerOptions, *, server_dsn: str) -> Verif
     """
     started = time.monotonic()
     migrations = load_migrations(options.migrations_dir)
-    preflight.check_settings(migrations, options)
+    preflight.check_options(migrations, options)
     _refuse_missing_down_files(migrations)
     with tempfile.TemporaryDirectory(prefix="nlcm-verify-") as copy:
         # Repeatables (R__) have no down files and belong to no version: the scratch runs
@@ -98,7 +102,7 @@ def _versioned_copy(directory: Traversable | Path | str | None, into: Path) -> P
     folder = shipped_migrations_dir() if directory is None else directory
     source = Path(folder) if isinstance(folder, str) else folder
     for entry in source.iterdir():
-        if entry.name.endswith(".sql") and not entry.name.startswith("R__") and entry.is_file():
+        if entry.name.endswith(".sql") and not is_repeatable_file(entry.name) and entry.is_file():
             (into / entry.name).write_bytes(entry.read_bytes())
     return into
 
@@ -237,13 +241,6 @@ def _mismatch(
     )
 
 
-def database_dsn(dsn: str, database: str) -> str:
-    """``dsn`` (any form) as a URL to another database on the same server."""
-    parts = urlsplit(as_url(dsn))
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("dbname", "database")]
-    return urlunsplit(parts._replace(path=f"/{database}", query=urlencode(query)))
-
-
 @asynccontextmanager
 async def scratch_database(server_dsn: str, *, wait: float = 0.0) -> AsyncIterator[tuple[str, str]]:
     """Create ``nlc_verify_<random>`` on the server, yield its name and URL, drop it.
@@ -257,7 +254,7 @@ async def scratch_database(server_dsn: str, *, wait: float = 0.0) -> AsyncIterat
     try:
         await _create(admin, name)
         created = True
-        yield name, database_dsn(server_dsn, name)
+        yield name, with_database(server_dsn, name)
     finally:
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + DROP_BOUND_S):
             if created:
