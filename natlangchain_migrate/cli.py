@@ -29,10 +29,15 @@ from natlangchain_migrate.errors import (
 )
 from natlangchain_migrate.events import log
 from natlangchain_migrate.ledger import BASELINE
-from natlangchain_migrate.locks import LOCK_MODES
 from natlangchain_migrate.logs import LOG_FORMATS
+from natlangchain_migrate.migrator import Migrator
 from natlangchain_migrate.plan import MigrationPlan, State, StatusEntry
-from natlangchain_migrate.settings import RunSettings, skip_set
+from natlangchain_migrate.settings import (
+    LOCK_MODES,
+    ExecutionOptions,
+    LockOptions,
+    lock_mode_of,
+)
 
 if TYPE_CHECKING:
     from natlangchain_migrate.results import MigrationResult
@@ -46,6 +51,7 @@ _MARKS = {
     State.CHANGED: "✗",
     State.MISSING: "✗",
     State.FAILED: "✗",
+    State.FUTURE: "↑",
 }
 
 _SETTINGS = {
@@ -59,6 +65,7 @@ _SETTINGS = {
     "STATEMENT_TIMEOUT": "--statement-timeout",
     "LOCK_RETRIES": "--lock-retries",
     "STRICT_ORDER": "--strict-order (1/true/yes/on)",
+    "REFUSE_FUTURE": "--refuse-future (1/true/yes/on)",
     "LOG_FORMAT": "--log-format",
     "DUMP_SCHEMA": "--dump-schema (when applying or rolling back)",
     "EMBEDDED_DIR": "(data directory of the embedded PostgreSQL)",
@@ -69,7 +76,8 @@ _EXIT_MEANINGS = {
     ExitCode.USAGE: "bad usage or configuration (flags, URL, files, directives)",
     ExitCode.UNREACHABLE: "database unreachable (after --wait)",
     ExitCode.LOCK_TIMEOUT: "timed out waiting for another runner's lock",
-    ExitCode.DRIFT: "an applied migration's file changed or is gone",
+    ExitCode.DRIFT: "an applied migration's file changed or is gone (--refuse-future: "
+    "the database holds versions above the newest file)",
     ExitCode.PREREQUISITE: "a required extension (pgvector) is missing",
     ExitCode.CONNECTION_REJECTED: "wrong password, unknown database or role",
     ExitCode.READ_ONLY: "the server is a read-only standby",
@@ -219,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse to apply a version lower than the highest applied one (default: apply it)",
     )
     parser.add_argument(
+        "--refuse-future",
+        action="store_true",
+        help="refuse (exit 5) versions applied above the newest file, by a newer release "
+        "(default: warn with future_migrations and go on)",
+    )
+    parser.add_argument(
         "--dump-schema",
         metavar="PATH",
         help="after a successful apply or rollback, write the schema as deterministic SQL "
@@ -261,9 +275,10 @@ def _setting_problem(args: argparse.Namespace) -> str | None:
     ):
         if value and value not in choices:  # an empty variable counts as unset
             return f"{ENV}{name}={value!r} is not one of: {', '.join(choices)}"
-    strict = env_setting("STRICT_ORDER", "") or ""
-    if strict.lower() not in _TRUE | _FALSE:
-        return f"{ENV}STRICT_ORDER={strict!r} is not one of: 1, 0, true, false, yes, no, on, off"
+    for name in ("STRICT_ORDER", "REFUSE_FUTURE"):
+        value = env_setting(name, "") or ""
+        if value.lower() not in _TRUE | _FALSE:
+            return f"{ENV}{name}={value!r} is not one of: 1, 0, true, false, yes, no, on, off"
     return None
 
 
@@ -274,6 +289,11 @@ _FALSE = {"", "0", "false", "no", "off"}
 def _strict_order(args: argparse.Namespace) -> bool:
     """--strict-order, or its variable (checked by _setting_problem)."""
     return bool(args.strict_order) or (env_setting("STRICT_ORDER", "") or "").lower() in _TRUE
+
+
+def _refuse_future(args: argparse.Namespace) -> bool:
+    """--refuse-future, or its variable (checked by _setting_problem)."""
+    return bool(args.refuse_future) or (env_setting("REFUSE_FUTURE", "") or "").lower() in _TRUE
 
 
 def _combination_problem(args: argparse.Namespace) -> str | None:
@@ -288,6 +308,7 @@ def _combination_problem(args: argparse.Namespace) -> str | None:
         "version": {"apply"},
         "skip": {"apply", "status", "check"},
         "strict_order": {"apply"},
+        "refuse_future": {"apply"},
         "steps": {"rollback"},
         "to": {"rollback"},
     }
@@ -297,6 +318,7 @@ def _combination_problem(args: argparse.Namespace) -> str | None:
         "version": "--version",
         "skip": "--skip",
         "strict_order": "--strict-order",
+        "refuse_future": "--refuse-future",
     }
     for name, actions in allowed.items():
         if getattr(args, name) and action not in actions:
@@ -328,27 +350,27 @@ async def _run(args: argparse.Namespace) -> int:
     dsn = args.database_url
     if dsn is None:
         dsn = await embedded_dsn(announce=applying)
-    settings = RunSettings(
-        dsn=dsn,
+    migrator = Migrator(
+        dsn,
         migrations_dir=args.migrations_dir,
         schema=args.schema,
-        target_version=args.version,
-        skip=skip_set(args.skip),
-        dry_run=args.dry_run,
-        lock_wait=args.lock_timeout,
-        lock_namespace=args.lock_namespace,
-        lock_mode=args.lock_mode or "session",
         connect_wait=args.wait,
-        pg_lock_timeout=args.pg_lock_timeout,
-        statement_timeout=args.statement_timeout,
-        lock_retries=args.lock_retries,
         strict_order=_strict_order(args),
+        refuse_future=_refuse_future(args),
+        lock=LockOptions(
+            wait=args.lock_timeout,
+            namespace=args.lock_namespace,
+            mode=lock_mode_of(args.lock_mode or "session"),
+        ),
+        execution=ExecutionOptions(
+            pg_lock_timeout=args.pg_lock_timeout,
+            statement_timeout=args.statement_timeout,
+            lock_retries=args.lock_retries,
+        ),
     )
     if args.status or args.check or args.rollback or args.repair:
-        return await _other_action(args, settings)
-    from natlangchain_migrate import runner
-
-    report = await runner.run(settings)
+        return await _other_action(args, migrator)
+    report = await migrator.up(args.version, skip=args.skip, dry_run=args.dry_run)
     if args.dry_run:
         _print_dry_run(report.pending, as_json=args.json)
     else:
@@ -382,24 +404,20 @@ async def _dump_schema_if_asked(args: argparse.Namespace, dsn: str) -> None:
     log.info("schema_dumped", path=str(path))
 
 
-async def _other_action(args: argparse.Namespace, settings: RunSettings) -> int:
-    """--status, --check, --rollback, --repair: one library call each."""
-    from natlangchain_migrate import operations
-
+async def _other_action(args: argparse.Namespace, migrator: Migrator) -> int:
+    """--status, --check, --rollback, --repair: one Migrator call each."""
     if args.rollback:
-        from natlangchain_migrate.undo import roll_back
-
         steps = 1 if args.steps is None else args.steps
-        undone = await roll_back(settings, steps=steps, to=args.to)
+        undone = await migrator.rollback(steps=steps, to=args.to, dry_run=args.dry_run)
         if args.dry_run:
             _print_rollback_plan(undone, as_json=args.json)
         else:
-            await _dump_schema_if_asked(args, settings.dsn or "")
+            await _dump_schema_if_asked(args, migrator.options.dsn or "")
         return ExitCode.OK
     if args.repair:
-        await operations.repair_checksums(settings)
+        await migrator.repair()
         return ExitCode.OK
-    plan = await operations.status_of(settings)
+    plan = await migrator.status(skip=args.skip)
     if args.status:
         return _print_status(plan, as_json=args.json)
     return _check(plan, as_json=args.json)
@@ -421,8 +439,10 @@ def _print_status(plan: MigrationPlan, *, as_json: bool) -> int:
             note = " (unverified: no checksum, run --repair)"
         elif entry.state is State.APPLIED and entry.row and entry.row.applied_by == BASELINE:
             note = " (baseline)"
+        elif entry.state is State.FUTURE:
+            note = " (applied by a newer release; no file here)"
         print(f"  {_MARKS[entry.state]} {entry.name}: {entry.state.value}{note}")
-    print(f"\nApplied: {plan.recorded_count} / {len(plan.entries)}")
+    print(f"\nApplied: {plan.recorded_count} / {_local_count(plan)}{_future_note(plan)}")
     if plan.repeatables:
         print("\nRepeatable (applied after the versioned ones, whenever their file changes)")
         for entry in plan.repeatables:
@@ -430,7 +450,7 @@ def _print_status(plan: MigrationPlan, *, as_json: bool) -> int:
             if entry.state is State.PENDING and entry.row is not None:
                 note = " (changed since applied)"
             elif entry.state is State.MISSING:
-                note = " (file gone; ignored by runs, --repair forgets it)"
+                note = " (no file here: removed, or a newer release's; ignored by runs)"
             print(f"  {_MARKS[entry.state]} {entry.name}: {entry.state.value}{note}")
     return ExitCode.OK
 
@@ -451,7 +471,23 @@ def _status_object(entry: StatusEntry, *, repeatable: bool = False) -> dict[str,
     }
 
 
+def _local_count(plan: MigrationPlan) -> int:
+    """The versions this release knows of (future rows are a newer release's)."""
+    return len(plan.entries) - len(plan.future)
+
+
+def _future_note(plan: MigrationPlan) -> str:
+    """The suffix ``, 1 future (004)`` when a newer release applied versions above the
+    files; empty otherwise."""
+    if not plan.future:
+        return ""
+    versions = ", ".join(f"{entry.version:03d}" for entry in plan.future)
+    return f", {len(plan.future)} future ({versions})"
+
+
 def _check(plan: MigrationPlan, *, as_json: bool) -> int:
+    """Exit 0 when current for this release: rows a newer release applied (FUTURE) count
+    as current, so an old replica stays ready during a rolling deploy."""
     pending = [e.version for e in plan.entries if e.state is State.PENDING]
     pending_repeatables = [e.name for e in plan.repeatables if e.state is State.PENDING]
     drifted = [e.version for e in plan.changed + plan.missing]
@@ -470,11 +506,12 @@ def _check(plan: MigrationPlan, *, as_json: bool) -> int:
             "state": state,
             "exit_code": int(code),
             "applied": plan.recorded_count,
-            "total": len(plan.entries),
+            "total": _local_count(plan),
             "pending": pending,
             "pending_repeatables": pending_repeatables,
             "drifted": drifted,
             "failed": failed,
+            "future": [e.version for e in plan.future],
         }
         print(json.dumps(summary, indent=2))
     else:
@@ -484,7 +521,8 @@ def _check(plan: MigrationPlan, *, as_json: bool) -> int:
             current = sum(e.state is State.APPLIED for e in plan.repeatables)
             total = sum(e.state is not State.MISSING for e in plan.repeatables)
             repeatables = f", {current} of {total} repeatable current"
-        print(f"{what}: {plan.recorded_count} of {len(plan.entries)} applied{repeatables}")
+        applied = f"{plan.recorded_count} of {_local_count(plan)} applied"
+        print(f"{what}: {applied}{repeatables}{_future_note(plan)}")
     return code
 
 
