@@ -14,7 +14,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +23,7 @@ import asyncpg
 from natlangchain_migrate.contract_ledger import ContractLedger
 from natlangchain_migrate.contract_plan import (
     ContractEntry,
+    ContractRow,
     ContractState,
     contract_part,
     plan_contracts,
@@ -36,7 +37,7 @@ from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.plan import State, plan_migrations, raise_on_drift
-from natlangchain_migrate.replicas import alive_replicas
+from natlangchain_migrate.replicas import Replica, replicas_table
 from natlangchain_migrate.results import ContractResult
 from natlangchain_migrate.settings import RunSettings
 
@@ -184,20 +185,57 @@ async def contract_entries(
     settings: RunSettings,
     *,
     check_expand_drift: bool = True,
+    expanded: Collection[int] | None = None,
 ) -> list[ContractEntry]:
-    """Read the ledger, the contract rows and the alive replicas; every part's state."""
-    snapshot = await Ledger(settings.schema).read(conn)
-    plan = plan_migrations(migrations, snapshot.rows)
-    if check_expand_drift:
-        raise_on_drift(plan)
-    expanded = {entry.version for entry in plan.entries if entry.state is State.APPLIED}
+    """Every part's state: from the ledger (unless ``expanded``, the versions a start-up
+    just found applied, is given), the contract rows and the alive replicas."""
+    if expanded is None:
+        plan = plan_migrations(migrations, (await Ledger(settings.schema).read(conn)).rows)
+        if check_expand_drift:
+            raise_on_drift(plan)
+        expanded = {entry.version for entry in plan.entries if entry.state is State.APPLIED}
+    rows, alive = await _rows_and_replicas(conn, settings)
     return plan_contracts(
-        parts,
-        expanded,
-        await ContractLedger(settings.schema).rows(conn),
-        await alive_replicas(conn, settings.schema, settings.replica_max_age),
-        highest_local=max((m.version for m in migrations), default=0),
+        parts, expanded, rows, alive, highest_local=max((m.version for m in migrations), default=0)
     )
+
+
+async def _rows_and_replicas(
+    conn: asyncpg.Connection, settings: RunSettings
+) -> tuple[list[ContractRow], list[Replica]]:
+    """The contract rows and the alive replicas in two queries at most: which of the two
+    tables exist (none before the first heartbeat and the first contract part: nothing
+    is read, and no error is left in the server's log), then both at once."""
+    contracts = ContractLedger(settings.schema).table
+    replicas = replicas_table(settings.schema)
+    (found,) = await conn.fetch(
+        "SELECT to_regclass($1) IS NOT NULL AS contracts, to_regclass($2) IS NOT NULL AS replicas",
+        contracts,
+        replicas,
+    )
+    columns, arguments = [], []
+    if found["contracts"]:
+        columns.append(
+            "ARRAY(SELECT (version, name, checksum, applied_at, execution_ms, forced) "
+            f"FROM {contracts}) AS contracts"
+        )
+    if found["replicas"]:
+        columns.append(
+            "ARRAY(SELECT (replica_id, release, label, started_at, "
+            "extract(epoch FROM now() - seen_at)::float8) "
+            f"FROM {replicas} WHERE seen_at > now() - make_interval(secs => $1) "
+            "ORDER BY release, replica_id) AS replicas"
+        )
+        arguments.append(float(settings.replica_max_age))
+    if not columns:
+        return [], []
+    (record,) = await conn.fetch("SELECT " + ", ".join(columns), *arguments)
+    rows = [ContractRow(*row) for row in record.get("contracts") or ()]
+    alive = [
+        Replica(row[0], int(row[1]), row[2], row[3], float(row[4]))
+        for row in record.get("replicas") or ()
+    ]
+    return rows, alive
 
 
 def contract_parts(migrations: Sequence[Migration]) -> list[Migration]:
@@ -212,6 +250,7 @@ async def contract_on(
     *,
     force: bool = False,
     auto: bool = False,
+    expanded: Collection[int] | None = None,
 ) -> ContractReport:
     """Plan, then (unless a dry run) take the lock, plan again under it and run what may
     run. ``auto`` (a start-up) logs a part that must wait at debug level only."""
@@ -221,7 +260,7 @@ async def contract_on(
         if not auto:
             log.info("contract_nothing_to_do", reason="no NNN_name.contract.sql files")
         return report
-    entries = await contract_entries(conn, migrations, parts, settings)
+    entries = await contract_entries(conn, migrations, parts, settings, expanded=expanded)
     raise_on_contract_drift(entries)
     todo = runnable(entries, force=force)
     report.waiting = waiting(entries, force=force)
@@ -354,10 +393,15 @@ def waiting_reason(entry: ContractEntry) -> str:
 
 
 async def auto_contract(
-    conn: asyncpg.Connection, migrations: Sequence[Migration], settings: RunSettings
+    conn: asyncpg.Connection,
+    migrations: Sequence[Migration],
+    settings: RunSettings,
+    expanded: Collection[int],
 ) -> list[ContractResult]:
-    """At start-up, after the expand parts: run the contract parts that may run."""
-    report = await contract_on(conn, migrations, settings, auto=True)
+    """At start-up, after the expand parts (``expanded``: the versions now applied): run
+    the contract parts that may run. Two queries when none may; the lock only when one
+    may."""
+    report = await contract_on(conn, migrations, settings, auto=True, expanded=expanded)
     return report.applied
 
 
