@@ -15,6 +15,7 @@ import os
 import re
 import time
 from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,41 @@ _AGE = re.compile(r"^(?P<number>\d+(\.\d+)?)(?P<unit>ms|s|min|h)?$")
 _AGE_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0, None: 1.0}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
+
+
+_SEP = "\x1f"  # the unit separator: never in a name, a checksum or a number
+_CONTRACT_TEXT = (
+    "concat_ws(chr(31), version::text, forced::text, extract(epoch FROM applied_at)::text, "
+    "coalesce(execution_ms::text, ''), checksum, name)"
+)
+_REPLICA_TEXT = (
+    "concat_ws(chr(31), release::text, extract(epoch FROM now() - seen_at)::text, "
+    "extract(epoch FROM started_at)::text, (label IS NULL)::text, coalesce(label, ''), "
+    "replica_id)"
+)
+
+
+def _contract_row(text: str) -> ContractRow:
+    version, forced, applied, ms, checksum, name = text.split(_SEP, 5)
+    return ContractRow(
+        int(version),
+        name,
+        checksum,
+        datetime.fromtimestamp(float(applied), UTC),
+        float(ms) if ms else None,
+        forced == "true",
+    )
+
+
+def _replica(text: str) -> Replica:
+    release, seen, started, no_label, label, replica_id = text.split(_SEP, 5)
+    return Replica(
+        replica_id,
+        int(release),
+        None if no_label == "true" else label,
+        datetime.fromtimestamp(float(started), UTC),
+        float(seen),
+    )
 
 
 class ContractReport:
@@ -213,29 +249,24 @@ async def _rows_and_replicas(
         contracts,
         replicas,
     )
+    # Each row as one text value (only text[] among array types costs a fresh connection
+    # no type introspection by asyncpg: three more round trips otherwise).
     columns, arguments = [], []
     if found["contracts"]:
-        columns.append(
-            "ARRAY(SELECT (version, name, checksum, applied_at, execution_ms, forced) "
-            f"FROM {contracts}) AS contracts"
-        )
+        columns.append(f"ARRAY(SELECT {_CONTRACT_TEXT} FROM {contracts}) AS contracts")
     if found["replicas"]:
         columns.append(
-            "ARRAY(SELECT (replica_id, release, label, started_at, "
-            "extract(epoch FROM now() - seen_at)::float8) "
-            f"FROM {replicas} WHERE seen_at > now() - make_interval(secs => $1) "
-            "ORDER BY release, replica_id) AS replicas"
+            f"ARRAY(SELECT {_REPLICA_TEXT} FROM {replicas} "
+            "WHERE seen_at > now() - make_interval(secs => $1) ORDER BY release, replica_id) "
+            "AS replicas"
         )
         arguments.append(float(settings.replica_max_age))
     if not columns:
         return [], []
     (record,) = await conn.fetch("SELECT " + ", ".join(columns), *arguments)
-    rows = [ContractRow(*row) for row in record.get("contracts") or ()]
-    alive = [
-        Replica(row[0], int(row[1]), row[2], row[3], float(row[4]))
-        for row in record.get("replicas") or ()
-    ]
-    return rows, alive
+    rows = [_contract_row(text) for text in record.get("contracts") or ()]
+    replicas_alive = [_replica(text) for text in record.get("replicas") or ()]
+    return rows, replicas_alive
 
 
 def contract_parts(migrations: Sequence[Migration]) -> list[Migration]:
@@ -256,12 +287,14 @@ async def contract_on(
     run. ``auto`` (a start-up) logs a part that must wait at debug level only."""
     report = ContractReport(dry_run=settings.dry_run)
     parts = contract_parts(migrations)
-    if not parts:
-        if not auto:
-            log.info("contract_nothing_to_do", reason="no NNN_name.contract.sql files")
+    if not parts and auto:
         return report
+    # Without contract files, still read: a row whose file is gone is drift.
     entries = await contract_entries(conn, migrations, parts, settings, expanded=expanded)
     raise_on_contract_drift(entries)
+    if not parts:
+        log.info("contract_nothing_to_do", reason="no NNN_name.contract.sql files")
+        return report
     todo = runnable(entries, force=force)
     report.waiting = waiting(entries, force=force)
     if not todo:

@@ -544,3 +544,87 @@ async def test_an_applied_contract_file_that_changed_is_drift_until_restored_or_
     (row,) = await _contract_rows(database_url)
     assert row["checksum"] == checksum(edited.read_text("utf-8"))
     assert (await contract(database_url, migrations_dir=new)).applied == []
+
+
+def test_a_contract_part_marked_no_transaction_is_refused(
+    database_url: str, tmp_path: Path
+) -> None:
+    _, new = _folders(tmp_path)
+    (new / "002_display_name.contract.sql").write_text(
+        "-- natlangchain: no-transaction\n" + CONTRACT_2, "utf-8"
+    )
+    assert run_cli("--migrations-dir", str(new), database_url=database_url).returncode == 0
+    done = run_cli("contract", "--migrations-dir", str(new), database_url=database_url)
+    assert done.returncode == ExitCode.USAGE
+    assert "002_display_name.contract.sql: a contract part runs in one transaction" in done.stderr
+
+
+@pytest.mark.anyio
+async def test_repair_forgets_the_row_of_a_contract_part_whose_file_is_gone(
+    database_url: str, tmp_path: Path
+) -> None:
+    _, new = _folders(tmp_path)
+    await migrate(database_url, migrations_dir=new, auto_contract=True)
+    (new / "002_display_name.contract.sql").unlink()
+    (new / "002_display_name.contract.down.sql").unlink()
+    with pytest.raises(DriftError, match=r"contract part 002 \(002_display_name\.contract\) is"):
+        await contract(database_url, migrations_dir=new)
+    assert await repair(database_url, migrations_dir=new) == [2]
+    assert await _contract_rows(database_url) == []
+    assert await _columns(database_url) == {"id", "display_name"}  # what it dropped stays so
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (("contract", "--replica-max-age", "soon"), {}, "--replica-max-age 'soon'"),
+        (("contract",), {"NATLANGCHAIN_MIGRATE_REPLICA_MAX_AGE": "1 min"}, "REPLICA_MAX_AGE"),
+        (("--replica-max-age", "-5"), {}, "--replica-max-age '-5'"),
+        (("--status",), {"NATLANGCHAIN_MIGRATE_REPLICA_MAX_AGE": "x"}, "REPLICA_MAX_AGE 'x'"),
+    ],
+)
+def test_a_bad_replica_max_age_is_a_usage_error_naming_the_setting(
+    args: tuple[str, ...], env: dict[str, str], named: str, database_url: str
+) -> None:
+    done = run_cli(*args, database_url=database_url, env=env)
+    assert done.returncode == ExitCode.USAGE
+    assert named in done.stderr
+
+
+def test_contract_without_contract_parts_has_nothing_to_do(database_url: str) -> None:
+    done = run_cli("contract", database_url=database_url)
+    assert done.returncode == 0, done.stderr
+    assert "Nothing to contract" in done.stdout
+
+
+async def _queries_of_a_start_up(url: str, folder: Path, *, auto: bool) -> list[str]:
+    """The statements one start-up sends, through a pool whose connections log them."""
+    sent: list[str] = []
+
+    async def log_queries(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda record: sent.append(record.query))
+
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1, init=log_queries)
+    try:
+        report = await migrate(pool=pool, migrations_dir=folder, auto_contract=auto)
+    finally:
+        await pool.close()
+    assert report.up_to_date
+    return [query for query in sent if "pg_advisory_unlock_all" not in query]
+
+
+@pytest.mark.anyio
+async def test_the_up_to_date_start_up_costs_one_query_and_two_more_with_auto_contract(
+    database_url: str, tmp_path: Path
+) -> None:
+    _, new = _folders(tmp_path)
+    await migrate(database_url, migrations_dir=new, auto_contract=True)
+    plain = await _queries_of_a_start_up(database_url, new, auto=False)
+    assert len(plain) == 1, plain
+    auto = await _queries_of_a_start_up(database_url, new, auto=True)
+    assert len(auto) == 3, "\n".join(auto)
+    assert not [query for query in auto if "advisory" in query]
+    # migrations.sum's fast path: the same counts.
+    assert run_cli("sum", "--migrations-dir", str(new), database_url=None).returncode == 0
+    assert len(await _queries_of_a_start_up(database_url, new, auto=False)) == 1
+    assert len(await _queries_of_a_start_up(database_url, new, auto=True)) == 3

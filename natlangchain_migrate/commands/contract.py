@@ -76,7 +76,9 @@ def main(argv: list[str]) -> int:
 
     problem = log_format_problem(args.log_format)
     try:
-        max_age = parse_age(args.replica_max_age, "--replica-max-age")
+        from_variable = args.replica_max_age == env_setting("REPLICA_MAX_AGE")
+        given = "NATLANGCHAIN_MIGRATE_REPLICA_MAX_AGE" if from_variable else "--replica-max-age"
+        max_age = parse_age(args.replica_max_age, given)
     except ConfigurationError as error:
         problem = problem or str(error)
     if problem:
