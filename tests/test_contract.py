@@ -628,3 +628,16 @@ async def test_the_up_to_date_start_up_costs_one_query_and_two_more_with_auto_co
     assert run_cli("sum", "--migrations-dir", str(new), database_url=None).returncode == 0
     assert len(await _queries_of_a_start_up(database_url, new, auto=False)) == 1
     assert len(await _queries_of_a_start_up(database_url, new, auto=True)) == 3
+
+
+@pytest.mark.anyio
+async def test_contract_parts_run_in_transaction_lock_mode_too(
+    database_url: str, tmp_path: Path
+) -> None:
+    _, new = _folders(tmp_path)
+    await migrate(database_url, migrations_dir=new, lock_mode="transaction")
+    report = await contract(database_url, migrations_dir=new, lock_mode="transaction")
+    assert [result.version for result in report.applied] == [2]
+    assert await _columns(database_url) == {"id", "display_name"}
+    assert len(await _contract_rows(database_url)) == 1
+    assert await migration_locks_held(database_url) == 0
