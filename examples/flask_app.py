@@ -8,6 +8,8 @@ wait for it and find the work done (with ``--preload`` the master does it once).
 Then ``start_heartbeat()`` keeps the process in the replica registry from a daemon
 thread (with ``--preload``, the master's, which lives as long as the server), so a
 contract part that drops what this release reads waits until it is gone.
+``NATLANGCHAIN_MIGRATE_DIR`` picks another migrations folder and ``HEARTBEAT_INTERVAL``
+(seconds, default 15) sets the beat.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def create_app() -> Flask:
     dsn = os.environ["DATABASE_URL"]
     folder = os.environ.get("NATLANGCHAIN_MIGRATE_DIR")  # default: the shipped migrations
     run_migrations(dsn, migrations_dir=folder)
-    start_heartbeat(dsn, migrations_dir=folder)  # stopped, and its row deleted, at exit
+    interval = float(os.environ.get("HEARTBEAT_INTERVAL", "15"))
+    start_heartbeat(dsn, migrations_dir=folder, interval=interval)  # stopped at exit
     app = Flask(__name__)
 
     @app.get("/healthz")

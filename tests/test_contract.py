@@ -641,3 +641,33 @@ async def test_contract_parts_run_in_transaction_lock_mode_too(
     assert await _columns(database_url) == {"id", "display_name"}
     assert len(await _contract_rows(database_url)) == 1
     assert await migration_locks_held(database_url) == 0
+
+
+def test_contract_takes_the_migrations_lock_of_the_namespace_given(
+    database_url: str, tmp_path: Path
+) -> None:
+    from natlangchain_migrate.locks import lock_key
+
+    _, new = _folders(tmp_path)
+    assert run_cli("--migrations-dir", str(new), database_url=database_url).returncode == 0
+
+    async def hold_and_run() -> subprocess.CompletedProcess[str]:
+        holder = await asyncpg.connect(database_url)
+        try:
+            await holder.execute("SELECT pg_advisory_lock($1)", lock_key("tenant-7"))
+            return await asyncio.to_thread(
+                run_cli,
+                "contract",
+                "--lock-timeout",
+                "0.5",
+                "--migrations-dir",
+                str(new),
+                database_url=database_url,
+                env={"NATLANGCHAIN_MIGRATE_LOCK_NAMESPACE": "tenant-7"},
+            )
+        finally:
+            await holder.close()
+
+    done = asyncio.run(hold_and_run())
+    assert done.returncode == ExitCode.LOCK_TIMEOUT, done.stderr
+    assert asyncio.run(_columns(database_url)) == {"id", "fullname", "display_name"}

@@ -116,6 +116,12 @@ def main(argv: list[str]) -> int:
         help="how long to wait for another runner's lock (default 300)",
     )
     parser.add_argument(
+        "--lock-namespace",
+        default=env_setting("LOCK_NAMESPACE"),
+        metavar="TEXT",
+        help="advisory lock key namespace: the migrations' (default natlangchain_migrate:<schema>)",
+    )
+    parser.add_argument(
         "--lock-mode",
         choices=LOCK_MODES,
         default=env_setting("LOCK_MODE", "session"),
@@ -126,6 +132,19 @@ def main(argv: list[str]) -> int:
         default=env_setting("PG_LOCK_TIMEOUT", "5s"),
         metavar="DURATION",
         help="PostgreSQL lock_timeout for each contract part (default 5s)",
+    )
+    parser.add_argument(
+        "--statement-timeout",
+        default=env_setting("STATEMENT_TIMEOUT"),
+        metavar="DURATION",
+        help="PostgreSQL statement_timeout for each contract part (default none)",
+    )
+    parser.add_argument(
+        "--lock-retries",
+        type=int,
+        default=env_setting("LOCK_RETRIES", "5"),
+        metavar="N",
+        help="retries of a contract part cancelled by lock_timeout (default 5)",
     )
     add_log_flags(parser)
     args = parser.parse_args(argv)
@@ -160,9 +179,12 @@ async def _contract(args: argparse.Namespace, max_age: float) -> ContractReport:
         force=args.force,
         replica_max_age=max_age,
         lock_timeout=args.lock_timeout,
+        lock_namespace=args.lock_namespace,
         lock_mode=args.lock_mode or "session",
         wait=args.wait,
         pg_lock_timeout=args.pg_lock_timeout,
+        statement_timeout=args.statement_timeout,
+        lock_retries=args.lock_retries,
     )
 
 
