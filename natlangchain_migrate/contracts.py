@@ -439,14 +439,12 @@ async def auto_contract(
 
 
 async def contract_status(settings: RunSettings) -> list[ContractEntry]:
-    """Every contract part's state (``--status``), read-only and lock-free; no query at
-    all when the folder has no contract file."""
+    """Every contract part's state (``--status``), read-only and lock-free; also the rows of
+    contract parts whose file is gone (MISSING)."""
     from natlangchain_migrate.connection import open_run_connection
 
     migrations = load_migrations(settings.migrations_dir)
     parts = contract_parts(migrations)
-    if not parts:
-        return []
     async with open_run_connection(settings) as connection:
         return await contract_entries(
             connection.conn, migrations, parts, settings, check_expand_drift=False

@@ -671,3 +671,35 @@ def test_contract_takes_the_migrations_lock_of_the_namespace_given(
     done = asyncio.run(hold_and_run())
     assert done.returncode == ExitCode.LOCK_TIMEOUT, done.stderr
     assert asyncio.run(_columns(database_url)) == {"id", "fullname", "display_name"}
+
+
+@pytest.mark.anyio
+async def test_a_failing_contract_part_fails_an_auto_contract_start_up(
+    database_url: str, tmp_path: Path
+) -> None:
+    _, new = _folders(tmp_path)
+    (new / "002_display_name.contract.sql").write_text("ALTER TABLE nosuch DROP COLUMN x;", "utf-8")
+    with pytest.raises(MigrationFailedError, match=r"002_display_name\.contract\.sql"):
+        await migrate(database_url, migrations_dir=new, auto_contract=True)
+    assert await _contract_rows(database_url) == []
+    assert await migration_locks_held(database_url) == 0
+
+
+def test_status_shows_each_state_of_a_contract_part(database_url: str, tmp_path: Path) -> None:
+    _, new = _folders(tmp_path)
+
+    def status() -> str:
+        done = run_cli("--status", "--migrations-dir", str(new), database_url=database_url)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "○ 002_display_name.contract: EXPAND_PENDING (its expand part is not" in status()
+    assert run_cli("--migrations-dir", str(new), database_url=database_url).returncode == 0
+    assert "○ 002_display_name.contract: PENDING\n" in status()
+    assert (
+        run_cli("contract", "--migrations-dir", str(new), database_url=database_url).returncode == 0
+    )
+    assert "✓ 002_display_name.contract: APPLIED\n" in status()
+    (new / "002_display_name.contract.sql").unlink()
+    (new / "002_display_name.contract.down.sql").unlink()
+    assert "✗ 002_display_name.contract: MISSING (file gone" in status()
