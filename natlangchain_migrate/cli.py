@@ -34,10 +34,15 @@ from natlangchain_migrate.errors import (
 )
 from natlangchain_migrate.events import log
 from natlangchain_migrate.ledger import BASELINE
-from natlangchain_migrate.locks import LOCK_MODES
 from natlangchain_migrate.logs import LOG_FORMATS
+from natlangchain_migrate.migrator import Migrator
 from natlangchain_migrate.plan import MigrationPlan, State, StatusEntry
-from natlangchain_migrate.settings import RunSettings, skip_set
+from natlangchain_migrate.settings import (
+    LOCK_MODES,
+    ExecutionOptions,
+    LockOptions,
+    lock_mode_of,
+)
 
 if TYPE_CHECKING:
     from natlangchain_migrate.results import MigrationResult
@@ -339,27 +344,27 @@ async def _run(args: argparse.Namespace) -> int:
     dsn = args.database_url
     if dsn is None:
         dsn = await embedded_dsn(announce=applying)
-    settings = RunSettings(
-        dsn=dsn,
+    migrator = Migrator(
+        dsn,
         migrations_dir=args.migrations_dir,
         schema=args.schema,
-        target_version=args.version,
-        skip=skip_set(args.skip),
-        dry_run=args.dry_run,
-        lock_wait=args.lock_timeout,
-        lock_namespace=args.lock_namespace,
-        lock_mode=args.lock_mode or "session",
         connect_wait=args.wait,
-        pg_lock_timeout=args.pg_lock_timeout,
-        statement_timeout=args.statement_timeout,
-        lock_retries=args.lock_retries,
         strict_order=_strict_order(args),
-    )._replace(**start_up_settings(args))
+        **start_up_settings(args),
+        lock=LockOptions(
+            wait=args.lock_timeout,
+            namespace=args.lock_namespace,
+            mode=lock_mode_of(args.lock_mode or "session"),
+        ),
+        execution=ExecutionOptions(
+            pg_lock_timeout=args.pg_lock_timeout,
+            statement_timeout=args.statement_timeout,
+            lock_retries=args.lock_retries,
+        ),
+    )
     if args.status or args.check or args.rollback or args.repair:
-        return await _other_action(args, settings)
-    from natlangchain_migrate import runner
-
-    report = await runner.run(settings)
+        return await _other_action(args, migrator)
+    report = await migrator.up(args.version, skip=args.skip, dry_run=args.dry_run)
     if args.dry_run:
         _print_dry_run(report.pending, as_json=args.json)
     else:
@@ -393,29 +398,25 @@ async def _dump_schema_if_asked(args: argparse.Namespace, dsn: str) -> None:
     log.info("schema_dumped", path=str(path))
 
 
-async def _other_action(args: argparse.Namespace, settings: RunSettings) -> int:
-    """--status, --check, --rollback, --repair: one library call each."""
-    from natlangchain_migrate import operations
-
+async def _other_action(args: argparse.Namespace, migrator: Migrator) -> int:
+    """--status, --check, --rollback, --repair: one Migrator call each."""
     if args.rollback:
-        from natlangchain_migrate.undo import roll_back
-
         steps = 1 if args.steps is None else args.steps
-        undone = await roll_back(settings, steps=steps, to=args.to)
+        undone = await migrator.rollback(steps=steps, to=args.to, dry_run=args.dry_run)
         if args.dry_run:
             _print_rollback_plan(undone, as_json=args.json)
         else:
-            await _dump_schema_if_asked(args, settings.dsn or "")
+            await _dump_schema_if_asked(args, migrator.options.dsn or "")
         return ExitCode.OK
     if args.repair:
-        await operations.repair_checksums(settings)
+        await migrator.repair()
         return ExitCode.OK
-    plan = await operations.status_of(settings)
+    plan = await migrator.status(skip=args.skip)
     if args.status:
         from natlangchain_migrate.commands.contract import print_contract_status
         from natlangchain_migrate.contracts import contract_status
 
-        contracts = await contract_status(settings)
+        contracts = await contract_status(migrator.options)
         if args.json:
             return print_contract_status(contracts, as_json=True, before=_status_objects(plan))
         code = _print_status(plan, as_json=False)

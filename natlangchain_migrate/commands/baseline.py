@@ -49,14 +49,14 @@ def main(argv: list[str]) -> int:
 
 
 async def _baseline(args: argparse.Namespace) -> list[int]:
-    from natlangchain_migrate.operations import baseline
+    from natlangchain_migrate.migrator import Migrator
+    from natlangchain_migrate.settings import LockOptions
 
-    return await baseline(
-        args.n,
+    migrator = Migrator(
         await database_dsn(args.database_url),
-        force=args.force,
         migrations_dir=args.migrations_dir,
         schema=args.schema,
-        lock_timeout=args.lock_timeout,
-        wait=args.wait,
+        connect_wait=args.wait,
+        lock=LockOptions(wait=args.lock_timeout),
     )
+    return await migrator.baseline(args.n, force=args.force)

@@ -80,18 +80,17 @@ async def _pending(args: argparse.Namespace, migrations: list[Migration]) -> lis
     """The files the next run would apply (or resume), from the ledger: no lock, no write."""
     from natlangchain_migrate.dsn import secrets_of
     from natlangchain_migrate.logs import configure_logging
-    from natlangchain_migrate.operations import status_of
+    from natlangchain_migrate.migrator import Migrator
     from natlangchain_migrate.plan import State
-    from natlangchain_migrate.settings import RunSettings
 
     configure_logging(env_setting("LOG_FORMAT"), secrets=secrets_of(args.database_url))
-    settings = RunSettings(
-        dsn=args.database_url,
+    migrator = Migrator(
+        args.database_url,
         migrations_dir=args.migrations_dir,
         schema=args.schema,
         connect_wait=args.wait,
     )
-    plan = await status_of(settings)
+    plan = await migrator.status()
     pending = {e.name for e in plan.entries if e.state in (State.PENDING, State.FAILED)}
     pending |= {e.name for e in plan.repeatables if e.state is State.PENDING}
     return [m for m in migrations if m.name in pending]
