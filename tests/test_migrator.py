@@ -46,6 +46,8 @@ MIGRATE_KEYWORDS = [
     "retry_delay",
     "progress_interval",
     "strict_order",
+    "auto_contract",
+    "replica_max_age",
 ]
 
 
