@@ -2,8 +2,8 @@
 
 It never repeats the run's flow: the flags become one ``Migrator`` (the shared ones are
 defined in ``commands/shared.py``), every action is one call of its methods, and what
-is printed is ``render.py``'s. Errors print as one line (the cause chain with ``--traceback``) and exit with
-the code of their class, listed in ``--help`` and README.md.
+is printed is ``render.py``'s. Errors print as one line (the cause chain with
+``--traceback``) and exit with the code of their class, listed in ``--help`` and README.md.
 """
 
 from __future__ import annotations
