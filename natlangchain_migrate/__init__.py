@@ -35,16 +35,19 @@ from natlangchain_migrate.errors import (
 if TYPE_CHECKING:
     from natlangchain_migrate.api import (
         baseline,
+        contract,
         migrate,
         repair,
         rollback,
         run_migrations,
         status,
     )
+    from natlangchain_migrate.contracts import ContractReport
     from natlangchain_migrate.logs import route_to_stdlib_logging
     from natlangchain_migrate.migrator import Migrator
     from natlangchain_migrate.plan import AppliedMigration, MigrationPlan, State, StatusEntry
-    from natlangchain_migrate.results import MigrationReport, MigrationResult
+    from natlangchain_migrate.replicas import heartbeat, start_heartbeat
+    from natlangchain_migrate.results import ContractResult, MigrationReport, MigrationResult
     from natlangchain_migrate.settings import (
         ExecutionOptions,
         LockMode,
@@ -57,6 +60,8 @@ if TYPE_CHECKING:
 # package first, and a no-op start-up should not pay for what it does not run.
 _LAZY = {
     "AppliedMigration": "plan",
+    "ContractReport": "contracts",
+    "ContractResult": "results",
     "ExecutionOptions": "settings",
     "LockMode": "settings",
     "LockOptions": "settings",
@@ -69,11 +74,14 @@ _LAZY = {
     "State": "plan",
     "StatusEntry": "plan",
     "baseline": "api",
+    "contract": "api",
+    "heartbeat": "replicas",
     "migrate": "api",
     "repair": "api",
     "rollback": "api",
     "route_to_stdlib_logging": "logs",
     "run_migrations": "api",
+    "start_heartbeat": "replicas",
     "status": "api",
 }
 
@@ -92,6 +100,8 @@ __all__ = [
     "ConfigurationError",
     "ConnectionLostError",
     "ConnectionRejectedError",
+    "ContractReport",
+    "ContractResult",
     "DatabaseUnreachableError",
     "DriftError",
     "ExecutionOptions",
@@ -122,10 +132,13 @@ __all__ = [
     "StoppedBySignalError",
     "TransactionControlError",
     "baseline",
+    "contract",
+    "heartbeat",
     "migrate",
     "repair",
     "rollback",
     "route_to_stdlib_logging",
     "run_migrations",
+    "start_heartbeat",
     "status",
 ]

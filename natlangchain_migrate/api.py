@@ -9,10 +9,11 @@ wait for a server that is not up yet (``connect_wait``).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Collection
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.migrator import Migrator
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
     import asyncpg
 
+    from natlangchain_migrate.contracts import ContractReport
     from natlangchain_migrate.plan import MigrationPlan
     from natlangchain_migrate.results import MigrationReport
     from natlangchain_migrate.settings import MigrateOptions
@@ -32,6 +34,23 @@ if TYPE_CHECKING:
 
 def _lock(wait: float, namespace: str | None, mode: LockMode | str) -> LockOptions:
     return LockOptions(wait=wait, namespace=namespace, mode=lock_mode_of(mode))
+
+
+def _contract_options(auto: bool | None, max_age: float | None) -> _ContractOptions:
+    """auto_contract= and replica_max_age=, else their variables (read only when unset)."""
+    if auto is None and not os.environ.get("NATLANGCHAIN_MIGRATE_AUTO_CONTRACT"):
+        return {"auto_contract": False, "replica_max_age": 60.0 if max_age is None else max_age}
+    from natlangchain_migrate.contracts import AUTO_VARIABLE, env_flag, env_max_age
+
+    return {
+        "auto_contract": env_flag(AUTO_VARIABLE) if auto is None else auto,
+        "replica_max_age": env_max_age() if max_age is None else max_age,
+    }
+
+
+class _ContractOptions(TypedDict):
+    auto_contract: bool
+    replica_max_age: float
 
 
 async def migrate(
@@ -54,6 +73,8 @@ async def migrate(
     progress_interval: float = 5.0,
     strict_order: bool = False,
     refuse_future: bool = False,
+    auto_contract: bool | None = None,
+    replica_max_age: float | None = None,
 ) -> MigrationReport:
     """Apply the pending migrations; await it at API start-up or from an init container.
 
@@ -70,6 +91,10 @@ async def migrate(
     Versions applied above every local file (by a newer release, during a rolling
     deploy) are logged once as ``future_migrations`` and left alone, listed in the
     report's ``future``; ``refuse_future`` raises FutureMigrationsError for them instead.
+    ``auto_contract`` then runs the contract parts (``NNN_name.contract.sql``) that no
+    replica seen within ``replica_max_age`` seconds still needs (default: the
+    NATLANGCHAIN_MIGRATE_AUTO_CONTRACT and NATLANGCHAIN_MIGRATE_REPLICA_MAX_AGE
+    variables, else off and 60).
 
     Raises a MigrateError subclass; MigrationFailedError carries what this run
     applied before the failure.
@@ -82,6 +107,7 @@ async def migrate(
         connect_wait=wait,
         strict_order=strict_order,
         refuse_future=refuse_future,
+        **_contract_options(auto_contract, replica_max_age),
         lock=_lock(lock_timeout, lock_namespace, lock_mode),
         execution=ExecutionOptions(
             pg_lock_timeout=pg_lock_timeout,
@@ -229,3 +255,42 @@ async def baseline(
         lock=_lock(lock_timeout, lock_namespace, lock_mode),
     )
     return await migrator.baseline(version, force=force)
+
+
+async def contract(
+    dsn: str | None = None,
+    *,
+    pool: asyncpg.Pool | None = None,
+    migrations_dir: Traversable | Path | str | None = None,
+    schema: str = "public",
+    dry_run: bool = False,
+    force: bool = False,
+    replica_max_age: float = 60.0,
+    lock_timeout: float = 300.0,
+    lock_namespace: str | None = None,
+    lock_mode: LockMode | str = LockMode.SESSION,
+    wait: float = 0.0,
+    pg_lock_timeout: str = "5s",
+    statement_timeout: str | None = None,
+    lock_retries: int = 5,
+) -> ContractReport:
+    """Run the contract parts that may run: expand part applied, and no replica seen within
+    ``replica_max_age`` seconds ships a release below their version. ``force`` runs those
+    waiting for old replicas anyway (logged as ``contract_forced``, recorded
+    ``forced``); ``dry_run`` says what would run and changes nothing. Each part runs once,
+    under the migration lock, in one transaction with its ``schema_contracts`` row."""
+    migrator = Migrator(
+        dsn,
+        pool=pool,
+        migrations_dir=migrations_dir,
+        schema=schema,
+        connect_wait=wait,
+        replica_max_age=replica_max_age,
+        lock=_lock(lock_timeout, lock_namespace, lock_mode),
+        execution=ExecutionOptions(
+            pg_lock_timeout=pg_lock_timeout,
+            statement_timeout=statement_timeout,
+            lock_retries=lock_retries,
+        ),
+    )
+    return await migrator.contract(dry_run=dry_run, force=force)

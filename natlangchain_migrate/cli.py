@@ -17,6 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from natlangchain_migrate.commands import COMMANDS, ENV, PROG, env_setting, find_command
+from natlangchain_migrate.commands.contract import (
+    add_start_up_flags,
+    start_up_problem,
+    start_up_settings,
+)
 from natlangchain_migrate.commands.shared import (
     add_database_flags,
     add_execution_flags,
@@ -48,6 +53,8 @@ _SETTINGS = {
     "LOCK_RETRIES": "--lock-retries",
     "STRICT_ORDER": "--strict-order (1/true/yes/on)",
     "REFUSE_FUTURE": "--refuse-future (1/true/yes/on)",
+    "AUTO_CONTRACT": "--auto-contract (1/true/yes/on)",
+    "REPLICA_MAX_AGE": "--replica-max-age (also for the contract command)",
     "LOG_FORMAT": "--log-format",
     "DUMP_SCHEMA": "--dump-schema (when applying or rolling back)",
     "EMBEDDED_DIR": "(data directory of the embedded PostgreSQL)",
@@ -74,6 +81,7 @@ _EXIT_MEANINGS = {
     ExitCode.SCHEMA_NOT_RESTORED: "verify: a down file does not restore the schema",
     ExitCode.OUT_OF_ORDER: "--strict-order: a pending version is below the highest applied",
     ExitCode.BASELINE_REFUSED: "baseline: the ledger already holds rows (see --force)",
+    ExitCode.CONTRACT_WAITING: "contract: a contract part must wait (old replicas alive)",
     ExitCode.INTERNAL: "an unexpected error (a bug: please report it, with --traceback)",
     ExitCode.INTERRUPTED: "stopped by SIGINT (rolled back, lock released)",
     ExitCode.TERMINATED: "stopped by SIGTERM (rolled back, lock released)",
@@ -172,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="refuse to apply a version lower than the highest applied one (default: apply it)",
     )
+    add_start_up_flags(parser)
     parser.add_argument(
         "--refuse-future",
         action="store_true",
@@ -222,7 +231,7 @@ def _setting_problem(args: argparse.Namespace) -> str | None:
         value = env_setting(name, "") or ""
         if value.lower() not in _TRUE | _FALSE:
             return f"{ENV}{name}={value!r} is not one of: 1, 0, true, false, yes, no, on, off"
-    return None
+    return start_up_problem(args)
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -252,6 +261,7 @@ def _combination_problem(args: argparse.Namespace) -> str | None:
         "skip": {"apply", "status", "check"},
         "strict_order": {"apply"},
         "refuse_future": {"apply"},
+        "auto_contract": {"apply"},
         "steps": {"rollback"},
         "to": {"rollback"},
     }
@@ -262,6 +272,7 @@ def _combination_problem(args: argparse.Namespace) -> str | None:
         "skip": "--skip",
         "strict_order": "--strict-order",
         "refuse_future": "--refuse-future",
+        "auto_contract": "--auto-contract",
     }
     for name, actions in allowed.items():
         if getattr(args, name) and action not in actions:
@@ -300,6 +311,7 @@ async def _run(args: argparse.Namespace) -> int:
         connect_wait=args.wait,
         strict_order=_strict_order(args),
         refuse_future=_refuse_future(args),
+        **start_up_settings(args),
         lock=lock_options(args),
         execution=execution_options(args),
     )
@@ -358,5 +370,14 @@ async def _other_action(args: argparse.Namespace, migrator: Migrator) -> int:
         return ExitCode.OK
     plan = await migrator.status(skip=args.skip)
     if args.status:
-        return render.print_status(plan, as_json=args.json)
+        from natlangchain_migrate.commands.contract import print_contract_status
+        from natlangchain_migrate.contracts import contract_status
+
+        contracts = await contract_status(migrator.options)
+        if args.json:
+            objects = render.status_objects(plan)
+            return print_contract_status(contracts, as_json=True, before=objects)
+        code = render.print_status(plan, as_json=False)
+        print_contract_status(contracts, as_json=False)
+        return code
     return render.print_check(plan, as_json=args.json)

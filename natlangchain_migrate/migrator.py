@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     import asyncpg
 
+    from natlangchain_migrate.contracts import ContractReport
     from natlangchain_migrate.plan import MigrationPlan
     from natlangchain_migrate.results import MigrationReport
     from natlangchain_migrate.undo import RollbackResult
@@ -43,10 +44,12 @@ class Migrator:
     connection from instead. ``connect_wait`` is how long to retry a server that is
     not up yet; ``strict_order`` refuses a pending version below the highest applied
     one; ``refuse_future`` refuses versions applied above the newest file (by a newer
-    release), which are otherwise warned of once and left alone. ``lock`` is the
-    advisory lock (how long to wait for it, its namespace, its mode); ``execution`` is
-    how each file runs, up or down (PostgreSQL's lock_timeout with retries,
-    statement_timeout, the progress interval).
+    release), which are otherwise warned of once and left alone. ``auto_contract``
+    runs, after the expand parts, the contract parts (``NNN_name.contract.sql``) that no
+    replica seen within ``replica_max_age`` seconds still needs. ``lock`` is the advisory
+    lock (how long to wait for it, its namespace, its mode); ``execution`` is how each
+    file runs, up or down (PostgreSQL's lock_timeout with retries, statement_timeout,
+    the progress interval).
     """
 
     def __init__(
@@ -59,6 +62,8 @@ class Migrator:
         connect_wait: float = 0.0,
         strict_order: bool = False,
         refuse_future: bool = False,
+        auto_contract: bool = False,
+        replica_max_age: float = 60.0,
         lock: LockOptions | None = None,
         execution: ExecutionOptions | None = None,
     ) -> None:
@@ -71,6 +76,8 @@ class Migrator:
             connect_wait=connect_wait,
             strict_order=strict_order,
             refuse_future=refuse_future,
+            auto_contract=auto_contract,
+            replica_max_age=replica_max_age,
             lock=lock._replace(mode=lock_mode_of(lock.mode)),
             execution=execution or ExecutionOptions(),
         )
@@ -99,6 +106,14 @@ class Migrator:
         from natlangchain_migrate import undo
 
         return await undo.rollback(self.options, steps=steps, to=to, dry_run=dry_run)
+
+    async def contract(self, *, dry_run: bool = False, force: bool = False) -> ContractReport:
+        """Run the contract parts that may run: expand part applied, and no replica seen
+        within ``replica_max_age`` ships a release below their version (``force``: run those
+        waiting for old replicas anyway, saying which); each once, under the lock."""
+        from natlangchain_migrate import contracts
+
+        return await contracts.run_contracts(self.options, dry_run=dry_run, force=force)
 
     async def repair(self) -> list[int]:
         """Make the ledger agree with the files as they are; the versions changed."""

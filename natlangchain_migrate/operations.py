@@ -80,6 +80,9 @@ async def repair(options: RunnerOptions) -> list[int]:
                 new_checksum=entry.file_checksum,
             )
         await _forget_vanished_repeatables(conn, ledger, sources)
+        from natlangchain_migrate.contract_ledger import repair_contracts
+
+        repaired += await repair_contracts(conn, sources.migrations, options.schema)
         raise_on_drift(plan_of(sources, await ledger.read(conn)))
     return repaired
 

@@ -29,9 +29,7 @@ _MARKS = {
 
 def print_status(plan: MigrationPlan, *, as_json: bool) -> int:
     if as_json:
-        objects = [_status_object(entry) for entry in plan.entries]
-        objects += [_status_object(entry, repeatable=True) for entry in plan.repeatables]
-        print(json.dumps(objects, indent=2))
+        print(json.dumps(status_objects(plan), indent=2))
         return ExitCode.OK
     print("Migration Status")
     print("=" * 50)
@@ -57,6 +55,12 @@ def print_status(plan: MigrationPlan, *, as_json: bool) -> int:
                 note = " (no file here: removed, or a newer release's; ignored by runs)"
             print(f"  {_MARKS[entry.state]} {entry.name}: {entry.state.value}{note}")
     return ExitCode.OK
+
+
+def status_objects(plan: MigrationPlan) -> list[dict[str, Any]]:
+    """``--status --json``'s objects: the versions, then the repeatables."""
+    objects = [_status_object(entry) for entry in plan.entries]
+    return objects + [_status_object(entry, repeatable=True) for entry in plan.repeatables]
 
 
 def _status_object(entry: StatusEntry, *, repeatable: bool = False) -> dict[str, Any]:

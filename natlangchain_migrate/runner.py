@@ -70,7 +70,9 @@ async def _on_one_connection(
             conn = connection.conn
             versions = await sources.all_applied(partial(ledger.digest, conn))
             if versions is not None:
-                return MigrationReport(already_applied=versions), False
+                report = MigrationReport(already_applied=versions)
+                await _auto_contract(connection, sources, options, call, report)
+                return report, False
             snapshot = await ledger.read(conn, repeatables=bool(sources.repeatables))
             warned: set[int] = set()  # future versions warned of, before the lock and under it
             plan = decide(
@@ -88,6 +90,7 @@ async def _on_one_connection(
             )
             report.future = [entry.version for entry in plan.future]
             if not plan.pending:
+                await _auto_contract(connection, sources, options, call, report)
                 return report, False
             _log_plan(plan)
             if call.dry_run:
@@ -103,6 +106,7 @@ async def _on_one_connection(
                 connection, ledger, sources, options, call, warned_future=warned
             )
             report.future = sorted(warned)
+            await _auto_contract(connection, sources, options, call, report)
             return report, True
 
 
@@ -153,6 +157,34 @@ def _connection_loss_named(connection: RunConnection) -> Iterator[None]:
             "was half-applied. Run again (with --wait SECONDS the runner reconnects by "
             "itself)"
         ) from error
+
+
+async def _auto_contract(
+    connection: RunConnection,
+    sources: Sources,
+    options: RunnerOptions,
+    call: CallArguments,
+    report: MigrationReport,
+) -> None:
+    """With auto_contract, after the expand parts: the contract parts that may run. Costs
+    nothing when it is off or the folder has no contract part (the manifest says so
+    without reading a file)."""
+    if not options.auto_contract or call.dry_run:
+        return
+    manifest = sources.manifest
+    if (
+        manifest is not None
+        and not sources.loaded
+        and not any(name.endswith(".contract.sql") for name in manifest.names)
+    ):
+        return
+    if not any(m.contract_file is not None for m in sources.migrations):
+        return
+    from natlangchain_migrate.contracts import auto_contract
+
+    applied_now = (result.version for result in report.applied if result.version is not None)
+    expanded = {*report.already_applied, *applied_now}
+    report.contracts = await auto_contract(connection, sources.migrations, options, expanded)
 
 
 def _log_plan(plan: MigrationPlan) -> None:

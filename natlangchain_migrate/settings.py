@@ -81,6 +81,10 @@ class RunnerOptions(NamedTuple):
     strict_order: bool = False
     # Refuse ledger rows above every local file (a newer release's) instead of warning.
     refuse_future: bool = False
+    # Expand/contract: run the allowed contract parts after the expand parts, and how long
+    # a replica's heartbeat counts it alive (see contracts.py, replicas.py).
+    auto_contract: bool = False
+    replica_max_age: float = 60.0
     lock: LockOptions = LockOptions()
     execution: ExecutionOptions = ExecutionOptions()
 
@@ -133,6 +137,8 @@ class MigrateOptions(TypedDict, total=False):
     progress_interval: float
     strict_order: bool
     refuse_future: bool
+    auto_contract: bool | None
+    replica_max_age: float | None
 
 
 def skip_set(skip: Collection[int]) -> frozenset[int]:

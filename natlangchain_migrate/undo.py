@@ -24,6 +24,7 @@ from natlangchain_migrate.attempt import (
     settings_sql,
 )
 from natlangchain_migrate.connection import RunConnection
+from natlangchain_migrate.contract_ledger import ContractLedger, contract_undos
 from natlangchain_migrate.discovery import Migration, load_migrations, parse_directives
 from natlangchain_migrate.errors import (
     ConfigurationError,
@@ -74,17 +75,25 @@ async def rollback(
             log.info("rollback_nothing_applied", to=to)
             return []
         downs = [_down_of(row, migrations.get(row.version)) for row in chosen]
+        # A version's contract part, if it ran, is undone first (refused without its file).
+        versions = [row.version for row in chosen]
+        contract_downs = await contract_undos(connection.conn, versions, migrations, options.schema)
         _check_lock_mode(downs, options)
-        if dry_run:
-            return [
-                RollbackResult(row.version, row.name, down is not None, down.sql if down else None)
-                for row, down in zip(chosen, downs, strict=True)
-            ]
-        facts = await read_server_facts(connection.conn, options.schema)
-        undo = _Undo(connection, ledger, options, facts)
+        undo = None
+        if not dry_run:
+            facts = await read_server_facts(connection.conn, options.schema)
+            undo = _Undo(connection, ledger, options, facts)
         results = []
         for row, down in zip(chosen, downs, strict=True):
-            await undo.one(row, down)
+            contract_down = contract_downs.get(row.version)
+            if contract_down is not None:
+                if undo is not None:
+                    await undo.contract_part(contract_down)
+                results.append(
+                    RollbackResult(row.version, contract_down.name, True, contract_down.sql)
+                )
+            if undo is not None:
+                await undo.one(row, down)
             results.append(
                 RollbackResult(row.version, row.name, down is not None, down.sql if down else None)
             )
@@ -162,6 +171,24 @@ class _Undo:
         self.search_path = facts.search_path(options.schema)
         self.in_open_transaction = options.transaction_pooling  # the lock's transaction
         self.attempts = Attempts(connection, options.execution, schema=options.schema, applied=[])
+        self.contracts = ContractLedger(options.schema)
+
+    async def contract_part(self, down: Migration) -> None:
+        """Undo a contract part: its ``.contract.down.sql`` and the removal of its
+        ``schema_contracts`` row, in one transaction, before its expand part."""
+        remove = self.contracts.remove_sql(down.version)
+        try:
+            await self.attempts.retrying(partial(self._in_one_transaction, down, remove))
+        except MigrationFailedError as failure:
+            log.error(
+                "rollback_failed",
+                version=down.version,
+                file=failure.location,
+                sqlstate=failure.sqlstate,
+                error=str(failure),
+            )
+            raise
+        log.info("contract_rolled_back", version=down.version, name=down.name, file=down.filename)
 
     async def one(self, row: AppliedMigration, down: Migration | None) -> None:
         """Undo one migration: its down file and the removal of its row."""
@@ -191,12 +218,12 @@ class _Undo:
             raise
         log.info("rollback_done", version=row.version, name=row.name, file=down.filename)
 
-    async def _in_one_transaction(self, down: Migration) -> None:
+    async def _in_one_transaction(self, down: Migration, remove: str | None = None) -> None:
         """The down file and the removal of its row in one message: one commit. In
         transaction lock mode it runs in a savepoint of the lock's transaction, so an
         attempt cancelled by lock_timeout is undone alone and tried again."""
         prefix = settings_sql(down, self.execution, self.search_path, local=True)
-        body = f"{down.sql}\n;\n{self.ledger.remove_sql(down.version)};\n"
+        body = f"{down.sql}\n;\n{remove or self.ledger.remove_sql(down.version)};\n"
         if self.in_open_transaction:
             prefix = f"SAVEPOINT {_SAVEPOINT};\n{prefix}"
             script = f"{prefix}{body}RELEASE SAVEPOINT {_SAVEPOINT};"

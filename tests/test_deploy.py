@@ -40,14 +40,28 @@ def manifests() -> list[dict[str, Any]]:
     return documents
 
 
+# The migrations Job (before the rollout) and the contract Job (after it) are both Jobs.
+JOB = "natlangchain-migrate"
+CONTRACT_JOB = "natlangchain-migrate-contract"
+NAMES = ["natlangchain-api", JOB, CONTRACT_JOB]
+
+
+def by_name(name: str) -> dict[str, Any]:
+    (found,) = [doc for doc in manifests() if doc["metadata"]["name"] == name]
+    return found
+
+
 def by_kind(kind: str) -> dict[str, Any]:
+    """The one resource of ``kind``; for ``Job``, the migrations Job."""
+    if kind == "Job":
+        return by_name(JOB)
     (found,) = [doc for doc in manifests() if doc["kind"] == kind]
     return found
 
 
 def pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
     for doc in manifests():
-        yield doc["kind"], doc["spec"]["template"]["spec"]
+        yield doc["metadata"]["name"], doc["spec"]["template"]["spec"]
 
 
 def compose_schema() -> dict[str, Any]:
@@ -66,16 +80,17 @@ def compose() -> dict[str, Any]:
     return document
 
 
-def test_deploy_ships_a_deployment_and_a_job() -> None:
-    """The two recipes README points to, one resource each."""
-    assert sorted(doc["kind"] for doc in manifests()) == ["Deployment", "Job"]
+def test_deploy_ships_a_deployment_and_two_jobs() -> None:
+    """The recipes README points to: the API, the migrations Job, the contract Job."""
+    found = sorted((doc["kind"], doc["metadata"]["name"]) for doc in manifests())
+    assert found == [("Deployment", "natlangchain-api"), ("Job", JOB), ("Job", CONTRACT_JOB)]
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
-def test_kubernetes_manifest_is_valid_against_the_kubernetes_schema(kind: str) -> None:
+@pytest.mark.parametrize("name", NAMES)
+def test_kubernetes_manifest_is_valid_against_the_kubernetes_schema(name: str) -> None:
     """Each resource passes strict validation against the newest Kubernetes schema shipped."""
     version = kubernetes_validate.utils.latest_version()
-    kubernetes_validate.validate(by_kind(kind), version, strict=True)
+    kubernetes_validate.validate(by_name(name), version, strict=True)
 
 
 def test_kubernetes_validation_refuses_a_wrong_field() -> None:
@@ -101,10 +116,10 @@ def test_the_deployment_runs_the_migrations_as_an_init_container() -> None:
     assert by_kind("Deployment")["spec"]["replicas"] > 1
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
-def test_every_container_runs_non_root_read_only_without_capabilities(kind: str) -> None:
+@pytest.mark.parametrize("name", NAMES)
+def test_every_container_runs_non_root_read_only_without_capabilities(name: str) -> None:
     """runAsNonRoot as the image's uid, read-only root, ALL capabilities dropped, resources."""
-    spec = dict(pod_specs())[kind]
+    spec = dict(pod_specs())[name]
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["runAsUser"] == 10001
     for container in spec.get("initContainers", []) + spec["containers"]:
@@ -122,10 +137,10 @@ def test_the_image_user_is_the_uid_the_manifests_ask_for() -> None:
     assert [step.arguments for step in final.steps("USER")] == ["10001"]
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
-def test_grace_period_outlasts_the_sigterm_cleanup(kind: str) -> None:
+@pytest.mark.parametrize("name", NAMES)
+def test_grace_period_outlasts_the_sigterm_cleanup(name: str) -> None:
     """Kubernetes sends SIGKILL after the grace period: it must cover the bounded cleanup."""
-    spec = dict(pod_specs())[kind]
+    spec = dict(pod_specs())[name]
     assert spec["terminationGracePeriodSeconds"] >= SIGTERM_CLEANUP_STEPS * CLEANUP_S + 5
 
 
@@ -142,6 +157,34 @@ def test_job_runs_once_within_a_deadline_longer_than_its_waits() -> None:
     assert job["backoffLimit"] == 0
     assert job["template"]["spec"]["restartPolicy"] == "Never"
     assert job["activeDeadlineSeconds"] > wait + lock_wait
+
+
+def test_the_contract_job_retries_only_while_old_replicas_are_alive() -> None:
+    """`contract` exits 25 while a contract part waits: that, and only that, is retried
+    (a podFailurePolicy fails the Job at once on any other code); it runs the new image's
+    `contract` command, and its deadline outlasts the replica max age and the lock wait."""
+    from natlangchain_migrate.contracts import parse_age
+    from natlangchain_migrate.errors import ExitCode
+
+    job = by_name(CONTRACT_JOB)["spec"]
+    (container,) = job["template"]["spec"]["containers"]
+    assert container["args"] == ["contract"]
+    assert "command" not in container
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+    assert job["backoffLimit"] >= 3
+    (rule,) = job["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob"
+    assert rule["onExitCodes"]["operator"] == "NotIn"
+    assert rule["onExitCodes"]["containerName"] == container["name"]
+    assert rule["onExitCodes"]["values"] == [ExitCode.CONTRACT_WAITING]  # a pod exiting 0 succeeded
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    max_age = parse_age(env.get("NATLANGCHAIN_MIGRATE_REPLICA_MAX_AGE") or "60s", "max age")
+    lock_wait = float(env["NATLANGCHAIN_MIGRATE_LOCK_TIMEOUT"])
+    assert job["activeDeadlineSeconds"] > float(env["NATLANGCHAIN_MIGRATE_WAIT"]) + lock_wait
+    # Kubernetes waits 10 s, 20 s, 40 s, ... (capped at 6 min) between tries.
+    backoff = sum(min(10 * 2**n, 360) for n in range(job["backoffLimit"]))
+    assert backoff > 2 * max_age
+    assert job["activeDeadlineSeconds"] > backoff
 
 
 def test_compose_file_is_valid_against_the_compose_specification() -> None:

@@ -47,6 +47,8 @@ MIGRATE_KEYWORDS = [
     "progress_interval",
     "strict_order",
     "refuse_future",
+    "auto_contract",
+    "replica_max_age",
 ]
 
 
