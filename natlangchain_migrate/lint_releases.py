@@ -12,17 +12,11 @@ both, and lint.py keeps one finding per statement and rule.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, NamedTuple
 
-from natlangchain_migrate.discovery import Migration, checksum, parse_directives
-from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.discovery import Migration
 
 CONTRACT_SUFFIX = ".contract.sql"
 _CONTRACT_FILE = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9_]+)\.contract\.sql$")
@@ -89,24 +83,6 @@ def owned_rules(filename: str) -> frozenset[str]:
     return CONTRACT_RULES if is_contract_part(filename) else EXPAND_RULES
 
 
-@contextlib.contextmanager
-def without_contract_parts(folder: Path) -> Iterator[Path]:
-    """The folder as discovery and the ledger reader can take it.
-
-    Until discovery knows contract parts it refuses ``NNN_name.contract.sql`` as a
-    misnamed file: lint shows it a copy of the folder without them (lint reads them
-    with ``contract_parts``).
-    """
-    if not folder.is_dir() or not any(".contract." in p.name for p in folder.iterdir()):
-        yield folder
-        return
-    with tempfile.TemporaryDirectory(prefix="natlangchain-lint-") as scratch:
-        for path in folder.iterdir():
-            if path.is_file() and ".contract." not in path.name:
-                shutil.copyfile(path, Path(scratch) / path.name)
-        yield Path(scratch)
-
-
 def adapt_squawk_message(filename: str, rule: str, message: str) -> str | None:
     """squawk's message for a rule this module does not decide, with the release advice
     where it applies; None drops the finding (a drop in a contract part)."""
@@ -126,32 +102,6 @@ def _contract_file(filename: str) -> str:
     if filename.startswith("R__"):
         return "the contract part of a versioned migration (NNN_name.contract.sql)"
     return filename.removesuffix(".sql") + ".contract.sql"
-
-
-def contract_parts(folder: Path) -> list[Migration]:
-    """The folder's ``NNN_name.contract.sql`` files as migrations to lint, by version."""
-    found = []
-    for path in sorted(folder.iterdir()) if folder.is_dir() else ():
-        match = _CONTRACT_FILE.match(path.name)
-        if match is None or not path.is_file():
-            continue
-        try:
-            sql = path.read_bytes().decode("utf-8-sig")
-        except UnicodeDecodeError as error:
-            raise ConfigurationError(
-                f"{path.name}: not valid UTF-8 at byte {error.start}; save the file as UTF-8"
-            ) from error
-        found.append(
-            Migration(
-                version=int(match["version"]),
-                name=path.name.removesuffix(".sql"),
-                filename=path.name,
-                sql=sql,
-                checksum=checksum(sql),
-                directives=parse_directives(path.name, sql),
-            )
-        )
-    return found
 
 
 def release_findings(migration: Migration) -> list[ReleaseFinding] | None:

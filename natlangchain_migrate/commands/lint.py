@@ -63,17 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _lint(args: argparse.Namespace) -> int:
-    from natlangchain_migrate.lint_releases import contract_parts, without_contract_parts
-
-    if args.migrations_dir is None:
-        return _lint_folder(args, None, [])
-    with without_contract_parts(args.migrations_dir) as expand_folder:
-        return _lint_folder(args, expand_folder, contract_parts(args.migrations_dir))
-
-
-def _lint_folder(
-    args: argparse.Namespace, expand_folder: Path | None, contracts: list[Migration]
-) -> int:
+    from natlangchain_migrate.contract_plan import contract_part
     from natlangchain_migrate.discovery import load_migrations, shipped_migrations_dir
     from natlangchain_migrate.lint import lint_migrations, locate_squawk
     from natlangchain_migrate.lint_config import load_lint_config
@@ -81,13 +71,16 @@ def _lint_folder(
 
     # Repeatables (R__name.sql) run in a transaction like any transactional file;
     # contract parts (NNN_name.contract.sql) too, under the contract rules.
-    migrations = load_migrations(expand_folder) + load_repeatables(expand_folder)
+    versioned = load_migrations(args.migrations_dir)
+    migrations = versioned + load_repeatables(args.migrations_dir)
+    contracts = [part for part in map(contract_part, versioned) if part is not None]
     folder = args.migrations_dir or Path(str(shipped_migrations_dir()))
     squawk = locate_squawk()
     config = load_lint_config([folder.absolute(), Path.cwd()])
     from_ledger = args.database_url is not None and not args.all
     if from_ledger:
-        migrations, contracts = asyncio.run(_pending(args, expand_folder, migrations, contracts))
+        pending = _pending(args, args.migrations_dir, migrations, contracts)
+        migrations, contracts = asyncio.run(pending)
     migrations = _in_version_order(migrations + contracts)
     findings = lint_migrations(migrations, config, shown_dir=_shown(folder), squawk=squawk)
     _report(findings, migrations, as_json=args.json, from_ledger=from_ledger)
