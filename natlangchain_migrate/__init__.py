@@ -23,15 +23,22 @@ from natlangchain_migrate.errors import (
 )
 
 if TYPE_CHECKING:
+    from natlangchain_migrate.contracts import ContractReport, contract
     from natlangchain_migrate.logs import route_to_stdlib_logging
     from natlangchain_migrate.operations import baseline, repair, status
-    from natlangchain_migrate.results import MigrationReport, MigrationResult
+    from natlangchain_migrate.replicas import heartbeat, start_heartbeat
+    from natlangchain_migrate.results import ContractResult, MigrationReport, MigrationResult
     from natlangchain_migrate.runner import migrate, run_migrations
     from natlangchain_migrate.undo import RollbackResult, rollback
 
 # The runner's modules load on first use: `python -m natlangchain_migrate` imports this
 # package first, and a no-op start-up should not pay for what it does not run.
 _LAZY = {
+    "ContractReport": "contracts",
+    "ContractResult": "results",
+    "contract": "contracts",
+    "heartbeat": "replicas",
+    "start_heartbeat": "replicas",
     "RollbackResult": "undo",
     "baseline": "operations",
     "repair": "operations",
@@ -57,6 +64,8 @@ __all__ = [
     "BaselineError",
     "ConfigurationError",
     "ConnectionRejectedError",
+    "ContractReport",
+    "ContractResult",
     "DatabaseUnreachableError",
     "DriftError",
     "ExitCode",
@@ -71,10 +80,13 @@ __all__ = [
     "ReadOnlyDatabaseError",
     "RollbackResult",
     "baseline",
+    "contract",
+    "heartbeat",
     "migrate",
     "repair",
     "rollback",
     "route_to_stdlib_logging",
     "run_migrations",
+    "start_heartbeat",
     "status",
 ]

@@ -59,6 +59,8 @@ _SETTINGS = {
     "STATEMENT_TIMEOUT": "--statement-timeout",
     "LOCK_RETRIES": "--lock-retries",
     "STRICT_ORDER": "--strict-order (1/true/yes/on)",
+    "AUTO_CONTRACT": "--auto-contract (1/true/yes/on)",
+    "REPLICA_MAX_AGE": "--replica-max-age (also for the contract command)",
     "LOG_FORMAT": "--log-format",
     "DUMP_SCHEMA": "--dump-schema (when applying or rolling back)",
     "EMBEDDED_DIR": "(data directory of the embedded PostgreSQL)",
@@ -84,6 +86,7 @@ _EXIT_MEANINGS = {
     ExitCode.SCHEMA_NOT_RESTORED: "verify: a down file does not restore the schema",
     ExitCode.OUT_OF_ORDER: "--strict-order: a pending version is below the highest applied",
     ExitCode.BASELINE_REFUSED: "baseline: the ledger already holds rows (see --force)",
+    ExitCode.CONTRACT_WAITING: "contract: a contract part must wait (old replicas alive)",
     ExitCode.INTERNAL: "an unexpected error (a bug: please report it, with --traceback)",
     ExitCode.INTERRUPTED: "stopped by SIGINT (rolled back, lock released)",
     ExitCode.TERMINATED: "stopped by SIGTERM (rolled back, lock released)",
@@ -219,6 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse to apply a version lower than the highest applied one (default: apply it)",
     )
     parser.add_argument(
+        "--auto-contract",
+        action="store_true",
+        help="after applying, run the contract parts no alive old replica needs",
+    )
+    parser.add_argument(
+        "--replica-max-age",
+        default=env_setting("REPLICA_MAX_AGE"),
+        metavar="DURATION",
+        help="a replica whose heartbeat is older counts as gone (default 60s; with "
+        "--auto-contract and --status)",
+    )
+    parser.add_argument(
         "--dump-schema",
         metavar="PATH",
         help="after a successful apply or rollback, write the schema as deterministic SQL "
@@ -261,9 +276,20 @@ def _setting_problem(args: argparse.Namespace) -> str | None:
     ):
         if value and value not in choices:  # an empty variable counts as unset
             return f"{ENV}{name}={value!r} is not one of: {', '.join(choices)}"
-    strict = env_setting("STRICT_ORDER", "") or ""
-    if strict.lower() not in _TRUE | _FALSE:
-        return f"{ENV}STRICT_ORDER={strict!r} is not one of: 1, 0, true, false, yes, no, on, off"
+    for name in ("STRICT_ORDER", "AUTO_CONTRACT"):
+        value = env_setting(name, "") or ""
+        if value.lower() not in _TRUE | _FALSE:
+            return f"{ENV}{name}={value!r} is not one of: 1, 0, true, false, yes, no, on, off"
+    if args.replica_max_age:
+        from natlangchain_migrate.contracts import parse_age
+        from natlangchain_migrate.errors import ConfigurationError
+
+        from_variable = args.replica_max_age == env_setting("REPLICA_MAX_AGE")
+        given = f"{ENV}REPLICA_MAX_AGE" if from_variable else "--replica-max-age"
+        try:
+            parse_age(args.replica_max_age, given)
+        except ConfigurationError as error:
+            return str(error)
     return None
 
 
@@ -274,6 +300,19 @@ _FALSE = {"", "0", "false", "no", "off"}
 def _strict_order(args: argparse.Namespace) -> bool:
     """--strict-order, or its variable (checked by _setting_problem)."""
     return bool(args.strict_order) or (env_setting("STRICT_ORDER", "") or "").lower() in _TRUE
+
+
+def _auto_contract(args: argparse.Namespace) -> bool:
+    """--auto-contract, or its variable (checked by _setting_problem)."""
+    return bool(args.auto_contract) or (env_setting("AUTO_CONTRACT", "") or "").lower() in _TRUE
+
+
+def _replica_max_age(args: argparse.Namespace) -> float:
+    if not args.replica_max_age:
+        return 60.0
+    from natlangchain_migrate.contracts import parse_age
+
+    return parse_age(args.replica_max_age, "--replica-max-age")
 
 
 def _combination_problem(args: argparse.Namespace) -> str | None:
@@ -288,6 +327,7 @@ def _combination_problem(args: argparse.Namespace) -> str | None:
         "version": {"apply"},
         "skip": {"apply", "status", "check"},
         "strict_order": {"apply"},
+        "auto_contract": {"apply"},
         "steps": {"rollback"},
         "to": {"rollback"},
     }
@@ -297,6 +337,7 @@ def _combination_problem(args: argparse.Namespace) -> str | None:
         "version": "--version",
         "skip": "--skip",
         "strict_order": "--strict-order",
+        "auto_contract": "--auto-contract",
     }
     for name, actions in allowed.items():
         if getattr(args, name) and action not in actions:
@@ -343,6 +384,8 @@ async def _run(args: argparse.Namespace) -> int:
         statement_timeout=args.statement_timeout,
         lock_retries=args.lock_retries,
         strict_order=_strict_order(args),
+        auto_contract=_auto_contract(args),
+        replica_max_age=_replica_max_age(args),
     )
     if args.status or args.check or args.rollback or args.repair:
         return await _other_action(args, settings)

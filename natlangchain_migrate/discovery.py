@@ -1,7 +1,9 @@
 """Finding migration files, reading their directives and checksumming them.
 
 Files are named ``NNN_name.sql`` with an optional ``NNN_name.down.sql`` beside
-them. The shipped ones are package data, read with importlib.resources so that
+them, and optionally a contract part ``NNN_name.contract.sql`` (with its undo
+``NNN_name.contract.down.sql``): what only the new release can live with, run later
+by ``contract.py``. The shipped ones are package data, read with importlib.resources so that
 the working directory never matters.
 """
 
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
 
 _UP_FILE = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9_]+)\.sql$")
 _DOWN_FILE = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9_]+)\.down\.sql$")
+_CONTRACT_FILE = re.compile(
+    r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9_]+)\.contract(?P<down>\.down)?\.sql$"
+)
 _DIRECTIVE = re.compile(r"^--\s*natlangchain:\s*(?P<key>[a-z-]+)\s*(?P<value>.*?)\s*$")
 _EXTENSION = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(\s*>=\s*(?P<version>[0-9][0-9.]*))?$")
 _LINT_IGNORE = re.compile(r"^(?P<rule>[a-z][a-z0-9-]*)\s+(?P<reason>\S.*)$")
@@ -66,6 +71,9 @@ class Migration(NamedTuple):
     checksum: str
     down_file: Traversable | None = None
     directives: Directives = Directives()
+    # The contract part (``NNN_name.contract.sql``) and its undo, read when asked.
+    contract_file: Traversable | None = None
+    contract_down_file: Traversable | None = None
 
     @property
     def down_sql(self) -> str | None:
@@ -116,6 +124,7 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
         )
     ups: dict[int, Traversable] = {}
     downs: dict[int, Traversable] = {}
+    contracts: dict[tuple[int, bool], Traversable] = {}
     for entry in sorted(folder.iterdir(), key=lambda item: item.name):
         if not entry.name.lower().endswith(".sql") or not entry.is_file():
             continue
@@ -126,6 +135,10 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
                 f"{entry.name}: migration files end in lowercase .sql; rename it to "
                 f"{entry.name[:-4]}.sql"
             )
+        contract = _CONTRACT_FILE.match(entry.name)
+        if contract:
+            _add_contract(contracts, entry, contract)
+            continue
         down = _DOWN_FILE.match(entry.name)
         up = None if down else _UP_FILE.match(entry.name)
         match = down or up
@@ -158,7 +171,44 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
             raise ConfigurationError(
                 f"{entry.name} has no migration {version} beside it; add it or remove the file"
             )
-    return [_read_migration(version, ups[version], downs.get(version)) for version in sorted(ups)]
+    for (version, _), entry in contracts.items():
+        expand = ups.get(version)
+        stem = entry.name.split(".", 1)[0]
+        if expand is None or expand.name != f"{stem}.sql":
+            beside = f" (version {version} is {expand.name})" if expand else ""
+            raise ConfigurationError(
+                f"{entry.name} is a contract part without its migration {stem}.sql beside "
+                f"it{beside}; add {stem}.sql (the expand part) or rename or remove the file"
+            )
+    for (version, is_down), entry in contracts.items():
+        if is_down and (version, False) not in contracts:
+            raise ConfigurationError(
+                f"{entry.name} undoes a contract part that is not there; add "
+                f"{entry.name.replace('.contract.down.sql', '.contract.sql')} or remove the file"
+            )
+    return [
+        _read_migration(
+            version,
+            ups[version],
+            downs.get(version),
+            contracts.get((version, False)),
+            contracts.get((version, True)),
+        )
+        for version in sorted(ups)
+    ]
+
+
+def _add_contract(
+    contracts: dict[tuple[int, bool], Traversable], entry: Traversable, found: re.Match[str]
+) -> None:
+    """File a ``NNN_name.contract[.down].sql`` under its version, refusing a second one."""
+    key = (int(found["version"]), found["down"] is not None)
+    if key in contracts:
+        raise ConfigurationError(
+            f"{contracts[key].name} and {entry.name} are both the contract part of version "
+            f"{key[0]}; keep one"
+        )
+    contracts[key] = entry
 
 
 def _as_traversable(directory: Traversable | Path | str) -> Traversable:
@@ -174,7 +224,13 @@ def _read_text(entry: Traversable) -> str:
         ) from error
 
 
-def _read_migration(version: int, up: Traversable, down: Traversable | None) -> Migration:
+def _read_migration(
+    version: int,
+    up: Traversable,
+    down: Traversable | None,
+    contract: Traversable | None = None,
+    contract_down: Traversable | None = None,
+) -> Migration:
     sql = _read_text(up)
     return Migration(
         version=version,
@@ -184,6 +240,8 @@ def _read_migration(version: int, up: Traversable, down: Traversable | None) -> 
         checksum=checksum(sql),
         down_file=down,
         directives=parse_directives(up.name, sql),
+        contract_file=contract,
+        contract_down_file=contract_down,
     )
 
 

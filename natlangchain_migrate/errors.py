@@ -37,6 +37,7 @@ class ExitCode(IntEnum):
     SCHEMA_NOT_RESTORED = 22  # verify: a down file does not restore the schema
     OUT_OF_ORDER = 23
     BASELINE_REFUSED = 24
+    CONTRACT_WAITING = 25  # contract: a contract part must wait (old replicas alive, ...)
     INTERNAL = 70
     INTERRUPTED = 130  # SIGINT: 128 + 2, as shells report it
     TERMINATED = 143  # SIGTERM: 128 + 15

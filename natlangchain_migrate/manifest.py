@@ -49,6 +49,11 @@ class ManifestEntry(NamedTuple):
     def is_down(self) -> bool:
         return self.filename.endswith(".down.sql")
 
+    @property
+    def is_contract(self) -> bool:
+        """A contract part (``NNN_name.contract.sql``): not an up file, yet its edits count."""
+        return self.filename.endswith(".contract.sql")
+
 
 class Manifest(NamedTuple):
     """What the manifest says, precomputed once per manifest file: the up files in
@@ -57,19 +62,23 @@ class Manifest(NamedTuple):
     folder: Path
     ups: list[ManifestEntry]
     names: frozenset[str]
+    # The up files and the contract parts: those whose size the fast path compares.
+    sized: list[ManifestEntry]
     versions: list[int]
     ledger_digest: str  # what ``Ledger.digest`` returns when every file is applied, unchanged
 
     @classmethod
     def of(cls, folder: Path, entries: list[ManifestEntry]) -> Manifest:
         ups = sorted(
-            (entry for entry in entries if not entry.is_down), key=lambda e: e.version or 0
+            (entry for entry in entries if not entry.is_down and not entry.is_contract),
+            key=lambda e: e.version or 0,
         )
         text = ",".join(f"{entry.version}:{entry.checksum}:true" for entry in ups)
         return cls(
             folder=folder,
             ups=ups,
             names=frozenset(entry.filename for entry in entries),
+            sized=ups + [entry for entry in entries if entry.is_contract],
             versions=[entry.version for entry in ups if entry.version is not None],
             ledger_digest=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         )
@@ -133,14 +142,14 @@ def recorded_manifest(directory: Traversable | Path | str | None) -> Manifest | 
 
 
 def folder_matches(manifest: Manifest) -> bool:
-    """Whether the folder's ``.sql`` names, and its up files' sizes, are the manifest's:
-    a listing and a stat per up file (the runner does it while it connects)."""
+    """Whether the folder's ``.sql`` names, and its up files' and contract parts' sizes, are
+    the manifest's: a listing and a stat per such file (the runner does it while it connects)."""
     try:
         with os.scandir(manifest.folder) as listing:
             found = {item.name: item for item in listing if item.name.lower().endswith(".sql")}
         if found.keys() != manifest.names:
             return False
-        return all(found[entry.filename].stat().st_size == entry.size for entry in manifest.ups)
+        return all(found[entry.filename].stat().st_size == entry.size for entry in manifest.sized)
     except OSError:
         return False
 

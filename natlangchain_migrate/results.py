@@ -19,6 +19,17 @@ class MigrationResult(NamedTuple):
     status: str = "applied"
 
 
+class ContractResult(NamedTuple):
+    """A contract part (``NNN_name.contract.sql``) this run applied, or in a dry run would
+    apply; ``forced`` when it ran despite alive replicas of an older release."""
+
+    version: int
+    name: str
+    duration_ms: float = 0.0
+    forced: bool = False
+    status: str = "applied"
+
+
 class MigrationReport:
     """The outcome of ``migrate()``.
 
@@ -41,6 +52,8 @@ class MigrationReport:
         self.skipped = skipped or []
         self.dry_run = dry_run
         self.duration_ms = 0.0
+        # Contract parts run at start-up (``auto_contract``), after the expand parts.
+        self.contracts: list[ContractResult] = []
 
     def __repr__(self) -> str:
         return (

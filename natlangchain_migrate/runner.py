@@ -9,6 +9,7 @@ applies what is still pending.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Collection
 from functools import partial
@@ -72,6 +73,8 @@ async def migrate(
     retry_delay: float = 1.0,
     progress_interval: float = 5.0,
     strict_order: bool = False,
+    auto_contract: bool | None = None,
+    replica_max_age: float | None = None,
 ) -> MigrationReport:
     """Apply the pending migrations; await it at API start-up or from an init container.
 
@@ -85,10 +88,15 @@ async def migrate(
     pending migrations in one transaction under a transaction-level lock, the
     mode that is safe through PgBouncer's transaction pooling. ``strict_order`` refuses
     a pending version lower than the highest applied one (OutOfOrderError).
+    ``auto_contract`` then runs the contract parts (``NNN_name.contract.sql``) that no
+    replica seen within ``replica_max_age`` seconds still needs (default: the
+    NATLANGCHAIN_MIGRATE_AUTO_CONTRACT and NATLANGCHAIN_MIGRATE_REPLICA_MAX_AGE
+    variables, else off and 60).
 
     Raises a MigrateError subclass; MigrationFailedError carries what this run
     applied before the failure.
     """
+    auto, max_age = _contract_settings(auto_contract, replica_max_age)
     return await run(
         RunSettings(
             dsn=dsn,
@@ -108,7 +116,21 @@ async def migrate(
             retry_delay=retry_delay,
             progress_interval=progress_interval,
             strict_order=strict_order,
+            auto_contract=auto,
+            replica_max_age=max_age,
         )
+    )
+
+
+def _contract_settings(auto: bool | None, max_age: float | None) -> tuple[bool, float]:
+    """auto_contract= and replica_max_age=, else their variables (read only when unset)."""
+    if auto is None and not os.environ.get("NATLANGCHAIN_MIGRATE_AUTO_CONTRACT"):
+        return False, 60.0 if max_age is None else max_age
+    from natlangchain_migrate.contracts import AUTO_VARIABLE, env_flag, env_max_age
+
+    return (
+        env_flag(AUTO_VARIABLE) if auto is None else auto,
+        env_max_age() if max_age is None else max_age,
     )
 
 
@@ -220,7 +242,10 @@ async def _run_on_one_connection(
                 and await folder_check
                 and await ledger.digest(connection.conn) == manifest.ledger_digest
             ):
-                return MigrationReport(already_applied=manifest.versions), False
+                report = MigrationReport(already_applied=manifest.versions)
+                if settings.auto_contract and any(".contract." in n for n in manifest.names):
+                    await _auto_contract(connection.conn, None, settings, report)
+                return report, False
             if migrations is None:
                 migrations = load_migrations(settings.migrations_dir)
                 repeatables = load_repeatables(settings.migrations_dir)
@@ -237,6 +262,7 @@ async def _run_on_one_connection(
                 dry_run=settings.dry_run,
             )
             if not plan.pending:
+                await _auto_contract(connection.conn, migrations, settings, report)
                 return report, False
             log.info(
                 "migration_plan",
@@ -257,6 +283,7 @@ async def _run_on_one_connection(
             report.applied = await apply_pending(
                 connection, ledger, migrations, settings, repeatables
             )
+            await _auto_contract(connection.conn, migrations, settings, report)
             return report, True
         except Exception as error:
             if isinstance(error, ConnectionLostError) or not (
@@ -269,6 +296,25 @@ async def _run_on_one_connection(
                 "was half-applied. Run again (with --wait SECONDS the runner reconnects by "
                 "itself)"
             ) from error
+
+
+async def _auto_contract(
+    conn: asyncpg.Connection,
+    migrations: list[Migration] | None,
+    settings: RunSettings,
+    report: MigrationReport,
+) -> None:
+    """With auto_contract, after the expand parts: the contract parts that may run. Costs
+    nothing when it is off or the folder has no contract part."""
+    if not settings.auto_contract or settings.dry_run:
+        return
+    if migrations is None:
+        migrations = load_migrations(settings.migrations_dir)
+    if not any(m.contract_file is not None for m in migrations):
+        return
+    from natlangchain_migrate.contracts import auto_contract
+
+    report.contracts = await auto_contract(conn, migrations, settings)
 
 
 def _repeatables_pending(plan: MigrationPlan) -> dict[str, list[str]]:

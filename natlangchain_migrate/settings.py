@@ -43,6 +43,10 @@ class RunSettings(NamedTuple):
     # Schemas of the database's installed extensions, searched after ``schema`` so that
     # their types resolve (pgvector in public, migrations in app). Read when applying.
     extension_schemas: tuple[str, ...] = ()
+    # Expand/contract: run the allowed contract parts after the expand parts, and how long
+    # a replica's heartbeat counts it alive (see contract.py, replicas.py).
+    auto_contract: bool = False
+    replica_max_age: float = 60.0
 
     @property
     def search_path(self) -> str:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sum": ("sum", "write (or --check) migrations.sum, the checksum manifest"),
     "verify": ("verify", "check on a scratch database that every down file restores the schema"),
     "dump-schema": ("dump_schema", "the schema as deterministic SQL: dump-schema [PATH|-]"),
+    "contract": ("contract", "run the contract parts no old replica needs: contract [--force]"),
     "lint": ("lint", "check migrations with squawk: lint [--all] [--json] [--migrations-dir DIR]"),
 }
 

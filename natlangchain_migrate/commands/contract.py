@@ -1,0 +1,147 @@
+"""``natlangchain-migrate contract``: run the contract parts no alive old replica needs.
+
+For a post-deploy Job or hook: exit 0 when every contract part has run (or there is
+none), 25 when some must wait (replicas of an older release still alive, or an expand
+part not applied yet), so a Job's retries try again later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING
+
+from natlangchain_migrate.commands import PROG, env_setting, usage_error
+from natlangchain_migrate.commands.shared import (
+    add_database_flags,
+    add_log_flags,
+    database_dsn,
+    log_format_problem,
+    run_logged,
+)
+from natlangchain_migrate.errors import ConfigurationError, ExitCode
+from natlangchain_migrate.locks import LOCK_MODES
+
+if TYPE_CHECKING:
+    from natlangchain_migrate.contracts import ContractReport
+
+
+def main(argv: list[str]) -> int:
+    """Parse, run ``contract()``, print what ran and what waits, exit 0 or 25."""
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} contract",
+        description="run the contract parts (NNN_name.contract.sql) whose expand part is "
+        "applied and that no replica of an older release still needs, each exactly once "
+        "under the advisory lock; exit 0 when none is left, 25 when some must wait",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print what would run; change nothing"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="run them even while replicas of an older release look alive (names them)",
+    )
+    parser.add_argument(
+        "--replica-max-age",
+        default=env_setting("REPLICA_MAX_AGE", "60s"),
+        metavar="DURATION",
+        help="a replica whose heartbeat is older than this counts as gone (default 60s)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    add_database_flags(parser)
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=env_setting("LOCK_TIMEOUT", "300"),
+        metavar="SECONDS",
+        help="how long to wait for another runner's lock (default 300)",
+    )
+    parser.add_argument(
+        "--lock-mode",
+        choices=LOCK_MODES,
+        default=env_setting("LOCK_MODE", "session"),
+        help="session (default) or transaction (through PgBouncer transaction pooling)",
+    )
+    parser.add_argument(
+        "--pg-lock-timeout",
+        default=env_setting("PG_LOCK_TIMEOUT", "5s"),
+        metavar="DURATION",
+        help="PostgreSQL lock_timeout for each contract part (default 5s)",
+    )
+    add_log_flags(parser)
+    args = parser.parse_args(argv)
+    from natlangchain_migrate.contracts import parse_age
+
+    problem = log_format_problem(args.log_format)
+    try:
+        max_age = parse_age(args.replica_max_age, "--replica-max-age")
+    except ConfigurationError as error:
+        problem = problem or str(error)
+    if problem:
+        return usage_error(problem)
+    report, code = run_logged(args, lambda: _contract(args, max_age))
+    if report is None:
+        return code
+    code = ExitCode.CONTRACT_WAITING if report.waiting else ExitCode.OK
+    if args.json:
+        _print_json(report, code)
+    else:
+        _print_text(report)
+    return code
+
+
+async def _contract(args: argparse.Namespace, max_age: float) -> ContractReport:
+    from natlangchain_migrate.contracts import contract
+
+    return await contract(
+        await database_dsn(args.database_url),
+        migrations_dir=args.migrations_dir,
+        schema=args.schema,
+        dry_run=args.dry_run,
+        force=args.force,
+        replica_max_age=max_age,
+        lock_timeout=args.lock_timeout,
+        lock_mode=args.lock_mode or "session",
+        wait=args.wait,
+        pg_lock_timeout=args.pg_lock_timeout,
+    )
+
+
+def _print_text(report: ContractReport) -> None:
+    from natlangchain_migrate.contracts import waiting_reason
+
+    if report.dry_run and report.pending:
+        print("Would apply, in order:")
+        for result in report.pending:
+            print(f"  {result.name}{' (forced)' if result.forced else ''}")
+    for result in report.applied:
+        forced = " (forced past alive old replicas)" if result.forced else ""
+        print(f"Applied {result.name} in {result.duration_ms:.0f} ms{forced}")
+    for entry in report.waiting:
+        print(f"Waiting: {entry.name}: {waiting_reason(entry)}")
+    if not (report.applied or report.pending or report.waiting):
+        print("Nothing to contract: every contract part has run.")
+
+
+def _print_json(report: ContractReport, code: int) -> None:
+    print(
+        json.dumps(
+            {
+                "exit_code": int(code),
+                "dry_run": report.dry_run,
+                "applied": [r._asdict() for r in report.applied],
+                "would_apply": [r._asdict() for r in report.pending],
+                "waiting": [
+                    {
+                        "version": entry.version,
+                        "name": entry.name,
+                        "state": entry.state.value,
+                        "waiting_for": [r.describe() for r in entry.waiting_for],
+                    }
+                    for entry in report.waiting
+                ],
+            },
+            indent=2,
+        )
+    )

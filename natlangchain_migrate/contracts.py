@@ -1,0 +1,429 @@
+"""Running contract parts: each exactly once, under the migration lock, in one transaction
+with its row in ``schema_contracts``, and only when no replica of an older release is
+alive (``contract_plan.py`` decides which; ``replicas.py`` keeps the registry).
+
+They run from the ``contract`` command (a post-deploy Job or hook), from ``contract()``,
+and, when enabled, at the start-up of a replica after the expand parts
+(``migrate(auto_contract=True)``). A rollback undoes a version's contract part first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from natlangchain_migrate.contract_plan import (
+    CONTRACTS_TABLE,
+    ContractEntry,
+    ContractRow,
+    ContractState,
+    contract_part,
+    plan_contracts,
+    raise_on_contract_drift,
+    runnable,
+    waiting,
+)
+from natlangchain_migrate.discovery import Migration, load_migrations
+from natlangchain_migrate.durations import ms_since
+from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.events import log
+from natlangchain_migrate.ledger import Ledger, literal, quote_ident
+from natlangchain_migrate.plan import State, plan_migrations, raise_on_drift
+from natlangchain_migrate.replicas import alive_replicas
+from natlangchain_migrate.results import ContractResult
+from natlangchain_migrate.settings import RunSettings
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
+
+AUTO_VARIABLE = "NATLANGCHAIN_MIGRATE_AUTO_CONTRACT"
+MAX_AGE_VARIABLE = "NATLANGCHAIN_MIGRATE_REPLICA_MAX_AGE"
+_AGE = re.compile(r"^(?P<number>\d+(\.\d+)?)(?P<unit>ms|s|min|h)?$")
+_AGE_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0, None: 1.0}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+class ContractReport:
+    """The outcome of ``contract()``: what ran (``applied``), what a dry run would run
+    (``pending``), and what must wait (``waiting``, each with the replicas it waits for)."""
+
+    def __init__(self, *, dry_run: bool = False) -> None:
+        self.applied: list[ContractResult] = []
+        self.pending: list[ContractResult] = []
+        self.waiting: list[ContractEntry] = []
+        self.dry_run = dry_run
+        self.duration_ms = 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"ContractReport(applied={self.applied!r}, pending={self.pending!r}, "
+            f"waiting={[entry.name for entry in self.waiting]!r}, dry_run={self.dry_run!r})"
+        )
+
+
+def parse_age(text: str, where: str) -> float:
+    """``60``, ``60s``, ``2min``, ``500ms``: seconds (a bare number is seconds)."""
+    found = _AGE.match(text.strip())
+    if found is None:
+        raise ConfigurationError(
+            f"{where} {text!r} is not a duration; use seconds (60) or a number with ms, s, "
+            "min or h (60s, 2min)"
+        )
+    return float(found["number"]) * _AGE_UNITS[found["unit"]]
+
+
+def env_flag(name: str) -> bool:
+    """A yes/no environment variable; anything else is a one-line error naming it."""
+    value = (os.environ.get(name) or "").strip().lower()
+    if value not in _TRUE | _FALSE:
+        raise ConfigurationError(
+            f"{name}={value!r} is not one of: 1, 0, true, false, yes, no, on, off"
+        )
+    return value in _TRUE
+
+
+def env_max_age() -> float:
+    """NATLANGCHAIN_MIGRATE_REPLICA_MAX_AGE, else 60 seconds."""
+    value = os.environ.get(MAX_AGE_VARIABLE)
+    return parse_age(value, MAX_AGE_VARIABLE) if value else 60.0
+
+
+def check_max_age(max_age: float) -> None:
+    if not (max_age > 0 and math.isfinite(max_age)):
+        raise ConfigurationError(
+            f"--replica-max-age {max_age!r} must be a positive number of seconds, longer than "
+            "the replicas' heartbeat interval (in the library: replica_max_age=)"
+        )
+
+
+async def contract(
+    dsn: str | None = None,
+    *,
+    pool: asyncpg.Pool | None = None,
+    migrations_dir: Traversable | Path | str | None = None,
+    schema: str = "public",
+    dry_run: bool = False,
+    force: bool = False,
+    replica_max_age: float = 60.0,
+    lock_timeout: float = 300.0,
+    lock_namespace: str | None = None,
+    lock_mode: str = "session",
+    wait: float = 0.0,
+    pg_lock_timeout: str = "5s",
+    statement_timeout: str | None = None,
+    lock_retries: int = 5,
+) -> ContractReport:
+    """Run the contract parts that may run: expand part applied, and no replica seen within
+    ``replica_max_age`` seconds ships a release below their version. ``force`` runs those
+    waiting for old replicas anyway (logged as ``contract_forced``, recorded
+    ``forced``); ``dry_run`` says what would run and changes nothing. Each part runs once,
+    under the migration lock, in one transaction with its ``schema_contracts`` row."""
+    settings = RunSettings(
+        dsn=dsn,
+        pool=pool,
+        migrations_dir=migrations_dir,
+        schema=schema,
+        dry_run=dry_run,
+        lock_wait=lock_timeout,
+        lock_namespace=lock_namespace,
+        lock_mode=lock_mode,
+        connect_wait=wait,
+        pg_lock_timeout=pg_lock_timeout,
+        statement_timeout=statement_timeout,
+        lock_retries=lock_retries,
+        replica_max_age=replica_max_age,
+    )
+    return await run_contracts(settings, force=force)
+
+
+async def run_contracts(settings: RunSettings, *, force: bool = False) -> ContractReport:
+    """``contract()`` from the run's settings (the CLI's entry)."""
+    from natlangchain_migrate import preflight
+    from natlangchain_migrate.connection import is_connection_lost, open_run_connection
+    from natlangchain_migrate.errors import ConnectionLostError
+
+    started = time.monotonic()
+    migrations = load_migrations(settings.migrations_dir)
+    preflight.check_settings(migrations, settings)
+    check_max_age(settings.replica_max_age)
+    async with open_run_connection(settings) as connection:
+        try:
+            report = await contract_on(connection.conn, migrations, settings, force=force)
+        except Exception as error:
+            if not (is_connection_lost(error) or connection.conn.is_closed()):
+                raise
+            raise ConnectionLostError(
+                f"the connection to the server was lost while contract parts ran "
+                f"({type(error).__name__}: {error}); what was running was rolled back and not "
+                "recorded. Run contract again"
+            ) from error
+    report.duration_ms = ms_since(started)
+    log.info(
+        "contract_done",
+        applied=[result.version for result in report.applied],
+        would_apply=[result.version for result in report.pending],
+        waiting=[entry.version for entry in report.waiting],
+        dry_run=settings.dry_run,
+        duration_ms=report.duration_ms,
+    )
+    return report
+
+
+class ContractLedger:
+    """Reads and writes ``schema_contracts`` in one schema."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self.table = f"{quote_ident(schema)}.{quote_ident(CONTRACTS_TABLE)}"
+
+    async def rows(self, conn: asyncpg.Connection) -> list[ContractRow]:
+        """Every contract part that ran; none before the first (no table, no error logged)."""
+        if await conn.fetchval("SELECT to_regclass($1)", self.table) is None:
+            return []
+        records = await conn.fetch(
+            f"SELECT version, name, checksum, applied_at, execution_ms, forced FROM {self.table}"
+        )
+        return [ContractRow(*record) for record in records]
+
+    async def ensure(self, conn: asyncpg.Connection) -> None:
+        """Create the table if absent (under the migration lock)."""
+        if await conn.fetchval("SELECT to_regclass($1)", self.table) is None:
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                " version integer PRIMARY KEY,"
+                " name text NOT NULL,"
+                " checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT clock_timestamp(),"
+                " execution_ms double precision,"
+                " forced boolean NOT NULL DEFAULT false); "
+                f"COMMENT ON TABLE {self.table} IS 'Contract parts (NNN_name.contract.sql) "
+                "applied, each once, after no replica of an older release was left'"
+            )
+
+    def record_statement(self, part: Migration, *, forced: bool) -> str:
+        """The part's row, sent in the same message and transaction as its SQL. A plain
+        INSERT: a part that somehow ran twice fails on the key and is rolled back."""
+        return (
+            f"INSERT INTO {self.table} "
+            "(version, name, checksum, applied_at, execution_ms, forced) "
+            f"VALUES ({int(part.version)}, {literal(part.name)}, {literal(part.checksum)}, "
+            "clock_timestamp(), "
+            "extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000, "
+            f"{'true' if forced else 'false'})"
+        )
+
+    async def remove(self, conn: asyncpg.Connection, version: int) -> None:
+        await conn.execute(f"DELETE FROM {self.table} WHERE version = $1", version)
+
+    async def set_checksum(self, conn: asyncpg.Connection, version: int, value: str) -> None:
+        await conn.execute(
+            f"UPDATE {self.table} SET checksum = $2 WHERE version = $1", version, value
+        )
+
+
+async def contract_entries(
+    conn: asyncpg.Connection,
+    migrations: Sequence[Migration],
+    parts: Sequence[Migration],
+    settings: RunSettings,
+    *,
+    check_expand_drift: bool = True,
+) -> list[ContractEntry]:
+    """Read the ledger, the contract rows and the alive replicas; every part's state."""
+    snapshot = await Ledger(settings.schema).read(conn)
+    plan = plan_migrations(migrations, snapshot.rows)
+    if check_expand_drift:
+        raise_on_drift(plan)
+    expanded = {entry.version for entry in plan.entries if entry.state is State.APPLIED}
+    return plan_contracts(
+        parts,
+        expanded,
+        await ContractLedger(settings.schema).rows(conn),
+        await alive_replicas(conn, settings.schema, settings.replica_max_age),
+        highest_local=max((m.version for m in migrations), default=0),
+    )
+
+
+def contract_parts(migrations: Sequence[Migration]) -> list[Migration]:
+    """The folder's contract files, read and checksummed, by version."""
+    return [part for part in map(contract_part, migrations) if part is not None]
+
+
+async def contract_on(
+    conn: asyncpg.Connection,
+    migrations: Sequence[Migration],
+    settings: RunSettings,
+    *,
+    force: bool = False,
+    auto: bool = False,
+) -> ContractReport:
+    """Plan, then (unless a dry run) take the lock, plan again under it and run what may
+    run. ``auto`` (a start-up) logs a part that must wait at debug level only."""
+    report = ContractReport(dry_run=settings.dry_run)
+    parts = contract_parts(migrations)
+    if not parts:
+        if not auto:
+            log.info("contract_nothing_to_do", reason="no NNN_name.contract.sql files")
+        return report
+    entries = await contract_entries(conn, migrations, parts, settings)
+    raise_on_contract_drift(entries)
+    todo = runnable(entries, force=force)
+    report.waiting = waiting(entries, force=force)
+    if not todo:
+        _log_waiting(report.waiting, auto=auto)
+        return report
+    if settings.dry_run:
+        report.pending = [
+            ContractResult(e.version, e.name, forced=bool(e.waiting_for), status="pending")
+            for e in todo
+        ]
+        _log_waiting(report.waiting, auto=auto)
+        return report
+    from natlangchain_migrate.apply import extension_schemas
+    from natlangchain_migrate.locks import LockNoLongerNeeded, holding, migration_lock
+
+    settings = settings._replace(extension_schemas=await extension_schemas(conn, settings.schema))
+    book = ContractLedger(settings.schema)
+
+    async def nothing_left() -> bool:
+        again = await contract_entries(conn, migrations, parts, settings)
+        return not runnable(again, force=force)
+
+    lock = migration_lock(conn, settings, unless=nothing_left)
+    try:
+        async with holding(lock, settings.lock_mode):
+            await book.ensure(conn)
+            entries = await contract_entries(conn, migrations, parts, settings)
+            raise_on_contract_drift(entries)
+            report.waiting = waiting(entries, force=force)
+            by_version = {part.version: part for part in parts}
+            for entry in runnable(entries, force=force):
+                result = await _run_part(conn, book, by_version[entry.version], entry, settings)
+                report.applied.append(result)
+    except LockNoLongerNeeded:
+        log.info("contract_applied_by_another_runner", lock_key=lock.key)
+    _log_waiting(report.waiting, auto=auto)
+    return report
+
+
+async def _run_part(
+    conn: asyncpg.Connection,
+    book: ContractLedger,
+    part: Migration,
+    entry: ContractEntry,
+    settings: RunSettings,
+) -> ContractResult:
+    """The part's SQL and its row in one transaction; lock_timeout retried as for files."""
+    from natlangchain_migrate.apply import retry_pause, settings_sql
+    from natlangchain_migrate.failures import lock_retries_exhausted, migration_failed
+
+    forced = bool(entry.waiting_for)
+    if forced:
+        log.warning(
+            "contract_forced",
+            version=part.version,
+            name=part.name,
+            overrides=[replica.describe() for replica in entry.waiting_for],
+            note="--force: these replicas of an older release looked alive and may still "
+            "use what this contract part removes",
+        )
+    prefix = settings_sql(part, settings, local=True)
+    script = f"{prefix}{part.sql}\n;\n{book.record_statement(part, forced=forced)}"
+    attempts = settings.lock_retries + 1
+    for attempt in range(1, attempts + 1):
+        started = time.monotonic()
+        try:
+            async with conn.transaction():
+                await conn.execute(script)
+        except asyncpg.LockNotAvailableError as error:
+            if attempt == attempts:
+                raise lock_retries_exhausted(part, attempts, [], []) from error
+            pause = retry_pause(settings, attempt)
+            log.warning(
+                "contract_lock_timeout",
+                version=part.version,
+                name=part.name,
+                attempt=attempt,
+                of=attempts,
+                retry_in_s=round(pause, 2),
+            )
+            await asyncio.sleep(pause)
+            continue
+        except asyncpg.PostgresError as error:
+            failure = migration_failed(part, error, offset=-len(prefix), applied=[])
+            log.error(
+                "contract_failed",
+                version=part.version,
+                file=failure.location,
+                sqlstate=failure.sqlstate,
+                error=str(failure),
+            )
+            raise failure from error
+        duration = ms_since(started)
+        log.info(
+            "contract_applied",
+            version=part.version,
+            name=part.name,
+            duration_ms=duration,
+            forced=forced,
+        )
+        return ContractResult(part.version, part.name, duration, forced)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _log_waiting(entries: Sequence[ContractEntry], *, auto: bool) -> None:
+    if not entries:
+        return
+    fields = {
+        "versions": [entry.version for entry in entries],
+        "reasons": {entry.name: waiting_reason(entry) for entry in entries},
+    }
+    if auto:  # a start-up during a rollout: expected, not news
+        log.debug("contract_waiting", **fields)
+    else:
+        log.info("contract_waiting", **fields)
+
+
+def waiting_reason(entry: ContractEntry) -> str:
+    if entry.state is ContractState.EXPAND_PENDING:
+        return "its expand part is not applied yet: run the migrations first"
+    if entry.state is ContractState.WAITING:
+        who = ", ".join(
+            f"{r.replica_id} (release {r.release}, {r.label or 'no label'}, seen "
+            f"{r.seen_s_ago:.0f}s ago)"
+            for r in entry.waiting_for
+        )
+        return f"replicas of an older release are alive: {who}"
+    return "a lower contract part waits"
+
+
+async def auto_contract(
+    conn: asyncpg.Connection, migrations: Sequence[Migration], settings: RunSettings
+) -> list[ContractResult]:
+    """At start-up, after the expand parts: run the contract parts that may run."""
+    report = await contract_on(conn, migrations, settings, auto=True)
+    return report.applied
+
+
+async def contract_status(settings: RunSettings) -> list[ContractEntry]:
+    """Every contract part's state (``--status``), read-only and lock-free; no query at
+    all when the folder has no contract file."""
+    from natlangchain_migrate.connection import open_run_connection
+
+    migrations = load_migrations(settings.migrations_dir)
+    parts = contract_parts(migrations)
+    if not parts:
+        return []
+    async with open_run_connection(settings) as connection:
+        return await contract_entries(
+            connection.conn, migrations, parts, settings, check_expand_drift=False
+        )
