@@ -1,0 +1,90 @@
+"""A rolling deploy under traffic, whole system: four uvicorn replicas of release A replaced by
+release B one by one while a load generator reads and writes (harness/rolling.py).
+
+B renames the column A reads and writes. As expand (new column, dual-write trigger,
+backfill, at the first B replica's start-up) and contract (``natlangchain-migrate contract``
+once the last A replica is gone), no request fails; done in one step (the control), the A
+replicas still serving fail. Speed is not asserted here: benchmarks/rolling_deploy.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from harness.pgcluster import PASSWORD
+from harness.rolling import RolloutResult, rolling_deploy
+from harness.servers import json_events
+from harness.sql import fetch
+from natlangchain_migrate.errors import ExitCode
+
+pytestmark = pytest.mark.slow
+
+
+def _failures(result: RolloutResult) -> str:
+    """The failures by replica and reason, for an assertion's message."""
+    counts = Counter((each.replica, each.failure) for each in result.failures)
+    return "\n".join(f"{n} x {replica}: {why}" for (replica, why), n in counts.most_common(10))
+
+
+def test_expand_contract_rollout_fails_no_request_and_contracts_once_after_the_last_a(
+    database_url: str,
+) -> None:
+    result = asyncio.run(rolling_deploy(database_url, "expand_contract"))
+
+    assert len(result.samples) >= 10_000
+    assert result.failures == [], _failures(result)
+    for phase in ("steady", "rollout", "after"):
+        assert result.figures(phase).requests > 0, phase
+    # Every replica served, B's included, and the old replica restarted mid-rollout came back
+    # against a database a newer release had migrated, and served again.
+    served = Counter(each.replica for each in result.samples)
+    assert {f"B{n}" for n in range(1, 5)} | {f"A{n}" for n in range(1, 5)} <= set(served)
+    assert list(result.restarted) == ["A4-restarted"]
+    assert (result.restarted["A4-restarted"] or 0) > 0
+    restarted_events = json_events(result.logs["A4-restarted"])
+    future = [event for event in restarted_events if event["event"] == "future_migrations"]
+    assert len(future) == 1
+    # The Job started while A replicas were alive left the contract waiting; the one after
+    # the last A stopped ran it; the one after that found nothing to do.
+    assert [(job.phase, job.returncode) for job in result.jobs] == [
+        ("rollout", ExitCode.CONTRACT_WAITING),
+        ("contract", 0),
+        ("after", 0),
+    ], [job.stderr[-2000:] for job in result.jobs]
+    (contract,) = result.contracts
+    assert contract["version"] == 2
+    assert contract["forced"] is False
+    assert contract["applied_at"] > result.last_a_stopped_at
+    assert result.advisory_locks_while_serving == 0
+    assert result.advisory_locks_after == 0
+    # The schema is B's alone, and every write that was answered is there.
+    columns = asyncio.run(
+        fetch(database_url, "SELECT column_name FROM information_schema.columns "
+              "WHERE table_name = 'items' ORDER BY column_name")
+    )  # fmt: skip
+    assert [row[0] for row in columns] == ["created_at", "id", "name"]
+    (count,) = asyncio.run(fetch(database_url, "SELECT count(*) FROM items"))
+    assert count[0] == sum(each.kind == "insert" and not each.failure for each in result.samples)
+    for name, log in result.logs.items():
+        assert "Traceback" not in log, name
+        assert PASSWORD not in log, name
+
+
+def test_the_same_rollout_with_a_one_step_rename_fails_the_old_replicas_requests(
+    database_url: str,
+) -> None:
+    """The control: ``ALTER TABLE items RENAME COLUMN title TO name`` at B's start-up."""
+    result = asyncio.run(
+        rolling_deploy(database_url, "one_step", steady_s=2.0, dwell_s=0.5, min_requests=0)
+    )
+
+    assert result.failures
+    # Only A replicas fail, only once B has migrated, each with a server error.
+    assert {each.replica[0] for each in result.failures} == {"A"}
+    assert result.figures("steady").failures == 0
+    assert {each.failure.split(":")[0] for each in result.failures if each.failure} == {"HTTP 500"}
+    assert result.contracts == []
+    assert result.advisory_locks_after == 0
