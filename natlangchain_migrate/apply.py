@@ -63,6 +63,7 @@ from natlangchain_migrate.plan import (
     plan_migrations,
     raise_on_drift,
     raise_on_out_of_order,
+    warn_of_future,
 )
 from natlangchain_migrate.repeatables import Repeatable, is_repeatable, version_of, with_repeatables
 from natlangchain_migrate.results import MigrationResult
@@ -90,15 +91,20 @@ async def apply_pending(
     migrations: Sequence[Migration],
     settings: RunSettings,
     repeatables: Sequence[Repeatable] = (),
+    *,
+    warned_future: set[int] | None = None,
 ) -> list[MigrationResult]:
     """Take the lock, plan again under it, apply what is still pending (the versioned
     migrations, then the new or changed repeatables); return what this run applied, in
     order. A waiter that sees the work done by another runner leaves without the lock and
-    returns nothing."""
+    returns nothing. ``warned_future`` holds the future versions the run has warned of;
+    a newer release's rows that appear while we wait are warned of once and added."""
     settings = settings._replace(
         extension_schemas=await extension_schemas(connection.conn, settings.schema)
     )
     applier = _Applier(connection, ledger, migrations, settings, repeatables)
+    if warned_future is not None:
+        applier.warned_future = warned_future
     try:
         if settings.transaction_pooling:
             await applier.apply_in_one_transaction()
@@ -209,6 +215,7 @@ class _Applier:
         self.settings = settings
         self.applied_by = application_name()
         self.applied: list[MigrationResult] = []
+        self.warned_future: set[int] = set()
         self.lock = migration_lock(self.conn, settings, unless=self._nothing_left)
 
     # --- the two lock modes ---------------------------------------------------------
@@ -271,14 +278,20 @@ class _Applier:
             target=self.settings.target_version,
             skip=self.settings.skip,
         )
+        if not self.settings.refuse_future:  # else _nothing_left or the replan refuses them
+            warn_of_future(plan, self.warned_future)
         return with_repeatables(plan, self.repeatables, snapshot.repeatables)
 
     async def _read(self) -> LedgerSnapshot:
         return await self.ledger.read(self.conn, repeatables=bool(self.repeatables))
 
     async def _nothing_left(self) -> bool:
-        """While waiting for the lock: has another runner applied everything?"""
-        return not self._replan(await self._read()).pending
+        """While waiting for the lock: has another runner applied everything? (A newer
+        release's, when future rows are refused, is refused here.)"""
+        plan = self._replan(await self._read())
+        if self.settings.refuse_future and plan.future:
+            raise_on_drift(plan, refuse_future=True)
+        return not plan.pending
 
     async def _ensure_and_replan(self) -> MigrationPlan:
         """Create or adopt the ledger, read it again (another runner may have just
@@ -298,7 +311,7 @@ class _Applier:
         if self.repeatables:
             await self.ledger.ensure_repeatables(self.conn)
         plan = self._replan(await self._read())
-        raise_on_drift(plan)
+        raise_on_drift(plan, refuse_future=self.settings.refuse_future)
         if self.settings.strict_order:  # another runner may have applied a higher one
             raise_on_out_of_order(plan)
         return plan

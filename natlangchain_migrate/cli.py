@@ -46,6 +46,7 @@ _MARKS = {
     State.CHANGED: "✗",
     State.MISSING: "✗",
     State.FAILED: "✗",
+    State.FUTURE: "↑",
 }
 
 _SETTINGS = {
@@ -61,6 +62,7 @@ _SETTINGS = {
     "STRICT_ORDER": "--strict-order (1/true/yes/on)",
     "AUTO_CONTRACT": "--auto-contract (1/true/yes/on)",
     "REPLICA_MAX_AGE": "--replica-max-age (also for the contract command)",
+    "REFUSE_FUTURE": "--refuse-future (1/true/yes/on)",
     "LOG_FORMAT": "--log-format",
     "DUMP_SCHEMA": "--dump-schema (when applying or rolling back)",
     "EMBEDDED_DIR": "(data directory of the embedded PostgreSQL)",
@@ -71,7 +73,8 @@ _EXIT_MEANINGS = {
     ExitCode.USAGE: "bad usage or configuration (flags, URL, files, directives)",
     ExitCode.UNREACHABLE: "database unreachable (after --wait)",
     ExitCode.LOCK_TIMEOUT: "timed out waiting for another runner's lock",
-    ExitCode.DRIFT: "an applied migration's file changed or is gone",
+    ExitCode.DRIFT: "an applied migration's file changed or is gone (--refuse-future: "
+    "the database holds versions above the newest file)",
     ExitCode.PREREQUISITE: "a required extension (pgvector) is missing",
     ExitCode.CONNECTION_REJECTED: "wrong password, unknown database or role",
     ExitCode.READ_ONLY: "the server is a read-only standby",
@@ -234,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--auto-contract and --status)",
     )
     parser.add_argument(
+        "--refuse-future",
+        action="store_true",
+        help="refuse (exit 5) versions applied above the newest file, by a newer release "
+        "(default: warn with future_migrations and go on)",
+    )
+    parser.add_argument(
         "--dump-schema",
         metavar="PATH",
         help="after a successful apply or rollback, write the schema as deterministic SQL "
@@ -276,7 +285,7 @@ def _setting_problem(args: argparse.Namespace) -> str | None:
     ):
         if value and value not in choices:  # an empty variable counts as unset
             return f"{ENV}{name}={value!r} is not one of: {', '.join(choices)}"
-    for name in ("STRICT_ORDER", "AUTO_CONTRACT"):
+    for name in ("STRICT_ORDER", "AUTO_CONTRACT", "REFUSE_FUTURE"):
         value = env_setting(name, "") or ""
         if value.lower() not in _TRUE | _FALSE:
             return f"{ENV}{name}={value!r} is not one of: 1, 0, true, false, yes, no, on, off"
@@ -315,6 +324,11 @@ def _replica_max_age(args: argparse.Namespace) -> float:
     return parse_age(args.replica_max_age, "--replica-max-age")
 
 
+def _refuse_future(args: argparse.Namespace) -> bool:
+    """--refuse-future, or its variable (checked by _setting_problem)."""
+    return bool(args.refuse_future) or (env_setting("REFUSE_FUTURE", "") or "").lower() in _TRUE
+
+
 def _combination_problem(args: argparse.Namespace) -> str | None:
     """Flags that cannot go together are refused, never silently ignored."""
     action = next(
@@ -328,6 +342,7 @@ def _combination_problem(args: argparse.Namespace) -> str | None:
         "skip": {"apply", "status", "check"},
         "strict_order": {"apply"},
         "auto_contract": {"apply"},
+        "refuse_future": {"apply"},
         "steps": {"rollback"},
         "to": {"rollback"},
     }
@@ -338,6 +353,7 @@ def _combination_problem(args: argparse.Namespace) -> str | None:
         "skip": "--skip",
         "strict_order": "--strict-order",
         "auto_contract": "--auto-contract",
+        "refuse_future": "--refuse-future",
     }
     for name, actions in allowed.items():
         if getattr(args, name) and action not in actions:
@@ -386,6 +402,7 @@ async def _run(args: argparse.Namespace) -> int:
         strict_order=_strict_order(args),
         auto_contract=_auto_contract(args),
         replica_max_age=_replica_max_age(args),
+        refuse_future=_refuse_future(args),
     )
     if args.status or args.check or args.rollback or args.repair:
         return await _other_action(args, settings)
@@ -464,8 +481,10 @@ def _print_status(plan: MigrationPlan, *, as_json: bool) -> int:
             note = " (unverified: no checksum, run --repair)"
         elif entry.state is State.APPLIED and entry.row and entry.row.applied_by == BASELINE:
             note = " (baseline)"
+        elif entry.state is State.FUTURE:
+            note = " (applied by a newer release; no file here)"
         print(f"  {_MARKS[entry.state]} {entry.name}: {entry.state.value}{note}")
-    print(f"\nApplied: {plan.recorded_count} / {len(plan.entries)}")
+    print(f"\nApplied: {plan.recorded_count} / {_local_count(plan)}{_future_note(plan)}")
     if plan.repeatables:
         print("\nRepeatable (applied after the versioned ones, whenever their file changes)")
         for entry in plan.repeatables:
@@ -494,7 +513,22 @@ def _status_object(entry: StatusEntry, *, repeatable: bool = False) -> dict[str,
     }
 
 
+def _local_count(plan: MigrationPlan) -> int:
+    """The versions this release knows of (future rows are a newer release's)."""
+    return len(plan.entries) - len(plan.future)
+
+
+def _future_note(plan: MigrationPlan) -> str:
+    """ ", 1 future (004)" when a newer release applied versions above the files."""
+    if not plan.future:
+        return ""
+    versions = ", ".join(f"{entry.version:03d}" for entry in plan.future)
+    return f", {len(plan.future)} future ({versions})"
+
+
 def _check(plan: MigrationPlan, *, as_json: bool) -> int:
+    """Exit 0 when current for this release: rows a newer release applied (FUTURE) count
+    as current, so an old replica stays ready during a rolling deploy."""
     pending = [e.version for e in plan.entries if e.state is State.PENDING]
     pending_repeatables = [e.name for e in plan.repeatables if e.state is State.PENDING]
     drifted = [e.version for e in plan.changed + plan.missing]
@@ -513,11 +547,12 @@ def _check(plan: MigrationPlan, *, as_json: bool) -> int:
             "state": state,
             "exit_code": int(code),
             "applied": plan.recorded_count,
-            "total": len(plan.entries),
+            "total": _local_count(plan),
             "pending": pending,
             "pending_repeatables": pending_repeatables,
             "drifted": drifted,
             "failed": failed,
+            "future": [e.version for e in plan.future],
         }
         print(json.dumps(summary, indent=2))
     else:
@@ -527,7 +562,8 @@ def _check(plan: MigrationPlan, *, as_json: bool) -> int:
             current = sum(e.state is State.APPLIED for e in plan.repeatables)
             total = sum(e.state is not State.MISSING for e in plan.repeatables)
             repeatables = f", {current} of {total} repeatable current"
-        print(f"{what}: {plan.recorded_count} of {len(plan.entries)} applied{repeatables}")
+        applied = f"{plan.recorded_count} of {_local_count(plan)} applied"
+        print(f"{what}: {applied}{repeatables}{_future_note(plan)}")
     return code
 
 

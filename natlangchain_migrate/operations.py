@@ -14,7 +14,13 @@ from natlangchain_migrate.discovery import load_migrations
 from natlangchain_migrate.errors import BaselineError, ConfigurationError
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.locks import locked_connection
-from natlangchain_migrate.plan import MigrationPlan, State, plan_migrations, raise_on_drift
+from natlangchain_migrate.plan import (
+    MigrationPlan,
+    State,
+    future_sentence,
+    plan_migrations,
+    raise_on_drift,
+)
 from natlangchain_migrate.repeatables import load_repeatables, with_repeatables
 from natlangchain_migrate.settings import RunSettings, skip_set
 
@@ -100,7 +106,8 @@ async def repair(
 
     Fills the checksums missing from rows adopted from the seed's table, accepts
     edited files, and removes the rows of versions whose file is gone (as Flyway's
-    repair does). Returns the versions whose row changed or went.
+    repair does), below the newest file only: a row above it was written by a newer
+    release and is kept. Returns the versions whose row changed or went.
     """
     return await repair_checksums(
         _locked_settings(
@@ -121,6 +128,13 @@ async def repair_checksums(settings: RunSettings) -> list[int]:
             raise ConfigurationError("nothing to repair: the database has no ledger yet")
         await ledger.ensure(conn)
         plan = plan_migrations(migrations, snapshot.rows)
+        if plan.future:
+            log.warning(
+                "future_rows_kept",
+                versions=[entry.version for entry in plan.future],
+                note=f"{future_sentence(plan)}; repair kept their rows (forgetting them "
+                "would make that release run them again)",
+            )
         for entry in plan.missing:
             await ledger.remove(conn, entry.version)
             repaired.append(entry.version)

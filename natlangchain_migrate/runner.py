@@ -30,6 +30,7 @@ from natlangchain_migrate.plan import (
     plan_migrations,
     raise_on_drift,
     raise_on_out_of_order,
+    warn_of_future,
 )
 from natlangchain_migrate.repeatables import (
     Repeatable,
@@ -75,6 +76,7 @@ async def migrate(
     strict_order: bool = False,
     auto_contract: bool | None = None,
     replica_max_age: float | None = None,
+    refuse_future: bool = False,
 ) -> MigrationReport:
     """Apply the pending migrations; await it at API start-up or from an init container.
 
@@ -92,6 +94,9 @@ async def migrate(
     replica seen within ``replica_max_age`` seconds still needs (default: the
     NATLANGCHAIN_MIGRATE_AUTO_CONTRACT and NATLANGCHAIN_MIGRATE_REPLICA_MAX_AGE
     variables, else off and 60).
+    Versions applied above every local file (by a newer release, during a rolling
+    deploy) are logged once as ``future_migrations`` and left alone, listed in the
+    report's ``future``; ``refuse_future`` raises FutureMigrationsError for them instead.
 
     Raises a MigrateError subclass; MigrationFailedError carries what this run
     applied before the failure.
@@ -118,6 +123,7 @@ async def migrate(
             strict_order=strict_order,
             auto_contract=auto,
             replica_max_age=max_age,
+            refuse_future=refuse_future,
         )
     )
 
@@ -255,12 +261,15 @@ async def _run_on_one_connection(
             )
             if repeatables or snapshot.repeatables:
                 plan = with_repeatables(plan, repeatables, snapshot.repeatables)
-            raise_on_drift(plan)
+            raise_on_drift(plan, refuse_future=settings.refuse_future)
+            warned: set[int] = set()
+            warn_of_future(plan, warned)
             report = MigrationReport(
                 already_applied=[entry.version for entry in plan.applied],
                 skipped=sorted(settings.skip - {entry.version for entry in plan.applied}),
                 dry_run=settings.dry_run,
             )
+            report.future = [entry.version for entry in plan.future]
             if not plan.pending:
                 await _auto_contract(connection.conn, migrations, settings, report)
                 return report, False
@@ -281,9 +290,10 @@ async def _run_on_one_connection(
             from natlangchain_migrate.apply import apply_pending
 
             report.applied = await apply_pending(
-                connection, ledger, migrations, settings, repeatables
+                connection, ledger, migrations, settings, repeatables, warned_future=warned
             )
             await _auto_contract(connection.conn, migrations, settings, report)
+            report.future = sorted(warned)
             return report, True
         except Exception as error:
             if isinstance(error, ConnectionLostError) or not (

@@ -40,6 +40,8 @@ class RunSettings(NamedTuple):
     progress_interval: float = 5.0
     # Refuse a pending version lower than the highest applied one (goose, Flyway default).
     strict_order: bool = False
+    # Refuse ledger rows above every local file (a newer release's) instead of warning.
+    refuse_future: bool = False
     # Schemas of the database's installed extensions, searched after ``schema`` so that
     # their types resolve (pgvector in public, migrations in app). Read when applying.
     extension_schemas: tuple[str, ...] = ()
