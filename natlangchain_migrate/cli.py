@@ -461,15 +461,21 @@ async def _other_action(args: argparse.Namespace, settings: RunSettings) -> int:
         return ExitCode.OK
     plan = await operations.status_of(settings)
     if args.status:
-        return _print_status(plan, as_json=args.json)
+        from natlangchain_migrate.commands.contract import print_contract_status
+        from natlangchain_migrate.contracts import contract_status
+
+        contracts = await contract_status(settings)
+        if args.json:
+            return print_contract_status(contracts, as_json=True, before=_status_objects(plan))
+        code = _print_status(plan, as_json=False)
+        print_contract_status(contracts, as_json=False)
+        return code
     return _check(plan, as_json=args.json)
 
 
 def _print_status(plan: MigrationPlan, *, as_json: bool) -> int:
     if as_json:
-        objects = [_status_object(entry) for entry in plan.entries]
-        objects += [_status_object(entry, repeatable=True) for entry in plan.repeatables]
-        print(json.dumps(objects, indent=2))
+        print(json.dumps(_status_objects(plan), indent=2))
         return ExitCode.OK
     print("Migration Status")
     print("=" * 50)
@@ -492,9 +498,14 @@ def _print_status(plan: MigrationPlan, *, as_json: bool) -> int:
             if entry.state is State.PENDING and entry.row is not None:
                 note = " (changed since applied)"
             elif entry.state is State.MISSING:
-                note = " (file gone; ignored by runs, --repair forgets it)"
+                note = " (no file here: removed, or a newer release's; ignored by runs)"
             print(f"  {_MARKS[entry.state]} {entry.name}: {entry.state.value}{note}")
     return ExitCode.OK
+
+
+def _status_objects(plan: MigrationPlan) -> list[dict[str, Any]]:
+    objects = [_status_object(entry) for entry in plan.entries]
+    return objects + [_status_object(entry, repeatable=True) for entry in plan.repeatables]
 
 
 def _status_object(entry: StatusEntry, *, repeatable: bool = False) -> dict[str, Any]:

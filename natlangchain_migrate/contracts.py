@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from natlangchain_migrate.contract_ledger import ContractLedger
 from natlangchain_migrate.contract_plan import (
-    CONTRACTS_TABLE,
     ContractEntry,
-    ContractRow,
     ContractState,
     contract_part,
     plan_contracts,
@@ -35,7 +34,7 @@ from natlangchain_migrate.discovery import Migration, load_migrations
 from natlangchain_migrate.durations import ms_since
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.events import log
-from natlangchain_migrate.ledger import Ledger, literal, quote_ident
+from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.plan import State, plan_migrations, raise_on_drift
 from natlangchain_migrate.replicas import alive_replicas
 from natlangchain_migrate.results import ContractResult
@@ -176,58 +175,6 @@ async def run_contracts(settings: RunSettings, *, force: bool = False) -> Contra
         duration_ms=report.duration_ms,
     )
     return report
-
-
-class ContractLedger:
-    """Reads and writes ``schema_contracts`` in one schema."""
-
-    def __init__(self, schema: str) -> None:
-        self.schema = schema
-        self.table = f"{quote_ident(schema)}.{quote_ident(CONTRACTS_TABLE)}"
-
-    async def rows(self, conn: asyncpg.Connection) -> list[ContractRow]:
-        """Every contract part that ran; none before the first (no table, no error logged)."""
-        if await conn.fetchval("SELECT to_regclass($1)", self.table) is None:
-            return []
-        records = await conn.fetch(
-            f"SELECT version, name, checksum, applied_at, execution_ms, forced FROM {self.table}"
-        )
-        return [ContractRow(*record) for record in records]
-
-    async def ensure(self, conn: asyncpg.Connection) -> None:
-        """Create the table if absent (under the migration lock)."""
-        if await conn.fetchval("SELECT to_regclass($1)", self.table) is None:
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.table} ("
-                " version integer PRIMARY KEY,"
-                " name text NOT NULL,"
-                " checksum text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT clock_timestamp(),"
-                " execution_ms double precision,"
-                " forced boolean NOT NULL DEFAULT false); "
-                f"COMMENT ON TABLE {self.table} IS 'Contract parts (NNN_name.contract.sql) "
-                "applied, each once, after no replica of an older release was left'"
-            )
-
-    def record_statement(self, part: Migration, *, forced: bool) -> str:
-        """The part's row, sent in the same message and transaction as its SQL. A plain
-        INSERT: a part that somehow ran twice fails on the key and is rolled back."""
-        return (
-            f"INSERT INTO {self.table} "
-            "(version, name, checksum, applied_at, execution_ms, forced) "
-            f"VALUES ({int(part.version)}, {literal(part.name)}, {literal(part.checksum)}, "
-            "clock_timestamp(), "
-            "extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000, "
-            f"{'true' if forced else 'false'})"
-        )
-
-    async def remove(self, conn: asyncpg.Connection, version: int) -> None:
-        await conn.execute(f"DELETE FROM {self.table} WHERE version = $1", version)
-
-    async def set_checksum(self, conn: asyncpg.Connection, version: int, value: str) -> None:
-        await conn.execute(
-            f"UPDATE {self.table} SET checksum = $2 WHERE version = $1", version, value
-        )
 
 
 async def contract_entries(

@@ -161,6 +161,9 @@ async def repair_checksums(settings: RunSettings) -> list[int]:
                 new_checksum=entry.file_checksum,
             )
         await _forget_vanished_repeatables(conn, ledger, settings)
+        from natlangchain_migrate.contract_ledger import repair_contracts
+
+        repaired += await repair_contracts(conn, migrations, settings.schema)
         raise_on_drift(plan_migrations(migrations, (await ledger.read(conn)).rows))
     return repaired
 

@@ -15,6 +15,7 @@ import asyncpg
 
 from natlangchain_migrate import preflight
 from natlangchain_migrate.apply import extension_schemas
+from natlangchain_migrate.contract_ledger import contract_undos, undo_contract
 from natlangchain_migrate.discovery import Migration, load_migrations, parse_directives
 from natlangchain_migrate.errors import (
     ConfigurationError,
@@ -100,18 +101,22 @@ async def roll_back(
             log.info("rollback_nothing_applied", to=to)
             return []
         downs = [_down_of(row, migrations.get(row.version)) for row in chosen]
+        # A version's contract part, if it ran, is undone first (refused without its file).
+        versions = [row.version for row in chosen]
+        undos = await contract_undos(conn, versions, migrations, settings.schema)
         settings = settings._replace(
             extension_schemas=await extension_schemas(conn, settings.schema)
         )
         _check_lock_mode(downs, settings)
-        if settings.dry_run:
-            return [
-                RollbackResult(row.version, row.name, down is not None, down.sql if down else None)
-                for row, down in zip(chosen, downs, strict=True)
-            ]
         results = []
         for row, down in zip(chosen, downs, strict=True):
-            await _undo(conn, ledger, row, down, settings)
+            undo = undos.get(row.version)
+            if undo is not None:
+                if not settings.dry_run:
+                    await undo_contract(conn, undo, settings)
+                results.append(RollbackResult(row.version, undo.name, True, undo.sql))
+            if not settings.dry_run:
+                await _undo(conn, ledger, row, down, settings)
             results.append(
                 RollbackResult(row.version, row.name, down is not None, down.sql if down else None)
             )

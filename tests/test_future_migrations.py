@@ -18,12 +18,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
 from harness.sql import execute as sql_execute
 from natlangchain_migrate import DriftError, migrate, repair, run_migrations, status
+from natlangchain_migrate.discovery import checksum
 from natlangchain_migrate.errors import ExitCode, FutureMigrationsError
+from natlangchain_migrate.locks import default_namespace, lock_key
+from natlangchain_migrate.manifest import write_manifest
 from natlangchain_migrate.plan import State
 from tests.conftest import (
     ledger_rows,
@@ -101,6 +105,18 @@ def test_an_old_replica_restarting_after_the_new_one_migrated_exits_0_and_warns_
     _no_repair_advice(result.stdout, result.stderr)
     assert _versions(ahead) == [1, 2, 3, 4]
     assert asyncio.run(migration_locks_held(ahead)) == 0
+
+
+def test_an_old_release_with_a_checksum_manifest_leaves_its_fast_path_and_warns(
+    ahead: str, old: Path
+) -> None:
+    """The shipped migrations carry migrations.sum: the ledger's digest then differs from
+    the manifest's, the run reads the files, and the database is ahead, not drifted."""
+    write_manifest(old)
+    result = _cli(old, ahead)
+    assert result.returncode == 0, result.stderr
+    assert [e["versions"] for e in _events(result, "future_migrations")] == [[4]]
+    assert _events(result, "up_to_date")
 
 
 @pytest.mark.anyio
@@ -190,6 +206,46 @@ def test_old_and_new_started_together_on_a_fresh_database_both_succeed(
             _no_repair_advice(*(err for _, err in outputs))
         finally:
             asyncio.run(sql_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.mark.anyio
+async def test_an_old_replica_waiting_for_the_lock_warns_once_when_the_new_one_finishes(
+    database_url: str, new: Path, old: Path
+) -> None:
+    """The race's other branch, made certain: the old release plans 003, waits for the lock
+    the new one holds, and finds 003 and 004 applied when it gets its turn."""
+    await migrate(database_url, migrations_dir=new, target=2)
+    holder = await asyncpg.connect(database_url)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", lock_key(default_namespace("public")))
+        with capture_logs() as events:
+            waiting = asyncio.create_task(migrate(database_url, migrations_dir=old))
+            for _ in range(3000):  # until it has planned 003 and waits for the lock
+                if any(e["event"] == "migration_plan" for e in events):
+                    break
+                await asyncio.sleep(0.01)
+            assert not waiting.done()
+            async with holder.transaction():  # what the new release does under the lock
+                for version in (3, 4):
+                    sql = (new / f"{version:03d}_t{version}.sql").read_text()
+                    await holder.execute(sql)
+                    await holder.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum) "
+                        "VALUES ($1, $2, $3)",
+                        version,
+                        f"{version:03d}_t{version}",
+                        checksum(sql),
+                    )
+            await holder.execute("SELECT pg_advisory_unlock_all()")
+            report = await waiting
+    finally:
+        await holder.close()
+    assert report.applied == []
+    assert report.future == [4]
+    warnings = [e for e in events if e["event"] == "future_migrations"]
+    assert [e["versions"] for e in warnings] == [[4]]
+    assert [r["version"] for r in await ledger_rows(database_url)] == [1, 2, 3, 4]
+    assert await migration_locks_held(database_url) == 0
 
 
 # --- a rollout undone ------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from natlangchain_migrate.commands import PROG, env_setting, usage_error
 from natlangchain_migrate.commands.shared import (
@@ -23,6 +23,7 @@ from natlangchain_migrate.errors import ConfigurationError, ExitCode
 from natlangchain_migrate.locks import LOCK_MODES
 
 if TYPE_CHECKING:
+    from natlangchain_migrate.contract_plan import ContractEntry
     from natlangchain_migrate.contracts import ContractReport
 
 
@@ -145,3 +146,58 @@ def _print_json(report: ContractReport, code: int) -> None:
             indent=2,
         )
     )
+
+
+_MARKS = {
+    "APPLIED": "✓",
+    "PENDING": "○",
+    "WAITING": "○",
+    "EXPAND_PENDING": "○",
+    "CHANGED": "✗",
+    "MISSING": "✗",
+}
+
+
+def print_contract_status(
+    entries: list[ContractEntry], *, as_json: bool, before: list[dict[str, Any]] | None = None
+) -> int:
+    """``--status``'s contract section (nothing without contract parts); with ``as_json``,
+    one object per part (``"contract": true``) after the ``before`` objects."""
+    from natlangchain_migrate.contracts import waiting_reason
+
+    if as_json:
+        objects = list(before or [])
+        for entry in entries:
+            row = entry.row
+            objects.append(
+                {
+                    "version": entry.version,
+                    "contract": True,
+                    "name": entry.name,
+                    "state": entry.state.value,
+                    "checksum": entry.file_checksum,
+                    "applied_checksum": row.checksum if row else None,
+                    "applied_at": row.applied_at.isoformat() if row and row.applied_at else None,
+                    "execution_ms": row.execution_ms if row else None,
+                    "forced": row.forced if row else None,
+                    "waiting_for": [replica.describe() for replica in entry.waiting_for],
+                }
+            )
+        print(json.dumps(objects, indent=2))
+        return ExitCode.OK
+    if not entries:
+        return ExitCode.OK
+    print(f"\nContract parts (run by `{PROG} contract` once no older replica is alive)")
+    for entry in entries:
+        state = entry.state.value
+        note = ""
+        if entry.row is not None and entry.row.forced:
+            note = " (forced)"
+        elif state in ("WAITING", "EXPAND_PENDING"):
+            note = f" ({waiting_reason(entry)})"
+        elif state == "MISSING":
+            note = " (file gone: drift; restore it, or --repair forgets the row)"
+        elif state == "CHANGED":
+            note = " (edited since it ran: drift)"
+        print(f"  {_MARKS[state]} {entry.name}: {state}{note}")
+    return ExitCode.OK
