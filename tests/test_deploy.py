@@ -23,6 +23,7 @@ import yaml
 
 from harness.dockerfile import key_values, parse
 from natlangchain_migrate.connection import CLEANUP_S
+from natlangchain_migrate.errors import ExitCode
 from natlangchain_migrate.settings import RunSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,6 +34,15 @@ COMPOSE = REPO / "deploy" / "compose.yaml"
 SIGTERM_CLEANUP_STEPS = 3
 
 
+# metadata.name -> kind: the API's Deployment, the Job before the rollout, the contract Job
+# after it.
+RESOURCES = {
+    "natlangchain-api": "Deployment",
+    "natlangchain-migrate": "Job",
+    "natlangchain-migrate-contract": "Job",
+}
+
+
 def manifests() -> list[dict[str, Any]]:
     documents = []
     for path in sorted(KUBERNETES.glob("*.yaml")):
@@ -40,14 +50,14 @@ def manifests() -> list[dict[str, Any]]:
     return documents
 
 
-def by_kind(kind: str) -> dict[str, Any]:
-    (found,) = [doc for doc in manifests() if doc["kind"] == kind]
+def by_name(name: str) -> dict[str, Any]:
+    (found,) = [doc for doc in manifests() if doc["metadata"]["name"] == name]
     return found
 
 
 def pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
     for doc in manifests():
-        yield doc["kind"], doc["spec"]["template"]["spec"]
+        yield doc["metadata"]["name"], doc["spec"]["template"]["spec"]
 
 
 def compose_schema() -> dict[str, Any]:
@@ -66,26 +76,27 @@ def compose() -> dict[str, Any]:
     return document
 
 
-def test_deploy_ships_a_deployment_and_a_job() -> None:
-    """The two recipes README points to, one resource each."""
-    assert sorted(doc["kind"] for doc in manifests()) == ["Deployment", "Job"]
+def test_deploy_ships_a_deployment_and_two_jobs() -> None:
+    """The recipes README points to, one resource each."""
+    assert {doc["metadata"]["name"]: doc["kind"] for doc in manifests()} == RESOURCES
+    assert len(manifests()) == len(RESOURCES)
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
-def test_kubernetes_manifest_is_valid_against_the_kubernetes_schema(kind: str) -> None:
+@pytest.mark.parametrize("name", RESOURCES)
+def test_kubernetes_manifest_is_valid_against_the_kubernetes_schema(name: str) -> None:
     """Each resource passes strict validation against the newest Kubernetes schema shipped."""
     version = kubernetes_validate.utils.latest_version()
-    kubernetes_validate.validate(by_kind(kind), version, strict=True)
+    kubernetes_validate.validate(by_name(name), version, strict=True)
 
 
 def test_kubernetes_validation_refuses_a_wrong_field() -> None:
     """The schema check has teeth: a misspelt or mistyped field fails it."""
     version = kubernetes_validate.utils.latest_version()
-    job = copy.deepcopy(by_kind("Job"))
+    job = copy.deepcopy(by_name("natlangchain-migrate"))
     job["spec"]["backoffLimit"] = "none"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(job, version, strict=True)
-    job = copy.deepcopy(by_kind("Job"))
+    job = copy.deepcopy(by_name("natlangchain-migrate"))
     job["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRoot"] = True
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(job, version, strict=True)
@@ -93,18 +104,18 @@ def test_kubernetes_validation_refuses_a_wrong_field() -> None:
 
 def test_the_deployment_runs_the_migrations_as_an_init_container() -> None:
     """Every replica runs the image before the API; the Dockerfile's entrypoint is kept."""
-    spec = by_kind("Deployment")["spec"]["template"]["spec"]
+    spec = by_name("natlangchain-api")["spec"]["template"]["spec"]
     (init,) = spec["initContainers"]
     assert init["image"].startswith("natlangchain-migrate:")
     assert "command" not in init
     assert "args" not in init
-    assert by_kind("Deployment")["spec"]["replicas"] > 1
+    assert by_name("natlangchain-api")["spec"]["replicas"] > 1
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
-def test_every_container_runs_non_root_read_only_without_capabilities(kind: str) -> None:
+@pytest.mark.parametrize("name", RESOURCES)
+def test_every_container_runs_non_root_read_only_without_capabilities(name: str) -> None:
     """runAsNonRoot as the image's uid, read-only root, ALL capabilities dropped, resources."""
-    spec = dict(pod_specs())[kind]
+    spec = dict(pod_specs())[name]
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["runAsUser"] == 10001
     for container in spec.get("initContainers", []) + spec["containers"]:
@@ -122,16 +133,16 @@ def test_the_image_user_is_the_uid_the_manifests_ask_for() -> None:
     assert [step.arguments for step in final.steps("USER")] == ["10001"]
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
-def test_grace_period_outlasts_the_sigterm_cleanup(kind: str) -> None:
+@pytest.mark.parametrize("name", RESOURCES)
+def test_grace_period_outlasts_the_sigterm_cleanup(name: str) -> None:
     """Kubernetes sends SIGKILL after the grace period: it must cover the bounded cleanup."""
-    spec = dict(pod_specs())[kind]
+    spec = dict(pod_specs())[name]
     assert spec["terminationGracePeriodSeconds"] >= SIGTERM_CLEANUP_STEPS * CLEANUP_S + 5
 
 
 def test_job_runs_once_within_a_deadline_longer_than_its_waits() -> None:
     """No retry of a failed migration; the deadline covers the server wait and the lock wait."""
-    job = by_kind("Job")["spec"]
+    job = by_name("natlangchain-migrate")["spec"]
     (container,) = job["template"]["spec"]["containers"]
     env = {item["name"]: item.get("value") for item in container["env"]}
     image_env: dict[str, str] = {}
@@ -180,3 +191,61 @@ def test_compose_builds_the_migrate_image_from_this_dockerfile_locked_down() -> 
     assert "entrypoint" not in migrate
     grace = float(migrate["stop_grace_period"].removesuffix("s"))
     assert grace >= SIGTERM_CLEANUP_STEPS * CLEANUP_S + 5
+
+
+def _api_and_init() -> tuple[dict[str, Any], dict[str, Any]]:
+    spec = by_name("natlangchain-api")["spec"]["template"]["spec"]
+    (api,) = spec["containers"]
+    (init,) = spec["initContainers"]
+    return api, init
+
+
+def test_the_api_is_ready_by_check_against_the_database_its_init_container_migrated() -> None:
+    """The readiness probe is ``--check`` (0 also when a newer release moved the database
+    ahead) on the same database URL as the init container; no container refuses future rows."""
+    api, init = _api_and_init()
+    probe = api["readinessProbe"]
+    assert probe["exec"]["command"] == ["natlangchain-migrate", "--check"]
+    assert probe["timeoutSeconds"] >= 5  # a Python process start plus a connect, on a busy node
+    url = {item["name"]: item["valueFrom"] for item in api["env"]}["DATABASE_URL"]
+    assert url == {item["name"]: item["valueFrom"] for item in init["env"]}["DATABASE_URL"]
+    for _, spec in pod_specs():
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            names = {item["name"] for item in container.get("env", [])}
+            assert "NATLANGCHAIN_MIGRATE_REFUSE_FUTURE" not in names, container["name"]
+
+
+def test_the_rollout_adds_one_new_replica_before_it_stops_an_old_one() -> None:
+    """maxSurge 1, maxUnavailable 0: the rollout benchmarks/rolling_deploy.py measures."""
+    strategy = by_name("natlangchain-api")["spec"]["strategy"]
+    assert strategy == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+
+
+def test_the_contract_job_retries_only_while_old_replicas_are_alive() -> None:
+    """``contract`` exits 25 while an old replica lives: the Job retries that code (with
+    backoff) and fails at once on any other; its deadline outlasts the retries and waits."""
+    job = by_name("natlangchain-migrate-contract")["spec"]
+    (container,) = job["template"]["spec"]["containers"]
+    assert container["args"] == ["contract"]
+    assert "command" not in container
+    (rule,) = job["podFailurePolicy"]["rules"]
+    assert rule == {
+        "action": "FailJob",
+        "onExitCodes": {
+            "containerName": container["name"],
+            "operator": "NotIn",
+            "values": [int(ExitCode.CONTRACT_WAITING)],
+        },
+    }
+    assert job["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy needs it
+    # Kubernetes waits 10 s, 20 s, 40 s, ... (capped at 6 min) between tries.
+    backoff = sum(min(10 * 2**n, 360) for n in range(job["backoffLimit"]))
+    assert backoff > 2 * 60  # more than the default --replica-max-age, twice
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    waits = float(env["NATLANGCHAIN_MIGRATE_WAIT"]) + float(
+        env["NATLANGCHAIN_MIGRATE_LOCK_TIMEOUT"]
+    )
+    assert job["activeDeadlineSeconds"] > backoff + waits
