@@ -9,10 +9,11 @@ COLUMN`` at the first B replica's start-up). Each replica is a uvicorn process o
 that migrates at start-up and heartbeats; a closed-loop load generator keeps ``concurrency``
 requests in flight (70% reads, 15% inserts, 15% updates) over the replicas in rotation.
 
-Phases, per deploy: ``steady`` (A only, nothing migrating), ``rollout`` (from the first B
-replica's start to the last A replica's stop, one A replica restarted on the way),
-``contract`` (the post-deploy Job, ``natlangchain-migrate contract``), ``after`` (B alone,
-until the deploy has sent ``--min-requests``). Latency is per request, client side.
+Phases, per deploy: ``steady`` (A only, nothing migrating), ``expand`` (the first B replica's
+start-up, which applies B's ``002`` while A serves), ``rollout`` (from then to the last A
+replica's stop, one A replica restarted on the way), ``contract`` (the post-deploy Job,
+``natlangchain-migrate contract``), ``after`` (B alone, until the deploy has sent
+``--min-requests``). Latency is per request, client side, from send to the answer's end.
 """
 
 from __future__ import annotations
@@ -63,16 +64,18 @@ def report(result: RolloutResult) -> None:
         f"{result.rename}: {len(result.samples)} requests, {failures} failed; restarted: "
         f"{restarted}; contract parts applied: {contracts or 'none'} (last A stopped "
         f"{result.last_a_stopped_at:%H:%M:%S.%f}); advisory locks left: "
-        f"{result.advisory_locks_after}"
+        f"{result.advisory_locks_after}; rows out of sync when the last A stopped: "
+        f"{'n/a' if result.out_of_sync_rows is None else result.out_of_sync_rows}; "
+        f"stale keep-alive resends: {result.retries}"
     )
     print(f"  {'phase':<9}{'seconds':>8}{'requests':>10}{'failed':>8}{'req/s':>8}"
-          f"{'p50 ms':>9}{'p99 ms':>9}")  # fmt: skip
+          f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")  # fmt: skip
     for phase in PHASES:
         figures = result.figures(phase)
         rate = figures.requests / figures.seconds if figures.seconds else 0.0
         print(
             f"  {phase:<9}{figures.seconds:8.1f}{figures.requests:10d}{figures.failures:8d}"
-            f"{rate:8.0f}{figures.p50_ms:9.1f}{figures.p99_ms:9.1f}"
+            f"{rate:8.0f}{figures.p50_ms:9.1f}{figures.p99_ms:9.1f}{figures.max_ms:9.0f}"
         )
     if result.failures:
         first = result.failures[0]

@@ -55,6 +55,7 @@ class LoadGenerator:
         self.concurrency = concurrency
         self.phase = "start"
         self.samples: list[Sample] = []
+        self.retries = 0  # requests sent again: a kept-alive connection closed before answering
         self._replicas: dict[str, _Replica] = {}
         self._ids: list[int] = []
         self._random = random.Random(seed)
@@ -136,6 +137,7 @@ class LoadGenerator:
                 try:
                     status, answer = await self._exchange(replica, method, path, body, True)
                 except _ClosedBeforeAnswerError:
+                    self.retries += 1
                     status, answer = await self._exchange(replica, method, path, body, False)
         except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as error:
             return f"{type(error).__name__}: {error}"

@@ -7,14 +7,16 @@ heartbeating (harness/releases.py). The deploy, as Kubernetes does it with ``max
 maxUnavailable: 0``, while a LoadGenerator keeps reading and writing:
 
 1. ``steady``: the A replicas serve, no migration runs;
-2. ``rollout``: for each A replica, a B replica starts (the first applies B's ``002``), joins
-   the rotation, then the A replica is drained and stopped; after the second step an A
-   replica still running is restarted (a node drain, an eviction) and must serve again,
-   against a database a newer release migrated. Right after the first B replica is up, the
-   post-deploy Job (``natlangchain-migrate contract``) is started too early, on purpose: it
-   must leave the contract for later while A replicas are alive;
-3. ``contract``: the last A replica has stopped; the post-deploy Job runs the contract;
-4. ``after``: B alone, until the run has sent at least ``min_requests``; the Job runs once
+2. ``expand``: the first B replica starts and, at its start-up, applies B's ``002`` (the
+   expand part, or the control's one-step rename) while the A replicas serve;
+3. ``rollout``: for each A replica, a B replica starts and joins the rotation, then the A
+   replica is drained and stopped; after the second step an A replica still running is
+   restarted (a node drain, an eviction) and must serve again, against a database a newer
+   release migrated. Right after the first B replica is up, the post-deploy Job
+   (``natlangchain-migrate contract``) is started too early, on purpose: it must leave the
+   contract for later while A replicas are alive;
+4. ``contract``: the last A replica has stopped; the post-deploy Job runs the contract;
+5. ``after``: B alone, until the run has sent at least ``min_requests``; the Job runs once
    more and must find nothing to do.
 """
 
@@ -36,7 +38,7 @@ from harness.loadgen import LoadGenerator, Sample, percentile
 from harness.releases import Rename, write_release
 from harness.servers import AppServer, ServerFailedError
 
-PHASES = ("steady", "rollout", "contract", "after")
+PHASES = ("steady", "expand", "rollout", "contract", "after")
 
 
 @dataclass
@@ -55,6 +57,7 @@ class PhaseFigures:
     failures: int
     p50_ms: float
     p99_ms: float
+    max_ms: float
     seconds: float
 
 
@@ -68,6 +71,10 @@ class RolloutResult:
     # came back, the log says why)
     restarted: dict[str, int | None]
     last_a_stopped_at: dt.datetime
+    # rows whose title and name differ when the last A stopped (None: no two columns then)
+    out_of_sync_rows: int | None
+    # requests sent again on a fresh connection: a kept-alive one was closed before answering
+    retries: int
     jobs: list[JobRun]
     contracts: list[dict[str, Any]]
     advisory_locks_while_serving: int
@@ -88,6 +95,7 @@ class RolloutResult:
             failures=sum(sample.failure is not None for sample in chosen),
             p50_ms=percentile(latencies, 0.50),
             p99_ms=percentile(latencies, 0.99),
+            max_ms=max(latencies, default=0.0),
             seconds=self.phase_seconds.get(phase, 0.0),
         )
 
@@ -169,13 +177,14 @@ async def _deploy(
     load.start()
     clock.enter("steady")
     await asyncio.sleep(steady_s)
-    clock.enter("rollout")
+    clock.enter("expand")
     jobs: list[JobRun] = []
     came_back: dict[str, bool] = {}
     old = {step: f"A{step}" for step in range(1, replicas + 1)}  # what runs in each A slot
     for step in range(1, replicas + 1):
         await fleet.start(f"B{step}", "B")
-        if step == 1:  # too early: A replicas are alive
+        if step == 1:  # the expand part has run; too early for the contract: A is alive
+            clock.enter("rollout")
             jobs.append(await _contract_job(url, migrations_b, "rollout"))
         await asyncio.sleep(dwell_s)
         await fleet.stop(old[step])
@@ -183,6 +192,7 @@ async def _deploy(
             old[replicas], came_back[old[replicas]] = await _restart(fleet, old[replicas])
         await asyncio.sleep(dwell_s)
     last_a_stopped_at = await _clock(url)
+    out_of_sync = await _out_of_sync(url)
     clock.enter("contract")
     jobs.append(await _contract_job(url, migrations_b, "contract"))
     locks_while_serving = await _advisory_locks(url)
@@ -202,6 +212,8 @@ async def _deploy(
         samples=load.samples,
         restarted={name: served[name] if back else None for name, back in came_back.items()},
         last_a_stopped_at=last_a_stopped_at,
+        out_of_sync_rows=out_of_sync,
+        retries=load.retries,
         jobs=jobs,
         contracts=await _contracts(url),
         advisory_locks_while_serving=locks_while_serving,
@@ -263,6 +275,19 @@ async def _clock(url: str) -> dt.datetime:
     (row,) = await _query(url, "SELECT clock_timestamp() AS now")
     now: dt.datetime = row["now"]
     return now
+
+
+async def _out_of_sync(url: str) -> int | None:
+    """Rows whose two columns disagree (the dual-write trigger's and the backfill's miss)."""
+    (row,) = await _query(
+        url,
+        "SELECT count(*) FILTER (WHERE attname IN ('title', 'name')) = 2 AS both "
+        "FROM pg_attribute WHERE attrelid = 'items'::regclass AND NOT attisdropped",
+    )
+    if not row["both"]:
+        return None
+    (row,) = await _query(url, "SELECT count(*) AS n FROM items WHERE name IS DISTINCT FROM title")
+    return int(row["n"])
 
 
 async def _advisory_locks(url: str) -> int:

@@ -36,7 +36,7 @@ def test_expand_contract_rollout_fails_no_request_and_contracts_once_after_the_l
 
     assert len(result.samples) >= 10_000
     assert result.failures == [], _failures(result)
-    for phase in ("steady", "rollout", "after"):
+    for phase in ("steady", "expand", "rollout", "after"):
         assert result.figures(phase).requests > 0, phase
     # Every replica served, B's included, and the old replica restarted mid-rollout came back
     # against a database a newer release had migrated, and served again.
@@ -54,6 +54,8 @@ def test_expand_contract_rollout_fails_no_request_and_contracts_once_after_the_l
         ("contract", 0),
         ("after", 0),
     ], [job.stderr[-2000:] for job in result.jobs]
+    # Whichever release wrote a row, its two columns agreed when the last A stopped.
+    assert result.out_of_sync_rows == 0
     (contract,) = result.contracts
     assert contract["version"] == 2
     assert contract["forced"] is False
