@@ -8,8 +8,9 @@ no client library: the generator shares two cores with the servers and PostgreSQ
 A replica leaves rotation before it is stopped and its in-flight requests finish first
 (a load balancer's drain; Kubernetes removes a terminating pod from its Service). A request
 fails when it gets no answer, a status other than 200, or a read whose item has no text.
-One retry is made, as HTTP clients do, only when a reused keep-alive connection turns out
-to be closed before any byte of the answer came back.
+A connection idle for 2 s is not reused (the servers keep them 30 s). One resend is made, as
+HTTP clients do, only when a reused connection turns out to be closed before any byte of the
+answer came back (uvicorn closes a connection after an unhandled error's 500), and counted.
 """
 
 from __future__ import annotations
@@ -18,9 +19,14 @@ import asyncio
 import json
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 _TIMEOUT_S = 10.0
+# A kept-alive connection idle this long is not reused: well under the servers' keep-alive
+# timeout (harness/rolling.py starts uvicorn with 30 s), as a load balancer's idle timeout
+# sits under its backends'.
+IDLE_LIMIT_S = 2.0
 
 
 @dataclass
@@ -39,7 +45,10 @@ class Sample:
 class _Replica:
     name: str
     port: int
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = field(default_factory=list)
+    # kept-alive connections: reader, writer, when last answered (time.monotonic())
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = field(
+        default_factory=list
+    )
     in_flight: int = 0
     quiet: asyncio.Event = field(default_factory=asyncio.Event)  # set when in_flight is 0
 
@@ -55,7 +64,8 @@ class LoadGenerator:
         self.concurrency = concurrency
         self.phase = "start"
         self.samples: list[Sample] = []
-        self.retries = 0  # requests sent again: a kept-alive connection closed before answering
+        # requests sent again, by replica: a kept-alive connection closed before answering
+        self.resent: Counter[str] = Counter()
         self._replicas: dict[str, _Replica] = {}
         self._ids: list[int] = []
         self._random = random.Random(seed)
@@ -75,7 +85,7 @@ class LoadGenerator:
         replica = self._replicas.pop(name)
         if replica.in_flight:
             await replica.quiet.wait()
-        for _, writer in replica.idle:
+        for _, writer, _ in replica.idle:
             writer.close()
         replica.idle.clear()
 
@@ -137,7 +147,7 @@ class LoadGenerator:
                 try:
                     status, answer = await self._exchange(replica, method, path, body, True)
                 except _ClosedBeforeAnswerError:
-                    self.retries += 1
+                    self.resent[replica.name] += 1
                     status, answer = await self._exchange(replica, method, path, body, False)
         except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as error:
             return f"{type(error).__name__}: {error}"
@@ -154,9 +164,10 @@ class LoadGenerator:
         self, replica: _Replica, method: str, path: str, body: bytes | None, reuse: bool
     ) -> tuple[int, bytes]:
         """One request and its answer on a kept-alive connection (or a new one)."""
-        reused = reuse and bool(replica.idle)
-        if reused:
-            reader, writer = replica.idle.pop()
+        connection = self._kept_alive(replica) if reuse else None
+        reused = connection is not None
+        if connection is not None:
+            reader, writer = connection
         else:
             reader, writer = await asyncio.open_connection("127.0.0.1", replica.port)
         try:
@@ -180,8 +191,21 @@ class LoadGenerator:
         if close or self._stopping or replica.name not in self._replicas:
             writer.close()
         else:
-            replica.idle.append((reader, writer))
+            replica.idle.append((reader, writer, time.monotonic()))
         return status, answer
+
+    @staticmethod
+    def _kept_alive(
+        replica: _Replica,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """The most recently used idle connection; those idle too long are closed (the
+        server may be closing them at this very moment)."""
+        while replica.idle:
+            reader, writer, since = replica.idle.pop()
+            if time.monotonic() - since < IDLE_LIMIT_S:
+                return reader, writer
+            writer.close()
+        return None
 
 
 def _parse_head(header: bytes) -> tuple[int, int, bool]:

@@ -38,6 +38,9 @@ from harness.loadgen import LoadGenerator, Sample, percentile
 from harness.releases import Rename, write_release
 from harness.servers import AppServer, ServerFailedError
 
+# No access log (a line per request would cost more CPU than the request); connections kept
+# alive longer than the load generator keeps them idle (harness/loadgen.py).
+UVICORN_OPTIONS = ("--no-access-log", "--timeout-keep-alive", "30")
 PHASES = ("steady", "expand", "rollout", "contract", "after")
 
 
@@ -74,7 +77,7 @@ class RolloutResult:
     # rows whose title and name differ when the last A stopped (None: no two columns then)
     out_of_sync_rows: int | None
     # requests sent again on a fresh connection: a kept-alive one was closed before answering
-    retries: int
+    resent: dict[str, int]
     jobs: list[JobRun]
     contracts: list[dict[str, Any]]
     advisory_locks_while_serving: int
@@ -117,7 +120,7 @@ class _Fleet:
             "rolling_app:app",
             workers=1,
             database_url=self.database_url,
-            options=("--app-dir", str(self.releases[release]), "--no-access-log"),
+            options=("--app-dir", str(self.releases[release]), *UVICORN_OPTIONS),
             env={"NATLANGCHAIN_MIGRATE_REPLICA_LABEL": name},
         ).start()
         self.running[name] = server
@@ -213,7 +216,7 @@ async def _deploy(
         restarted={name: served[name] if back else None for name, back in came_back.items()},
         last_a_stopped_at=last_a_stopped_at,
         out_of_sync_rows=out_of_sync,
-        retries=load.retries,
+        resent=dict(load.resent),
         jobs=jobs,
         contracts=await _contracts(url),
         advisory_locks_while_serving=locks_while_serving,
