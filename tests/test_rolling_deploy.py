@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from harness.pgcluster import PASSWORD
+from harness.releases import write_release
 from harness.rolling import RolloutResult, rolling_deploy
 from harness.servers import json_events
 from harness.sql import fetch
 from natlangchain_migrate.errors import ExitCode
-
-pytestmark = pytest.mark.slow
+from tests.conftest import run_cli
 
 
 def _failures(result: RolloutResult) -> str:
@@ -29,6 +30,7 @@ def _failures(result: RolloutResult) -> str:
     return "\n".join(f"{n} x {replica}: {why}" for (replica, why), n in counts.most_common(10))
 
 
+@pytest.mark.slow
 def test_expand_contract_rollout_fails_no_request_and_contracts_once_after_the_last_a(
     database_url: str,
 ) -> None:
@@ -67,7 +69,7 @@ def test_expand_contract_rollout_fails_no_request_and_contracts_once_after_the_l
         fetch(database_url, "SELECT column_name FROM information_schema.columns "
               "WHERE table_name = 'items' ORDER BY column_name")
     )  # fmt: skip
-    assert [row[0] for row in columns] == ["created_at", "id", "name"]
+    assert [row[0] for row in columns] == ["id", "name"]
     (count,) = asyncio.run(fetch(database_url, "SELECT count(*) FROM items"))
     assert count[0] == sum(each.kind == "insert" and not each.failure for each in result.samples)
     for name, log in result.logs.items():
@@ -75,6 +77,7 @@ def test_expand_contract_rollout_fails_no_request_and_contracts_once_after_the_l
         assert PASSWORD not in log, name
 
 
+@pytest.mark.slow
 def test_the_same_rollout_with_a_one_step_rename_fails_the_old_replicas_requests(
     database_url: str,
 ) -> None:
@@ -90,3 +93,16 @@ def test_the_same_rollout_with_a_one_step_rename_fails_the_old_replicas_requests
     assert {each.failure.split(":")[0] for each in result.failures if each.failure} == {"HTTP 500"}
     assert result.contracts == []
     assert result.advisory_locks_after == 0
+
+
+def test_release_b_lints_clean_as_expand_and_contract_and_the_control_is_flagged(
+    tmp_path: Path,
+) -> None:
+    """The deploy's SQL is README's rename recipe, which lint passes; the one-step rename is
+    what lint flags in an expand part."""
+    for rename, code in (("expand_contract", 0), ("one_step", ExitCode.LINT_FINDINGS)):
+        folder = write_release(tmp_path / rename, "B", rename) / "migrations"
+        done = run_cli("lint", "--all", "--migrations-dir", str(folder), database_url=None)
+        assert done.returncode == code, done.stdout + done.stderr
+        if code:
+            assert "renaming-column" in done.stdout + done.stderr
