@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.pgcluster import PASSWORD
-from harness.releases import write_release
+from harness.releases import Rename, write_release
 from harness.rolling import RolloutResult, rolling_deploy
 from harness.servers import json_events
 from harness.sql import fetch
@@ -92,6 +92,8 @@ def test_the_same_rollout_with_a_one_step_rename_fails_the_old_replicas_requests
     assert result.figures("steady").failures == 0
     assert {each.failure.split(":")[0] for each in result.failures if each.failure} == {"HTTP 500"}
     assert result.contracts == []
+    assert [job.returncode for job in result.jobs] == [0, 0, 0]  # nothing to contract
+    assert result.out_of_sync_rows is None  # one column only, renamed
     assert result.advisory_locks_after == 0
 
 
@@ -100,7 +102,8 @@ def test_release_b_lints_clean_as_expand_and_contract_and_the_control_is_flagged
 ) -> None:
     """The deploy's SQL is README's rename recipe, which lint passes; the one-step rename is
     what lint flags in an expand part."""
-    for rename, code in (("expand_contract", 0), ("one_step", ExitCode.LINT_FINDINGS)):
+    cases: list[tuple[Rename, int]] = [("expand_contract", 0), ("one_step", ExitCode.LINT_FINDINGS)]
+    for rename, code in cases:
         folder = write_release(tmp_path / rename, "B", rename) / "migrations"
         done = run_cli("lint", "--all", "--migrations-dir", str(folder), database_url=None)
         assert done.returncode == code, done.stdout + done.stderr
