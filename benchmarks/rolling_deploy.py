@@ -67,7 +67,8 @@ def report(result: RolloutResult) -> None:
         f"{result.advisory_locks_after}; rows out of sync when the last A stopped: "
         f"{'n/a' if result.out_of_sync_rows is None else result.out_of_sync_rows}; "
         f"resent on a fresh connection: {sum(result.resent.values())}; contract Job exits: "
-        f"{', '.join(f'{job.phase} {job.returncode}' for job in result.jobs)}"
+        f"{', '.join(f'{job.phase} {job.returncode}' for job in result.jobs)}; readiness "
+        f"probes (--check) not 0: {[name for name, code in result.probes.items() if code]}"
     )
     print(f"  {'phase':<9}{'seconds':>8}{'requests':>10}{'failed':>8}{'req/s':>8}"
           f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")  # fmt: skip

@@ -9,7 +9,8 @@ maxUnavailable: 0``, while a LoadGenerator keeps reading and writing:
 1. ``steady``: the A replicas serve, no migration runs;
 2. ``expand``: the first B replica starts and, at its start-up, applies B's ``002`` (the
    expand part, or the control's one-step rename) while the A replicas serve;
-3. ``rollout``: for each A replica, a B replica starts and joins the rotation, then the A
+3. ``rollout``: for each A replica, a B replica starts and joins the rotation (once it
+   answers ``/healthz`` and deploy/'s readiness probe, ``--check``, exits 0), then the A
    replica is drained and stopped; after the second step an A replica still running is
    restarted (a node drain, an eviction) and must serve again, against a database a newer
    release migrated. Right after the first B replica is up, the post-deploy Job
@@ -83,6 +84,8 @@ class RolloutResult:
     advisory_locks_while_serving: int
     advisory_locks_after: int
     phase_seconds: dict[str, float]
+    # replica -> the exit code of its readiness probe (``--check``) before it joined
+    probes: dict[str, int] = field(default_factory=dict)
     logs: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -112,9 +115,12 @@ class _Fleet:
         self.load = load
         self.running: dict[str, AppServer] = {}
         self.logs: dict[str, str] = {}
+        self.probes: dict[str, int] = {}  # replica -> its readiness probe's exit code
 
     async def start(self, name: str, release: str) -> None:
-        """Start a replica, wait until it answers /healthz, put it into rotation."""
+        """Start a replica; once it answers /healthz and its readiness probe (deploy/'s
+        ``natlangchain-migrate --check``, with its release's migrations) exits 0, put it
+        into rotation."""
         server = AppServer(
             "uvicorn",
             "rolling_app:app",
@@ -126,6 +132,11 @@ class _Fleet:
         self.running[name] = server
         try:
             await asyncio.to_thread(server.wait_for_all_workers)
+            code, said, _ = await _cli(self.database_url, "--check", "--migrations-dir",
+                                       str(self.releases[release] / "migrations"))  # fmt: skip
+            self.probes[name] = code
+            if code:
+                raise ServerFailedError(f"{name} is not ready: --check exited {code}: {said}")
         except ServerFailedError:
             await self.stop(name, drain=False)
             raise
@@ -222,6 +233,7 @@ async def _deploy(
         advisory_locks_while_serving=locks_while_serving,
         advisory_locks_after=await _advisory_locks(url),
         phase_seconds=clock.seconds,
+        probes=fleet.probes,
         logs=fleet.logs,
     )
 
@@ -254,15 +266,20 @@ async def _restart(fleet: _Fleet, name: str) -> tuple[str, bool]:
 
 async def _contract_job(url: str, migrations: Path, phase: str) -> JobRun:
     """The post-deploy Job: ``natlangchain-migrate contract`` as a process, as a Job runs it."""
+    return JobRun(phase, *await _cli(url, "contract", "--migrations-dir", str(migrations)))
+
+
+async def _cli(url: str, *args: str) -> tuple[int, str, str]:
+    """``natlangchain-migrate ARGS`` as a process on ``url``, logging JSON: exit code,
+    stdout, stderr."""
     environment = {**os.environ, "DATABASE_URL": url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "natlangchain_migrate", "contract", "--migrations-dir",
-        str(migrations), env=environment,
+        sys.executable, "-m", "natlangchain_migrate", *args, env=environment,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     stdout, stderr = await process.communicate()
     assert process.returncode is not None
-    return JobRun(phase, process.returncode, stdout.decode(), stderr.decode())
+    return process.returncode, stdout.decode(), stderr.decode()
 
 
 async def _query(url: str, sql: str) -> list[asyncpg.Record]:

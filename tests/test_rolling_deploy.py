@@ -45,6 +45,10 @@ def test_expand_contract_rollout_fails_no_request_and_contracts_once_after_the_l
     served = Counter(each.replica for each in result.samples)
     assert {f"B{n}" for n in range(1, 5)} | {f"A{n}" for n in range(1, 5)} <= set(served)
     assert list(result.restarted) == ["A4-restarted"]
+    # Each replica joined the rotation once deploy/'s readiness probe (--check) said ready,
+    # the old ones included while the database was ahead of them.
+    assert len(result.probes) == 9
+    assert set(result.probes.values()) == {0}
     assert (result.restarted["A4-restarted"] or 0) > 0
     restarted_events = json_events(result.logs["A4-restarted"])
     future = [event for event in restarted_events if event["event"] == "future_migrations"]
@@ -93,6 +97,9 @@ def test_the_same_rollout_with_a_one_step_rename_fails_the_old_replicas_requests
     assert {each.failure.split(":")[0] for each in result.failures if each.failure} == {"HTTP 500"}
     assert result.contracts == []
     assert [job.returncode for job in result.jobs] == [0, 0, 0]  # nothing to contract
+    # --check knows versions, not columns: the restarted A replica is "ready" and fails.
+    assert result.probes["A4-restarted"] == 0
+    assert result.restarted == {"A4-restarted": 0}
     assert result.out_of_sync_rows is None  # one column only, renamed
     assert result.advisory_locks_after == 0
 
