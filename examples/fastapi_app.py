@@ -7,6 +7,12 @@ what is pending, the others wait for it and find the work done. Only then is the
 pool created, because its ``init=`` registers pgvector's codec, and the
 ``vector`` type exists only once migration 002 has run: on a fresh database a
 pool created first fails with ``ValueError: unknown type: public.vector``.
+
+While a worker serves, ``heartbeat()`` keeps it in the replica registry with the
+release it ships, so a contract part (``NNN_name.contract.sql``) that drops what this
+release still reads waits until it is gone. ``NATLANGCHAIN_MIGRATE_DIR`` picks another
+migrations folder, ``NATLANGCHAIN_MIGRATE_AUTO_CONTRACT=1`` runs the allowed contract
+parts at start-up, and ``HEARTBEAT_INTERVAL`` (seconds, default 15) sets the beat.
 """
 
 from __future__ import annotations
@@ -39,10 +45,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     natlangchain_migrate.route_to_stdlib_logging()
     dsn = os.environ["DATABASE_URL"]
-    await natlangchain_migrate.migrate(dsn)  # first: 002 creates the vector type
+    folder = os.environ.get("NATLANGCHAIN_MIGRATE_DIR")  # default: the shipped migrations
+    await natlangchain_migrate.migrate(dsn, migrations_dir=folder)  # first: 002 makes `vector`
     app.state.pool = await open_pool(dsn)  # then: the pool whose codec needs it
+    interval = float(os.environ.get("HEARTBEAT_INTERVAL", "15"))
     try:
-        yield
+        # Serving: this replica is in the registry, so contract parts wait for it.
+        async with natlangchain_migrate.heartbeat(dsn, migrations_dir=folder, interval=interval):
+            yield
     finally:
         await app.state.pool.close()
 

@@ -5,6 +5,11 @@
 Each gunicorn worker imports this module and so calls ``create_app()``: the
 first worker takes the advisory lock and applies what is pending, the others
 wait for it and find the work done (with ``--preload`` the master does it once).
+Then ``start_heartbeat()`` keeps the process in the replica registry from a daemon
+thread (with ``--preload``, the master's, which lives as long as the server), so a
+contract part that drops what this release reads waits until it is gone.
+``NATLANGCHAIN_MIGRATE_DIR`` picks another migrations folder and ``HEARTBEAT_INTERVAL``
+(seconds, default 15) sets the beat.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import os
 import psycopg
 from flask import Flask
 
-from natlangchain_migrate import route_to_stdlib_logging, run_migrations
+from natlangchain_migrate import route_to_stdlib_logging, run_migrations, start_heartbeat
 
 # The highest version applied whole (an interrupted no-transaction file is not).
 SCHEMA_VERSION = "SELECT max(version) FROM schema_migrations WHERE complete"
@@ -29,7 +34,10 @@ def create_app() -> Flask:
     )
     route_to_stdlib_logging()
     dsn = os.environ["DATABASE_URL"]
-    run_migrations(dsn)
+    folder = os.environ.get("NATLANGCHAIN_MIGRATE_DIR")  # default: the shipped migrations
+    run_migrations(dsn, migrations_dir=folder)
+    interval = float(os.environ.get("HEARTBEAT_INTERVAL", "15"))
+    start_heartbeat(dsn, migrations_dir=folder, interval=interval)  # stopped at exit
     app = Flask(__name__)
 
     @app.get("/healthz")

@@ -79,7 +79,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await natlangchain_migrate.migrate(dsn, migrations_dir=MIGRATIONS)
     app.state.pool = await asyncpg.create_pool(dsn, min_size=2, max_size=4)
     try:
-        async with natlangchain_migrate.heartbeat(pool=app.state.pool, migrations_dir=MIGRATIONS):
+        async with natlangchain_migrate.heartbeat(dsn, migrations_dir=MIGRATIONS):
             yield
     finally:
         await app.state.pool.close()

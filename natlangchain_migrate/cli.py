@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from natlangchain_migrate.commands import COMMANDS, ENV, PROG, env_setting, find_command
+from natlangchain_migrate.commands.contract import (
+    add_start_up_flags,
+    start_up_problem,
+    start_up_settings,
+)
 from natlangchain_migrate.commands.shared import (
     add_database_flags,
     add_log_flags,
@@ -224,18 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="refuse to apply a version lower than the highest applied one (default: apply it)",
     )
-    parser.add_argument(
-        "--auto-contract",
-        action="store_true",
-        help="after applying, run the contract parts no alive old replica needs",
-    )
-    parser.add_argument(
-        "--replica-max-age",
-        default=env_setting("REPLICA_MAX_AGE"),
-        metavar="DURATION",
-        help="a replica whose heartbeat is older counts as gone (default 60s; with "
-        "--auto-contract and --status)",
-    )
+    add_start_up_flags(parser)
     parser.add_argument(
         "--refuse-future",
         action="store_true",
@@ -285,21 +279,11 @@ def _setting_problem(args: argparse.Namespace) -> str | None:
     ):
         if value and value not in choices:  # an empty variable counts as unset
             return f"{ENV}{name}={value!r} is not one of: {', '.join(choices)}"
-    for name in ("STRICT_ORDER", "AUTO_CONTRACT", "REFUSE_FUTURE"):
+    for name in ("STRICT_ORDER", "REFUSE_FUTURE"):
         value = env_setting(name, "") or ""
         if value.lower() not in _TRUE | _FALSE:
             return f"{ENV}{name}={value!r} is not one of: 1, 0, true, false, yes, no, on, off"
-    if args.replica_max_age:
-        from natlangchain_migrate.contracts import parse_age
-        from natlangchain_migrate.errors import ConfigurationError
-
-        from_variable = args.replica_max_age == env_setting("REPLICA_MAX_AGE")
-        given = f"{ENV}REPLICA_MAX_AGE" if from_variable else "--replica-max-age"
-        try:
-            parse_age(args.replica_max_age, given)
-        except ConfigurationError as error:
-            return str(error)
-    return None
+    return start_up_problem(args)
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -309,19 +293,6 @@ _FALSE = {"", "0", "false", "no", "off"}
 def _strict_order(args: argparse.Namespace) -> bool:
     """--strict-order, or its variable (checked by _setting_problem)."""
     return bool(args.strict_order) or (env_setting("STRICT_ORDER", "") or "").lower() in _TRUE
-
-
-def _auto_contract(args: argparse.Namespace) -> bool:
-    """--auto-contract, or its variable (checked by _setting_problem)."""
-    return bool(args.auto_contract) or (env_setting("AUTO_CONTRACT", "") or "").lower() in _TRUE
-
-
-def _replica_max_age(args: argparse.Namespace) -> float:
-    if not args.replica_max_age:
-        return 60.0
-    from natlangchain_migrate.contracts import parse_age
-
-    return parse_age(args.replica_max_age, "--replica-max-age")
 
 
 def _refuse_future(args: argparse.Namespace) -> bool:
@@ -400,10 +371,8 @@ async def _run(args: argparse.Namespace) -> int:
         statement_timeout=args.statement_timeout,
         lock_retries=args.lock_retries,
         strict_order=_strict_order(args),
-        auto_contract=_auto_contract(args),
-        replica_max_age=_replica_max_age(args),
         refuse_future=_refuse_future(args),
-    )
+    )._replace(**start_up_settings(args))
     if args.status or args.check or args.rollback or args.repair:
         return await _other_action(args, settings)
     from natlangchain_migrate import runner

@@ -14,7 +14,8 @@ import math
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ import asyncpg
 from natlangchain_migrate.contract_ledger import ContractLedger
 from natlangchain_migrate.contract_plan import (
     ContractEntry,
+    ContractRow,
     ContractState,
     contract_part,
     plan_contracts,
@@ -36,7 +38,7 @@ from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.plan import State, plan_migrations, raise_on_drift
-from natlangchain_migrate.replicas import alive_replicas
+from natlangchain_migrate.replicas import Replica, replicas_table
 from natlangchain_migrate.results import ContractResult
 from natlangchain_migrate.settings import RunSettings
 
@@ -49,6 +51,41 @@ _AGE = re.compile(r"^(?P<number>\d+(\.\d+)?)(?P<unit>ms|s|min|h)?$")
 _AGE_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0, None: 1.0}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
+
+
+_SEP = "\x1f"  # the unit separator: never in a name, a checksum or a number
+_CONTRACT_TEXT = (
+    "concat_ws(chr(31), version::text, forced::text, extract(epoch FROM applied_at)::text, "
+    "coalesce(execution_ms::text, ''), checksum, name)"
+)
+_REPLICA_TEXT = (
+    "concat_ws(chr(31), release::text, extract(epoch FROM now() - seen_at)::text, "
+    "extract(epoch FROM started_at)::text, (label IS NULL)::text, coalesce(label, ''), "
+    "replica_id)"
+)
+
+
+def _contract_row(text: str) -> ContractRow:
+    version, forced, applied, ms, checksum, name = text.split(_SEP, 5)
+    return ContractRow(
+        int(version),
+        name,
+        checksum,
+        datetime.fromtimestamp(float(applied), UTC),
+        float(ms) if ms else None,
+        forced == "true",
+    )
+
+
+def _replica(text: str) -> Replica:
+    release, seen, started, no_label, label, replica_id = text.split(_SEP, 5)
+    return Replica(
+        replica_id,
+        int(release),
+        None if no_label == "true" else label,
+        datetime.fromtimestamp(float(started), UTC),
+        float(seen),
+    )
 
 
 class ContractReport:
@@ -184,20 +221,52 @@ async def contract_entries(
     settings: RunSettings,
     *,
     check_expand_drift: bool = True,
+    expanded: Collection[int] | None = None,
 ) -> list[ContractEntry]:
-    """Read the ledger, the contract rows and the alive replicas; every part's state."""
-    snapshot = await Ledger(settings.schema).read(conn)
-    plan = plan_migrations(migrations, snapshot.rows)
-    if check_expand_drift:
-        raise_on_drift(plan)
-    expanded = {entry.version for entry in plan.entries if entry.state is State.APPLIED}
+    """Every part's state: from the ledger (unless ``expanded``, the versions a start-up
+    just found applied, is given), the contract rows and the alive replicas."""
+    if expanded is None:
+        plan = plan_migrations(migrations, (await Ledger(settings.schema).read(conn)).rows)
+        if check_expand_drift:
+            raise_on_drift(plan)
+        expanded = {entry.version for entry in plan.entries if entry.state is State.APPLIED}
+    rows, alive = await _rows_and_replicas(conn, settings)
     return plan_contracts(
-        parts,
-        expanded,
-        await ContractLedger(settings.schema).rows(conn),
-        await alive_replicas(conn, settings.schema, settings.replica_max_age),
-        highest_local=max((m.version for m in migrations), default=0),
+        parts, expanded, rows, alive, highest_local=max((m.version for m in migrations), default=0)
     )
+
+
+async def _rows_and_replicas(
+    conn: asyncpg.Connection, settings: RunSettings
+) -> tuple[list[ContractRow], list[Replica]]:
+    """The contract rows and the alive replicas in two queries at most: which of the two
+    tables exist (none before the first heartbeat and the first contract part: nothing
+    is read, and no error is left in the server's log), then both at once."""
+    contracts = ContractLedger(settings.schema).table
+    replicas = replicas_table(settings.schema)
+    (found,) = await conn.fetch(
+        "SELECT to_regclass($1) IS NOT NULL AS contracts, to_regclass($2) IS NOT NULL AS replicas",
+        contracts,
+        replicas,
+    )
+    # Each row as one text value (only text[] among array types costs a fresh connection
+    # no type introspection by asyncpg: three more round trips otherwise).
+    columns, arguments = [], []
+    if found["contracts"]:
+        columns.append(f"ARRAY(SELECT {_CONTRACT_TEXT} FROM {contracts}) AS contracts")
+    if found["replicas"]:
+        columns.append(
+            f"ARRAY(SELECT {_REPLICA_TEXT} FROM {replicas} "
+            "WHERE seen_at > now() - make_interval(secs => $1) ORDER BY release, replica_id) "
+            "AS replicas"
+        )
+        arguments.append(float(settings.replica_max_age))
+    if not columns:
+        return [], []
+    (record,) = await conn.fetch("SELECT " + ", ".join(columns), *arguments)
+    rows = [_contract_row(text) for text in record.get("contracts") or ()]
+    replicas_alive = [_replica(text) for text in record.get("replicas") or ()]
+    return rows, replicas_alive
 
 
 def contract_parts(migrations: Sequence[Migration]) -> list[Migration]:
@@ -212,17 +281,20 @@ async def contract_on(
     *,
     force: bool = False,
     auto: bool = False,
+    expanded: Collection[int] | None = None,
 ) -> ContractReport:
     """Plan, then (unless a dry run) take the lock, plan again under it and run what may
     run. ``auto`` (a start-up) logs a part that must wait at debug level only."""
     report = ContractReport(dry_run=settings.dry_run)
     parts = contract_parts(migrations)
-    if not parts:
-        if not auto:
-            log.info("contract_nothing_to_do", reason="no NNN_name.contract.sql files")
+    if not parts and auto:
         return report
-    entries = await contract_entries(conn, migrations, parts, settings)
+    # Without contract files, still read: a row whose file is gone is drift.
+    entries = await contract_entries(conn, migrations, parts, settings, expanded=expanded)
     raise_on_contract_drift(entries)
+    if not parts:
+        log.info("contract_nothing_to_do", reason="no NNN_name.contract.sql files")
+        return report
     todo = runnable(entries, force=force)
     report.waiting = waiting(entries, force=force)
     if not todo:
@@ -354,22 +426,25 @@ def waiting_reason(entry: ContractEntry) -> str:
 
 
 async def auto_contract(
-    conn: asyncpg.Connection, migrations: Sequence[Migration], settings: RunSettings
+    conn: asyncpg.Connection,
+    migrations: Sequence[Migration],
+    settings: RunSettings,
+    expanded: Collection[int],
 ) -> list[ContractResult]:
-    """At start-up, after the expand parts: run the contract parts that may run."""
-    report = await contract_on(conn, migrations, settings, auto=True)
+    """At start-up, after the expand parts (``expanded``: the versions now applied): run
+    the contract parts that may run. Two queries when none may; the lock only when one
+    may."""
+    report = await contract_on(conn, migrations, settings, auto=True, expanded=expanded)
     return report.applied
 
 
 async def contract_status(settings: RunSettings) -> list[ContractEntry]:
-    """Every contract part's state (``--status``), read-only and lock-free; no query at
-    all when the folder has no contract file."""
+    """Every contract part's state (``--status``), read-only and lock-free; also the rows of
+    contract parts whose file is gone (MISSING)."""
     from natlangchain_migrate.connection import open_run_connection
 
     migrations = load_migrations(settings.migrations_dir)
     parts = contract_parts(migrations)
-    if not parts:
-        return []
     async with open_run_connection(settings) as connection:
         return await contract_entries(
             connection.conn, migrations, parts, settings, check_expand_drift=False

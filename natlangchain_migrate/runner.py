@@ -324,7 +324,11 @@ async def _auto_contract(
         return
     from natlangchain_migrate.contracts import auto_contract
 
-    report.contracts = await auto_contract(conn, migrations, settings)
+    expanded = {
+        *report.already_applied,
+        *(r.version for r in report.applied if r.version is not None),
+    }
+    report.contracts = await auto_contract(conn, migrations, settings, expanded)
 
 
 def _repeatables_pending(plan: MigrationPlan) -> dict[str, list[str]]:

@@ -544,3 +544,162 @@ async def test_an_applied_contract_file_that_changed_is_drift_until_restored_or_
     (row,) = await _contract_rows(database_url)
     assert row["checksum"] == checksum(edited.read_text("utf-8"))
     assert (await contract(database_url, migrations_dir=new)).applied == []
+
+
+def test_a_contract_part_marked_no_transaction_is_refused(
+    database_url: str, tmp_path: Path
+) -> None:
+    _, new = _folders(tmp_path)
+    (new / "002_display_name.contract.sql").write_text(
+        "-- natlangchain: no-transaction\n" + CONTRACT_2, "utf-8"
+    )
+    assert run_cli("--migrations-dir", str(new), database_url=database_url).returncode == 0
+    done = run_cli("contract", "--migrations-dir", str(new), database_url=database_url)
+    assert done.returncode == ExitCode.USAGE
+    assert "002_display_name.contract.sql: a contract part runs in one transaction" in done.stderr
+
+
+@pytest.mark.anyio
+async def test_repair_forgets_the_row_of_a_contract_part_whose_file_is_gone(
+    database_url: str, tmp_path: Path
+) -> None:
+    _, new = _folders(tmp_path)
+    await migrate(database_url, migrations_dir=new, auto_contract=True)
+    (new / "002_display_name.contract.sql").unlink()
+    (new / "002_display_name.contract.down.sql").unlink()
+    with pytest.raises(DriftError, match=r"contract part 002 \(002_display_name\.contract\) is"):
+        await contract(database_url, migrations_dir=new)
+    assert await repair(database_url, migrations_dir=new) == [2]
+    assert await _contract_rows(database_url) == []
+    assert await _columns(database_url) == {"id", "display_name"}  # what it dropped stays so
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (("contract", "--replica-max-age", "soon"), {}, "--replica-max-age 'soon'"),
+        (("contract",), {"NATLANGCHAIN_MIGRATE_REPLICA_MAX_AGE": "1 min"}, "REPLICA_MAX_AGE"),
+        (("--replica-max-age", "-5"), {}, "--replica-max-age '-5'"),
+        (("--status",), {"NATLANGCHAIN_MIGRATE_REPLICA_MAX_AGE": "x"}, "REPLICA_MAX_AGE 'x'"),
+    ],
+)
+def test_a_bad_replica_max_age_is_a_usage_error_naming_the_setting(
+    args: tuple[str, ...], env: dict[str, str], named: str, database_url: str
+) -> None:
+    done = run_cli(*args, database_url=database_url, env=env)
+    assert done.returncode == ExitCode.USAGE
+    assert named in done.stderr
+
+
+def test_contract_without_contract_parts_has_nothing_to_do(database_url: str) -> None:
+    done = run_cli("contract", database_url=database_url)
+    assert done.returncode == 0, done.stderr
+    assert "Nothing to contract" in done.stdout
+
+
+async def _queries_of_a_start_up(url: str, folder: Path, *, auto: bool) -> list[str]:
+    """The statements one start-up sends, through a pool whose connections log them."""
+    sent: list[str] = []
+
+    async def log_queries(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda record: sent.append(record.query))
+
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1, init=log_queries)
+    try:
+        report = await migrate(pool=pool, migrations_dir=folder, auto_contract=auto)
+    finally:
+        await pool.close()
+    assert report.up_to_date
+    return [query for query in sent if "pg_advisory_unlock_all" not in query]
+
+
+@pytest.mark.anyio
+async def test_the_up_to_date_start_up_costs_one_query_and_two_more_with_auto_contract(
+    database_url: str, tmp_path: Path
+) -> None:
+    _, new = _folders(tmp_path)
+    await migrate(database_url, migrations_dir=new, auto_contract=True)
+    plain = await _queries_of_a_start_up(database_url, new, auto=False)
+    assert len(plain) == 1, plain
+    auto = await _queries_of_a_start_up(database_url, new, auto=True)
+    assert len(auto) == 3, "\n".join(auto)
+    assert not [query for query in auto if "advisory" in query]
+    # migrations.sum's fast path: the same counts.
+    assert run_cli("sum", "--migrations-dir", str(new), database_url=None).returncode == 0
+    assert len(await _queries_of_a_start_up(database_url, new, auto=False)) == 1
+    assert len(await _queries_of_a_start_up(database_url, new, auto=True)) == 3
+
+
+@pytest.mark.anyio
+async def test_contract_parts_run_in_transaction_lock_mode_too(
+    database_url: str, tmp_path: Path
+) -> None:
+    _, new = _folders(tmp_path)
+    await migrate(database_url, migrations_dir=new, lock_mode="transaction")
+    report = await contract(database_url, migrations_dir=new, lock_mode="transaction")
+    assert [result.version for result in report.applied] == [2]
+    assert await _columns(database_url) == {"id", "display_name"}
+    assert len(await _contract_rows(database_url)) == 1
+    assert await migration_locks_held(database_url) == 0
+
+
+def test_contract_takes_the_migrations_lock_of_the_namespace_given(
+    database_url: str, tmp_path: Path
+) -> None:
+    from natlangchain_migrate.locks import lock_key
+
+    _, new = _folders(tmp_path)
+    assert run_cli("--migrations-dir", str(new), database_url=database_url).returncode == 0
+
+    async def hold_and_run() -> subprocess.CompletedProcess[str]:
+        holder = await asyncpg.connect(database_url)
+        try:
+            await holder.execute("SELECT pg_advisory_lock($1)", lock_key("tenant-7"))
+            return await asyncio.to_thread(
+                run_cli,
+                "contract",
+                "--lock-timeout",
+                "0.5",
+                "--migrations-dir",
+                str(new),
+                database_url=database_url,
+                env={"NATLANGCHAIN_MIGRATE_LOCK_NAMESPACE": "tenant-7"},
+            )
+        finally:
+            await holder.close()
+
+    done = asyncio.run(hold_and_run())
+    assert done.returncode == ExitCode.LOCK_TIMEOUT, done.stderr
+    assert asyncio.run(_columns(database_url)) == {"id", "fullname", "display_name"}
+
+
+@pytest.mark.anyio
+async def test_a_failing_contract_part_fails_an_auto_contract_start_up(
+    database_url: str, tmp_path: Path
+) -> None:
+    _, new = _folders(tmp_path)
+    (new / "002_display_name.contract.sql").write_text("ALTER TABLE nosuch DROP COLUMN x;", "utf-8")
+    with pytest.raises(MigrationFailedError, match=r"002_display_name\.contract\.sql"):
+        await migrate(database_url, migrations_dir=new, auto_contract=True)
+    assert await _contract_rows(database_url) == []
+    assert await migration_locks_held(database_url) == 0
+
+
+def test_status_shows_each_state_of_a_contract_part(database_url: str, tmp_path: Path) -> None:
+    _, new = _folders(tmp_path)
+
+    def status() -> str:
+        done = run_cli("--status", "--migrations-dir", str(new), database_url=database_url)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "○ 002_display_name.contract: EXPAND_PENDING (its expand part is not" in status()
+    assert run_cli("--migrations-dir", str(new), database_url=database_url).returncode == 0
+    assert "○ 002_display_name.contract: PENDING\n" in status()
+    assert (
+        run_cli("contract", "--migrations-dir", str(new), database_url=database_url).returncode == 0
+    )
+    assert "✓ 002_display_name.contract: APPLIED\n" in status()
+    (new / "002_display_name.contract.sql").unlink()
+    (new / "002_display_name.contract.down.sql").unlink()
+    assert "✗ 002_display_name.contract: MISSING (file gone" in status()

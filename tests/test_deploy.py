@@ -23,7 +23,6 @@ import yaml
 
 from harness.dockerfile import key_values, parse
 from natlangchain_migrate.connection import CLEANUP_S
-from natlangchain_migrate.errors import ExitCode
 from natlangchain_migrate.settings import RunSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,15 +33,6 @@ COMPOSE = REPO / "deploy" / "compose.yaml"
 SIGTERM_CLEANUP_STEPS = 3
 
 
-# metadata.name -> kind: the API's Deployment, the Job before the rollout, the contract Job
-# after it.
-RESOURCES = {
-    "natlangchain-api": "Deployment",
-    "natlangchain-migrate": "Job",
-    "natlangchain-migrate-contract": "Job",
-}
-
-
 def manifests() -> list[dict[str, Any]]:
     documents = []
     for path in sorted(KUBERNETES.glob("*.yaml")):
@@ -50,8 +40,22 @@ def manifests() -> list[dict[str, Any]]:
     return documents
 
 
+# The migrations Job (before the rollout) and the contract Job (after it) are both Jobs.
+JOB = "natlangchain-migrate"
+CONTRACT_JOB = "natlangchain-migrate-contract"
+NAMES = ["natlangchain-api", JOB, CONTRACT_JOB]
+
+
 def by_name(name: str) -> dict[str, Any]:
     (found,) = [doc for doc in manifests() if doc["metadata"]["name"] == name]
+    return found
+
+
+def by_kind(kind: str) -> dict[str, Any]:
+    """The one resource of ``kind``; for ``Job``, the migrations Job."""
+    if kind == "Job":
+        return by_name(JOB)
+    (found,) = [doc for doc in manifests() if doc["kind"] == kind]
     return found
 
 
@@ -77,12 +81,12 @@ def compose() -> dict[str, Any]:
 
 
 def test_deploy_ships_a_deployment_and_two_jobs() -> None:
-    """The recipes README points to, one resource each."""
-    assert {doc["metadata"]["name"]: doc["kind"] for doc in manifests()} == RESOURCES
-    assert len(manifests()) == len(RESOURCES)
+    """The recipes README points to: the API, the migrations Job, the contract Job."""
+    found = sorted((doc["kind"], doc["metadata"]["name"]) for doc in manifests())
+    assert found == [("Deployment", "natlangchain-api"), ("Job", JOB), ("Job", CONTRACT_JOB)]
 
 
-@pytest.mark.parametrize("name", RESOURCES)
+@pytest.mark.parametrize("name", NAMES)
 def test_kubernetes_manifest_is_valid_against_the_kubernetes_schema(name: str) -> None:
     """Each resource passes strict validation against the newest Kubernetes schema shipped."""
     version = kubernetes_validate.utils.latest_version()
@@ -92,11 +96,11 @@ def test_kubernetes_manifest_is_valid_against_the_kubernetes_schema(name: str) -
 def test_kubernetes_validation_refuses_a_wrong_field() -> None:
     """The schema check has teeth: a misspelt or mistyped field fails it."""
     version = kubernetes_validate.utils.latest_version()
-    job = copy.deepcopy(by_name("natlangchain-migrate"))
+    job = copy.deepcopy(by_kind("Job"))
     job["spec"]["backoffLimit"] = "none"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(job, version, strict=True)
-    job = copy.deepcopy(by_name("natlangchain-migrate"))
+    job = copy.deepcopy(by_kind("Job"))
     job["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRoot"] = True
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(job, version, strict=True)
@@ -104,15 +108,15 @@ def test_kubernetes_validation_refuses_a_wrong_field() -> None:
 
 def test_the_deployment_runs_the_migrations_as_an_init_container() -> None:
     """Every replica runs the image before the API; the Dockerfile's entrypoint is kept."""
-    spec = by_name("natlangchain-api")["spec"]["template"]["spec"]
+    spec = by_kind("Deployment")["spec"]["template"]["spec"]
     (init,) = spec["initContainers"]
     assert init["image"].startswith("natlangchain-migrate:")
     assert "command" not in init
     assert "args" not in init
-    assert by_name("natlangchain-api")["spec"]["replicas"] > 1
+    assert by_kind("Deployment")["spec"]["replicas"] > 1
 
 
-@pytest.mark.parametrize("name", RESOURCES)
+@pytest.mark.parametrize("name", NAMES)
 def test_every_container_runs_non_root_read_only_without_capabilities(name: str) -> None:
     """runAsNonRoot as the image's uid, read-only root, ALL capabilities dropped, resources."""
     spec = dict(pod_specs())[name]
@@ -133,7 +137,7 @@ def test_the_image_user_is_the_uid_the_manifests_ask_for() -> None:
     assert [step.arguments for step in final.steps("USER")] == ["10001"]
 
 
-@pytest.mark.parametrize("name", RESOURCES)
+@pytest.mark.parametrize("name", NAMES)
 def test_grace_period_outlasts_the_sigterm_cleanup(name: str) -> None:
     """Kubernetes sends SIGKILL after the grace period: it must cover the bounded cleanup."""
     spec = dict(pod_specs())[name]
@@ -142,7 +146,7 @@ def test_grace_period_outlasts_the_sigterm_cleanup(name: str) -> None:
 
 def test_job_runs_once_within_a_deadline_longer_than_its_waits() -> None:
     """No retry of a failed migration; the deadline covers the server wait and the lock wait."""
-    job = by_name("natlangchain-migrate")["spec"]
+    job = by_kind("Job")["spec"]
     (container,) = job["template"]["spec"]["containers"]
     env = {item["name"]: item.get("value") for item in container["env"]}
     image_env: dict[str, str] = {}
@@ -153,6 +157,65 @@ def test_job_runs_once_within_a_deadline_longer_than_its_waits() -> None:
     assert job["backoffLimit"] == 0
     assert job["template"]["spec"]["restartPolicy"] == "Never"
     assert job["activeDeadlineSeconds"] > wait + lock_wait
+
+
+def test_the_contract_job_retries_only_while_old_replicas_are_alive() -> None:
+    """`contract` exits 25 while a contract part waits: that, and only that, is retried
+    (a podFailurePolicy fails the Job at once on any other code); it runs the new image's
+    `contract` command, and its deadline outlasts the replica max age and the lock wait."""
+    from natlangchain_migrate.contracts import parse_age
+    from natlangchain_migrate.errors import ExitCode
+
+    job = by_name(CONTRACT_JOB)["spec"]
+    (container,) = job["template"]["spec"]["containers"]
+    assert container["args"] == ["contract"]
+    assert "command" not in container
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+    assert job["backoffLimit"] >= 3
+    (rule,) = job["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob"
+    assert rule["onExitCodes"]["operator"] == "NotIn"
+    assert rule["onExitCodes"]["containerName"] == container["name"]
+    assert rule["onExitCodes"]["values"] == [ExitCode.CONTRACT_WAITING]  # a pod exiting 0 succeeded
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    max_age = parse_age(env.get("NATLANGCHAIN_MIGRATE_REPLICA_MAX_AGE") or "60s", "max age")
+    lock_wait = float(env["NATLANGCHAIN_MIGRATE_LOCK_TIMEOUT"])
+    assert job["activeDeadlineSeconds"] > float(env["NATLANGCHAIN_MIGRATE_WAIT"]) + lock_wait
+    # Kubernetes waits 10 s, 20 s, 40 s, ... (capped at 6 min) between tries.
+    backoff = sum(min(10 * 2**n, 360) for n in range(job["backoffLimit"]))
+    assert backoff > 2 * max_age
+    assert job["activeDeadlineSeconds"] > backoff
+
+
+def _api_and_init() -> tuple[dict[str, Any], dict[str, Any]]:
+    spec = by_name("natlangchain-api")["spec"]["template"]["spec"]
+    (api,) = spec["containers"]
+    (init,) = spec["initContainers"]
+    return api, init
+
+
+def test_the_api_is_ready_by_check_against_the_database_its_init_container_migrated() -> None:
+    """The readiness probe is ``--check`` (0 also when a newer release moved the database
+    ahead) on the same database URL as the init container; no container refuses future rows."""
+    api, init = _api_and_init()
+    probe = api["readinessProbe"]
+    assert probe["exec"]["command"] == ["natlangchain-migrate", "--check"]
+    assert probe["timeoutSeconds"] >= 5  # a Python process start plus a connect, on a busy node
+    url = {item["name"]: item["valueFrom"] for item in api["env"]}["DATABASE_URL"]
+    assert url == {item["name"]: item["valueFrom"] for item in init["env"]}["DATABASE_URL"]
+    for _, spec in pod_specs():
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            names = {item["name"] for item in container.get("env", [])}
+            assert "NATLANGCHAIN_MIGRATE_REFUSE_FUTURE" not in names, container["name"]
+
+
+def test_the_rollout_adds_one_new_replica_before_it_stops_an_old_one() -> None:
+    """maxSurge 1, maxUnavailable 0: the rollout benchmarks/rolling_deploy.py measures."""
+    strategy = by_name("natlangchain-api")["spec"]["strategy"]
+    assert strategy == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
 
 
 def test_compose_file_is_valid_against_the_compose_specification() -> None:
@@ -191,61 +254,3 @@ def test_compose_builds_the_migrate_image_from_this_dockerfile_locked_down() -> 
     assert "entrypoint" not in migrate
     grace = float(migrate["stop_grace_period"].removesuffix("s"))
     assert grace >= SIGTERM_CLEANUP_STEPS * CLEANUP_S + 5
-
-
-def _api_and_init() -> tuple[dict[str, Any], dict[str, Any]]:
-    spec = by_name("natlangchain-api")["spec"]["template"]["spec"]
-    (api,) = spec["containers"]
-    (init,) = spec["initContainers"]
-    return api, init
-
-
-def test_the_api_is_ready_by_check_against_the_database_its_init_container_migrated() -> None:
-    """The readiness probe is ``--check`` (0 also when a newer release moved the database
-    ahead) on the same database URL as the init container; no container refuses future rows."""
-    api, init = _api_and_init()
-    probe = api["readinessProbe"]
-    assert probe["exec"]["command"] == ["natlangchain-migrate", "--check"]
-    assert probe["timeoutSeconds"] >= 5  # a Python process start plus a connect, on a busy node
-    url = {item["name"]: item["valueFrom"] for item in api["env"]}["DATABASE_URL"]
-    assert url == {item["name"]: item["valueFrom"] for item in init["env"]}["DATABASE_URL"]
-    for _, spec in pod_specs():
-        for container in spec.get("initContainers", []) + spec["containers"]:
-            names = {item["name"] for item in container.get("env", [])}
-            assert "NATLANGCHAIN_MIGRATE_REFUSE_FUTURE" not in names, container["name"]
-
-
-def test_the_rollout_adds_one_new_replica_before_it_stops_an_old_one() -> None:
-    """maxSurge 1, maxUnavailable 0: the rollout benchmarks/rolling_deploy.py measures."""
-    strategy = by_name("natlangchain-api")["spec"]["strategy"]
-    assert strategy == {
-        "type": "RollingUpdate",
-        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
-    }
-
-
-def test_the_contract_job_retries_only_while_old_replicas_are_alive() -> None:
-    """``contract`` exits 25 while an old replica lives: the Job retries that code (with
-    backoff) and fails at once on any other; its deadline outlasts the retries and waits."""
-    job = by_name("natlangchain-migrate-contract")["spec"]
-    (container,) = job["template"]["spec"]["containers"]
-    assert container["args"] == ["contract"]
-    assert "command" not in container
-    (rule,) = job["podFailurePolicy"]["rules"]
-    assert rule == {
-        "action": "FailJob",
-        "onExitCodes": {
-            "containerName": container["name"],
-            "operator": "NotIn",
-            "values": [int(ExitCode.CONTRACT_WAITING)],
-        },
-    }
-    assert job["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy needs it
-    # Kubernetes waits 10 s, 20 s, 40 s, ... (capped at 6 min) between tries.
-    backoff = sum(min(10 * 2**n, 360) for n in range(job["backoffLimit"]))
-    assert backoff > 2 * 60  # more than the default --replica-max-age, twice
-    env = {item["name"]: item.get("value") for item in container["env"]}
-    waits = float(env["NATLANGCHAIN_MIGRATE_WAIT"]) + float(
-        env["NATLANGCHAIN_MIGRATE_LOCK_TIMEOUT"]
-    )
-    assert job["activeDeadlineSeconds"] > backoff + waits

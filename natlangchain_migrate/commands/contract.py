@@ -27,6 +27,63 @@ if TYPE_CHECKING:
     from natlangchain_migrate.contracts import ContractReport
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def add_start_up_flags(parser: argparse.ArgumentParser) -> None:
+    """The main command's ``--auto-contract`` and ``--replica-max-age``."""
+    parser.add_argument(
+        "--auto-contract",
+        action="store_true",
+        help="after applying, run the contract parts no alive old replica needs",
+    )
+    parser.add_argument(
+        "--replica-max-age",
+        default=env_setting("REPLICA_MAX_AGE"),
+        metavar="DURATION",
+        help="a replica whose heartbeat is older counts as gone (default 60s; with "
+        "--auto-contract and --status)",
+    )
+
+
+def _max_age_setting(value: str) -> str:
+    """How to name the max age in an error: the flag, or the variable it came from."""
+    from_variable = value == env_setting("REPLICA_MAX_AGE")
+    return "NATLANGCHAIN_MIGRATE_REPLICA_MAX_AGE" if from_variable else "--replica-max-age"
+
+
+def start_up_problem(args: argparse.Namespace) -> str | None:
+    """A bad NATLANGCHAIN_MIGRATE_AUTO_CONTRACT or replica max age, as a one-line error."""
+    auto = env_setting("AUTO_CONTRACT", "") or ""
+    if auto.lower() not in _TRUE | _FALSE:
+        return (
+            f"NATLANGCHAIN_MIGRATE_AUTO_CONTRACT={auto!r} is not one of: 1, 0, true, false, "
+            "yes, no, on, off"
+        )
+    if args.replica_max_age:
+        from natlangchain_migrate.contracts import parse_age
+
+        try:
+            parse_age(args.replica_max_age, _max_age_setting(args.replica_max_age))
+        except ConfigurationError as error:
+            return str(error)
+    return None
+
+
+def start_up_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``auto_contract`` and ``replica_max_age`` for the run (checked by start_up_problem)."""
+    settings: dict[str, Any] = {
+        "auto_contract": bool(args.auto_contract)
+        or (env_setting("AUTO_CONTRACT", "") or "").lower() in _TRUE
+    }
+    if args.replica_max_age:
+        from natlangchain_migrate.contracts import parse_age
+
+        settings["replica_max_age"] = parse_age(args.replica_max_age, "--replica-max-age")
+    return settings
+
+
 def main(argv: list[str]) -> int:
     """Parse, run ``contract()``, print what ran and what waits, exit 0 or 25."""
     parser = argparse.ArgumentParser(
@@ -59,6 +116,12 @@ def main(argv: list[str]) -> int:
         help="how long to wait for another runner's lock (default 300)",
     )
     parser.add_argument(
+        "--lock-namespace",
+        default=env_setting("LOCK_NAMESPACE"),
+        metavar="TEXT",
+        help="advisory lock key namespace: the migrations' (default natlangchain_migrate:<schema>)",
+    )
+    parser.add_argument(
         "--lock-mode",
         choices=LOCK_MODES,
         default=env_setting("LOCK_MODE", "session"),
@@ -70,13 +133,26 @@ def main(argv: list[str]) -> int:
         metavar="DURATION",
         help="PostgreSQL lock_timeout for each contract part (default 5s)",
     )
+    parser.add_argument(
+        "--statement-timeout",
+        default=env_setting("STATEMENT_TIMEOUT"),
+        metavar="DURATION",
+        help="PostgreSQL statement_timeout for each contract part (default none)",
+    )
+    parser.add_argument(
+        "--lock-retries",
+        type=int,
+        default=env_setting("LOCK_RETRIES", "5"),
+        metavar="N",
+        help="retries of a contract part cancelled by lock_timeout (default 5)",
+    )
     add_log_flags(parser)
     args = parser.parse_args(argv)
     from natlangchain_migrate.contracts import parse_age
 
     problem = log_format_problem(args.log_format)
     try:
-        max_age = parse_age(args.replica_max_age, "--replica-max-age")
+        max_age = parse_age(args.replica_max_age, _max_age_setting(args.replica_max_age))
     except ConfigurationError as error:
         problem = problem or str(error)
     if problem:
@@ -103,9 +179,12 @@ async def _contract(args: argparse.Namespace, max_age: float) -> ContractReport:
         force=args.force,
         replica_max_age=max_age,
         lock_timeout=args.lock_timeout,
+        lock_namespace=args.lock_namespace,
         lock_mode=args.lock_mode or "session",
         wait=args.wait,
         pg_lock_timeout=args.pg_lock_timeout,
+        statement_timeout=args.statement_timeout,
+        lock_retries=args.lock_retries,
     )
 
 
