@@ -153,7 +153,10 @@ class LoadGenerator:
             return f"{type(error).__name__}: {error}"
         if status != 200:
             return f"HTTP {status}: {answer[:200].decode(errors='replace')}"
-        document = json.loads(answer)
+        try:
+            document = json.loads(answer)
+        except ValueError:
+            return f"HTTP 200 with a body that is not JSON: {answer[:200]!r}"
         if kind == "insert":
             self._ids.append(int(document["id"]))
         elif kind == "read" and not (document.get("name") or document.get("title")):
