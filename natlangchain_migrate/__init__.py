@@ -2,6 +2,7 @@
 
 report = await natlangchain_migrate.migrate()          # asyncio apps
 report = natlangchain_migrate.run_migrations()         # Flask and other sync apps
+report = await natlangchain_migrate.Migrator(dsn).up() # the object the functions wrap
 """
 
 from typing import TYPE_CHECKING, Any
@@ -9,47 +10,79 @@ from typing import TYPE_CHECKING, Any
 from natlangchain_migrate.errors import (
     BaselineError,
     ConfigurationError,
+    ConnectionLostError,
     ConnectionRejectedError,
     DatabaseUnreachableError,
     DriftError,
     ExitCode,
     FutureMigrationsError,
+    InvalidIndexError,
+    LockLostError,
     LockRetriesExhaustedError,
     LockTimeoutError,
     MigrateError,
     MigrationFailedError,
     OutOfOrderError,
     PrerequisiteError,
+    PrivilegeError,
     ReadOnlyDatabaseError,
+    SchemaNotRestoredError,
+    SquawkUnavailableError,
+    StoppedBySignalError,
+    TransactionControlError,
 )
 
 if TYPE_CHECKING:
-    from natlangchain_migrate.contracts import ContractReport, contract
+    from natlangchain_migrate.api import (
+        baseline,
+        contract,
+        migrate,
+        repair,
+        rollback,
+        run_migrations,
+        status,
+    )
+    from natlangchain_migrate.contracts import ContractReport
     from natlangchain_migrate.logs import route_to_stdlib_logging
-    from natlangchain_migrate.operations import baseline, repair, status
+    from natlangchain_migrate.migrator import Migrator
+    from natlangchain_migrate.plan import AppliedMigration, MigrationPlan, State, StatusEntry
     from natlangchain_migrate.replicas import heartbeat, start_heartbeat
     from natlangchain_migrate.results import ContractResult, MigrationReport, MigrationResult
-    from natlangchain_migrate.runner import migrate, run_migrations
-    from natlangchain_migrate.undo import RollbackResult, rollback
+    from natlangchain_migrate.settings import (
+        ExecutionOptions,
+        LockMode,
+        LockOptions,
+        MigrateOptions,
+    )
+    from natlangchain_migrate.undo import RollbackResult
 
 # The runner's modules load on first use: `python -m natlangchain_migrate` imports this
 # package first, and a no-op start-up should not pay for what it does not run.
 _LAZY = {
+    "AppliedMigration": "plan",
     "ContractReport": "contracts",
     "ContractResult": "results",
-    "contract": "contracts",
-    "heartbeat": "replicas",
-    "start_heartbeat": "replicas",
-    "RollbackResult": "undo",
-    "baseline": "operations",
-    "repair": "operations",
-    "rollback": "undo",
-    "route_to_stdlib_logging": "logs",
-    "status": "operations",
+    "ExecutionOptions": "settings",
+    "LockMode": "settings",
+    "LockOptions": "settings",
+    "MigrateOptions": "settings",
+    "MigrationPlan": "plan",
     "MigrationReport": "results",
     "MigrationResult": "results",
-    "migrate": "runner",
-    "run_migrations": "runner",
+    "Migrator": "migrator",
+    "RollbackResult": "undo",
+    "State": "plan",
+    "StatusEntry": "plan",
+    "baseline": "api",
+    "contract": "api",
+    "heartbeat": "replicas",
+    "migrate": "api",
+    "repair": "api",
+    "rollback": "api",
+    "route_to_stdlib_logging": "logs",
+    "run_migrations": "api",
+    "start_heartbeat": "replicas",
+    "status": "api",
 }
 
 
@@ -62,25 +95,42 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AppliedMigration",
     "BaselineError",
     "ConfigurationError",
+    "ConnectionLostError",
     "ConnectionRejectedError",
     "ContractReport",
     "ContractResult",
     "DatabaseUnreachableError",
     "DriftError",
+    "ExecutionOptions",
     "ExitCode",
     "FutureMigrationsError",
+    "InvalidIndexError",
+    "LockLostError",
+    "LockMode",
+    "LockOptions",
     "LockRetriesExhaustedError",
     "LockTimeoutError",
     "MigrateError",
+    "MigrateOptions",
     "MigrationFailedError",
+    "MigrationPlan",
     "MigrationReport",
     "MigrationResult",
+    "Migrator",
     "OutOfOrderError",
     "PrerequisiteError",
+    "PrivilegeError",
     "ReadOnlyDatabaseError",
     "RollbackResult",
+    "SchemaNotRestoredError",
+    "SquawkUnavailableError",
+    "State",
+    "StatusEntry",
+    "StoppedBySignalError",
+    "TransactionControlError",
     "baseline",
     "contract",
     "heartbeat",

@@ -1,96 +1,59 @@
-"""Applying what is pending, under the lock: the one place migrations are run.
+"""Applying what is pending, under the lock: the run's two lock modes and the plan
+decided again under the lock.
 
 Session lock mode: each transactional file travels with its ledger row in one
 message (BEGIN, settings, file, ledger upsert, COMMIT): one round trip, one
-commit. A no-transaction file runs statement by statement, and each statement
-that PostgreSQL allows in a transaction block commits atomically with its
-journal step, so a runner killed at any moment leaves the journal exactly in
-step with the database. The few statements that must run on their own (CREATE
-INDEX CONCURRENTLY, VACUUM, ...) have their effect checked when a resumed run
-comes back to them.
+commit; a no-transaction file runs statement by statement with its journal
+(journal.py). Transaction lock mode (PgBouncer): the lock, the ledger and every
+pending migration in one transaction; all of them commit, or none.
 
-Transaction lock mode (PgBouncer): the lock, the ledger and every pending
-migration in one transaction; all of them commit, or none.
-
-Every attempt runs under PostgreSQL's ``lock_timeout``; one cancelled for a
-lock wait (55P03) is rolled back and tried again after a growing, jittered
-pause, in both modes, by one helper.
+Sending, retrying after PostgreSQL's ``lock_timeout`` and what a server error
+means are one attempt's job (attempt.py), the same for up and down files.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
-import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import TypeVar
 
 import asyncpg
 
 from natlangchain_migrate import telemetry
+from natlangchain_migrate.attempt import (
+    Attempts,
+    read_server_facts,
+    settings_sql,
+)
 from natlangchain_migrate.connection import (
     RunConnection,
     application_name,
-    cleanup_scope,
-    end_interrupted_transaction,
-    is_connection_lost,
 )
 from natlangchain_migrate.discovery import Migration
-from natlangchain_migrate.durations import ms_since, seconds
+from natlangchain_migrate.durations import ms_since
 from natlangchain_migrate.errors import (
-    InvalidIndexError,
     LockRetriesExhaustedError,
-    MigrateError,
     MigrationFailedError,
     PrivilegeError,
     TransactionControlError,
 )
 from natlangchain_migrate.events import log
-from natlangchain_migrate.failures import (
-    EFFECT_ALREADY_THERE,
-    connection_lost,
-    lock_retries_exhausted,
-    migration_failed,
-    privilege_missing,
-    resumed_statement_already_done,
-)
-from natlangchain_migrate.ledger import Ledger, LedgerSnapshot, quote_ident
+from natlangchain_migrate.journal import StatementJournal
+from natlangchain_migrate.ledger import Ledger, LedgerSnapshot
 from natlangchain_migrate.locks import LockNoLongerNeeded, holding, migration_lock
-from natlangchain_migrate.plan import (
-    MigrationPlan,
-    plan_migrations,
-    raise_on_drift,
-    raise_on_out_of_order,
-    warn_of_future,
-)
-from natlangchain_migrate.repeatables import Repeatable, is_repeatable, version_of, with_repeatables
+from natlangchain_migrate.pending import Sources, decide, face_future, plan_of
+from natlangchain_migrate.plan import MigrationPlan
+from natlangchain_migrate.repeatables import is_repeatable, version_of
 from natlangchain_migrate.results import MigrationResult
-from natlangchain_migrate.settings import RunSettings
-from natlangchain_migrate.statements import Statement, split_statements
-from natlangchain_migrate.watch import Watcher
-
-T = TypeVar("T")
-
-_RESET_SETTINGS = (
-    "RESET lock_timeout; RESET statement_timeout; RESET search_path; RESET synchronous_commit"
-)
-_INDEX_STATE_QUERY = """
-SELECT format('%I.%I', n.nspname, c.relname) AS name, i.indisvalid AS valid
-FROM pg_class c
-JOIN pg_index i ON i.indexrelid = c.oid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relname = $1 AND n.nspname = coalesce($2, current_schema())
-"""
+from natlangchain_migrate.settings import CallArguments, LockMode, RunnerOptions, ServerFacts
+from natlangchain_migrate.sqltext import quote_ident
 
 
 async def apply_pending(
     connection: RunConnection,
     ledger: Ledger,
-    migrations: Sequence[Migration],
-    settings: RunSettings,
-    repeatables: Sequence[Repeatable] = (),
+    sources: Sources,
+    options: RunnerOptions,
+    call: CallArguments,
     *,
     warned_future: set[int] | None = None,
 ) -> list[MigrationResult]:
@@ -98,102 +61,19 @@ async def apply_pending(
     migrations, then the new or changed repeatables); return what this run applied, in
     order. A waiter that sees the work done by another runner leaves without the lock and
     returns nothing. ``warned_future`` holds the future versions the run has warned of;
-    a newer release's rows that appear while we wait are warned of once and added."""
-    settings = settings._replace(
-        extension_schemas=await extension_schemas(connection.conn, settings.schema)
-    )
-    applier = _Applier(connection, ledger, migrations, settings, repeatables)
+    a newer release's rows that appear meanwhile are warned of once and added."""
+    facts = await read_server_facts(connection.conn, options.schema)
+    applier = _Applier(connection, ledger, sources, options, call, facts)
     if warned_future is not None:
         applier.warned_future = warned_future
     try:
-        if settings.transaction_pooling:
+        if options.transaction_pooling:
             await applier.apply_in_one_transaction()
         else:
             await applier.apply_each()
     except LockNoLongerNeeded:
         log.info("applied_by_another_runner", lock_key=applier.lock.key)
     return applier.applied
-
-
-async def extension_schemas(conn: asyncpg.Connection, schema: str) -> tuple[str, ...]:
-    """Where the database's extensions live, other than ``schema`` and pg_catalog."""
-    rows = await conn.fetch(
-        "SELECT DISTINCT n.nspname FROM pg_extension e "
-        "JOIN pg_namespace n ON n.oid = e.extnamespace "
-        "WHERE n.nspname NOT IN ('pg_catalog', $1) ORDER BY 1",
-        schema,
-    )
-    return tuple(row["nspname"] for row in rows)
-
-
-def retry_pause(settings: RunSettings, attempt: int) -> float:
-    """Seconds to wait after failed attempt ``attempt``: doubling, with +-50% jitter."""
-    return float(settings.retry_delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
-
-
-def settings_sql(
-    migration: Migration, settings: RunSettings, *, local: bool, durable: bool = True
-) -> str:
-    """The SET statements a migration runs under (file directives beat run settings)."""
-    scope = "SET LOCAL" if local else "SET"
-    lock_timeout = migration.directives.lock_timeout or settings.pg_lock_timeout
-    statement_timeout = migration.directives.statement_timeout or settings.statement_timeout
-    parts = [
-        f"{scope} lock_timeout = '{lock_timeout}'",
-        f"{scope} statement_timeout = '{statement_timeout or 0}'",
-        f"{scope} search_path = {settings.search_path}",
-    ]
-    if not durable:
-        parts.append(f"{scope} synchronous_commit = off")
-    return "; ".join(parts) + ";\n"
-
-
-class _Blocked(Exception):
-    """An attempt cancelled by lock_timeout (55P03); rolled back, to be tried again."""
-
-    def __init__(self, migration: Migration, blockers: Sequence[dict[str, object]]) -> None:
-        super().__init__(migration.name)
-        self.migration = migration
-        self.blockers = blockers
-
-
-class _StatementRun:
-    """Where a no-transaction file's run stands: statements done, those that run alone."""
-
-    def __init__(
-        self,
-        migration: Migration,
-        statements: list[Statement],
-        *,
-        stopped_at: int | None,
-        started: float,
-        last: bool,
-    ) -> None:
-        self.migration = migration
-        self.statements = statements
-        self.stopped_at = stopped_at  # statements done when an earlier run stopped, if any
-        self.done = stopped_at or 0
-        self.started = started
-        self.last = last
-        self.alone = {i for i, statement in enumerate(statements) if statement.autocommit}
-        self.has_row = stopped_at is not None  # the ledger row exists (incomplete)
-        # The journal step, prepared on our session for this file's run; a name of its
-        # own, so a pooled connection that kept an earlier one can never clash.
-        self.step_name = f"natlangchain_migrate_step_{secrets.token_hex(4)}"
-        self.cleanup = f"{_RESET_SETTINGS}; DEALLOCATE {self.step_name}"
-        self.recorded = False
-
-    def resumed_at(self, number: int) -> bool:
-        """True for the first statement run after an earlier run stopped."""
-        return self.stopped_at is not None and number == self.stopped_at + 1
-
-    def next_runs_alone(self) -> bool:
-        return self.done in self.alone
-
-    def batch_end(self) -> int:
-        """The index of the next statement that must run alone (or the end)."""
-        later = [index for index in self.alone if index >= self.done]
-        return min(later, default=len(self.statements))
 
 
 class _Applier:
@@ -203,26 +83,39 @@ class _Applier:
         self,
         connection: RunConnection,
         ledger: Ledger,
-        migrations: Sequence[Migration],
-        settings: RunSettings,
-        repeatables: Sequence[Repeatable] = (),
+        sources: Sources,
+        options: RunnerOptions,
+        call: CallArguments,
+        facts: ServerFacts,
     ) -> None:
         self.connection = connection
         self.conn = connection.conn
         self.ledger = ledger
-        self.migrations = migrations
-        self.repeatables = repeatables
-        self.settings = settings
+        self.sources = sources
+        self.options = options
+        self.call = call
+        self.execution = options.execution
+        self.search_path = facts.search_path(options.schema)
         self.applied_by = application_name()
         self.applied: list[MigrationResult] = []
         self.warned_future: set[int] = set()
-        self.lock = migration_lock(self.conn, settings, unless=self._nothing_left)
+        self.lock = migration_lock(self.conn, options, unless=self._nothing_left)
+        self.attempts = Attempts(
+            connection, options.execution, schema=options.schema, applied=self.applied
+        )
+        self.journal = StatementJournal(
+            self.attempts,
+            ledger,
+            options.execution,
+            search_path=self.search_path,
+            applied_by=self.applied_by,
+        )
 
     # --- the two lock modes ---------------------------------------------------------
 
     async def apply_each(self) -> None:
         """Session lock: each migration in its own transaction (or statement by statement)."""
-        async with holding(self.lock, "session"):
+        async with holding(self.lock, LockMode.SESSION):
             plan = await self._ensure_and_replan()
             for number, migration in enumerate(plan.pending, start=1):
                 _log_applying(migration, number, len(plan.pending))
@@ -230,9 +123,11 @@ class _Applier:
                 with telemetry.migration_span(migration) as span:
                     try:
                         if migration.directives.no_transaction:
-                            duration = await self._apply_statements(migration, plan, last=last)
+                            duration = await self.journal.run(migration, plan, last=last)
                         else:
-                            duration = await self._retrying(partial(self._file, migration, last))
+                            duration = await self.attempts.retrying(
+                                partial(self._file, migration, last)
+                            )
                     except MigrationFailedError as error:
                         _log_failed(migration, error)
                         raise
@@ -246,7 +141,7 @@ class _Applier:
 
         async def batch() -> list[MigrationResult]:
             done: list[MigrationResult] = []
-            async with holding(self.lock, "transaction"):
+            async with holding(self.lock, LockMode.TRANSACTION):
                 plan = await self._ensure_and_replan()
                 for number, migration in enumerate(plan.pending, start=1):
                     _log_applying(migration, number, len(plan.pending))
@@ -261,9 +156,9 @@ class _Applier:
             return done
 
         try:
-            results = await self._retrying(batch)
+            results = await self.attempts.retrying(batch)
         except LockRetriesExhaustedError as error:  # the others were logged where they arose
-            files = [*self.migrations, *self.repeatables]
+            files = [*self.sources.migrations, *self.sources.repeatables]
             _log_failed(next(m for m in files if m.filename == error.location), error)
             raise
         for result in results:
@@ -271,26 +166,14 @@ class _Applier:
 
     # --- planning under the lock ----------------------------------------------------
 
-    def _replan(self, snapshot: LedgerSnapshot) -> MigrationPlan:
-        plan = plan_migrations(
-            self.migrations,
-            snapshot.rows,
-            target=self.settings.target_version,
-            skip=self.settings.skip,
-        )
-        if not self.settings.refuse_future:  # else _nothing_left or the replan refuses them
-            warn_of_future(plan, self.warned_future)
-        return with_repeatables(plan, self.repeatables, snapshot.repeatables)
-
     async def _read(self) -> LedgerSnapshot:
-        return await self.ledger.read(self.conn, repeatables=bool(self.repeatables))
+        return await self.ledger.read(self.conn, repeatables=bool(self.sources.repeatables))
 
     async def _nothing_left(self) -> bool:
         """While waiting for the lock: has another runner applied everything? (A newer
-        release's, when future rows are refused, is refused here.)"""
-        plan = self._replan(await self._read())
-        if self.settings.refuse_future and plan.future:
-            raise_on_drift(plan, refuse_future=True)
+        release's rows are warned of, or refused, here too.)"""
+        plan = plan_of(self.sources, await self._read(), self.call)
+        face_future(plan, refuse=self.options.refuse_future, warned=self.warned_future)
         return not plan.pending
 
     async def _ensure_and_replan(self) -> MigrationPlan:
@@ -300,7 +183,7 @@ class _Applier:
             added = await self.ledger.ensure(self.conn)
         except asyncpg.InsufficientPrivilegeError as error:
             role = await self.conn.fetchval("SELECT current_user")
-            schema = quote_ident(self.settings.schema)
+            schema = quote_ident(self.options.schema)
             raise PrivilegeError(
                 f"role {role} may not create the ledger {self.ledger.table}: {error}. Create "
                 f"the schema and let the role use it (CREATE SCHEMA IF NOT EXISTS {schema}; "
@@ -308,13 +191,17 @@ class _Applier:
             ) from error
         if added:
             log.info("ledger_adopted", columns_added=added)
-        if self.repeatables:
+        if self.sources.repeatables:
             await self.ledger.ensure_repeatables(self.conn)
-        plan = self._replan(await self._read())
-        raise_on_drift(plan, refuse_future=self.settings.refuse_future)
-        if self.settings.strict_order:  # another runner may have applied a higher one
-            raise_on_out_of_order(plan)
-        return plan
+        # Decided again: another runner may have applied something (a higher version too).
+        return decide(
+            self.sources,
+            await self._read(),
+            self.call,
+            strict_order=self.options.strict_order,
+            refuse_future=self.options.refuse_future,
+            warned=self.warned_future,
+        )
 
     # --- transactional files --------------------------------------------------------
 
@@ -326,13 +213,15 @@ class _Applier:
         crash before then can only lose whole migrations (file and row together),
         which the next run applies.
         """
-        prefix = "BEGIN;\n" + settings_sql(migration, self.settings, local=True, durable=last)
+        prefix = "BEGIN;\n" + settings_sql(
+            migration, self.execution, self.search_path, local=True, durable=last
+        )
         script = f"{prefix}{self._file_and_record(migration)};\nCOMMIT;"
         started = time.monotonic()
         try:
-            await self._send(migration, script)
+            await self.attempts.send(migration, script)
         except asyncpg.PostgresError as error:
-            raise await self._failure(migration, error, offset=-len(prefix)) from error
+            raise await self.attempts.failure(migration, error, offset=-len(prefix)) from error
         if self.conn.is_in_transaction():
             await self.conn.execute("ROLLBACK")
             raise TransactionControlError(
@@ -344,368 +233,24 @@ class _Applier:
 
     async def _file_in_open_transaction(self, migration: Migration) -> float:
         """The file and its ledger row inside the batch's open transaction."""
-        prefix = settings_sql(migration, self.settings, local=True)
+        prefix = settings_sql(migration, self.execution, self.search_path, local=True)
         started = time.monotonic()
         try:
-            await self._send(
+            await self.attempts.send(
                 migration, prefix + self._file_and_record(migration), in_open_transaction=True
             )
         except asyncpg.PostgresError as error:
-            raise await self._failure(migration, error, offset=-len(prefix)) from error
+            raise await self.attempts.failure(migration, error, offset=-len(prefix)) from error
         return ms_since(started)
 
     def _file_and_record(self, migration: Migration) -> str:
         # The newline ends a trailing "--" comment; the lone ";" ends a last statement
         # that has none.
         if is_repeatable(migration):
-            record = self.ledger.record_repeatable_statement(migration, applied_by=self.applied_by)
+            record = self.ledger.record_repeatable_sql(migration, applied_by=self.applied_by)
         else:
-            record = self.ledger.record_statement(migration, applied_by=self.applied_by)
+            record = self.ledger.record_sql(migration, applied_by=self.applied_by)
         return f"{migration.sql}\n;\n{record}"
-
-    # --- no-transaction files -------------------------------------------------------
-
-    async def _apply_statements(
-        self, migration: Migration, plan: MigrationPlan, last: bool
-    ) -> float:
-        """Run a no-transaction file statement by statement, each with its journal step.
-
-        Each statement allowed in a transaction block is a block ``BEGIN; <statement>;
-        <journal step>; COMMIT;``: statement and step commit together or not at all, so
-        the journal can never lag the database. Consecutive blocks travel in one message
-        (the server runs them in turn and stops at the first error), so a file costs one
-        round trip per run of such statements, not one per statement. The session runs
-        with synchronous_commit off, which keeps the guarantee (a server crash loses a
-        suffix of whole blocks, never a statement without its step); the run's very last
-        commit is synchronous and flushes everything before it.
-        """
-        statements = split_statements(migration.filename, migration.sql)
-        run = _StatementRun(
-            migration,
-            statements,
-            stopped_at=plan.resume_from.get(migration.version),
-            started=time.monotonic(),
-            last=last,
-        )
-        _warn_if_edited_since_failure(plan, migration, run.done)
-        await self.conn.execute(
-            settings_sql(migration, self.settings, local=False, durable=False)
-            + self.ledger.prepare_advance(run.step_name)
-        )
-        try:
-            if run.stopped_at is not None:
-                log.info(
-                    "migration_resuming",
-                    version=migration.version,
-                    name=migration.name,
-                    statement=run.done + 1,
-                    statements=len(statements),
-                )
-            while run.done < len(statements):
-                if run.next_runs_alone():
-                    number = run.done + 1
-                    await self._retrying(
-                        partial(
-                            self._statement_on_its_own,
-                            migration,
-                            statements[run.done],
-                            number,
-                            resumed=run.resumed_at(number),
-                        )
-                    )
-                    run.done = number
-                    run.has_row = True
-                else:
-                    await self._retrying(partial(self._blocks, run))
-            if not run.recorded:
-                await self._complete(run, durable=last)
-        except BaseException:
-            with cleanup_scope():
-                try:
-                    await end_interrupted_transaction(self.conn)
-                    await self.conn.execute(run.cleanup)
-                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-                    pass  # a broken connection: the error already on its way says why
-            raise
-        return ms_since(run.started)
-
-    async def _blocks(self, run: _StatementRun) -> None:
-        """Send the statements from ``run.done`` up to the next one that must run alone,
-        each in its block with its journal step, in one message."""
-        migration, statements = run.migration, run.statements
-        start, end = run.done, run.batch_end()
-        blocks: list[str] = []
-        positions: dict[int, int] = {}  # statement number -> where its text starts
-        length = 0
-        for index in range(start, end):
-            number = index + 1
-            final = number == len(statements)
-            # The session runs with synchronous_commit off (see _apply_statements); only
-            # the run's very last commit waits for the disk, and it flushes all before it.
-            durable = final and run.last
-            prefix = "BEGIN;\n" + ("SET LOCAL synchronous_commit = on;\n" if durable else "")
-            if final:
-                step = self.ledger.complete_statement(
-                    migration, applied_by=self.applied_by, execution_ms=ms_since(run.started)
-                )
-            elif index == start and not run.has_row:
-                step = self.ledger.step_statement(
-                    migration, done=number, applied_by=self.applied_by
-                )
-            else:
-                step = f"EXECUTE {run.step_name}({int(migration.version)}, {number})"
-            positions[number] = length + len(prefix)
-            block = f"{prefix}{statements[index].text}\n;\n{step};\nCOMMIT;\n"
-            blocks.append(block)
-            length += len(block)
-        try:
-            # The file's last block carries the session's clean-up along: no extra trip.
-            tail = f"{run.cleanup};\n" if end == len(statements) else ""
-            await self._send(migration, "".join(blocks) + tail, journalled=True)
-        except _Blocked:
-            run.done = await self._journalled(migration)
-            raise
-        except asyncpg.PostgresError as error:
-            run.done = await self._journalled(migration)
-            number = run.done + 1
-            if isinstance(error, asyncpg.ActiveSQLTransactionError):
-                run.alone.add(run.done)  # our parse-tree list missed it; PostgreSQL knows
-                return
-            offset = statements[run.done].offset - positions.get(number, 0)
-            raise await self._failure(
-                migration, error, offset=offset, statement=number, resumed=run.resumed_at(number)
-            ) from error
-        run.done = end
-        run.has_row = True
-        run.recorded = end == len(statements)
-
-    async def _journalled(self, migration: Migration) -> int:
-        """How many statements the ledger says are done (after a block failed)."""
-        done = await self.conn.fetchval(
-            f"SELECT statements_done FROM {self.ledger.table} WHERE version = $1 AND NOT complete",
-            migration.version,
-        )
-        return int(done or 0)
-
-    async def _statement_on_its_own(
-        self, migration: Migration, statement: Statement, number: int, *, resumed: bool
-    ) -> None:
-        """A statement PostgreSQL runs only outside a transaction block, then its step.
-
-        Between the two is the one window left: a runner killed there leaves the
-        statement done and the step not. So a resumed run first checks whether the
-        effect is there: an index built and valid, an index dropped.
-        """
-        if number == 1 and not resumed:
-            # No row yet: write one first, so that a run killed during this statement
-            # leaves a row that makes the next run check the statement's effect.
-            await self._step(migration, done=0)
-        if statement.builds is not None:
-            await self._drop_invalid_index(migration, statement)
-        if resumed and await self._effect_present(statement):
-            log.info(
-                "statement_already_applied",
-                version=migration.version,
-                name=migration.name,
-                statement=number,
-            )
-        else:
-            try:
-                await self._send(
-                    migration,
-                    statement.text,
-                    journalled=True,
-                    index_name=statement.builds.name if statement.builds else None,
-                )
-            except asyncpg.PostgresError as error:
-                raise await self._failure(
-                    migration, error, offset=statement.offset, statement=number, resumed=resumed
-                ) from error
-        await self._step(migration, done=number)
-
-    async def _step(self, migration: Migration, *, done: int) -> None:
-        step = self.ledger.step_statement(migration, done=done, applied_by=self.applied_by)
-        await self.conn.execute(f"BEGIN;\n{step};\nCOMMIT;")  # session: synchronous_commit off
-
-    async def _complete(self, run: _StatementRun, *, durable: bool) -> None:
-        """Mark the migration complete when its last statement's message could not, and
-        clean the session up in the same message."""
-        prefix = "BEGIN;\n" + ("SET LOCAL synchronous_commit = on;\n" if durable else "")
-        record = self.ledger.complete_statement(
-            run.migration, applied_by=self.applied_by, execution_ms=ms_since(run.started)
-        )
-        await self.conn.execute(f"{prefix}{record};\nCOMMIT;\n{run.cleanup}")
-
-    async def _effect_present(self, statement: Statement) -> bool:
-        """True when a resumed statement's effect is already there: the index it builds
-        exists and is valid, or the index it drops is gone."""
-        index = statement.builds or statement.drops
-        if index is None:
-            return False
-        row = await self.conn.fetchrow(_INDEX_STATE_QUERY, index.name, index.schema)
-        if statement.builds is not None:
-            return row is not None and bool(row["valid"])
-        return row is None
-
-    async def _drop_invalid_index(self, migration: Migration, statement: Statement) -> None:
-        """A failed CREATE INDEX CONCURRENTLY leaves an INVALID index that IF NOT EXISTS
-        would silently keep: drop it before building again."""
-        index = statement.builds
-        row = index and await self.conn.fetchrow(_INDEX_STATE_QUERY, index.name, index.schema)
-        if row is None or row["valid"]:
-            return
-        try:
-            await self.conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {row['name']}")
-        except asyncpg.PostgresError as error:
-            raise InvalidIndexError(
-                f"{migration.filename}: index {row['name']} is INVALID (left by a failed "
-                f"concurrent build) and could not be dropped: {error}; drop it by hand and "
-                "run again",
-                version=migration.version,
-                location=migration.filename,
-                sqlstate=error.sqlstate,
-                applied=self.applied,
-            ) from error
-        log.warning("invalid_index_dropped", version=migration.version, index=row["name"])
-
-    # --- sending, and what an error means -------------------------------------------
-
-    async def _send(
-        self,
-        migration: Migration,
-        script: str,
-        *,
-        in_open_transaction: bool = False,
-        journalled: bool = False,
-        index_name: str | None = None,
-    ) -> None:
-        """Send one message with a watcher beside it.
-
-        Raises _Blocked for a lock_timeout, ConnectionLostError for a dead connection,
-        else the server's error, with any transaction the message opened rolled back
-        (unless it runs inside the batch's ``in_open_transaction``).
-        """
-        lock_timeout = migration.directives.lock_timeout or self.settings.pg_lock_timeout
-        watcher = Watcher(
-            self.connection,
-            lock_timeout_s=seconds(lock_timeout),
-            progress_interval=self.settings.progress_interval,
-            index_name=index_name,
-            migration=(migration.version, migration.name),
-        )
-        try:
-            await watcher.watch(lambda: self.conn.execute(script))
-        except Exception as error:
-            if is_connection_lost(error) or self.conn.is_closed():
-                raise connection_lost(
-                    migration, error, applied=self.applied, journalled=journalled
-                ) from error
-            if not isinstance(error, asyncpg.PostgresError):
-                raise
-            if not in_open_transaction and self.conn.is_in_transaction():
-                await self.conn.execute("ROLLBACK")
-            if isinstance(error, asyncpg.LockNotAvailableError):
-                raise _Blocked(migration, watcher.blockers) from error
-            raise
-
-    async def _failure(
-        self,
-        migration: Migration,
-        error: asyncpg.PostgresError,
-        *,
-        offset: int,
-        statement: int | None = None,
-        resumed: bool = False,
-    ) -> MigrateError:
-        """What a server error in a migration means, as the error to raise."""
-        if isinstance(error, asyncpg.InsufficientPrivilegeError):
-            return await self._privilege_failure(migration, error, offset)
-        if statement is None:
-            return migration_failed(migration, error, offset=offset, applied=self.applied)
-        return await self._statement_failed(
-            migration, error, offset=offset, statement=statement, resumed=resumed
-        )
-
-    async def _privilege_failure(
-        self, migration: Migration, error: asyncpg.PostgresError, offset: int
-    ) -> MigrateError:
-        (row,) = await self.conn.fetch(
-            "SELECT current_user AS role, current_database() AS database, "
-            "ARRAY(SELECT unnest($1::text[]) EXCEPT SELECT extname FROM pg_extension) AS missing",
-            [requirement.name for requirement in migration.directives.requires_extensions],
-        )
-        return privilege_missing(
-            migration,
-            error,
-            offset=offset,
-            role=row["role"],
-            database=row["database"],
-            schema=self.settings.schema,
-            missing_extensions=sorted(row["missing"]),
-        )
-
-    async def _statement_failed(
-        self,
-        migration: Migration,
-        error: asyncpg.PostgresError,
-        *,
-        offset: int,
-        statement: int,
-        resumed: bool,
-    ) -> MigrationFailedError:
-        """Journal a no-transaction statement's failure; say what happened and what to do."""
-        if resumed and error.sqlstate in EFFECT_ALREADY_THERE:
-            failure = resumed_statement_already_done(
-                migration,
-                error,
-                offset=offset,
-                statement=statement,
-                ledger_table=self.ledger.table,
-                applied=self.applied,
-            )
-        else:
-            failure = migration_failed(
-                migration,
-                error,
-                offset=offset,
-                applied=self.applied,
-                rolled_back=False,
-                statement=statement,
-            )
-        await self.ledger.journal_failure(
-            self.conn,
-            migration,
-            done=statement - 1,
-            error=str(failure),
-            applied_by=self.applied_by,
-        )
-        return failure
-
-    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run ``attempt``; after a lock_timeout, pause (growing, jittered) and run it again,
-        ``lock_retries`` times at most."""
-        attempts = self.settings.lock_retries + 1
-        number = 1
-        while True:
-            try:
-                return await attempt()
-            except _Blocked as blocked:
-                if number == attempts:
-                    raise lock_retries_exhausted(
-                        blocked.migration, attempts, blocked.blockers, self.applied
-                    ) from blocked.__cause__
-                pause = retry_pause(self.settings, number)
-                log.warning(
-                    "migration_lock_timeout",
-                    version=blocked.migration.version,
-                    name=blocked.migration.name,
-                    attempt=number,
-                    of=attempts,
-                    retry_in_s=round(pause, 2),
-                    blockers=list(blocked.blockers),
-                )
-                await asyncio.sleep(pause)
-                number += 1
 
     def _applied(self, result: MigrationResult) -> None:
         self.applied.append(result)
@@ -714,19 +259,6 @@ class _Applier:
             version=result.version,
             name=result.name,
             duration_ms=result.duration_ms,
-        )
-
-
-def _warn_if_edited_since_failure(plan: MigrationPlan, migration: Migration, done: int) -> None:
-    """Resuming skips the statements that ran; say so when the file changed since then."""
-    row = next((entry.row for entry in plan.entries if entry.version == migration.version), None)
-    if done and row is not None and row.checksum not in (None, migration.checksum):
-        log.warning(
-            "resuming_edited_migration",
-            version=migration.version,
-            name=migration.name,
-            statements_already_run=done,
-            hint=f"statements 1 to {done} are not run again; they must be unchanged",
         )
 
 

@@ -31,7 +31,7 @@ from natlangchain_migrate.errors import (
     DatabaseUnreachableError,
 )
 from natlangchain_migrate.events import log
-from natlangchain_migrate.settings import RunSettings
+from natlangchain_migrate.settings import RunnerOptions
 
 T = TypeVar("T")
 
@@ -235,9 +235,9 @@ class RunConnection:
     it is a connection of its own to the same DSN.
     """
 
-    def __init__(self, conn: asyncpg.Connection, settings: RunSettings, dsn: str | None) -> None:
+    def __init__(self, conn: asyncpg.Connection, options: RunnerOptions, dsn: str | None) -> None:
         self.conn = conn
-        self._settings = settings
+        self._options = options
         self._dsn = dsn
 
     @property
@@ -248,12 +248,12 @@ class RunConnection:
     @asynccontextmanager
     async def second_connection(self) -> AsyncIterator[asyncpg.Connection]:
         """Another connection to the same database, closed (shielded) on the way out."""
-        if self._settings.pool is not None:
-            async with self._settings.pool.acquire() as borrowed:
+        if self._options.pool is not None:
+            async with self._options.pool.acquire() as borrowed:
                 yield cast(asyncpg.Connection, borrowed)
             return
         own = await connect(
-            resolve_dsn(self._dsn), transaction_pooling=self._settings.transaction_pooling
+            resolve_dsn(self._dsn), transaction_pooling=self._options.transaction_pooling
         )
         try:
             yield own
@@ -262,19 +262,19 @@ class RunConnection:
 
 
 @asynccontextmanager
-async def open_run_connection(settings: RunSettings) -> AsyncIterator[RunConnection]:
+async def open_run_connection(options: RunnerOptions) -> AsyncIterator[RunConnection]:
     """Yield the run's connection: one of our own, or one borrowed from the caller's pool."""
-    if settings.pool is not None:
-        async with settings.pool.acquire() as borrowed:
+    if options.pool is not None:
+        async with options.pool.acquire() as borrowed:
             # The proxy behaves as the connection it wraps for everything we call.
-            yield RunConnection(cast(asyncpg.Connection, borrowed), settings, None)
+            yield RunConnection(cast(asyncpg.Connection, borrowed), options, None)
         return
-    dsn = resolve_dsn(settings.dsn)
+    dsn = resolve_dsn(options.dsn)
     conn = await connect(
-        dsn, wait=settings.connect_wait, transaction_pooling=settings.transaction_pooling
+        dsn, wait=options.connect_wait, transaction_pooling=options.transaction_pooling
     )
     try:
-        yield RunConnection(conn, settings, dsn)
+        yield RunConnection(conn, options, dsn)
     except BaseException:
         await _close(conn)
         raise

@@ -1,8 +1,8 @@
 """The ``schema_contracts`` table, and what rollback and repair do with it.
 
 One row per contract part that ran, written in the same transaction as its SQL; a
-rollback removes it with the part's undo file, a repair accepts an edited file's
-checksum or forgets the row of a vanished one.
+rollback (undo.py) removes it with the part's undo file, a repair accepts an edited
+file's checksum or forgets the row of a vanished one.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from natlangchain_migrate.contract_plan import (
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.events import log
-from natlangchain_migrate.ledger import literal, quote_ident
-from natlangchain_migrate.settings import RunSettings
+from natlangchain_migrate.sqltext import literal, quote_ident
 
 
 class ContractLedger:
@@ -69,6 +68,10 @@ class ContractLedger:
             f"{'true' if forced else 'false'})"
         )
 
+    def remove_sql(self, version: int) -> str:
+        """Delete a version's row, as one statement (sent with the part's undo file)."""
+        return f"DELETE FROM {self.table} WHERE version = {int(version)}"
+
     async def remove(self, conn: asyncpg.Connection, version: int) -> None:
         await conn.execute(f"DELETE FROM {self.table} WHERE version = $1", version)
 
@@ -104,29 +107,6 @@ async def contract_undos(
             )
         undos[version] = undo
     return undos
-
-
-async def undo_contract(conn: asyncpg.Connection, undo: Migration, settings: RunSettings) -> None:
-    """Run a contract part's undo file and remove its ``schema_contracts`` row, in one
-    transaction (a rollback does this before undoing the expand part)."""
-    from natlangchain_migrate.failures import migration_failed
-
-    prefix = f"SET LOCAL search_path = {settings.search_path};\n"
-    try:
-        async with conn.transaction():
-            await conn.execute(prefix + undo.sql)
-            await ContractLedger(settings.schema).remove(conn, undo.version)
-    except asyncpg.PostgresError as error:
-        failure = migration_failed(undo, error, offset=-len(prefix), applied=[])
-        log.error(
-            "rollback_failed",
-            version=undo.version,
-            file=failure.location,
-            sqlstate=failure.sqlstate,
-            error=str(failure),
-        )
-        raise failure from error
-    log.info("contract_rolled_back", version=undo.version, name=undo.name, file=undo.filename)
 
 
 async def repair_contracts(

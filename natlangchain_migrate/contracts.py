@@ -9,14 +9,13 @@ and, when enabled, at the start-up of a replica after the expand parts
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import re
 import time
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
+from functools import partial
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -34,16 +33,17 @@ from natlangchain_migrate.contract_plan import (
 )
 from natlangchain_migrate.discovery import Migration, load_migrations
 from natlangchain_migrate.durations import ms_since
-from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.errors import ConfigurationError, MigrateError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.plan import State, plan_migrations, raise_on_drift
 from natlangchain_migrate.replicas import Replica, replicas_table
 from natlangchain_migrate.results import ContractResult
-from natlangchain_migrate.settings import RunSettings
+from natlangchain_migrate.settings import RunnerOptions
 
 if TYPE_CHECKING:
-    from importlib.abc import Traversable
+    from natlangchain_migrate.attempt import Attempts
+    from natlangchain_migrate.connection import RunConnection
 
 AUTO_VARIABLE = "NATLANGCHAIN_MIGRATE_AUTO_CONTRACT"
 MAX_AGE_VARIABLE = "NATLANGCHAIN_MIGRATE_REPLICA_MAX_AGE"
@@ -141,61 +141,28 @@ def check_max_age(max_age: float) -> None:
         )
 
 
-async def contract(
-    dsn: str | None = None,
-    *,
-    pool: asyncpg.Pool | None = None,
-    migrations_dir: Traversable | Path | str | None = None,
-    schema: str = "public",
-    dry_run: bool = False,
-    force: bool = False,
-    replica_max_age: float = 60.0,
-    lock_timeout: float = 300.0,
-    lock_namespace: str | None = None,
-    lock_mode: str = "session",
-    wait: float = 0.0,
-    pg_lock_timeout: str = "5s",
-    statement_timeout: str | None = None,
-    lock_retries: int = 5,
+async def run_contracts(
+    options: RunnerOptions, *, dry_run: bool = False, force: bool = False
 ) -> ContractReport:
-    """Run the contract parts that may run: expand part applied, and no replica seen within
-    ``replica_max_age`` seconds ships a release below their version. ``force`` runs those
-    waiting for old replicas anyway (logged as ``contract_forced``, recorded
-    ``forced``); ``dry_run`` says what would run and changes nothing. Each part runs once,
-    under the migration lock, in one transaction with its ``schema_contracts`` row."""
-    settings = RunSettings(
-        dsn=dsn,
-        pool=pool,
-        migrations_dir=migrations_dir,
-        schema=schema,
-        dry_run=dry_run,
-        lock_wait=lock_timeout,
-        lock_namespace=lock_namespace,
-        lock_mode=lock_mode,
-        connect_wait=wait,
-        pg_lock_timeout=pg_lock_timeout,
-        statement_timeout=statement_timeout,
-        lock_retries=lock_retries,
-        replica_max_age=replica_max_age,
-    )
-    return await run_contracts(settings, force=force)
-
-
-async def run_contracts(settings: RunSettings, *, force: bool = False) -> ContractReport:
-    """``contract()`` from the run's settings (the CLI's entry)."""
+    """``Migrator.contract()``: run the contract parts that may run, on a connection of its
+    own; a connection lost meanwhile is reported as such."""
     from natlangchain_migrate import preflight
     from natlangchain_migrate.connection import is_connection_lost, open_run_connection
     from natlangchain_migrate.errors import ConnectionLostError
 
     started = time.monotonic()
-    migrations = load_migrations(settings.migrations_dir)
-    preflight.check_settings(migrations, settings)
-    check_max_age(settings.replica_max_age)
-    async with open_run_connection(settings) as connection:
+    migrations = load_migrations(options.migrations_dir)
+    preflight.check_options(migrations, options)
+    check_max_age(options.replica_max_age)
+    async with open_run_connection(options) as connection:
         try:
-            report = await contract_on(connection.conn, migrations, settings, force=force)
+            report = await contract_on(
+                connection, migrations, options, dry_run=dry_run, force=force
+            )
         except Exception as error:
-            if not (is_connection_lost(error) or connection.conn.is_closed()):
+            if isinstance(error, ConnectionLostError) or not (
+                is_connection_lost(error) or connection.conn.is_closed()
+            ):
                 raise
             raise ConnectionLostError(
                 f"the connection to the server was lost while contract parts ran "
@@ -208,7 +175,7 @@ async def run_contracts(settings: RunSettings, *, force: bool = False) -> Contra
         applied=[result.version for result in report.applied],
         would_apply=[result.version for result in report.pending],
         waiting=[entry.version for entry in report.waiting],
-        dry_run=settings.dry_run,
+        dry_run=dry_run,
         duration_ms=report.duration_ms,
     )
     return report
@@ -218,7 +185,7 @@ async def contract_entries(
     conn: asyncpg.Connection,
     migrations: Sequence[Migration],
     parts: Sequence[Migration],
-    settings: RunSettings,
+    options: RunnerOptions,
     *,
     check_expand_drift: bool = True,
     expanded: Collection[int] | None = None,
@@ -226,24 +193,24 @@ async def contract_entries(
     """Every part's state: from the ledger (unless ``expanded``, the versions a start-up
     just found applied, is given), the contract rows and the alive replicas."""
     if expanded is None:
-        plan = plan_migrations(migrations, (await Ledger(settings.schema).read(conn)).rows)
+        plan = plan_migrations(migrations, (await Ledger(options.schema).read(conn)).rows)
         if check_expand_drift:
             raise_on_drift(plan)
         expanded = {entry.version for entry in plan.entries if entry.state is State.APPLIED}
-    rows, alive = await _rows_and_replicas(conn, settings)
+    rows, alive = await _rows_and_replicas(conn, options)
     return plan_contracts(
         parts, expanded, rows, alive, highest_local=max((m.version for m in migrations), default=0)
     )
 
 
 async def _rows_and_replicas(
-    conn: asyncpg.Connection, settings: RunSettings
+    conn: asyncpg.Connection, options: RunnerOptions
 ) -> tuple[list[ContractRow], list[Replica]]:
     """The contract rows and the alive replicas in two queries at most: which of the two
     tables exist (none before the first heartbeat and the first contract part: nothing
     is read, and no error is left in the server's log), then both at once."""
-    contracts = ContractLedger(settings.schema).table
-    replicas = replicas_table(settings.schema)
+    contracts = ContractLedger(options.schema).table
+    replicas = replicas_table(options.schema)
     (found,) = await conn.fetch(
         "SELECT to_regclass($1) IS NOT NULL AS contracts, to_regclass($2) IS NOT NULL AS replicas",
         contracts,
@@ -260,7 +227,7 @@ async def _rows_and_replicas(
             "WHERE seen_at > now() - make_interval(secs => $1) ORDER BY release, replica_id) "
             "AS replicas"
         )
-        arguments.append(float(settings.replica_max_age))
+        arguments.append(float(options.replica_max_age))
     if not columns:
         return [], []
     (record,) = await conn.fetch("SELECT " + ", ".join(columns), *arguments)
@@ -275,22 +242,24 @@ def contract_parts(migrations: Sequence[Migration]) -> list[Migration]:
 
 
 async def contract_on(
-    conn: asyncpg.Connection,
+    connection: RunConnection,
     migrations: Sequence[Migration],
-    settings: RunSettings,
+    options: RunnerOptions,
     *,
+    dry_run: bool = False,
     force: bool = False,
     auto: bool = False,
     expanded: Collection[int] | None = None,
 ) -> ContractReport:
     """Plan, then (unless a dry run) take the lock, plan again under it and run what may
     run. ``auto`` (a start-up) logs a part that must wait at debug level only."""
-    report = ContractReport(dry_run=settings.dry_run)
+    conn = connection.conn
+    report = ContractReport(dry_run=dry_run)
     parts = contract_parts(migrations)
     if not parts and auto:
         return report
     # Without contract files, still read: a row whose file is gone is drift.
-    entries = await contract_entries(conn, migrations, parts, settings, expanded=expanded)
+    entries = await contract_entries(conn, migrations, parts, options, expanded=expanded)
     raise_on_contract_drift(entries)
     if not parts:
         log.info("contract_nothing_to_do", reason="no NNN_name.contract.sql files")
@@ -300,94 +269,83 @@ async def contract_on(
     if not todo:
         _log_waiting(report.waiting, auto=auto)
         return report
-    if settings.dry_run:
+    if dry_run:
         report.pending = [
             ContractResult(e.version, e.name, forced=bool(e.waiting_for), status="pending")
             for e in todo
         ]
         _log_waiting(report.waiting, auto=auto)
         return report
-    from natlangchain_migrate.apply import extension_schemas
+    from natlangchain_migrate.attempt import Attempts, read_server_facts
     from natlangchain_migrate.locks import LockNoLongerNeeded, holding, migration_lock
 
-    settings = settings._replace(extension_schemas=await extension_schemas(conn, settings.schema))
-    book = ContractLedger(settings.schema)
-
     async def nothing_left() -> bool:
-        again = await contract_entries(conn, migrations, parts, settings)
+        again = await contract_entries(conn, migrations, parts, options)
         return not runnable(again, force=force)
 
-    lock = migration_lock(conn, settings, unless=nothing_left)
+    lock = migration_lock(conn, options, unless=nothing_left)
     try:
-        async with holding(lock, settings.lock_mode):
+        async with holding(lock, options.lock.mode):
+            book = ContractLedger(options.schema)
             await book.ensure(conn)
-            entries = await contract_entries(conn, migrations, parts, settings)
+            entries = await contract_entries(conn, migrations, parts, options)
             raise_on_contract_drift(entries)
             report.waiting = waiting(entries, force=force)
+            facts = await read_server_facts(conn, options.schema)
+            runner = _PartRunner(
+                Attempts(connection, options.execution, schema=options.schema, applied=[]),
+                book,
+                options,
+                facts.search_path(options.schema),
+            )
             by_version = {part.version: part for part in parts}
             for entry in runnable(entries, force=force):
-                result = await _run_part(conn, book, by_version[entry.version], entry, settings)
-                report.applied.append(result)
+                report.applied.append(await runner.run(by_version[entry.version], entry))
     except LockNoLongerNeeded:
         log.info("contract_applied_by_another_runner", lock_key=lock.key)
     _log_waiting(report.waiting, auto=auto)
     return report
 
 
-async def _run_part(
-    conn: asyncpg.Connection,
-    book: ContractLedger,
-    part: Migration,
-    entry: ContractEntry,
-    settings: RunSettings,
-) -> ContractResult:
-    """The part's SQL and its row in one transaction; lock_timeout retried as for files."""
-    from natlangchain_migrate.apply import retry_pause, settings_sql
-    from natlangchain_migrate.failures import lock_retries_exhausted, migration_failed
+_SAVEPOINT = "natlangchain_migrate_contract"
 
-    forced = bool(entry.waiting_for)
-    if forced:
-        log.warning(
-            "contract_forced",
-            version=part.version,
-            name=part.name,
-            overrides=[replica.describe() for replica in entry.waiting_for],
-            note="--force: these replicas of an older release looked alive and may still "
-            "use what this contract part removes",
-        )
-    prefix = settings_sql(part, settings, local=True)
-    script = f"{prefix}{part.sql}\n;\n{book.record_statement(part, forced=forced)}"
-    attempts = settings.lock_retries + 1
-    for attempt in range(1, attempts + 1):
-        started = time.monotonic()
-        try:
-            async with conn.transaction():
-                await conn.execute(script)
-        except asyncpg.LockNotAvailableError as error:
-            if attempt == attempts:
-                raise lock_retries_exhausted(part, attempts, [], []) from error
-            pause = retry_pause(settings, attempt)
+
+class _PartRunner:
+    """Runs contract parts as up files run (attempt.py): PostgreSQL's lock_timeout with
+    retries, statement_timeout, the watcher; each with its row in one transaction (a
+    savepoint of the lock's transaction in transaction lock mode)."""
+
+    def __init__(
+        self, attempts: Attempts, book: ContractLedger, options: RunnerOptions, search_path: str
+    ) -> None:
+        self.attempts = attempts
+        self.book = book
+        self.execution = options.execution
+        self.search_path = search_path
+        self.in_open_transaction = options.transaction_pooling
+
+    async def run(self, part: Migration, entry: ContractEntry) -> ContractResult:
+        forced = bool(entry.waiting_for)
+        if forced:
             log.warning(
-                "contract_lock_timeout",
+                "contract_forced",
                 version=part.version,
                 name=part.name,
-                attempt=attempt,
-                of=attempts,
-                retry_in_s=round(pause, 2),
+                overrides=[replica.describe() for replica in entry.waiting_for],
+                note="--force: these replicas of an older release looked alive and may still "
+                "use what this contract part removes",
             )
-            await asyncio.sleep(pause)
-            continue
-        except asyncpg.PostgresError as error:
-            failure = migration_failed(part, error, offset=-len(prefix), applied=[])
+        try:
+            duration = await self.attempts.retrying(partial(self._once, part, forced))
+        except MigrateError as failure:
             log.error(
                 "contract_failed",
                 version=part.version,
-                file=failure.location,
-                sqlstate=failure.sqlstate,
+                file=getattr(failure, "location", part.filename),
+                sqlstate=getattr(failure, "sqlstate", None),
                 error=str(failure),
             )
-            raise failure from error
-        duration = ms_since(started)
+            raise
         log.info(
             "contract_applied",
             version=part.version,
@@ -396,7 +354,29 @@ async def _run_part(
             forced=forced,
         )
         return ContractResult(part.version, part.name, duration, forced)
-    raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once(self, part: Migration, forced: bool) -> float:
+        from natlangchain_migrate.attempt import Blocked, settings_sql
+
+        prefix = settings_sql(part, self.execution, self.search_path, local=True)
+        body = f"{part.sql}\n;\n{self.book.record_statement(part, forced=forced)};\n"
+        if self.in_open_transaction:
+            prefix = f"SAVEPOINT {_SAVEPOINT};\n{prefix}"
+            script = f"{prefix}{body}RELEASE SAVEPOINT {_SAVEPOINT};"
+        else:
+            prefix = f"BEGIN;\n{prefix}"
+            script = f"{prefix}{body}COMMIT;"
+        conn = self.attempts.conn
+        started = time.monotonic()
+        try:
+            await self.attempts.send(part, script, in_open_transaction=self.in_open_transaction)
+        except (Blocked, asyncpg.PostgresError) as error:
+            if self.in_open_transaction and not conn.is_closed():
+                await conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+            if isinstance(error, Blocked):
+                raise
+            raise await self.attempts.failure(part, error, offset=-len(prefix)) from error
+        return ms_since(started)
 
 
 def _log_waiting(entries: Sequence[ContractEntry], *, auto: bool) -> None:
@@ -426,26 +406,26 @@ def waiting_reason(entry: ContractEntry) -> str:
 
 
 async def auto_contract(
-    conn: asyncpg.Connection,
+    connection: RunConnection,
     migrations: Sequence[Migration],
-    settings: RunSettings,
+    options: RunnerOptions,
     expanded: Collection[int],
 ) -> list[ContractResult]:
     """At start-up, after the expand parts (``expanded``: the versions now applied): run
     the contract parts that may run. Two queries when none may; the lock only when one
     may."""
-    report = await contract_on(conn, migrations, settings, auto=True, expanded=expanded)
+    report = await contract_on(connection, migrations, options, auto=True, expanded=expanded)
     return report.applied
 
 
-async def contract_status(settings: RunSettings) -> list[ContractEntry]:
+async def contract_status(options: RunnerOptions) -> list[ContractEntry]:
     """Every contract part's state (``--status``), read-only and lock-free; also the rows of
     contract parts whose file is gone (MISSING)."""
     from natlangchain_migrate.connection import open_run_connection
 
-    migrations = load_migrations(settings.migrations_dir)
+    migrations = load_migrations(options.migrations_dir)
     parts = contract_parts(migrations)
-    async with open_run_connection(settings) as connection:
+    async with open_run_connection(options) as connection:
         return await contract_entries(
-            connection.conn, migrations, parts, settings, check_expand_drift=False
+            connection.conn, migrations, parts, options, check_expand_drift=False
         )

@@ -225,7 +225,7 @@ def lock_retries_exhausted(
         f"{migration.filename}: gave up after {attempts} attempts, each cancelled by "
         f"lock_timeout (55P03) while waiting for locks held by {who}. Nothing of "
         f"{migration.name} was kept. End or wait out those sessions, or raise "
-        "--lock-timeout / --lock-retries",
+        "--pg-lock-timeout / --lock-retries (pg_lock_timeout= / lock_retries=)",
         version=version_of(migration),
         location=migration.filename,
         sqlstate="55P03",

@@ -23,6 +23,7 @@ from asyncpg.transaction import Transaction
 
 from natlangchain_migrate import telemetry
 from natlangchain_migrate.connection import (
+    RunConnection,
     cleanup_scope,
     despite_cancellation,
     end_interrupted_transaction,
@@ -30,12 +31,7 @@ from natlangchain_migrate.connection import (
 )
 from natlangchain_migrate.errors import LockLostError, LockTimeoutError
 from natlangchain_migrate.events import log
-from natlangchain_migrate.settings import RunSettings
-
-# "session": a session-level lock held across one transaction per migration.
-# "transaction": a transaction-level lock inside the one transaction that holds every
-# pending migration, the mode that works through PgBouncer's transaction pooling.
-LOCK_MODES = ("session", "transaction")
+from natlangchain_migrate.settings import LockMode, RunnerOptions
 
 NOTIFY_CHANNEL = "natlangchain_migrate_lock"
 
@@ -68,7 +64,7 @@ class LockNoLongerNeeded(Exception):
 
 def migration_lock(
     conn: asyncpg.Connection,
-    settings: RunSettings,
+    options: RunnerOptions,
     *,
     unless: Callable[[], Awaitable[bool]] | None = None,
 ) -> AdvisoryLock:
@@ -76,22 +72,22 @@ def migration_lock(
     PgBouncer's transaction pooling)."""
     return AdvisoryLock(
         conn,
-        lock_key(settings.lock_namespace or default_namespace(settings.schema)),
-        timeout=settings.lock_wait,
-        listen=not settings.transaction_pooling,
+        lock_key(options.lock.namespace or default_namespace(options.schema)),
+        wait=options.lock.wait,
+        listen=not options.transaction_pooling,
         unless=unless,
     )
 
 
 @asynccontextmanager
-async def holding(lock: AdvisoryLock, lock_mode: str) -> AsyncIterator[None]:
+async def holding(lock: AdvisoryLock, lock_mode: LockMode) -> AsyncIterator[None]:
     """Hold the lock around a piece of work (applying, rolling back, repairing).
 
     ``session`` mode: the session lock, released on the way out, shielded from
     cancellation. ``transaction`` mode: the work runs inside the transaction that
     holds the lock, committed on success and rolled back on error.
     """
-    if lock_mode == "transaction":
+    if lock_mode is LockMode.TRANSACTION:
         with telemetry.lock_wait_span(lock.key, lock_mode, LockNoLongerNeeded):
             transaction, waited_ms = await lock.acquire_in_transaction()
         log.info("lock_acquired", lock_key=lock.key, waited_ms=waited_ms, mode="transaction")
@@ -129,15 +125,17 @@ async def holding(lock: AdvisoryLock, lock_mode: str) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def locked_connection(settings: RunSettings) -> AsyncIterator[asyncpg.Connection]:
+async def locked_connection(
+    options: RunnerOptions, *, dry_run: bool = False
+) -> AsyncIterator[RunConnection]:
     """The run's connection, holding the migration lock for a short piece of work
-    (rollback, repair); a dry run takes no lock."""
-    async with open_run_connection(settings) as connection:
-        if settings.dry_run:
-            yield connection.conn
+    (rollback, repair, baseline); a dry run takes no lock."""
+    async with open_run_connection(options) as connection:
+        if dry_run:
+            yield connection
             return
-        async with holding(migration_lock(connection.conn, settings), settings.lock_mode):
-            yield connection.conn
+        async with holding(migration_lock(connection.conn, options), options.lock.mode):
+            yield connection
 
 
 class LockHolder(NamedTuple):
@@ -152,7 +150,7 @@ class LockHolder(NamedTuple):
 class AdvisoryLock:
     """A session- or transaction-level advisory lock on one connection.
 
-    ``acquire`` waits at most ``timeout`` seconds, logging the holder every
+    ``acquire`` waits at most ``wait`` seconds, logging the holder every
     ``report_every`` seconds; ``release`` raises if PostgreSQL says we did not
     hold it. While waiting, an ``unless`` check that returns True (another
     runner applied everything) ends the wait with LockNoLongerNeeded, so
@@ -164,7 +162,7 @@ class AdvisoryLock:
         conn: asyncpg.Connection,
         key: int,
         *,
-        timeout: float,
+        wait: float,
         report_every: float = 5.0,
         first_poll: float = 0.02,
         max_poll: float = 0.5,
@@ -173,7 +171,7 @@ class AdvisoryLock:
     ) -> None:
         self.conn = conn
         self.key = key
-        self.timeout = timeout
+        self.wait = wait
         self.report_every = report_every
         self.first_poll = first_poll
         self.max_poll = max_poll
@@ -259,9 +257,9 @@ class AdvisoryLock:
         try:
             while not await try_once():
                 now = time.monotonic()
-                if now - started >= self.timeout:
+                if now - started >= self.wait:
                     raise LockTimeoutError(
-                        f"waited {self.timeout:g}s for the migration lock (key {self.key}); "
+                        f"waited {self.wait:g}s for the migration lock (key {self.key}); "
                         f"{_describe(await self.holder())} still holds it. Wait for it to "
                         "finish, or stop it, or raise --lock-timeout"
                     )
@@ -271,7 +269,7 @@ class AdvisoryLock:
                 if self.listen and not listening:
                     await self.conn.add_listener(NOTIFY_CHANNEL, on_notify)
                     listening = True
-                pause = min(delay * random.uniform(0.5, 1.5), self.timeout - (now - started))
+                pause = min(delay * random.uniform(0.5, 1.5), self.wait - (now - started))
                 import anyio  # only a contended lock waits: imported here
 
                 with anyio.move_on_after(max(0.0, pause)):

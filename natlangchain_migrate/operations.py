@@ -2,106 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from pathlib import Path
-from typing import TYPE_CHECKING
-
 import asyncpg
 
 from natlangchain_migrate import preflight
 from natlangchain_migrate.connection import open_run_connection
 from natlangchain_migrate.discovery import load_migrations
 from natlangchain_migrate.errors import BaselineError, ConfigurationError
+from natlangchain_migrate.events import log
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.locks import locked_connection
-from natlangchain_migrate.plan import (
-    MigrationPlan,
-    State,
-    future_sentence,
-    plan_migrations,
-    raise_on_drift,
-)
-from natlangchain_migrate.repeatables import load_repeatables, with_repeatables
-from natlangchain_migrate.settings import RunSettings, skip_set
-
-if TYPE_CHECKING:
-    from importlib.abc import Traversable
-
-from natlangchain_migrate.events import log
+from natlangchain_migrate.pending import Sources, plan_of
+from natlangchain_migrate.plan import MigrationPlan, State, future_sentence, raise_on_drift
+from natlangchain_migrate.settings import CallArguments, RunnerOptions
 
 
-async def status(
-    dsn: str | None = None,
-    *,
-    pool: asyncpg.Pool | None = None,
-    migrations_dir: Traversable | Path | str | None = None,
-    schema: str = "public",
-    skip: Collection[int] = (),
-    wait: float = 0.0,
-    lock_mode: str = "session",
-) -> MigrationPlan:
+async def status(options: RunnerOptions, *, skip: frozenset[int] = frozenset()) -> MigrationPlan:
     """Every version's state, read-only and lock-free (``--status`` and ``--check``)."""
-    return await status_of(
-        RunSettings(
-            dsn=dsn,
-            pool=pool,
-            migrations_dir=migrations_dir,
-            schema=schema,
-            skip=skip_set(skip),
-            connect_wait=wait,
-            lock_mode=lock_mode,
-        )
-    )
-
-
-async def status_of(settings: RunSettings) -> MigrationPlan:
-    """``status()`` from the run's settings."""
-    migrations = load_migrations(settings.migrations_dir)
-    repeatables = load_repeatables(settings.migrations_dir)
-    preflight.check_settings(migrations, settings)
-    ledger = Ledger(settings.schema)
-    async with open_run_connection(settings) as connection:
+    sources = Sources(options.migrations_dir)
+    call = CallArguments(skip=skip)
+    preflight.check_options(sources.migrations, options, call)
+    ledger = Ledger(options.schema)
+    async with open_run_connection(options) as connection:
         snapshot = await ledger.read(connection.conn)
-        applied_repeatables = await ledger.repeatable_rows(connection.conn)
-    plan = plan_migrations(migrations, snapshot.rows, skip=settings.skip)
-    return with_repeatables(plan, repeatables, applied_repeatables)
+        snapshot.repeatables = await ledger.repeatable_rows(connection.conn)
+    return plan_of(sources, snapshot, call)
 
 
-def _locked_settings(
-    dsn: str | None,
-    pool: asyncpg.Pool | None,
-    migrations_dir: Traversable | Path | str | None,
-    schema: str,
-    lock_timeout: float,
-    lock_namespace: str | None,
-    wait: float,
-    lock_mode: str,
-) -> RunSettings:
-    """The settings of a short piece of work under the migration lock (repair, baseline),
-    from the keyword arguments both take."""
-    return RunSettings(
-        dsn=dsn,
-        pool=pool,
-        migrations_dir=migrations_dir,
-        schema=schema,
-        lock_wait=lock_timeout,
-        lock_namespace=lock_namespace,
-        connect_wait=wait,
-        lock_mode=lock_mode,
-    )
-
-
-async def repair(
-    dsn: str | None = None,
-    *,
-    pool: asyncpg.Pool | None = None,
-    migrations_dir: Traversable | Path | str | None = None,
-    schema: str = "public",
-    lock_timeout: float = 300.0,
-    lock_namespace: str | None = None,
-    wait: float = 0.0,
-    lock_mode: str = "session",
-) -> list[int]:
+async def repair(options: RunnerOptions) -> list[int]:
     """Make the ledger agree with the files as they are; never runs their SQL.
 
     Fills the checksums missing from rows adopted from the seed's table, accepts
@@ -109,25 +36,17 @@ async def repair(
     repair does), below the newest file only: a row above it was written by a newer
     release and is kept. Returns the versions whose row changed or went.
     """
-    return await repair_checksums(
-        _locked_settings(
-            dsn, pool, migrations_dir, schema, lock_timeout, lock_namespace, wait, lock_mode
-        )
-    )
-
-
-async def repair_checksums(settings: RunSettings) -> list[int]:
-    """``repair()`` from the run's settings."""
-    migrations = load_migrations(settings.migrations_dir)
-    preflight.check_settings(migrations, settings)
-    ledger = Ledger(settings.schema)
+    sources = Sources(options.migrations_dir)
+    preflight.check_options(sources.migrations, options)
+    ledger = Ledger(options.schema)
     repaired: list[int] = []
-    async with locked_connection(settings) as conn:
+    async with locked_connection(options) as connection:
+        conn = connection.conn
         snapshot = await ledger.read(conn)
         if not snapshot.exists:
             raise ConfigurationError("nothing to repair: the database has no ledger yet")
         await ledger.ensure(conn)
-        plan = plan_migrations(migrations, snapshot.rows)
+        plan = plan_of(sources, snapshot)
         if plan.future:
             log.warning(
                 "future_rows_kept",
@@ -160,19 +79,19 @@ async def repair_checksums(settings: RunSettings) -> list[int]:
                 old_checksum=row.checksum,
                 new_checksum=entry.file_checksum,
             )
-        await _forget_vanished_repeatables(conn, ledger, settings)
+        await _forget_vanished_repeatables(conn, ledger, sources)
         from natlangchain_migrate.contract_ledger import repair_contracts
 
-        repaired += await repair_contracts(conn, migrations, settings.schema)
-        raise_on_drift(plan_migrations(migrations, (await ledger.read(conn)).rows))
+        repaired += await repair_contracts(conn, sources.migrations, options.schema)
+        raise_on_drift(plan_of(sources, await ledger.read(conn)))
     return repaired
 
 
 async def _forget_vanished_repeatables(
-    conn: asyncpg.Connection, ledger: Ledger, settings: RunSettings
+    conn: asyncpg.Connection, ledger: Ledger, sources: Sources
 ) -> None:
     """Remove the rows of repeatables whose R__ file is gone (they never block a run)."""
-    present = {r.name for r in load_repeatables(settings.migrations_dir)}
+    present = {r.name for r in sources.repeatables}
     for row in await ledger.repeatable_rows(conn):
         if row.name not in present:
             await ledger.remove_repeatable(conn, row.name)
@@ -183,36 +102,13 @@ async def _forget_vanished_repeatables(
             )
 
 
-async def baseline(
-    version: int,
-    dsn: str | None = None,
-    *,
-    force: bool = False,
-    pool: asyncpg.Pool | None = None,
-    migrations_dir: Traversable | Path | str | None = None,
-    schema: str = "public",
-    lock_timeout: float = 300.0,
-    lock_namespace: str | None = None,
-    wait: float = 0.0,
-    lock_mode: str = "session",
-) -> list[int]:
-    """Record versions up to ``version`` as applied, with their files' checksums, without
-    running them: for a database built by hand or by another tool. Refuses a ledger that
-    already holds rows unless ``force`` (then only versions without a row are added).
-    Returns the versions recorded."""
-    return await baseline_versions(
-        _locked_settings(
-            dsn, pool, migrations_dir, schema, lock_timeout, lock_namespace, wait, lock_mode
-        ),
-        version,
-        force=force,
-    )
-
-
-async def baseline_versions(settings: RunSettings, up_to: int, *, force: bool) -> list[int]:
-    """``baseline()`` from the run's settings, under the migration lock."""
-    migrations = load_migrations(settings.migrations_dir)
-    preflight.check_settings(migrations, settings)
+async def baseline(options: RunnerOptions, up_to: int, *, force: bool = False) -> list[int]:
+    """Record versions up to ``up_to`` as applied, with their files' checksums, without
+    running them, under the migration lock. Refuses a ledger that already holds rows
+    unless ``force`` (then only versions without a row are added). Returns the versions
+    recorded."""
+    migrations = load_migrations(options.migrations_dir)
+    preflight.check_options(migrations, options)
     highest = migrations[-1].version
     if up_to < 1 or up_to > highest:
         raise ConfigurationError(
@@ -225,8 +121,9 @@ async def baseline_versions(settings: RunSettings, up_to: int, *, force: bool) -
             f"baseline {up_to}: no migration file has a version at or below {up_to} "
             f"(the lowest is {migrations[0].version}); nothing to record"
         )
-    ledger = Ledger(settings.schema)
-    async with locked_connection(settings) as conn:
+    ledger = Ledger(options.schema)
+    async with locked_connection(options) as connection:
+        conn = connection.conn
         snapshot = await ledger.read(conn)
         held = {row.version for row in snapshot.rows}
         if held and not force:

@@ -13,7 +13,6 @@ from typing import NamedTuple
 
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.errors import DriftError, FutureMigrationsError, OutOfOrderError
-from natlangchain_migrate.events import log
 
 
 class State(StrEnum):
@@ -203,21 +202,6 @@ def future_sentence(plan: MigrationPlan) -> str:
     here = f"the newest file here is {max(files):03d}" if files else "no file here"
     noun = "migration" if len(plan.future) == 1 else "migrations"
     return f"the database holds {noun} {named}, applied by a newer release ({here})"
-
-
-def warn_of_future(plan: MigrationPlan, warned: set[int]) -> None:
-    """Log ``future_migrations`` for the future rows not in ``warned`` (then add them), so
-    that a run warns once even when it plans again under the lock."""
-    new = [entry.version for entry in plan.future if entry.version not in warned]
-    if not new:
-        return
-    warned.update(new)
-    log.warning(
-        "future_migrations",
-        versions=[entry.version for entry in plan.future],
-        note=f"{future_sentence(plan)}; this release applies nothing for them and runs on "
-        "(to refuse them instead: --refuse-future)",
-    )
 
 
 def highest_recorded(plan: MigrationPlan) -> int | None:

@@ -1,6 +1,6 @@
 """Checks that refuse a run before anything is written, each naming what to change.
 
-``check_settings`` needs only the files; ``check_before_apply`` runs once the
+``check_options`` needs only the files; ``check_before_apply`` runs once the
 plan says there is work to do, so an up-to-date start-up pays for none of it.
 """
 
@@ -20,10 +20,9 @@ from natlangchain_migrate.errors import (
     TransactionControlError,
 )
 from natlangchain_migrate.ledger import LedgerSnapshot
-from natlangchain_migrate.locks import LOCK_MODES
 from natlangchain_migrate.manifest import ManifestEntry
 from natlangchain_migrate.plan import MigrationPlan
-from natlangchain_migrate.settings import RunSettings
+from natlangchain_migrate.settings import CallArguments, RunnerOptions
 
 _INSTALL_HINTS = {
     "vector": (
@@ -33,22 +32,20 @@ _INSTALL_HINTS = {
 }
 
 
-def check_settings(
-    migrations: Sequence[Migration] | Sequence[ManifestEntry], settings: RunSettings
+def check_options(
+    migrations: Sequence[Migration] | Sequence[ManifestEntry],
+    options: RunnerOptions,
+    call: CallArguments | None = None,
 ) -> None:
-    """Versions named by --version/--skip exist, durations parse, the lock mode is known."""
-    if settings.lock_mode not in LOCK_MODES:
-        raise ConfigurationError(
-            f"--lock-mode {settings.lock_mode!r} is not one of {', '.join(LOCK_MODES)} "
-            "(in the library: lock_mode=)"
-        )
-    check_duration("--pg-lock-timeout", settings.pg_lock_timeout, "pg_lock_timeout=")
+    """Versions named by --version/--skip exist, durations and numbers make sense."""
+    execution = options.execution
+    check_duration("--pg-lock-timeout", execution.pg_lock_timeout, "pg_lock_timeout=")
     for flag, keyword, value in (
-        ("--lock-timeout", "lock_timeout=", settings.lock_wait),
-        ("--wait", "wait=", settings.connect_wait),
-        ("--lock-retries", "lock_retries=", settings.lock_retries),
-        ("(retry delay)", "retry_delay=", settings.retry_delay),
-        ("(progress interval)", "progress_interval=", settings.progress_interval),
+        ("--lock-timeout", "lock_timeout=", options.lock.wait),
+        ("--wait", "wait=", options.connect_wait),
+        ("--lock-retries", "lock_retries=", execution.lock_retries),
+        ("(retry delay)", "retry_delay=", execution.retry_delay),
+        ("(progress interval)", "progress_interval=", execution.progress_interval),
     ):
         # nan compares false with everything: "not value >= 0" refuses it too.
         if not (value >= 0 and math.isfinite(value)):
@@ -56,16 +53,17 @@ def check_settings(
                 f"{flag} {value!r} must be a finite number of seconds (or count), 0 or more "
                 f"(in the library: {keyword})"
             )
-    check_duration("--statement-timeout", settings.statement_timeout, "statement_timeout=")
+    check_duration("--statement-timeout", execution.statement_timeout, "statement_timeout=")
+    call = call or CallArguments()
     known = {m.version for m in migrations if m.version is not None}
     listed = ", ".join(str(v) for v in sorted(known)) or "none"
-    target = settings.target_version
+    target = call.target_version
     if target is not None and target not in known:
         raise ConfigurationError(
             f"--version {target} matches no migration file; known versions: {listed} "
             "(in the library: target=)"
         )
-    unknown = sorted(settings.skip - known)
+    unknown = sorted(call.skip - known)
     if unknown:
         raise ConfigurationError(
             f"--skip {unknown[0]} matches no migration file; known versions: {listed} "
@@ -77,7 +75,7 @@ async def check_before_apply(
     conn: asyncpg.Connection,
     plan: MigrationPlan,
     snapshot: LedgerSnapshot,
-    settings: RunSettings,
+    options: RunnerOptions,
 ) -> None:
     """Standby, lock mode, transaction control and extensions, before the lock is taken."""
     if snapshot.standby:
@@ -85,13 +83,13 @@ async def check_before_apply(
             "the database is a read-only standby (pg_is_in_recovery() is true); point "
             "--database-url or DATABASE_URL at the primary (dsn= in the library)"
         )
-    _check_lock_mode(plan.pending, settings)
+    _check_lock_mode(plan.pending, options)
     _check_transaction_control(plan.pending)
     await _check_extensions(conn, plan.pending)
 
 
-def _check_lock_mode(pending: Sequence[Migration], settings: RunSettings) -> None:
-    if not settings.transaction_pooling:
+def _check_lock_mode(pending: Sequence[Migration], options: RunnerOptions) -> None:
+    if not options.transaction_pooling:
         return
     for migration in pending:
         if migration.directives.no_transaction:

@@ -28,7 +28,7 @@ import asyncpg
 
 from natlangchain_migrate.errors import ConfigurationError, PrivilegeError
 from natlangchain_migrate.events import log
-from natlangchain_migrate.ledger import quote_ident
+from natlangchain_migrate.sqltext import quote_ident
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable

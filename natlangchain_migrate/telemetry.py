@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from natlangchain_migrate.discovery import Migration
     from natlangchain_migrate.results import MigrationReport
-    from natlangchain_migrate.settings import RunSettings
+    from natlangchain_migrate.settings import RunnerOptions
 
     AttributeValue = str | bool | int | float
 
@@ -91,23 +91,23 @@ def span(
 
 
 @contextmanager
-def run_span(settings: RunSettings) -> Iterator[SpanLike]:
+def run_span(options: RunnerOptions, *, dry_run: bool) -> Iterator[SpanLike]:
     """The span of one run; the spans inside it share its database attributes."""
     if _tracer() is None:
         yield _NO_SPAN
         return
     import os
 
-    dsn = settings.dsn or (None if settings.pool else os.environ.get("DATABASE_URL"))
+    dsn = options.dsn or (None if options.pool else os.environ.get("DATABASE_URL"))
     token = _run.set((_database_attributes(dsn), dsn))
     try:
         with span(
             RUN_SPAN,
             {
                 "db.operation.name": "migrate",
-                "natlangchain_migrate.schema": settings.schema,
-                "natlangchain_migrate.lock_mode": settings.lock_mode,
-                "natlangchain_migrate.dry_run": settings.dry_run,
+                "natlangchain_migrate.schema": options.schema,
+                "natlangchain_migrate.lock_mode": options.lock.mode.value,
+                "natlangchain_migrate.dry_run": dry_run,
             },
         ) as current:
             yield current
@@ -152,7 +152,9 @@ def migration_span(migration: Migration) -> AbstractContextManager[SpanLike]:
         "natlangchain_migrate.name": migration.name,
         "natlangchain_migrate.transaction": not migration.directives.no_transaction,
     }
-    if migration.filename.startswith("R__"):
+    from natlangchain_migrate.discovery import is_repeatable_file
+
+    if is_repeatable_file(migration.filename):
         attributes["natlangchain_migrate.repeatable"] = True
     else:
         attributes["natlangchain_migrate.version"] = migration.version

@@ -16,25 +16,20 @@ from __future__ import annotations
 import hashlib
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 
+from natlangchain_migrate.api import migrate
 from natlangchain_migrate.connection import connect
 from natlangchain_migrate.discovery import load_migrations
-from natlangchain_migrate.dsn import as_url
+from natlangchain_migrate.dsn import with_database
 from natlangchain_migrate.locks import lock_key
 from natlangchain_migrate.repeatables import load_repeatables
-from natlangchain_migrate.runner import migrate
+from natlangchain_migrate.sqltext import quote_ident
 
 TEMPLATE_PREFIX = "nlcm_template_"
 CLONE_PREFIX = "nlcm_test_"
-
-
-def database_url(admin_url: str, database: str) -> str:
-    """``admin_url`` (a URL or key=value string) pointing at ``database`` instead."""
-    parts = urlsplit(as_url(admin_url))
-    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 def template_name(migrations_dir: Path | None, schema: str) -> str:
@@ -47,10 +42,6 @@ def template_name(migrations_dir: Path | None, schema: str) -> str:
     for repeatable in load_repeatables(migrations_dir):  # an edited view is a new schema too
         digest.update(f"{repeatable.name}:{repeatable.checksum};".encode())
     return TEMPLATE_PREFIX + digest.hexdigest()[:16]
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class TemplateDatabases:
@@ -96,13 +87,15 @@ class TemplateDatabases:
     async def clone(self) -> str:
         """A new database copied from the template; its URL."""
         name = f"{CLONE_PREFIX}{uuid.uuid4().hex[:12]}"
-        await self.conn.execute(f"CREATE DATABASE {_quoted(name)} TEMPLATE {_quoted(self.name)}")
-        return database_url(self.admin_url, name)
+        await self.conn.execute(
+            f"CREATE DATABASE {quote_ident(name)} TEMPLATE {quote_ident(self.name)}"
+        )
+        return with_database(self.admin_url, name)
 
     async def drop(self, url: str) -> None:
         """Drop a clone, ending any session the test left open on it."""
         name = urlsplit(url).path.lstrip("/")
-        await self.conn.execute(f"DROP DATABASE IF EXISTS {_quoted(name)} WITH (FORCE)")
+        await self.conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
 
     async def close(self) -> None:
         """Stop using the template; drop it when no other process still does."""
@@ -122,22 +115,22 @@ class TemplateDatabases:
         template being cloned must have none), then give it its real name."""
         building = f"{self.name}_building"
         await self._drop_database(building)  # left by a process killed while building
-        await self.conn.execute(f"CREATE DATABASE {_quoted(building)} TEMPLATE template0")
+        await self.conn.execute(f"CREATE DATABASE {quote_ident(building)} TEMPLATE template0")
         try:
             await migrate(
-                database_url(self.admin_url, building),
+                with_database(self.admin_url, building),
                 migrations_dir=self.migrations_dir,
                 schema=self.schema,
             )
             await self.conn.execute(
-                f"ALTER DATABASE {_quoted(building)} WITH ALLOW_CONNECTIONS false"
+                f"ALTER DATABASE {quote_ident(building)} WITH ALLOW_CONNECTIONS false"
             )
             await self.conn.execute(
-                f"ALTER DATABASE {_quoted(building)} RENAME TO {_quoted(self.name)}"
+                f"ALTER DATABASE {quote_ident(building)} RENAME TO {quote_ident(self.name)}"
             )
         except BaseException:
             await self._drop_database(building)
             raise
 
     async def _drop_database(self, name: str) -> None:
-        await self.conn.execute(f"DROP DATABASE IF EXISTS {_quoted(name)} WITH (FORCE)")
+        await self.conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")

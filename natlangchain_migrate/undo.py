@@ -2,37 +2,44 @@
 
 Newest first, each in its own transaction with the removal of its ledger row
 (a down file marked ``-- natlangchain: no-transaction`` runs statement by
-statement, for ``DROP INDEX CONCURRENTLY``, and its row goes once all ran). A
-dry run takes no lock, changes nothing and returns the down SQL that would run.
+statement, for ``DROP INDEX CONCURRENTLY``, and its row goes once all ran). Down
+files run as up files do, through one attempt (attempt.py): PostgreSQL's
+lock_timeout with retries, statement_timeout, the progress watcher. A dry run
+takes no lock, changes nothing and returns the down SQL that would run.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from functools import partial
+from typing import NamedTuple
 
 import asyncpg
 
 from natlangchain_migrate import preflight
-from natlangchain_migrate.apply import extension_schemas
-from natlangchain_migrate.contract_ledger import contract_undos, undo_contract
+from natlangchain_migrate.attempt import (
+    RESET_SETTINGS_SQL,
+    Attempts,
+    Blocked,
+    read_server_facts,
+    settings_sql,
+)
+from natlangchain_migrate.connection import RunConnection
+from natlangchain_migrate.contract_ledger import ContractLedger, contract_undos
 from natlangchain_migrate.discovery import Migration, load_migrations, parse_directives
 from natlangchain_migrate.errors import (
     ConfigurationError,
     FutureMigrationsError,
     MigrationFailedError,
 )
+from natlangchain_migrate.events import log
 from natlangchain_migrate.failures import migration_failed
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.locks import locked_connection
 from natlangchain_migrate.plan import AppliedMigration, newest_version
-from natlangchain_migrate.settings import RunSettings
+from natlangchain_migrate.settings import RunnerOptions, ServerFacts
 from natlangchain_migrate.statements import split_statements
 
-if TYPE_CHECKING:
-    from importlib.abc import Traversable
-
-from natlangchain_migrate.events import log
+_SAVEPOINT = "natlangchain_migrate_down"
 
 
 class RollbackResult(NamedTuple):
@@ -46,55 +53,22 @@ class RollbackResult(NamedTuple):
 
 
 async def rollback(
-    dsn: str | None = None,
-    *,
-    pool: asyncpg.Pool | None = None,
-    migrations_dir: Traversable | Path | str | None = None,
-    schema: str = "public",
-    steps: int = 1,
-    to: int | None = None,
-    dry_run: bool = False,
-    lock_timeout: float = 300.0,
-    lock_namespace: str | None = None,
-    wait: float = 0.0,
-    lock_mode: str = "session",
+    options: RunnerOptions, *, steps: int = 1, to: int | None = None, dry_run: bool = False
 ) -> list[RollbackResult]:
-    """Undo the last ``steps`` applied migrations, or every one above version ``to``.
-
-    Without a down file only the row is removed and the schema stays as it is
-    (the seed's old behaviour, with its warning). Returns what was undone,
-    newest first; empty when nothing is applied.
-    """
-    settings = RunSettings(
-        dsn=dsn,
-        pool=pool,
-        migrations_dir=migrations_dir,
-        schema=schema,
-        dry_run=dry_run,
-        lock_wait=lock_timeout,
-        lock_namespace=lock_namespace,
-        connect_wait=wait,
-        lock_mode=lock_mode,
-    )
-    return await roll_back(settings, steps=steps, to=to)
-
-
-async def roll_back(
-    settings: RunSettings, *, steps: int = 1, to: int | None = None
-) -> list[RollbackResult]:
-    """``rollback()`` from the run's settings."""
+    """Undo the last ``steps`` applied migrations, or every one above version ``to``,
+    newest first, under the migration lock (a dry run takes none and changes nothing)."""
     if steps < 1:
         raise ConfigurationError(f"--steps {steps}: give a number of migrations, 1 or more")
     if to is not None and to < 0:  # refused before the lock, like every setting
         raise ConfigurationError(
             f"--to {to}: give the version to keep as the newest, or 0 to undo every migration"
         )
-    loaded = load_migrations(settings.migrations_dir)
-    preflight.check_settings(loaded, settings)
+    loaded = load_migrations(options.migrations_dir)
+    preflight.check_options(loaded, options)
     migrations = {m.version: m for m in loaded}
-    ledger = Ledger(settings.schema)
-    async with locked_connection(settings) as conn:
-        rows = (await ledger.read(conn)).rows
+    ledger = Ledger(options.schema)
+    async with locked_connection(options, dry_run=dry_run) as connection:
+        rows = (await ledger.read(connection.conn)).rows
         chosen = _choose(rows, steps=steps, to=to)
         _refuse_future(chosen, newest_version(loaded))
         if not chosen:
@@ -103,20 +77,23 @@ async def roll_back(
         downs = [_down_of(row, migrations.get(row.version)) for row in chosen]
         # A version's contract part, if it ran, is undone first (refused without its file).
         versions = [row.version for row in chosen]
-        undos = await contract_undos(conn, versions, migrations, settings.schema)
-        settings = settings._replace(
-            extension_schemas=await extension_schemas(conn, settings.schema)
-        )
-        _check_lock_mode(downs, settings)
+        contract_downs = await contract_undos(connection.conn, versions, migrations, options.schema)
+        _check_lock_mode(downs, options)
+        undo = None
+        if not dry_run:
+            facts = await read_server_facts(connection.conn, options.schema)
+            undo = _Undo(connection, ledger, options, facts)
         results = []
         for row, down in zip(chosen, downs, strict=True):
-            undo = undos.get(row.version)
+            contract_down = contract_downs.get(row.version)
+            if contract_down is not None:
+                if undo is not None:
+                    await undo.contract_part(contract_down)
+                results.append(
+                    RollbackResult(row.version, contract_down.name, True, contract_down.sql)
+                )
             if undo is not None:
-                if not settings.dry_run:
-                    await undo_contract(conn, undo, settings)
-                results.append(RollbackResult(row.version, undo.name, True, undo.sql))
-            if not settings.dry_run:
-                await _undo(conn, ledger, row, down, settings)
+                await undo.one(row, down)
             results.append(
                 RollbackResult(row.version, row.name, down is not None, down.sql if down else None)
             )
@@ -167,9 +144,9 @@ def _down_of(row: AppliedMigration, migration: Migration | None) -> Migration | 
     )
 
 
-def _check_lock_mode(downs: list[Migration | None], settings: RunSettings) -> None:
+def _check_lock_mode(downs: list[Migration | None], options: RunnerOptions) -> None:
     for down in downs:
-        if down is not None and down.directives.no_transaction and settings.transaction_pooling:
+        if down is not None and down.directives.no_transaction and options.transaction_pooling:
             raise ConfigurationError(
                 f"{down.filename} runs without a transaction, which cannot work through "
                 "PgBouncer's transaction pooling (--lock-mode transaction); run the rollback "
@@ -177,50 +154,106 @@ def _check_lock_mode(downs: list[Migration | None], settings: RunSettings) -> No
             )
 
 
-async def _undo(
-    conn: asyncpg.Connection,
-    ledger: Ledger,
-    row: AppliedMigration,
-    down: Migration | None,
-    settings: RunSettings,
-) -> None:
-    search_path = f"SET search_path = {settings.search_path};\n"
-    if down is not None and down.directives.no_transaction:
-        await conn.execute(search_path)
+class _Undo:
+    """Undoing migrations one by one on the run's connection, under the run's execution
+    options (lock_timeout with retries, statement_timeout, the watcher), as up files run."""
+
+    def __init__(
+        self,
+        connection: RunConnection,
+        ledger: Ledger,
+        options: RunnerOptions,
+        facts: ServerFacts,
+    ) -> None:
+        self.conn = connection.conn
+        self.ledger = ledger
+        self.execution = options.execution
+        self.search_path = facts.search_path(options.schema)
+        self.in_open_transaction = options.transaction_pooling  # the lock's transaction
+        self.attempts = Attempts(connection, options.execution, schema=options.schema, applied=[])
+        self.contracts = ContractLedger(options.schema)
+
+    async def contract_part(self, down: Migration) -> None:
+        """Undo a contract part: its ``.contract.down.sql`` and the removal of its
+        ``schema_contracts`` row, in one transaction, before its expand part."""
+        remove = self.contracts.remove_sql(down.version)
         try:
-            for statement in split_statements(down.filename, down.sql):
-                await _run(conn, down, statement.text, offset=statement.offset)
-            await ledger.remove(conn, row.version)
-        finally:
-            await conn.execute("RESET search_path")
-    else:
-        async with conn.transaction():
-            if down is not None:
-                prefix = "SET LOCAL " + search_path.removeprefix("SET ")
-                await _run(conn, down, prefix + down.sql, offset=-len(prefix))
-            await ledger.remove(conn, row.version)
-    if down is None:
-        log.warning(
-            "rollback_record_only",
-            version=row.version,
-            name=row.name,
-            warning="no down file: only the migration record was removed; the schema "
-            "changes were NOT reversed",
-        )
-    else:
+            await self.attempts.retrying(partial(self._in_one_transaction, down, remove))
+        except MigrationFailedError as failure:
+            log.error(
+                "rollback_failed",
+                version=down.version,
+                file=failure.location,
+                sqlstate=failure.sqlstate,
+                error=str(failure),
+            )
+            raise
+        log.info("contract_rolled_back", version=down.version, name=down.name, file=down.filename)
+
+    async def one(self, row: AppliedMigration, down: Migration | None) -> None:
+        """Undo one migration: its down file and the removal of its row."""
+        if down is None:
+            await self.ledger.remove(self.conn, row.version)
+            log.warning(
+                "rollback_record_only",
+                version=row.version,
+                name=row.name,
+                warning="no down file: only the migration record was removed; the schema "
+                "changes were NOT reversed",
+            )
+            return
+        try:
+            if down.directives.no_transaction:
+                await self._statement_by_statement(down)
+            else:
+                await self.attempts.retrying(partial(self._in_one_transaction, down))
+        except MigrationFailedError as failure:
+            log.error(
+                "rollback_failed",
+                version=down.version,
+                file=failure.location,
+                sqlstate=failure.sqlstate,
+                error=str(failure),
+            )
+            raise
         log.info("rollback_done", version=row.version, name=row.name, file=down.filename)
 
+    async def _in_one_transaction(self, down: Migration, remove: str | None = None) -> None:
+        """The down file and the removal of its row in one message: one commit. In
+        transaction lock mode it runs in a savepoint of the lock's transaction, so an
+        attempt cancelled by lock_timeout is undone alone and tried again."""
+        prefix = settings_sql(down, self.execution, self.search_path, local=True)
+        body = f"{down.sql}\n;\n{remove or self.ledger.remove_sql(down.version)};\n"
+        if self.in_open_transaction:
+            prefix = f"SAVEPOINT {_SAVEPOINT};\n{prefix}"
+            script = f"{prefix}{body}RELEASE SAVEPOINT {_SAVEPOINT};"
+        else:
+            prefix = f"BEGIN;\n{prefix}"
+            script = f"{prefix}{body}COMMIT;"
+        try:
+            await self.attempts.send(down, script, in_open_transaction=self.in_open_transaction)
+        except (Blocked, asyncpg.PostgresError) as error:
+            if self.in_open_transaction and not self.conn.is_closed():
+                await self.conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+            if isinstance(error, Blocked):
+                raise
+            raise _failed(down, error, offset=-len(prefix)) from error
 
-async def _run(conn: asyncpg.Connection, down: Migration, sql: str, *, offset: int) -> None:
-    try:
-        await conn.execute(sql)
-    except asyncpg.PostgresError as error:
-        failure: MigrationFailedError = migration_failed(down, error, offset=offset, applied=[])
-        log.error(
-            "rollback_failed",
-            version=down.version,
-            file=failure.location,
-            sqlstate=failure.sqlstate,
-            error=str(failure),
-        )
-        raise failure from error
+    async def _statement_by_statement(self, down: Migration) -> None:
+        """A no-transaction down file: each statement on its own, retried after a
+        lock_timeout; the row goes once all ran."""
+        await self.conn.execute(settings_sql(down, self.execution, self.search_path, local=False))
+        try:
+            for statement in split_statements(down.filename, down.sql):
+                try:
+                    await self.attempts.retrying(partial(self.attempts.send, down, statement.text))
+                except asyncpg.PostgresError as error:
+                    raise _failed(down, error, offset=statement.offset) from error
+            await self.ledger.remove(self.conn, down.version)
+        finally:
+            if not self.conn.is_closed():
+                await self.conn.execute(RESET_SETTINGS_SQL)
+
+
+def _failed(down: Migration, error: asyncpg.PostgresError, *, offset: int) -> MigrationFailedError:
+    return migration_failed(down, error, offset=offset, applied=[])

@@ -23,7 +23,7 @@ import yaml
 
 from harness.dockerfile import key_values, parse
 from natlangchain_migrate.connection import CLEANUP_S
-from natlangchain_migrate.settings import RunSettings
+from natlangchain_migrate.settings import LockOptions
 
 REPO = Path(__file__).resolve().parent.parent
 KUBERNETES = REPO / "deploy" / "kubernetes"
@@ -153,7 +153,7 @@ def test_job_runs_once_within_a_deadline_longer_than_its_waits() -> None:
     for step in parse(REPO / "Dockerfile")[-1].steps("ENV"):
         image_env |= key_values(step.arguments)
     wait = float(env.get("NATLANGCHAIN_MIGRATE_WAIT") or image_env["NATLANGCHAIN_MIGRATE_WAIT"])
-    lock_wait = float(env.get("NATLANGCHAIN_MIGRATE_LOCK_TIMEOUT") or RunSettings().lock_wait)
+    lock_wait = float(env.get("NATLANGCHAIN_MIGRATE_LOCK_TIMEOUT") or LockOptions().wait)
     assert job["backoffLimit"] == 0
     assert job["template"]["spec"]["restartPolicy"] == "Never"
     assert job["activeDeadlineSeconds"] > wait + lock_wait

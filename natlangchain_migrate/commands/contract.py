@@ -20,7 +20,7 @@ from natlangchain_migrate.commands.shared import (
     run_logged,
 )
 from natlangchain_migrate.errors import ConfigurationError, ExitCode
-from natlangchain_migrate.locks import LOCK_MODES
+from natlangchain_migrate.settings import LOCK_MODES
 
 if TYPE_CHECKING:
     from natlangchain_migrate.contract_plan import ContractEntry
@@ -169,7 +169,7 @@ def main(argv: list[str]) -> int:
 
 
 async def _contract(args: argparse.Namespace, max_age: float) -> ContractReport:
-    from natlangchain_migrate.contracts import contract
+    from natlangchain_migrate.api import contract
 
     return await contract(
         await database_dsn(args.database_url),

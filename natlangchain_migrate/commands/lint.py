@@ -23,7 +23,7 @@ from natlangchain_migrate.errors import ExitCode, MigrateError
 if TYPE_CHECKING:
     from natlangchain_migrate.discovery import Migration
     from natlangchain_migrate.lint import Finding
-    from natlangchain_migrate.settings import RunSettings
+    from natlangchain_migrate.migrator import Migrator
 
 
 def main(argv: list[str]) -> int:
@@ -104,34 +104,33 @@ async def _pending(
     in ``schema_contracts``, from the ledger: no lock, no write."""
     from natlangchain_migrate.dsn import secrets_of
     from natlangchain_migrate.logs import configure_logging
-    from natlangchain_migrate.operations import status_of
+    from natlangchain_migrate.migrator import Migrator
     from natlangchain_migrate.plan import State
-    from natlangchain_migrate.settings import RunSettings
 
     configure_logging(env_setting("LOG_FORMAT"), secrets=secrets_of(args.database_url))
-    settings = RunSettings(
-        dsn=args.database_url,
+    migrator = Migrator(
+        args.database_url,
         migrations_dir=folder,
         schema=args.schema,
         connect_wait=args.wait,
     )
-    plan = await status_of(settings)
+    plan = await migrator.status()
     pending = {e.name for e in plan.entries if e.state in (State.PENDING, State.FAILED)}
     pending |= {e.name for e in plan.repeatables if e.state is State.PENDING}
-    done = await _contracts_applied(settings) if contracts else set()
+    done = await _contracts_applied(migrator) if contracts else set()
     return (
         [m for m in migrations if m.name in pending],
         [c for c in contracts if c.version not in done],
     )
 
 
-async def _contracts_applied(settings: RunSettings) -> set[int]:
+async def _contracts_applied(migrator: Migrator) -> set[int]:
     """The versions whose contract part ran (none before the contract ledger exists)."""
     from natlangchain_migrate.connection import open_run_connection
-    from natlangchain_migrate.ledger import quote_ident
+    from natlangchain_migrate.sqltext import quote_ident
 
-    table = f"{quote_ident(settings.schema)}.schema_contracts"
-    async with open_run_connection(settings) as connection:
+    table = f"{quote_ident(migrator.options.schema)}.schema_contracts"
+    async with open_run_connection(migrator.options) as connection:
         if await connection.conn.fetchval("SELECT to_regclass($1)::text", table) is None:
             return set()
         return {row[0] for row in await connection.conn.fetch(f"SELECT version FROM {table}")}

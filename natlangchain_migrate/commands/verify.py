@@ -68,8 +68,7 @@ def main(argv: list[str]) -> int:
 
 async def _verify(args: argparse.Namespace) -> VerifyReport:
     from natlangchain_migrate.connection import resolve_dsn
-    from natlangchain_migrate.settings import RunSettings
-    from natlangchain_migrate.verify import verify_down_files
+    from natlangchain_migrate.migrator import Migrator
 
     if args.database_url is None:
         from natlangchain_migrate import embedded
@@ -77,10 +76,10 @@ async def _verify(args: argparse.Namespace) -> VerifyReport:
         server_dsn = await asyncio.to_thread(embedded.start_embedded_server)
     else:
         server_dsn = resolve_dsn(args.database_url)
-    settings = RunSettings(
+    migrator = Migrator(
         migrations_dir=args.migrations_dir, schema=args.schema, connect_wait=args.wait
     )
-    return await verify_down_files(settings, server_dsn=server_dsn)
+    return await migrator.verify(server_dsn=server_dsn)
 
 
 def _print_success(report: VerifyReport, *, as_json: bool) -> None:

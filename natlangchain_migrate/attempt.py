@@ -1,0 +1,197 @@
+"""One attempt at running SQL of a migration (up or down): the SET statements it runs
+under, sending it with a watcher beside it, retrying it after PostgreSQL's lock_timeout,
+and what a server error means.
+
+Every up file and every down file goes through here, so both directions get the same
+lock_timeout, retries, statement_timeout and progress watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import asyncpg
+
+from natlangchain_migrate.connection import RunConnection, is_connection_lost
+from natlangchain_migrate.discovery import Migration
+from natlangchain_migrate.durations import seconds
+from natlangchain_migrate.errors import MigrateError
+from natlangchain_migrate.events import log
+from natlangchain_migrate.failures import (
+    connection_lost,
+    lock_retries_exhausted,
+    migration_failed,
+    privilege_missing,
+)
+from natlangchain_migrate.results import MigrationResult
+from natlangchain_migrate.settings import ExecutionOptions, ServerFacts
+from natlangchain_migrate.watch import Watcher
+
+T = TypeVar("T")
+
+RESET_SETTINGS_SQL = (
+    "RESET lock_timeout; RESET statement_timeout; RESET search_path; RESET synchronous_commit"
+)
+
+
+def settings_sql(
+    migration: Migration,
+    execution: ExecutionOptions,
+    search_path: str,
+    *,
+    local: bool,
+    durable: bool = True,
+) -> str:
+    """The SET statements a migration runs under (file directives beat run settings)."""
+    scope = "SET LOCAL" if local else "SET"
+    pg_lock_timeout = migration.directives.pg_lock_timeout or execution.pg_lock_timeout
+    statement_timeout = migration.directives.statement_timeout or execution.statement_timeout
+    parts = [
+        f"{scope} lock_timeout = '{pg_lock_timeout}'",
+        f"{scope} statement_timeout = '{statement_timeout or 0}'",
+        f"{scope} search_path = {search_path}",
+    ]
+    if not durable:
+        parts.append(f"{scope} synchronous_commit = off")
+    return "; ".join(parts) + ";\n"
+
+
+async def read_server_facts(conn: asyncpg.Connection, schema: str) -> ServerFacts:
+    """What the server says a migration's search_path needs: where the database's
+    extensions live, other than ``schema`` and pg_catalog."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT n.nspname FROM pg_extension e "
+        "JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE n.nspname NOT IN ('pg_catalog', $1) ORDER BY 1",
+        schema,
+    )
+    return ServerFacts(tuple(row["nspname"] for row in rows))
+
+
+def retry_pause(execution: ExecutionOptions, attempt: int) -> float:
+    """Seconds to wait after failed attempt ``attempt``: doubling, with +-50% jitter."""
+    return float(execution.retry_delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+
+
+class Blocked(Exception):
+    """An attempt cancelled by lock_timeout (55P03); rolled back, to be tried again."""
+
+    def __init__(self, migration: Migration, blockers: Sequence[dict[str, object]]) -> None:
+        super().__init__(migration.name)
+        self.migration = migration
+        self.blockers = blockers
+
+
+class Attempts:
+    """Sends a migration's SQL on the run's connection under the run's execution settings.
+
+    ``applied`` is the run's list of results so far, which every error carries;
+    ``schema`` is the target schema, which a privilege error's GRANT names.
+    """
+
+    def __init__(
+        self,
+        connection: RunConnection,
+        execution: ExecutionOptions,
+        *,
+        schema: str,
+        applied: list[MigrationResult],
+    ) -> None:
+        self.connection = connection
+        self.conn = connection.conn
+        self.execution = execution
+        self.schema = schema
+        self.applied = applied
+
+    async def send(
+        self,
+        migration: Migration,
+        script: str,
+        *,
+        in_open_transaction: bool = False,
+        journalled: bool = False,
+        index_name: str | None = None,
+    ) -> None:
+        """Send one message with a watcher beside it.
+
+        Raises Blocked for a lock_timeout, ConnectionLostError for a dead connection,
+        else the server's error, with any transaction the message opened rolled back
+        (unless it runs inside an ``in_open_transaction`` of the caller's).
+        """
+        pg_lock_timeout = migration.directives.pg_lock_timeout or self.execution.pg_lock_timeout
+        watcher = Watcher(
+            self.connection,
+            pg_lock_timeout_s=seconds(pg_lock_timeout),
+            progress_interval=self.execution.progress_interval,
+            index_name=index_name,
+            migration=(migration.version, migration.name),
+        )
+        try:
+            await watcher.watch(lambda: self.conn.execute(script))
+        except Exception as error:
+            if is_connection_lost(error) or self.conn.is_closed():
+                raise connection_lost(
+                    migration, error, applied=self.applied, journalled=journalled
+                ) from error
+            if not isinstance(error, asyncpg.PostgresError):
+                raise
+            if not in_open_transaction and self.conn.is_in_transaction():
+                await self.conn.execute("ROLLBACK")
+            if isinstance(error, asyncpg.LockNotAvailableError):
+                raise Blocked(migration, watcher.blockers) from error
+            raise
+
+    async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt``; after a lock_timeout, pause (growing, jittered) and run it again,
+        ``lock_retries`` times at most."""
+        attempts = self.execution.lock_retries + 1
+        number = 1
+        while True:
+            try:
+                return await attempt()
+            except Blocked as blocked:
+                if number == attempts:
+                    raise lock_retries_exhausted(
+                        blocked.migration, attempts, blocked.blockers, self.applied
+                    ) from blocked.__cause__
+                pause = retry_pause(self.execution, number)
+                log.warning(
+                    "migration_lock_timeout",
+                    version=blocked.migration.version,
+                    name=blocked.migration.name,
+                    attempt=number,
+                    of=attempts,
+                    retry_in_s=round(pause, 2),
+                    blockers=list(blocked.blockers),
+                )
+                await asyncio.sleep(pause)
+                number += 1
+
+    async def failure(
+        self, migration: Migration, error: asyncpg.PostgresError, *, offset: int
+    ) -> MigrateError:
+        """What a server error in a transactional migration means, as the error to raise."""
+        if isinstance(error, asyncpg.InsufficientPrivilegeError):
+            return await self._privilege_failure(migration, error, offset)
+        return migration_failed(migration, error, offset=offset, applied=self.applied)
+
+    async def _privilege_failure(
+        self, migration: Migration, error: asyncpg.PostgresError, offset: int
+    ) -> MigrateError:
+        (row,) = await self.conn.fetch(
+            "SELECT current_user AS role, current_database() AS database, "
+            "ARRAY(SELECT unnest($1::text[]) EXCEPT SELECT extname FROM pg_extension) AS missing",
+            [requirement.name for requirement in migration.directives.requires_extensions],
+        )
+        return privilege_missing(
+            migration,
+            error,
+            offset=offset,
+            role=row["role"],
+            database=row["database"],
+            schema=self.schema,
+            missing_extensions=sorted(row["missing"]),
+        )
