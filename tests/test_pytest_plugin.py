@@ -139,6 +139,45 @@ def test_the_shipped_schema_is_the_default(
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
 
 
+def test_a_suite_with_its_own_server_overrides_the_admin_url_fixture(
+    pytester: pytest.Pytester, app_project: Path, admin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The override wins over the variable (here a closed port), as this repository's own
+    conftest.py uses it; a failure then names the fixture."""
+    monkeypatch.setenv(
+        "NATLANGCHAIN_MIGRATE_TEST_DATABASE_URL", f"postgresql://u:pw@127.0.0.1:{free_port()}/x"
+    )
+    pytester.makeconftest(
+        f"""
+        import pytest
+
+
+        @pytest.fixture(scope="session")
+        def natlangchain_migrate_admin_url() -> str:
+            return {admin_url!r}
+        """
+    )
+    pytester.makepyfile(test_app=APP_TESTS.format(count=2))
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=3)
+    assert _leftover_databases(admin_url) == []
+    closed = f"postgresql://u:pw@127.0.0.1:{free_port()}/x"
+    pytester.makeconftest(
+        f"""
+        import pytest
+
+
+        @pytest.fixture(scope="session")
+        def natlangchain_migrate_admin_url() -> str:
+            return {closed!r}
+        """
+    )
+    failed = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    failed.assert_outcomes(errors=3)
+    failed.stdout.fnmatch_lines(
+        ["*no migrated template on the natlangchain_migrate_admin_url fixture: could not*"]
+    )
+
+
 def test_fixtures_not_requested_touch_no_database(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
