@@ -62,8 +62,7 @@ def test_the_same_schema_built_in_another_order_dumps_byte_identical(
     first = _with_shipped(tmp_path / "a", {"004_zeta.sql": ZETA, "005_alpha.sql": ALPHA})
     second = _with_shipped(tmp_path / "b", {"004_alpha.sql": ALPHA, "005_zeta.sql": ZETA})
     for folder, url in ((first, database_url), (second, migrated_database_url)):
-        result = run_cli("--migrations-dir", str(folder), database_url=url)
-        assert result.returncode == ExitCode.OK, result.stderr
+        asyncio.run(migrate(url, migrations_dir=folder))
     one = _dump(database_url, tmp_path / "one.sql")
     other = _dump(migrated_database_url, tmp_path / "other.sql")
     assert one.encode() == other.encode()
@@ -92,7 +91,7 @@ def test_the_same_schema_built_in_another_order_dumps_byte_identical(
 
 def test_a_different_schema_dumps_differently(database_url: str, tmp_path: Path) -> None:
     folder = write_migrations(tmp_path / "m", {"001_t.sql": "CREATE TABLE t (id int);\n"})
-    assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
+    asyncio.run(migrate(database_url, migrations_dir=folder))
     before = _dump(database_url, tmp_path / "before.sql")
     asyncio.run(sql_execute(database_url, "ALTER TABLE t ALTER COLUMN id SET DEFAULT 7"))
     after = _dump(database_url, tmp_path / "after.sql")
@@ -275,7 +274,7 @@ def test_the_repeatables_ledger_is_left_out_like_the_ledger(
             "R__v.sql": "CREATE OR REPLACE VIEW v AS SELECT id FROM t;\n",
         },
     )
-    assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
+    asyncio.run(migrate(database_url, migrations_dir=folder))
     dumped = run_cli("dump-schema", database_url=database_url)
     assert dumped.returncode == ExitCode.OK, dumped.stderr
     assert "VIEW public.v" in dumped.stdout
