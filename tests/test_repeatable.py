@@ -257,7 +257,7 @@ def test_status_check_and_dry_run_show_a_changed_repeatable(
 ) -> None:
     folder = _folder(tmp_path)
     flags = ("--migrations-dir", str(folder))
-    assert run_cli(*flags, database_url=database_url).returncode == 0
+    asyncio.run(migrate(database_url, migrations_dir=folder))
     check = run_cli("--check", *flags, database_url=database_url)
     assert (check.returncode, check.stdout.strip()) == (
         0,
@@ -299,7 +299,7 @@ def test_new_repeatable_writes_an_r_file_that_the_runner_applies(
     )
     assert again.returncode == ExitCode.USAGE
     assert "already exists" in again.stderr
-    assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
+    asyncio.run(migrate(database_url, migrations_dir=folder))
     assert set(asyncio.run(_repeatable_rows(database_url))) == {"R__item_views"}
 
 
@@ -308,7 +308,7 @@ def test_eight_processes_apply_a_changed_repeatable_exactly_once(
     database_url: str, tmp_path: Path
 ) -> None:
     folder = _folder(tmp_path)
-    assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
+    asyncio.run(migrate(database_url, migrations_dir=folder))
     (folder / "R__b_views.sql").write_text(REPEATABLE_B + "-- v2\n", encoding="utf-8")
     env = {"DATABASE_URL": database_url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
     runners = [
