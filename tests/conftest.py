@@ -22,8 +22,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from harness.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
-from harness.sql import execute as sql_execute
+from harness.servers.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
+from harness.servers.sql import execute as sql_execute
 from natlangchain_migrate.locks import default_namespace, lock_key
 from natlangchain_migrate.template_databases import database_url as with_database
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from harness.sql import execute
+from harness.servers.sql import execute
 from natlangchain_migrate import OutOfOrderError, baseline, migrate
 from natlangchain_migrate.discovery import checksum
 from natlangchain_migrate.errors import ExitCode

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import asyncpg
 import pytest
 
-from harness.pgcluster import PASSWORD
+from harness.servers.pgcluster import PASSWORD
 from natlangchain_migrate.errors import ExitCode
 from natlangchain_migrate.template_databases import database_url as with_database
 from tests.conftest import run_cli

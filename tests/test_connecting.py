@@ -9,7 +9,7 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from harness.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
+from harness.servers.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
 from natlangchain_migrate import ConnectionRejectedError, migrate
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import log_events, new_cluster, run_cli

@@ -12,11 +12,11 @@ import anyio
 import asyncpg
 import pytest
 
-from harness.faults import schema_dump
-from harness.history import write_history
-from harness.pgcluster import PASSWORD
-from harness.sql import execute as sql_execute
-from harness.sql import fetchval as sql_fetchval
+from harness.faults.history import write_history
+from harness.faults.trials import schema_dump
+from harness.servers.pgcluster import PASSWORD
+from harness.servers.sql import execute as sql_execute
+from harness.servers.sql import fetchval as sql_fetchval
 from natlangchain_migrate import migrate
 from natlangchain_migrate.discovery import load_migrations, shipped_migrations_dir
 from natlangchain_migrate.errors import ExitCode

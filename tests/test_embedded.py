@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.pgcluster import embedded_bindir, memory_backed_dir
+from harness.servers.pgcluster import embedded_bindir, memory_backed_dir
 from natlangchain_migrate.errors import ExitCode
 
 

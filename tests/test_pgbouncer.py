@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.pgcluster import PASSWORD, PgCluster, free_port
+from harness.servers.pgcluster import PASSWORD, PgCluster, free_port
 from natlangchain_migrate.template_databases import database_url as with_database
 from tests.conftest import ledger_rows, log_events, migration_locks_held
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.pgcluster import embedded_bindir, free_port, memory_backed_dir
-from harness.sql import fetch
+from harness.servers.pgcluster import embedded_bindir, free_port, memory_backed_dir
+from harness.servers.sql import fetch
 from natlangchain_migrate.template_databases import template_name
 
 pytest_plugins = ["pytester"]

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from harness.sql import fetch
+from harness.servers.sql import fetch
 from natlangchain_migrate import (
     ConfigurationError,
     MigrationFailedError,

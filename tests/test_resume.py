@@ -18,8 +18,8 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from harness.sql import execute as sql_execute
-from harness.sql import fetchval as sql_fetchval
+from harness.servers.sql import execute as sql_execute
+from harness.servers.sql import fetchval as sql_fetchval
 from natlangchain_migrate import ConfigurationError, MigrationFailedError, migrate
 from natlangchain_migrate.statements import split_statements
 from tests.conftest import write_migrations

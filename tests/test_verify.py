@@ -16,10 +16,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from harness.history import write_history
-from harness.pgcluster import PASSWORD
-from harness.sql import execute as sql_execute
-from harness.sql import fetchval as sql_fetchval
+from harness.faults.history import write_history
+from harness.servers.pgcluster import PASSWORD
+from harness.servers.sql import execute as sql_execute
+from harness.servers.sql import fetchval as sql_fetchval
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import log_events, run_cli, write_migrations
 

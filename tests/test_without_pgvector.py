@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.pgcluster import PgCluster, system_bindir
+from harness.servers.pgcluster import PgCluster, system_bindir
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import ledger_rows, log_events, new_cluster, run_cli
 
