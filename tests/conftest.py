@@ -30,6 +30,18 @@ from natlangchain_migrate.template_databases import database_url as with_databas
 TEST_URL_VARIABLE = "NATLANGCHAIN_TEST_DATABASE_URL"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group each test by what it needs (README: "Running the tests"). ``system`` is set by
+    hand on a test that brings up more than one database: servers or processes of its own,
+    kills and signals, app servers, the container image, PgBouncer. Of the others, a test that
+    uses the suite's server (every database fixture goes through ``pg_cluster``) is
+    ``database`` and the rest ``pure``."""
+    for item in items:
+        if item.get_closest_marker("system") is None:
+            uses_server = "pg_cluster" in getattr(item, "fixturenames", ())
+            item.add_marker(pytest.mark.database if uses_server else pytest.mark.pure)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -11,6 +11,8 @@ from harness.servers.pgcluster import PASSWORD
 from harness.servers.sql import execute as sql_execute
 from tests.conftest import ledger_rows, migration_locks_held, table_names
 
+pytestmark = pytest.mark.system  # README: "Running the tests"
+
 # server, app, workers, its options, how many processes run migrate()
 SERVERS = [
     pytest.param("uvicorn", "examples.fastapi_app:app", 4, (), 4, id="uvicorn-4-workers"),

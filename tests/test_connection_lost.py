@@ -18,6 +18,8 @@ from harness.servers.sql import fetch as sql_fetch
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import ledger_rows, log_events, migration_locks_held, write_migrations
 
+pytestmark = pytest.mark.system  # README: "Running the tests"
+
 NO_TX = "-- natlangchain: no-transaction\n"
 SLEEPING = (
     "SELECT pid FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "

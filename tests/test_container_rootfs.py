@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 UNAVAILABLE = why_unavailable()
 
 pytestmark = [
+    pytest.mark.system,
     pytest.mark.slow,
     pytest.mark.skipif(UNAVAILABLE is not None, reason=f"the root filesystem {UNAVAILABLE}"),
 ]

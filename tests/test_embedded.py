@@ -16,6 +16,8 @@ import pytest
 from harness.servers.pgcluster import embedded_bindir, memory_backed_dir
 from natlangchain_migrate.errors import ExitCode
 
+pytestmark = pytest.mark.system  # README: "Running the tests"
+
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | env

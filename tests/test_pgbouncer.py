@@ -18,6 +18,8 @@ from harness.servers.pgcluster import PASSWORD, PgCluster, free_port
 from natlangchain_migrate.template_databases import database_url as with_database
 from tests.conftest import ledger_rows, log_events, migration_locks_held
 
+pytestmark = pytest.mark.system  # README: "Running the tests"
+
 RUNNERS = 16
 
 

@@ -18,6 +18,7 @@ from harness.servers.sql import fetch
 from natlangchain_migrate.template_databases import template_name
 
 pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.system  # README: "Running the tests"
 
 ITEMS_MIGRATION = "CREATE TABLE items (id serial PRIMARY KEY, label text NOT NULL);\n"
 

@@ -303,6 +303,7 @@ def test_new_repeatable_writes_an_r_file_that_the_runner_applies(
     assert set(asyncio.run(_repeatable_rows(database_url))) == {"R__item_views"}
 
 
+@pytest.mark.system
 @pytest.mark.slow
 def test_eight_processes_apply_a_changed_repeatable_exactly_once(
     database_url: str, tmp_path: Path

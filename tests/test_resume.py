@@ -181,6 +181,7 @@ async def test_transaction_control_in_a_no_transaction_file_is_refused_before_an
     assert await sql_fetchval(database_url, "SELECT to_regclass('a')") is None
 
 
+@pytest.mark.system
 def test_a_kill_during_the_first_statement_leaves_a_row_that_makes_the_rerun_check(
     database_url: str, tmp_path: Path
 ) -> None:

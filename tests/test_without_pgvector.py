@@ -11,6 +11,8 @@ from harness.servers.pgcluster import PgCluster, system_bindir
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import ledger_rows, log_events, new_cluster, run_cli
 
+pytestmark = pytest.mark.system  # README: "Running the tests"
+
 
 @pytest.fixture(scope="module")
 def plain_server() -> Iterator[PgCluster]:
