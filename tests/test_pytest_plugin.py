@@ -56,6 +56,14 @@ async def test_connection_fixture_sees_an_empty_migrated_table(
 """
 
 
+@pytest.fixture(autouse=True)
+def _no_hypothesis_in_the_app_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each app session below loads every installed pytest plugin, as an app's would, but
+    hypothesis's: it is not under test and costs a second of CPU per session (and per
+    xdist worker)."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest")
+
+
 @pytest.fixture
 def app_project(pytester: pytest.Pytester, admin_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An app's project: its own migrations folder named in its ini file, the test
