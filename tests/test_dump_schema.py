@@ -20,7 +20,7 @@ from harness.servers.sql import fetchval as sql_fetchval
 from natlangchain_migrate import migrate
 from natlangchain_migrate.discovery import load_migrations, shipped_migrations_dir
 from natlangchain_migrate.errors import ExitCode
-from natlangchain_migrate.schema_dump import describe_schema
+from natlangchain_migrate.schema_dump import describe_schema, dump_schema
 from tests.conftest import log_events, run_cli, write_migrations
 
 ZETA = (
@@ -64,9 +64,9 @@ def test_the_same_schema_built_in_another_order_dumps_byte_identical(
     for folder, url in ((first, database_url), (second, migrated_database_url)):
         asyncio.run(migrate(url, migrations_dir=folder))
     one = _dump(database_url, tmp_path / "one.sql")
-    other = _dump(migrated_database_url, tmp_path / "other.sql")
+    other = asyncio.run(dump_schema(migrated_database_url))
     assert one.encode() == other.encode()
-    assert _dump(database_url, tmp_path / "again.sql") == one
+    assert asyncio.run(dump_schema(database_url)) == one
     for expected in (
         "CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA public VERSION",
         "CREATE TYPE public.mood AS ENUM ('sad', 'ok', 'happy');",
@@ -92,9 +92,9 @@ def test_the_same_schema_built_in_another_order_dumps_byte_identical(
 def test_a_different_schema_dumps_differently(database_url: str, tmp_path: Path) -> None:
     folder = write_migrations(tmp_path / "m", {"001_t.sql": "CREATE TABLE t (id int);\n"})
     asyncio.run(migrate(database_url, migrations_dir=folder))
-    before = _dump(database_url, tmp_path / "before.sql")
+    before = asyncio.run(dump_schema(database_url))
     asyncio.run(sql_execute(database_url, "ALTER TABLE t ALTER COLUMN id SET DEFAULT 7"))
-    after = _dump(database_url, tmp_path / "after.sql")
+    after = asyncio.run(dump_schema(database_url))
     assert "    id integer\n" in before
     assert "    id integer DEFAULT 7\n" in after
 

@@ -241,10 +241,10 @@ def test_a_repeatable_with_no_transaction_a_down_file_or_a_bad_name_is_refused(
         ("R__active-users.sql", "CREATE OR REPLACE VIEW v AS SELECT 1;"),
     ):
         folder = write_migrations(tmp_path / name, VERSIONED | {name: text})
-        result = run_cli("--migrations-dir", str(folder), database_url="postgresql://u@h/x")
-        assert result.returncode == ExitCode.USAGE, result.stderr
-        failed = [e for e in log_events(result.stderr) if e["event"] == "run_failed"]
-        assert failed[0]["error"].startswith(name), failed
+        with pytest.raises(ConfigurationError) as refused:  # before it connects to host h
+            asyncio.run(migrate("postgresql://u@h/x", migrations_dir=folder))
+        assert refused.value.exit_code == ExitCode.USAGE
+        assert str(refused.value).startswith(name), refused.value
         with pytest.raises(ConfigurationError, match=re.escape(name)):
             load_repeatables(folder)
 
