@@ -57,10 +57,12 @@ async def test_connection_fixture_sees_an_empty_migrated_table(
 
 
 @pytest.fixture(autouse=True)
-def _no_hypothesis_in_the_app_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_hypothesis_in_the_app_sessions(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each app session below loads every installed pytest plugin, as an app's would, but
     hypothesis's: it is not under test and costs a second of CPU per session (and per
-    xdist worker)."""
+    xdist worker). Set after pytester's own set-up, which clears PYTEST_ADDOPTS."""
     monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest")
 
 
