@@ -29,9 +29,9 @@ import uuid
 
 import structlog
 
-from harness.pgcluster import PgCluster, embedded_bindir
-from harness.servers import AppServer
-from harness.sql import execute as sql_execute
+from harness.servers.apps import AppServer
+from harness.servers.pgcluster import PgCluster, embedded_bindir
+from harness.servers.sql import execute as sql_execute
 from natlangchain_migrate import migrate
 
 # name -> (server, its options, workers, the example app, the same app without migration)

@@ -29,8 +29,8 @@ from pathlib import Path
 import asyncpg
 
 from benchmarks.no_transaction_cost import measure
-from harness.pgcluster import PgCluster, embedded_bindir
-from harness.sql import execute as sql_execute
+from harness.servers.pgcluster import PgCluster, embedded_bindir
+from harness.servers.sql import execute as sql_execute
 from natlangchain_migrate import migrate
 from natlangchain_migrate.discovery import shipped_migrations_dir
 from natlangchain_migrate.events import JsonLines, send_events_to
@@ -185,9 +185,9 @@ def noop_pool(bench: Bench, rounds: int) -> None:
         url = bench.fresh_database()
         asyncio.run(migrate(url, migrations_dir=folder))
 
-        async def rounds_in_one_loop(url: str = url, folder: Path | None = folder) -> tuple[
-            list[float], list[float]
-        ]:
+        async def rounds_in_one_loop(
+            url: str = url, folder: Path | None = folder
+        ) -> tuple[list[float], list[float]]:
             pool = await asyncpg.create_pool(url, min_size=2, max_size=2)
             subject, floor = [], []
             try:
@@ -280,9 +280,7 @@ def _concurrent_wall(
     return time.perf_counter() - started, codes
 
 
-def concurrent_processes(
-    bench: Bench, rounds: int, count: int = 16, target: float = 1.15
-) -> None:
+def concurrent_processes(bench: Bench, rounds: int, count: int = 16, target: float = 1.15) -> None:
     """``count`` CLI processes started at once on a fresh database, against as many
     floor processes of noop_process plus one CLI applying 001-003 alone."""
     cli = [PYTHON, "-m", "natlangchain_migrate"]

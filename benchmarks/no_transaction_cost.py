@@ -3,7 +3,7 @@ files against transactional ones, on the generated history, interleaved, medians
 
     .venv/bin/python benchmarks/no_transaction_cost.py [--rounds N] [--count N] [--cli]
 
-Both sides apply the same generated files (harness.history) to a fresh database:
+Both sides apply the same generated files (harness.faults.history) to a fresh database:
 once as they are (one transaction per file with its ledger row), once with the
 ``-- natlangchain: no-transaction`` header added (one transaction per statement
 with its journal step). The goal is a ratio of at most 1.2x. In process by
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import structlog
 
-from harness.history import NO_TRANSACTION_HEADER, write_history
-from harness.pgcluster import PgCluster, embedded_bindir
-from harness.sql import execute as sql_execute
+from harness.faults.history import NO_TRANSACTION_HEADER, write_history
+from harness.servers.pgcluster import PgCluster, embedded_bindir
+from harness.servers.sql import execute as sql_execute
 from natlangchain_migrate import migrate
 
 GOAL = 1.2

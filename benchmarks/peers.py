@@ -59,9 +59,9 @@ from benchmarks.peer_tools import (
     end_state_problems,
     workload_files,
 )
-from harness.pgcluster import PASSWORD, PgCluster, system_bindir
-from harness.sql import execute as sql_execute
-from harness.sql import fetchval as sql_fetchval
+from harness.servers.pgcluster import PASSWORD, PgCluster, system_bindir
+from harness.servers.sql import execute as sql_execute
+from harness.servers.sql import fetchval as sql_fetchval
 from natlangchain_migrate import migrate
 from natlangchain_migrate.logs import configure_logging
 

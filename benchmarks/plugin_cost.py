@@ -22,7 +22,7 @@ from pathlib import Path
 import structlog
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from harness.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
+from harness.servers.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
 from natlangchain_migrate import migrate
 from natlangchain_migrate.dsn import with_database
 from natlangchain_migrate.template_databases import TemplateDatabases

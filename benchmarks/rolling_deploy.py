@@ -3,7 +3,8 @@ release A, beside steady traffic with no migration running, in the same run.
 
     .venv/bin/python benchmarks/rolling_deploy.py [--runs N] [--concurrency 24] [--replicas 4]
 
-Each run deploys twice, on a fresh database each (harness/rolling.py): B's column rename as
+Each run deploys twice, on a fresh database each (harness/rolling_deploy/rollout.py): B's
+column rename as
 expand + contract, then the control, the same rename in one step (``ALTER TABLE ... RENAME
 COLUMN`` at the first B replica's start-up). Each replica is a uvicorn process of its own
 that migrates at start-up and heartbeats; a closed-loop load generator keeps ``concurrency``
@@ -25,10 +26,10 @@ import uuid
 
 import structlog
 
-from harness.pgcluster import PgCluster, embedded_bindir
-from harness.releases import Rename
-from harness.rolling import PHASES, RolloutResult, rolling_deploy
-from harness.sql import execute as sql_execute
+from harness.rolling_deploy.releases import Rename
+from harness.rolling_deploy.rollout import PHASES, RolloutResult, rolling_deploy
+from harness.servers.pgcluster import PgCluster, embedded_bindir
+from harness.servers.sql import execute as sql_execute
 
 RENAMES: tuple[Rename, ...] = ("expand_contract", "one_step")
 

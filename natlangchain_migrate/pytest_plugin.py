@@ -87,8 +87,22 @@ class TemplateSession(NamedTuple):
     portal: BlockingPortal
 
 
+_SOURCE = pytest.StashKey[str]()
+
+
 @pytest.fixture(scope="session")
-def natlangchain_migrate_template(request: pytest.FixtureRequest) -> Iterator[TemplateSession]:
+def natlangchain_migrate_admin_url(request: pytest.FixtureRequest) -> str:
+    """The admin URL of the server that holds the template and the clones. A suite that
+    starts a server of its own overrides this fixture in its conftest.py."""
+    server = _server(request.config)
+    request.config.stash[_SOURCE] = server.source
+    return server.admin_url
+
+
+@pytest.fixture(scope="session")
+def natlangchain_migrate_template(
+    request: pytest.FixtureRequest, natlangchain_migrate_admin_url: str
+) -> Iterator[TemplateSession]:
     """The migrated template, built (or found) once per session and process."""
     import asyncpg
     from anyio.from_thread import start_blocking_portal
@@ -97,11 +111,12 @@ def natlangchain_migrate_template(request: pytest.FixtureRequest) -> Iterator[Te
     from natlangchain_migrate.errors import MigrateError
     from natlangchain_migrate.template_databases import TemplateDatabases
 
-    server = _server(request.config)
+    admin_url = natlangchain_migrate_admin_url
+    source = request.config.stash.get(_SOURCE, "the natlangchain_migrate_admin_url fixture")
     with start_blocking_portal() as portal:
         failure = None
         try:
-            templates = TemplateDatabases(server.admin_url, _migrations_dir(request.config))
+            templates = TemplateDatabases(admin_url, _migrations_dir(request.config))
             portal.call(templates.open)
         except (MigrateError, asyncpg.PostgresError, OSError) as error:
             hint = (
@@ -109,9 +124,9 @@ def natlangchain_migrate_template(request: pytest.FixtureRequest) -> Iterator[Te
                 if isinstance(error, asyncpg.InsufficientPrivilegeError)
                 else ""
             )
-            failure = f"{scrub(str(error), server.admin_url)}{hint}"
+            failure = f"{scrub(str(error), admin_url)}{hint}"
         if failure is not None:  # failed outside the except block: no chained traceback
-            pytest.fail(f"{_PREFIX}: no migrated template on {server.source}: {failure}", False)
+            pytest.fail(f"{_PREFIX}: no migrated template on {source}: {failure}", False)
         try:
             yield TemplateSession(templates, portal)
         finally:

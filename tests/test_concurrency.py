@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import ledger_rows, log_events, migration_locks_held
 
+pytestmark = pytest.mark.system  # README: "Running the tests"
+
 RUNNERS = 16
 
 

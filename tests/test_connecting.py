@@ -9,12 +9,13 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from harness.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
+from harness.servers.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
 from natlangchain_migrate import ConnectionRejectedError, migrate
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import log_events, new_cluster, run_cli
 
 
+@pytest.mark.system
 @pytest.mark.anyio
 @pytest.mark.slow
 async def test_wait_connects_to_a_server_that_starts_later() -> None:
@@ -68,6 +69,7 @@ def standby(pg_cluster: PgCluster | None, database_url: str) -> Iterator[PgClust
         replica.destroy()
 
 
+@pytest.mark.system
 @pytest.mark.slow
 def test_standby_is_refused_with_a_pointer_to_the_primary(
     standby: PgCluster, database_url: str

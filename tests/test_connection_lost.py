@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.pgcluster import PgCluster, embedded_bindir
-from harness.sql import fetch as sql_fetch
+from harness.servers.pgcluster import PgCluster, embedded_bindir
+from harness.servers.sql import fetch as sql_fetch
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import ledger_rows, log_events, migration_locks_held, write_migrations
+
+pytestmark = pytest.mark.system  # README: "Running the tests"
 
 NO_TX = "-- natlangchain: no-transaction\n"
 SLEEPING = (

@@ -17,7 +17,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from harness.dockerfile import DockerIgnore, exec_form, key_values, parse
+from harness.image.dockerfile import DockerIgnore, exec_form, key_values, parse
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"

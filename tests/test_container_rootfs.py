@@ -1,8 +1,8 @@
 """The image, as far as this machine allows: the Dockerfile's steps replayed on a bare Debian.
 
-No container runtime runs here, so harness/replay.py builds each stage from a copy
+No container runtime runs here, so harness/image/replay.py builds each stage from a copy
 of a cached ``debootstrap --variant=minbase bookworm`` root with Debian's Python 3.11
-(harness/rootfs.py says how it differs from python:3.11-slim), then runs the result
+(harness/image/rootfs.py says how it differs from python:3.11-slim), then runs the result
 as a container would: PID 1 of a PID namespace, read-only root, uid 10001, the
 Dockerfile's environment and no HOME, against the suite's server on 127.0.0.1.
 """
@@ -19,15 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from harness.pgcluster import PASSWORD, free_port
-from harness.replay import Image, build, container_pid, start
-from harness.rootfs import base_rootfs, why_unavailable
+from harness.image.replay import Image, build, container_pid, start
+from harness.image.rootfs import base_rootfs, why_unavailable
+from harness.servers.pgcluster import PASSWORD, free_port
 from tests.conftest import ledger_rows, log_events
 
 REPO = Path(__file__).resolve().parent.parent
 UNAVAILABLE = why_unavailable()
 
 pytestmark = [
+    pytest.mark.system,
     pytest.mark.slow,
     pytest.mark.skipif(UNAVAILABLE is not None, reason=f"the root filesystem {UNAVAILABLE}"),
 ]

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from harness.sql import execute, fetch, fetchval
+from harness.servers.sql import execute, fetch, fetchval
 from natlangchain_migrate import ConfigurationError, DriftError, contract, migrate, repair, rollback
 from natlangchain_migrate.contract_plan import ContractRow, ContractState, plan_contracts, runnable
 from natlangchain_migrate.discovery import Migration, checksum, load_migrations

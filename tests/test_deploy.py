@@ -21,7 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from harness.dockerfile import key_values, parse
+from harness.image.dockerfile import key_values, parse
 from natlangchain_migrate.connection import CLEANUP_S
 from natlangchain_migrate.settings import LockOptions
 

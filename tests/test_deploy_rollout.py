@@ -17,10 +17,12 @@ import anyio
 import pytest
 
 import natlangchain_migrate
-from harness.dockerfile import exec_form, key_values, parse
+from harness.image.dockerfile import exec_form, key_values, parse
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import ledger_rows, log_events, migration_locks_held, write_migrations
 from tests.test_deploy import REPO, by_name
+
+pytestmark = pytest.mark.system  # README: "Running the tests"
 
 _BIN = Path(sys.executable).parent
 

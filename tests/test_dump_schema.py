@@ -12,15 +12,15 @@ import anyio
 import asyncpg
 import pytest
 
-from harness.faults import schema_dump
-from harness.history import write_history
-from harness.pgcluster import PASSWORD
-from harness.sql import execute as sql_execute
-from harness.sql import fetchval as sql_fetchval
+from harness.faults.history import write_history
+from harness.faults.trials import schema_dump
+from harness.servers.pgcluster import PASSWORD
+from harness.servers.sql import execute as sql_execute
+from harness.servers.sql import fetchval as sql_fetchval
 from natlangchain_migrate import migrate
 from natlangchain_migrate.discovery import load_migrations, shipped_migrations_dir
 from natlangchain_migrate.errors import ExitCode
-from natlangchain_migrate.schema_dump import describe_schema
+from natlangchain_migrate.schema_dump import describe_schema, dump_schema
 from tests.conftest import log_events, run_cli, write_migrations
 
 ZETA = (
@@ -62,12 +62,11 @@ def test_the_same_schema_built_in_another_order_dumps_byte_identical(
     first = _with_shipped(tmp_path / "a", {"004_zeta.sql": ZETA, "005_alpha.sql": ALPHA})
     second = _with_shipped(tmp_path / "b", {"004_alpha.sql": ALPHA, "005_zeta.sql": ZETA})
     for folder, url in ((first, database_url), (second, migrated_database_url)):
-        result = run_cli("--migrations-dir", str(folder), database_url=url)
-        assert result.returncode == ExitCode.OK, result.stderr
+        asyncio.run(migrate(url, migrations_dir=folder))
     one = _dump(database_url, tmp_path / "one.sql")
-    other = _dump(migrated_database_url, tmp_path / "other.sql")
+    other = asyncio.run(dump_schema(migrated_database_url))
     assert one.encode() == other.encode()
-    assert _dump(database_url, tmp_path / "again.sql") == one
+    assert asyncio.run(dump_schema(database_url)) == one
     for expected in (
         "CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA public VERSION",
         "CREATE TYPE public.mood AS ENUM ('sad', 'ok', 'happy');",
@@ -92,10 +91,10 @@ def test_the_same_schema_built_in_another_order_dumps_byte_identical(
 
 def test_a_different_schema_dumps_differently(database_url: str, tmp_path: Path) -> None:
     folder = write_migrations(tmp_path / "m", {"001_t.sql": "CREATE TABLE t (id int);\n"})
-    assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
-    before = _dump(database_url, tmp_path / "before.sql")
+    asyncio.run(migrate(database_url, migrations_dir=folder))
+    before = asyncio.run(dump_schema(database_url))
     asyncio.run(sql_execute(database_url, "ALTER TABLE t ALTER COLUMN id SET DEFAULT 7"))
-    after = _dump(database_url, tmp_path / "after.sql")
+    after = asyncio.run(dump_schema(database_url))
     assert "    id integer\n" in before
     assert "    id integer DEFAULT 7\n" in after
 
@@ -275,7 +274,7 @@ def test_the_repeatables_ledger_is_left_out_like_the_ledger(
             "R__v.sql": "CREATE OR REPLACE VIEW v AS SELECT id FROM t;\n",
         },
     )
-    assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
+    asyncio.run(migrate(database_url, migrations_dir=folder))
     dumped = run_cli("dump-schema", database_url=database_url)
     assert dumped.returncode == ExitCode.OK, dumped.stderr
     assert "VIEW public.v" in dumped.stdout

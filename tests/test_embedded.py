@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.pgcluster import embedded_bindir, memory_backed_dir
+from harness.servers.pgcluster import embedded_bindir, memory_backed_dir
 from natlangchain_migrate.errors import ExitCode
+
+pytestmark = pytest.mark.system  # README: "Running the tests"
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -22,9 +22,10 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from harness.sql import execute as sql_execute
+from harness.servers.sql import execute as sql_execute
 from natlangchain_migrate import DriftError, migrate, repair, run_migrations, status
 from natlangchain_migrate.discovery import checksum
+from natlangchain_migrate.dsn import with_database
 from natlangchain_migrate.errors import ExitCode, FutureMigrationsError
 from natlangchain_migrate.locks import default_namespace, lock_key
 from natlangchain_migrate.manifest import write_manifest
@@ -35,7 +36,6 @@ from tests.conftest import (
     migration_locks_held,
     run_cli,
     table_names,
-    with_database,
     write_migrations,
 )
 

@@ -11,9 +11,9 @@ import pglast
 import pytest
 from pglast import ast
 
-from harness.faults import fresh_database, schema_dump
-from harness.history import NO_TRANSACTION_HEADER, down_file, write_history
-from harness.pgcluster import embedded_bindir
+from harness.faults.history import NO_TRANSACTION_HEADER, down_file, write_history
+from harness.faults.trials import fresh_database, schema_dump
+from harness.servers.pgcluster import embedded_bindir
 from natlangchain_migrate.discovery import load_migrations
 
 FILE_NAME = re.compile(r"^\d{3,}_[a-z0-9_]+(\.down)?\.sql$")

@@ -22,7 +22,7 @@ from pgvector import Vector
 from pgvector.asyncpg import register_vector
 
 import natlangchain_migrate
-from harness.pgcluster import PASSWORD
+from harness.servers.pgcluster import PASSWORD
 from natlangchain_migrate import migrate, route_to_stdlib_logging
 from tests.conftest import ledger_rows
 

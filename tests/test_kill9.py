@@ -13,9 +13,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from harness.faults import Reference, clean_reference, kill_and_rerun, run_trials, summary
-from harness.history import NO_TRANSACTION_HEADER, write_history
+from harness.faults.history import NO_TRANSACTION_HEADER, write_history
+from harness.faults.trials import Reference, clean_reference, kill_and_rerun, run_trials, summary
 from tests.conftest import ledger_rows, migration_locks_held
+
+pytestmark = pytest.mark.system  # README: "Running the tests"
 
 ISSUE_FILES = 20
 ISSUE_PAIRS = 30

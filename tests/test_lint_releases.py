@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.sql import execute
+from harness.servers.sql import execute
 from natlangchain_migrate.discovery import Migration, checksum, parse_directives
 from natlangchain_migrate.errors import ExitCode
 from natlangchain_migrate.lint import Finding, lint_migrations, locate_squawk

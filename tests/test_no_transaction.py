@@ -96,6 +96,7 @@ async def test_failed_statement_leaves_incomplete_row_and_next_run_resumes_there
     assert (await ledger_rows(database_url))[1]["complete"] is True
 
 
+@pytest.mark.system
 @pytest.mark.slow
 def test_runner_killed_between_statements_resumes_at_the_right_statement(
     database_url: str, tmp_path: Path

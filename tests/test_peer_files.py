@@ -19,7 +19,7 @@ from benchmarks.peer_tools import (
     write_ours_files,
     write_yoyo_files,
 )
-from harness.sql import execute as sql_execute
+from harness.servers.sql import execute as sql_execute
 from natlangchain_migrate import migrate
 from natlangchain_migrate.discovery import shipped_migrations_dir
 

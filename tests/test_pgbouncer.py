@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.pgcluster import PASSWORD, PgCluster, free_port
-from tests.conftest import ledger_rows, log_events, migration_locks_held, with_database
+from harness.servers.pgcluster import PASSWORD, PgCluster, free_port
+from natlangchain_migrate.dsn import with_database
+from tests.conftest import ledger_rows, log_events, migration_locks_held
+
+pytestmark = pytest.mark.system  # README: "Running the tests"
 
 RUNNERS = 16
 

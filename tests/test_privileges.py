@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from harness.sql import execute as sql_execute
+from harness.servers.sql import execute as sql_execute
 from natlangchain_migrate import MigrateError, migrate
 from natlangchain_migrate.errors import ExitCode
 

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.pgcluster import embedded_bindir, free_port, memory_backed_dir
-from harness.sql import fetch
+from harness.servers.pgcluster import embedded_bindir, free_port, memory_backed_dir
+from harness.servers.sql import fetch
+from natlangchain_migrate.template_databases import template_name
 
 pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.system  # README: "Running the tests"
 
 ITEMS_MIGRATION = "CREATE TABLE items (id serial PRIMARY KEY, label text NOT NULL);\n"
 
@@ -54,6 +56,16 @@ async def test_connection_fixture_sees_an_empty_migrated_table(
 """
 
 
+@pytest.fixture(autouse=True)
+def _no_hypothesis_in_the_app_sessions(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each app session below loads every installed pytest plugin, as an app's would, but
+    hypothesis's: it is not under test and costs a second of CPU per session (and per
+    xdist worker). Set after pytester's own set-up, which clears PYTEST_ADDOPTS."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest")
+
+
 @pytest.fixture
 def app_project(pytester: pytest.Pytester, admin_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An app's project: its own migrations folder named in its ini file, the test
@@ -74,10 +86,13 @@ def app_project(pytester: pytest.Pytester, admin_url: str, monkeypatch: pytest.M
 
 
 def _leftover_databases(admin_url: str) -> list[str]:
+    """The plugin's databases on the server, but for this suite's own template (its
+    ``migrated_database_url`` comes from the same plugin, on the same server)."""
     rows = asyncio.run(
         fetch(admin_url, "SELECT datname FROM pg_database WHERE datname LIKE 'nlcm\\_%'")
     )
-    return [row["datname"] for row in rows]
+    ours = template_name(None, "public")
+    return [row["datname"] for row in rows if row["datname"] != ours]
 
 
 def test_each_test_gets_its_own_migrated_database_and_none_is_left(
@@ -133,6 +148,45 @@ def test_the_shipped_schema_is_the_default(
         """
     )
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_a_suite_with_its_own_server_overrides_the_admin_url_fixture(
+    pytester: pytest.Pytester, app_project: Path, admin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The override wins over the variable (here a closed port), as this repository's own
+    conftest.py uses it; a failure then names the fixture."""
+    monkeypatch.setenv(
+        "NATLANGCHAIN_MIGRATE_TEST_DATABASE_URL", f"postgresql://u:pw@127.0.0.1:{free_port()}/x"
+    )
+    pytester.makeconftest(
+        f"""
+        import pytest
+
+
+        @pytest.fixture(scope="session")
+        def natlangchain_migrate_admin_url() -> str:
+            return {admin_url!r}
+        """
+    )
+    pytester.makepyfile(test_app=APP_TESTS.format(count=2))
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=3)
+    assert _leftover_databases(admin_url) == []
+    closed = f"postgresql://u:pw@127.0.0.1:{free_port()}/x"
+    pytester.makeconftest(
+        f"""
+        import pytest
+
+
+        @pytest.fixture(scope="session")
+        def natlangchain_migrate_admin_url() -> str:
+            return {closed!r}
+        """
+    )
+    failed = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    failed.assert_outcomes(errors=3)
+    failed.stdout.fnmatch_lines(
+        ["*no migrated template on the natlangchain_migrate_admin_url fixture: could not*"]
+    )
 
 
 def test_fixtures_not_requested_touch_no_database(
@@ -230,8 +284,6 @@ def test_without_a_url_the_embedded_server_holds_the_test_databases(
 
 
 def test_an_edited_repeatable_makes_a_new_template(tmp_path: Path) -> None:
-    from natlangchain_migrate.template_databases import template_name
-
     folder = tmp_path / "m"
     folder.mkdir()
     (folder / "001_items.sql").write_text("CREATE TABLE items (id int);\n")

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from harness.sql import fetch
+from harness.servers.sql import fetch
 from natlangchain_migrate import (
     ConfigurationError,
     MigrationFailedError,
@@ -241,10 +241,10 @@ def test_a_repeatable_with_no_transaction_a_down_file_or_a_bad_name_is_refused(
         ("R__active-users.sql", "CREATE OR REPLACE VIEW v AS SELECT 1;"),
     ):
         folder = write_migrations(tmp_path / name, VERSIONED | {name: text})
-        result = run_cli("--migrations-dir", str(folder), database_url="postgresql://u@h/x")
-        assert result.returncode == ExitCode.USAGE, result.stderr
-        failed = [e for e in log_events(result.stderr) if e["event"] == "run_failed"]
-        assert failed[0]["error"].startswith(name), failed
+        with pytest.raises(ConfigurationError) as refused:  # before it connects to host h
+            asyncio.run(migrate("postgresql://u@h/x", migrations_dir=folder))
+        assert refused.value.exit_code == ExitCode.USAGE
+        assert str(refused.value).startswith(name), refused.value
         with pytest.raises(ConfigurationError, match=re.escape(name)):
             load_repeatables(folder)
 
@@ -257,7 +257,7 @@ def test_status_check_and_dry_run_show_a_changed_repeatable(
 ) -> None:
     folder = _folder(tmp_path)
     flags = ("--migrations-dir", str(folder))
-    assert run_cli(*flags, database_url=database_url).returncode == 0
+    asyncio.run(migrate(database_url, migrations_dir=folder))
     check = run_cli("--check", *flags, database_url=database_url)
     assert (check.returncode, check.stdout.strip()) == (
         0,
@@ -299,16 +299,17 @@ def test_new_repeatable_writes_an_r_file_that_the_runner_applies(
     )
     assert again.returncode == ExitCode.USAGE
     assert "already exists" in again.stderr
-    assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
+    asyncio.run(migrate(database_url, migrations_dir=folder))
     assert set(asyncio.run(_repeatable_rows(database_url))) == {"R__item_views"}
 
 
+@pytest.mark.system
 @pytest.mark.slow
 def test_eight_processes_apply_a_changed_repeatable_exactly_once(
     database_url: str, tmp_path: Path
 ) -> None:
     folder = _folder(tmp_path)
-    assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
+    asyncio.run(migrate(database_url, migrations_dir=folder))
     (folder / "R__b_views.sql").write_text(REPEATABLE_B + "-- v2\n", encoding="utf-8")
     env = {"DATABASE_URL": database_url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
     runners = [

@@ -15,7 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import natlangchain_migrate
-from harness.sql import execute, fetch, fetchval
+from harness.servers.sql import execute, fetch, fetchval
 from natlangchain_migrate import ConfigurationError, heartbeat, start_heartbeat
 from natlangchain_migrate.replicas import LABEL_VARIABLE, alive_replicas
 from tests.conftest import write_migrations

@@ -18,8 +18,8 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from harness.sql import execute as sql_execute
-from harness.sql import fetchval as sql_fetchval
+from harness.servers.sql import execute as sql_execute
+from harness.servers.sql import fetchval as sql_fetchval
 from natlangchain_migrate import ConfigurationError, MigrationFailedError, migrate
 from natlangchain_migrate.statements import split_statements
 from tests.conftest import write_migrations
@@ -181,6 +181,7 @@ async def test_transaction_control_in_a_no_transaction_file_is_refused_before_an
     assert await sql_fetchval(database_url, "SELECT to_regclass('a')") is None
 
 
+@pytest.mark.system
 def test_a_kill_during_the_first_statement_leaves_a_row_that_makes_the_rerun_check(
     database_url: str, tmp_path: Path
 ) -> None:

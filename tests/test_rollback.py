@@ -1,6 +1,7 @@
 """Nothing destructive unless asked, and only what was asked: rollback's flags, its dry run,
 down files without a transaction, errors that point into the down file, and drift advice
-that is safe to follow literally."""
+that is safe to follow literally. What the library does is run in process; the CLI runs
+for its flags, output and exit codes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
+from natlangchain_migrate import DriftError, MigrationFailedError, migrate, repair, rollback
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import ledger_rows, log_events, run_cli, write_migrations
 
@@ -47,7 +50,7 @@ def _versions(url: str) -> list[int]:
 @pytest.fixture
 def applied(database_url: str, tmp_path: Path) -> tuple[str, Path]:
     folder = write_migrations(tmp_path / "m", FILES)
-    assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
+    assert len(asyncio.run(migrate(database_url, migrations_dir=folder)).applied) == 3
     return database_url, folder
 
 
@@ -78,9 +81,10 @@ def test_rollback_dry_run_prints_the_down_sql_and_changes_nothing(
 
 def test_rollback_to_undoes_everything_above_n_newest_first(applied: tuple[str, Path]) -> None:
     url, folder = applied
-    result = run_cli("--rollback", "--to", "1", "--migrations-dir", str(folder), database_url=url)
-    assert result.returncode == 0, result.stderr
-    done = [e["version"] for e in log_events(result.stderr) if e["event"] == "rollback_done"]
+    with capture_logs() as events:
+        undone = asyncio.run(rollback(url, migrations_dir=folder, to=1))
+    assert [result.version for result in undone] == [3, 2]
+    done = [e["version"] for e in events if e["event"] == "rollback_done"]
     assert done == [3, 2]
     assert _tables(url) == ["a"]
     assert _versions(url) == [1]
@@ -142,16 +146,16 @@ def test_vanished_file_advice_is_safe_to_follow_literally(applied: tuple[str, Pa
     url, folder = applied
     (folder / "001_a.sql").unlink()
     (folder / "001_a.down.sql").unlink()
-    result = run_cli("--migrations-dir", str(folder), database_url=url)
-    assert result.returncode == ExitCode.DRIFT
-    error = next(e for e in log_events(result.stderr) if e["event"] == "run_failed")["error"]
+    with pytest.raises(DriftError) as drift:
+        asyncio.run(migrate(url, migrations_dir=folder))
+    assert drift.value.exit_code == ExitCode.DRIFT
+    error = str(drift.value)
     assert "--rollback" not in error
     assert "forget its row with --repair" in error
-    repaired = run_cli("--repair", "--migrations-dir", str(folder), database_url=url)
-    assert repaired.returncode == 0, repaired.stderr
+    asyncio.run(repair(url, migrations_dir=folder))
     assert _versions(url) == [2, 3]
     assert _tables(url) == ["a", "b", "c"]  # no SQL ran: 002's table is untouched
-    assert run_cli("--migrations-dir", str(folder), database_url=url).returncode == 0
+    assert asyncio.run(migrate(url, migrations_dir=folder)).up_to_date
 
 
 def test_no_transaction_down_file_drops_an_index_concurrently(
@@ -165,9 +169,9 @@ def test_no_transaction_down_file_drops_an_index_concurrently(
             "002_i.down.sql": NO_TX + "DROP INDEX CONCURRENTLY t_v;\n",
         },
     )
-    assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
-    result = run_cli("--rollback", "--migrations-dir", str(folder), database_url=database_url)
-    assert result.returncode == 0, result.stderr
+    asyncio.run(migrate(database_url, migrations_dir=folder))
+    (undone,) = asyncio.run(rollback(database_url, migrations_dir=folder))
+    assert (undone.version, undone.ran_down_file) == (2, True)
     assert _versions(database_url) == [1]
 
 
@@ -176,9 +180,10 @@ def test_a_failing_down_file_names_its_line_and_leaves_the_row(
 ) -> None:
     url, folder = applied
     (folder / "003_c.down.sql").write_text("-- undo\nDROP TABLE c;\nSELECT nothing FROM b;\n")
-    result = run_cli("--rollback", "--migrations-dir", str(folder), database_url=url)
-    assert result.returncode == ExitCode.MIGRATION_FAILED
-    failed = next(e for e in log_events(result.stderr) if e["event"] == "rollback_failed")
+    with capture_logs() as events, pytest.raises(MigrationFailedError) as error:
+        asyncio.run(rollback(url, migrations_dir=folder))
+    assert error.value.exit_code == ExitCode.MIGRATION_FAILED
+    failed = next(e for e in events if e["event"] == "rollback_failed")
     assert failed["file"] == "003_c.down.sql:3:8"
     assert _versions(url) == [1, 2, 3]
     assert _tables(url) == ["a", "b", "c"]

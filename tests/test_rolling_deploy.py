@@ -1,5 +1,5 @@
 """A rolling deploy under traffic, whole system: four uvicorn replicas of release A replaced by
-release B one by one while a load generator reads and writes (harness/rolling.py).
+release B one by one while a load generator reads and writes (harness/rolling_deploy/rollout.py).
 
 B renames the column A reads and writes. As expand (new column, dual-write trigger,
 backfill, at the first B replica's start-up) and contract (``natlangchain-migrate contract``
@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.pgcluster import PASSWORD
-from harness.releases import Rename, write_release
-from harness.rolling import RolloutResult, rolling_deploy
-from harness.servers import json_events
-from harness.sql import fetch
+from harness.rolling_deploy.releases import Rename, write_release
+from harness.rolling_deploy.rollout import RolloutResult, rolling_deploy
+from harness.servers.apps import json_events
+from harness.servers.pgcluster import PASSWORD
+from harness.servers.sql import fetch
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import run_cli
+
+pytestmark = pytest.mark.system  # README: "Running the tests"
 
 
 def _failures(result: RolloutResult) -> str:

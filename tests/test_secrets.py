@@ -12,7 +12,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from harness.pgcluster import PgCluster
+from harness.servers.pgcluster import PgCluster
 from natlangchain_migrate import MigrateError, migrate
 from natlangchain_migrate.dsn import as_url, parse_key_value, redact, scrub
 from natlangchain_migrate.errors import ExitCode
@@ -83,7 +83,7 @@ def test_every_dsn_form_connects(pg_cluster: PgCluster | None, form: str, tmp_pa
     """Accepting key=value strings: they are what many platforms hand out."""
     if pg_cluster is None:
         pytest.skip("needs the suite's own server")
-    from harness.pgcluster import PASSWORD
+    from harness.servers.pgcluster import PASSWORD
 
     dsn, env = _forms("127.0.0.1", pg_cluster.port, PASSWORD)[form]
     folder = tmp_path / "m"

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.sql import fetchval as sql_fetchval
+from harness.servers.sql import fetchval as sql_fetchval
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import log_events, migration_locks_held, write_migrations
+
+pytestmark = pytest.mark.system  # README: "Running the tests"
 
 NO_TX = "-- natlangchain: no-transaction\n"
 SLEEPING = (

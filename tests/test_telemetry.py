@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from harness.pgcluster import PASSWORD
+from harness.servers.pgcluster import PASSWORD
 from natlangchain_migrate import LockTimeoutError, MigrateError, MigrationFailedError, migrate
 from natlangchain_migrate.discovery import load_migrations
 from natlangchain_migrate.ledger import Ledger

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from harness.history import write_history
-from harness.pgcluster import PASSWORD
-from harness.sql import execute as sql_execute
-from harness.sql import fetchval as sql_fetchval
+from harness.faults.history import write_history
+from harness.servers.pgcluster import PASSWORD
+from harness.servers.sql import execute as sql_execute
+from harness.servers.sql import fetchval as sql_fetchval
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import log_events, run_cli, write_migrations
 
@@ -222,6 +222,7 @@ def test_a_role_without_createdb_is_told_the_command_that_fixes_it(database_url:
         asyncio.run(sql_execute(database_url, "DROP ROLE nocreatedb"))
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
 def test_a_signal_during_verify_drops_the_scratch_database(
     admin_url: str, database_url: str, tmp_path: Path, signum: signal.Signals

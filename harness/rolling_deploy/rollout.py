@@ -3,7 +3,8 @@
     result = await rolling_deploy(database_url, "expand_contract")
 
 Every replica is its own ``uvicorn`` process on its own port, migrating at start-up and
-heartbeating (harness/releases.py). The deploy, as Kubernetes does it with ``maxSurge: 1,
+heartbeating (harness/rolling_deploy/releases.py). The deploy, as Kubernetes does it with
+``maxSurge: 1,
 maxUnavailable: 0``, while a LoadGenerator keeps reading and writing:
 
 1. ``steady``: the A replicas serve, no migration runs;
@@ -35,12 +36,12 @@ from typing import Any
 
 import asyncpg
 
-from harness.loadgen import LoadGenerator, Sample, percentile
-from harness.releases import Rename, write_release
-from harness.servers import AppServer, ServerFailedError
+from harness.rolling_deploy.loadgen import LoadGenerator, Sample, percentile
+from harness.rolling_deploy.releases import Rename, write_release
+from harness.servers.apps import AppServer, ServerFailedError
 
 # No access log (a line per request would cost more CPU than the request); connections kept
-# alive longer than the load generator keeps them idle (harness/loadgen.py).
+# alive longer than the load generator keeps them idle (harness/rolling_deploy/loadgen.py).
 UVICORN_OPTIONS = ("--no-access-log", "--timeout-keep-alive", "30")
 PHASES = ("steady", "expand", "rollout", "contract", "after")
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 _TIMEOUT_S = 10.0
 # A kept-alive connection idle this long is not reused: well under the servers' keep-alive
-# timeout (harness/rolling.py starts uvicorn with 30 s), as a load balancer's idle timeout
+# timeout (harness/rolling_deploy/rollout.py starts uvicorn with 30 s), as a load
+# balancer's idle timeout
 # sits under its backends'.
 IDLE_LIMIT_S = 2.0
 

@@ -1,6 +1,6 @@
 """Replaying the Dockerfile on copies of a root filesystem, and running the result like a container.
 
-Each stage starts as a copy of the base root filesystem (harness/rootfs.py); COPY
+Each stage starts as a copy of the base root filesystem (harness/image/rootfs.py); COPY
 copies from the build context (less .dockerignore) or from an earlier stage, RUN
 runs ``/bin/sh -c`` in a chroot with the stage's environment, working directory and
 user. The image is then run as Docker would run it: PID 1 of its own PID namespace,
@@ -22,7 +22,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from harness.dockerfile import (
+from harness.image.dockerfile import (
     DockerIgnore,
     Stage,
     copy_arguments,
@@ -31,7 +31,7 @@ from harness.dockerfile import (
     key_values,
     parse,
 )
-from harness.rootfs import BASE_ENVIRONMENT, SYSTEM_PATH, tool
+from harness.image.rootfs import BASE_ENVIRONMENT, SYSTEM_PATH, tool
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 _BUILD_CA = "run/build-ca-certificates.crt"

@@ -23,9 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from harness.pgcluster import free_port
+from harness.servers.pgcluster import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 _BIN = Path(sys.executable).parent
 
 # What each server logs once per worker it starts, with the worker's pid.

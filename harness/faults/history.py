@@ -6,7 +6,7 @@ views, enums and their new values, renames, backfills), each with a down file
 that really undoes it. None is idempotent, as real files are not: a statement
 run twice fails, which is what the kill -9 harness needs to notice.
 
-    .venv/bin/python -m harness.history DIR --count 300 [--no-transaction] [--seed N]
+    .venv/bin/python -m harness.faults.history DIR --count 300 [--no-transaction] [--seed N]
 """
 
 from __future__ import annotations
@@ -578,7 +578,7 @@ def write_history(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m harness.history",
+        prog="python -m harness.faults.history",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

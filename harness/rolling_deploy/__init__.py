@@ -1,0 +1,1 @@
+"""Rolling deploys under traffic: two releases of an app, a load generator, the rollout."""
