@@ -177,7 +177,8 @@ def face_future(plan: MigrationPlan, *, refuse: bool, warned: set[int | str]) ->
         raise_on_drift(plan, refuse_future=True)
     versions = [entry.version for entry in plan.future]
     names = [entry.name for entry in plan.future_repeatables]
-    new: list[int | str] = [key for key in (*versions, *names) if key not in warned]
+    keys: list[int | str] = [*versions, *names]
+    new = [key for key in keys if key not in warned]
     if not new:
         return
     warned.update(new)
