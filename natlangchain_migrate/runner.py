@@ -90,6 +90,7 @@ async def _on_one_connection(
                 dry_run=call.dry_run,
             )
             report.future = [entry.version for entry in plan.future]
+            report.future_repeatables = [entry.name for entry in plan.future_repeatables]
             if not plan.pending:
                 await _auto_contract(connection, sources, options, call, report)
                 return report, False
@@ -107,6 +108,7 @@ async def _on_one_connection(
                 connection, ledger, sources, options, call, warned_future=warned
             )
             report.future = sorted(v for v in warned if isinstance(v, int))
+            report.future_repeatables = sorted(v for v in warned if isinstance(v, str))
             await _auto_contract(connection, sources, options, call, report)
             return report, True
 

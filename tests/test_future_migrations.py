@@ -543,7 +543,7 @@ async def test_the_library_leaves_it_too_and_plans_it_as_future(
     old, _ = view_releases
     with capture_logs() as events:
         report = await migrate(database_url, migrations_dir=old)
-    assert (report.applied, report.future) == ([], [4])
+    assert (report.applied, report.future, report.future_repeatables) == ([], [4], ["R__v"])
     assert [e.get("repeatables") for e in events if e["event"] == "future_migrations"] == [["R__v"]]
     plan = await status(database_url, migrations_dir=old)
     assert [(e.name, e.state) for e in plan.future_repeatables] == [("R__v", State.FUTURE)]
