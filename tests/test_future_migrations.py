@@ -680,3 +680,35 @@ def test_refuse_future_names_the_newer_release_s_repeatable(
     _no_repair_advice(result.stdout, result.stderr)
     assert _view_value(database_url) == 2
     assert _cli(old, database_url, "--check", env=env).returncode == 0
+
+
+async def _queries_of_a_start_up(url: str, folder: Path) -> list[str]:
+    """The statements one start-up sends, through a pool whose connection logs them."""
+    sent: list[str] = []
+
+    async def log_queries(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda record: sent.append(record.query))
+
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1, init=log_queries)
+    try:
+        report = await migrate(pool=pool, migrations_dir=folder)
+    finally:
+        await pool.close()
+    assert report.up_to_date
+    return [query for query in sent if "pg_advisory_unlock_all" not in query]
+
+
+@pytest.mark.anyio
+async def test_the_start_up_with_a_newer_release_s_repeatable_is_one_query_and_no_lock(
+    database_url: str, view_releases: tuple[Path, Path]
+) -> None:
+    """Old and new release alike; also on a table from before the release column."""
+    for folder in view_releases:
+        queries = await _queries_of_a_start_up(database_url, folder)
+        assert len(queries) == 1, queries
+        assert "advisory" not in queries[0]
+    await sql_execute(database_url, "ALTER TABLE schema_repeatables DROP COLUMN release")
+    assert len(await _queries_of_a_start_up(database_url, view_releases[1])) == 1
+    await sql_execute(database_url, "UPDATE schema_repeatables SET checksum = 'x'")
+    await migrate(database_url, migrations_dir=view_releases[1])  # adds the column back
+    assert len(await _queries_of_a_start_up(database_url, view_releases[0])) == 1
