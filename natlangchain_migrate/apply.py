@@ -41,7 +41,7 @@ from natlangchain_migrate.journal import StatementJournal
 from natlangchain_migrate.ledger import Ledger, LedgerSnapshot
 from natlangchain_migrate.locks import LockNoLongerNeeded, holding, migration_lock
 from natlangchain_migrate.pending import Sources, decide, face_future, plan_of
-from natlangchain_migrate.plan import MigrationPlan
+from natlangchain_migrate.plan import MigrationPlan, newest_version
 from natlangchain_migrate.repeatables import is_repeatable, version_of
 from natlangchain_migrate.results import MigrationResult
 from natlangchain_migrate.settings import CallArguments, LockMode, RunnerOptions, ServerFacts
@@ -55,7 +55,7 @@ async def apply_pending(
     options: RunnerOptions,
     call: CallArguments,
     *,
-    warned_future: set[int] | None = None,
+    warned_future: set[int | str] | None = None,
 ) -> list[MigrationResult]:
     """Take the lock, plan again under it, apply what is still pending (the versioned
     migrations, then the new or changed repeatables); return what this run applied, in
@@ -98,7 +98,9 @@ class _Applier:
         self.search_path = facts.search_path(options.schema)
         self.applied_by = application_name()
         self.applied: list[MigrationResult] = []
-        self.warned_future: set[int] = set()
+        self.warned_future: set[int | str] = set()
+        # Recorded with each repeatable: an older release leaves a newer one's alone.
+        self.release = newest_version(sources.migrations)
         self.lock = migration_lock(self.conn, options, unless=self._nothing_left)
         self.attempts = Attempts(
             connection, options.execution, schema=options.schema, applied=self.applied
@@ -247,7 +249,9 @@ class _Applier:
         # The newline ends a trailing "--" comment; the lone ";" ends a last statement
         # that has none.
         if is_repeatable(migration):
-            record = self.ledger.record_repeatable_sql(migration, applied_by=self.applied_by)
+            record = self.ledger.record_repeatable_sql(
+                migration, applied_by=self.applied_by, release=self.release
+            )
         else:
             record = self.ledger.record_sql(migration, applied_by=self.applied_by)
         return f"{migration.sql}\n;\n{record}"

@@ -184,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--refuse-future",
         action="store_true",
-        help="refuse (exit 5) versions applied above the newest file, by a newer release "
-        "(default: warn with future_migrations and go on)",
+        help="refuse (exit 5) versions applied above the newest file, and repeatables "
+        "applied, by a newer release (default: warn with future_migrations and go on)",
     )
     parser.add_argument(
         "--dump-schema",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncpg
 
 from natlangchain_migrate.discovery import Migration
+from natlangchain_migrate.events import log
 from natlangchain_migrate.plan import AppliedMigration
 from natlangchain_migrate.sqltext import literal, quote_ident
 
@@ -110,16 +111,16 @@ class Ledger:
         try:
             records = await conn.fetch(
                 f"SELECT m.*, pg_is_in_recovery() AS standby, CASE WHEN row_number() OVER () = 1 "
-                f"THEN ARRAY(SELECT r.name || ' ' || r.checksum FROM {self.repeatables_table} r) "
-                f"END AS {_REPEATABLES_COLUMN} FROM {self.table} m"
+                f"THEN ARRAY({self._repeatables_select}) END AS {_REPEATABLES_COLUMN} "
+                f"FROM {self.table} m"
             )
         except asyncpg.UndefinedTableError:
             return await self.read(conn)
         if not records:
             try:
                 (record,) = await conn.fetch(
-                    f"SELECT pg_is_in_recovery() AS standby, ARRAY(SELECT r.name || ' ' || "
-                    f"r.checksum FROM {self.repeatables_table} r) AS {_REPEATABLES_COLUMN}"
+                    f"SELECT pg_is_in_recovery() AS standby, "
+                    f"ARRAY({self._repeatables_select}) AS {_REPEATABLES_COLUMN}"
                 )
             except asyncpg.UndefinedTableError:
                 return await self.read(conn)
@@ -130,6 +131,18 @@ class Ledger:
         first = next(record for record in records if record[_REPEATABLES_COLUMN] is not None)
         return LedgerSnapshot(
             rows, exists=True, standby=bool(records[0]["standby"]), repeatables=_pairs(first)
+        )
+
+    @property
+    def _repeatables_select(self) -> str:
+        """Each applied repeatable as ``name checksum release`` (release empty when NULL).
+
+        The release is read through to_jsonb: a table made before the column existed, and
+        not yet upgraded by a run under the lock, reads as NULL releases instead of failing.
+        """
+        return (
+            "SELECT r.name || ' ' || r.checksum || ' ' || coalesce(to_jsonb(r) ->> 'release', '') "
+            f"FROM {self.repeatables_table} r"
         )
 
     async def repeatable_rows(self, conn: asyncpg.Connection) -> list[AppliedMigration]:
@@ -149,37 +162,68 @@ class Ledger:
                 checksum=record["checksum"],
                 execution_ms=record["execution_ms"],
                 applied_by=record["applied_by"],
+                release=record.get("release"),
             )
             for record in records
         ]
 
     async def ensure_repeatables(self, conn: asyncpg.Connection) -> None:
-        """Create schema_repeatables beside the ledger if absent (under the lock, after
-        ``ensure``). Made only once a folder has R__ files."""
-        if await conn.fetchval("SELECT to_regclass($1)", self.repeatables_table) is None:
+        """Create schema_repeatables beside the ledger if absent, or add its ``release``
+        column to one made before it existed (under the lock, after ``ensure``). Made only
+        once a folder has R__ files. ``release`` is nullable and last: an older version of
+        this package reads the table by name and checksum (or ``SELECT *``) and its upsert
+        names its columns, so it still works; its rows keep a NULL or stale release."""
+        present = {
+            row["attname"]
+            for row in await conn.fetch(
+                "SELECT attname FROM pg_attribute "
+                "WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+                self.repeatables_table,
+            )
+        }
+        if not present:
             await conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.repeatables_table} ("
                 " name text PRIMARY KEY,"
                 " checksum text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT clock_timestamp(),"
                 " execution_ms double precision,"
-                " applied_by text); "
+                " applied_by text,"
+                " release bigint); "
                 f"COMMENT ON TABLE {self.repeatables_table} IS "
-                "'Repeatable migrations (R__name.sql): the checksum each was last applied with'"
+                "'Repeatable migrations (R__name.sql): the checksum each was last applied with'; "
+                f"COMMENT ON COLUMN {self.repeatables_table}.release IS "
+                "'The release (highest migration version) whose runner applied it'"
             )
+        elif "release" not in present:
+            await conn.execute(
+                f"ALTER TABLE {self.repeatables_table} ADD COLUMN IF NOT EXISTS release bigint"
+            )
+            log.info("ledger_adopted", table=REPEATABLES_TABLE, columns_added=["release"])
 
-    def record_repeatable_sql(self, repeatable: Migration, *, applied_by: str) -> str:
-        """A repeatable's row, as one literal upsert sent in the file's own message."""
+    def record_repeatable_sql(
+        self, repeatable: Migration, *, applied_by: str, release: int | None
+    ) -> str:
+        """A repeatable's row, as one literal upsert sent in the file's own message.
+        ``release`` is the applying runner's highest version (NULL without one)."""
+        recorded = "NULL" if release is None else str(int(release))
         return (
             f"INSERT INTO {self.repeatables_table} "
-            "(name, checksum, applied_at, execution_ms, applied_by) "
+            "(name, checksum, applied_at, execution_ms, applied_by, release) "
             f"VALUES ({literal(repeatable.name)}, {literal(repeatable.checksum)}, "
             "clock_timestamp(), "
             "extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000, "
-            f"{literal(applied_by)}) "
+            f"{literal(applied_by)}, {recorded}) "
             "ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, "
             " applied_at = EXCLUDED.applied_at, execution_ms = EXCLUDED.execution_ms, "
-            " applied_by = EXCLUDED.applied_by"
+            " applied_by = EXCLUDED.applied_by, release = EXCLUDED.release"
+        )
+
+    async def hand_back_repeatable(self, conn: asyncpg.Connection, name: str) -> None:
+        """Clear the release a newer release recorded for a repeatable (repair from an
+        older release once the newer one is gone): the next run re-applies this file."""
+        await conn.execute(
+            f"UPDATE {self.repeatables_table} SET release = NULL WHERE name = $1", name
         )
 
     async def remove_repeatable(self, conn: asyncpg.Connection, name: str) -> None:
@@ -353,6 +397,13 @@ def _row(record: asyncpg.Record) -> AppliedMigration:
 
 
 def _pairs(record: asyncpg.Record) -> list[AppliedMigration]:
-    """The ``name checksum`` pairs of the read's repeatables column, as rows."""
-    pairs = (item.split(" ", 1) for item in record[_REPEATABLES_COLUMN] or ())
-    return [AppliedMigration(version=-1, name=name, checksum=value) for name, value in pairs]
+    """The ``name checksum release`` items of the read's repeatables column, as rows."""
+    rows = []
+    for item in record[_REPEATABLES_COLUMN] or ():
+        name, value, release = item.split(" ", 2)
+        rows.append(
+            AppliedMigration(
+                version=-1, name=name, checksum=value, release=int(release) if release else None
+            )
+        )
+    return rows

@@ -46,7 +46,9 @@ async def repair(options: RunnerOptions) -> list[int]:
         if not snapshot.exists:
             raise ConfigurationError("nothing to repair: the database has no ledger yet")
         await ledger.ensure(conn)
+        snapshot.repeatables = await ledger.repeatable_rows(conn)
         plan = plan_of(sources, snapshot)
+        await _hand_back_future_repeatables(conn, ledger, plan)
         if plan.future:
             log.warning(
                 "future_rows_kept",
@@ -79,7 +81,7 @@ async def repair(options: RunnerOptions) -> list[int]:
                 old_checksum=row.checksum,
                 new_checksum=entry.file_checksum,
             )
-        await _forget_vanished_repeatables(conn, ledger, sources)
+        await _forget_vanished_repeatables(conn, ledger, plan)
         from natlangchain_migrate.contract_ledger import repair_contracts
 
         repaired += await repair_contracts(conn, sources.migrations, options.schema)
@@ -88,18 +90,38 @@ async def repair(options: RunnerOptions) -> list[int]:
 
 
 async def _forget_vanished_repeatables(
-    conn: asyncpg.Connection, ledger: Ledger, sources: Sources
+    conn: asyncpg.Connection, ledger: Ledger, plan: MigrationPlan
 ) -> None:
-    """Remove the rows of repeatables whose R__ file is gone (they never block a run)."""
-    present = {r.name for r in sources.repeatables}
-    for row in await ledger.repeatable_rows(conn):
-        if row.name not in present:
-            await ledger.remove_repeatable(conn, row.name)
+    """Remove the rows of repeatables whose R__ file is gone (they never block a run).
+    A newer release's (FUTURE, no file here) is kept: it is that release's file."""
+    for entry in plan.repeatables:
+        if entry.state is State.MISSING:
+            await ledger.remove_repeatable(conn, entry.name)
             log.warning(
                 "missing_row_removed",
-                name=row.name,
+                name=entry.name,
                 note="a repeatable whose file is gone; what it created stays as it is",
             )
+
+
+async def _hand_back_future_repeatables(
+    conn: asyncpg.Connection, ledger: Ledger, plan: MigrationPlan
+) -> None:
+    """The operator's way back after a rollout is undone for good: a repeatable a newer
+    release last applied, whose file this release ships too, becomes this release's
+    again (its recorded release is cleared), so the next run applies this file. The
+    newer release, if it returns, applies its own again at its next start."""
+    for entry in plan.future_repeatables:
+        if entry.file_checksum is None:
+            continue  # only the newer release has this file: nothing to hand back
+        await ledger.hand_back_repeatable(conn, entry.name)
+        log.warning(
+            "future_repeatable_handed_back",
+            name=entry.name,
+            release=entry.row.release if entry.row else None,
+            note="a newer release applied it last; the next run of this release applies "
+            "this release's file",
+        )
 
 
 async def baseline(options: RunnerOptions, up_to: int, *, force: bool = False) -> list[int]:

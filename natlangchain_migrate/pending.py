@@ -25,6 +25,7 @@ from natlangchain_migrate.manifest import (
 from natlangchain_migrate.plan import (
     MigrationPlan,
     future_sentence,
+    newest_version,
     plan_migrations,
     raise_on_drift,
     raise_on_out_of_order,
@@ -132,7 +133,12 @@ def plan_of(
         sources.migrations, snapshot.rows, target=call.target_version, skip=call.skip
     )
     if sources.repeatables or snapshot.repeatables:
-        plan = with_repeatables(plan, sources.repeatables, snapshot.repeatables)
+        plan = with_repeatables(
+            plan,
+            sources.repeatables,
+            snapshot.repeatables,
+            release=newest_version(sources.migrations),
+        )
     return plan
 
 
@@ -143,7 +149,7 @@ def decide(
     *,
     strict_order: bool,
     refuse_future: bool = False,
-    warned: set[int] | None = None,
+    warned: set[int | str] | None = None,
 ) -> MigrationPlan:
     """What is pending, for a run: the plan, refused on drift (a changed or vanished
     applied file) and, in strict order, on a pending version below an applied one.
@@ -160,21 +166,27 @@ def decide(
     return plan
 
 
-def face_future(plan: MigrationPlan, *, refuse: bool, warned: set[int]) -> None:
-    """Rows above the newest file, a newer release's: refused when asked
-    (FutureMigrationsError), else one ``future_migrations`` warning per run for the
-    versions not in ``warned`` (which it then holds), and nothing applied for them."""
-    if not plan.future:
+def face_future(plan: MigrationPlan, *, refuse: bool, warned: set[int | str]) -> None:
+    """Rows a newer release applied (versions above the newest file, repeatables it last
+    applied): refused when asked (FutureMigrationsError), else one ``future_migrations``
+    warning per run for the versions and repeatable names not in ``warned`` (which it
+    then holds), and nothing applied for them."""
+    if not plan.future and not plan.future_repeatables:
         return
     if refuse:
         raise_on_drift(plan, refuse_future=True)
-    new = [entry.version for entry in plan.future if entry.version not in warned]
+    versions = [entry.version for entry in plan.future]
+    names = [entry.name for entry in plan.future_repeatables]
+    keys: list[int | str] = [*versions, *names]
+    new = [key for key in keys if key not in warned]
     if not new:
         return
     warned.update(new)
+    extra = {"repeatables": names} if names else {}
     log.warning(
         "future_migrations",
-        versions=[entry.version for entry in plan.future],
+        versions=versions,
+        **extra,
         note=f"{future_sentence(plan)}; this release applies nothing for them and runs on "
         "(to refuse them instead: --refuse-future)",
     )

@@ -50,6 +50,8 @@ class AppliedMigration(NamedTuple):
     complete: bool = True
     statements_done: int = 0
     last_error: str | None = None
+    # schema_repeatables only: the release (highest version of its folder) that applied it.
+    release: int | None = None
 
 
 class StatusEntry(NamedTuple):
@@ -74,7 +76,8 @@ class MigrationPlan(NamedTuple):
     pending: list[Migration]
     entries: list[StatusEntry]
     resume_from: dict[int, int]
-    # R__name.sql files, each APPLIED, PENDING or MISSING (see repeatables.py); never drift.
+    # R__name.sql files, each APPLIED, PENDING, FUTURE or MISSING (see repeatables.py);
+    # never drift.
     repeatables: tuple[StatusEntry, ...] = ()
 
     @property
@@ -93,6 +96,11 @@ class MigrationPlan(NamedTuple):
     def future(self) -> list[StatusEntry]:
         """Rows a newer release applied: above every local file, never drift."""
         return [entry for entry in self.entries if entry.state is State.FUTURE]
+
+    @property
+    def future_repeatables(self) -> list[StatusEntry]:
+        """Repeatables a newer release last applied: this release leaves them alone."""
+        return [entry for entry in self.repeatables if entry.state is State.FUTURE]
 
     @property
     def recorded_count(self) -> int:
@@ -184,7 +192,7 @@ def raise_on_drift(plan: MigrationPlan, *, refuse_future: bool = False) -> None:
     ]
     if problems:
         raise DriftError("; ".join(problems))
-    if refuse_future and plan.future:
+    if refuse_future and (plan.future or plan.future_repeatables):
         raise FutureMigrationsError(
             f"{future_sentence(plan)}, and future migrations are refused (--refuse-future, "
             "NATLANGCHAIN_MIGRATE_REFUSE_FUTURE, refuse_future=); deploy the release that "
@@ -195,13 +203,24 @@ def raise_on_drift(plan: MigrationPlan, *, refuse_future: bool = False) -> None:
 
 
 def future_sentence(plan: MigrationPlan) -> str:
-    """What the future rows are, for messages: "the database holds migration 004 (004_x),
-    applied by a newer release (the newest file here is 003)"."""
-    named = ", ".join(f"{entry.version:03d} ({entry.name})" for entry in plan.future)
+    """What a newer release left, for messages: "the database holds migration 004 (004_x)
+    and repeatable R__v as of release 004, applied by a newer release (the newest file here
+    is 003)"."""
+    parts = []
+    if plan.future:
+        named = ", ".join(f"{entry.version:03d} ({entry.name})" for entry in plan.future)
+        parts.append(f"{'migration' if len(plan.future) == 1 else 'migrations'} {named}")
+    if plan.future_repeatables:
+        named = ", ".join(
+            f"{entry.name} as of release {entry.row.release:03d}"
+            for entry in plan.future_repeatables
+            if entry.row is not None and entry.row.release is not None
+        )
+        many = len(plan.future_repeatables) > 1
+        parts.append(f"{'repeatables' if many else 'repeatable'} {named}")
     files = [entry.version for entry in plan.entries if entry.file_checksum is not None]
     here = f"the newest file here is {max(files):03d}" if files else "no file here"
-    noun = "migration" if len(plan.future) == 1 else "migrations"
-    return f"the database holds {noun} {named}, applied by a newer release ({here})"
+    return f"the database holds {' and '.join(parts)}, applied by a newer release ({here})"
 
 
 def highest_recorded(plan: MigrationPlan) -> int | None:

@@ -53,6 +53,8 @@ def print_status(plan: MigrationPlan, *, as_json: bool) -> int:
                 note = " (changed since applied)"
             elif entry.state is State.MISSING:
                 note = " (no file here: removed, or a newer release's; ignored by runs)"
+            elif entry.state is State.FUTURE and entry.row and entry.row.release is not None:
+                note = f" (applied by a newer release, {entry.row.release:03d}; left as it is)"
             print(f"  {_MARKS[entry.state]} {entry.name}: {entry.state.value}{note}")
     return ExitCode.OK
 
@@ -86,11 +88,17 @@ def _local_count(plan: MigrationPlan) -> int:
 
 def _future_note(plan: MigrationPlan) -> str:
     """The suffix ``, 1 future (004)`` when a newer release applied versions above the
-    files; empty otherwise."""
-    if not plan.future:
-        return ""
-    versions = ", ".join(f"{entry.version:03d}" for entry in plan.future)
-    return f", {len(plan.future)} future ({versions})"
+    files, and ``, 1 future repeatable (R__v)`` for repeatables it last applied; empty
+    otherwise."""
+    note = ""
+    if plan.future:
+        versions = ", ".join(f"{entry.version:03d}" for entry in plan.future)
+        note = f", {len(plan.future)} future ({versions})"
+    if plan.future_repeatables:
+        names = ", ".join(entry.name for entry in plan.future_repeatables)
+        count = len(plan.future_repeatables)
+        note += f", {count} future {'repeatables' if count > 1 else 'repeatable'} ({names})"
+    return note
 
 
 def print_check(plan: MigrationPlan, *, as_json: bool) -> int:
@@ -120,13 +128,15 @@ def print_check(plan: MigrationPlan, *, as_json: bool) -> int:
             "drifted": drifted,
             "failed": failed,
             "future": [e.version for e in plan.future],
+            "future_repeatables": [e.name for e in plan.future_repeatables],
         }
         print(json.dumps(summary, indent=2))
     else:
         what = f"{count} {state}" if count else state
         repeatables = ""
         if plan.repeatables:
-            current = sum(e.state is State.APPLIED for e in plan.repeatables)
+            # A newer release's repeatable is current for this one (the readiness probe).
+            current = sum(e.state in (State.APPLIED, State.FUTURE) for e in plan.repeatables)
             total = sum(e.state is not State.MISSING for e in plan.repeatables)
             repeatables = f", {current} of {total} repeatable current"
         applied = f"{plan.recorded_count} of {_local_count(plan)} applied"

@@ -95,12 +95,18 @@ def with_repeatables(
     plan: MigrationPlan,
     repeatables: Sequence[Repeatable],
     recorded: Iterable[AppliedMigration],
+    *,
+    release: int | None = None,
 ) -> MigrationPlan:
     """The plan with the repeatables added: those never applied, or applied with another
     checksum, are pending after every versioned migration, in name order.
 
-    Each gets a line in ``plan.repeatables``: APPLIED, PENDING (new or changed) or
-    MISSING (recorded, file gone: shown, never an error, as in Flyway).
+    Each gets a line in ``plan.repeatables``: APPLIED, PENDING (new or changed), FUTURE
+    or MISSING (recorded, file gone: shown, never an error, as in Flyway). FUTURE is a
+    row that a newer release (``row.release`` above this one's ``release``) applied: in
+    a rolling deploy the old release must not put its older view back, so it is neither
+    pending nor drift. A row with no release (written before the column existed) or a
+    runner with no versioned file behaves as before: re-applied on a checksum change.
     """
     rows = {row.name: row for row in recorded}
     entries: list[StatusEntry] = []
@@ -108,14 +114,22 @@ def with_repeatables(
     for repeatable in repeatables:
         row = rows.pop(repeatable.name, None)
         state = State.APPLIED
-        if row is None or row.checksum != repeatable.checksum:
+        if row is not None and row.checksum != repeatable.checksum and _newer(row, release):
+            state = State.FUTURE
+        elif row is None or row.checksum != repeatable.checksum:
             state = State.PENDING
             pending.append(repeatable)
         entries.append(
             StatusEntry(REPEATABLE_VERSION, repeatable.name, state, repeatable.checksum, row)
         )
     for name in sorted(rows):
-        entries.append(StatusEntry(REPEATABLE_VERSION, name, State.MISSING, None, rows[name]))
+        gone = State.FUTURE if _newer(rows[name], release) else State.MISSING
+        entries.append(StatusEntry(REPEATABLE_VERSION, name, gone, None, rows[name]))
     if not entries:
         return plan
     return plan._replace(pending=[*plan.pending, *pending], repeatables=tuple(entries))
+
+
+def _newer(row: AppliedMigration, release: int | None) -> bool:
+    """Whether a newer release than ``release`` applied the row."""
+    return release is not None and row.release is not None and row.release > release

@@ -37,7 +37,8 @@ class MigrationReport:
     ``already_applied`` the versions the ledger had before; ``pending`` what a
     dry run would apply (empty after a real run); ``skipped`` what ``skip=``
     left out; ``future`` the versions a newer release applied (above every local
-    file), which this run left as they are.
+    file), which this run left as they are, and ``future_repeatables`` the names of the
+    ``R__`` files a newer release last applied (left as that release applied them).
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class MigrationReport:
         self.pending: list[MigrationResult] = []
         self.skipped = skipped or []
         self.future: list[int] = []
+        self.future_repeatables: list[str] = []
         self.dry_run = dry_run
         self.duration_ms = 0.0
         # Contract parts run at start-up (``auto_contract``), after the expand parts.

@@ -74,7 +74,8 @@ async def _on_one_connection(
                 await _auto_contract(connection, sources, options, call, report)
                 return report, False
             snapshot = await ledger.read(conn, repeatables=bool(sources.repeatables))
-            warned: set[int] = set()  # future versions warned of, before the lock and under it
+            # Future versions (and repeatable names) warned of, before the lock and under it.
+            warned: set[int | str] = set()
             plan = decide(
                 sources,
                 snapshot,
@@ -89,6 +90,7 @@ async def _on_one_connection(
                 dry_run=call.dry_run,
             )
             report.future = [entry.version for entry in plan.future]
+            report.future_repeatables = [entry.name for entry in plan.future_repeatables]
             if not plan.pending:
                 await _auto_contract(connection, sources, options, call, report)
                 return report, False
@@ -105,7 +107,8 @@ async def _on_one_connection(
             report.applied = await apply_pending(
                 connection, ledger, sources, options, call, warned_future=warned
             )
-            report.future = sorted(warned)
+            report.future = sorted(v for v in warned if isinstance(v, int))
+            report.future_repeatables = sorted(v for v in warned if isinstance(v, str))
             await _auto_contract(connection, sources, options, call, report)
             return report, True
 

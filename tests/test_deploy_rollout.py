@@ -143,12 +143,6 @@ async def test_the_contract_job_exits_with_the_code_its_policy_retries_while_an_
     assert [event["applied"] for event in applied] == [[4], []]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a repeatable a newer release changed reads as pending to the old release: its "
-    "--check exits 10 (unready) and its init container re-runs its own R__ file (here: "
-    "42P16, exit 1; with a compatible change it would silently put the old view back)",
-)
 def test_an_old_release_stays_ready_after_a_newer_one_changed_a_repeatable(
     database_url: str, tmp_path: Path
 ) -> None:

@@ -31,6 +31,7 @@ from natlangchain_migrate.locks import default_namespace, lock_key
 from natlangchain_migrate.manifest import write_manifest
 from natlangchain_migrate.plan import State
 from tests.conftest import (
+    fetchval,
     ledger_rows,
     log_events,
     migration_locks_held,
@@ -478,3 +479,236 @@ async def test_refuse_future_in_the_library_raises_a_drift_error(
     assert refused.value.versions == [4]
     assert "repair" not in str(refused.value)
     assert [r["version"] for r in await ledger_rows(database_url)] == [1, 2, 3, 4]
+
+
+# --- repeatables a newer release changed ----------------------------------------------
+
+
+def _view(value: int) -> dict[str, str]:
+    return {"R__v.sql": f"CREATE OR REPLACE VIEW v AS SELECT {value} AS one;\n"}
+
+
+def _view_value(url: str) -> int:
+    value: int = asyncio.run(fetchval(url, "SELECT one FROM v"))
+    return value
+
+
+@pytest.fixture
+def view_releases(database_url: str, tmp_path: Path) -> tuple[Path, Path]:
+    """The old release (001-003, view v = 1) migrated, then the new one (001-004, v = 2)."""
+    old = _release(tmp_path / "old", 3, _view(1))
+    new = _release(tmp_path / "new", 4, _view(2))
+    for folder in (old, new):
+        assert _cli(folder, database_url).returncode == 0
+    assert _view_value(database_url) == 2
+    return old, new
+
+
+def test_an_old_release_leaves_a_repeatable_a_newer_one_changed(
+    database_url: str, view_releases: tuple[Path, Path]
+) -> None:
+    """The probe passes, a restart applies nothing and warns once, the view stays new."""
+    old, _ = view_releases
+    probe = _cli(old, database_url, "--check")
+    assert probe.returncode == 0, probe.stdout
+    assert probe.stdout.strip() == (
+        "up to date: 3 of 3 applied, 1 of 1 repeatable current, 1 future (004), "
+        "1 future repeatable (R__v)"
+    )
+    summary = json.loads(_cli(old, database_url, "--check", "--json").stdout)
+    assert (summary["exit_code"], summary["pending_repeatables"]) == (0, [])
+    assert (summary["future"], summary["future_repeatables"]) == ([4], ["R__v"])
+    restart = _cli(old, database_url)
+    assert restart.returncode == 0, restart.stderr
+    warnings = _events(restart, "future_migrations")
+    assert [(e["versions"], e["repeatables"]) for e in warnings] == [([4], ["R__v"])]
+    assert "repeatable R__v as of release 004" in warnings[0]["note"]
+    assert _events(restart, "migration_applied") == []
+    dry = _cli(old, database_url, "--dry-run")
+    assert (dry.returncode, _events(dry, "migration_applied")) == (0, [])
+    assert "Nothing to apply" in dry.stdout
+    status_text = _cli(old, database_url, "--status").stdout
+    assert "↑ R__v: FUTURE (applied by a newer release, 004; left as it is)" in status_text
+    objects = json.loads(_cli(old, database_url, "--status", "--json").stdout)
+    assert (objects[-1]["name"], objects[-1]["state"]) == ("R__v", "FUTURE")
+    _no_repair_advice(probe.stdout, restart.stdout, restart.stderr, status_text)
+    assert _view_value(database_url) == 2
+    assert asyncio.run(migration_locks_held(database_url)) == 0
+
+
+@pytest.mark.anyio
+async def test_the_library_leaves_it_too_and_plans_it_as_future(
+    database_url: str, view_releases: tuple[Path, Path]
+) -> None:
+    old, _ = view_releases
+    with capture_logs() as events:
+        report = await migrate(database_url, migrations_dir=old)
+    assert (report.applied, report.future, report.future_repeatables) == ([], [4], ["R__v"])
+    assert [e.get("repeatables") for e in events if e["event"] == "future_migrations"] == [["R__v"]]
+    plan = await status(database_url, migrations_dir=old)
+    assert [(e.name, e.state) for e in plan.future_repeatables] == [("R__v", State.FUTURE)]
+    assert plan.pending == []
+
+
+def test_the_new_release_again_does_not_reapply_it(
+    database_url: str, view_releases: tuple[Path, Path]
+) -> None:
+    old, new = view_releases
+    assert _cli(old, database_url).returncode == 0
+    again = _cli(new, database_url)
+    assert again.returncode == 0, again.stderr
+    assert _events(again, "migration_applied") == []
+    assert _events(again, "future_migrations") == []
+    assert _cli(new, database_url, "--check").returncode == 0
+    assert _view_value(database_url) == 2
+
+
+def test_a_rollout_undone_keeps_the_newer_repeatable_until_the_operator_hands_it_back(
+    database_url: str, view_releases: tuple[Path, Path]
+) -> None:
+    """New gone for good: the old release runs on with the new view; ``--repair`` from
+    the old release hands the repeatable back and its next run applies the old file;
+    the new release, deployed again, applies its own again."""
+    old, new = view_releases
+    for _ in range(2):
+        assert _cli(old, database_url).returncode == 0
+    assert _view_value(database_url) == 2
+    repaired = _cli(old, database_url, "--repair")
+    assert repaired.returncode == 0, repaired.stderr
+    handed = _events(repaired, "future_repeatable_handed_back")
+    assert [(e["name"], e["release"]) for e in handed] == [("R__v", 4)]
+    assert [e["versions"] for e in _events(repaired, "future_rows_kept")] == [[4]]
+    assert _versions(database_url) == [1, 2, 3, 4]
+    assert _cli(old, database_url, "--check").returncode == ExitCode.CHECK_PENDING
+    back = _cli(old, database_url)
+    assert back.returncode == 0, back.stderr
+    assert [e["name"] for e in _events(back, "migration_applied")] == ["R__v"]
+    assert _view_value(database_url) == 1
+    assert _cli(old, database_url, "--check").returncode == 0
+    returned = _cli(new, database_url)
+    assert [e["name"] for e in _events(returned, "migration_applied")] == ["R__v"]
+    assert _view_value(database_url) == 2
+
+
+def test_a_repair_from_the_old_release_keeps_a_repeatable_only_the_newer_one_ships(
+    database_url: str, tmp_path: Path
+) -> None:
+    old = _release(tmp_path / "old", 3)
+    new = _release(tmp_path / "new", 4, _view(2))
+    for folder in (new, old):
+        assert _cli(folder, database_url).returncode == 0
+    status_text = _cli(old, database_url, "--status").stdout
+    assert "↑ R__v: FUTURE (applied by a newer release, 004; left as it is)" in status_text
+    repaired = _cli(old, database_url, "--repair")
+    assert repaired.returncode == 0, repaired.stderr
+    assert _events(repaired, "missing_row_removed") == []
+    assert _events(repaired, "future_repeatable_handed_back") == []
+    again = _cli(new, database_url)
+    assert _events(again, "migration_applied") == []
+
+
+def test_the_same_release_changing_its_file_reapplies_it_as_before(
+    database_url: str, view_releases: tuple[Path, Path]
+) -> None:
+    old, new = view_releases
+    (new / "R__v.sql").write_text("CREATE OR REPLACE VIEW v AS SELECT 3 AS one;\n")
+    result = _cli(new, database_url)
+    assert [e["name"] for e in _events(result, "migration_applied")] == ["R__v"]
+    assert _view_value(database_url) == 3
+    newer = _release(old.parent / "newer", 5, _view(4))
+    assert [e["name"] for e in _events(_cli(newer, database_url), "migration_applied")] == [
+        "005_t5",
+        "R__v",
+    ]
+    assert _view_value(database_url) == 4
+
+
+def test_rows_without_a_release_and_a_ledger_without_the_column_behave_as_before(
+    database_url: str, view_releases: tuple[Path, Path]
+) -> None:
+    """A row written before the column existed (NULL) is re-applied on a checksum change,
+    by any release; a table made before the column gets it under the lock."""
+    old, _ = view_releases
+    asyncio.run(sql_execute(database_url, "UPDATE schema_repeatables SET release = NULL"))
+    assert _cli(old, database_url, "--check").returncode == ExitCode.CHECK_PENDING
+    assert _view_value(database_url) == 2
+    asyncio.run(sql_execute(database_url, "ALTER TABLE schema_repeatables DROP COLUMN release"))
+    assert _cli(old, database_url, "--check").returncode == ExitCode.CHECK_PENDING
+    result = _cli(old, database_url)
+    assert result.returncode == 0, result.stderr
+    assert [e["columns_added"] for e in _events(result, "ledger_adopted")] == [["release"]]
+    assert [e["name"] for e in _events(result, "migration_applied")] == ["R__v"]
+    assert _view_value(database_url) == 1
+    release = asyncio.run(fetchval(database_url, "SELECT release FROM schema_repeatables"))
+    assert release == 3
+
+
+def test_an_older_package_still_reads_and_writes_the_table(
+    database_url: str, view_releases: tuple[Path, Path]
+) -> None:
+    """The statements a release of this package before the column sends still work."""
+    asyncio.run(
+        sql_execute(
+            database_url,
+            "SELECT ARRAY(SELECT r.name || ' ' || r.checksum FROM schema_repeatables r); "
+            "INSERT INTO schema_repeatables (name, checksum, applied_at, execution_ms, "
+            "applied_by) VALUES ('R__v', 'x', clock_timestamp(), 1, 'old') ON CONFLICT (name) "
+            "DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = EXCLUDED.applied_at, "
+            "execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by",
+        )
+    )
+    assert asyncio.run(fetchval(database_url, "SELECT checksum FROM schema_repeatables")) == "x"
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(("--refuse-future",), {}), ((), {"NATLANGCHAIN_MIGRATE_REFUSE_FUTURE": "1"})],
+    ids=["flag", "variable"],
+)
+def test_refuse_future_names_the_newer_release_s_repeatable(
+    database_url: str,
+    view_releases: tuple[Path, Path],
+    args: tuple[str, ...],
+    env: dict[str, str],
+) -> None:
+    old, _ = view_releases
+    result = _cli(old, database_url, *args, env=env)
+    assert result.returncode == ExitCode.DRIFT, result.stderr
+    failed = _events(result, "run_failed")[0]
+    assert failed["error_type"] == "FutureMigrationsError"
+    assert "repeatable R__v as of release 004" in failed["error"]
+    _no_repair_advice(result.stdout, result.stderr)
+    assert _view_value(database_url) == 2
+    assert _cli(old, database_url, "--check", env=env).returncode == 0
+
+
+async def _queries_of_a_start_up(url: str, folder: Path) -> list[str]:
+    """The statements one start-up sends, through a pool whose connection logs them."""
+    sent: list[str] = []
+
+    async def log_queries(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda record: sent.append(record.query))
+
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1, init=log_queries)
+    try:
+        report = await migrate(pool=pool, migrations_dir=folder)
+    finally:
+        await pool.close()
+    assert report.up_to_date
+    return [query for query in sent if "pg_advisory_unlock_all" not in query]
+
+
+@pytest.mark.anyio
+async def test_the_start_up_with_a_newer_release_s_repeatable_is_one_query_and_no_lock(
+    database_url: str, view_releases: tuple[Path, Path]
+) -> None:
+    """Old and new release alike; also on a table from before the release column."""
+    for folder in view_releases:
+        queries = await _queries_of_a_start_up(database_url, folder)
+        assert len(queries) == 1, queries
+        assert "advisory" not in queries[0]
+    await sql_execute(database_url, "ALTER TABLE schema_repeatables DROP COLUMN release")
+    assert len(await _queries_of_a_start_up(database_url, view_releases[1])) == 1
+    await sql_execute(database_url, "UPDATE schema_repeatables SET checksum = 'x'")
+    await migrate(database_url, migrations_dir=view_releases[1])  # adds the column back
+    assert len(await _queries_of_a_start_up(database_url, view_releases[0])) == 1

@@ -91,6 +91,38 @@ def test_plan_puts_new_and_changed_repeatables_after_versioned_ones_in_name_orde
     assert plan.missing == []  # a vanished repeatable is not drift
 
 
+@pytest.mark.parametrize(
+    ("recorded_release", "runner_release", "changed", "gone", "expected"),
+    [
+        (4, 3, True, State.FUTURE, State.FUTURE),  # a newer release's: left alone
+        (4, 3, False, State.FUTURE, State.APPLIED),  # same file as the newer one: current
+        (4, 4, True, State.MISSING, State.PENDING),  # same release: re-applied as ever
+        (3, 4, True, State.MISSING, State.PENDING),  # higher release: re-applied
+        (None, 3, True, State.MISSING, State.PENDING),  # row from before the column
+        (4, None, True, State.MISSING, State.PENDING),  # a folder without versions
+    ],
+)
+def test_a_repeatable_a_newer_release_applied_is_future_for_an_older_one(
+    recorded_release: int | None,
+    runner_release: int | None,
+    changed: bool,
+    gone: State,
+    expected: State,
+) -> None:
+    mine = _repeatable("R__v", "SELECT 1")
+    value = checksum("SELECT 2") if changed else mine.checksum
+    rows = [
+        AppliedMigration(-1, "R__v", checksum=value, release=recorded_release),
+        AppliedMigration(-1, "R__theirs", checksum="x", release=recorded_release),
+    ]
+    plan = with_repeatables(plan_migrations([], []), [mine], rows, release=runner_release)
+    assert {e.name: e.state for e in plan.repeatables} == {"R__v": expected, "R__theirs": gone}
+    assert [m.name for m in plan.pending] == (["R__v"] if expected is State.PENDING else [])
+    assert [e.name for e in plan.future_repeatables] == [
+        name for name, state in (("R__v", expected), ("R__theirs", gone)) if state is State.FUTURE
+    ]
+
+
 # --- applying, in process -----------------------------------------------------------------
 
 
