@@ -98,7 +98,8 @@ async def test_a_heartbeat_survives_losing_its_connection(
         killed = await fetchval(
             database_url,
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name LIKE 'natlangchain-migrate/%'",
+            "WHERE application_name LIKE 'natlangchain-migrate/%' "
+            "AND datname = current_database()",  # not the test session's admin connection
         )
         assert killed == 1
         await execute(database_url, "DELETE FROM schema_replicas")

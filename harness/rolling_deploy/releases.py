@@ -27,7 +27,7 @@ from typing import Literal
 Rename = Literal["expand_contract", "one_step"]
 
 RELEASE_COLUMN = {"A": "title", "B": "name"}
-RECIPE = Path(__file__).resolve().parent.parent / "examples" / "recipes" / "rename_column"
+RECIPE = Path(__file__).resolve().parents[2] / "examples" / "recipes" / "rename_column"
 
 # file written -> the recipe's file it is made from
 _FROM_RECIPE = {
