@@ -28,10 +28,10 @@ import asyncpg
 
 from natlangchain_migrate import telemetry
 from natlangchain_migrate.attempt import (
-    RESET_SETTINGS_SQL,
     Attempts,
     Blocked,
     read_server_facts,
+    reset_settings_sql,
     settings_sql,
 )
 from natlangchain_migrate.connection import (
@@ -53,7 +53,6 @@ from natlangchain_migrate.errors import (
 from natlangchain_migrate.events import log
 from natlangchain_migrate.failures import (
     EFFECT_ALREADY_THERE,
-    migration_failed,
     resumed_statement_already_done,
 )
 from natlangchain_migrate.ledger import Ledger, LedgerSnapshot
@@ -113,6 +112,7 @@ class _StatementRun:
         stopped_at: int | None,
         started: float,
         last: bool,
+        transaction_timeout: bool = False,
     ) -> None:
         self.migration = migration
         self.statements = statements
@@ -125,7 +125,8 @@ class _StatementRun:
         # The journal step, prepared on our session for this file's run; a name of its
         # own, so a pooled connection that kept an earlier one can never clash.
         self.step_name = f"natlangchain_migrate_step_{secrets.token_hex(4)}"
-        self.cleanup = f"{RESET_SETTINGS_SQL}; DEALLOCATE {self.step_name}"
+        reset = reset_settings_sql(transaction_timeout=transaction_timeout)
+        self.cleanup = f"{reset}; DEALLOCATE {self.step_name}"
         self.recorded = False
 
     def resumed_at(self, number: int) -> bool:
@@ -161,6 +162,7 @@ class _Applier:
         self.call = call
         self.execution = options.execution
         self.search_path = facts.search_path(options.schema)
+        self.transaction_timeout = facts.transaction_timeout
         self.applied_by = application_name()
         self.applied: list[MigrationResult] = []
         self.lock = migration_lock(self.conn, options, unless=self._nothing_left)
@@ -263,7 +265,12 @@ class _Applier:
         which the next run applies.
         """
         prefix = "BEGIN;\n" + settings_sql(
-            migration, self.execution, self.search_path, local=True, durable=last
+            migration,
+            self.execution,
+            self.search_path,
+            local=True,
+            durable=last,
+            transaction_timeout=self.transaction_timeout,
         )
         script = f"{prefix}{self._file_and_record(migration)};\nCOMMIT;"
         started = time.monotonic()
@@ -282,7 +289,13 @@ class _Applier:
 
     async def _file_in_open_transaction(self, migration: Migration) -> float:
         """The file and its ledger row inside the batch's open transaction."""
-        prefix = settings_sql(migration, self.execution, self.search_path, local=True)
+        prefix = settings_sql(
+            migration,
+            self.execution,
+            self.search_path,
+            local=True,
+            transaction_timeout=self.transaction_timeout,
+        )
         started = time.monotonic()
         try:
             await self.attempts.send(
@@ -324,10 +337,18 @@ class _Applier:
             stopped_at=plan.resume_from.get(migration.version),
             started=time.monotonic(),
             last=last,
+            transaction_timeout=self.transaction_timeout,
         )
         _warn_if_edited_since_failure(plan, migration, run.done)
         await self.conn.execute(
-            settings_sql(migration, self.execution, self.search_path, local=False, durable=False)
+            settings_sql(
+                migration,
+                self.execution,
+                self.search_path,
+                local=False,
+                durable=False,
+                transaction_timeout=self.transaction_timeout,
+            )
             + self.ledger.prepare_advance(run.step_name)
         )
         try:
@@ -532,8 +553,9 @@ class _Applier:
         offset: int,
         statement: int,
         resumed: bool,
-    ) -> MigrationFailedError:
+    ) -> MigrateError:
         """Journal a no-transaction statement's failure; say what happened and what to do."""
+        failure: MigrateError
         if resumed and error.sqlstate in EFFECT_ALREADY_THERE:
             failure = resumed_statement_already_done(
                 migration,
@@ -544,13 +566,8 @@ class _Applier:
                 applied=self.applied,
             )
         else:
-            failure = migration_failed(
-                migration,
-                error,
-                offset=offset,
-                applied=self.applied,
-                rolled_back=False,
-                statement=statement,
+            failure = await self.attempts.failure(
+                migration, error, offset=offset, statement=statement
             )
         await self.ledger.journal_failure(
             self.conn,

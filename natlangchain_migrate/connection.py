@@ -151,16 +151,15 @@ async def connect(
             delay = min(delay * 1.6, 2.0)
 
 
-# SQLSTATE classes of a connection that is gone: 08 connection exceptions, and 57P0x
-# (admin_shutdown: pg_terminate_backend or a fast shutdown; crash_shutdown; ...).
-# 57014 (query_canceled: statement_timeout, a cancel request) is not among them.
-_LOST_SQLSTATES = ("08", "57P")
-
-
 def is_connection_lost(error: BaseException) -> bool:
-    """True for an error that means the connection died, whatever was running on it."""
+    """True for an error that means the connection died, whatever was running on it: the
+    codes causes.py gives to the connection (08, 57P01-57P04: pg_terminate_backend, a
+    shutdown, a crash). A server setting that ends the session (transaction_timeout,
+    idle_session_timeout) is not among them: reconnecting would meet it again."""
     if isinstance(error, asyncpg.PostgresError):
-        return str(error.sqlstate or "").startswith(_LOST_SQLSTATES)
+        from natlangchain_migrate.causes import Cause, classify
+
+        return classify(error.sqlstate).cause is Cause.CONNECTION
     return isinstance(error, ConnectionError)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from natlangchain_migrate.causes import classified
 from natlangchain_migrate.settings import (
     CallArguments,
     ExecutionOptions,
@@ -86,13 +87,15 @@ class Migrator:
         from natlangchain_migrate import runner
 
         call = CallArguments(target_version=target, skip=skip_set(skip), dry_run=dry_run)
-        return await runner.up(self.options, call)
+        with classified():
+            return await runner.up(self.options, call)
 
     async def status(self, *, skip: Collection[int] = ()) -> MigrationPlan:
         """Every version's state, read-only and lock-free."""
         from natlangchain_migrate import operations
 
-        return await operations.status(self.options, skip=skip_set(skip))
+        with classified():
+            return await operations.status(self.options, skip=skip_set(skip))
 
     async def rollback(
         self, *, steps: int = 1, to: int | None = None, dry_run: bool = False
@@ -101,23 +104,27 @@ class Migrator:
         newest first; a dry run returns the down SQL that would run."""
         from natlangchain_migrate import undo
 
-        return await undo.rollback(self.options, steps=steps, to=to, dry_run=dry_run)
+        with classified():
+            return await undo.rollback(self.options, steps=steps, to=to, dry_run=dry_run)
 
     async def repair(self) -> list[int]:
         """Make the ledger agree with the files as they are; the versions changed."""
         from natlangchain_migrate import operations
 
-        return await operations.repair(self.options)
+        with classified():
+            return await operations.repair(self.options)
 
     async def baseline(self, version: int, *, force: bool = False) -> list[int]:
         """Record versions up to ``version`` as applied without running them."""
         from natlangchain_migrate import operations
 
-        return await operations.baseline(self.options, version, force=force)
+        with classified():
+            return await operations.baseline(self.options, version, force=force)
 
     async def verify(self, *, server_dsn: str) -> VerifyReport:
         """Check every down file on a scratch database on the server of ``server_dsn``:
         each restores the schema before its migration, and up again gives the same."""
         from natlangchain_migrate.verify import verify_down_files
 
-        return await verify_down_files(self.options, server_dsn=server_dsn)
+        with classified():
+            return await verify_down_files(self.options, server_dsn=server_dsn)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 
+import asyncpg
+
 from natlangchain_migrate import preflight, telemetry
 from natlangchain_migrate.connection import (
     RunConnection,
@@ -131,8 +133,13 @@ def _connection_loss_named(connection: RunConnection) -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        if isinstance(error, ConnectionLostError) or not (
-            is_connection_lost(error) or connection.conn.is_closed()
+        # A server error of another cause that ended the session (transaction_timeout)
+        # goes on as itself, to be classified by causes.classified.
+        told = isinstance(error, asyncpg.PostgresError) and not is_connection_lost(error)
+        if (
+            isinstance(error, ConnectionLostError)
+            or told
+            or not (is_connection_lost(error) or connection.conn.is_closed())
         ):
             raise
         raise ConnectionLostError(

@@ -102,6 +102,8 @@ class ServerFacts(NamedTuple):
     # Schemas of the database's installed extensions, searched after the target schema
     # so that their types resolve (pgvector in public, migrations in app).
     extension_schemas: tuple[str, ...] = ()
+    # The server has transaction_timeout (PostgreSQL 17+), which migrations turn off.
+    transaction_timeout: bool = False
 
     def search_path(self, schema: str) -> str:
         """The search_path migrations run under: the target schema first, pg_temp last."""

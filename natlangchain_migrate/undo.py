@@ -15,17 +15,16 @@ import asyncpg
 
 from natlangchain_migrate import preflight
 from natlangchain_migrate.attempt import (
-    RESET_SETTINGS_SQL,
     Attempts,
     Blocked,
     read_server_facts,
+    reset_settings_sql,
     settings_sql,
 )
 from natlangchain_migrate.connection import RunConnection
 from natlangchain_migrate.discovery import Migration, load_migrations, parse_directives
 from natlangchain_migrate.errors import ConfigurationError, MigrationFailedError
 from natlangchain_migrate.events import log
-from natlangchain_migrate.failures import migration_failed
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.locks import locked_connection
 from natlangchain_migrate.plan import AppliedMigration
@@ -138,6 +137,7 @@ class _Undo:
         self.ledger = ledger
         self.execution = options.execution
         self.search_path = facts.search_path(options.schema)
+        self.transaction_timeout = facts.transaction_timeout
         self.in_open_transaction = options.transaction_pooling  # the lock's transaction
         self.attempts = Attempts(connection, options.execution, schema=options.schema, applied=[])
 
@@ -173,7 +173,13 @@ class _Undo:
         """The down file and the removal of its row in one message: one commit. In
         transaction lock mode it runs in a savepoint of the lock's transaction, so an
         attempt cancelled by lock_timeout is undone alone and tried again."""
-        prefix = settings_sql(down, self.execution, self.search_path, local=True)
+        prefix = settings_sql(
+            down,
+            self.execution,
+            self.search_path,
+            local=True,
+            transaction_timeout=self.transaction_timeout,
+        )
         body = f"{down.sql}\n;\n{self.ledger.remove_sql(down.version)};\n"
         if self.in_open_transaction:
             prefix = f"SAVEPOINT {_SAVEPOINT};\n{prefix}"
@@ -188,23 +194,31 @@ class _Undo:
                 await self.conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
             if isinstance(error, Blocked):
                 raise
-            raise _failed(down, error, offset=-len(prefix)) from error
+            raise await self.attempts.failure(down, error, offset=-len(prefix)) from error
 
     async def _statement_by_statement(self, down: Migration) -> None:
         """A no-transaction down file: each statement on its own, retried after a
         lock_timeout; the row goes once all ran."""
-        await self.conn.execute(settings_sql(down, self.execution, self.search_path, local=False))
+        await self.conn.execute(
+            settings_sql(
+                down,
+                self.execution,
+                self.search_path,
+                local=False,
+                transaction_timeout=self.transaction_timeout,
+            )
+        )
         try:
             for statement in split_statements(down.filename, down.sql):
                 try:
                     await self.attempts.retrying(partial(self.attempts.send, down, statement.text))
                 except asyncpg.PostgresError as error:
-                    raise _failed(down, error, offset=statement.offset) from error
+                    raise await self.attempts.failure(
+                        down, error, offset=statement.offset
+                    ) from error
             await self.ledger.remove(self.conn, down.version)
         finally:
             if not self.conn.is_closed():
-                await self.conn.execute(RESET_SETTINGS_SQL)
-
-
-def _failed(down: Migration, error: asyncpg.PostgresError, *, offset: int) -> MigrationFailedError:
-    return migration_failed(down, error, offset=offset, applied=[])
+                await self.conn.execute(
+                    reset_settings_sql(transaction_timeout=self.transaction_timeout)
+                )
