@@ -233,9 +233,18 @@ _FIELDS = tuple(getattr(type(asyncpg.PostgresError), "_field_map", {}).values())
 
 
 def server_error(error: BaseException) -> asyncpg.PostgresError | None:
-    """The server's error in ``error``, as a PostgresError: asyncpg raises an ERROR whose
-    SQLSTATE is of a warning class (01, 02: a RAISE can use them) as a PostgresWarning,
-    which is no PostgresError; a copy of it is, so every handler sees it."""
+    """The server's error in ``error``, as a PostgresError.
+
+    Two of asyncpg's ways hide it: a FATAL that ends the session (transaction_timeout's
+    25P04) comes as "connection does not exist" (08003) caused by the server's error,
+    which is the one that says why; and an ERROR whose SQLSTATE is of a warning class
+    (01, 02: a RAISE can use them) comes as a PostgresWarning, which is no
+    PostgresError: a copy of it is, so every handler sees it."""
+    cause = error.__cause__
+    if isinstance(error, asyncpg.ConnectionDoesNotExistError) and isinstance(
+        cause, asyncpg.PostgresError
+    ):
+        return cause
     if isinstance(error, asyncpg.PostgresError):
         return error
     if isinstance(error, asyncpg.PostgresLogMessage) and getattr(error, "sqlstate", None):

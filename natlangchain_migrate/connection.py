@@ -156,10 +156,11 @@ def is_connection_lost(error: BaseException) -> bool:
     codes causes.py gives to the connection (08, 57P01-57P04: pg_terminate_backend, a
     shutdown, a crash). A server setting that ends the session (transaction_timeout,
     idle_session_timeout) is not among them: reconnecting would meet it again."""
-    if isinstance(error, asyncpg.PostgresError):
-        from natlangchain_migrate.causes import Cause, classify
+    from natlangchain_migrate.causes import Cause, classify, server_error
 
-        return classify(error.sqlstate).cause is Cause.CONNECTION
+    told = server_error(error)
+    if told is not None:
+        return classify(told.sqlstate).cause is Cause.CONNECTION
     return isinstance(error, ConnectionError)
 
 

@@ -13,16 +13,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 
-import asyncpg
-
 from natlangchain_migrate import preflight, telemetry
+from natlangchain_migrate.causes import server_error
 from natlangchain_migrate.connection import (
     RunConnection,
     is_connection_lost,
     open_run_connection,
 )
 from natlangchain_migrate.durations import ms_since
-from natlangchain_migrate.errors import ConnectionLostError
+from natlangchain_migrate.errors import ConnectionLostError, ServerError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.pending import Sources, decide
@@ -135,7 +134,9 @@ def _connection_loss_named(connection: RunConnection) -> Iterator[None]:
     except Exception as error:
         # A server error of another cause that ended the session (transaction_timeout)
         # goes on as itself, to be classified by causes.classified.
-        told = isinstance(error, asyncpg.PostgresError) and not is_connection_lost(error)
+        told = isinstance(error, ServerError) or (
+            server_error(error) is not None and not is_connection_lost(error)
+        )
         if (
             isinstance(error, ConnectionLostError)
             or told

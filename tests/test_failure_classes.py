@@ -102,7 +102,7 @@ def _check_message(error: MigrateError, code: str, filename: str, *, resumed: bo
         assert "Fix the file" not in text, text
 
 
-FAST = {"lock_retries": 0, "retry_delay": 0.0}
+FAST_RETRIES = 0
 
 
 @pytest.mark.anyio
@@ -120,7 +120,9 @@ async def test_every_sqlstate_raised_by_an_up_file(
             f"{head}CREATE TABLE IF NOT EXISTS half (id int);\n{_raise(code)}", encoding="utf-8"
         )
         with pytest.raises(MigrateError) as caught:
-            await migrate(database_url, migrations_dir=folder, **FAST)
+            await migrate(
+                database_url, migrations_dir=folder, lock_retries=FAST_RETRIES, retry_delay=0.0
+            )
         if caught.value.exit_code != expected_exit(code):
             wrong.append((code, int(caught.value.exit_code), str(caught.value)))
             continue
@@ -155,7 +157,9 @@ async def test_every_sqlstate_raised_by_a_down_file(
             f"{head}DROP TABLE IF EXISTS t2;\n{_raise(code)}", encoding="utf-8"
         )
         with pytest.raises(MigrateError) as caught:
-            await rollback(database_url, migrations_dir=folder, **FAST)
+            await rollback(
+                database_url, migrations_dir=folder, lock_retries=FAST_RETRIES, retry_delay=0.0
+            )
         if caught.value.exit_code != expected_exit(code):
             wrong.append((code, int(caught.value.exit_code), str(caught.value)))
             continue
@@ -191,3 +195,101 @@ def test_the_cli_exits_with_the_causes_code_on_one_line(
     assert len(failed) == 1
     assert code in failed[0]["error"]
     assert "002_raise.sql" in failed[0]["error"]
+
+
+async def _alter_database(url: str, setting: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        database = await conn.fetchval("SELECT current_database()")
+        await conn.execute("SET default_transaction_read_only = off")
+        await conn.execute(f'ALTER DATABASE "{database}" SET {setting}')
+    finally:
+        await conn.close()
+
+
+def test_a_read_only_database_is_exit_8_on_a_fresh_database_and_for_rollback(
+    database_url: str, tmp_path: Path
+) -> None:
+    import asyncio
+
+    folder = write_migrations(tmp_path / "m", {"001_a.sql": "CREATE TABLE a (id int);\n"})
+    asyncio.run(_alter_database(database_url, "default_transaction_read_only = on"))
+    fresh = run_cli("--migrations-dir", str(folder), database_url=database_url)
+    assert fresh.returncode == ExitCode.READ_ONLY, fresh.stderr
+    assert "Traceback" not in fresh.stderr
+    assert "default_transaction_read_only" in fresh.stderr
+    asyncio.run(_alter_database(database_url, "default_transaction_read_only = off"))
+    assert run_cli("--migrations-dir", str(folder), database_url=database_url).returncode == 0
+    asyncio.run(_alter_database(database_url, "default_transaction_read_only = on"))
+    back = run_cli("--rollback", "--migrations-dir", str(folder), database_url=database_url)
+    assert back.returncode == ExitCode.READ_ONLY, back.stderr
+    assert "Fix the file" not in back.stderr
+
+
+@pytest.mark.anyio
+async def test_the_databases_transaction_timeout_does_not_cut_a_migration_short(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Like statement_timeout: a limit meant for the application's sessions."""
+    conn = await asyncpg.connect(database_url)
+    has_it = conn.get_server_version().major >= 17
+    await conn.close()
+    if not has_it:
+        pytest.skip("transaction_timeout is PostgreSQL 17+")
+    await _alter_database(database_url, "transaction_timeout = '300ms'")
+    folder = write_migrations(
+        tmp_path / "m",
+        {
+            "001_slow.sql": "SELECT pg_sleep(0.6);\nCREATE TABLE a (id int);\n",
+            "002_slow.sql": NO_TX + "SELECT pg_sleep(0.6);\nCREATE TABLE b (id int);\n",
+        },
+    )
+    report = await migrate(database_url, migrations_dir=folder)
+    assert [r.version for r in report.applied] == [1, 2]
+
+
+def test_a_transaction_timeout_that_ends_the_session_is_a_server_limit_not_retried(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The session ended by the server's transaction_timeout (FATAL 25P04): exit 16,
+    never 'connection lost', and --wait does not run it again."""
+    import asyncio
+
+    async def version() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return int(conn.get_server_version().major)
+        finally:
+            await conn.close()
+
+    if asyncio.run(version()) < 17:
+        pytest.skip("transaction_timeout is PostgreSQL 17+")
+    folder = write_migrations(
+        tmp_path / "m",
+        {"001_a.sql": "SET LOCAL transaction_timeout = '100ms';\nSELECT pg_sleep(2);\n"},
+    )
+    result = run_cli("--migrations-dir", str(folder), "--wait", "5", database_url=database_url)
+    assert result.returncode == ExitCode.SERVER_SETTING, result.stderr
+    events = [e["event"] for e in log_events(result.stderr)]
+    assert "connection_lost_reconnecting" not in events
+    failed = [e for e in log_events(result.stderr) if e["event"] == "run_failed"]
+    assert "25P04" in failed[0]["error"]
+    assert "001_a.sql" in failed[0]["error"]
+
+
+@pytest.mark.anyio
+async def test_an_extension_the_server_does_not_have_is_a_prerequisite(
+    database_url: str, tmp_path: Path
+) -> None:
+    from natlangchain_migrate import PrerequisiteError
+
+    for head in ("", NO_TX):
+        folder = write_migrations(
+            tmp_path / f"m{len(head)}",
+            {"001_x.sql": f"{head}CREATE EXTENSION IF NOT EXISTS no_such_extension;\n"},
+        )
+        with pytest.raises(PrerequisiteError) as caught:
+            await migrate(database_url, migrations_dir=folder)
+        assert "no_such_extension" in str(caught.value)
+        assert "--skip 1" in str(caught.value)
+        assert caught.value.exit_code == ExitCode.PREREQUISITE
