@@ -24,7 +24,8 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from harness.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
 from natlangchain_migrate import migrate
-from natlangchain_migrate.template_databases import TemplateDatabases, database_url
+from natlangchain_migrate.dsn import with_database
+from natlangchain_migrate.template_databases import TemplateDatabases
 
 
 def _timed(action: Callable[[], object]) -> float:
@@ -43,7 +44,7 @@ def _migrate_from_scratch(
 ) -> None:
     name = f"scratch_{uuid.uuid4().hex[:10]}"
     portal.call(templates.conn.execute, f'CREATE DATABASE "{name}" TEMPLATE template0')
-    url = database_url(templates.admin_url, name)
+    url = with_database(templates.admin_url, name)
     portal.call(lambda: migrate(url, migrations_dir=migrations_dir))
     portal.call(templates.drop, url)
 

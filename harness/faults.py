@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -42,6 +41,7 @@ from harness.history import write_history
 from harness.pgcluster import PgCluster, embedded_bindir
 from harness.sql import execute as sql_execute
 from harness.sql import fetch as sql_fetch
+from natlangchain_migrate.dsn import with_database
 
 MODES = ("transaction", "no-transaction")
 # kill: SIGKILL (the OOM killer, a runtime's kill -9); term: SIGTERM (docker stop, a pod
@@ -126,11 +126,6 @@ class Trial:
         tail = "\n".join(self.rerun_output.splitlines()[-12:])
         problems = "\n".join(f"  {name}: {text}" for name, text in self.failures.items())
         return f"{self.describe()}\n{problems}\n  rerun output (tail):\n{tail}"
-
-
-def with_database(url: str, database: str) -> str:
-    """The same server URL naming another database."""
-    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
 
 
 @contextmanager

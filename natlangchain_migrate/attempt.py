@@ -64,10 +64,10 @@ def settings_sql(
     or the file sets them: the run's own settings bound a migration, not a limit meant
     for the application's sessions."""
     scope = "SET LOCAL" if local else "SET"
-    lock_timeout = migration.directives.lock_timeout or execution.pg_lock_timeout
+    pg_lock_timeout = migration.directives.pg_lock_timeout or execution.pg_lock_timeout
     statement_timeout = migration.directives.statement_timeout or execution.statement_timeout
     parts = [
-        f"{scope} lock_timeout = '{lock_timeout}'",
+        f"{scope} lock_timeout = '{pg_lock_timeout}'",
         f"{scope} statement_timeout = '{statement_timeout or 0}'",
         f"{scope} search_path = {search_path}",
     ]
@@ -143,10 +143,10 @@ class Attempts:
         else the server's error, with any transaction the message opened rolled back
         (unless it runs inside an ``in_open_transaction`` of the caller's).
         """
-        lock_timeout = migration.directives.lock_timeout or self.execution.pg_lock_timeout
+        pg_lock_timeout = migration.directives.pg_lock_timeout or self.execution.pg_lock_timeout
         watcher = Watcher(
             self.connection,
-            lock_timeout_s=seconds(lock_timeout),
+            pg_lock_timeout_s=seconds(pg_lock_timeout),
             progress_interval=self.execution.progress_interval,
             index_name=index_name,
             migration=(migration.version, migration.name),

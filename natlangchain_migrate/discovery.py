@@ -31,6 +31,15 @@ _LINT_IGNORE = re.compile(r"^(?P<rule>[a-z][a-z0-9-]*)\s+(?P<reason>\S.*)$")
 MAX_VERSION = 2**31 - 1
 
 
+# A repeatable migration's file name starts with this (R__name.sql): the one test.
+REPEATABLE_PREFIX = "R__"
+
+
+def is_repeatable_file(name: str) -> bool:
+    """Whether a file name is a repeatable migration's (``R__name.sql``)."""
+    return name.startswith(REPEATABLE_PREFIX)
+
+
 class ExtensionRequirement(NamedTuple):
     """An extension a migration needs, optionally with a lowest version."""
 
@@ -50,7 +59,7 @@ class Directives(NamedTuple):
     """Per-file settings read from ``-- natlangchain: ...`` lines in the file's header."""
 
     no_transaction: bool = False
-    lock_timeout: str | None = None
+    pg_lock_timeout: str | None = None  # the lock-timeout line: PostgreSQL's lock_timeout
     statement_timeout: str | None = None
     requires_extensions: tuple[ExtensionRequirement, ...] = ()
     lint_ignores: tuple[LintIgnore, ...] = ()
@@ -119,7 +128,7 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
     for entry in sorted(folder.iterdir(), key=lambda item: item.name):
         if not entry.name.lower().endswith(".sql") or not entry.is_file():
             continue
-        if entry.name.startswith("R__"):  # repeatable: repeatables.py reads those
+        if is_repeatable_file(entry.name):  # repeatables.py reads those
             continue
         if not entry.name.endswith(".sql"):
             raise ConfigurationError(
@@ -224,7 +233,7 @@ def parse_directives(filename: str, sql: str) -> Directives:
             )
     return Directives(
         no_transaction="no-transaction" in settings,
-        lock_timeout=settings.get("lock-timeout"),
+        pg_lock_timeout=settings.get("lock-timeout"),
         statement_timeout=settings.get("statement-timeout"),
         requires_extensions=tuple(extensions),
         lint_ignores=tuple(lint_ignores),

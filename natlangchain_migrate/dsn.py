@@ -103,6 +103,19 @@ def as_url(dsn: str) -> str:
     return urlunsplit(("postgresql", netloc, f"/{dbname}", urlencode(query), ""))
 
 
+def with_database(dsn: str, database: str) -> str:
+    """``dsn`` (a URL or key=value string) as a URL to ``database`` on the same server,
+    with the same host, user, password and settings: the one way the package (and its
+    tests and harness) names another database on a server (verify's scratch database,
+    the pytest plugin's templates and clones)."""
+    parts = urlsplit(as_url(dsn))
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key in ("dbname", "database") for key, _ in pairs):
+        query = urlencode([(k, v) for k, v in pairs if k not in ("dbname", "database")])
+    return urlunsplit(parts._replace(path=f"/{quote(database, safe='')}", query=query))
+
+
 def secrets_of(dsn: str | None) -> list[str]:
     """Every spelling of the password that ``dsn`` or the environment carries."""
     found: list[str] = []

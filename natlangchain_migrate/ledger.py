@@ -14,7 +14,9 @@ from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.plan import AppliedMigration
 from natlangchain_migrate.sqltext import literal, quote_ident
 
-REPEATABLES_TABLE = "schema_repeatables"
+# The ledger's tables, beside each other in the target schema.
+LEDGER_TABLE = "schema_migrations"
+REPEATABLES_TABLE = "schema_repeatables"  # the ledger of R__ files
 # applied_by of a row written by ``baseline``: recorded, never run.
 BASELINE = "baseline"
 _REPEATABLES_COLUMN = "natlangchain_repeatables"
@@ -50,7 +52,7 @@ class LedgerSnapshot:
 class Ledger:
     """Reads and writes schema_migrations in one schema."""
 
-    def __init__(self, schema: str = "public", table: str = "schema_migrations") -> None:
+    def __init__(self, schema: str = "public", table: str = LEDGER_TABLE) -> None:
         self.schema = schema
         self.table = f"{quote_ident(schema)}.{quote_ident(table)}"
         self.repeatables_table = f"{quote_ident(schema)}.{quote_ident(REPEATABLES_TABLE)}"
@@ -166,7 +168,7 @@ class Ledger:
                 "'Repeatable migrations (R__name.sql): the checksum each was last applied with'"
             )
 
-    def record_repeatable_statement(self, repeatable: Migration, *, applied_by: str) -> str:
+    def record_repeatable_sql(self, repeatable: Migration, *, applied_by: str) -> str:
         """A repeatable's row, as one literal upsert sent in the file's own message."""
         return (
             f"INSERT INTO {self.repeatables_table} "
@@ -248,7 +250,7 @@ class Ledger:
             " last_error = NULL"
         )
 
-    def record_statement(self, migration: Migration, *, applied_by: str) -> str:
+    def record_sql(self, migration: Migration, *, applied_by: str) -> str:
         """The same upsert as one literal statement, to send in the migration's own message.
 
         ``execution_ms`` is measured by the server: the time since the message
@@ -262,7 +264,7 @@ class Ledger:
             literal(applied_by),
         )
 
-    def step_statement(self, migration: Migration, *, done: int, applied_by: str) -> str:
+    def step_sql(self, migration: Migration, *, done: int, applied_by: str) -> str:
         """The journal step of a no-transaction migration, as one literal statement.
 
         It travels in the same transaction as the statement it records, so the
@@ -278,7 +280,7 @@ class Ledger:
             " last_error = NULL, checksum = EXCLUDED.checksum, applied_by = EXCLUDED.applied_by"
         )
 
-    def prepare_advance(self, name: str) -> str:
+    def prepare_step_sql(self, name: str) -> str:
         """PREPARE the journal step for a row that exists, once per no-transaction file: a
         plain UPDATE with its plan kept, the cheapest step there is."""
         return (
@@ -286,9 +288,7 @@ class Ledger:
             f"UPDATE {self.table} SET statements_done = $2 WHERE version = $1"
         )
 
-    def complete_statement(
-        self, migration: Migration, *, applied_by: str, execution_ms: float
-    ) -> str:
+    def complete_sql(self, migration: Migration, *, applied_by: str, execution_ms: float) -> str:
         """Mark a no-transaction migration complete, as one literal statement."""
         return self._upsert(
             str(int(migration.version)),

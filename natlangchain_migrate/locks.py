@@ -73,7 +73,7 @@ def migration_lock(
     return AdvisoryLock(
         conn,
         lock_key(options.lock.namespace or default_namespace(options.schema)),
-        timeout=options.lock.wait,
+        wait=options.lock.wait,
         listen=not options.transaction_pooling,
         unless=unless,
     )
@@ -150,7 +150,7 @@ class LockHolder(NamedTuple):
 class AdvisoryLock:
     """A session- or transaction-level advisory lock on one connection.
 
-    ``acquire`` waits at most ``timeout`` seconds, logging the holder every
+    ``acquire`` waits at most ``wait`` seconds, logging the holder every
     ``report_every`` seconds; ``release`` raises if PostgreSQL says we did not
     hold it. While waiting, an ``unless`` check that returns True (another
     runner applied everything) ends the wait with LockNoLongerNeeded, so
@@ -162,7 +162,7 @@ class AdvisoryLock:
         conn: asyncpg.Connection,
         key: int,
         *,
-        timeout: float,
+        wait: float,
         report_every: float = 5.0,
         first_poll: float = 0.02,
         max_poll: float = 0.5,
@@ -171,7 +171,7 @@ class AdvisoryLock:
     ) -> None:
         self.conn = conn
         self.key = key
-        self.timeout = timeout
+        self.wait = wait
         self.report_every = report_every
         self.first_poll = first_poll
         self.max_poll = max_poll
@@ -257,9 +257,9 @@ class AdvisoryLock:
         try:
             while not await try_once():
                 now = time.monotonic()
-                if now - started >= self.timeout:
+                if now - started >= self.wait:
                     raise LockTimeoutError(
-                        f"waited {self.timeout:g}s for the migration lock (key {self.key}); "
+                        f"waited {self.wait:g}s for the migration lock (key {self.key}); "
                         f"{_describe(await self.holder())} still holds it. Wait for it to "
                         "finish, or stop it, or raise --lock-timeout"
                     )
@@ -269,7 +269,7 @@ class AdvisoryLock:
                 if self.listen and not listening:
                     await self.conn.add_listener(NOTIFY_CHANNEL, on_notify)
                     listening = True
-                pause = min(delay * random.uniform(0.5, 1.5), self.timeout - (now - started))
+                pause = min(delay * random.uniform(0.5, 1.5), self.wait - (now - started))
                 import anyio  # only a contended lock waits: imported here
 
                 with anyio.move_on_after(max(0.0, pause)):

@@ -72,13 +72,6 @@ class Migrator:
             execution=execution or ExecutionOptions(),
         )
 
-    @classmethod
-    def of(cls, options: RunnerOptions) -> Migrator:
-        """A Migrator holding ``options`` as they are (verify's scratch runs)."""
-        migrator = cls.__new__(cls)
-        migrator.options = options
-        return migrator
-
     async def up(
         self, target: int | None = None, *, skip: Collection[int] = (), dry_run: bool = False
     ) -> MigrationReport:
@@ -124,7 +117,7 @@ class Migrator:
     async def verify(self, *, server_dsn: str) -> VerifyReport:
         """Check every down file on a scratch database on the server of ``server_dsn``:
         each restores the schema before its migration, and up again gives the same."""
-        from natlangchain_migrate.verify import verify_down_files
+        from natlangchain_migrate import verify
 
         with classified():
-            return await verify_down_files(self.options, server_dsn=server_dsn)
+            return await verify.verify(self.options, server_dsn=server_dsn)

@@ -20,7 +20,7 @@ async def status(options: RunnerOptions, *, skip: frozenset[int] = frozenset()) 
     """Every version's state, read-only and lock-free (``--status`` and ``--check``)."""
     sources = Sources(options.migrations_dir)
     call = CallArguments(skip=skip)
-    preflight.check_settings(sources.migrations, options, call)
+    preflight.check_options(sources.migrations, options, call)
     ledger = Ledger(options.schema)
     async with open_run_connection(options) as connection:
         snapshot = await ledger.read(connection.conn)
@@ -36,7 +36,7 @@ async def repair(options: RunnerOptions) -> list[int]:
     repair does). Returns the versions whose row changed or went.
     """
     sources = Sources(options.migrations_dir)
-    preflight.check_settings(sources.migrations, options)
+    preflight.check_options(sources.migrations, options)
     ledger = Ledger(options.schema)
     repaired: list[int] = []
     async with locked_connection(options) as connection:
@@ -97,7 +97,7 @@ async def baseline(options: RunnerOptions, up_to: int, *, force: bool = False) -
     unless ``force`` (then only versions without a row are added). Returns the versions
     recorded."""
     migrations = load_migrations(options.migrations_dir)
-    preflight.check_settings(migrations, options)
+    preflight.check_options(migrations, options)
     highest = migrations[-1].version
     if up_to < 1 or up_to > highest:
         raise ConfigurationError(

@@ -1,6 +1,6 @@
 """Checks that refuse a run before anything is written, each naming what to change.
 
-``check_settings`` needs only the files; ``check_before_apply`` runs once the
+``check_options`` needs only the files; ``check_before_apply`` runs once the
 plan says there is work to do, so an up-to-date start-up pays for none of it.
 """
 
@@ -32,7 +32,7 @@ _INSTALL_HINTS = {
 }
 
 
-def check_settings(
+def check_options(
     migrations: Sequence[Migration] | Sequence[ManifestEntry],
     options: RunnerOptions,
     call: CallArguments | None = None,

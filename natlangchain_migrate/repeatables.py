@@ -19,6 +19,7 @@ from natlangchain_migrate.discovery import (
     _as_traversable,
     _read_text,
     checksum,
+    is_repeatable_file,
     parse_directives,
     shipped_migrations_dir,
 )
@@ -28,7 +29,6 @@ from natlangchain_migrate.plan import AppliedMigration, MigrationPlan, State, St
 if TYPE_CHECKING:
     from importlib.abc import Traversable
 
-PREFIX = "R__"
 _FILE = re.compile(r"^R__(?P<label>[A-Za-z0-9_]+)\.sql$")
 
 # A repeatable has no version; inside the apply machinery (which speaks Migration) it
@@ -62,7 +62,7 @@ def load_repeatables(directory: Traversable | Path | str | None = None) -> list[
         return []  # load_migrations says what is wrong with the folder
     found: list[Repeatable] = []
     for entry in sorted(folder.iterdir(), key=lambda item: item.name):
-        if not entry.name.startswith(PREFIX) or not entry.is_file():
+        if not is_repeatable_file(entry.name) or not entry.is_file():
             continue
         if _FILE.match(entry.name) is None:
             raise ConfigurationError(

@@ -39,7 +39,7 @@ async def up(options: RunnerOptions, call: CallArguments) -> MigrationReport:
     with telemetry.run_span(options, dry_run=call.dry_run) as span:
         started = time.monotonic()
         sources = Sources.for_run(options.migrations_dir, call, pooled=options.pool is not None)
-        preflight.check_settings(sources.versions(), options, call)
+        preflight.check_options(sources.versions(), options, call)
         log.info(
             "migrate_started",
             migrations=len(sources.versions()),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from natlangchain_migrate.discovery import load_migrations
+from natlangchain_migrate.discovery import REPEATABLE_PREFIX, load_migrations
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.manifest import MANIFEST_NAME, write_manifest
 
@@ -56,7 +56,7 @@ def new_repeatable(directory: Path, name: str) -> list[Path]:
             f"migrations directory {directory} does not exist; create it first "
             f"(mkdir -p {directory}) or correct --migrations-dir"
         )
-    path = directory / f"R__{name}.sql"
+    path = directory / f"{REPEATABLE_PREFIX}{name}.sql"
     if path.exists():
         raise ConfigurationError(f"{path} already exists; edit it, or pick another name")
     path.write_text(

@@ -26,9 +26,9 @@ from pathlib import Path
 import asyncpg
 
 from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.ledger import LEDGER_TABLE, REPEATABLES_TABLE
+from natlangchain_migrate.sqltext import standard_literal as _literal
 
-LEDGER_TABLE = "schema_migrations"
-REPEATABLES_TABLE = "schema_repeatables"  # the ledger of R__ files, beside it
 HEADER = (
     "-- Schema as described by natlangchain-migrate dump-schema: sorted by name, with no\n"
     "-- owners, privileges or data. For reading and diffing; restore with pg_dump instead.\n"
@@ -47,11 +47,6 @@ def _not_from_extension(catalog: str, oid: str) -> str:
         "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = "
         f"'{catalog}'::regclass AND d.objid = {oid} AND d.deptype = 'e')"
     )
-
-
-def _literal(text: str) -> str:
-    """A standard SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _comment(kind: str, name: str, text: str | None) -> list[str]:

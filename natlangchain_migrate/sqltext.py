@@ -8,6 +8,11 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def standard_literal(text: str) -> str:
+    """A standard SQL string literal (for text shown to people: schema dumps)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def literal(text: str) -> str:
     """A string literal that means the same whatever standard_conforming_strings says."""
     return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"

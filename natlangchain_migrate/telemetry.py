@@ -152,7 +152,9 @@ def migration_span(migration: Migration) -> AbstractContextManager[SpanLike]:
         "natlangchain_migrate.name": migration.name,
         "natlangchain_migrate.transaction": not migration.directives.no_transaction,
     }
-    if migration.filename.startswith("R__"):
+    from natlangchain_migrate.discovery import is_repeatable_file
+
+    if is_repeatable_file(migration.filename):
         attributes["natlangchain_migrate.repeatable"] = True
     else:
         attributes["natlangchain_migrate.version"] = migration.version

@@ -16,26 +16,20 @@ from __future__ import annotations
 import hashlib
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from natlangchain_migrate.api import migrate
 from natlangchain_migrate.connection import connect
 from natlangchain_migrate.discovery import load_migrations
-from natlangchain_migrate.dsn import as_url
+from natlangchain_migrate.dsn import with_database
 from natlangchain_migrate.locks import lock_key
 from natlangchain_migrate.repeatables import load_repeatables
 from natlangchain_migrate.sqltext import quote_ident
 
 TEMPLATE_PREFIX = "nlcm_template_"
 CLONE_PREFIX = "nlcm_test_"
-
-
-def database_url(admin_url: str, database: str) -> str:
-    """``admin_url`` (a URL or key=value string) pointing at ``database`` instead."""
-    parts = urlsplit(as_url(admin_url))
-    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 def template_name(migrations_dir: Path | None, schema: str) -> str:
@@ -96,7 +90,7 @@ class TemplateDatabases:
         await self.conn.execute(
             f"CREATE DATABASE {quote_ident(name)} TEMPLATE {quote_ident(self.name)}"
         )
-        return database_url(self.admin_url, name)
+        return with_database(self.admin_url, name)
 
     async def drop(self, url: str) -> None:
         """Drop a clone, ending any session the test left open on it."""
@@ -124,7 +118,7 @@ class TemplateDatabases:
         await self.conn.execute(f"CREATE DATABASE {quote_ident(building)} TEMPLATE template0")
         try:
             await migrate(
-                database_url(self.admin_url, building),
+                with_database(self.admin_url, building),
                 migrations_dir=self.migrations_dir,
                 schema=self.schema,
             )

@@ -56,7 +56,7 @@ async def rollback(
             f"--to {to}: give the version to keep as the newest, or 0 to undo every migration"
         )
     loaded = load_migrations(options.migrations_dir)
-    preflight.check_settings(loaded, options)
+    preflight.check_options(loaded, options)
     migrations = {m.version: m for m in loaded}
     ledger = Ledger(options.schema)
     async with locked_connection(options, dry_run=dry_run) as connection:

@@ -24,21 +24,24 @@ from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import asyncpg
 
-from natlangchain_migrate import preflight
+from natlangchain_migrate import preflight, runner, undo
 from natlangchain_migrate.connection import connect
-from natlangchain_migrate.discovery import Migration, load_migrations, shipped_migrations_dir
-from natlangchain_migrate.dsn import as_url
+from natlangchain_migrate.discovery import (
+    Migration,
+    is_repeatable_file,
+    load_migrations,
+    shipped_migrations_dir,
+)
+from natlangchain_migrate.dsn import with_database
 from natlangchain_migrate.durations import ms_since
 from natlangchain_migrate.errors import PrivilegeError, SchemaNotRestoredError
 from natlangchain_migrate.events import log
-from natlangchain_migrate.migrator import Migrator
 from natlangchain_migrate.schema_dump import describe_schema
-from natlangchain_migrate.settings import RunnerOptions
+from natlangchain_migrate.settings import CallArguments, RunnerOptions
 from natlangchain_migrate.sqltext import quote_ident
 
 if TYPE_CHECKING:
@@ -59,14 +62,14 @@ class VerifiedMigration(NamedTuple):
 
 
 class VerifyReport(NamedTuple):
-    """What ``verify_down_files`` checked, newest first, and where."""
+    """What ``verify`` checked, newest first, and where."""
 
     scratch_database: str
     verified: list[VerifiedMigration]
     duration_ms: float
 
 
-async def verify_down_files(options: RunnerOptions, *, server_dsn: str) -> VerifyReport:
+async def verify(options: RunnerOptions, *, server_dsn: str) -> VerifyReport:
     """Check every down file in ``options.migrations_dir`` on a scratch database on the
     server of ``server_dsn`` (a database there that the role may connect to).
 
@@ -75,7 +78,7 @@ async def verify_down_files(options: RunnerOptions, *, server_dsn: str) -> Verif
     """
     started = time.monotonic()
     migrations = load_migrations(options.migrations_dir)
-    preflight.check_settings(migrations, options)
+    preflight.check_options(migrations, options)
     _refuse_missing_down_files(migrations)
     with tempfile.TemporaryDirectory(prefix="nlcm-verify-") as copy:
         # Repeatables (R__) have no down files and belong to no version: the scratch runs
@@ -86,9 +89,7 @@ async def verify_down_files(options: RunnerOptions, *, server_dsn: str) -> Verif
             scratch_dsn,
         ):
             log.info("verify_started", scratch_database=name, migrations=len(migrations))
-            on_scratch = Migrator.of(
-                options._replace(dsn=scratch_dsn, pool=None, migrations_dir=versioned)
-            )
+            on_scratch = options._replace(dsn=scratch_dsn, pool=None, migrations_dir=versioned)
             verified = await _verify_on(on_scratch, scratch_dsn, load_migrations(versioned))
     report = VerifyReport(name, verified, ms_since(started))
     log.info("verify_done", verified=len(verified), duration_ms=report.duration_ms)
@@ -101,7 +102,7 @@ def _versioned_copy(directory: Traversable | Path | str | None, into: Path) -> P
     folder = shipped_migrations_dir() if directory is None else directory
     source = Path(folder) if isinstance(folder, str) else folder
     for entry in source.iterdir():
-        if entry.name.endswith(".sql") and not entry.name.startswith("R__") and entry.is_file():
+        if entry.name.endswith(".sql") and not is_repeatable_file(entry.name) and entry.is_file():
             (into / entry.name).write_bytes(entry.read_bytes())
     return into
 
@@ -125,29 +126,29 @@ class _Scratch:
     """The scratch database: our runner and rollback on it, and a connection that
     describes its schema."""
 
-    def __init__(self, migrator: Migrator, conn: asyncpg.Connection) -> None:
-        self.migrator = migrator
+    def __init__(self, options: RunnerOptions, conn: asyncpg.Connection) -> None:
+        self.options = options
         self.conn = conn
 
     async def describe(self) -> str:
-        return await describe_schema(self.conn, ledger_schema=self.migrator.options.schema)
+        return await describe_schema(self.conn, ledger_schema=self.options.schema)
 
     async def apply_up_to(self, version: int) -> None:
-        await self.migrator.up(version)
+        await runner.up(self.options, CallArguments(target_version=version))
 
     async def undo_newest(self) -> None:
-        await self.migrator.rollback(steps=1)
+        await undo.rollback(self.options, steps=1)
 
 
 async def _verify_on(
-    migrator: Migrator, scratch_dsn: str, migrations: Sequence[Migration]
+    options: RunnerOptions, scratch_dsn: str, migrations: Sequence[Migration]
 ) -> list[VerifiedMigration]:
     """Apply one by one, describing each state; then newest first: down, up again, down
     again, each compared with the state it must give."""
     conn = await connect(scratch_dsn)
     try:
-        await _install_prerequisites(conn, migrations, migrator.options.schema)
-        scratch = _Scratch(migrator, conn)
+        await _install_prerequisites(conn, migrations, options.schema)
+        scratch = _Scratch(options, conn)
         schemas = [await scratch.describe()]
         for migration in migrations:
             await scratch.apply_up_to(migration.version)
@@ -240,13 +241,6 @@ def _mismatch(
     )
 
 
-def database_dsn(dsn: str, database: str) -> str:
-    """``dsn`` (any form) as a URL to another database on the same server."""
-    parts = urlsplit(as_url(dsn))
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("dbname", "database")]
-    return urlunsplit(parts._replace(path=f"/{database}", query=urlencode(query)))
-
-
 @asynccontextmanager
 async def scratch_database(server_dsn: str, *, wait: float = 0.0) -> AsyncIterator[tuple[str, str]]:
     """Create ``nlc_verify_<random>`` on the server, yield its name and URL, drop it.
@@ -260,7 +254,7 @@ async def scratch_database(server_dsn: str, *, wait: float = 0.0) -> AsyncIterat
     try:
         await _create(admin, name)
         created = True
-        yield name, database_dsn(server_dsn, name)
+        yield name, with_database(server_dsn, name)
     finally:
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + DROP_BOUND_S):
             if created:

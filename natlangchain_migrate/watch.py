@@ -37,7 +37,7 @@ class Watcher:
         self,
         connection: RunConnection,
         *,
-        lock_timeout_s: float,
+        pg_lock_timeout_s: float,
         progress_interval: float,
         index_name: str | None = None,
         migration: tuple[int, str] | None = None,
@@ -47,7 +47,7 @@ class Watcher:
         self.index_name = index_name
         self.progress_interval = progress_interval
         # Look before lock_timeout fires, so a cancelled attempt can name its blockers.
-        self.first_look = min(0.5, lock_timeout_s / 2) if lock_timeout_s > 0 else 0.5
+        self.first_look = min(0.5, pg_lock_timeout_s / 2) if pg_lock_timeout_s > 0 else 0.5
         self.blockers: Sequence[dict[str, object]] = []
 
     async def watch(self, attempt: Callable[[], Awaitable[object]]) -> None:

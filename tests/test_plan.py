@@ -101,7 +101,7 @@ def test_directives_are_read_from_the_header() -> None:
         "-- natlangchain: statement-timeout 1s\n",
     )
     assert directives.no_transaction
-    assert directives.lock_timeout == "2s"
+    assert directives.pg_lock_timeout == "2s"
     assert directives.statement_timeout is None
     assert directives.requires_extensions == (ExtensionRequirement("vector", "0.5.0"),)
 

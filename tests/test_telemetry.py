@@ -229,7 +229,7 @@ async def test_a_waiter_that_finds_the_work_done_ends_its_lock_wait_as_not_neede
             await ledger.ensure(holder)
             for migration in load_migrations():
                 await holder.execute(
-                    migration.sql + "\n;\n" + ledger.record_statement(migration, applied_by="x")
+                    migration.sql + "\n;\n" + ledger.record_sql(migration, applied_by="x")
                 )
             await holder.execute(
                 "SELECT pg_advisory_unlock($1), pg_notify($2, $3)", key, NOTIFY_CHANNEL, str(key)

@@ -263,12 +263,12 @@ def test_a_signal_during_verify_drops_the_scratch_database(
 def test_the_scratch_database_url_keeps_the_connection_settings() -> None:
     """A key=value DSN or a URL naming its database in the query becomes a URL to the
     scratch database with the same host, user and password."""
-    from natlangchain_migrate.verify import database_dsn
+    from natlangchain_migrate.dsn import with_database
 
-    assert database_dsn("host=/run/pg port=5433 user=u password=p dbname=app", "s") == (
+    assert with_database("host=/run/pg port=5433 user=u password=p dbname=app", "s") == (
         "postgresql://u:p@/s?host=%2Frun%2Fpg&port=5433"
     )
-    assert database_dsn("postgresql://u:p@db:5432/?dbname=app&sslmode=require", "s") == (
+    assert with_database("postgresql://u:p@db:5432/?dbname=app&sslmode=require", "s") == (
         "postgresql://u:p@db:5432/s?sslmode=require"
     )
 
