@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from natlangchain_migrate import libpq
 from natlangchain_migrate.commands import COMMANDS, ENV, PROG, env_setting, find_command
 from natlangchain_migrate.commands.shared import (
     add_database_flags,
@@ -98,7 +99,8 @@ _EXIT_MEANINGS = {
 }
 _EPILOG = (
     "environment variables (a flag wins over its variable):\n"
-    f"  {'DATABASE_URL':<38} --database-url; with neither, the embedded PostgreSQL\n"
+    f"  {'DATABASE_URL':<38} --database-url; with neither, PGHOST/PGPORT/PGDATABASE/\n"
+    f"  {'':<38} PGUSER/PGPASSWORD (libpq's), else the embedded PostgreSQL\n"
     + "".join(f"  {ENV + name:<38} {flag}\n" for name, flag in _SETTINGS.items())
     + "\nexit codes:\n"
     + "".join(f"  {code.value:<3} {meaning}\n" for code, meaning in _EXIT_MEANINGS.items())
@@ -334,7 +336,7 @@ async def _run(args: argparse.Namespace) -> int:
     # Only an unset variable selects the embedded server; an empty one is refused when
     # connecting, like an empty dsn= in the library.
     dsn = args.database_url
-    if dsn is None:
+    if dsn is None and not libpq.names_a_server():  # PGHOST & co. name a server too
         dsn = await embedded_dsn(announce=applying)
     migrator = Migrator(
         dsn,

@@ -67,6 +67,7 @@ async def rollback(
             return []
         downs = [_down_of(row, migrations.get(row.version)) for row in chosen]
         _check_lock_mode(downs, options)
+        preflight.check_client_only([down for down in downs if down is not None])
         if dry_run:
             return [
                 RollbackResult(row.version, row.name, down is not None, down.sql if down else None)
