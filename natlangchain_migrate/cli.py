@@ -1,7 +1,8 @@
 """The command line: parse arguments and settings, call the library, print, exit.
 
-It never repeats the run's flow; every action is one call into the library.
-Errors print as one line (the cause chain with ``--traceback``) and exit with
+It never repeats the run's flow: the flags become one ``Migrator`` (the shared ones are
+defined in ``commands/shared.py``), every action is one call of its methods, and what
+is printed is ``render.py``'s. Errors print as one line (the cause chain with ``--traceback``) and exit with
 the code of their class, listed in ``--help`` and README.md.
 """
 
@@ -9,19 +10,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from natlangchain_migrate import libpq
 from natlangchain_migrate.commands import COMMANDS, ENV, PROG, env_setting, find_command
 from natlangchain_migrate.commands.shared import (
     add_database_flags,
+    add_execution_flags,
+    add_lock_flags,
     add_log_flags,
     embedded_dsn,
+    execution_options,
+    lock_mode_problem,
+    lock_options,
+    log_format_problem,
     run_logged,
 )
 from natlangchain_migrate.commands.version import PrintVersion
@@ -29,30 +35,11 @@ from natlangchain_migrate.errors import (
     ExitCode,
 )
 from natlangchain_migrate.events import log
-from natlangchain_migrate.ledger import BASELINE
-from natlangchain_migrate.logs import LOG_FORMATS
 from natlangchain_migrate.migrator import Migrator
-from natlangchain_migrate.plan import MigrationPlan, State, StatusEntry
-from natlangchain_migrate.settings import (
-    LOCK_MODES,
-    ExecutionOptions,
-    LockOptions,
-    lock_mode_of,
-)
 
 if TYPE_CHECKING:
-    from natlangchain_migrate.results import MigrationResult
-    from natlangchain_migrate.undo import RollbackResult
+    pass
 
-
-_MARKS = {
-    State.APPLIED: "✓",
-    State.PENDING: "○",
-    State.SKIPPED: "○",
-    State.CHANGED: "✗",
-    State.MISSING: "✗",
-    State.FAILED: "✗",
-}
 
 _SETTINGS = {
     "DIR": "--migrations-dir",
@@ -185,44 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="--status, --check or --dry-run as JSON"
     )
     add_database_flags(parser)
-    parser.add_argument(
-        "--lock-timeout",
-        type=float,
-        default=env_setting("LOCK_TIMEOUT", "300"),
-        metavar="SECONDS",
-        help="how long to wait for another runner's lock (default 300)",
-    )
-    parser.add_argument(
-        "--lock-namespace",
-        default=env_setting("LOCK_NAMESPACE"),
-        metavar="TEXT",
-        help="advisory lock key namespace (default natlangchain_migrate:<schema>)",
-    )
-    parser.add_argument(
-        "--lock-mode",
-        choices=LOCK_MODES,
-        default=env_setting("LOCK_MODE", "session"),
-        help="session (default) or transaction (through PgBouncer transaction pooling)",
-    )
-    parser.add_argument(
-        "--pg-lock-timeout",
-        default=env_setting("PG_LOCK_TIMEOUT", "5s"),
-        metavar="DURATION",
-        help="PostgreSQL lock_timeout for each migration (default 5s)",
-    )
-    parser.add_argument(
-        "--statement-timeout",
-        default=env_setting("STATEMENT_TIMEOUT"),
-        metavar="DURATION",
-        help="PostgreSQL statement_timeout for each migration (default none)",
-    )
-    parser.add_argument(
-        "--lock-retries",
-        type=int,
-        default=env_setting("LOCK_RETRIES", "5"),
-        metavar="N",
-        help="retries of a migration cancelled by lock_timeout (default 5)",
-    )
+    add_lock_flags(parser)
+    add_execution_flags(parser)
     parser.add_argument(
         "--strict-order",
         action="store_true",
@@ -265,12 +216,9 @@ def _setting_problem(args: argparse.Namespace) -> str | None:
         if problem:
             given = "--dump-schema" if args.dump_schema else f"{ENV}DUMP_SCHEMA"
             return f"{given} {dump_path}: {problem}"
-    for name, value, choices in (
-        ("LOG_FORMAT", args.log_format, LOG_FORMATS),
-        ("LOCK_MODE", args.lock_mode, LOCK_MODES),
-    ):
-        if value and value not in choices:  # an empty variable counts as unset
-            return f"{ENV}{name}={value!r} is not one of: {', '.join(choices)}"
+    problem = log_format_problem(args.log_format) or lock_mode_problem(args.lock_mode)
+    if problem:
+        return problem
     strict = env_setting("STRICT_ORDER", "") or ""
     if strict.lower() not in _TRUE | _FALSE:
         return f"{ENV}STRICT_ORDER={strict!r} is not one of: 1, 0, true, false, yes, no, on, off"
@@ -344,24 +292,18 @@ async def _run(args: argparse.Namespace) -> int:
         schema=args.schema,
         connect_wait=args.wait,
         strict_order=_strict_order(args),
-        lock=LockOptions(
-            wait=args.lock_timeout,
-            namespace=args.lock_namespace,
-            mode=lock_mode_of(args.lock_mode or "session"),
-        ),
-        execution=ExecutionOptions(
-            pg_lock_timeout=args.pg_lock_timeout,
-            statement_timeout=args.statement_timeout,
-            lock_retries=args.lock_retries,
-        ),
+        lock=lock_options(args),
+        execution=execution_options(args),
     )
     if args.status or args.check or args.rollback or args.repair:
         return await _other_action(args, migrator)
     report = await migrator.up(args.version, skip=args.skip, dry_run=args.dry_run)
     if args.dry_run:
-        _print_dry_run(report.pending, as_json=args.json)
+        from natlangchain_migrate import render
+
+        render.print_dry_run(report.pending, as_json=args.json)
     else:
-        await _dump_schema_if_asked(args, dsn)
+        await _dump_schema_if_asked(args, migrator)
     return ExitCode.OK
 
 
@@ -373,15 +315,15 @@ def _dump_path(args: argparse.Namespace) -> Path | None:
     return Path(given).expanduser() if given else None
 
 
-async def _dump_schema_if_asked(args: argparse.Namespace, dsn: str) -> None:
+async def _dump_schema_if_asked(args: argparse.Namespace, migrator: Migrator) -> None:
     """--dump-schema PATH (or its variable) after a successful apply or rollback."""
     path = _dump_path(args)
     if path is None:
         return
     from natlangchain_migrate.errors import ConfigurationError
-    from natlangchain_migrate.schema_dump import dump_schema, write_schema
+    from natlangchain_migrate.schema_dump import write_schema
 
-    text = await dump_schema(dsn, schema=args.schema, wait=args.wait)
+    text = await migrator.dump_schema()
     try:
         await asyncio.to_thread(write_schema, path, text)
     except ConfigurationError as error:
@@ -393,128 +335,20 @@ async def _dump_schema_if_asked(args: argparse.Namespace, dsn: str) -> None:
 
 async def _other_action(args: argparse.Namespace, migrator: Migrator) -> int:
     """--status, --check, --rollback, --repair: one Migrator call each."""
+    from natlangchain_migrate import render
+
     if args.rollback:
         steps = 1 if args.steps is None else args.steps
         undone = await migrator.rollback(steps=steps, to=args.to, dry_run=args.dry_run)
         if args.dry_run:
-            _print_rollback_plan(undone, as_json=args.json)
+            render.print_rollback_plan(undone, as_json=args.json)
         else:
-            await _dump_schema_if_asked(args, migrator.options.dsn or "")
+            await _dump_schema_if_asked(args, migrator)
         return ExitCode.OK
     if args.repair:
         await migrator.repair()
         return ExitCode.OK
     plan = await migrator.status(skip=args.skip)
     if args.status:
-        return _print_status(plan, as_json=args.json)
-    return _check(plan, as_json=args.json)
-
-
-def _print_status(plan: MigrationPlan, *, as_json: bool) -> int:
-    if as_json:
-        objects = [_status_object(entry) for entry in plan.entries]
-        objects += [_status_object(entry, repeatable=True) for entry in plan.repeatables]
-        print(json.dumps(objects, indent=2))
-        return ExitCode.OK
-    print("Migration Status")
-    print("=" * 50)
-    for entry in plan.entries:
-        note = ""
-        if entry.state is State.FAILED and entry.row is not None:
-            note = f" (at statement {entry.row.statements_done + 1})"
-        elif entry.state is State.APPLIED and not entry.verified:
-            note = " (unverified: no checksum, run --repair)"
-        elif entry.state is State.APPLIED and entry.row and entry.row.applied_by == BASELINE:
-            note = " (baseline)"
-        print(f"  {_MARKS[entry.state]} {entry.name}: {entry.state.value}{note}")
-    print(f"\nApplied: {plan.recorded_count} / {len(plan.entries)}")
-    if plan.repeatables:
-        print("\nRepeatable (applied after the versioned ones, whenever their file changes)")
-        for entry in plan.repeatables:
-            note = ""
-            if entry.state is State.PENDING and entry.row is not None:
-                note = " (changed since applied)"
-            elif entry.state is State.MISSING:
-                note = " (file gone; ignored by runs, --repair forgets it)"
-            print(f"  {_MARKS[entry.state]} {entry.name}: {entry.state.value}{note}")
-    return ExitCode.OK
-
-
-def _status_object(entry: StatusEntry, *, repeatable: bool = False) -> dict[str, Any]:
-    row = entry.row
-    return {
-        "version": None if repeatable else entry.version,
-        "repeatable": repeatable,
-        "name": entry.name,
-        "state": entry.state.value,
-        "checksum": entry.file_checksum,
-        "applied_checksum": row.checksum if row else None,
-        "applied_at": row.applied_at.isoformat() if row and row.applied_at else None,
-        "execution_ms": row.execution_ms if row else None,
-        "applied_by": row.applied_by if row else None,
-        "statements_done": row.statements_done if row and not row.complete else None,
-    }
-
-
-def _check(plan: MigrationPlan, *, as_json: bool) -> int:
-    pending = [e.version for e in plan.entries if e.state is State.PENDING]
-    pending_repeatables = [e.name for e in plan.repeatables if e.state is State.PENDING]
-    drifted = [e.version for e in plan.changed + plan.missing]
-    failed = [e.version for e in plan.failed]
-    if failed:
-        code, state, count = ExitCode.CHECK_FAILED, "failed part-way", len(failed)
-    elif drifted:
-        code, state, count = ExitCode.CHECK_DRIFT, "drifted", len(drifted)
-    elif pending or pending_repeatables:
-        code, state = ExitCode.CHECK_PENDING, "pending"
-        count = len(pending) + len(pending_repeatables)
-    else:
-        code, state, count = ExitCode.OK, "up to date", 0
-    if as_json:
-        summary = {
-            "state": state,
-            "exit_code": int(code),
-            "applied": plan.recorded_count,
-            "total": len(plan.entries),
-            "pending": pending,
-            "pending_repeatables": pending_repeatables,
-            "drifted": drifted,
-            "failed": failed,
-        }
-        print(json.dumps(summary, indent=2))
-    else:
-        what = f"{count} {state}" if count else state
-        repeatables = ""
-        if plan.repeatables:
-            current = sum(e.state is State.APPLIED for e in plan.repeatables)
-            total = sum(e.state is not State.MISSING for e in plan.repeatables)
-            repeatables = f", {current} of {total} repeatable current"
-        print(f"{what}: {plan.recorded_count} of {len(plan.entries)} applied{repeatables}")
-    return code
-
-
-def _print_rollback_plan(undone: Sequence[RollbackResult], *, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps([u._asdict() for u in undone], indent=2))
-        return
-    if not undone:
-        print("Nothing to roll back: no migration is applied.")
-        return
-    print("Would roll back, newest first, each in its own transaction:")
-    for item in undone:
-        if item.down_sql is None:
-            print(f"\n-- {item.name}: no down file; only its ledger row would be removed")
-        else:
-            print(f"\n-- {item.name}: down file\n{item.down_sql.rstrip()}")
-
-
-def _print_dry_run(pending: Sequence[MigrationResult], *, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps([{"version": m.version, "name": m.name} for m in pending], indent=2))
-        return
-    if not pending:
-        print("Nothing to apply: the database is up to date.")
-        return
-    print("Would apply, in order:")
-    for migration in pending:
-        print(f"  {migration.name}")
+        return render.print_status(plan, as_json=args.json)
+    return render.print_check(plan, as_json=args.json)

@@ -114,6 +114,14 @@ class Migrator:
         with classified():
             return await operations.baseline(self.options, version, force=force)
 
+    async def dump_schema(self) -> str:
+        """The schema as deterministic SQL, the ledger left out (``dump-schema``)."""
+        from natlangchain_migrate.connection import resolve_dsn
+        from natlangchain_migrate.schema_dump import dump_schema
+
+        dsn = resolve_dsn(self.options.dsn)
+        return await dump_schema(dsn, schema=self.options.schema, wait=self.options.connect_wait)
+
     async def verify(self, *, server_dsn: str) -> VerifyReport:
         """Check every down file on a scratch database on the server of ``server_dsn``:
         each restores the schema before its migration, and up again gives the same."""

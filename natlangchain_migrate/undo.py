@@ -2,8 +2,10 @@
 
 Newest first, each in its own transaction with the removal of its ledger row
 (a down file marked ``-- natlangchain: no-transaction`` runs statement by
-statement, for ``DROP INDEX CONCURRENTLY``, and its row goes once all ran). A
-dry run takes no lock, changes nothing and returns the down SQL that would run.
+statement, for ``DROP INDEX CONCURRENTLY``, and its row goes once all ran). Down
+files run as up files do, through one attempt (attempt.py): PostgreSQL's
+lock_timeout with retries, statement_timeout, the progress watcher. A dry run
+takes no lock, changes nothing and returns the down SQL that would run.
 """
 
 from __future__ import annotations

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from natlangchain_migrate.commands import PROG, env_setting, usage_error
+from natlangchain_migrate.commands import PROG, usage_error
 from natlangchain_migrate.commands.shared import (
     add_database_flags,
+    add_lock_flags,
     add_log_flags,
     database_dsn,
+    lock_options,
     log_format_problem,
     run_logged,
 )
@@ -29,13 +31,7 @@ def main(argv: list[str]) -> int:
         help="even when the ledger holds rows: add rows only for versions up to N that lack one",
     )
     add_database_flags(parser)
-    parser.add_argument(
-        "--lock-timeout",
-        type=float,
-        default=env_setting("LOCK_TIMEOUT", "300"),
-        metavar="SECONDS",
-        help="how long to wait for another runner's lock (default 300)",
-    )
+    add_lock_flags(parser, namespace_and_mode=False)
     add_log_flags(parser)
     args = parser.parse_args(argv)
     problem = log_format_problem(args.log_format)
@@ -50,13 +46,12 @@ def main(argv: list[str]) -> int:
 
 async def _baseline(args: argparse.Namespace) -> list[int]:
     from natlangchain_migrate.migrator import Migrator
-    from natlangchain_migrate.settings import LockOptions
 
     migrator = Migrator(
         await database_dsn(args.database_url),
         migrations_dir=args.migrations_dir,
         schema=args.schema,
         connect_wait=args.wait,
-        lock=LockOptions(wait=args.lock_timeout),
+        lock=lock_options(args),
     )
     return await migrator.baseline(args.n, force=args.force)

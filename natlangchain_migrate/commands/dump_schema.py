@@ -54,10 +54,13 @@ def main(argv: list[str]) -> int:
 
 
 async def _dump(args: argparse.Namespace, path: Path | None) -> None:
-    from natlangchain_migrate.schema_dump import dump_schema, write_schema
+    from natlangchain_migrate.migrator import Migrator
+    from natlangchain_migrate.schema_dump import write_schema
 
-    dsn = await database_dsn(args.database_url)
-    text = await dump_schema(dsn, schema=args.schema, wait=args.wait)
+    migrator = Migrator(
+        await database_dsn(args.database_url), schema=args.schema, connect_wait=args.wait
+    )
+    text = await migrator.dump_schema()
     if path is None:
         sys.stdout.write(text)
     else:

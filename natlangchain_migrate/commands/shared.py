@@ -1,5 +1,6 @@
-"""What every command that talks to a database shares: its connection flags, its log
-flags, where the embedded server comes in, and one way to run, fail and stop on signals.
+"""What every command that talks to a database shares: its connection, lock, execution
+and log flags (each defined once), where the embedded server comes in, and one way to
+run, fail and stop on signals.
 
 The main command (``cli.py``) and each subcommand use these, so a flag, an exit code or
 the "one line, never the password" rule has one home.
@@ -20,6 +21,12 @@ from natlangchain_migrate.dsn import scrub, secrets_of
 from natlangchain_migrate.errors import ExitCode, MigrateError, StoppedBySignalError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.logs import LOG_FORMATS, configure_logging
+from natlangchain_migrate.settings import (
+    LOCK_MODES,
+    ExecutionOptions,
+    LockOptions,
+    lock_mode_of,
+)
 
 T = TypeVar("T")
 
@@ -54,6 +61,83 @@ def add_database_flags(
         metavar="SECONDS",
         help="retry a server that is not up yet for up to SECONDS (default 0)",
     )
+
+
+def add_lock_flags(parser: argparse.ArgumentParser, *, namespace_and_mode: bool = True) -> None:
+    """``--lock-timeout`` (the wait for another runner's advisory lock, ``args.lock_wait``)
+    and, unless told not to, ``--lock-namespace`` and ``--lock-mode``, with their
+    variables."""
+    parser.add_argument(
+        "--lock-timeout",
+        dest="lock_wait",
+        type=float,
+        default=env_setting("LOCK_TIMEOUT", "300"),
+        metavar="SECONDS",
+        help="how long to wait for another runner's lock (default 300)",
+    )
+    if not namespace_and_mode:
+        return
+    parser.add_argument(
+        "--lock-namespace",
+        default=env_setting("LOCK_NAMESPACE"),
+        metavar="TEXT",
+        help="advisory lock key namespace (default natlangchain_migrate:<schema>)",
+    )
+    parser.add_argument(
+        "--lock-mode",
+        choices=LOCK_MODES,
+        default=env_setting("LOCK_MODE", "session"),
+        help="session (default) or transaction (through PgBouncer transaction pooling)",
+    )
+
+
+def add_execution_flags(parser: argparse.ArgumentParser) -> None:
+    """How each migration file runs, up or down: ``--pg-lock-timeout``,
+    ``--statement-timeout`` and ``--lock-retries``, with their variables."""
+    parser.add_argument(
+        "--pg-lock-timeout",
+        default=env_setting("PG_LOCK_TIMEOUT", "5s"),
+        metavar="DURATION",
+        help="PostgreSQL lock_timeout for each migration (default 5s)",
+    )
+    parser.add_argument(
+        "--statement-timeout",
+        default=env_setting("STATEMENT_TIMEOUT"),
+        metavar="DURATION",
+        help="PostgreSQL statement_timeout for each migration (default none)",
+    )
+    parser.add_argument(
+        "--lock-retries",
+        type=int,
+        default=env_setting("LOCK_RETRIES", "5"),
+        metavar="N",
+        help="retries of a migration cancelled by lock_timeout (default 5)",
+    )
+
+
+def lock_options(args: argparse.Namespace) -> LockOptions:
+    """The advisory lock the flags of ``add_lock_flags`` describe."""
+    return LockOptions(
+        wait=args.lock_wait,
+        namespace=getattr(args, "lock_namespace", None),
+        mode=lock_mode_of(getattr(args, "lock_mode", None) or "session"),
+    )
+
+
+def execution_options(args: argparse.Namespace) -> ExecutionOptions:
+    """How each file runs, from the flags of ``add_execution_flags``."""
+    return ExecutionOptions(
+        pg_lock_timeout=args.pg_lock_timeout,
+        statement_timeout=args.statement_timeout,
+        lock_retries=args.lock_retries,
+    )
+
+
+def lock_mode_problem(value: str | None) -> str | None:
+    """argparse checks a flag's choices, not a default taken from the variable."""
+    if value and value not in LOCK_MODES:  # an empty variable counts as unset
+        return f"{ENV}LOCK_MODE={value!r} is not one of: {', '.join(LOCK_MODES)}"
+    return None
 
 
 def add_log_flags(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,136 @@
+"""What the CLI prints: the status table, --check's one line, the dry-run and rollback
+plans, each as text or (``--json``) as JSON. The library returns values; only the command
+line turns them into output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from natlangchain_migrate.errors import ExitCode
+from natlangchain_migrate.ledger import BASELINE
+from natlangchain_migrate.plan import MigrationPlan, State, StatusEntry
+
+if TYPE_CHECKING:
+    from natlangchain_migrate.results import MigrationResult
+    from natlangchain_migrate.undo import RollbackResult
+
+_MARKS = {
+    State.APPLIED: "✓",
+    State.PENDING: "○",
+    State.SKIPPED: "○",
+    State.CHANGED: "✗",
+    State.MISSING: "✗",
+    State.FAILED: "✗",
+}
+
+
+def print_status(plan: MigrationPlan, *, as_json: bool) -> int:
+    if as_json:
+        objects = [_status_object(entry) for entry in plan.entries]
+        objects += [_status_object(entry, repeatable=True) for entry in plan.repeatables]
+        print(json.dumps(objects, indent=2))
+        return ExitCode.OK
+    print("Migration Status")
+    print("=" * 50)
+    for entry in plan.entries:
+        note = ""
+        if entry.state is State.FAILED and entry.row is not None:
+            note = f" (at statement {entry.row.statements_done + 1})"
+        elif entry.state is State.APPLIED and not entry.verified:
+            note = " (unverified: no checksum, run --repair)"
+        elif entry.state is State.APPLIED and entry.row and entry.row.applied_by == BASELINE:
+            note = " (baseline)"
+        print(f"  {_MARKS[entry.state]} {entry.name}: {entry.state.value}{note}")
+    print(f"\nApplied: {plan.recorded_count} / {len(plan.entries)}")
+    if plan.repeatables:
+        print("\nRepeatable (applied after the versioned ones, whenever their file changes)")
+        for entry in plan.repeatables:
+            note = ""
+            if entry.state is State.PENDING and entry.row is not None:
+                note = " (changed since applied)"
+            elif entry.state is State.MISSING:
+                note = " (file gone; ignored by runs, --repair forgets it)"
+            print(f"  {_MARKS[entry.state]} {entry.name}: {entry.state.value}{note}")
+    return ExitCode.OK
+
+
+def _status_object(entry: StatusEntry, *, repeatable: bool = False) -> dict[str, Any]:
+    row = entry.row
+    return {
+        "version": None if repeatable else entry.version,
+        "repeatable": repeatable,
+        "name": entry.name,
+        "state": entry.state.value,
+        "checksum": entry.file_checksum,
+        "applied_checksum": row.checksum if row else None,
+        "applied_at": row.applied_at.isoformat() if row and row.applied_at else None,
+        "execution_ms": row.execution_ms if row else None,
+        "applied_by": row.applied_by if row else None,
+        "statements_done": row.statements_done if row and not row.complete else None,
+    }
+
+
+def print_check(plan: MigrationPlan, *, as_json: bool) -> int:
+    pending = [e.version for e in plan.entries if e.state is State.PENDING]
+    pending_repeatables = [e.name for e in plan.repeatables if e.state is State.PENDING]
+    drifted = [e.version for e in plan.changed + plan.missing]
+    failed = [e.version for e in plan.failed]
+    if failed:
+        code, state, count = ExitCode.CHECK_FAILED, "failed part-way", len(failed)
+    elif drifted:
+        code, state, count = ExitCode.CHECK_DRIFT, "drifted", len(drifted)
+    elif pending or pending_repeatables:
+        code, state = ExitCode.CHECK_PENDING, "pending"
+        count = len(pending) + len(pending_repeatables)
+    else:
+        code, state, count = ExitCode.OK, "up to date", 0
+    if as_json:
+        summary = {
+            "state": state,
+            "exit_code": int(code),
+            "applied": plan.recorded_count,
+            "total": len(plan.entries),
+            "pending": pending,
+            "pending_repeatables": pending_repeatables,
+            "drifted": drifted,
+            "failed": failed,
+        }
+        print(json.dumps(summary, indent=2))
+    else:
+        what = f"{count} {state}" if count else state
+        repeatables = ""
+        if plan.repeatables:
+            current = sum(e.state is State.APPLIED for e in plan.repeatables)
+            total = sum(e.state is not State.MISSING for e in plan.repeatables)
+            repeatables = f", {current} of {total} repeatable current"
+        print(f"{what}: {plan.recorded_count} of {len(plan.entries)} applied{repeatables}")
+    return code
+
+
+def print_rollback_plan(undone: Sequence[RollbackResult], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([u._asdict() for u in undone], indent=2))
+        return
+    if not undone:
+        print("Nothing to roll back: no migration is applied.")
+        return
+    print("Would roll back, newest first, each in its own transaction:")
+    for item in undone:
+        if item.down_sql is None:
+            print(f"\n-- {item.name}: no down file; only its ledger row would be removed")
+        else:
+            print(f"\n-- {item.name}: down file\n{item.down_sql.rstrip()}")
+
+
+def print_dry_run(pending: Sequence[MigrationResult], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([{"version": m.version, "name": m.name} for m in pending], indent=2))
+        return
+    if not pending:
+        print("Nothing to apply: the database is up to date.")
+        return
+    print("Would apply, in order:")
+    for migration in pending:
+        print(f"  {migration.name}")
