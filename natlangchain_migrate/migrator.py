@@ -22,8 +22,10 @@ from natlangchain_migrate.settings import (
     ExecutionOptions,
     LockOptions,
     RunnerOptions,
+    check_schema_name,
     lock_mode_of,
     skip_set,
+    target_of,
 )
 
 if TYPE_CHECKING:
@@ -61,6 +63,7 @@ class Migrator:
         execution: ExecutionOptions | None = None,
     ) -> None:
         lock = lock or LockOptions()
+        check_schema_name(schema)
         self.options = RunnerOptions(
             dsn=dsn,
             pool=pool,
@@ -79,7 +82,7 @@ class Migrator:
         ``dry_run``, report what would run and change nothing."""
         from natlangchain_migrate import runner
 
-        call = CallArguments(target_version=target, skip=skip_set(skip), dry_run=dry_run)
+        call = CallArguments(target_version=target_of(target), skip=skip_set(skip), dry_run=dry_run)
         with classified():
             return await runner.up(self.options, call)
 

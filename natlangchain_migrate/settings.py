@@ -134,6 +134,28 @@ class MigrateOptions(TypedDict, total=False):
     strict_order: bool
 
 
+def check_schema_name(schema: str) -> None:
+    """A schema name PostgreSQL keeps whole: 1 to 63 bytes (longer ones it truncates)."""
+    size = len(schema.encode("utf-8"))
+    if not 0 < size <= 63:
+        raise ConfigurationError(
+            f"--schema {schema[:80]!r} is {size} bytes; PostgreSQL names are 1 to 63 bytes "
+            "(in the library: schema=)"
+        )
+
+
+def target_of(target: object) -> int | None:
+    """``target=`` (``--version``) as a version number: an int, or a string of digits."""
+    if target is None or (isinstance(target, int) and not isinstance(target, bool)):
+        return target
+    if isinstance(target, str) and target.strip().isdigit():
+        return int(target)
+    raise ConfigurationError(
+        f"target={target!r} is not a version number; give the version to migrate up to, "
+        "such as target=2 (--version 2)"
+    )
+
+
 def skip_set(skip: Collection[int]) -> frozenset[int]:
     """``skip=`` as given by a caller (list, tuple, set), as the calls keep it."""
     return frozenset(int(version) for version in skip)
