@@ -214,7 +214,9 @@ class _Applier:
         try:
             await self.attempts.send(migration, script)
         except asyncpg.PostgresError as error:
-            raise await self.attempts.failure(migration, error, offset=-len(prefix)) from error
+            raise await self.attempts.failure(
+                migration, error, offset=-len(prefix), replay=prefix
+            ) from error
         if self.conn.is_in_transaction():
             await self.conn.execute("ROLLBACK")
             raise TransactionControlError(

@@ -24,6 +24,7 @@ from natlangchain_migrate.errors import MigrateError, PrerequisiteError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.failures import (
     connection_lost,
+    locate,
     lock_retries_exhausted,
     migration_failed,
     privilege_missing,
@@ -222,10 +223,13 @@ class Attempts:
         *,
         offset: int,
         statement: int | None = None,
+        replay: str | None = None,
     ) -> MigrateError:
         """What a server error in a migration means, as the error to raise (the table in
         causes.py, with the facts a privilege or a missing extension needs). ``statement``
-        is the failing statement of a no-transaction file, whose earlier ones stay."""
+        is the failing statement of a no-transaction file, whose earlier ones stay;
+        ``replay`` is the prefix (BEGIN and settings) a transactional file ran under, to
+        find the failing statement of a runtime error by running it again, rolled back."""
         if error.sqlstate == "42501":
             return await self._privilege_failure(migration, error, offset)
         if error.sqlstate in ("0A000", "58P01"):
@@ -244,6 +248,13 @@ class Attempts:
                     "pgvector/pgvector image), or leave this migration out with --skip "
                     f"{migration.version}; {outcome}"
                 )
+        location = None
+        if replay is not None and statement is None:
+            from natlangchain_migrate.replay import failing_statement
+
+            found = await failing_statement(self.conn, migration, error, replay)
+            if found is not None:
+                location = locate(migration, error, offset=offset, statement=found)
         return migration_failed(
             migration,
             error,
@@ -251,6 +262,7 @@ class Attempts:
             applied=self.applied,
             rolled_back=statement is None,
             statement=statement,
+            location=location,
         )
 
     async def _extensions_not_available(self, migration: Migration) -> list[str]:

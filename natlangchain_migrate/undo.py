@@ -197,7 +197,9 @@ class _Undo:
                 await self.conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
             if isinstance(error, Blocked):
                 raise
-            raise await self.attempts.failure(down, error, offset=-len(prefix)) from error
+            raise await self.attempts.failure(
+                down, error, offset=-len(prefix), replay=prefix
+            ) from error
 
     async def _statement_by_statement(self, down: Migration) -> None:
         """A no-transaction down file: each statement on its own, retried after a
