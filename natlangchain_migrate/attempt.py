@@ -81,17 +81,41 @@ def settings_sql(
 
 async def read_server_facts(conn: asyncpg.Connection, schema: str) -> ServerFacts:
     """What the server says a migration's search_path needs: where the database's
-    extensions live, other than ``schema`` and pg_catalog."""
+    extensions live, other than ``schema`` and pg_catalog.
+
+    Migrations always run in ``schema`` (``--schema``, ``schema=``), whatever search_path
+    the connection came with (a role's or database's setting, ``options=-csearch_path``):
+    one setting decides where tables go, on every server. When the connection's own
+    search_path points elsewhere, the run says so, once, with the flag that follows it.
+    """
     rows = await conn.fetch(
-        "SELECT DISTINCT n.nspname FROM pg_extension e "
+        "SELECT ARRAY(SELECT DISTINCT n.nspname FROM pg_extension e "
         "JOIN pg_namespace n ON n.oid = e.extnamespace "
-        "WHERE n.nspname NOT IN ('pg_catalog', $1) ORDER BY 1",
+        "WHERE n.nspname NOT IN ('pg_catalog', $1) ORDER BY 1) AS schemas, "
+        "current_schema() AS current, current_setting('search_path') AS search_path, "
+        "(SELECT source FROM pg_settings WHERE name = 'search_path') AS source",
         schema,
     )
+    (row,) = rows
+    chosen = row["source"] in _CHOSEN_SOURCES  # set for this role, database or client
+    if chosen and row["current"] is not None and row["current"] != schema:
+        log.warning(
+            "search_path_overridden",
+            connection_search_path=row["search_path"],
+            connection_schema=row["current"],
+            schema=schema,
+            hint=f"migrations run in schema {schema} (--schema, schema=), not in "
+            f"{row['current']}, which the connection's search_path names; to migrate into "
+            f"it, pass --schema {row['current']}",
+        )
     return ServerFacts(
-        tuple(row["nspname"] for row in rows),
+        tuple(row["schemas"]),
         transaction_timeout=conn.get_server_version().major >= 17,
     )
+
+
+# Where a search_path comes from when someone chose it for these sessions (pg_settings.source).
+_CHOSEN_SOURCES = frozenset({"database", "user", "database user", "client"})
 
 
 def retry_pause(execution: ExecutionOptions, attempt: int) -> float:

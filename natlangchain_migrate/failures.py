@@ -172,8 +172,9 @@ def privilege_missing(
     return PrivilegeError(
         f"{location}: {error.sqlstate} {_message(error)}. Role {role} lacks a privilege that "
         f"{migration.filename} needs; the migration was rolled back and not recorded. Grant "
-        f"it (for the target schema: GRANT USAGE, CREATE ON SCHEMA {schema} TO {role};) or "
-        "run the migrations as the objects' owner, then run again"
+        f"it (for the target schema, {schema}, which --schema sets: GRANT USAGE, CREATE ON "
+        f"SCHEMA {schema} TO {role};) or run the migrations as the objects' owner, or into a "
+        "schema the role may use (--schema), then run again"
     )
 
 
