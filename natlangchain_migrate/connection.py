@@ -132,16 +132,14 @@ async def connect(
             ) from None
         except (ValueError, asyncpg.InterfaceError) as error:
             raise _invalid(dsn, error) from None
-        except ConnectionError as error:
-            if type(error) is not ConnectionError or not libpq.tls_required(dsn):
-                raise
-            # asyncpg's plain ConnectionError at start-up with TLS required: the server
-            # said no to TLS. Retrying cannot change that.
-            raise ConnectionRejectedError(
-                f"cannot connect to {libpq.describe(dsn)}: {scrub(str(error), dsn)}; "
-                + libpq.tls_refused_advice(dsn)
-            ) from None
         except _RETRYABLE as error:
+            if type(error) is ConnectionError and libpq.tls_required(dsn):
+                # asyncpg's plain ConnectionError at start-up with TLS required: the
+                # server said no to TLS. Retrying cannot change that.
+                raise ConnectionRejectedError(
+                    f"cannot connect to {libpq.describe(dsn)}: {scrub(str(error), dsn)}; "
+                    + libpq.tls_refused_advice(dsn)
+                ) from None
             reason = scrub(str(error) or type(error).__name__, dsn)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
