@@ -53,6 +53,7 @@ async def migrate(
     retry_delay: float = 1.0,
     progress_interval: float = 5.0,
     strict_order: bool = False,
+    refuse_future: bool = False,
 ) -> MigrationReport:
     """Apply the pending migrations; await it at API start-up or from an init container.
 
@@ -66,6 +67,9 @@ async def migrate(
     pending migrations in one transaction under a transaction-level lock, the
     mode that is safe through PgBouncer's transaction pooling. ``strict_order`` refuses
     a pending version lower than the highest applied one (OutOfOrderError).
+    Versions applied above every local file (by a newer release, during a rolling
+    deploy) are logged once as ``future_migrations`` and left alone, listed in the
+    report's ``future``; ``refuse_future`` raises FutureMigrationsError for them instead.
 
     Raises a MigrateError subclass; MigrationFailedError carries what this run
     applied before the failure.
@@ -77,6 +81,7 @@ async def migrate(
         schema=schema,
         connect_wait=wait,
         strict_order=strict_order,
+        refuse_future=refuse_future,
         lock=_lock(lock_timeout, lock_namespace, lock_mode),
         execution=ExecutionOptions(
             pg_lock_timeout=pg_lock_timeout,

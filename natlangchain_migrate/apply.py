@@ -40,7 +40,7 @@ from natlangchain_migrate.events import log
 from natlangchain_migrate.journal import StatementJournal
 from natlangchain_migrate.ledger import Ledger, LedgerSnapshot
 from natlangchain_migrate.locks import LockNoLongerNeeded, holding, migration_lock
-from natlangchain_migrate.pending import Sources, decide, plan_of
+from natlangchain_migrate.pending import Sources, decide, face_future, plan_of
 from natlangchain_migrate.plan import MigrationPlan
 from natlangchain_migrate.repeatables import is_repeatable, version_of
 from natlangchain_migrate.results import MigrationResult
@@ -54,13 +54,18 @@ async def apply_pending(
     sources: Sources,
     options: RunnerOptions,
     call: CallArguments,
+    *,
+    warned_future: set[int] | None = None,
 ) -> list[MigrationResult]:
     """Take the lock, plan again under it, apply what is still pending (the versioned
     migrations, then the new or changed repeatables); return what this run applied, in
     order. A waiter that sees the work done by another runner leaves without the lock and
-    returns nothing."""
+    returns nothing. ``warned_future`` holds the future versions the run has warned of;
+    a newer release's rows that appear meanwhile are warned of once and added."""
     facts = await read_server_facts(connection.conn, options.schema)
     applier = _Applier(connection, ledger, sources, options, call, facts)
+    if warned_future is not None:
+        applier.warned_future = warned_future
     try:
         if options.transaction_pooling:
             await applier.apply_in_one_transaction()
@@ -94,6 +99,7 @@ class _Applier:
         self.transaction_timeout = facts.transaction_timeout
         self.applied_by = application_name()
         self.applied: list[MigrationResult] = []
+        self.warned_future: set[int] = set()
         self.lock = migration_lock(self.conn, options, unless=self._nothing_left)
         self.attempts = Attempts(
             connection, options.execution, schema=options.schema, applied=self.applied
@@ -166,8 +172,11 @@ class _Applier:
         return await self.ledger.read(self.conn, repeatables=bool(self.sources.repeatables))
 
     async def _nothing_left(self) -> bool:
-        """While waiting for the lock: has another runner applied everything?"""
-        return not plan_of(self.sources, await self._read(), self.call).pending
+        """While waiting for the lock: has another runner applied everything? (A newer
+        release's rows are warned of, or refused, here too.)"""
+        plan = plan_of(self.sources, await self._read(), self.call)
+        face_future(plan, refuse=self.options.refuse_future, warned=self.warned_future)
+        return not plan.pending
 
     async def _ensure_and_replan(self) -> MigrationPlan:
         """Create or adopt the ledger, read it again (another runner may have just
@@ -188,7 +197,12 @@ class _Applier:
             await self.ledger.ensure_repeatables(self.conn)
         # Decided again: another runner may have applied something (a higher version too).
         return decide(
-            self.sources, await self._read(), self.call, strict_order=self.options.strict_order
+            self.sources,
+            await self._read(),
+            self.call,
+            strict_order=self.options.strict_order,
+            refuse_future=self.options.refuse_future,
+            warned=self.warned_future,
         )
 
     # --- transactional files --------------------------------------------------------

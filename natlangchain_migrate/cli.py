@@ -2,8 +2,9 @@
 
 It never repeats the run's flow: the flags become one ``Migrator`` (the shared ones are
 defined in ``commands/shared.py``), every action is one call of its methods, and what
-is printed is ``render.py``'s. Errors print as one line (the cause chain with ``--traceback``) and exit with
-the code of their class, listed in ``--help`` and README.md.
+is printed is ``render.py``'s. Errors print as one line (the cause chain with
+``--traceback``) and exit with the code of their class, listed in ``--help`` and
+README.md.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from natlangchain_migrate import libpq
 from natlangchain_migrate.commands import COMMANDS, ENV, PROG, env_setting, find_command
@@ -37,10 +37,6 @@ from natlangchain_migrate.errors import (
 from natlangchain_migrate.events import log
 from natlangchain_migrate.migrator import Migrator
 
-if TYPE_CHECKING:
-    pass
-
-
 _SETTINGS = {
     "DIR": "--migrations-dir",
     "SCHEMA": "--schema",
@@ -52,6 +48,7 @@ _SETTINGS = {
     "STATEMENT_TIMEOUT": "--statement-timeout",
     "LOCK_RETRIES": "--lock-retries",
     "STRICT_ORDER": "--strict-order (1/true/yes/on)",
+    "REFUSE_FUTURE": "--refuse-future (1/true/yes/on)",
     "LOG_FORMAT": "--log-format",
     "DUMP_SCHEMA": "--dump-schema (when applying or rolling back)",
     "EMBEDDED_DIR": "(data directory of the embedded PostgreSQL)",
@@ -62,7 +59,8 @@ _EXIT_MEANINGS = {
     ExitCode.USAGE: "bad usage or configuration (flags, URL, files, directives)",
     ExitCode.UNREACHABLE: "database unreachable (after --wait)",
     ExitCode.LOCK_TIMEOUT: "timed out waiting for another runner's lock",
-    ExitCode.DRIFT: "an applied migration's file changed or is gone",
+    ExitCode.DRIFT: "an applied migration's file changed or is gone (--refuse-future: "
+    "the database holds versions above the newest file)",
     ExitCode.PREREQUISITE: "a required extension (pgvector) is missing",
     ExitCode.CONNECTION_REJECTED: "wrong password, unknown database or role",
     ExitCode.READ_ONLY: "the server refuses writes (standby, or read-only database/role)",
@@ -180,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse to apply a version lower than the highest applied one (default: apply it)",
     )
     parser.add_argument(
+        "--refuse-future",
+        action="store_true",
+        help="refuse (exit 5) versions applied above the newest file, by a newer release "
+        "(default: warn with future_migrations and go on)",
+    )
+    parser.add_argument(
         "--dump-schema",
         metavar="PATH",
         help="after a successful apply or rollback, write the schema as deterministic SQL "
@@ -219,9 +223,10 @@ def _setting_problem(args: argparse.Namespace) -> str | None:
     problem = log_format_problem(args.log_format) or lock_mode_problem(args.lock_mode)
     if problem:
         return problem
-    strict = env_setting("STRICT_ORDER", "") or ""
-    if strict.lower() not in _TRUE | _FALSE:
-        return f"{ENV}STRICT_ORDER={strict!r} is not one of: 1, 0, true, false, yes, no, on, off"
+    for name in ("STRICT_ORDER", "REFUSE_FUTURE"):
+        value = env_setting(name, "") or ""
+        if value.lower() not in _TRUE | _FALSE:
+            return f"{ENV}{name}={value!r} is not one of: 1, 0, true, false, yes, no, on, off"
     return None
 
 
@@ -232,6 +237,11 @@ _FALSE = {"", "0", "false", "no", "off"}
 def _strict_order(args: argparse.Namespace) -> bool:
     """--strict-order, or its variable (checked by _setting_problem)."""
     return bool(args.strict_order) or (env_setting("STRICT_ORDER", "") or "").lower() in _TRUE
+
+
+def _refuse_future(args: argparse.Namespace) -> bool:
+    """--refuse-future, or its variable (checked by _setting_problem)."""
+    return bool(args.refuse_future) or (env_setting("REFUSE_FUTURE", "") or "").lower() in _TRUE
 
 
 def _combination_problem(args: argparse.Namespace) -> str | None:
@@ -246,6 +256,7 @@ def _combination_problem(args: argparse.Namespace) -> str | None:
         "version": {"apply"},
         "skip": {"apply", "status", "check"},
         "strict_order": {"apply"},
+        "refuse_future": {"apply"},
         "steps": {"rollback"},
         "to": {"rollback"},
     }
@@ -255,6 +266,7 @@ def _combination_problem(args: argparse.Namespace) -> str | None:
         "version": "--version",
         "skip": "--skip",
         "strict_order": "--strict-order",
+        "refuse_future": "--refuse-future",
     }
     for name, actions in allowed.items():
         if getattr(args, name) and action not in actions:
@@ -292,6 +304,7 @@ async def _run(args: argparse.Namespace) -> int:
         schema=args.schema,
         connect_wait=args.wait,
         strict_order=_strict_order(args),
+        refuse_future=_refuse_future(args),
         lock=lock_options(args),
         execution=execution_options(args),
     )

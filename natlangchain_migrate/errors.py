@@ -164,6 +164,16 @@ class DriftError(MigrateError):
     exit_code = ExitCode.DRIFT
 
 
+class FutureMigrationsError(DriftError):
+    """Raised, only when asked (``refuse_future=True``, ``--refuse-future``), when the
+    database holds versions above every local file: a newer release applied them.
+    ``versions`` lists them. By default they are not an error (one warning event)."""
+
+    def __init__(self, message: str, *, versions: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.versions = list(versions)
+
+
 class OutOfOrderError(MigrateError):
     """Raised under strict order, before anything runs, when a pending version is lower
     than the highest applied one."""

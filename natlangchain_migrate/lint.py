@@ -4,7 +4,8 @@ squawk (PyPI ``squawk-cli``) parses PostgreSQL and keeps the rules; this module
 runs it the way the runner runs each file (a transactional file inside a
 transaction, a ``no-transaction`` file not), drops the rules that the runner's
 own settings satisfy, and maps squawk's 0-based lines and byte columns back to
-the file as an editor counts them.
+the file as an editor counts them. The rules for two releases at once
+(lint_releases.py) join squawk's here, one finding per statement and rule.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ from typing import Any, NamedTuple
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.errors import ConfigurationError, SquawkUnavailableError
 from natlangchain_migrate.lint_config import TABLE, LintConfig
+from natlangchain_migrate.lint_releases import (
+    RECIPES,
+    adapt_squawk_message,
+    owned_rules,
+    release_findings,
+)
+from natlangchain_migrate.statements import line_and_column
 
 SQUAWK_VARIABLE = "NATLANGCHAIN_MIGRATE_SQUAWK"
 RULES_URL = "https://squawkhq.com/docs/rules"
@@ -84,7 +92,8 @@ def locate_squawk(environ: Mapping[str, str] = os.environ, scripts_dir: str | No
 def lint_migrations(
     migrations: Sequence[Migration], config: LintConfig, *, shown_dir: str, squawk: str
 ) -> list[Finding]:
-    """squawk's findings in ``migrations``, less excluded and ignored rules, in file order.
+    """squawk's findings in ``migrations`` with the expand/contract rules' verdicts, less
+    excluded and ignored rules, in file order.
 
     One squawk process per kind of file (transactional, no-transaction), each for
     many files. ``shown_dir`` prefixes the file names in the findings.
@@ -113,14 +122,80 @@ def lint_migrations(
                 reported.extend(_run_report(command, folder))
     by_name = {m.filename: m for m in migrations}
     order = {m.filename: position for position, m in enumerate(migrations)}
-    findings = []
+    from_squawk: dict[str, list[Finding]] = {m.filename: [] for m in migrations}
     for item in reported:
         migration = by_name[Path(item["file"]).name]
+        from_squawk[migration.filename].append(_finding(item, migration, shown_dir))
+    findings = []
+    for migration in migrations:
         ignored = {ignore.rule for ignore in migration.directives.lint_ignores}
-        if item["rule_name"] not in ignored:
-            findings.append(_finding(item, migration, shown_dir))
+        ignored |= set(config.exclude)
+        for finding in _with_release_rules(migration, from_squawk[migration.filename], shown_dir):
+            if finding.rule not in ignored:
+                findings.append(finding)
     findings.sort(key=lambda f: (order[Path(f.file).name], f.line, f.column, f.rule))
     return findings
+
+
+def _with_release_rules(
+    migration: Migration, squawks: list[Finding], shown_dir: str
+) -> list[Finding]:
+    """squawk's findings plus the expand/contract ones, one per statement and rule.
+
+    For the rules lint_releases owns, its verdict on the statement wins: squawk's
+    finding keeps its place and takes the release advice, or goes when the statement
+    is fine in this file (a table the file creates; a drop in a contract part).
+    """
+    ours = release_findings(migration)
+    # A file that does not parse gets squawk's syntax error and nothing of ours.
+    owned = owned_rules(migration.filename) if ours is not None else frozenset()
+    starts = _line_starts(migration.sql)
+    unused = list(ours or ())
+    kept = []
+    for finding in squawks:
+        if finding.rule not in owned:
+            message = adapt_squawk_message(migration.filename, finding.rule, finding.message)
+            if message is not None:
+                kept.append(finding._replace(message=message))
+            continue
+        offset = starts[finding.line - 1] + finding.column - 1
+        match = next(
+            (
+                o
+                for o in unused
+                if o.rule == finding.rule and o.start <= offset < max(o.end, 1 + o.start)
+            ),
+            None,
+        )
+        if match is not None:
+            unused.remove(match)
+            kept.append(finding._replace(message=match.message, help=RECIPES, level="warning"))
+    for release in unused:
+        line, column = line_and_column(migration.sql, release.start)
+        end_line, end_column = line_and_column(migration.sql, release.end)
+        kept.append(
+            Finding(
+                file=os.path.join(shown_dir, migration.filename),
+                line=line,
+                column=column,
+                end_line=end_line,
+                end_column=end_column,
+                rule=release.rule,
+                level="warning",
+                message=release.message,
+                help=RECIPES,
+            )
+        )
+    return kept
+
+
+def _line_starts(text: str) -> list[int]:
+    """The character offset where each line of ``text`` starts."""
+    starts = [0]
+    for position, character in enumerate(text):
+        if character == "\n":
+            starts.append(position + 1)
+    return starts
 
 
 def _finding(item: dict[str, Any], migration: Migration, shown_dir: str) -> Finding:

@@ -45,9 +45,11 @@ class Migrator:
     ``dsn`` defaults to DATABASE_URL; ``pool`` is an asyncpg pool to borrow one
     connection from instead. ``connect_wait`` is how long to retry a server that is
     not up yet; ``strict_order`` refuses a pending version below the highest applied
-    one. ``lock`` is the advisory lock (how long to wait for it, its namespace, its
-    mode); ``execution`` is how each file runs, up or down (PostgreSQL's lock_timeout
-    with retries, statement_timeout, the progress interval).
+    one; ``refuse_future`` refuses versions applied above the newest file (by a newer
+    release), which are otherwise warned of once and left alone. ``lock`` is the
+    advisory lock (how long to wait for it, its namespace, its mode); ``execution`` is
+    how each file runs, up or down (PostgreSQL's lock_timeout with retries,
+    statement_timeout, the progress interval).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class Migrator:
         schema: str = "public",
         connect_wait: float = 0.0,
         strict_order: bool = False,
+        refuse_future: bool = False,
         lock: LockOptions | None = None,
         execution: ExecutionOptions | None = None,
     ) -> None:
@@ -71,6 +74,7 @@ class Migrator:
             schema=schema,
             connect_wait=connect_wait,
             strict_order=strict_order,
+            refuse_future=refuse_future,
             lock=lock._replace(mode=lock_mode_of(lock.mode)),
             execution=execution or ExecutionOptions(),
         )

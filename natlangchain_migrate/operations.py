@@ -12,7 +12,7 @@ from natlangchain_migrate.events import log
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.locks import locked_connection
 from natlangchain_migrate.pending import Sources, plan_of
-from natlangchain_migrate.plan import MigrationPlan, State, raise_on_drift
+from natlangchain_migrate.plan import MigrationPlan, State, future_sentence, raise_on_drift
 from natlangchain_migrate.settings import CallArguments, RunnerOptions
 
 
@@ -33,7 +33,8 @@ async def repair(options: RunnerOptions) -> list[int]:
 
     Fills the checksums missing from rows adopted from the seed's table, accepts
     edited files, and removes the rows of versions whose file is gone (as Flyway's
-    repair does). Returns the versions whose row changed or went.
+    repair does), below the newest file only: a row above it was written by a newer
+    release and is kept. Returns the versions whose row changed or went.
     """
     sources = Sources(options.migrations_dir)
     preflight.check_options(sources.migrations, options)
@@ -46,6 +47,13 @@ async def repair(options: RunnerOptions) -> list[int]:
             raise ConfigurationError("nothing to repair: the database has no ledger yet")
         await ledger.ensure(conn)
         plan = plan_of(sources, snapshot)
+        if plan.future:
+            log.warning(
+                "future_rows_kept",
+                versions=[entry.version for entry in plan.future],
+                note=f"{future_sentence(plan)}; repair kept their rows (forgetting them "
+                "would make that release run them again)",
+            )
         for entry in plan.missing:
             await ledger.remove(conn, entry.version)
             repaired.append(entry.version)

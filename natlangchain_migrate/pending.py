@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from natlangchain_migrate.discovery import Migration, load_migrations
+from natlangchain_migrate.events import log
 from natlangchain_migrate.manifest import (
     Manifest,
     ManifestEntry,
@@ -23,6 +24,7 @@ from natlangchain_migrate.manifest import (
 )
 from natlangchain_migrate.plan import (
     MigrationPlan,
+    future_sentence,
     plan_migrations,
     raise_on_drift,
     raise_on_out_of_order,
@@ -135,16 +137,44 @@ def plan_of(
 
 
 def decide(
-    sources: Sources, snapshot: LedgerSnapshot, call: CallArguments, *, strict_order: bool
+    sources: Sources,
+    snapshot: LedgerSnapshot,
+    call: CallArguments,
+    *,
+    strict_order: bool,
+    refuse_future: bool = False,
+    warned: set[int] | None = None,
 ) -> MigrationPlan:
     """What is pending, for a run: the plan, refused on drift (a changed or vanished
     applied file) and, in strict order, on a pending version below an applied one.
+    Rows a newer release applied are not drift: see ``face_future``.
 
     The run calls it before the lock and again under it (another runner may have just
     applied something).
     """
     plan = plan_of(sources, snapshot, call)
     raise_on_drift(plan)
+    face_future(plan, refuse=refuse_future, warned=set() if warned is None else warned)
     if strict_order:
         raise_on_out_of_order(plan)
     return plan
+
+
+def face_future(plan: MigrationPlan, *, refuse: bool, warned: set[int]) -> None:
+    """Rows above the newest file, a newer release's: refused when asked
+    (FutureMigrationsError), else one ``future_migrations`` warning per run for the
+    versions not in ``warned`` (which it then holds), and nothing applied for them."""
+    if not plan.future:
+        return
+    if refuse:
+        raise_on_drift(plan, refuse_future=True)
+    new = [entry.version for entry in plan.future if entry.version not in warned]
+    if not new:
+        return
+    warned.update(new)
+    log.warning(
+        "future_migrations",
+        versions=[entry.version for entry in plan.future],
+        note=f"{future_sentence(plan)}; this release applies nothing for them and runs on "
+        "(to refuse them instead: --refuse-future)",
+    )

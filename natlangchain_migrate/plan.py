@@ -1,7 +1,7 @@
 """Deciding what to do: a pure function of (files, ledger rows, target, skips).
 
 Nothing here touches the database, so every rule of ordering, skipping,
-drift and resuming is unit-tested with plain values.
+drift, future rows and resuming is unit-tested with plain values.
 """
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from natlangchain_migrate.discovery import Migration
-from natlangchain_migrate.errors import DriftError, OutOfOrderError
+from natlangchain_migrate.errors import DriftError, FutureMigrationsError, OutOfOrderError
 
 
 class State(StrEnum):
     """What ``--status`` says of one version.
 
     FAILED is a no-transaction migration that stopped part-way: the ledger keeps
-    its row with ``complete = false`` and the statements it finished.
+    its row with ``complete = false`` and the statements it finished. FUTURE is a
+    row above the newest local file: a newer release applied it (during a rolling
+    deploy, or after a rollout was undone); it is not drift, and nothing forgets it.
     """
 
     APPLIED = "APPLIED"
@@ -28,6 +30,7 @@ class State(StrEnum):
     CHANGED = "CHANGED"
     MISSING = "MISSING"
     FAILED = "FAILED"
+    FUTURE = "FUTURE"
 
 
 class AppliedMigration(NamedTuple):
@@ -87,6 +90,11 @@ class MigrationPlan(NamedTuple):
         return [entry for entry in self.entries if entry.state is State.FAILED]
 
     @property
+    def future(self) -> list[StatusEntry]:
+        """Rows a newer release applied: above every local file, never drift."""
+        return [entry for entry in self.entries if entry.state is State.FUTURE]
+
+    @property
     def recorded_count(self) -> int:
         """How many versions the ledger records as applied (drifted ones included): the
         one count ``--status`` and ``--check`` both print."""
@@ -110,10 +118,12 @@ def plan_migrations(
     ``skip``; a skipped or lower version missing from the ledger is applied
     later even when higher ones are applied (out of order, on purpose). An
     incomplete no-transaction migration is pending and resumes after the
-    statements its row says are done.
+    statements its row says are done. A row without a file is FUTURE above the
+    newest file (a newer release wrote it) and MISSING below it (drift).
     """
     files = {migration.version: migration for migration in migrations}
     rows = {row.version: row for row in ledger}
+    newest = newest_version(migrations)
     entries: list[StatusEntry] = []
     pending: list[Migration] = []
     resume_from: dict[int, int] = {}
@@ -121,7 +131,8 @@ def plan_migrations(
         migration, row = files.get(version), rows.get(version)
         if migration is None:
             if row is not None:
-                entries.append(StatusEntry(version, row.name, State.MISSING, None, row))
+                gone = State.FUTURE if newest is None or version > newest else State.MISSING
+                entries.append(StatusEntry(version, row.name, gone, None, row))
             continue
         state = _state_of(migration, row, skip)
         entries.append(StatusEntry(version, migration.name, state, migration.checksum, row))
@@ -131,6 +142,12 @@ def plan_migrations(
             if row is not None:
                 resume_from[version] = row.statements_done
     return MigrationPlan(pending=pending, entries=entries, resume_from=resume_from)
+
+
+def newest_version(migrations: Sequence[Migration]) -> int | None:
+    """The highest version among the files: what this release ships. A repeatable (R__,
+    stored as version -1) has no version and never counts."""
+    return max((m.version for m in migrations if m.version >= 0), default=None)
 
 
 def _state_of(
@@ -147,8 +164,13 @@ def _state_of(
     return State.APPLIED
 
 
-def raise_on_drift(plan: MigrationPlan) -> None:
-    """Refuse to go on when an applied file changed or is gone."""
+def raise_on_drift(plan: MigrationPlan, *, refuse_future: bool = False) -> None:
+    """Refuse to go on when an applied file changed or is gone; with ``refuse_future``,
+    also when the database holds rows of a newer release (FutureMigrationsError).
+
+    No advice here suggests --repair for a future row: forgetting it would make the
+    newer release run that migration again.
+    """
     problems = [
         f"migration {entry.version:03d} was applied with a different checksum; restore "
         f"{entry.name}.sql, or put the change in a new migration, or accept the file as it is "
@@ -162,6 +184,24 @@ def raise_on_drift(plan: MigrationPlan) -> None:
     ]
     if problems:
         raise DriftError("; ".join(problems))
+    if refuse_future and plan.future:
+        raise FutureMigrationsError(
+            f"{future_sentence(plan)}, and future migrations are refused (--refuse-future, "
+            "NATLANGCHAIN_MIGRATE_REFUSE_FUTURE, refuse_future=); deploy the release that "
+            "ships them, or run without refusing them (an older release then runs on and "
+            "leaves them as they are)",
+            versions=[entry.version for entry in plan.future],
+        )
+
+
+def future_sentence(plan: MigrationPlan) -> str:
+    """What the future rows are, for messages: "the database holds migration 004 (004_x),
+    applied by a newer release (the newest file here is 003)"."""
+    named = ", ".join(f"{entry.version:03d} ({entry.name})" for entry in plan.future)
+    files = [entry.version for entry in plan.entries if entry.file_checksum is not None]
+    here = f"the newest file here is {max(files):03d}" if files else "no file here"
+    noun = "migration" if len(plan.future) == 1 else "migrations"
+    return f"the database holds {noun} {named}, applied by a newer release ({here})"
 
 
 def highest_recorded(plan: MigrationPlan) -> int | None:

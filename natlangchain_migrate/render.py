@@ -23,6 +23,7 @@ _MARKS = {
     State.CHANGED: "✗",
     State.MISSING: "✗",
     State.FAILED: "✗",
+    State.FUTURE: "↑",
 }
 
 
@@ -42,8 +43,10 @@ def print_status(plan: MigrationPlan, *, as_json: bool) -> int:
             note = " (unverified: no checksum, run --repair)"
         elif entry.state is State.APPLIED and entry.row and entry.row.applied_by == BASELINE:
             note = " (baseline)"
+        elif entry.state is State.FUTURE:
+            note = " (applied by a newer release; no file here)"
         print(f"  {_MARKS[entry.state]} {entry.name}: {entry.state.value}{note}")
-    print(f"\nApplied: {plan.recorded_count} / {len(plan.entries)}")
+    print(f"\nApplied: {plan.recorded_count} / {_local_count(plan)}{_future_note(plan)}")
     if plan.repeatables:
         print("\nRepeatable (applied after the versioned ones, whenever their file changes)")
         for entry in plan.repeatables:
@@ -51,7 +54,7 @@ def print_status(plan: MigrationPlan, *, as_json: bool) -> int:
             if entry.state is State.PENDING and entry.row is not None:
                 note = " (changed since applied)"
             elif entry.state is State.MISSING:
-                note = " (file gone; ignored by runs, --repair forgets it)"
+                note = " (no file here: removed, or a newer release's; ignored by runs)"
             print(f"  {_MARKS[entry.state]} {entry.name}: {entry.state.value}{note}")
     return ExitCode.OK
 
@@ -72,7 +75,23 @@ def _status_object(entry: StatusEntry, *, repeatable: bool = False) -> dict[str,
     }
 
 
+def _local_count(plan: MigrationPlan) -> int:
+    """The versions this release knows of (future rows are a newer release's)."""
+    return len(plan.entries) - len(plan.future)
+
+
+def _future_note(plan: MigrationPlan) -> str:
+    """The suffix ``, 1 future (004)`` when a newer release applied versions above the
+    files; empty otherwise."""
+    if not plan.future:
+        return ""
+    versions = ", ".join(f"{entry.version:03d}" for entry in plan.future)
+    return f", {len(plan.future)} future ({versions})"
+
+
 def print_check(plan: MigrationPlan, *, as_json: bool) -> int:
+    """Exit 0 when current for this release: rows a newer release applied (FUTURE) count
+    as current, so an old replica stays ready during a rolling deploy."""
     pending = [e.version for e in plan.entries if e.state is State.PENDING]
     pending_repeatables = [e.name for e in plan.repeatables if e.state is State.PENDING]
     drifted = [e.version for e in plan.changed + plan.missing]
@@ -91,11 +110,12 @@ def print_check(plan: MigrationPlan, *, as_json: bool) -> int:
             "state": state,
             "exit_code": int(code),
             "applied": plan.recorded_count,
-            "total": len(plan.entries),
+            "total": _local_count(plan),
             "pending": pending,
             "pending_repeatables": pending_repeatables,
             "drifted": drifted,
             "failed": failed,
+            "future": [e.version for e in plan.future],
         }
         print(json.dumps(summary, indent=2))
     else:
@@ -105,7 +125,8 @@ def print_check(plan: MigrationPlan, *, as_json: bool) -> int:
             current = sum(e.state is State.APPLIED for e in plan.repeatables)
             total = sum(e.state is not State.MISSING for e in plan.repeatables)
             repeatables = f", {current} of {total} repeatable current"
-        print(f"{what}: {plan.recorded_count} of {len(plan.entries)} applied{repeatables}")
+        applied = f"{plan.recorded_count} of {_local_count(plan)} applied"
+        print(f"{what}: {applied}{repeatables}{_future_note(plan)}")
     return code
 
 

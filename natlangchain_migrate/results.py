@@ -25,7 +25,8 @@ class MigrationReport:
     ``applied`` is what this run committed, each with its duration;
     ``already_applied`` the versions the ledger had before; ``pending`` what a
     dry run would apply (empty after a real run); ``skipped`` what ``skip=``
-    left out.
+    left out; ``future`` the versions a newer release applied (above every local
+    file), which this run left as they are.
     """
 
     def __init__(
@@ -39,14 +40,15 @@ class MigrationReport:
         self.already_applied = already_applied or []
         self.pending: list[MigrationResult] = []
         self.skipped = skipped or []
+        self.future: list[int] = []
         self.dry_run = dry_run
         self.duration_ms = 0.0
 
     def __repr__(self) -> str:
         return (
             f"MigrationReport(applied={self.applied!r}, already_applied={self.already_applied!r}, "
-            f"pending={self.pending!r}, skipped={self.skipped!r}, dry_run={self.dry_run!r}, "
-            f"duration_ms={self.duration_ms!r})"
+            f"pending={self.pending!r}, skipped={self.skipped!r}, future={self.future!r}, "
+            f"dry_run={self.dry_run!r}, duration_ms={self.duration_ms!r})"
         )
 
     @property

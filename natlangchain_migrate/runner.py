@@ -73,12 +73,21 @@ async def _on_one_connection(
             if versions is not None:
                 return MigrationReport(already_applied=versions), False
             snapshot = await ledger.read(conn, repeatables=bool(sources.repeatables))
-            plan = decide(sources, snapshot, call, strict_order=options.strict_order)
+            warned: set[int] = set()  # future versions warned of, before the lock and under it
+            plan = decide(
+                sources,
+                snapshot,
+                call,
+                strict_order=options.strict_order,
+                refuse_future=options.refuse_future,
+                warned=warned,
+            )
             report = MigrationReport(
                 already_applied=[entry.version for entry in plan.applied],
                 skipped=sorted(call.skip - {entry.version for entry in plan.applied}),
                 dry_run=call.dry_run,
             )
+            report.future = [entry.version for entry in plan.future]
             if not plan.pending:
                 return report, False
             _log_plan(plan)
@@ -91,7 +100,10 @@ async def _on_one_connection(
             # Loaded only here: an up-to-date start-up never needs the apply machinery.
             from natlangchain_migrate.apply import apply_pending
 
-            report.applied = await apply_pending(connection, ledger, sources, options, call)
+            report.applied = await apply_pending(
+                connection, ledger, sources, options, call, warned_future=warned
+            )
+            report.future = sorted(warned)
             return report, True
 
 

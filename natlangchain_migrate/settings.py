@@ -79,6 +79,8 @@ class RunnerOptions(NamedTuple):
     connect_wait: float = 0.0
     # Refuse a pending version lower than the highest applied one (goose, Flyway default).
     strict_order: bool = False
+    # Refuse ledger rows above every local file (a newer release's) instead of warning.
+    refuse_future: bool = False
     lock: LockOptions = LockOptions()
     execution: ExecutionOptions = ExecutionOptions()
 
@@ -132,6 +134,7 @@ class MigrateOptions(TypedDict, total=False):
     retry_delay: float
     progress_interval: float
     strict_order: bool
+    refuse_future: bool
 
 
 def check_schema_name(schema: str) -> None:

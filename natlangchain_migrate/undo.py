@@ -25,11 +25,15 @@ from natlangchain_migrate.attempt import (
 )
 from natlangchain_migrate.connection import RunConnection
 from natlangchain_migrate.discovery import Migration, load_migrations, parse_directives
-from natlangchain_migrate.errors import ConfigurationError, MigrationFailedError
+from natlangchain_migrate.errors import (
+    ConfigurationError,
+    FutureMigrationsError,
+    MigrationFailedError,
+)
 from natlangchain_migrate.events import log
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.locks import locked_connection
-from natlangchain_migrate.plan import AppliedMigration
+from natlangchain_migrate.plan import AppliedMigration, newest_version
 from natlangchain_migrate.settings import RunnerOptions, ServerFacts
 from natlangchain_migrate.statements import split_statements
 
@@ -64,6 +68,7 @@ async def rollback(
     async with locked_connection(options, dry_run=dry_run) as connection:
         rows = (await ledger.read(connection.conn)).rows
         chosen = _choose(rows, steps=steps, to=to)
+        _refuse_future(chosen, newest_version(loaded))
         if not chosen:
             log.info("rollback_nothing_applied", to=to)
             return []
@@ -97,6 +102,21 @@ def _choose(rows: list[AppliedMigration], *, steps: int, to: int | None) -> list
             "keep as the newest, or 0 to undo every migration"
         )
     return [row for row in newest_first if row.version > to]
+
+
+def _refuse_future(chosen: list[AppliedMigration], newest: int | None) -> None:
+    """A row above the newest file was applied by a newer release: without its file this
+    one could only forget the row, and that release would then run it again."""
+    ahead = [row for row in chosen if newest is None or row.version > newest]
+    if ahead:
+        named = ", ".join(f"{row.version:03d} ({row.name})" for row in ahead)
+        raise FutureMigrationsError(
+            f"the rollback would undo {named}, applied by a newer release (the newest file "
+            f"here is {newest or 0:03d}); this release has no file to undo it with and would "
+            "only drop its record, so that release would run it again. Roll it back with the "
+            "release that ships it (its down file undoes it); nothing was changed",
+            versions=[row.version for row in ahead],
+        )
 
 
 def _down_of(row: AppliedMigration, migration: Migration | None) -> Migration | None:

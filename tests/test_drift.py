@@ -21,6 +21,8 @@ FILES = {
     ),
     "002_pets.sql": "CREATE TABLE pets (id int);\n",
 }
+# A file that vanished is drift below the newest file (above it, a newer release's row).
+WITH_NEWER = FILES | {"003_toys.sql": "CREATE TABLE toys (id int);\n"}
 
 
 def _apply(folder: Path, url: str, *args: str) -> tuple[int, str, str]:
@@ -61,7 +63,7 @@ async def test_edited_applied_file_is_refused_then_accepted_by_repair(
 
 def test_drift_exits_5_and_status_and_check_show_it(database_url: str, tmp_path: Path) -> None:
     """The CLI's side of drift: exit 5 naming both problems, ✗ in --status, --check 11."""
-    folder = write_migrations(tmp_path / "m", FILES)
+    folder = write_migrations(tmp_path / "m", WITH_NEWER)
     run_migrations(database_url, migrations_dir=folder)
     (folder / "001_people.sql").write_text(FILES["001_people.sql"] + "-- tweaked\n")
     (folder / "002_pets.sql").unlink()
@@ -90,7 +92,7 @@ async def test_crlf_and_trailing_blanks_are_not_drift(database_url: str, tmp_pat
 async def test_vanished_applied_file_is_an_error_and_marked_missing(
     database_url: str, tmp_path: Path
 ) -> None:
-    folder = write_migrations(tmp_path / "m", FILES)
+    folder = write_migrations(tmp_path / "m", WITH_NEWER)
     await migrate(database_url, migrations_dir=folder)
     (folder / "002_pets.sql").unlink()
     with pytest.raises(DriftError) as drift:

@@ -30,9 +30,12 @@ PLAN_002 = (
     "ALTER TABLE accounts ADD COLUMN plan text NOT NULL;\n"
     "CREATE INDEX accounts_plan ON accounts (plan);\n"
 )
+# squawk's rule, with the advice for a rolling deploy (tests/test_lint_releases.py).
 REQUIRED_FIELD = (
-    "adding-required-field Adding a new column that is `NOT NULL` and has no default value "
-    "to an existing table effectively makes it required."
+    "adding-required-field column accounts.plan is NOT NULL without a default, and the "
+    "release before this one inserts rows without it; add it nullable (or with a default) "
+    "here, backfill it, and SET NOT NULL in 002_plan.contract.sql (README recipe 'Add a NOT "
+    "NULL column')"
 )
 BLOCKING_INDEX = (
     "require-concurrent-index-creation During normal index creation, table updates are "

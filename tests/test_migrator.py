@@ -46,6 +46,7 @@ MIGRATE_KEYWORDS = [
     "retry_delay",
     "progress_interval",
     "strict_order",
+    "refuse_future",
 ]
 
 

@@ -13,9 +13,16 @@ from natlangchain_migrate.discovery import (
     load_migrations,
     parse_directives,
 )
-from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.errors import ConfigurationError, DriftError, FutureMigrationsError
 from natlangchain_migrate.locks import lock_key
-from natlangchain_migrate.plan import AppliedMigration, State, plan_migrations
+from natlangchain_migrate.plan import (
+    AppliedMigration,
+    State,
+    newest_version,
+    plan_migrations,
+    raise_on_drift,
+)
+from natlangchain_migrate.repeatables import Repeatable, with_repeatables
 from tests.conftest import write_migrations
 
 
@@ -47,9 +54,22 @@ def _row(
         ([1, 2, 3], [1], 2, (), [2], "APP"),
         ([1, 2, 3], [], None, (2,), [1, 3], "PSP"),
         ([1, 2, 3], [1, 3], None, (), [2], "APA"),
-        ([1, 2], [1, 2, 3], None, (), [], "AAM"),
+        ([1, 3], [1, 2, 3], None, (), [], "AMA"),
+        ([1, 2], [1, 2, 3], None, (), [], "AAF"),
+        ([1, 3], [1, 2, 3, 4, 5], 1, (), [], "AMAFF"),
+        ([1, 2, 3], [1, 2, 4], None, (), [3], "AAPF"),
     ],
-    ids=["fresh", "up-to-date", "target", "skip", "out-of-order", "missing-file"],
+    ids=[
+        "fresh",
+        "up-to-date",
+        "target",
+        "skip",
+        "out-of-order",
+        "missing-below-newest-file",
+        "future",
+        "missing-and-future",
+        "pending-below-future",
+    ],
 )
 def test_plan_table(
     files: list[int],
@@ -64,6 +84,41 @@ def test_plan_table(
     )
     assert [m.version for m in plan.pending] == pending
     assert "".join(e.state.value[0] for e in plan.entries) == states
+
+
+def test_future_rows_are_not_drift_unless_refused_and_no_advice_names_repair() -> None:
+    plan = plan_migrations([_m(1), _m(2)], [_row(1), _row(2), _row(3)])
+    assert [(e.version, e.state) for e in plan.future] == [(3, State.FUTURE)]
+    assert plan.missing == []
+    assert plan.pending == []
+    assert plan.recorded_count == 2
+    raise_on_drift(plan)  # the default: not drift
+    with pytest.raises(FutureMigrationsError) as refused:
+        raise_on_drift(plan, refuse_future=True)
+    assert isinstance(refused.value, DriftError)
+    assert refused.value.versions == [3]
+    message = str(refused.value)
+    assert "003 (003_m)" in message
+    assert "newest file here is 002" in message
+    assert "repair" not in message
+
+
+def test_a_changed_file_beside_future_rows_is_drift_first() -> None:
+    plan = plan_migrations([_m(1, "SELECT 2;")], [_row(1), _row(2)])
+    with pytest.raises(DriftError) as drift:
+        raise_on_drift(plan, refuse_future=True)
+    assert not isinstance(drift.value, FutureMigrationsError)
+    assert "migration 001 was applied with a different checksum" in str(drift.value)
+
+
+def test_a_repeatable_is_never_the_newest_version() -> None:
+    """A repeatable is stored as version -1 inside the machinery: it never counts."""
+    repeatable = Repeatable(-1, "R__v", "R__v.sql", "SELECT 1;", checksum("SELECT 1;"))
+    assert newest_version([_m(1), _m(2), repeatable]) == 2
+    assert newest_version([repeatable]) is None
+    plan = with_repeatables(plan_migrations([_m(1)], [_row(1), _row(2)]), [repeatable], [])
+    assert [e.state for e in plan.entries] == [State.APPLIED, State.FUTURE]
+    assert [e.state for e in plan.repeatables] == [State.PENDING]
 
 
 def test_changed_file_is_drift_but_adopted_row_without_checksum_is_not() -> None:
