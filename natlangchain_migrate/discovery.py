@@ -200,7 +200,14 @@ def check_folder(folder: Traversable | Path) -> None:
 
 def _read_text(entry: Traversable) -> str:
     try:
-        return entry.read_bytes().decode("utf-8-sig")
+        text = entry.read_bytes().decode("utf-8-sig")
+        if "\0" in text:  # the server's protocol cannot carry it: it would drop the session
+            line = text.count("\n", 0, text.index("\0")) + 1
+            raise ConfigurationError(
+                f"{entry.name}:{line}: a NUL byte (\\0), which no SQL text may hold; remove "
+                "it (a binary value belongs in a bytea literal such as '\\x00')"
+            )
+        return text
     except OSError as error:
         raise ConfigurationError(
             f"{entry}: cannot read it ({error.strerror or error}); give the runner's user "

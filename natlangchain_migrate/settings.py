@@ -145,6 +145,11 @@ def check_schema_name(schema: str) -> None:
             f"--schema {schema[:80]!r} is {size} bytes; PostgreSQL names are 1 to 63 bytes "
             "(in the library: schema=)"
         )
+    if schema.startswith("pg_"):
+        raise ConfigurationError(
+            f"--schema {schema}: names beginning with pg_ are PostgreSQL's own; pick another "
+            "schema (in the library: schema=)"
+        )
 
 
 def target_of(target: object) -> int | None:

@@ -160,6 +160,11 @@ def test_a_schema_name_longer_than_63_bytes_is_a_usage_error(
     )
     assert result.returncode == ExitCode.USAGE, result.stderr
     assert "63 bytes" in _failed(result)
+    result = run_cli(
+        "--migrations-dir", str(folder), "--schema", "pg_catalog", database_url=database_url
+    )
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "PostgreSQL's own" in _failed(result)
 
 
 @pytest.mark.anyio
@@ -171,3 +176,14 @@ async def test_a_target_given_as_a_string_of_digits_is_that_version(
     assert [r.version for r in report.applied] == [1]
     with pytest.raises(ConfigurationError, match="not a version number"):
         await migrate(database_url, migrations_dir=folder, target="two")  # type: ignore[arg-type]
+
+
+def test_a_nul_byte_in_a_file_is_named_not_a_lost_connection(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "001_a.sql").write_bytes(b"CREATE TABLE a (id int);\nSELECT 1;\x00\n")
+    result = run_cli("--migrations-dir", str(folder), database_url=database_url)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "001_a.sql:2: a NUL byte" in _failed(result)
