@@ -96,9 +96,11 @@ def check_foreign_prefix(dsn: str) -> None:
 
 def tls_mode(dsn: str) -> str | None:
     """The sslmode a connection to ``dsn`` uses: the URL's, else PGSSLMODE's."""
+    from natlangchain_migrate.dsn import as_url
+
     try:
-        query = dict(parse_qsl(urlsplit(dsn).query))
-    except ValueError:
+        query = dict(parse_qsl(urlsplit(as_url(dsn)).query))
+    except (ValueError, ConfigurationError):
         query = {}
     return query.get("sslmode") or os.environ.get("PGSSLMODE")
 

@@ -168,3 +168,17 @@ async def test_the_library_names_the_foreign_prefix_too(tmp_path: Path) -> None:
 def test_no_pg_variable_leaks_from_the_test_environment() -> None:
     """The suite's own processes must not inherit a PGHOST that would redirect them."""
     assert not any(os.environ.get(name) for name in ("PGHOST", "PGPORT", "PGDATABASE"))
+
+
+def test_sslmode_in_a_key_value_dsn_is_read_too(database_url: str, tmp_path: Path) -> None:
+    parts = urlsplit(database_url)
+    dsn = (
+        f"host={parts.hostname} port={parts.port} user={parts.username} "
+        f"password='{unquote(parts.password or '')}' dbname={parts.path.lstrip('/')} "
+        "sslmode=require"
+    )
+    folder = write_migrations(tmp_path / "m", FILES)
+    result = run_cli("--migrations-dir", str(folder), "--wait", "30", database_url=dsn)
+    assert result.returncode == ExitCode.CONNECTION_REJECTED, result.stderr
+    assert "does not offer TLS" in result.stderr
+    assert PASSWORD not in result.stderr
