@@ -96,6 +96,7 @@ class _Applier:
         self.call = call
         self.execution = options.execution
         self.search_path = facts.search_path(options.schema)
+        self.transaction_timeout = facts.transaction_timeout
         self.applied_by = application_name()
         self.applied: list[MigrationResult] = []
         self.warned_future: set[int] = set()
@@ -109,6 +110,7 @@ class _Applier:
             options.execution,
             search_path=self.search_path,
             applied_by=self.applied_by,
+            transaction_timeout=facts.transaction_timeout,
         )
 
     # --- the two lock modes ---------------------------------------------------------
@@ -214,14 +216,21 @@ class _Applier:
         which the next run applies.
         """
         prefix = "BEGIN;\n" + settings_sql(
-            migration, self.execution, self.search_path, local=True, durable=last
+            migration,
+            self.execution,
+            self.search_path,
+            local=True,
+            durable=last,
+            transaction_timeout=self.transaction_timeout,
         )
         script = f"{prefix}{self._file_and_record(migration)};\nCOMMIT;"
         started = time.monotonic()
         try:
             await self.attempts.send(migration, script)
         except asyncpg.PostgresError as error:
-            raise await self.attempts.failure(migration, error, offset=-len(prefix)) from error
+            raise await self.attempts.failure(
+                migration, error, offset=-len(prefix), replay=prefix
+            ) from error
         if self.conn.is_in_transaction():
             await self.conn.execute("ROLLBACK")
             raise TransactionControlError(
@@ -233,7 +242,13 @@ class _Applier:
 
     async def _file_in_open_transaction(self, migration: Migration) -> float:
         """The file and its ledger row inside the batch's open transaction."""
-        prefix = settings_sql(migration, self.execution, self.search_path, local=True)
+        prefix = settings_sql(
+            migration,
+            self.execution,
+            self.search_path,
+            local=True,
+            transaction_timeout=self.transaction_timeout,
+        )
         started = time.monotonic()
         try:
             await self.attempts.send(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,15 +127,18 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
     version, a down file without its migration, or a bad directive.
     """
     folder = shipped_migrations_dir() if directory is None else _as_traversable(directory)
-    if not folder.is_dir():
-        raise ConfigurationError(
-            f"migrations directory {folder} does not exist; pass --migrations-dir with a "
-            "folder of NNN_name.sql files"
-        )
+    check_folder(folder)
     ups: dict[int, Traversable] = {}
     downs: dict[int, Traversable] = {}
     contracts: dict[tuple[int, bool], Traversable] = {}
-    for entry in sorted(folder.iterdir(), key=lambda item: item.name):
+    try:
+        entries = sorted(folder.iterdir(), key=lambda item: item.name)
+    except OSError as error:
+        raise ConfigurationError(
+            f"migrations directory {folder}: cannot list it ({error.strerror or error}); "
+            "give the runner's user read and search access to it"
+        ) from error
+    for entry in entries:
         if not entry.name.lower().endswith(".sql") or not entry.is_file():
             continue
         if is_repeatable_file(entry.name):  # repeatables.py reads those
@@ -224,9 +228,41 @@ def _as_traversable(directory: Traversable | Path | str) -> Traversable:
     return Path(directory) if isinstance(directory, str) else directory
 
 
+def check_folder(folder: Traversable | Path) -> None:
+    """Refuse a migrations folder that is missing, a file, or closed to us, naming it."""
+    if isinstance(folder, Path):
+        if folder.is_file():
+            raise ConfigurationError(
+                f"migrations directory {folder} is a file, not a folder; pass the folder "
+                "that holds the NNN_name.sql files (--migrations-dir, migrations_dir=)"
+            )
+        if folder.is_dir() and not os.access(folder, os.R_OK | os.X_OK):
+            raise ConfigurationError(
+                f"migrations directory {folder}: permission denied (the runner's user needs "
+                f"read and search access: chmod a+rx {folder})"
+            )
+    if not folder.is_dir():
+        raise ConfigurationError(
+            f"migrations directory {folder} does not exist; pass --migrations-dir with a "
+            "folder of NNN_name.sql files"
+        )
+
+
 def _read_text(entry: Traversable) -> str:
     try:
-        return entry.read_bytes().decode("utf-8-sig")
+        text = entry.read_bytes().decode("utf-8-sig")
+        if "\0" in text:  # the server's protocol cannot carry it: it would drop the session
+            line = text.count("\n", 0, text.index("\0")) + 1
+            raise ConfigurationError(
+                f"{entry.name}:{line}: a NUL byte (\\0), which no SQL text may hold; remove "
+                "it (a binary value belongs in a bytea literal such as '\\x00')"
+            )
+        return text
+    except OSError as error:
+        raise ConfigurationError(
+            f"{entry}: cannot read it ({error.strerror or error}); give the runner's user "
+            "read access to the file (chmod a+r), or remove it"
+        ) from error
     except UnicodeDecodeError as error:
         raise ConfigurationError(
             f"{entry.name}: not valid UTF-8 at byte {error.start}; save the file as UTF-8"

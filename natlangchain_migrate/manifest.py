@@ -96,7 +96,7 @@ def write_manifest(directory: Path | str) -> Path:
     folder = Path(directory)
     load_migrations(folder)  # refuse to vouch for a folder the runner would refuse
     lines = []
-    for path in sorted(folder.glob("*.sql"), key=lambda item: item.name):
+    for path in _sql_files(folder):
         lines.append(f"{checksum(read_text(path))}  {path.stat().st_size}  {path.name}\n")
     target = folder / MANIFEST_NAME
     partial = folder / f".{MANIFEST_NAME}.tmp"
@@ -113,7 +113,7 @@ def stale_files(directory: Path | str) -> list[str]:
     folder = Path(directory)
     recorded = {entry.filename: entry for entry in _read_entries(folder) or []}
     wrong = []
-    for path in sorted(folder.glob("*.sql"), key=lambda item: item.name):
+    for path in _sql_files(folder):
         entry = recorded.pop(path.name, None)
         if entry is None or entry.checksum != checksum(read_text(path)):
             wrong.append(path.name)
@@ -146,12 +146,21 @@ def folder_matches(manifest: Manifest) -> bool:
     the manifest's: a listing and a stat per such file (the runner does it while it connects)."""
     try:
         with os.scandir(manifest.folder) as listing:
-            found = {item.name: item for item in listing if item.name.lower().endswith(".sql")}
+            found = {
+                item.name: item
+                for item in listing
+                if item.name.lower().endswith(".sql") and item.is_file()
+            }
         if found.keys() != manifest.names:
             return False
         return all(found[entry.filename].stat().st_size == entry.size for entry in manifest.sized)
     except OSError:
         return False
+
+
+def _sql_files(folder: Path) -> list[Path]:
+    """The folder's ``.sql`` files (a folder named ``004_x.sql`` is no migration)."""
+    return sorted((p for p in folder.glob("*.sql") if p.is_file()), key=lambda p: p.name)
 
 
 def _manifest_in(folder: Path) -> Manifest | None:
@@ -161,6 +170,9 @@ def _manifest_in(folder: Path) -> Manifest | None:
     except FileNotFoundError:
         return None
     except OSError as error:
+        from natlangchain_migrate.discovery import check_folder
+
+        check_folder(folder)  # a file, or a folder closed to us: named as such
         raise ConfigurationError(f"{path}: cannot read it: {error}") from error
     key = (str(path), stat.st_mtime_ns, stat.st_size)
     if key not in _parsed:

@@ -84,6 +84,7 @@ async def check_before_apply(
             "--database-url or DATABASE_URL at the primary (dsn= in the library)"
         )
     _check_lock_mode(plan.pending, options)
+    check_client_only(plan.pending)
     _check_transaction_control(plan.pending)
     await _check_extensions(conn, plan.pending)
 
@@ -98,6 +99,32 @@ def _check_lock_mode(pending: Sequence[Migration], options: RunnerOptions) -> No
                 "PgBouncer's transaction pooling (--lock-mode transaction); run it with "
                 "--lock-mode session against the server directly"
             )
+
+
+def check_client_only(migrations: Sequence[Migration]) -> None:
+    """Refuse, before anything runs, what only psql can run: a COPY ... FROM STDIN (the
+    server would wait for its rows forever, holding the lock) or a psql meta-command."""
+    from natlangchain_migrate.statements import find_client_only
+
+    for migration in migrations:
+        found = find_client_only(migration.sql)
+        if found is None:
+            continue
+        line, what = found
+        where = f"{migration.filename}:{line}"
+        if what.startswith("COPY"):
+            raise ConfigurationError(
+                f"{where}: COPY ... FROM STDIN reads its rows from the client, which a "
+                "migration cannot send (psql-style data sections, as pg_dump writes them, "
+                "are not supported yet): write the rows as INSERT ... VALUES, COPY from a "
+                "file on the server, or load the data with psql; nothing was run"
+            )
+        raise ConfigurationError(
+            f"{where}: {what} is a psql meta-command, which only psql understands (the "
+            "server would see a syntax error): remove it; put \\set values into the SQL, "
+            "make an \\i file a migration of its own, and delete pg_dump's "
+            "\\restrict / \\unrestrict lines; nothing was run"
+        )
 
 
 def _check_transaction_control(pending: Sequence[Migration]) -> None:
