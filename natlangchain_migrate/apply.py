@@ -46,6 +46,7 @@ from natlangchain_migrate.repeatables import is_repeatable, version_of
 from natlangchain_migrate.results import MigrationResult
 from natlangchain_migrate.settings import CallArguments, LockMode, RunnerOptions, ServerFacts
 from natlangchain_migrate.sqltext import quote_ident
+from natlangchain_migrate.streamed import run_streamed
 
 
 async def apply_pending(
@@ -223,8 +224,17 @@ class _Applier:
             durable=last,
             transaction_timeout=self.transaction_timeout,
         )
-        script = f"{prefix}{self._file_and_record(migration)};\nCOMMIT;"
         started = time.monotonic()
+        if migration.source is not None:  # big, or with COPY data: in pieces
+            await run_streamed(
+                self.attempts,
+                migration,
+                prefix=prefix,
+                record=f"{self._record(migration)};\nCOMMIT;",
+                own_transaction=True,
+            )
+            return ms_since(started)
+        script = f"{prefix}{self._file_and_record(migration)};\nCOMMIT;"
         try:
             await self.attempts.send(migration, script)
         except asyncpg.PostgresError as error:
@@ -250,6 +260,15 @@ class _Applier:
             transaction_timeout=self.transaction_timeout,
         )
         started = time.monotonic()
+        if migration.source is not None:
+            await run_streamed(
+                self.attempts,
+                migration,
+                prefix=prefix,
+                record=self._record(migration),
+                own_transaction=False,
+            )
+            return ms_since(started)
         try:
             await self.attempts.send(
                 migration, prefix + self._file_and_record(migration), in_open_transaction=True
@@ -261,11 +280,12 @@ class _Applier:
     def _file_and_record(self, migration: Migration) -> str:
         # The newline ends a trailing "--" comment; the lone ";" ends a last statement
         # that has none.
+        return f"{migration.sql}\n;\n{self._record(migration)}"
+
+    def _record(self, migration: Migration) -> str:
         if is_repeatable(migration):
-            record = self.ledger.record_repeatable_sql(migration, applied_by=self.applied_by)
-        else:
-            record = self.ledger.record_sql(migration, applied_by=self.applied_by)
-        return f"{migration.sql}\n;\n{record}"
+            return self.ledger.record_repeatable_sql(migration, applied_by=self.applied_by)
+        return self.ledger.record_sql(migration, applied_by=self.applied_by)
 
     def _applied(self, result: MigrationResult) -> None:
         self.applied.append(result)

@@ -161,8 +161,9 @@ class Attempts:
         in_open_transaction: bool = False,
         journalled: bool = False,
         index_name: str | None = None,
+        call: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
-        """Send one message with a watcher beside it.
+        """Send one message (or make ``call``: a COPY's rows) with a watcher beside it.
 
         Raises Blocked for a lock_timeout, ConnectionLostError for a dead connection,
         else the server's error, with any transaction the message opened rolled back
@@ -177,7 +178,7 @@ class Attempts:
             migration=(migration.version, migration.name),
         )
         try:
-            await watcher.watch(lambda: self.conn.execute(script))
+            await watcher.watch(call or (lambda: self.conn.execute(script)))
         except Exception as raised:
             error = server_error(raised) or raised
             if (

@@ -84,6 +84,9 @@ class Migration(NamedTuple):
     # The contract part (``NNN_name.contract.sql``) and its undo, read when asked.
     contract_file: Traversable | None = None
     contract_down_file: Traversable | None = None
+    # A big file, or one with psql-style COPY data: read in pieces when applied
+    # (sqlscan.py, streamed.py); its ``sql`` is then empty.
+    source: Traversable | None = None
 
     @property
     def down_sql(self) -> str | None:
@@ -269,6 +272,13 @@ def _read_text(entry: Traversable) -> str:
         ) from error
 
 
+# A transactional file this big is streamed: read, hashed and sent in pieces
+# (benchmarks/data_scale.py measured both sides); smaller ones travel as one message.
+STREAM_BYTES = 4 << 20
+_HEADER_BYTES = 1 << 16
+_MAYBE_COPY_DATA = re.compile(r"^[ \t]*copy\b[^;\n]*\bfrom\s+stdin\b", re.I | re.M)
+
+
 def _read_migration(
     version: int,
     up: Traversable,
@@ -276,7 +286,14 @@ def _read_migration(
     contract: Traversable | None = None,
     contract_down: Traversable | None = None,
 ) -> Migration:
+    streamed = _streamed(version, up, down, contract, contract_down)
+    if streamed is not None:
+        return streamed
     sql = _read_text(up)
+    if _MAYBE_COPY_DATA.search(sql):
+        streamed = _streamed(version, up, down, contract, contract_down, small=True)
+        if streamed is not None:
+            return streamed
     return Migration(
         version=version,
         name=up.name.removesuffix(".sql"),
@@ -287,6 +304,43 @@ def _read_migration(
         directives=parse_directives(up.name, sql),
         contract_file=contract,
         contract_down_file=contract_down,
+    )
+
+
+def _streamed(
+    version: int,
+    up: Traversable,
+    down: Traversable | None,
+    contract: Traversable | None,
+    contract_down: Traversable | None,
+    *,
+    small: bool = False,
+) -> Migration | None:
+    """The migration to stream, for a transactional file of STREAM_BYTES or more, or one
+    (``small``) whose COPY ... FROM stdin sections all end with ``\\.``; else None."""
+    from natlangchain_migrate import sqlscan
+
+    if not small and not (isinstance(up, Path) and up.stat().st_size >= STREAM_BYTES):
+        return None
+    with up.open("rb") as file:
+        head = file.read(_HEADER_BYTES).decode("utf-8-sig", errors="replace")
+    directives = parse_directives(up.name, head)
+    if directives.no_transaction:  # run statement by statement, journalled: read whole
+        return None
+    found = sqlscan.survey(up, up.name)
+    if small and not found.copy_data:
+        return None
+    return Migration(
+        version=version,
+        name=up.name.removesuffix(".sql"),
+        filename=up.name,
+        sql="",
+        checksum=found.checksum,
+        down_file=down,
+        directives=directives,
+        contract_file=contract,
+        contract_down_file=contract_down,
+        source=up,
     )
 
 

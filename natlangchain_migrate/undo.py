@@ -223,8 +223,13 @@ class _Undo:
         """The down file and the removal of its row in one message: one commit. In
         transaction lock mode it runs in a savepoint of the lock's transaction, so an
         attempt cancelled by lock_timeout is undone alone and tried again."""
-        preflight.check_client_only([down for down in downs if down is not None])
-        prefix = settings_sql(down, self.execution, self.search_path, local=True)
+        prefix = settings_sql(
+            down,
+            self.execution,
+            self.search_path,
+            local=True,
+            transaction_timeout=self.transaction_timeout,
+        )
         body = f"{down.sql}\n;\n{remove or self.ledger.remove_sql(down.version)};\n"
         if self.in_open_transaction:
             prefix = f"SAVEPOINT {_SAVEPOINT};\n{prefix}"
