@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from natlangchain_migrate.causes import Cause, classify
+from natlangchain_migrate.causes import Cause, classify, server_error
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.errors import ConfigurationError
 
@@ -39,7 +39,10 @@ async def failing_statement(
         for number, statement in enumerate(statements, start=1):
             try:
                 await conn.execute(statement.text)
-            except asyncpg.PostgresError as again:
+            except Exception as raised:  # a warning-class RAISE comes as no PostgresError
+                again = server_error(raised)
+                if again is None:
+                    raise
                 return number if again.sqlstate == error.sqlstate else None
         return None
     finally:
