@@ -114,10 +114,10 @@ def check_client_only(migrations: Sequence[Migration]) -> None:
         where = f"{migration.filename}:{line}"
         if what.startswith("COPY"):
             raise ConfigurationError(
-                f"{where}: COPY ... FROM STDIN reads its rows from the client, which a "
-                "migration cannot send (psql-style data sections, as pg_dump writes them, "
-                "are not supported yet): write the rows as INSERT ... VALUES, COPY from a "
-                "file on the server, or load the data with psql; nothing was run"
+                f"{where}: COPY ... FROM STDIN reads its rows from the client: a migration "
+                "sends them from the file only in a transactional file where they follow the "
+                "COPY and end with a line holding only \\. (as pg_dump writes them); add "
+                "them, or write the rows as INSERT ... VALUES; nothing was run"
             )
         raise ConfigurationError(
             f"{where}: {what} is a psql meta-command, which only psql understands (the "

@@ -24,8 +24,11 @@ DUMP_SECTION = "CREATE TABLE t (id int);\nCOPY public.t (id) FROM stdin;\n1\n2\n
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("head", ["", NO_TX], ids=["transaction", "no-transaction"])
-@pytest.mark.parametrize("body", [COPY_LAST, DUMP_SECTION], ids=["no-data", "pg_dump-data"])
+@pytest.mark.parametrize(
+    ("head", "body"),
+    [("", COPY_LAST), (NO_TX, COPY_LAST), (NO_TX, DUMP_SECTION)],
+    ids=["transaction-no-data", "no-transaction-no-data", "no-transaction-pg_dump-data"],
+)
 async def test_copy_from_stdin_is_refused_before_anything_runs(
     database_url: str, tmp_path: Path, head: str, body: str
 ) -> None:
@@ -36,8 +39,18 @@ async def test_copy_from_stdin_is_refused_before_anything_runs(
         await migrate(database_url, migrations_dir=folder)
     line = 3 if head else 2
     assert str(caught.value).startswith(f"002_copy.sql:{line}: COPY ... FROM STDIN")
-    assert "not supported yet" in str(caught.value)
+    assert "end with a line holding only \\." in str(caught.value)
     assert await table_names(database_url) == set()  # not even 001 ran, no ledger
+
+
+@pytest.mark.anyio
+async def test_a_pg_dump_data_section_in_a_transactional_file_runs(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Its rows follow it and end with \\.: sent over the COPY protocol (data branch)."""
+    folder = write_migrations(tmp_path / "m", {"002_copy.sql": DUMP_SECTION})
+    await migrate(database_url, migrations_dir=folder)
+    assert await table_names(database_url) == {"t", "schema_migrations"}
 
 
 def test_the_cli_refuses_copy_from_stdin_with_exit_2(database_url: str, tmp_path: Path) -> None:
