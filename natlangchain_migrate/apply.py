@@ -21,6 +21,7 @@ import asyncpg
 from natlangchain_migrate import telemetry
 from natlangchain_migrate.attempt import (
     Attempts,
+    Blocked,
     read_server_facts,
     settings_sql,
 )
@@ -127,6 +128,10 @@ class _Applier:
                     try:
                         if migration.directives.no_transaction:
                             duration = await self.journal.run(migration, plan, last=last)
+                        elif migration.directives.backfill:
+                            duration = await self.attempts.retrying(
+                                partial(self._backfill, migration)
+                            )
                         else:
                             duration = await self.attempts.retrying(
                                 partial(self._file, migration, last)
@@ -248,6 +253,27 @@ class _Applier:
                 "it was rolled back: remove transaction control from the file, or make it a "
                 "no-transaction migration"
             )
+        return ms_since(started)
+
+    async def _backfill(self, migration: Migration) -> float:
+        """A batched backfill: a short transaction per batch (backfill.py); a lock_timeout
+        is retried like a file's, from the last committed batch."""
+        from natlangchain_migrate import backfill
+
+        started = time.monotonic()
+        try:
+            await backfill.run(
+                self.conn,
+                migration,
+                schema=self.options.schema,
+                record_sql=self._record(migration),
+                settings_sql=settings_sql(migration, self.execution, self.search_path, local=True),
+                progress_interval=self.execution.progress_interval,
+            )
+        except asyncpg.LockNotAvailableError as error:
+            raise Blocked(migration, []) from error
+        except asyncpg.PostgresError as error:
+            raise await self.attempts.failure(migration, error, offset=0) from error
         return ms_since(started)
 
     async def _file_in_open_transaction(self, migration: Migration) -> float:

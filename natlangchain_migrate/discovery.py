@@ -69,6 +69,7 @@ class Directives(NamedTuple):
     statement_timeout: str | None = None
     requires_extensions: tuple[ExtensionRequirement, ...] = ()
     lint_ignores: tuple[LintIgnore, ...] = ()
+    backfill: str | None = None  # the backfill line's settings (backfill.py reads them)
 
 
 class Migration(NamedTuple):
@@ -368,6 +369,8 @@ def parse_directives(filename: str, sql: str) -> Directives:
             extensions.append(ExtensionRequirement(ext["name"], ext["version"]))
         elif key == "lint-ignore" and (ignore := _LINT_IGNORE.match(value)):
             lint_ignores.append(LintIgnore(ignore["rule"], ignore["reason"], number))
+        elif key == "backfill" and value:
+            settings[key] = value
         elif key == "lint-ignore":
             raise ConfigurationError(
                 f"{where}: bad directive '{line}'; write lint-ignore RULE REASON, with the "
@@ -376,8 +379,8 @@ def parse_directives(filename: str, sql: str) -> Directives:
         else:
             raise ConfigurationError(
                 f"{where}: bad directive '{line}'; use no-transaction, lock-timeout 5s, "
-                "statement-timeout 1min, requires-extension NAME [>= VERSION] or "
-                "lint-ignore RULE REASON"
+                "statement-timeout 1min, requires-extension NAME [>= VERSION], "
+                "lint-ignore RULE REASON or backfill table=NAME key=COLUMN"
             )
     return Directives(
         no_transaction="no-transaction" in settings,
@@ -385,6 +388,7 @@ def parse_directives(filename: str, sql: str) -> Directives:
         statement_timeout=settings.get("statement-timeout"),
         requires_extensions=tuple(extensions),
         lint_ignores=tuple(lint_ignores),
+        backfill=settings.get("backfill"),
     )
 
 

@@ -90,6 +90,7 @@ async def check_before_apply(
 
 
 def _check_lock_mode(pending: Sequence[Migration], options: RunnerOptions) -> None:
+    _check_backfills(pending, options)
     if not options.transaction_pooling:
         return
     for migration in pending:
@@ -98,6 +99,24 @@ def _check_lock_mode(pending: Sequence[Migration], options: RunnerOptions) -> No
                 f"{migration.filename} runs without a transaction, which cannot work through "
                 "PgBouncer's transaction pooling (--lock-mode transaction); run it with "
                 "--lock-mode session against the server directly"
+            )
+
+
+def _check_backfills(pending: Sequence[Migration], options: RunnerOptions) -> None:
+    """A backfill's settings are read before anything runs; it needs its own short
+    transactions, so not inside the lock's one (PgBouncer) nor as a no-transaction file."""
+    from natlangchain_migrate import backfill
+
+    for migration in pending:
+        if not migration.directives.backfill:
+            continue
+        backfill.parse(migration)
+        if options.transaction_pooling or migration.directives.no_transaction:
+            raise ConfigurationError(
+                f"{migration.filename} is a backfill, which commits one short transaction per "
+                "batch: it cannot run inside --lock-mode transaction's single transaction, nor "
+                "as a no-transaction file; run it with --lock-mode session and drop "
+                "no-transaction"
             )
 
 

@@ -55,7 +55,6 @@ _TRANSACTION_CONTROL = re.compile(
 )
 # Line-wise, while hashing: a COPY ... FROM stdin line and the end of a data section.
 _COPY_LINE = re.compile(rb"^[ \t]*copy\b[^;\n]*\bfrom\s+stdin\b|^\\\.\r?$", re.I | re.M)
-_END_OF_DATA = re.compile(r"^\\\.\r?$", re.M)
 
 
 class Survey(NamedTuple):
@@ -271,17 +270,32 @@ class _Scanner:
         self.pos = newline + 1
         self.line += 1
 
+    def _end_of_data(self) -> tuple[int, int] | None:
+        """Start and end of the next ``\\.`` line (a plain find: a regex's ^ is slow)."""
+        at = self.pos
+        while True:
+            start = self.buf.find("\\.", at)
+            if start < 0:
+                return None
+            end = start + 2
+            if self.buf.startswith("\r", end):
+                end += 1
+            at_line_start = start == 0 or self.buf[start - 1] == "\n"
+            if at_line_start and end < len(self.buf) and self.buf[end] == "\n":
+                return start, end
+            if at_line_start and end == len(self.buf) and self.eof:
+                return start, end
+            at = start + 2
+
     def _rows(self) -> Iterator[bytes]:
         """The data section up to its ``\\.`` line, in chunks as read."""
         start = self.line
         while True:
-            found = _END_OF_DATA.search(self.buf, self.pos)
-            if found is not None and found.end() == len(self.buf) and not self.eof:
-                found = None  # the line may go on in the next read
+            found = self._end_of_data()
             if found is not None:
-                data = self.buf[self.pos : found.start()]
+                data = self.buf[self.pos : found[0]]
                 self.line += data.count("\n")
-                newline = self.buf.find("\n", found.end())
+                newline = self.buf.find("\n", found[1])
                 self.pos = len(self.buf) if newline < 0 else newline + 1
                 self.line += 1
                 if data:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.seed_files import write_insert_seed
 from natlangchain_migrate.discovery import checksum
 from tests.conftest import fetchval, ledger_rows
 
@@ -30,19 +31,6 @@ def _limit() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (LIMIT_BYTES, LIMIT_BYTES))
 
 
-def write_seed(path: Path, size: int) -> int:
-    """A CREATE TABLE and INSERTs of 1,000 rows until ``size`` bytes; returns the rows."""
-    pad = "lorem ipsum; dolor sit amet, it''s a \"quoted\" value " * 8
-    rows = 0
-    with path.open("w", encoding="utf-8") as file:
-        file.write("CREATE TABLE seed (id bigint PRIMARY KEY, name text, body text);\n")
-        while file.tell() < size:
-            values = ",\n".join(f"({rows + i}, 'name {rows + i} é', '{pad}')" for i in range(1000))
-            file.write(f"INSERT INTO seed (id, name, body) VALUES\n{values};\n")
-            rows += 1000
-    return rows
-
-
 @pytest.mark.slow
 def test_a_100_mb_file_applies_under_an_address_space_smaller_than_it(
     database_url: str, tmp_path: Path
@@ -50,7 +38,7 @@ def test_a_100_mb_file_applies_under_an_address_space_smaller_than_it(
     folder = tmp_path / "m"
     folder.mkdir()
     path = folder / "001_seed.sql"
-    rows = write_seed(path, FILE_BYTES)
+    rows = write_insert_seed(path, FILE_BYTES)
     # The limit bites: holding the file's size in memory is refused under it.
     holds = subprocess.run(
         [sys.executable, "-c", f"b = bytearray({FILE_BYTES})"],
