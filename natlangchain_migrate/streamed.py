@@ -12,9 +12,10 @@ the server counts in the data section.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Generator
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -25,6 +26,9 @@ from natlangchain_migrate.errors import ConfigurationError, MigrateError
 from natlangchain_migrate.failures import migration_failed
 from natlangchain_migrate.sqlscan import CopyIn, Sql, scan
 from natlangchain_migrate.statements import line_and_column
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
 
 # Characters of SQL per message: big enough that round trips do not count, small
 # enough that the text, its encoding and the driver's buffer stay a few MB.
@@ -88,39 +92,53 @@ async def run_streamed(
 
 async def _pieces(attempts: Attempts, migration: Migration, *, stop_at: int | None) -> None:
     """The file's statements in pieces and its COPY sections; with ``stop_at``, the
-    pieces before it whole and piece ``stop_at`` statement by statement."""
+    pieces before it whole and piece ``stop_at`` statement by statement.
+
+    The next piece is read and scanned in a thread while the server runs the current
+    one; a COPY's rows are read while nothing else reads the file."""
     if migration.source is None:
         raise TypeError(f"{migration.filename} is not a streamed migration")
+    batches = _batches(migration.source, migration.filename)
+    ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+    number = 0
+    try:
+        while (batch := await ahead) is not None:
+            if isinstance(batch, CopyIn):
+                await _copy(attempts, migration, batch, number)
+                ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+                continue
+            number += 1
+            if number == stop_at:
+                await _send_piece(attempts, migration, batch, number, one_by_one=True)
+                return
+            ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+            await _send_piece(attempts, migration, batch, number, one_by_one=False)
+    finally:
+        if not ahead.done():  # let the thread leave the file before it is closed
+            await asyncio.wait([ahead])
+        if ahead.done() and not ahead.cancelled():
+            ahead.exception()  # retrieved: a failure before it is what is reported
+        batches.close()
+
+
+def _batches(source: Traversable, name: str) -> Generator[list[Sql] | CopyIn, None, None]:
+    """The scan's statements gathered into pieces of about PIECE_CHARS, and its COPYs."""
     piece: list[Sql] = []
     size = 0
-    number = 0
-
-    async def flush() -> None:
-        nonlocal piece, size, number
+    for item in scan(source, name):
+        if isinstance(item, Sql):
+            piece.append(item)
+            size += len(item.text)
+            if size >= PIECE_CHARS:
+                yield piece
+                piece, size = [], 0
+            continue
         if piece:
-            number += 1
-            await _send_piece(attempts, migration, piece, number, one_by_one=number == stop_at)
-            if number == stop_at:
-                raise _Stop
-        piece, size = [], 0
-
-    try:
-        for item in scan(migration.source, migration.filename):
-            if isinstance(item, Sql):
-                piece.append(item)
-                size += len(item.text)
-                if size >= PIECE_CHARS:
-                    await flush()
-                continue
-            await flush()
-            await _copy(attempts, migration, item, number)
-        await flush()
-    except _Stop:
-        return
-
-
-class _Stop(Exception):
-    """The replay reached its piece."""
+            yield piece
+            piece, size = [], 0
+        yield item
+    if piece:
+        yield piece
 
 
 async def _send_piece(
