@@ -127,12 +127,7 @@ async def run(
     )
     done = int(row["rows_done"]) if row else 0
     after = row["position"] if row else None
-    estimated = int(
-        await conn.fetchval(
-            "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::regclass",
-            spec.table,
-        )
-    )
+    estimated = await _estimate(conn, spec.table)
     first = f"SELECT min({spec.key}) FROM {spec.table}"
     lower = f"{first} WHERE {spec.key} > $1::text::{key_type}"
     upper = (
@@ -174,6 +169,16 @@ async def run(
         await conn.execute(record_sql)
         await conn.execute(f"DELETE FROM {positions} WHERE version = $1", migration.version)
     _report(migration, Progress(done, max(done, estimated), 0.0), size)
+
+
+async def _estimate(conn: asyncpg.Connection, table: str) -> int:
+    """The table's rows as the planner knows them; counted once if never analysed."""
+    known = await conn.fetchval(
+        "SELECT reltuples::bigint FROM pg_class WHERE oid = $1::regclass", table
+    )
+    if known is not None and known > 0:
+        return int(known)
+    return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
 
 
 def _count(status: str) -> int:

@@ -16,11 +16,17 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import structlog.testing
 
 from harness.sql import execute as sql_execute
 from natlangchain_migrate.api import migrate
 from natlangchain_migrate.errors import ConfigurationError
-from tests.conftest import fetchval, ledger_rows, with_database, write_migrations
+from tests.conftest import (
+    fetchval,
+    ledger_rows,
+    with_database,
+    write_migrations,
+)
 
 ROWS = 20_000
 TABLE = (
@@ -54,6 +60,22 @@ async def test_a_backfill_changes_every_row_once_and_records_itself(
     assert await _changed_once(database_url)
     assert [row["version"] for row in await ledger_rows(database_url)] == [1, 2]
     assert await fetchval(database_url, "SELECT count(*) FROM schema_backfills") == 0
+
+
+@pytest.mark.anyio
+async def test_progress_events_carry_rows_done_estimated_and_eta(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = _folder(tmp_path, "batch=2000")
+    with structlog.testing.capture_logs() as events:
+        await migrate(database_url, migrations_dir=folder, progress_interval=0.001)
+    progress = [e for e in events if e["event"] == "backfill_progress"]
+    assert len(progress) >= 5
+    assert [e["rows_done"] for e in progress] == sorted(e["rows_done"] for e in progress)
+    assert progress[-1]["rows_done"] == ROWS
+    assert progress[-1]["eta_s"] == 0.0
+    assert all(e["rows_estimated"] >= e["rows_done"] for e in progress)
+    assert any(e["eta_s"] not in (None, 0.0) for e in progress[:-1])
 
 
 @pytest.mark.anyio
