@@ -235,7 +235,7 @@ class _Applier:
                 self.attempts,
                 migration,
                 prefix=prefix,
-                record=f"{self._record(migration)};\nCOMMIT;",
+                record=f"{self._record(migration, since='transaction_timestamp()')};\nCOMMIT;",
                 own_transaction=True,
             )
             return ms_since(started)
@@ -308,10 +308,10 @@ class _Applier:
         # that has none.
         return f"{migration.sql}\n;\n{self._record(migration)}"
 
-    def _record(self, migration: Migration) -> str:
+    def _record(self, migration: Migration, since: str = "statement_timestamp()") -> str:
         if is_repeatable(migration):
             return self.ledger.record_repeatable_sql(migration, applied_by=self.applied_by)
-        return self.ledger.record_sql(migration, applied_by=self.applied_by)
+        return self.ledger.record_sql(migration, applied_by=self.applied_by, since=since)
 
     def _applied(self, result: MigrationResult) -> None:
         self.applied.append(result)

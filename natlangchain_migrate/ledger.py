@@ -278,17 +278,20 @@ class Ledger:
             " last_error = NULL"
         )
 
-    def record_sql(self, migration: Migration, *, applied_by: str) -> str:
+    def record_sql(
+        self, migration: Migration, *, applied_by: str, since: str = "statement_timestamp()"
+    ) -> str:
         """The same upsert as one literal statement, to send in the migration's own message.
 
         ``execution_ms`` is measured by the server: the time since the message
-        that carries the file arrived (statement_timestamp()).
+        that carries the file arrived (statement_timestamp()), or ``since`` (a streamed
+        file's transaction began before its many messages: transaction_timestamp()).
         """
         return self._upsert(
             str(int(migration.version)),
             literal(migration.name),
             literal(migration.checksum),
-            "extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000",
+            f"extract(epoch FROM clock_timestamp() - {since}) * 1000",
             literal(applied_by),
         )
 

@@ -167,7 +167,8 @@ async def _copy(attempts: Attempts, migration: Migration, item: CopyIn, number: 
     arguments = copy_arguments(item.statement, f"{migration.filename}:{line}")
 
     async def rows() -> AsyncIterator[bytes]:
-        for chunk in item.rows:
+        # Read in a thread: the next chunk is decoded while the server takes this one.
+        while (chunk := await asyncio.to_thread(next, item.rows, None)) is not None:
             yield chunk
 
     try:
