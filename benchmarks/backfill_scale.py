@@ -80,16 +80,16 @@ async def _setup(cluster: PgCluster, rows: int) -> str:
     try:
         await conn.execute(
             "CREATE TABLE big (id int PRIMARY KEY, v int NOT NULL, doubled int); "
-            f"INSERT INTO big (id, v) SELECT g, g % 1000 FROM generate_series(1, {rows}) g; "
-            "VACUUM ANALYZE big"
+            f"INSERT INTO big (id, v) SELECT g, g % 1000 FROM generate_series(1, {rows}) g"
         )
+        await conn.execute("VACUUM ANALYZE big")
     finally:
         await conn.close()
     return url
 
 
 def _p(latencies: list[float], q: float) -> float:
-    return statistics.quantiles(latencies, n=1000)[int(q * 1000) - 1] * 1000
+    return statistics.quantiles(latencies, n=1000, method="inclusive")[int(q * 1000) - 1] * 1000
 
 
 async def _main(rows: int, seconds: float) -> None:

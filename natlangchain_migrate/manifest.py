@@ -90,14 +90,13 @@ _parsed: dict[tuple[str, int, int], Manifest | None] = {}
 
 def write_manifest(directory: Path | str) -> Path:
     """Write ``migrations.sum`` for every ``.sql`` file in ``directory`` (atomically)."""
-    from natlangchain_migrate.discovery import _read_text as read_text
-    from natlangchain_migrate.discovery import checksum, load_migrations
+    from natlangchain_migrate.discovery import load_migrations
 
     folder = Path(directory)
     load_migrations(folder)  # refuse to vouch for a folder the runner would refuse
     lines = []
     for path in _sql_files(folder):
-        lines.append(f"{checksum(read_text(path))}  {path.stat().st_size}  {path.name}\n")
+        lines.append(f"{_checksum(path)}  {path.stat().st_size}  {path.name}\n")
     target = folder / MANIFEST_NAME
     partial = folder / f".{MANIFEST_NAME}.tmp"
     partial.write_text(_HEADER + "".join(lines), encoding="utf-8")
@@ -105,17 +104,21 @@ def write_manifest(directory: Path | str) -> Path:
     return target
 
 
+def _checksum(path: Path) -> str:
+    """A file's checksum, read in chunks: a 1 GB seed file needs no 1 GB of memory."""
+    from natlangchain_migrate.sqlscan import survey
+
+    return survey(path, path.name).checksum
+
+
 def stale_files(directory: Path | str) -> list[str]:
     """The files whose content, size or presence the manifest gets wrong (read in full)."""
-    from natlangchain_migrate.discovery import _read_text as read_text
-    from natlangchain_migrate.discovery import checksum
-
     folder = Path(directory)
     recorded = {entry.filename: entry for entry in _read_entries(folder) or []}
     wrong = []
     for path in _sql_files(folder):
         entry = recorded.pop(path.name, None)
-        if entry is None or entry.checksum != checksum(read_text(path)):
+        if entry is None or entry.checksum != _checksum(path):
             wrong.append(path.name)
     return wrong + sorted(recorded)
 
