@@ -101,6 +101,39 @@ async def test_a_backfill_needs_its_own_transactions(database_url: str, tmp_path
         await migrate(database_url, migrations_dir=_folder(tmp_path, ""), lock_mode="transaction")
 
 
+@pytest.mark.anyio
+async def test_a_batch_blocked_by_lock_timeout_is_retried_from_the_last_batch(
+    database_url: str, tmp_path: Path
+) -> None:
+    """An app transaction holds a row: the batch that reaches it gives up after
+    lock_timeout, and the retry resumes after the last committed batch."""
+    folder = _folder(tmp_path, "batch=1000")
+    await migrate(database_url, migrations_dir=folder, target=1)
+    blocker = await asyncpg.connect(database_url)
+    try:
+        await blocker.execute("BEGIN; UPDATE big SET v = v WHERE id = 15000")
+        with structlog.testing.capture_logs() as events:
+            run = asyncio.ensure_future(
+                migrate(
+                    database_url,
+                    migrations_dir=folder,
+                    pg_lock_timeout="100ms",
+                    lock_retries=20,
+                    retry_delay=0.1,
+                )
+            )
+            for _ in range(400):  # until a batch has given up at least once
+                if any(e["event"] == "migration_lock_timeout" for e in events):
+                    break
+                await asyncio.sleep(0.05)
+            await blocker.execute("COMMIT")
+            await run
+    finally:
+        await blocker.close()
+    assert await _changed_once(database_url)
+    assert [row["version"] for row in await ledger_rows(database_url)] == [1, 2]
+
+
 @pytest.fixture
 def trial_databases(admin_url: str) -> Iterator[list[str]]:
     made: list[str] = []
