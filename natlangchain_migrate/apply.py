@@ -21,6 +21,7 @@ import asyncpg
 from natlangchain_migrate import telemetry
 from natlangchain_migrate.attempt import (
     Attempts,
+    Blocked,
     read_server_facts,
     settings_sql,
 )
@@ -46,6 +47,7 @@ from natlangchain_migrate.repeatables import is_repeatable, version_of
 from natlangchain_migrate.results import MigrationResult
 from natlangchain_migrate.settings import CallArguments, LockMode, RunnerOptions, ServerFacts
 from natlangchain_migrate.sqltext import quote_ident
+from natlangchain_migrate.streamed import run_streamed
 
 
 async def apply_pending(
@@ -96,6 +98,7 @@ class _Applier:
         self.call = call
         self.execution = options.execution
         self.search_path = facts.search_path(options.schema)
+        self.transaction_timeout = facts.transaction_timeout
         self.applied_by = application_name()
         self.applied: list[MigrationResult] = []
         self.warned_future: set[int | str] = set()
@@ -111,6 +114,7 @@ class _Applier:
             options.execution,
             search_path=self.search_path,
             applied_by=self.applied_by,
+            transaction_timeout=facts.transaction_timeout,
         )
 
     # --- the two lock modes ---------------------------------------------------------
@@ -126,6 +130,10 @@ class _Applier:
                     try:
                         if migration.directives.no_transaction:
                             duration = await self.journal.run(migration, plan, last=last)
+                        elif migration.directives.backfill:
+                            duration = await self.attempts.retrying(
+                                partial(self._backfill, migration)
+                            )
                         else:
                             duration = await self.attempts.retrying(
                                 partial(self._file, migration, last)
@@ -216,14 +224,30 @@ class _Applier:
         which the next run applies.
         """
         prefix = "BEGIN;\n" + settings_sql(
-            migration, self.execution, self.search_path, local=True, durable=last
+            migration,
+            self.execution,
+            self.search_path,
+            local=True,
+            durable=last,
+            transaction_timeout=self.transaction_timeout,
         )
-        script = f"{prefix}{self._file_and_record(migration)};\nCOMMIT;"
         started = time.monotonic()
+        if migration.source is not None:  # big, or with COPY data: in pieces
+            await run_streamed(
+                self.attempts,
+                migration,
+                prefix=prefix,
+                record=f"{self._record(migration, since='transaction_timestamp()')};\nCOMMIT;",
+                own_transaction=True,
+            )
+            return ms_since(started)
+        script = f"{prefix}{self._file_and_record(migration)};\nCOMMIT;"
         try:
             await self.attempts.send(migration, script)
         except asyncpg.PostgresError as error:
-            raise await self.attempts.failure(migration, error, offset=-len(prefix)) from error
+            raise await self.attempts.failure(
+                migration, error, offset=-len(prefix), replay=prefix
+            ) from error
         if self.conn.is_in_transaction():
             await self.conn.execute("ROLLBACK")
             raise TransactionControlError(
@@ -233,10 +257,46 @@ class _Applier:
             )
         return ms_since(started)
 
+    async def _backfill(self, migration: Migration) -> float:
+        """A batched backfill: a short transaction per batch (backfill.py); a lock_timeout
+        is retried like a file's, from the last committed batch."""
+        from natlangchain_migrate import backfill
+
+        started = time.monotonic()
+        try:
+            await backfill.run(
+                self.conn,
+                migration,
+                schema=self.options.schema,
+                record_sql=self._record(migration),
+                settings_sql=settings_sql(migration, self.execution, self.search_path, local=True),
+                progress_interval=self.execution.progress_interval,
+            )
+        except asyncpg.LockNotAvailableError as error:
+            raise Blocked(migration, []) from error
+        except asyncpg.PostgresError as error:
+            raise await self.attempts.failure(migration, error, offset=0) from error
+        return ms_since(started)
+
     async def _file_in_open_transaction(self, migration: Migration) -> float:
         """The file and its ledger row inside the batch's open transaction."""
-        prefix = settings_sql(migration, self.execution, self.search_path, local=True)
+        prefix = settings_sql(
+            migration,
+            self.execution,
+            self.search_path,
+            local=True,
+            transaction_timeout=self.transaction_timeout,
+        )
         started = time.monotonic()
+        if migration.source is not None:
+            await run_streamed(
+                self.attempts,
+                migration,
+                prefix=prefix,
+                record=self._record(migration),
+                own_transaction=False,
+            )
+            return ms_since(started)
         try:
             await self.attempts.send(
                 migration, prefix + self._file_and_record(migration), in_open_transaction=True
@@ -248,13 +308,14 @@ class _Applier:
     def _file_and_record(self, migration: Migration) -> str:
         # The newline ends a trailing "--" comment; the lone ";" ends a last statement
         # that has none.
+        return f"{migration.sql}\n;\n{self._record(migration)}"
+
+    def _record(self, migration: Migration, since: str = "statement_timestamp()") -> str:
         if is_repeatable(migration):
-            record = self.ledger.record_repeatable_sql(
+            return self.ledger.record_repeatable_sql(
                 migration, applied_by=self.applied_by, release=self.release
             )
-        else:
-            record = self.ledger.record_sql(migration, applied_by=self.applied_by)
-        return f"{migration.sql}\n;\n{record}"
+        return self.ledger.record_sql(migration, applied_by=self.applied_by, since=since)
 
     def _applied(self, result: MigrationResult) -> None:
         self.applied.append(result)

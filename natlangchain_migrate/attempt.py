@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import asyncpg
 
+from natlangchain_migrate.causes import Cause, classify, server_error
 from natlangchain_migrate.connection import RunConnection, is_connection_lost
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.durations import seconds
-from natlangchain_migrate.errors import MigrateError
+from natlangchain_migrate.errors import MigrateError, PrerequisiteError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.failures import (
     connection_lost,
+    locate,
     lock_retries_exhausted,
     migration_failed,
     privilege_missing,
@@ -32,9 +35,18 @@ from natlangchain_migrate.watch import Watcher
 
 T = TypeVar("T")
 
+_CREATE_EXTENSION = re.compile(
+    r"\bCREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?(\"[^\"]+\"|[\w$-]+)", re.IGNORECASE
+)
+
 RESET_SETTINGS_SQL = (
     "RESET lock_timeout; RESET statement_timeout; RESET search_path; RESET synchronous_commit"
 )
+
+
+def reset_settings_sql(*, transaction_timeout: bool = False) -> str:
+    """RESET of what ``settings_sql`` set at session level."""
+    return RESET_SETTINGS_SQL + ("; RESET transaction_timeout" if transaction_timeout else "")
 
 
 def settings_sql(
@@ -44,8 +56,14 @@ def settings_sql(
     *,
     local: bool,
     durable: bool = True,
+    transaction_timeout: bool = False,
 ) -> str:
-    """The SET statements a migration runs under (file directives beat run settings)."""
+    """The SET statements a migration runs under (file directives beat run settings).
+
+    A role's or database's statement_timeout, and transaction_timeout (PostgreSQL 17+,
+    ``transaction_timeout`` true where the server has it), are turned off unless the run
+    or the file sets them: the run's own settings bound a migration, not a limit meant
+    for the application's sessions."""
     scope = "SET LOCAL" if local else "SET"
     pg_lock_timeout = migration.directives.pg_lock_timeout or execution.pg_lock_timeout
     statement_timeout = migration.directives.statement_timeout or execution.statement_timeout
@@ -54,6 +72,8 @@ def settings_sql(
         f"{scope} statement_timeout = '{statement_timeout or 0}'",
         f"{scope} search_path = {search_path}",
     ]
+    if transaction_timeout:
+        parts.append(f"{scope} transaction_timeout = 0")
     if not durable:
         parts.append(f"{scope} synchronous_commit = off")
     return "; ".join(parts) + ";\n"
@@ -61,14 +81,41 @@ def settings_sql(
 
 async def read_server_facts(conn: asyncpg.Connection, schema: str) -> ServerFacts:
     """What the server says a migration's search_path needs: where the database's
-    extensions live, other than ``schema`` and pg_catalog."""
+    extensions live, other than ``schema`` and pg_catalog.
+
+    Migrations always run in ``schema`` (``--schema``, ``schema=``), whatever search_path
+    the connection came with (a role's or database's setting, ``options=-csearch_path``):
+    one setting decides where tables go, on every server. When the connection's own
+    search_path points elsewhere, the run says so, once, with the flag that follows it.
+    """
     rows = await conn.fetch(
-        "SELECT DISTINCT n.nspname FROM pg_extension e "
+        "SELECT ARRAY(SELECT DISTINCT n.nspname FROM pg_extension e "
         "JOIN pg_namespace n ON n.oid = e.extnamespace "
-        "WHERE n.nspname NOT IN ('pg_catalog', $1) ORDER BY 1",
+        "WHERE n.nspname NOT IN ('pg_catalog', $1) ORDER BY 1) AS schemas, "
+        "current_schema() AS current, current_setting('search_path') AS search_path, "
+        "(SELECT source FROM pg_settings WHERE name = 'search_path') AS source",
         schema,
     )
-    return ServerFacts(tuple(row["nspname"] for row in rows))
+    (row,) = rows
+    chosen = row["source"] in _CHOSEN_SOURCES  # set for this role, database or client
+    if chosen and row["current"] is not None and row["current"] != schema:
+        log.warning(
+            "search_path_overridden",
+            connection_search_path=row["search_path"],
+            connection_schema=row["current"],
+            schema=schema,
+            hint=f"migrations run in schema {schema} (--schema, schema=), not in "
+            f"{row['current']}, which the connection's search_path names; to migrate into "
+            f"it, pass --schema {row['current']}",
+        )
+    return ServerFacts(
+        tuple(row["schemas"]),
+        transaction_timeout=conn.get_server_version().major >= 17,
+    )
+
+
+# Where a search_path comes from when someone chose it for these sessions (pg_settings.source).
+_CHOSEN_SOURCES = frozenset({"database", "user", "database user", "client"})
 
 
 def retry_pause(execution: ExecutionOptions, attempt: int) -> float:
@@ -114,8 +161,9 @@ class Attempts:
         in_open_transaction: bool = False,
         journalled: bool = False,
         index_name: str | None = None,
+        call: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
-        """Send one message with a watcher beside it.
+        """Send one message (or make ``call``: a COPY's rows) with a watcher beside it.
 
         Raises Blocked for a lock_timeout, ConnectionLostError for a dead connection,
         else the server's error, with any transaction the message opened rolled back
@@ -130,18 +178,41 @@ class Attempts:
             migration=(migration.version, migration.name),
         )
         try:
-            await watcher.watch(lambda: self.conn.execute(script))
-        except Exception as error:
+            await watcher.watch(call or (lambda: self.conn.execute(script)))
+        except Exception as raised:
+            error = server_error(raised) or raised
+            if (
+                self.conn.is_closed()
+                and isinstance(error, asyncpg.PostgresError)
+                and classify(error.sqlstate).cause is not Cause.CONNECTION
+            ):
+                # The server ended the session for a reason of its own (FATAL:
+                # transaction_timeout, ...): a server limit, not a lost connection.
+                raise migration_failed(
+                    migration,
+                    error,
+                    offset=0,
+                    applied=self.applied,
+                    location=migration.filename,
+                    outcome=(
+                        "the statements the ledger journalled stay applied; the next run "
+                        "resumes after them"
+                        if journalled
+                        else "the server rolled it back and it was not recorded"
+                    ),
+                ) from raised
             if is_connection_lost(error) or self.conn.is_closed():
                 raise connection_lost(
                     migration, error, applied=self.applied, journalled=journalled
-                ) from error
+                ) from raised
             if not isinstance(error, asyncpg.PostgresError):
                 raise
             if not in_open_transaction and self.conn.is_in_transaction():
                 await self.conn.execute("ROLLBACK")
             if isinstance(error, asyncpg.LockNotAvailableError):
                 raise Blocked(migration, watcher.blockers) from error
+            if error is not raised:
+                raise error from raised
             raise
 
     async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -171,12 +242,66 @@ class Attempts:
                 number += 1
 
     async def failure(
-        self, migration: Migration, error: asyncpg.PostgresError, *, offset: int
+        self,
+        migration: Migration,
+        error: asyncpg.PostgresError,
+        *,
+        offset: int,
+        statement: int | None = None,
+        replay: str | None = None,
     ) -> MigrateError:
-        """What a server error in a transactional migration means, as the error to raise."""
-        if isinstance(error, asyncpg.InsufficientPrivilegeError):
+        """What a server error in a migration means, as the error to raise (the table in
+        causes.py, with the facts a privilege or a missing extension needs). ``statement``
+        is the failing statement of a no-transaction file, whose earlier ones stay;
+        ``replay`` is the prefix (BEGIN and settings) a transactional file ran under, to
+        find the failing statement of a runtime error by running it again, rolled back."""
+        if error.sqlstate == "42501":
             return await self._privilege_failure(migration, error, offset)
-        return migration_failed(migration, error, offset=offset, applied=self.applied)
+        if error.sqlstate in ("0A000", "58P01"):
+            missing = await self._extensions_not_available(migration)
+            if missing:
+                outcome = (
+                    f"nothing of {migration.name} was kept"
+                    if statement is None
+                    else f"the run resumes at statement {statement}"
+                )
+                return PrerequisiteError(
+                    f"{migration.filename}: {error.sqlstate} {error.message}. The file creates "
+                    f"the extension {', '.join(repr(name) for name in missing)}, which this "
+                    "server does not have (not in pg_available_extensions): install it on "
+                    "the server (pgvector: apt install postgresql-<major>-pgvector, or the "
+                    "pgvector/pgvector image), or leave this migration out with --skip "
+                    f"{migration.version}; {outcome}"
+                )
+        location = None
+        if replay is not None and statement is None:
+            from natlangchain_migrate.replay import failing_statement
+
+            found = await failing_statement(self.conn, migration, error, replay)
+            if found is not None:
+                location = locate(migration, error, offset=offset, statement=found)
+        return migration_failed(
+            migration,
+            error,
+            offset=offset,
+            applied=self.applied,
+            rolled_back=statement is None,
+            statement=statement,
+            location=location,
+        )
+
+    async def _extensions_not_available(self, migration: Migration) -> list[str]:
+        """The extensions the file creates that the server does not offer."""
+        found = _CREATE_EXTENSION.findall(migration.sql)
+        names = sorted({name.strip('"').lower() for name in found})
+        if not names or self.conn.is_closed():
+            return []
+        rows = await self.conn.fetch(
+            "SELECT name FROM unnest($1::text[]) AS name "
+            "WHERE name NOT IN (SELECT e.name FROM pg_available_extensions e) ORDER BY 1",
+            names,
+        )
+        return [row["name"] for row in rows]
 
     async def _privilege_failure(
         self, migration: Migration, error: asyncpg.PostgresError, offset: int

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from natlangchain_migrate import libpq
 from natlangchain_migrate.commands import COMMANDS, ENV, PROG, env_setting, find_command
 from natlangchain_migrate.commands.contract import (
     add_start_up_flags,
@@ -61,7 +62,7 @@ _SETTINGS = {
 }
 _EXIT_MEANINGS = {
     ExitCode.OK: "success (--check: up to date)",
-    ExitCode.MIGRATION_FAILED: "a migration failed (rolled back, or journalled as incomplete)",
+    ExitCode.MIGRATION_FAILED: "a migration's file failed (rolled back, or journalled)",
     ExitCode.USAGE: "bad usage or configuration (flags, URL, files, directives)",
     ExitCode.UNREACHABLE: "database unreachable (after --wait)",
     ExitCode.LOCK_TIMEOUT: "timed out waiting for another runner's lock",
@@ -69,13 +70,16 @@ _EXIT_MEANINGS = {
     "the database holds versions above the newest file)",
     ExitCode.PREREQUISITE: "a required extension (pgvector) is missing",
     ExitCode.CONNECTION_REJECTED: "wrong password, unknown database or role",
-    ExitCode.READ_ONLY: "the server is a read-only standby",
+    ExitCode.READ_ONLY: "the server refuses writes (standby, or read-only database/role)",
     ExitCode.LOCK_RETRIES_EXHAUSTED: "a migration kept hitting lock_timeout",
     ExitCode.CHECK_PENDING: "--check: migrations are pending",
     ExitCode.CHECK_DRIFT: "--check: drift (changed or missing files)",
     ExitCode.CHECK_FAILED: "--check: a no-transaction migration failed part-way",
     ExitCode.LOCK_LOST: "the advisory lock was lost while held (see --lock-mode)",
     ExitCode.PRIVILEGE: "the role lacks a privilege; the message names the GRANT",
+    ExitCode.SERVER: "the server could not do it (disk, memory, I/O): not the file",
+    ExitCode.SERVER_SETTING: "a server setting or an operator stopped it (timeouts, cancel)",
+    ExitCode.CONFLICT: "another session got in the way (deadlock, serialization): run again",
     ExitCode.LINT_FINDINGS: "lint: squawk found problems in the migrations it checked",
     ExitCode.SQUAWK_UNAVAILABLE: "lint: squawk is not installed (the [lint] extra) or failed",
     ExitCode.SCHEMA_NOT_RESTORED: "verify: a down file does not restore the schema",
@@ -88,7 +92,8 @@ _EXIT_MEANINGS = {
 }
 _EPILOG = (
     "environment variables (a flag wins over its variable):\n"
-    f"  {'DATABASE_URL':<38} --database-url; with neither, the embedded PostgreSQL\n"
+    f"  {'DATABASE_URL':<38} --database-url; with neither, PGHOST/PGPORT/PGDATABASE/\n"
+    f"  {'':<38} PGUSER/PGPASSWORD (libpq's), else the embedded PostgreSQL\n"
     + "".join(f"  {ENV + name:<38} {flag}\n" for name, flag in _SETTINGS.items())
     + "\nexit codes:\n"
     + "".join(f"  {code.value:<3} {meaning}\n" for code, meaning in _EXIT_MEANINGS.items())
@@ -302,7 +307,7 @@ async def _run(args: argparse.Namespace) -> int:
     # Only an unset variable selects the embedded server; an empty one is refused when
     # connecting, like an empty dsn= in the library.
     dsn = args.database_url
-    if dsn is None:
+    if dsn is None and not libpq.names_a_server():  # PGHOST & co. name a server too
         dsn = await embedded_dsn(announce=applying)
     migrator = Migrator(
         dsn,

@@ -24,6 +24,7 @@ import asyncpg
 if TYPE_CHECKING:
     import anyio
 
+from natlangchain_migrate import libpq
 from natlangchain_migrate.dsn import as_url, redact, scrub, secrets_of
 from natlangchain_migrate.errors import (
     ConfigurationError,
@@ -100,6 +101,7 @@ async def connect(
     connect_timeout: float = 10.0,
 ) -> asyncpg.Connection:
     """A connection to ``dsn``, retrying a server that is not up until ``wait`` seconds pass."""
+    libpq.check_foreign_prefix(dsn)
     url = as_url(dsn)
     deadline = time.monotonic() + wait
     attempt = 0
@@ -117,26 +119,33 @@ async def connect(
             return conn
         except _REJECTED as error:
             raise ConnectionRejectedError(
-                f"{redact(dsn)} refused the connection: {scrub(str(error), dsn)}; check the "
-                "user, password "
-                "and database name in --database-url, DATABASE_URL or dsn="
+                f"{libpq.describe(dsn)} refused the connection: {scrub(str(error), dsn)}; "
+                "check the user, password and database name in --database-url, DATABASE_URL "
+                "or dsn= (or the PG* environment)"
             ) from None
-        except (ValueError, asyncpg.ClientConfigurationError, asyncpg.InterfaceError) as error:
-            # The parser's own words may quote a fragment of a misparsed password, which
-            # no spelling of it matches: with a password in play, name only the class.
-            why = type(error).__name__ if secrets_of(dsn) else scrub(str(error), dsn)
+        except asyncpg.ClientConfigurationError as error:
+            if not isinstance(error.__context__, OSError):  # a TLS file it could not read
+                raise _invalid(dsn, error) from None
             raise ConfigurationError(
-                f"invalid database URL {redact(dsn)} ({why}); use "
-                "postgresql://user:password@host:5432/dbname, with @ : / ? # % in the "
-                "password percent-encoded (%40 %3A %2F %3F %23 %25)"
+                f"cannot connect to {libpq.describe(dsn)} with TLS: {scrub(str(error), dsn)}; "
+                + libpq.tls_files_advice(dsn)
             ) from None
+        except (ValueError, asyncpg.InterfaceError) as error:
+            raise _invalid(dsn, error) from None
         except _RETRYABLE as error:
+            if type(error) is ConnectionError and libpq.tls_required(dsn):
+                # asyncpg's plain ConnectionError at start-up with TLS required: the
+                # server said no to TLS. Retrying cannot change that.
+                raise ConnectionRejectedError(
+                    f"cannot connect to {libpq.describe(dsn)}: {scrub(str(error), dsn)}; "
+                    + libpq.tls_refused_advice(dsn)
+                ) from None
             reason = scrub(str(error) or type(error).__name__, dsn)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 waited = f" for {wait:g}s" if wait else ""
                 raise DatabaseUnreachableError(
-                    f"could not connect to {redact(dsn)}{waited}: {reason}; is the server "
+                    f"could not connect to {libpq.describe(dsn)}{waited}: {reason}; is the server "
                     "running, and does --database-url, DATABASE_URL or dsn= point at it? "
                     "(--wait SECONDS waits for a server that is starting)"
                 ) from None
@@ -151,16 +160,27 @@ async def connect(
             delay = min(delay * 1.6, 2.0)
 
 
-# SQLSTATE classes of a connection that is gone: 08 connection exceptions, and 57P0x
-# (admin_shutdown: pg_terminate_backend or a fast shutdown; crash_shutdown; ...).
-# 57014 (query_canceled: statement_timeout, a cancel request) is not among them.
-_LOST_SQLSTATES = ("08", "57P")
+def _invalid(dsn: str, error: Exception) -> ConfigurationError:
+    # The parser's own words may quote a fragment of a misparsed password, which no
+    # spelling of it matches: with a password in play, name only the class.
+    why = type(error).__name__ if secrets_of(dsn) else scrub(str(error), dsn)
+    return ConfigurationError(
+        f"invalid database URL {redact(dsn)} ({why}); use "
+        "postgresql://user:password@host:5432/dbname, with @ : / ? # % in the "
+        "password percent-encoded (%40 %3A %2F %3F %23 %25)"
+    )
 
 
 def is_connection_lost(error: BaseException) -> bool:
-    """True for an error that means the connection died, whatever was running on it."""
-    if isinstance(error, asyncpg.PostgresError):
-        return str(error.sqlstate or "").startswith(_LOST_SQLSTATES)
+    """True for an error that means the connection died, whatever was running on it: the
+    codes causes.py gives to the connection (08, 57P01-57P04: pg_terminate_backend, a
+    shutdown, a crash). A server setting that ends the session (transaction_timeout,
+    idle_session_timeout) is not among them: reconnecting would meet it again."""
+    from natlangchain_migrate.causes import Cause, classify, server_error
+
+    told = server_error(error)
+    if told is not None:
+        return classify(told.sqlstate).cause is Cause.CONNECTION
     return isinstance(error, ConnectionError)
 
 
@@ -219,10 +239,13 @@ def resolve_dsn(dsn: str | None) -> str:
             "unset DATABASE_URL to use the embedded server"
         )
     resolved = dsn or os.environ.get("DATABASE_URL")
+    if not resolved and libpq.names_a_server():
+        return libpq.ENVIRONMENT_DSN  # asyncpg reads PGHOST, PGPORT, ... as libpq does
     if not resolved:
         raise ConfigurationError(
-            "no database given: set DATABASE_URL or pass --database-url (dsn= or pool= in "
-            "the library) "
+            "no database given: set DATABASE_URL or PGHOST (with PGPORT, PGUSER, PGDATABASE, "
+            "PGPASSWORD as libpq reads them), or pass --database-url (dsn= or pool= in the "
+            "library) "
             "(postgresql://user:password@host:5432/dbname)"
         )
     return resolved
@@ -265,11 +288,15 @@ class RunConnection:
 async def open_run_connection(options: RunnerOptions) -> AsyncIterator[RunConnection]:
     """Yield the run's connection: one of our own, or one borrowed from the caller's pool."""
     if options.pool is not None:
-        async with options.pool.acquire() as borrowed:
+        borrowed = await borrow(options.pool, wait=max(options.connect_wait, options.lock.wait))
+        try:
             # The proxy behaves as the connection it wraps for everything we call.
             yield RunConnection(cast(asyncpg.Connection, borrowed), options, None)
+        finally:
+            await options.pool.release(borrowed)
         return
     dsn = resolve_dsn(options.dsn)
+    log.info("connecting", source=libpq.source_of(dsn), target=libpq.describe(dsn))
     conn = await connect(
         dsn, wait=options.connect_wait, transaction_pooling=options.transaction_pooling
     )
@@ -281,6 +308,32 @@ async def open_run_connection(options: RunnerOptions) -> AsyncIterator[RunConnec
     # A plain close on success: the bounded, shielded one needs anyio's asyncio backend,
     # whose first use costs an up-to-date start-up about 10 ms of imports.
     await conn.close()
+
+
+async def borrow(pool: asyncpg.Pool, *, wait: float) -> asyncpg.pool.PoolConnectionProxy:
+    """A connection from the caller's pool, waiting at most ``wait`` seconds (the larger of
+    the connect wait and the lock wait) while the application holds all of them, and
+    saying so once a second has gone by."""
+    first = min(1.0, wait)
+    try:
+        return await pool.acquire(timeout=first)
+    except TimeoutError:
+        pass
+    log.info(
+        "pool_waiting",
+        reason="every connection of the pool is in use",
+        pool_size=pool.get_size(),
+        max_size=pool.get_max_size(),
+        wait_s=wait,
+    )
+    try:
+        return await pool.acquire(timeout=max(wait - first, 0.001))
+    except TimeoutError:
+        raise DatabaseUnreachableError(
+            f"no connection of the pool came free in {wait:g}s: the application holds all "
+            f"{pool.get_max_size()} of them; give the pool one more (max_size), run migrate() "
+            "before the application takes its connections, or raise lock_timeout= / wait="
+        ) from None
 
 
 async def _close(conn: asyncpg.Connection) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,6 +69,7 @@ class Directives(NamedTuple):
     statement_timeout: str | None = None
     requires_extensions: tuple[ExtensionRequirement, ...] = ()
     lint_ignores: tuple[LintIgnore, ...] = ()
+    backfill: str | None = None  # the backfill line's settings (backfill.py reads them)
 
 
 class Migration(NamedTuple):
@@ -83,6 +85,9 @@ class Migration(NamedTuple):
     # The contract part (``NNN_name.contract.sql``) and its undo, read when asked.
     contract_file: Traversable | None = None
     contract_down_file: Traversable | None = None
+    # A big file, or one with psql-style COPY data: read in pieces when applied
+    # (sqlscan.py, streamed.py); its ``sql`` is then empty.
+    source: Traversable | None = None
 
     @property
     def down_sql(self) -> str | None:
@@ -126,15 +131,18 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
     version, a down file without its migration, or a bad directive.
     """
     folder = shipped_migrations_dir() if directory is None else _as_traversable(directory)
-    if not folder.is_dir():
-        raise ConfigurationError(
-            f"migrations directory {folder} does not exist; pass --migrations-dir with a "
-            "folder of NNN_name.sql files"
-        )
+    check_folder(folder)
     ups: dict[int, Traversable] = {}
     downs: dict[int, Traversable] = {}
     contracts: dict[tuple[int, bool], Traversable] = {}
-    for entry in sorted(folder.iterdir(), key=lambda item: item.name):
+    try:
+        entries = sorted(folder.iterdir(), key=lambda item: item.name)
+    except OSError as error:
+        raise ConfigurationError(
+            f"migrations directory {folder}: cannot list it ({error.strerror or error}); "
+            "give the runner's user read and search access to it"
+        ) from error
+    for entry in entries:
         if not entry.name.lower().endswith(".sql") or not entry.is_file():
             continue
         if is_repeatable_file(entry.name):  # repeatables.py reads those
@@ -224,13 +232,52 @@ def _as_traversable(directory: Traversable | Path | str) -> Traversable:
     return Path(directory) if isinstance(directory, str) else directory
 
 
+def check_folder(folder: Traversable | Path) -> None:
+    """Refuse a migrations folder that is missing, a file, or closed to us, naming it."""
+    if isinstance(folder, Path):
+        if folder.is_file():
+            raise ConfigurationError(
+                f"migrations directory {folder} is a file, not a folder; pass the folder "
+                "that holds the NNN_name.sql files (--migrations-dir, migrations_dir=)"
+            )
+        if folder.is_dir() and not os.access(folder, os.R_OK | os.X_OK):
+            raise ConfigurationError(
+                f"migrations directory {folder}: permission denied (the runner's user needs "
+                f"read and search access: chmod a+rx {folder})"
+            )
+    if not folder.is_dir():
+        raise ConfigurationError(
+            f"migrations directory {folder} does not exist; pass --migrations-dir with a "
+            "folder of NNN_name.sql files"
+        )
+
+
 def _read_text(entry: Traversable) -> str:
     try:
-        return entry.read_bytes().decode("utf-8-sig")
+        text = entry.read_bytes().decode("utf-8-sig")
+        if "\0" in text:  # the server's protocol cannot carry it: it would drop the session
+            line = text.count("\n", 0, text.index("\0")) + 1
+            raise ConfigurationError(
+                f"{entry.name}:{line}: a NUL byte (\\0), which no SQL text may hold; remove "
+                "it (a binary value belongs in a bytea literal such as '\\x00')"
+            )
+        return text
+    except OSError as error:
+        raise ConfigurationError(
+            f"{entry}: cannot read it ({error.strerror or error}); give the runner's user "
+            "read access to the file (chmod a+r), or remove it"
+        ) from error
     except UnicodeDecodeError as error:
         raise ConfigurationError(
             f"{entry.name}: not valid UTF-8 at byte {error.start}; save the file as UTF-8"
         ) from error
+
+
+# A transactional file this big is streamed: read, hashed and sent in pieces
+# (benchmarks/data_scale.py measured both sides); smaller ones travel as one message.
+STREAM_BYTES = 4 << 20
+_HEADER_BYTES = 1 << 16
+_MAYBE_COPY_DATA = re.compile(r"^[ \t]*copy\b[^;\n]*\bfrom\s+stdin\b", re.I | re.M)
 
 
 def _read_migration(
@@ -240,7 +287,14 @@ def _read_migration(
     contract: Traversable | None = None,
     contract_down: Traversable | None = None,
 ) -> Migration:
+    streamed = _streamed(version, up, down, contract, contract_down)
+    if streamed is not None:
+        return streamed
     sql = _read_text(up)
+    if _MAYBE_COPY_DATA.search(sql):
+        streamed = _streamed(version, up, down, contract, contract_down, small=True)
+        if streamed is not None:
+            return streamed
     return Migration(
         version=version,
         name=up.name.removesuffix(".sql"),
@@ -251,6 +305,43 @@ def _read_migration(
         directives=parse_directives(up.name, sql),
         contract_file=contract,
         contract_down_file=contract_down,
+    )
+
+
+def _streamed(
+    version: int,
+    up: Traversable,
+    down: Traversable | None,
+    contract: Traversable | None,
+    contract_down: Traversable | None,
+    *,
+    small: bool = False,
+) -> Migration | None:
+    """The migration to stream, for a transactional file of STREAM_BYTES or more, or one
+    (``small``) whose COPY ... FROM stdin sections all end with ``\\.``; else None."""
+    from natlangchain_migrate import sqlscan
+
+    if not small and not (isinstance(up, Path) and up.stat().st_size >= STREAM_BYTES):
+        return None
+    with up.open("rb") as file:
+        head = file.read(_HEADER_BYTES).decode("utf-8-sig", errors="replace")
+    directives = parse_directives(up.name, head)
+    if directives.no_transaction:  # run statement by statement, journalled: read whole
+        return None
+    found = sqlscan.survey(up, up.name)
+    if small and not found.copy_data:
+        return None
+    return Migration(
+        version=version,
+        name=up.name.removesuffix(".sql"),
+        filename=up.name,
+        sql="",
+        checksum=found.checksum,
+        down_file=down,
+        directives=directives,
+        contract_file=contract,
+        contract_down_file=contract_down,
+        source=up,
     )
 
 
@@ -278,6 +369,8 @@ def parse_directives(filename: str, sql: str) -> Directives:
             extensions.append(ExtensionRequirement(ext["name"], ext["version"]))
         elif key == "lint-ignore" and (ignore := _LINT_IGNORE.match(value)):
             lint_ignores.append(LintIgnore(ignore["rule"], ignore["reason"], number))
+        elif key == "backfill" and value:
+            settings[key] = value
         elif key == "lint-ignore":
             raise ConfigurationError(
                 f"{where}: bad directive '{line}'; write lint-ignore RULE REASON, with the "
@@ -286,8 +379,8 @@ def parse_directives(filename: str, sql: str) -> Directives:
         else:
             raise ConfigurationError(
                 f"{where}: bad directive '{line}'; use no-transaction, lock-timeout 5s, "
-                "statement-timeout 1min, requires-extension NAME [>= VERSION] or "
-                "lint-ignore RULE REASON"
+                "statement-timeout 1min, requires-extension NAME [>= VERSION], "
+                "lint-ignore RULE REASON or backfill table=NAME key=COLUMN"
             )
     return Directives(
         no_transaction="no-transaction" in settings,
@@ -295,6 +388,7 @@ def parse_directives(filename: str, sql: str) -> Directives:
         statement_timeout=settings.get("statement-timeout"),
         requires_extensions=tuple(extensions),
         lint_ignores=tuple(lint_ignores),
+        backfill=settings.get("backfill"),
     )
 
 

@@ -32,6 +32,9 @@ class ExitCode(IntEnum):
     CHECK_FAILED = 12
     LOCK_LOST = 13
     PRIVILEGE = 14
+    SERVER = 15  # the server's resources (disk, memory, connections) or its own fault
+    SERVER_SETTING = 16  # a server setting or an operator stopped it (timeouts, cancels)
+    CONFLICT = 17  # another session got in the way (deadlock, serialization, in use)
     LINT_FINDINGS = 20
     SQUAWK_UNAVAILABLE = 21
     SCHEMA_NOT_RESTORED = 22  # verify: a down file does not restore the schema
@@ -101,9 +104,46 @@ class PrivilegeError(MigrateError):
 
 
 class ReadOnlyDatabaseError(MigrateError):
-    """Raised when the server is a read-only standby; migrations must run on the primary."""
+    """Raised when the server is a read-only standby, or the database or role is set
+    read-only (25006); migrations must run where writes are allowed."""
 
     exit_code = ExitCode.READ_ONLY
+
+
+class ServerError(MigrateError):
+    """Raised when the server could not do what a migration asked for lack of a resource
+    (class 53: disk, memory, connections) or by a fault of its own (58, XX, F0): nothing
+    is wrong with the file. ``sqlstate`` is the server's code; in a migration,
+    ``location`` names its file (and line) and ``applied`` what this run committed."""
+
+    exit_code = ExitCode.SERVER
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sqlstate: str | None = None,
+        location: str | None = None,
+        applied: Sequence[MigrationResult] = (),
+    ) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.location = location
+        self.applied = list(applied)
+
+
+class ServerSettingError(ServerError):
+    """Raised when a server setting or an operator stopped the work: statement_timeout,
+    transaction_timeout, idle timeouts, a cancel request (57014, 25P03, 25P04, 57P05, 72)."""
+
+    exit_code = ExitCode.SERVER_SETTING
+
+
+class ConflictError(ServerError):
+    """Raised when another session got in the way: a deadlock (40P01), a serialization
+    failure (40001), an object in use (55006). Running again usually succeeds."""
+
+    exit_code = ExitCode.CONFLICT
 
 
 class LockTimeoutError(MigrateError):

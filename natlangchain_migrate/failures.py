@@ -6,13 +6,16 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from natlangchain_migrate.causes import ERRORS, Cause, classify
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.errors import (
     ConnectionLostError,
     LockRetriesExhaustedError,
+    MigrateError,
     MigrationFailedError,
     PrerequisiteError,
     PrivilegeError,
+    ServerError,
 )
 from natlangchain_migrate.repeatables import version_of
 from natlangchain_migrate.results import MigrationResult
@@ -69,11 +72,16 @@ def migration_failed(
     applied: Sequence[MigrationResult],
     rolled_back: bool = True,
     statement: int | None = None,
-) -> MigrationFailedError:
-    """The error a failed migration raises, chained by the caller from the driver's."""
-    location = locate(migration, error, offset=offset, statement=statement)
+    location: str | None = None,
+    outcome: str | None = None,
+) -> MigrateError:
+    """The error a failed migration raises, chained by the caller from the driver's: of
+    the class, exit code and advice that ``causes.classify`` gives its SQLSTATE, so "fix
+    the file" is said only where the file is the cause."""
+    location = location or locate(migration, error, offset=offset, statement=statement)
+    found = classify(error.sqlstate)
     extra = "".join(
-        f"; {label}: {value.rstrip('.')}"
+        f"; {label}: {one_line(value).rstrip('.')}"
         for label, value in (
             ("detail", getattr(error, "detail", None)),
             ("hint", getattr(error, "hint", None)),
@@ -81,22 +89,33 @@ def migration_failed(
         )
         if value
     )
-    if rolled_back:
+    if outcome is not None:
+        pass
+    elif rolled_back:
         outcome = "it was rolled back and not recorded"
     else:
         outcome = (
             f"statements before {statement} stay applied and the ledger marks it incomplete; "
             f"the next run resumes at statement {statement}"
         )
-    return MigrationFailedError(
+    text = (
         f"{location}: {error.sqlstate} {_message(error)}{extra}. Migration {migration.name} "
-        "failed; "
-        f"{outcome}. Fix the file and run again",
-        version=version_of(migration),
-        location=location,
-        sqlstate=error.sqlstate,
-        applied=applied,
+        f"failed; {outcome}. {found.advice}"
     )
+    if found.cause is Cause.FILE:
+        return MigrationFailedError(
+            text,
+            version=version_of(migration),
+            location=location,
+            sqlstate=error.sqlstate,
+            applied=applied,
+        )
+    if found.cause is Cause.CONNECTION:
+        return ConnectionLostError(text, applied=applied)
+    kind = ERRORS[found.cause]
+    if issubclass(kind, ServerError):
+        return kind(text, sqlstate=error.sqlstate, location=location, applied=applied)
+    return kind(text)
 
 
 def connection_lost(
@@ -114,7 +133,8 @@ def connection_lost(
         )
     else:
         outcome = f"the server rolled {migration.name} back and it was not recorded"
-    reason = f"{getattr(error, 'sqlstate', None) or type(error).__name__}: {error}"
+    words = one_line(str(getattr(error, "message", None) or error))
+    reason = f"{getattr(error, 'sqlstate', None) or type(error).__name__}: {words}"
     return ConnectionLostError(
         f"the connection to the server was lost while {migration.filename} ran ({reason}): a "
         f"server restart or failover, pg_terminate_backend, or the network; {outcome}. "
@@ -152,8 +172,9 @@ def privilege_missing(
     return PrivilegeError(
         f"{location}: {error.sqlstate} {_message(error)}. Role {role} lacks a privilege that "
         f"{migration.filename} needs; the migration was rolled back and not recorded. Grant "
-        f"it (for the target schema: GRANT USAGE, CREATE ON SCHEMA {schema} TO {role};) or "
-        "run the migrations as the objects' owner, then run again"
+        f"it (for the target schema, {schema}, which --schema sets: GRANT USAGE, CREATE ON "
+        f"SCHEMA {schema} TO {role};) or run the migrations as the objects' owner, or into a "
+        "schema the role may use (--schema), then run again"
     )
 
 
@@ -244,4 +265,10 @@ def _message(error: asyncpg.PostgresError) -> str:
     """The server's message alone: ``str()`` of asyncpg's error appends DETAIL and HINT
     lines, which the failure lists once, labelled."""
     message = getattr(error, "message", None)
-    return str(message) if message else str(error).split("\n", 1)[0]
+    return one_line(str(message)) if message else str(error).split("\n", 1)[0]
+
+
+def one_line(text: str) -> str:
+    """The server's words on one line: a hint (asyncpg adds one of many lines to some
+    codes) or a RAISE'd message may hold newlines."""
+    return " ".join(text.split())

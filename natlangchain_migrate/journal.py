@@ -16,15 +16,14 @@ from functools import partial
 
 import asyncpg
 
-from natlangchain_migrate.attempt import RESET_SETTINGS_SQL, Attempts, Blocked, settings_sql
+from natlangchain_migrate.attempt import Attempts, Blocked, reset_settings_sql, settings_sql
 from natlangchain_migrate.connection import cleanup_scope, end_interrupted_transaction
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.durations import ms_since
-from natlangchain_migrate.errors import InvalidIndexError, MigrateError, MigrationFailedError
+from natlangchain_migrate.errors import InvalidIndexError, MigrateError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.failures import (
     EFFECT_ALREADY_THERE,
-    migration_failed,
     resumed_statement_already_done,
 )
 from natlangchain_migrate.ledger import Ledger
@@ -52,6 +51,7 @@ class StatementRun:
         stopped_at: int | None,
         started: float,
         last: bool,
+        transaction_timeout: bool = False,
     ) -> None:
         self.migration = migration
         self.statements = statements
@@ -64,7 +64,8 @@ class StatementRun:
         # The journal step, prepared on our session for this file's run; a name of its
         # own, so a pooled connection that kept an earlier one can never clash.
         self.step_name = f"natlangchain_migrate_step_{secrets.token_hex(4)}"
-        self.cleanup = f"{RESET_SETTINGS_SQL}; DEALLOCATE {self.step_name}"
+        reset = reset_settings_sql(transaction_timeout=transaction_timeout)
+        self.cleanup = f"{reset}; DEALLOCATE {self.step_name}"
         self.recorded = False
 
     def resumed_at(self, number: int) -> bool:
@@ -91,12 +92,14 @@ class StatementJournal:
         *,
         search_path: str,
         applied_by: str,
+        transaction_timeout: bool = False,
     ) -> None:
         self.attempts = attempts
         self.conn = attempts.conn
         self.ledger = ledger
         self.execution = execution
         self.search_path = search_path
+        self.transaction_timeout = transaction_timeout  # the server has it: turned off
         self.applied_by = applied_by
         self.applied = attempts.applied  # what the run applied before: every error carries it
 
@@ -119,10 +122,18 @@ class StatementJournal:
             stopped_at=plan.resume_from.get(migration.version),
             started=time.monotonic(),
             last=last,
+            transaction_timeout=self.transaction_timeout,
         )
         _warn_if_edited_since_failure(plan, migration, run.done)
         await self.conn.execute(
-            settings_sql(migration, self.execution, self.search_path, local=False, durable=False)
+            settings_sql(
+                migration,
+                self.execution,
+                self.search_path,
+                local=False,
+                durable=False,
+                transaction_timeout=self.transaction_timeout,
+            )
             + self.ledger.prepare_step_sql(run.step_name)
         )
         try:
@@ -324,8 +335,9 @@ class StatementJournal:
         offset: int,
         statement: int,
         resumed: bool,
-    ) -> MigrationFailedError:
+    ) -> MigrateError:
         """Journal a no-transaction statement's failure; say what happened and what to do."""
+        failure: MigrateError
         if resumed and error.sqlstate in EFFECT_ALREADY_THERE:
             failure = resumed_statement_already_done(
                 migration,
@@ -336,13 +348,8 @@ class StatementJournal:
                 applied=self.applied,
             )
         else:
-            failure = migration_failed(
-                migration,
-                error,
-                offset=offset,
-                applied=self.applied,
-                rolled_back=False,
-                statement=statement,
+            failure = await self.attempts.failure(
+                migration, error, offset=offset, statement=statement
             )
         await self.ledger.journal_failure(
             self.conn,

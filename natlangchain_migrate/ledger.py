@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncpg
 
 from natlangchain_migrate.discovery import Migration
+from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.plan import AppliedMigration
 from natlangchain_migrate.sqltext import literal, quote_ident
@@ -80,9 +81,13 @@ class Ledger:
         else:
             exists = True
         if records:
+            self._check_shape(set(records[0].keys()))
             standby = bool(records[0]["standby"])
-        else:
-            standby = bool(await conn.fetchval("SELECT pg_is_in_recovery()"))
+        else:  # the same one extra query also brings an empty table's columns
+            (record,) = await conn.fetch(_EMPTY_LEDGER_SQL, self.table)
+            standby = bool(record["standby"])
+            if exists:
+                self._check_shape(set(record["columns"]))
         rows = sorted((_row(record) for record in records), key=lambda row: row.version)
         return LedgerSnapshot(rows, exists=exists, standby=standby)
 
@@ -116,6 +121,8 @@ class Ledger:
             )
         except asyncpg.UndefinedTableError:
             return await self.read(conn)
+        if records:
+            self._check_shape(set(records[0].keys()))
         if not records:
             try:
                 (record,) = await conn.fetch(
@@ -256,6 +263,8 @@ class Ledger:
                 self.table,
             )
         }
+        if present:
+            self._check_shape(present)
         if not present:
             columns = "".join(f", {name} {kind}" for name, kind in _ADDED_COLUMNS.items())
             # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
@@ -281,6 +290,25 @@ class Ledger:
             await conn.execute(f"ALTER TABLE {self.table} {additions}")
         return missing
 
+    def _check_shape(self, columns: set[str]) -> None:
+        """Refuse another tool's ``schema_migrations`` (same name, other columns)."""
+        if {"version", "name", "applied_at"} <= columns:
+            return
+        if {"version", "dirty"} <= columns:
+            tool = "golang-migrate (version bigint, dirty boolean)"
+        elif columns - {"standby", _REPEATABLES_COLUMN} == {"version"}:
+            tool = "dbmate (a single version column)"
+        else:
+            shown = ", ".join(sorted(columns - {"standby", _REPEATABLES_COLUMN}))
+            tool = f"another tool (columns: {shown})"
+        raise ConfigurationError(
+            f"{self.table} was made by {tool}, not by natlangchain-migrate, whose ledger "
+            "has version, name and applied_at; nothing was changed. Keep migrating this "
+            "schema with that tool, or point this one at another schema (--schema), or "
+            "rename that table and record what it applied with: natlangchain-migrate "
+            "baseline N"
+        )
+
     def _upsert(self, version: str, name: str, checksum: str, ms: str, by: str) -> str:
         return (
             f"INSERT INTO {self.table} "
@@ -294,17 +322,20 @@ class Ledger:
             " last_error = NULL"
         )
 
-    def record_sql(self, migration: Migration, *, applied_by: str) -> str:
+    def record_sql(
+        self, migration: Migration, *, applied_by: str, since: str = "statement_timestamp()"
+    ) -> str:
         """The same upsert as one literal statement, to send in the migration's own message.
 
         ``execution_ms`` is measured by the server: the time since the message
-        that carries the file arrived (statement_timestamp()).
+        that carries the file arrived (statement_timestamp()), or ``since`` (a streamed
+        file's transaction began before its many messages: transaction_timestamp()).
         """
         return self._upsert(
             str(int(migration.version)),
             literal(migration.name),
             literal(migration.checksum),
-            "extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000",
+            f"extract(epoch FROM clock_timestamp() - {since}) * 1000",
             literal(applied_by),
         )
 
@@ -380,6 +411,12 @@ class Ledger:
         await conn.execute(
             f"UPDATE {self.table} SET checksum = $2 WHERE version = $1", version, value
         )
+
+
+_EMPTY_LEDGER_SQL = (
+    "SELECT pg_is_in_recovery() AS standby, ARRAY(SELECT attname::text FROM pg_attribute "
+    "WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped) AS columns"
+)
 
 
 def _row(record: asyncpg.Record) -> AppliedMigration:

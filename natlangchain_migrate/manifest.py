@@ -90,14 +90,13 @@ _parsed: dict[tuple[str, int, int], Manifest | None] = {}
 
 def write_manifest(directory: Path | str) -> Path:
     """Write ``migrations.sum`` for every ``.sql`` file in ``directory`` (atomically)."""
-    from natlangchain_migrate.discovery import _read_text as read_text
-    from natlangchain_migrate.discovery import checksum, load_migrations
+    from natlangchain_migrate.discovery import load_migrations
 
     folder = Path(directory)
     load_migrations(folder)  # refuse to vouch for a folder the runner would refuse
     lines = []
-    for path in sorted(folder.glob("*.sql"), key=lambda item: item.name):
-        lines.append(f"{checksum(read_text(path))}  {path.stat().st_size}  {path.name}\n")
+    for path in _sql_files(folder):
+        lines.append(f"{_checksum(path)}  {path.stat().st_size}  {path.name}\n")
     target = folder / MANIFEST_NAME
     partial = folder / f".{MANIFEST_NAME}.tmp"
     partial.write_text(_HEADER + "".join(lines), encoding="utf-8")
@@ -105,17 +104,21 @@ def write_manifest(directory: Path | str) -> Path:
     return target
 
 
+def _checksum(path: Path) -> str:
+    """A file's checksum, read in chunks: a 1 GB seed file needs no 1 GB of memory."""
+    from natlangchain_migrate.sqlscan import survey
+
+    return survey(path, path.name).checksum
+
+
 def stale_files(directory: Path | str) -> list[str]:
     """The files whose content, size or presence the manifest gets wrong (read in full)."""
-    from natlangchain_migrate.discovery import _read_text as read_text
-    from natlangchain_migrate.discovery import checksum
-
     folder = Path(directory)
     recorded = {entry.filename: entry for entry in _read_entries(folder) or []}
     wrong = []
-    for path in sorted(folder.glob("*.sql"), key=lambda item: item.name):
+    for path in _sql_files(folder):
         entry = recorded.pop(path.name, None)
-        if entry is None or entry.checksum != checksum(read_text(path)):
+        if entry is None or entry.checksum != _checksum(path):
             wrong.append(path.name)
     return wrong + sorted(recorded)
 
@@ -146,12 +149,21 @@ def folder_matches(manifest: Manifest) -> bool:
     the manifest's: a listing and a stat per such file (the runner does it while it connects)."""
     try:
         with os.scandir(manifest.folder) as listing:
-            found = {item.name: item for item in listing if item.name.lower().endswith(".sql")}
+            found = {
+                item.name: item
+                for item in listing
+                if item.name.lower().endswith(".sql") and item.is_file()
+            }
         if found.keys() != manifest.names:
             return False
         return all(found[entry.filename].stat().st_size == entry.size for entry in manifest.sized)
     except OSError:
         return False
+
+
+def _sql_files(folder: Path) -> list[Path]:
+    """The folder's ``.sql`` files (a folder named ``004_x.sql`` is no migration)."""
+    return sorted((p for p in folder.glob("*.sql") if p.is_file()), key=lambda p: p.name)
 
 
 def _manifest_in(folder: Path) -> Manifest | None:
@@ -161,6 +173,9 @@ def _manifest_in(folder: Path) -> Manifest | None:
     except FileNotFoundError:
         return None
     except OSError as error:
+        from natlangchain_migrate.discovery import check_folder
+
+        check_folder(folder)  # a file, or a folder closed to us: named as such
         raise ConfigurationError(f"{path}: cannot read it: {error}") from error
     key = (str(path), stat.st_mtime_ns, stat.st_size)
     if key not in _parsed:

@@ -16,13 +16,16 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from natlangchain_migrate.causes import classified
 from natlangchain_migrate.settings import (
     CallArguments,
     ExecutionOptions,
     LockOptions,
     RunnerOptions,
+    check_schema_name,
     lock_mode_of,
     skip_set,
+    target_of,
 )
 
 if TYPE_CHECKING:
@@ -68,6 +71,7 @@ class Migrator:
         execution: ExecutionOptions | None = None,
     ) -> None:
         lock = lock or LockOptions()
+        check_schema_name(schema)
         self.options = RunnerOptions(
             dsn=dsn,
             pool=pool,
@@ -89,14 +93,16 @@ class Migrator:
         ``dry_run``, report what would run and change nothing."""
         from natlangchain_migrate import runner
 
-        call = CallArguments(target_version=target, skip=skip_set(skip), dry_run=dry_run)
-        return await runner.up(self.options, call)
+        call = CallArguments(target_version=target_of(target), skip=skip_set(skip), dry_run=dry_run)
+        with classified():
+            return await runner.up(self.options, call)
 
     async def status(self, *, skip: Collection[int] = ()) -> MigrationPlan:
         """Every version's state, read-only and lock-free."""
         from natlangchain_migrate import operations
 
-        return await operations.status(self.options, skip=skip_set(skip))
+        with classified():
+            return await operations.status(self.options, skip=skip_set(skip))
 
     async def rollback(
         self, *, steps: int = 1, to: int | None = None, dry_run: bool = False
@@ -105,7 +111,8 @@ class Migrator:
         newest first; a dry run returns the down SQL that would run."""
         from natlangchain_migrate import undo
 
-        return await undo.rollback(self.options, steps=steps, to=to, dry_run=dry_run)
+        with classified():
+            return await undo.rollback(self.options, steps=steps, to=to, dry_run=dry_run)
 
     async def contract(self, *, dry_run: bool = False, force: bool = False) -> ContractReport:
         """Run the contract parts that may run: expand part applied, and no replica seen
@@ -119,13 +126,15 @@ class Migrator:
         """Make the ledger agree with the files as they are; the versions changed."""
         from natlangchain_migrate import operations
 
-        return await operations.repair(self.options)
+        with classified():
+            return await operations.repair(self.options)
 
     async def baseline(self, version: int, *, force: bool = False) -> list[int]:
         """Record versions up to ``version`` as applied without running them."""
         from natlangchain_migrate import operations
 
-        return await operations.baseline(self.options, version, force=force)
+        with classified():
+            return await operations.baseline(self.options, version, force=force)
 
     async def dump_schema(self) -> str:
         """The schema as deterministic SQL, the ledger left out (``dump-schema``)."""
@@ -140,4 +149,5 @@ class Migrator:
         each restores the schema before its migration, and up again gives the same."""
         from natlangchain_migrate import verify
 
-        return await verify.verify(self.options, server_dsn=server_dsn)
+        with classified():
+            return await verify.verify(self.options, server_dsn=server_dsn)

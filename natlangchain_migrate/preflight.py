@@ -84,11 +84,13 @@ async def check_before_apply(
             "--database-url or DATABASE_URL at the primary (dsn= in the library)"
         )
     _check_lock_mode(plan.pending, options)
+    check_client_only(plan.pending)
     _check_transaction_control(plan.pending)
     await _check_extensions(conn, plan.pending)
 
 
 def _check_lock_mode(pending: Sequence[Migration], options: RunnerOptions) -> None:
+    _check_backfills(pending, options)
     if not options.transaction_pooling:
         return
     for migration in pending:
@@ -98,6 +100,50 @@ def _check_lock_mode(pending: Sequence[Migration], options: RunnerOptions) -> No
                 "PgBouncer's transaction pooling (--lock-mode transaction); run it with "
                 "--lock-mode session against the server directly"
             )
+
+
+def _check_backfills(pending: Sequence[Migration], options: RunnerOptions) -> None:
+    """A backfill's settings are read before anything runs; it needs its own short
+    transactions, so not inside the lock's one (PgBouncer) nor as a no-transaction file."""
+    from natlangchain_migrate import backfill
+
+    for migration in pending:
+        if not migration.directives.backfill:
+            continue
+        backfill.parse(migration)
+        if options.transaction_pooling or migration.directives.no_transaction:
+            raise ConfigurationError(
+                f"{migration.filename} is a backfill, which commits one short transaction per "
+                "batch: it cannot run inside --lock-mode transaction's single transaction, nor "
+                "as a no-transaction file; run it with --lock-mode session and drop "
+                "no-transaction"
+            )
+
+
+def check_client_only(migrations: Sequence[Migration]) -> None:
+    """Refuse, before anything runs, what only psql can run: a COPY ... FROM STDIN (the
+    server would wait for its rows forever, holding the lock) or a psql meta-command."""
+    from natlangchain_migrate.statements import find_client_only
+
+    for migration in migrations:
+        found = find_client_only(migration.sql)
+        if found is None:
+            continue
+        line, what = found
+        where = f"{migration.filename}:{line}"
+        if what.startswith("COPY"):
+            raise ConfigurationError(
+                f"{where}: COPY ... FROM STDIN reads its rows from the client: a migration "
+                "sends them from the file only in a transactional file where they follow the "
+                "COPY and end with a line holding only \\. (as pg_dump writes them); add "
+                "them, or write the rows as INSERT ... VALUES; nothing was run"
+            )
+        raise ConfigurationError(
+            f"{where}: {what} is a psql meta-command, which only psql understands (the "
+            "server would see a syntax error): remove it; put \\set values into the SQL, "
+            "make an \\i file a migration of its own, and delete pg_dump's "
+            "\\restrict / \\unrestrict lines; nothing was run"
+        )
 
 
 def _check_transaction_control(pending: Sequence[Migration]) -> None:

@@ -14,13 +14,14 @@ from contextlib import contextmanager
 from functools import partial
 
 from natlangchain_migrate import preflight, telemetry
+from natlangchain_migrate.causes import server_error
 from natlangchain_migrate.connection import (
     RunConnection,
     is_connection_lost,
     open_run_connection,
 )
 from natlangchain_migrate.durations import ms_since
-from natlangchain_migrate.errors import ConnectionLostError
+from natlangchain_migrate.errors import ConnectionLostError, ServerError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.pending import Sources, decide
@@ -150,8 +151,15 @@ def _connection_loss_named(connection: RunConnection) -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        if isinstance(error, ConnectionLostError) or not (
-            is_connection_lost(error) or connection.conn.is_closed()
+        # A server error of another cause that ended the session (transaction_timeout)
+        # goes on as itself, to be classified by causes.classified.
+        told = isinstance(error, ServerError) or (
+            server_error(error) is not None and not is_connection_lost(error)
+        )
+        if (
+            isinstance(error, ConnectionLostError)
+            or told
+            or not (is_connection_lost(error) or connection.conn.is_closed())
         ):
             raise
         raise ConnectionLostError(

@@ -108,6 +108,8 @@ class ServerFacts(NamedTuple):
     # Schemas of the database's installed extensions, searched after the target schema
     # so that their types resolve (pgvector in public, migrations in app).
     extension_schemas: tuple[str, ...] = ()
+    # The server has transaction_timeout (PostgreSQL 17+), which migrations turn off.
+    transaction_timeout: bool = False
 
     def search_path(self, schema: str) -> str:
         """The search_path migrations run under: the target schema first, pg_temp last."""
@@ -139,6 +141,33 @@ class MigrateOptions(TypedDict, total=False):
     refuse_future: bool
     auto_contract: bool | None
     replica_max_age: float | None
+
+
+def check_schema_name(schema: str) -> None:
+    """A schema name PostgreSQL keeps whole: 1 to 63 bytes (longer ones it truncates)."""
+    size = len(schema.encode("utf-8"))
+    if not 0 < size <= 63:
+        raise ConfigurationError(
+            f"--schema {schema[:80]!r} is {size} bytes; PostgreSQL names are 1 to 63 bytes "
+            "(in the library: schema=)"
+        )
+    if schema.startswith("pg_"):
+        raise ConfigurationError(
+            f"--schema {schema}: names beginning with pg_ are PostgreSQL's own; pick another "
+            "schema (in the library: schema=)"
+        )
+
+
+def target_of(target: object) -> int | None:
+    """``target=`` (``--version``) as a version number: an int, or a string of digits."""
+    if target is None or (isinstance(target, int) and not isinstance(target, bool)):
+        return target
+    if isinstance(target, str) and target.strip().isdigit():
+        return int(target)
+    raise ConfigurationError(
+        f"target={target!r} is not a version number; give the version to migrate up to, "
+        "such as target=2 (--version 2)"
+    )
 
 
 def skip_set(skip: Collection[int]) -> frozenset[int]:

@@ -15,6 +15,11 @@ from typing import Any, NamedTuple
 
 from natlangchain_migrate.errors import ConfigurationError
 
+# Cheap first looks for what only psql can run: COPY ... FROM STDIN, and a meta-command
+# (a backslash command at the start of a line: \set, \i, \connect, pg_dump 18's \restrict).
+_MAYBE_COPY_FROM_STDIN = re.compile(r"\bcopy\b[^;]*?\bfrom\s+stdin\b", re.I | re.S)
+_MAYBE_META_COMMAND = re.compile(r"^[ \t]*(\\(?:[A-Za-z!?]\w*|\.))", re.M)
+
 # A cheap first look for BEGIN; COMMIT; ROLLBACK; START TRANSACTION at the start of a line;
 # only files it flags are parsed (plpgsql's "BEGIN" has no semicolon, so bodies rarely match).
 _MAYBE_TRANSACTION_CONTROL = re.compile(
@@ -46,6 +51,7 @@ class Statement(NamedTuple):
     builds: IndexRef | None = None
     drops: IndexRef | None = None
     transaction_control: bool = False
+    from_client: bool = False  # COPY ... FROM STDIN: rows only a client like psql sends
 
 
 @functools.lru_cache(maxsize=256)
@@ -95,6 +101,8 @@ def _describe(text: str, offset: int, kind: str, node: dict[str, Any]) -> Statem
     autocommit = needs_autocommit(kind, node)
     if kind == "TransactionStmt":
         return Statement(text, offset, autocommit, transaction_control=True)
+    if kind == "CopyStmt" and node.get("is_from") and not node.get("filename"):
+        return Statement(text, offset, autocommit, from_client=True)
     if kind == "IndexStmt" and node.get("idxname"):
         schema = node.get("relation", {}).get("schemaname")
         return Statement(text, offset, autocommit, builds=IndexRef(schema, node["idxname"]))
@@ -196,4 +204,30 @@ def find_transaction_control(sql: str) -> tuple[int, str] | None:
         if statement.transaction_control:
             line, _ = line_and_column(sql, statement.offset)
             return line, statement.text.split(None, 1)[0].rstrip(";").upper()
+    return None
+
+
+def find_client_only(sql: str) -> tuple[int, str] | None:
+    """The line and the text of the first thing in the file that only psql can run: a
+    ``COPY ... FROM STDIN`` (the server would wait for rows forever) or a psql
+    meta-command (the server sees a syntax error at the backslash).
+
+    Only files the cheap looks flag are parsed; a backslash line that parses (inside a
+    string or a function body) is SQL, not a meta-command.
+    """
+    copy = _MAYBE_COPY_FROM_STDIN.search(sql)
+    meta = _MAYBE_META_COMMAND.search(sql)
+    if copy is None and meta is None:
+        return None
+    try:
+        statements = split_statements("", sql)
+    except ConfigurationError:
+        # Unparseable: a meta-command, or a data section after a COPY; the first one.
+        found = [(m.start(1) if m is meta else m.start(), m) for m in (copy, meta) if m]
+        start, match = min(found, key=lambda pair: pair[0])
+        text = "COPY ... FROM STDIN" if match is copy else match.group(1)
+        return line_and_column(sql, start)[0], text
+    for statement in statements:
+        if statement.from_client:
+            return line_and_column(sql, statement.offset)[0], "COPY ... FROM STDIN"
     return None

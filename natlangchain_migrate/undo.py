@@ -17,10 +17,10 @@ import asyncpg
 
 from natlangchain_migrate import preflight
 from natlangchain_migrate.attempt import (
-    RESET_SETTINGS_SQL,
     Attempts,
     Blocked,
     read_server_facts,
+    reset_settings_sql,
     settings_sql,
 )
 from natlangchain_migrate.connection import RunConnection
@@ -32,7 +32,6 @@ from natlangchain_migrate.errors import (
     MigrationFailedError,
 )
 from natlangchain_migrate.events import log
-from natlangchain_migrate.failures import migration_failed
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.locks import locked_connection
 from natlangchain_migrate.plan import AppliedMigration, newest_version
@@ -79,6 +78,7 @@ async def rollback(
         versions = [row.version for row in chosen]
         contract_downs = await contract_undos(connection.conn, versions, migrations, options.schema)
         _check_lock_mode(downs, options)
+        preflight.check_client_only([down for down in downs if down is not None])
         undo = None
         if not dry_run:
             facts = await read_server_facts(connection.conn, options.schema)
@@ -169,6 +169,7 @@ class _Undo:
         self.ledger = ledger
         self.execution = options.execution
         self.search_path = facts.search_path(options.schema)
+        self.transaction_timeout = facts.transaction_timeout
         self.in_open_transaction = options.transaction_pooling  # the lock's transaction
         self.attempts = Attempts(connection, options.execution, schema=options.schema, applied=[])
         self.contracts = ContractLedger(options.schema)
@@ -222,7 +223,13 @@ class _Undo:
         """The down file and the removal of its row in one message: one commit. In
         transaction lock mode it runs in a savepoint of the lock's transaction, so an
         attempt cancelled by lock_timeout is undone alone and tried again."""
-        prefix = settings_sql(down, self.execution, self.search_path, local=True)
+        prefix = settings_sql(
+            down,
+            self.execution,
+            self.search_path,
+            local=True,
+            transaction_timeout=self.transaction_timeout,
+        )
         body = f"{down.sql}\n;\n{remove or self.ledger.remove_sql(down.version)};\n"
         if self.in_open_transaction:
             prefix = f"SAVEPOINT {_SAVEPOINT};\n{prefix}"
@@ -237,23 +244,33 @@ class _Undo:
                 await self.conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
             if isinstance(error, Blocked):
                 raise
-            raise _failed(down, error, offset=-len(prefix)) from error
+            raise await self.attempts.failure(
+                down, error, offset=-len(prefix), replay=prefix
+            ) from error
 
     async def _statement_by_statement(self, down: Migration) -> None:
         """A no-transaction down file: each statement on its own, retried after a
         lock_timeout; the row goes once all ran."""
-        await self.conn.execute(settings_sql(down, self.execution, self.search_path, local=False))
+        await self.conn.execute(
+            settings_sql(
+                down,
+                self.execution,
+                self.search_path,
+                local=False,
+                transaction_timeout=self.transaction_timeout,
+            )
+        )
         try:
             for statement in split_statements(down.filename, down.sql):
                 try:
                     await self.attempts.retrying(partial(self.attempts.send, down, statement.text))
                 except asyncpg.PostgresError as error:
-                    raise _failed(down, error, offset=statement.offset) from error
+                    raise await self.attempts.failure(
+                        down, error, offset=statement.offset
+                    ) from error
             await self.ledger.remove(self.conn, down.version)
         finally:
             if not self.conn.is_closed():
-                await self.conn.execute(RESET_SETTINGS_SQL)
-
-
-def _failed(down: Migration, error: asyncpg.PostgresError, *, offset: int) -> MigrationFailedError:
-    return migration_failed(down, error, offset=offset, applied=[])
+                await self.conn.execute(
+                    reset_settings_sql(transaction_timeout=self.transaction_timeout)
+                )

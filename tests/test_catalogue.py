@@ -222,7 +222,7 @@ CASES: dict[str, Case] = {
     "sql-statement-timeout": Case(
         {"001_a.sql": "SELECT pg_sleep(5);\n"},
         ("--statement-timeout", "200ms"),
-        ExitCode.MIGRATION_FAILED,
+        ExitCode.SERVER_SETTING,
         "57014",
     ),
     # --- flags and their combinations ---

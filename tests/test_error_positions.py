@@ -121,7 +121,8 @@ async def test_library_errors_name_the_keyword_argument(tmp_path: Path) -> None:
 
 RUNTIME_CASES = {
     # The server gives no position for an error found while running: a no-transaction
-    # file is located at the failing statement's first line; a transactional file cannot be.
+    # file is located at the failing statement's first line; so is a transactional file,
+    # found by a replay that is rolled back (tests/test_failure_where.py).
     "no-transaction-division-by-zero": (
         NO_TX + "CREATE TABLE t (id int);\n-- the risky one\n  SELECT 1 / 0;\n",
         "001_x.sql:4:3",
@@ -133,7 +134,7 @@ RUNTIME_CASES = {
     ),
     "transactional-duplicate-key": (
         "CREATE TABLE t (id int PRIMARY KEY);\nINSERT INTO t VALUES (1), (1);\n",
-        "001_x.sql",
+        "001_x.sql:2:1",
     ),
 }
 

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from natlangchain_migrate import MigrationFailedError, migrate, run_migrations
+from natlangchain_migrate import ServerSettingError, migrate, run_migrations
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import ledger_rows, log_events, run_cli, write_migrations
 
@@ -98,7 +98,7 @@ async def test_statement_timeout_directive_cancels_a_slow_migration(
         tmp_path / "m",
         {"001_slow.sql": "-- natlangchain: statement-timeout 200ms\nSELECT pg_sleep(5);\n"},
     )
-    with pytest.raises(MigrationFailedError, match="57014"):
+    with pytest.raises(ServerSettingError, match="57014"):
         await migrate(database_url, migrations_dir=folder)
     assert await ledger_rows(database_url) == []
 

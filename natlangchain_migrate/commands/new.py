@@ -39,4 +39,9 @@ def main(argv: list[str]) -> int:
             print(path)
     except ConfigurationError as error:
         return usage_error(str(error))
+    except OSError as error:  # a folder the user may not write, a full disk
+        return usage_error(
+            f"cannot write in {directory}: {error.strerror or error}; check that folder's "
+            "permissions (or pass another --migrations-dir)"
+        )
     return ExitCode.OK

@@ -160,7 +160,9 @@ def log_format_problem(value: str | None) -> str | None:
 
 async def database_dsn(url: str | None) -> str:
     """The URL given, else DATABASE_URL; with neither, the embedded server's database."""
-    if url is None:
+    from natlangchain_migrate import libpq
+
+    if url is None and not libpq.names_a_server():
         return await embedded_dsn(announce=False)
     from natlangchain_migrate.connection import resolve_dsn
 
@@ -174,6 +176,9 @@ async def embedded_dsn(*, announce: bool) -> str:
 
     admin_dsn = await asyncio.to_thread(embedded.start_embedded_server)
     dsn = await embedded.ensure_database(admin_dsn)
+    from natlangchain_migrate import libpq
+
+    libpq.remember_source(dsn, "embedded server")
     log.info("embedded_server_ready", dsn=dsn, data_dir=str(embedded.embedded_data_dir()))
     if announce:
         print(f"DATABASE_URL={dsn}", flush=True)

@@ -67,10 +67,11 @@ def main(argv: list[str]) -> int:
 
 
 async def _verify(args: argparse.Namespace) -> VerifyReport:
+    from natlangchain_migrate import libpq
     from natlangchain_migrate.connection import resolve_dsn
     from natlangchain_migrate.migrator import Migrator
 
-    if args.database_url is None:
+    if args.database_url is None and not libpq.names_a_server():
         from natlangchain_migrate import embedded
 
         server_dsn = await asyncio.to_thread(embedded.start_embedded_server)

@@ -1,0 +1,206 @@
+"""Batched backfills: a migration that changes many rows in short transactions.
+
+A file whose header says ``-- natlangchain: backfill table=big key=id`` holds one
+statement with ``:lo`` and ``:hi``, the inclusive key bounds of a batch::
+
+    -- natlangchain: backfill table=big key=id target=200ms pause=0s
+    UPDATE big SET total_cents = round(total * 100) WHERE id BETWEEN :lo AND :hi;
+
+Batches are keyset ranges over ``key`` (the next ``size`` keys after the last batch's
+upper bound: an index range, never OFFSET from the start). Each batch is one
+transaction that also writes its upper bound to ``schema_backfills``, so a kill -9
+loses at most the batch in flight and the next run resumes after the last committed
+one: every row is changed once. The batch size follows a target duration; progress
+events carry rows done, rows estimated and an ETA. The migration's ledger row is
+written, and its position row removed, in one transaction after the last batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import NamedTuple
+
+import asyncpg
+
+from natlangchain_migrate.discovery import Migration
+from natlangchain_migrate.durations import is_duration, seconds
+from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.events import log
+from natlangchain_migrate.sqltext import quote_ident
+
+POSITIONS = "schema_backfills"
+FIRST_BATCH = 1000
+MAX_BATCH = 100_000
+_SETTING = re.compile(r"^(?P<key>table|key|target|pause|batch)=(?P<value>\S+)$")
+_BOUND = re.compile(r"(?<!:):(lo|hi)\b")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
+
+
+class Backfill(NamedTuple):
+    """A backfill file's settings and its batch statement (``$1``/``$2`` the bounds)."""
+
+    table: str  # quoted, schema-qualified if the directive was
+    key: str  # quoted
+    target_s: float
+    pause_s: float
+    batch: int | None  # a fixed size; None sizes batches to the target
+    statement: str
+
+
+def parse(migration: Migration) -> Backfill:
+    """The backfill a file declares; a bad setting or statement is named, file:line."""
+    where = f"{migration.filename} (its backfill line)"
+    settings: dict[str, str] = {}
+    for part in (migration.directives.backfill or "").split():
+        found = _SETTING.match(part)
+        if found is None:
+            raise ConfigurationError(
+                f"{where}: bad backfill setting '{part}'; write backfill table=NAME key=COLUMN "
+                "[target=200ms] [pause=0s] [batch=auto|N]"
+            )
+        settings[found["key"]] = found["value"]
+    for needed in ("table", "key"):
+        if not _NAME.match(settings.get(needed, "")):
+            raise ConfigurationError(
+                f"{where}: backfill needs {needed}=NAME (a plain or schema.table name)"
+            )
+    batch = settings.get("batch", "auto")
+    if batch != "auto" and not (batch.isdigit() and int(batch) > 0):
+        raise ConfigurationError(f"{where}: batch={batch}; write batch=auto or a row count")
+    durations = {name: settings.get(name, default) for name, default in _DURATIONS}
+    if not all(is_duration(value) for value in durations.values()):
+        raise ConfigurationError(f"{where}: target and pause are durations such as 200ms, 1s")
+    target_s, pause_s = (seconds(durations[name]) for name, _ in _DURATIONS)
+    body = migration.sql
+    if len(_BOUND.findall(body)) < 2 or {m for m in _BOUND.findall(body)} != {"lo", "hi"}:
+        raise ConfigurationError(
+            f"{migration.filename}: a backfill's statement uses :lo and :hi, the bounds of "
+            "one batch (WHERE key BETWEEN :lo AND :hi)"
+        )
+    return Backfill(
+        table=".".join(quote_ident(part) for part in settings["table"].split(".")),
+        key=quote_ident(settings["key"]),
+        target_s=target_s,
+        pause_s=pause_s,
+        batch=None if batch == "auto" else int(batch),
+        statement=_BOUND.sub(lambda m: "$1" if m[1] == "lo" else "$2", body.strip()),
+    )
+
+
+_DURATIONS = (("target", "200ms"), ("pause", "0s"))
+
+
+class Progress(NamedTuple):
+    rows_done: int
+    rows_estimated: int
+    eta_s: float | None
+
+
+async def run(
+    conn: asyncpg.Connection,
+    migration: Migration,
+    *,
+    schema: str,
+    record_sql: str,
+    settings_sql: str,
+    progress_interval: float,
+) -> None:
+    """Run the backfill's remaining batches, then its ledger row (``record_sql``)."""
+    spec = parse(migration)
+    positions = f"{quote_ident(schema)}.{quote_ident(POSITIONS)}"
+    await conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {positions} (version integer PRIMARY KEY, "
+        "position text NOT NULL, rows_done bigint NOT NULL, updated_at timestamptz NOT NULL)"
+    )
+    key_type = await conn.fetchval(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = $1::regclass AND attname = $2 AND NOT attisdropped",
+        spec.table,
+        spec.key.strip('"').replace('""', '"'),
+    )
+    if key_type is None:
+        raise ConfigurationError(f"{migration.filename}: backfill key {spec.key} is not a column")
+    row = await conn.fetchrow(
+        f"SELECT position, rows_done FROM {positions} WHERE version = $1", migration.version
+    )
+    done = int(row["rows_done"]) if row else 0
+    after = row["position"] if row else None
+    estimated = await _estimate(conn, spec.table)
+    first = f"SELECT min({spec.key}) FROM {spec.table}"
+    lower = f"{first} WHERE {spec.key} > $1::text::{key_type}"
+    upper = (
+        f"SELECT max(k) FROM (SELECT {spec.key} AS k FROM {spec.table} WHERE {spec.key} >= $1 "
+        f"ORDER BY {spec.key} LIMIT $2) s"
+    )
+    save = (
+        f"INSERT INTO {positions} VALUES ($1, $2::text, $3, now()) ON CONFLICT (version) "
+        "DO UPDATE SET position = EXCLUDED.position, rows_done = EXCLUDED.rows_done, "
+        "updated_at = now()"
+    )
+    size = spec.batch or FIRST_BATCH
+    started, reported = time.monotonic(), time.monotonic()
+    done_here = 0
+    while True:
+        lo = await (conn.fetchval(lower, after) if after is not None else conn.fetchval(first))
+        if lo is None:
+            break
+        hi = await conn.fetchval(upper, lo, size)
+        batch_started = time.monotonic()
+        async with conn.transaction():
+            await conn.execute(settings_sql)
+            status = await conn.execute(spec.statement, lo, hi)
+            changed = _count(status)
+            await conn.execute(save, migration.version, str(hi), done + changed)
+        elapsed = time.monotonic() - batch_started
+        done += changed
+        done_here += changed
+        after = str(hi)
+        if spec.batch is None:  # towards the target, at most doubling or halving
+            scale = spec.target_s / max(elapsed, 1e-3)
+            size = max(1, min(MAX_BATCH, int(size * min(2.0, max(0.5, scale)))))
+        if time.monotonic() - reported >= progress_interval:
+            reported = time.monotonic()
+            _report(migration, _progress(done, done_here, estimated, started), size)
+        if spec.pause_s:
+            await asyncio.sleep(spec.pause_s)
+    async with conn.transaction():
+        await conn.execute(record_sql)
+        await conn.execute(f"DELETE FROM {positions} WHERE version = $1", migration.version)
+    _report(migration, Progress(done, max(done, estimated), 0.0), size)
+
+
+async def _estimate(conn: asyncpg.Connection, table: str) -> int:
+    """The table's rows as the planner knows them; counted once if never analysed."""
+    known = await conn.fetchval(
+        "SELECT reltuples::bigint FROM pg_class WHERE oid = $1::regclass", table
+    )
+    if known is not None and known > 0:
+        return int(known)
+    return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+
+
+def _count(status: str) -> int:
+    """The row count of a command tag (UPDATE 5, INSERT 0 5, DELETE 5)."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+def _progress(done: int, done_here: int, estimated: int, started: float) -> Progress:
+    estimated = max(estimated, done)
+    rate = done_here / max(time.monotonic() - started, 1e-3)
+    eta = (estimated - done) / rate if rate > 0 else None
+    return Progress(done, estimated, eta)
+
+
+def _report(migration: Migration, progress: Progress, size: int) -> None:
+    log.info(
+        "backfill_progress",
+        version=migration.version,
+        name=migration.name,
+        rows_done=progress.rows_done,
+        rows_estimated=progress.rows_estimated,
+        eta_s=None if progress.eta_s is None else round(progress.eta_s, 1),
+        batch_size=size,
+    )

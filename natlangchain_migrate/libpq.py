@@ -1,0 +1,126 @@
+"""libpq's conventions, as psql, pg_dump and asyncpg honour them: the PG* environment,
+where a run's connection settings came from, what a TLS failure needs, and the URL
+spellings of other drivers that a user may paste.
+
+With no DSN and no DATABASE_URL, a PGHOST, PGHOSTADDR, PGPORT or PGDATABASE in the
+environment names the server (never the embedded one); asyncpg then reads PGHOST,
+PGPORT, PGUSER, PGDATABASE, PGPASSWORD, PGPASSFILE, PGSSLMODE and the PGSSL* files
+itself, as libpq does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import parse_qsl, urlsplit
+
+from natlangchain_migrate.errors import ConfigurationError
+
+# The DSN that leaves every setting to the PG* environment (asyncpg fills each part).
+ENVIRONMENT_DSN = "postgresql://"
+
+# Variables that say where to connect: any of them means "that server".
+_WHERE = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE")
+# What the log may show of the environment (never PGPASSWORD's value).
+_SHOWN = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSSLMODE", "PGPASSFILE")
+
+_sources: dict[str, str] = {}
+
+
+def names_a_server() -> bool:
+    """True when the PG* environment says where to connect."""
+    return any(os.environ.get(name) for name in _WHERE)
+
+
+def remember_source(dsn: str, source: str) -> None:
+    """Record where a DSN came from (the CLI's embedded server), for the log line."""
+    _sources[dsn] = source
+
+
+def source_of(dsn: str) -> str:
+    """Where the connection settings came from, as the ``connection_settings`` log says."""
+    if dsn in _sources:
+        return _sources[dsn]
+    if dsn == ENVIRONMENT_DSN:
+        return "PG* environment"
+    if dsn == os.environ.get("DATABASE_URL"):
+        return "DATABASE_URL"
+    return "--database-url or dsn="
+
+
+def environment_shown() -> dict[str, str]:
+    """The PG* settings in effect, without the password."""
+    shown = {name: os.environ[name] for name in _SHOWN if os.environ.get(name)}
+    if os.environ.get("PGPASSWORD"):
+        shown["PGPASSWORD"] = "***"
+    return shown
+
+
+def describe(dsn: str) -> str:
+    """How errors name the target: the PG* settings for the environment DSN."""
+    if dsn != ENVIRONMENT_DSN:
+        from natlangchain_migrate.dsn import redact
+
+        return redact(dsn)
+    shown = " ".join(f"{key}={value}" for key, value in environment_shown().items())
+    return f"the server of the PG* environment ({shown})"
+
+
+# Other drivers' spellings, with what to change.
+_FOREIGN = (
+    (
+        re.compile(r"^postgres(?:ql)?\+(\w+)://", re.I),
+        "{scheme} is SQLAlchemy's spelling (dialect+driver); this tool takes the plain "
+        "URL: drop '+{driver}' (postgresql://user:password@host:5432/dbname)",
+    ),
+    (
+        re.compile(r"^jdbc:postgres(?:ql)?://", re.I),
+        "jdbc:postgresql:// is the JDBC driver's spelling; drop the 'jdbc:' prefix "
+        "(postgresql://user:password@host:5432/dbname; ?user= and ?password= work too)",
+    ),
+)
+
+
+def check_foreign_prefix(dsn: str) -> None:
+    """Refuse another driver's URL spelling, naming the prefix and the fix."""
+    for pattern, advice in _FOREIGN:
+        match = pattern.match(dsn.strip())
+        if match:
+            scheme = match.group(0)
+            driver = match.group(1) if match.groups() else ""
+            raise ConfigurationError(
+                "the database URL starts with "
+                + advice.format(scheme=scheme.removesuffix("://"), driver=driver)
+            )
+
+
+def tls_mode(dsn: str) -> str | None:
+    """The sslmode a connection to ``dsn`` uses: the URL's, else PGSSLMODE's."""
+    from natlangchain_migrate.dsn import as_url
+
+    try:
+        query = dict(parse_qsl(urlsplit(as_url(dsn)).query))
+    except (ValueError, ConfigurationError):
+        query = {}
+    return query.get("sslmode") or os.environ.get("PGSSLMODE")
+
+
+def tls_required(dsn: str) -> bool:
+    return tls_mode(dsn) in ("require", "verify-ca", "verify-full")
+
+
+def tls_refused_advice(dsn: str) -> str:
+    return (
+        f"the server does not offer TLS, and sslmode={tls_mode(dsn)} requires it: turn TLS on "
+        "at the server (ssl = on, with a certificate and key), or, on a network you trust, "
+        "use sslmode=prefer or sslmode=disable; --wait does not retry this"
+    )
+
+
+def tls_files_advice(dsn: str) -> str:
+    mode = tls_mode(dsn) or "verify-full"
+    return (
+        f"sslmode={mode} checks the server's certificate against a root certificate: put it "
+        "at ~/.postgresql/root.crt or name it with sslrootcert=/path/root.crt (or "
+        "PGSSLROOTCERT); sslmode=require encrypts without checking it"
+    )

@@ -1,0 +1,270 @@
+"""Applying a streamed migration (a big file, or one with psql-style COPY data) inside
+one transaction: its statements sent in pieces of about PIECE_CHARS, its COPY rows over
+the COPY protocol, then its ledger row, so it is still all-or-nothing.
+
+Memory stays bounded by a piece (and the largest statement), whatever the file's size.
+An error with a position is named ``file:line:column`` from the piece it came in; a
+runtime error without one (a duplicate key) is found, like ``replay.py`` does for a
+small file, by running the file again up to its piece, that piece statement by
+statement, in a transaction that is rolled back. A bad COPY row is named by the line
+the server counts in the data section.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Generator
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from natlangchain_migrate.attempt import Attempts
+from natlangchain_migrate.causes import Cause, classify
+from natlangchain_migrate.discovery import Migration
+from natlangchain_migrate.errors import ConfigurationError, MigrateError
+from natlangchain_migrate.failures import migration_failed
+from natlangchain_migrate.sqlscan import CopyIn, Sql, scan
+from natlangchain_migrate.statements import line_and_column
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
+
+# Characters of SQL per message: big enough that round trips do not count, small
+# enough that the text, its encoding and the driver's buffer stay a few MB.
+PIECE_CHARS = 1 << 20
+
+_COPY_ROW = re.compile(r"\bCOPY [^,]+, line (\d+)")
+_LEADING = re.compile(r"(?:\s+|--[^\n]*\n)*")
+
+
+def _leading(text: str) -> int:
+    """Where the statement begins after blanks and ``--`` comments."""
+    found = _LEADING.match(text)
+    return found.end() if found else 0
+
+
+class _Failed(Exception):
+    """A piece or COPY failed: the server's error and where in the file it points."""
+
+    def __init__(self, error: asyncpg.PostgresError, location: str | None, piece: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.location = location
+        self.piece = piece
+
+
+async def run_streamed(
+    attempts: Attempts,
+    migration: Migration,
+    *,
+    prefix: str,
+    record: str,
+    own_transaction: bool,
+) -> None:
+    """Send ``prefix`` (BEGIN and the settings, or the settings alone inside the caller's
+    transaction), the file in pieces and its COPY rows, then ``record`` (the ledger row,
+    and COMMIT when the transaction is ours). Raises what ``Attempts.send`` raises (Blocked
+    for a lock_timeout), or the migration's failure naming file:line."""
+    conn = attempts.conn
+    try:
+        await attempts.send(migration, prefix, in_open_transaction=True)
+        await _pieces(attempts, migration, stop_at=None)
+        await attempts.send(migration, record, in_open_transaction=True)
+    except _Failed as failed:
+        if own_transaction and conn.is_in_transaction():
+            await conn.execute("ROLLBACK")
+        location = failed.location
+        if location is None and own_transaction:
+            location = await _replay(attempts, migration, prefix, failed)
+        raise migration_failed(
+            migration,
+            failed.error,
+            offset=0,
+            applied=attempts.applied,
+            location=location or migration.filename,
+        ) from failed.error
+    except BaseException:
+        if own_transaction and not conn.is_closed() and conn.is_in_transaction():
+            await conn.execute("ROLLBACK")
+        raise
+
+
+async def _pieces(attempts: Attempts, migration: Migration, *, stop_at: int | None) -> None:
+    """The file's statements in pieces and its COPY sections; with ``stop_at``, the
+    pieces before it whole and piece ``stop_at`` statement by statement.
+
+    The next piece is read and scanned in a thread while the server runs the current
+    one; a COPY's rows are read while nothing else reads the file."""
+    if migration.source is None:
+        raise TypeError(f"{migration.filename} is not a streamed migration")
+    batches = _batches(migration.source, migration.filename)
+    ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+    number = 0
+    try:
+        while (batch := await ahead) is not None:
+            if isinstance(batch, CopyIn):
+                await _copy(attempts, migration, batch, number)
+                ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+                continue
+            number += 1
+            if number == stop_at:
+                await _send_piece(attempts, migration, batch, number, one_by_one=True)
+                return
+            ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+            await _send_piece(attempts, migration, batch, number, one_by_one=False)
+    finally:
+        if not ahead.done():  # let the thread leave the file before it is closed
+            await asyncio.wait([ahead])
+        if ahead.done() and not ahead.cancelled():
+            ahead.exception()  # retrieved: a failure before it is what is reported
+        batches.close()
+
+
+def _batches(source: Traversable, name: str) -> Generator[list[Sql] | CopyIn, None, None]:
+    """The scan's statements gathered into pieces of about PIECE_CHARS, and its COPYs."""
+    piece: list[Sql] = []
+    size = 0
+    for item in scan(source, name):
+        if isinstance(item, Sql):
+            piece.append(item)
+            size += len(item.text)
+            if size >= PIECE_CHARS:
+                yield piece
+                piece, size = [], 0
+            continue
+        if piece:
+            yield piece
+            piece, size = [], 0
+        yield item
+    if piece:
+        yield piece
+
+
+async def _send_piece(
+    attempts: Attempts, migration: Migration, piece: list[Sql], number: int, *, one_by_one: bool
+) -> None:
+    parts = [piece] if not one_by_one else [[item] for item in piece]
+    for part in parts:
+        text = "".join(item.text for item in part)
+        try:
+            await attempts.send(migration, text, in_open_transaction=True)
+        except asyncpg.PostgresError as error:
+            position = getattr(error, "position", None)
+            location = None
+            if position or one_by_one:
+                line, column = line_and_column(text, int(position) - 1 if position else 0)
+                if not position:
+                    line, column = line_and_column(text, _leading(text))
+                first = part[0].line
+                location = f"{migration.filename}:{first + line - 1}:{column}"
+            raise _Failed(error, location, number) from error
+
+
+async def _copy(attempts: Attempts, migration: Migration, item: CopyIn, number: int) -> None:
+    """One COPY ... FROM stdin with its rows streamed from the file."""
+    line = item.line + item.statement.count("\n", 0, _leading(item.statement))
+    arguments = copy_arguments(item.statement, f"{migration.filename}:{line}")
+
+    async def rows() -> AsyncIterator[bytes]:
+        # Read in a thread: the next chunk is decoded while the server takes this one.
+        while (chunk := await asyncio.to_thread(next, item.rows, None)) is not None:
+            yield chunk
+
+    try:
+        await attempts.send(
+            migration,
+            item.statement,
+            in_open_transaction=True,
+            call=lambda: attempts.conn.copy_to_table(source=rows(), **arguments),
+        )
+    except asyncpg.PostgresError as error:
+        found = _COPY_ROW.search(getattr(error, "context", None) or "")
+        where = item.data_line + int(found[1]) - 1 if found else line
+        raise _Failed(error, f"{migration.filename}:{where}", number) from error
+
+
+async def _replay(
+    attempts: Attempts, migration: Migration, prefix: str, failed: _Failed
+) -> str | None:
+    """Where a runtime error without a position is: the file run again up to its piece,
+    that piece statement by statement, in a transaction rolled back; None if not met."""
+    conn = attempts.conn
+    if classify(failed.error.sqlstate).cause is not Cause.FILE or conn.is_closed():
+        return None
+    try:
+        await conn.execute(prefix)
+        await _pieces(attempts, migration, stop_at=failed.piece)
+    except _Failed as again:
+        if again.error.sqlstate == failed.error.sqlstate:
+            return again.location
+    except (MigrateError, asyncpg.PostgresError):
+        return None
+    finally:
+        if not conn.is_closed() and conn.is_in_transaction():
+            await conn.execute("ROLLBACK")
+    return None
+
+
+# COPY options asyncpg's copy_to_table takes, by PostgreSQL's name.
+_STRING_OPTIONS = ("format", "delimiter", "null", "quote", "escape", "encoding")
+_BOOLEAN_OPTIONS = ("header", "freeze")
+_LIST_OPTIONS = ("force_not_null", "force_null")
+
+
+def copy_arguments(statement: str, where: str) -> dict[str, Any]:
+    """The table, columns and options of a ``COPY ... FROM stdin`` as copy_to_table's
+    keywords (its text is only a statement: no data is parsed)."""
+    import json
+
+    from pglast.parser import ParseError, parse_sql_json
+
+    try:
+        (raw,) = json.loads(parse_sql_json(statement))["stmts"]
+    except (ParseError, ValueError):
+        raise ConfigurationError(
+            f"{where}: this COPY ... FROM stdin does not parse as one statement; fix it"
+        ) from None
+    node = raw["stmt"].get("CopyStmt", {})
+    if not node.get("relation") or node.get("whereClause") or node.get("query"):
+        raise ConfigurationError(
+            f"{where}: a COPY data section loads a table (COPY table [(columns)] FROM stdin "
+            "[options]); a WHERE clause or a query is not supported: load into the table, "
+            "then fix the rows with SQL"
+        )
+    relation = node["relation"]
+    arguments: dict[str, Any] = {"table_name": relation["relname"]}
+    if relation.get("schemaname"):
+        arguments["schema_name"] = relation["schemaname"]
+    if node.get("attlist"):
+        arguments["columns"] = [item["String"]["sval"] for item in node["attlist"]]
+    for option in node.get("options") or ():
+        element = option["DefElem"]
+        name, value = element["defname"], element.get("arg")
+        if name in _STRING_OPTIONS:
+            arguments[name] = _string(value)
+        elif name in _BOOLEAN_OPTIONS:
+            arguments[name] = _boolean(value)
+        elif name in _LIST_OPTIONS:
+            items = (value or {}).get("List", {}).get("items", [])
+            arguments[name] = [item["String"]["sval"] for item in items] if items else True
+        else:
+            raise ConfigurationError(
+                f"{where}: COPY option {name} is not supported in a data section; remove it"
+            )
+    return arguments
+
+
+def _string(value: dict[str, Any] | None) -> str:
+    inner: dict[str, Any] = next(iter((value or {}).values()), {})
+    return str(inner.get("sval", ""))
+
+
+def _boolean(value: dict[str, Any] | None) -> bool:
+    if value is None:
+        return True
+    if "Boolean" in value:
+        return bool(value["Boolean"].get("boolval", False))
+    if "Integer" in value:
+        return bool(value["Integer"].get("ival", 0))
+    return _string(value).lower() in ("true", "on", "1", "yes")
