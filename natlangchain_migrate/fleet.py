@@ -150,6 +150,7 @@ class Fleet:
                     results.append(_current(target, summary))
                 else:
                     behind.append((target, summary))
+        behind.sort(key=lambda pair: pair[0].id)  # the canary wave is the first ids
         log.info("fleet_started", targets=len(results) + len(behind), behind=len(behind))
         try:
             results += await self._roll_out(behind, report, progress, len(results))
