@@ -324,3 +324,42 @@ def test_a_bad_shard_is_refused_in_one_line(database_url: str, folder: Path) -> 
     run = _fleet_cli(database_url, folder, "--each-schema", "t%", "--shard", "4/4")
     assert run.returncode == 2
     assert "--shard '4/4': expected I/N with 0 <= I < N" in run.stderr
+
+
+@pytest.mark.anyio
+async def test_create_tenant_makes_a_fully_migrated_schema_and_refuses_an_existing_one(
+    database_url: str, folder: Path
+) -> None:
+    from natlangchain_migrate import ConfigurationError, create_tenant
+
+    report = await create_tenant(database_url, schema="tenant_new", migrations_dir=folder)
+    assert [r.version for r in report.applied] == [1, 2, 3]
+    assert (await _ledger_counts(database_url, ["tenant_new"]))["tenant_new"] == [1, 2, 3]
+    with pytest.raises(ConfigurationError, match="'tenant_new' already exists"):
+        await create_tenant(database_url, schema="tenant_new", migrations_dir=folder)
+
+
+@pytest.mark.anyio
+async def test_create_tenant_database_copies_the_template_and_applies_what_it_lacks(
+    admin_url: str, tmp_path: Path
+) -> None:
+    from natlangchain_migrate import create_tenant_database, migrate
+
+    first_two = write_migrations(tmp_path / "old", dict(list(FILES.items())[:2]))
+    folder = write_migrations(tmp_path / "new", FILES)
+    template, tenant = (f"fleet_{uuid.uuid4().hex[:10]}" for _ in "ab")
+    await execute(admin_url, f'CREATE DATABASE "{template}" TEMPLATE template0')
+    try:
+        await migrate(with_database(admin_url, template), migrations_dir=first_two)
+        report = await create_tenant_database(
+            admin_url, database=tenant, template=template, migrations_dir=folder
+        )
+        assert report.already_applied == [1, 2]
+        assert [r.version for r in report.applied] == [3]
+        rows = await fetch(
+            with_database(admin_url, tenant), "SELECT version FROM schema_migrations"
+        )
+        assert sorted(row["version"] for row in rows) == [1, 2, 3]
+    finally:
+        for name in (template, tenant):
+            await execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
