@@ -91,6 +91,7 @@ class Fleet:
             raise ConfigurationError(f"--concurrency {self.options.concurrency}: give 1 or more")
         self._named_by_database = len(self.databases) > 1
         self._pools: dict[str, asyncpg.Pool] = {}
+        self._left: dict[str, int] = {}  # behind targets not yet finished, per database
         self._server_slots: dict[str, asyncio.Semaphore] = {}
         self._server_lock = asyncio.Lock()
         self.connections = 0
@@ -173,6 +174,9 @@ class Fleet:
         the rollout stopped is reported as such."""
         total = done_before + len(behind)
         finished: list[TargetResult] = []
+        for target, _ in behind:
+            label = target.database.label
+            self._left[label] = self._left.get(label, 0) + 1
 
         def note(result: TargetResult) -> None:
             finished.append(result)
@@ -220,6 +224,7 @@ class Fleet:
                 if result.outcome is Outcome.FAILED:
                     failures += 1
                 note(result)
+                await self._done_with(target.database)
             finally:
                 slots.release()
 
@@ -321,6 +326,15 @@ class Fleet:
                     log.info("fleet_server_cap", server=database.server, cap=cap, free=free)
                 slots = self._server_slots[database.server] = asyncio.Semaphore(cap)
         return slots
+
+    async def _done_with(self, database: Database) -> None:
+        """Close a database's pool once its last behind target has finished: a hundred
+        databases must not keep a hundred idle connections open to one server."""
+        self._left[database.label] -= 1
+        if self._left[database.label] == 0:
+            pool = self._pools.pop(database.label, None)
+            if pool is not None:
+                await pool.close()
 
     async def _close_pools(self) -> None:
         pools, self._pools = list(self._pools.values()), {}
