@@ -137,11 +137,16 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sample", type=int, default=20)
+    parser.add_argument(
+        "--new-tenants-only", action="store_true", help="only the new-tenant rows (5 each)"
+    )
     args = parser.parse_args()
     cluster = PgCluster(embedded_bindir(), name="fleet-bench", parent=memory_backed_dir())
     cluster.init(max_connections="300").start()
     try:
-        _run(cluster, args)
+        if not args.new_tenants_only:
+            _run(cluster, args)
+        asyncio.run(_new_tenants(cluster, args.rounds))
     finally:
         cluster.destroy()
 
@@ -215,6 +220,36 @@ def _run(cluster: PgCluster, args: argparse.Namespace) -> None:
     _row(f"no-op over {args.databases} databases (fleet)", no_op_db, "", 0)
     for what, rss, peak in peaks:
         print(f"peak: {what:<20} max RSS {rss / 1024:6.1f} MiB   connections {peak}")
+
+
+async def _new_tenants(cluster: PgCluster, rounds: int) -> None:
+    """A new tenant: a schema replayed, a database replayed, a database copied from a
+    migrated template (in process, medians)."""
+    from natlangchain_migrate import create_tenant, create_tenant_database, migrate
+
+    dsn = _database(cluster, 0)
+    template = f"tmpl_{uuid.uuid4().hex[:8]}"
+    await execute(cluster.dsn(), f'CREATE DATABASE "{template}" TEMPLATE template0')
+    await migrate(cluster.dsn(template))
+    schema, replayed, copied = [], [], []
+    for k in range(rounds + 2):
+        started = time.perf_counter()
+        await create_tenant(dsn, schema=f"new_{k}")
+        schema.append(time.perf_counter() - started)
+        name = f"newdb_{uuid.uuid4().hex[:8]}"
+        started = time.perf_counter()
+        await execute(cluster.dsn(), f'CREATE DATABASE "{name}" TEMPLATE template0')
+        await migrate(cluster.dsn(name))
+        replayed.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        await create_tenant_database(cluster.dsn(), database=f"{name}_c", template=template)
+        copied.append(time.perf_counter() - started)
+    for what, times in (
+        ("new tenant schema, replayed (create_tenant)", schema),
+        ("new tenant database, replayed (CREATE DATABASE + migrate)", replayed),
+        ("new tenant database, template copy (create_tenant_database)", copied),
+    ):
+        print(f"{what:<62} {statistics.median(times) * 1000:8.1f} ms")
 
 
 def _password(cluster: PgCluster) -> str:

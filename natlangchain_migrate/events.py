@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -31,9 +32,15 @@ _structlog_logger: Any = None
 _scope: ContextVar[tuple[dict[str, Any], bool] | None] = ContextVar("event_scope", default=None)
 
 
-def scope_events(fields: dict[str, Any], *, quiet: bool) -> None:
-    """Tag this task's events with ``fields`` (and drop its debug/info ones if ``quiet``)."""
-    _scope.set((fields, quiet))
+@contextmanager
+def scoped_events(fields: dict[str, Any], *, quiet: bool) -> Iterator[None]:
+    """Within it, tag this task's events with ``fields`` (and drop its debug and info ones
+    if ``quiet``)."""
+    token = _scope.set((fields, quiet))
+    try:
+        yield
+    finally:
+        _scope.reset(token)
 
 
 class EventLog:

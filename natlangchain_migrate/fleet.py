@@ -24,7 +24,7 @@ from natlangchain_migrate.connection import connect, server_settings
 from natlangchain_migrate.dsn import as_url, scrub
 from natlangchain_migrate.durations import ms_since
 from natlangchain_migrate.errors import ConfigurationError, ExitCode, MigrateError
-from natlangchain_migrate.events import log, scope_events
+from natlangchain_migrate.events import log, scoped_events
 from natlangchain_migrate.fleet_catalog import LedgerSummary, expected_digest, read_ledgers
 from natlangchain_migrate.fleet_report import FleetReport, Outcome, TargetResult
 from natlangchain_migrate.fleet_targets import Database, Selection, Shard, Target
@@ -156,7 +156,7 @@ class Fleet:
         try:
             results += await self._roll_out(behind, report, progress, len(results))
         finally:
-            await self._close_pools()
+            await self.close_pools()
         report.results = sorted(results, key=lambda result: result.id)
         report.connections = self.connections
         report.duration_ms = ms_since(started)
@@ -240,12 +240,18 @@ class Fleet:
     async def _migrate(
         self, target: Target, summary: LedgerSummary, *, canary: bool
     ) -> TargetResult:
+        """One target's run, its events tagged with its id."""
+        with scoped_events({"target": target.id}, quiet=self.options.quiet):
+            return await self._migrate_one(target, summary, canary=canary)
+
+    async def _migrate_one(
+        self, target: Target, summary: LedgerSummary, *, canary: bool
+    ) -> TargetResult:
         """One target's run on a pooled connection, under its server's cap."""
-        scope_events({"target": target.id}, quiet=self.options.quiet)
         started = time.monotonic()
         applied: tuple[int, ...] = ()
         try:
-            pool = await self._pool(target.database)
+            pool = await self.pool_for(target.database)
             async with await self._server_slot(target.database, pool):
                 migrator = Migrator(
                     pool=pool,
@@ -290,7 +296,7 @@ class Fleet:
             canary=canary,
         )
 
-    async def _pool(self, database: Database) -> asyncpg.Pool:
+    async def pool_for(self, database: Database) -> asyncpg.Pool:
         """The database's pool, made on first use: connections opened as needed, up to
         the concurrency (plus one for a long migration's progress reports)."""
         pool = self._pools.get(database.label)
@@ -336,7 +342,7 @@ class Fleet:
             if pool is not None:
                 await pool.close()
 
-    async def _close_pools(self) -> None:
+    async def close_pools(self) -> None:
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await pool.close()
@@ -354,6 +360,9 @@ def _current(target: Target, summary: LedgerSummary) -> TargetResult:
 
 
 def _one_line(error: BaseException, dsn: str) -> str:
-    from natlangchain_migrate.commands.shared import one_line
-
-    return scrub(one_line(error), dsn)
+    """The error on one line, scrubbed of the DSN's password: ours say what caused them;
+    anything else gets its cause's class and message after it."""
+    text = str(error) or type(error).__name__
+    if not isinstance(error, MigrateError) and error.__cause__ is not None:
+        text += f" <- {type(error.__cause__).__name__}: {error.__cause__}"
+    return scrub(text.replace("\n", " "), dsn)

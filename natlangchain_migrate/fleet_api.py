@@ -158,7 +158,7 @@ async def fleet_status(fleet: Fleet) -> list[TargetState]:
 
     async def read(target_schema: str, database: Database) -> MigrationPlan:
         async with limit:
-            pool = await fleet._pool(database)
+            pool = await fleet.pool_for(database)
             migrator = Migrator(
                 pool=pool, migrations_dir=fleet.migrations_dir, schema=target_schema
             )
@@ -177,7 +177,7 @@ async def fleet_status(fleet: Fleet) -> list[TargetState]:
         for target, job in jobs:
             states.append(_state(target.id, await job, total))
     finally:
-        await fleet._close_pools()
+        await fleet.close_pools()
     return sorted(states, key=lambda state: state.id)
 
 

@@ -192,6 +192,9 @@ def test_a_failing_tenant_is_reported_the_others_migrate_and_a_rerun_touches_onl
     assert by_id["tenant_0000"]["applied"] == [1, 2, 3]
     failed_events = [e for e in log_events(first.stderr) if e["event"] == "fleet_target_failed"]
     assert [event["target"] for event in failed_events] == ["tenant_0003_bad"]
+    events = [event["event"] for event in log_events(first.stderr)]
+    assert events.count("fleet_target_done") == 7  # one per target that ran
+    assert "migration_applied" not in events  # a target's own info events stay quiet
 
     rerun = _fleet_cli(database_url, folder, "--each-schema", "tenant\\_%")
     assert rerun.returncode == 26
