@@ -51,18 +51,16 @@ def fleet_of(
         raise ConfigurationError(
             "--each-schema and --schemas-from-query both pick schemas: give one"
         )
-    for name, value in (
-        ("canary", canary),
-        ("max_failures", max_failures),
-        ("server_cap", server_cap),
-    ):
-        if value is not None and value < (1 if name == "server_cap" else 0):
-            raise ConfigurationError(f"--{name.replace('_', '-')} {value}: must not be negative")
-    databases: list[Database] = (
-        [database_of(resolve_dsn(d)) for d in targets]
-        if targets
-        else [database_of(resolve_dsn(dsn))]
+    limits = (
+        ("canary", canary, 0),
+        ("max-failures", max_failures, 0),
+        ("server-cap", server_cap, 1),
     )
+    for name, value, least in limits:
+        if value is not None and value < least:
+            raise ConfigurationError(f"--{name} {value}: give {least} or more")
+    dsns = list(targets) if targets else [dsn]
+    databases: list[Database] = [database_of(resolve_dsn(each)) for each in dsns]
     return Fleet(
         databases,
         Selection(pattern=each_schema, query=schemas_from_query, schema=schema),

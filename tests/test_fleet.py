@@ -366,3 +366,34 @@ async def test_create_tenant_database_copies_the_template_and_applies_what_it_la
     finally:
         for name in (template, tenant):
             await execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.anyio
+async def test_schemas_from_query_migrates_the_schemas_it_returns_creating_new_ones(
+    database_url: str, folder: Path
+) -> None:
+    await execute(
+        database_url,
+        "CREATE SCHEMA acme; CREATE SCHEMA skipped; CREATE TABLE public.tenants (name text);"
+        "INSERT INTO public.tenants VALUES ('acme'), ('globex'), ('acme');",
+    )
+    report = await migrate_fleet(
+        database_url,
+        schemas_from_query="SELECT name FROM public.tenants;",
+        migrations_dir=folder,
+    )
+    assert [(r.id, r.outcome) for r in report.results] == [
+        ("acme", Outcome.APPLIED),
+        ("globex", Outcome.APPLIED),
+    ]
+    ledgers = await _ledger_counts(database_url, ["acme", "globex", "skipped"])
+    assert ledgers == {"acme": [1, 2, 3], "globex": [1, 2, 3], "skipped": []}
+
+
+def test_flags_that_cannot_go_together_are_refused(database_url: str, folder: Path) -> None:
+    both = _fleet_cli(database_url, folder, "--each-schema", "t%", "--schemas-from-query", "x")
+    assert both.returncode == 2
+    assert "not allowed with argument" in both.stderr
+    negative = _fleet_cli(database_url, folder, "--each-schema", "t%", "--canary", "-1")
+    assert negative.returncode == 2
+    assert "--canary -1: give 0 or more" in negative.stderr
