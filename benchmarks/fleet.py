@@ -83,13 +83,14 @@ def _env(dsn: str | None = None) -> dict[str, str]:
 
 def _timed(command: list[str], env: dict[str, str]) -> tuple[float, int, int]:
     """Wall seconds, exit code and max RSS (KiB) of one whole process."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    if process.stderr is not None:
-        process.stderr.close()
-    return elapsed, os.waitstatus_to_exitcode(status), usage.ru_maxrss
+    # Logs to a file, never a pipe nobody reads: a full pipe would stall the process.
+    with tempfile.TemporaryFile() as logs:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=logs)
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+    return elapsed, process.returncode, usage.ru_maxrss
 
 
 def _fleet(*args: str) -> list[str]:

@@ -122,14 +122,18 @@ def _fleet_cli(
     return run_cli("fleet", "--migrations-dir", str(folder), *args, database_url=url, env=env)
 
 
-def _start_fleet_cli(url: str, folder: Path, *args: str) -> subprocess.Popen[str]:
+def _start_fleet_cli(
+    url: str, folder: Path, *args: str, output: int = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """The fleet CLI started; ``output=subprocess.DEVNULL`` when nobody reads it as it runs
+    (a full pipe would stall it)."""
     environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     environment |= {"DATABASE_URL": url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
     command = [sys.executable, "-m", "natlangchain_migrate", "fleet", "--migrations-dir"]
     return subprocess.Popen(
         [*command, str(folder), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=output,
+        stderr=output,
         text=True,
         env=environment,
     )
@@ -218,7 +222,9 @@ def test_kill_9_mid_fleet_then_a_rerun_converges(database_url: str, tmp_path: Pa
     folder = write_migrations(tmp_path / "slow", slow)
     names = _tenants(80)
     asyncio.run(_make_schemas(database_url, names))
-    runner = _start_fleet_cli(database_url, folder, "--each-schema", "tenant\\_%")
+    runner = _start_fleet_cli(
+        database_url, folder, "--each-schema", "tenant\\_%", output=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         done = asyncio.run(_ledger_counts(database_url, names))
