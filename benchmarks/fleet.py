@@ -107,22 +107,23 @@ def _database(cluster: PgCluster, tenants: int) -> str:
     return dsn
 
 
-def _psql_fresh(cluster: PgCluster, dsn: str, tenants: int, concurrency: int) -> float:
-    """The floor: psql applies the three files to each schema, ``concurrency`` at once."""
+def _psql_fresh(cluster: PgCluster, targets: list[tuple[str, str]], concurrency: int) -> float:
+    """The floor: psql applies the three files to each (dsn, schema), ``concurrency`` at once."""
     psql = cluster.bin("psql")
     folder = Path(str(shipped_migrations_dir()))
     files = [arg for name in FILES for arg in ("-f", str(folder / name))]
 
-    def one(number: int) -> int:
-        env = dict(os.environ, PGOPTIONS=f"-c search_path=tenant_{number:05d},public")
+    def one(target: tuple[str, str]) -> int:
+        dsn, schema = target
+        env = dict(os.environ, PGOPTIONS=f"-c search_path={schema},public")
         command = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, *files]
         return subprocess.run(command, env=env, capture_output=True, check=False).returncode
 
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        codes = list(pool.map(one, range(tenants)))
+        codes = list(pool.map(one, targets))
     elapsed = time.perf_counter() - started
-    assert set(codes) == {0}, "psql failed on some schema"
+    assert set(codes) == {0}, "psql failed on some target"
     return elapsed
 
 
@@ -138,6 +139,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sample", type=int, default=20)
+    parser.add_argument("--databases-only", action="store_true", help="only the database rows")
     parser.add_argument(
         "--new-tenants-only", action="store_true", help="only the new-tenant rows (5 each)"
     )
@@ -146,7 +148,9 @@ def main() -> None:
     cluster.init(max_connections="300").start()
     try:
         if not args.new_tenants_only:
-            _run(cluster, args)
+            if not args.databases_only:
+                _run(cluster, args)
+            _databases(cluster, args)
         asyncio.run(_new_tenants(cluster, args.rounds))
     finally:
         cluster.destroy()
@@ -164,7 +168,7 @@ def _run(cluster: PgCluster, args: argparse.Namespace) -> None:
         fresh, code, rss = _timed(_fleet(*pattern), _env(ours_dsn))
     assert code == 0, f"fleet exited {code}"
     peaks.append(("fresh schemas", rss, watch.peak))
-    floor = _psql_fresh(cluster, psql_dsn, n, c)
+    floor = _psql_fresh(cluster, [(psql_dsn, f"tenant_{k:05d}") for k in range(n)], c)
     _row(
         f"fresh 001-003 into {n} schemas (fleet, {c} at once)",
         fresh,
@@ -197,28 +201,6 @@ def _run(cluster: PgCluster, args: argparse.Namespace) -> None:
     )
     _row(f"no-op over {n} schemas (fleet)", no_op, "one bare query (psql -c 'SELECT 1')", bare)
 
-    # D databases of one schema each.
-    names = [f"fleetdb_{k:04d}" for k in range(args.databases)]
-    for name in names:
-        asyncio.run(execute(cluster.dsn(), f'CREATE DATABASE "{name}" TEMPLATE template0'))
-    with tempfile.TemporaryDirectory() as workdir:
-        targets = Path(workdir) / "targets.txt"
-        password_free = [
-            f"postgresql://postgres:${{PW}}@127.0.0.1:{cluster.port}/{name}" for name in names
-        ]
-        targets.write_text("\n".join(password_free) + "\n", encoding="utf-8")
-        env = _env() | {"PW": _password(cluster)}
-        many = ("--targets", str(targets), "--concurrency", str(c))
-        with PeakConnections(cluster.dsn()) as watch:
-            fresh_db, code, rss = _timed(_fleet(*many), env)
-        assert code == 0, f"fleet over databases exited {code}"
-        peaks.append(("fresh databases", rss, watch.peak))
-        with PeakConnections(cluster.dsn()) as watch:
-            runs = [_timed(_fleet(*many), env) for _ in range(args.rounds)]
-        peaks.append(("no-op databases", max(r[2] for r in runs), watch.peak))
-        no_op_db = statistics.median(r[0] for r in runs)
-    _row(f"fresh 001-003 into {args.databases} databases (fleet)", fresh_db, "", 0)
-    _row(f"no-op over {args.databases} databases (fleet)", no_op_db, "", 0)
     for what, rss, peak in peaks:
         print(f"peak: {what:<20} max RSS {rss / 1024:6.1f} MiB   connections {peak}")
 
@@ -228,7 +210,7 @@ async def _new_tenants(cluster: PgCluster, rounds: int) -> None:
     migrated template (in process, medians)."""
     from natlangchain_migrate import create_tenant, create_tenant_database, migrate
 
-    dsn = _database(cluster, 0)
+    dsn = await asyncio.to_thread(_database, cluster, 0)
     template = f"tmpl_{uuid.uuid4().hex[:8]}"
     await execute(cluster.dsn(), f'CREATE DATABASE "{template}" TEMPLATE template0')
     await migrate(cluster.dsn(template))
@@ -251,6 +233,46 @@ async def _new_tenants(cluster: PgCluster, rounds: int) -> None:
         ("new tenant database, template copy (create_tenant_database)", copied),
     ):
         print(f"{what:<62} {statistics.median(times) * 1000:8.1f} ms")
+
+
+def _databases(cluster: PgCluster, args: argparse.Namespace) -> None:
+    """D databases of one schema each: fresh and no-op, beside psql and a loop of single
+    runs over a sample."""
+    c = args.concurrency
+    peaks: list[tuple[str, int, int]] = []
+    # D databases of one schema each.
+    names = [f"fleetdb_{k:04d}" for k in range(args.databases)]
+    for name in names:
+        asyncio.run(execute(cluster.dsn(), f'CREATE DATABASE "{name}" TEMPLATE template0'))
+    with tempfile.TemporaryDirectory() as workdir:
+        targets = Path(workdir) / "targets.txt"
+        password_free = [
+            f"postgresql://postgres:${{PW}}@127.0.0.1:{cluster.port}/{name}" for name in names
+        ]
+        targets.write_text("\n".join(password_free) + "\n", encoding="utf-8")
+        env = _env() | {"PW": _password(cluster)}
+        many = ("--targets", str(targets), "--concurrency", str(c))
+        with PeakConnections(cluster.dsn()) as watch:
+            fresh_db, code, rss = _timed(_fleet(*many), env)
+        assert code == 0, f"fleet over databases exited {code}"
+        peaks.append(("fresh databases", rss, watch.peak))
+        with PeakConnections(cluster.dsn()) as watch:
+            runs = [_timed(_fleet(*many), env) for _ in range(args.rounds)]
+        peaks.append(("no-op databases", max(r[2] for r in runs), watch.peak))
+        no_op_db = statistics.median(r[0] for r in runs)
+        single = [sys.executable, "-m", "natlangchain_migrate"]
+        sample = names[: args.sample]
+        loop = sum(_timed(single, _env(cluster.dsn(name)))[0] for name in sample)
+    floor_dbs = [f"fleetpsql_{k:04d}" for k in range(args.databases)]
+    for name in floor_dbs:
+        asyncio.run(execute(cluster.dsn(), f'CREATE DATABASE "{name}" TEMPLATE template0'))
+    floor = _psql_fresh(cluster, [(cluster.dsn(name), "public") for name in floor_dbs], c)
+    d = args.databases
+    _row(f"fresh 001-003 into {d} databases (fleet)", fresh_db, f"psql, {c} sessions", floor)
+    extrapolated = loop * d / len(sample)
+    _row(f"no-op over {d} databases (fleet)", no_op_db, "shell loop of single runs", extrapolated)
+    for what, rss, peak in peaks:
+        print(f"peak: {what:<20} max RSS {rss / 1024:6.1f} MiB   connections {peak}")
 
 
 def _password(cluster: PgCluster) -> str:
