@@ -403,3 +403,27 @@ def test_flags_that_cannot_go_together_are_refused(database_url: str, folder: Pa
     negative = _fleet_cli(database_url, folder, "--each-schema", "t%", "--canary", "-1")
     assert negative.returncode == 2
     assert "--canary -1: give 0 or more" in negative.stderr
+
+
+def test_sigterm_mid_fleet_rolls_back_exits_143_and_a_rerun_converges(
+    database_url: str, tmp_path: Path
+) -> None:
+    slow = {**FILES, "002_note.sql": "SELECT pg_sleep(0.05); ALTER TABLE items ADD note text;"}
+    folder = write_migrations(tmp_path / "slow", slow)
+    names = _tenants(60)
+    asyncio.run(_make_schemas(database_url, names))
+    runner = _start_fleet_cli(
+        database_url, folder, "--each-schema", "tenant\\_%", output=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done = asyncio.run(_ledger_counts(database_url, names))
+        if sum(versions == [1, 2, 3] for versions in done.values()) >= 5:
+            break
+        time.sleep(0.05)
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=30) == 143
+    assert asyncio.run(_advisory_locks(database_url)) == 0
+    rerun = _fleet_cli(database_url, folder, "--each-schema", "tenant\\_%")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert all(v == [1, 2, 3] for v in asyncio.run(_ledger_counts(database_url, names)).values())
