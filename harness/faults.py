@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import asyncpg
 
@@ -308,9 +308,15 @@ def kill_and_rerun(
     number: int = 1,
     fault: str = "kill",
     cluster: PgCluster | None = None,
+    after_applying: int = 0,
 ) -> Trial:
     """On the empty database ``url``: start the CLI, inflict ``fault`` after ``delay``
-    seconds (unless it is done), run it again plainly and check the invariants."""
+    seconds (unless it is done), run it again plainly and check the invariants.
+
+    With ``after_applying`` k, the ``delay`` counts from the k-th ``migration_applying``
+    event instead of the start: a kill placed by the run's progress, which a loaded
+    machine cannot push past the end of the run.
+    """
     started = time.monotonic()
     env = _cli_environment(url)
     command = _cli(reference.folder) + (["--wait", "60"] if fault == "restart" else [])
@@ -319,12 +325,13 @@ def kill_and_rerun(
         process = subprocess.Popen(
             command, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output
         )
-        try:
-            process.wait(timeout=delay)
-            killed = False
-        except subprocess.TimeoutExpired:
-            killed = True
-            fault_exit = _inflict(fault, process, url, cluster)
+        killed = _wait_for_progress(process, output, after_applying)
+        if killed:
+            try:
+                process.wait(timeout=delay)
+                killed = False
+            except subprocess.TimeoutExpired:
+                fault_exit = _inflict(fault, process, url, cluster)
         output.seek(0)
         killed_output = output.read()
     applying = [e for e in _events(killed_output) if e["event"] == "migration_applying"]
@@ -358,6 +365,17 @@ def kill_and_rerun(
     _check_invariants(url, reference, trial)
     trial.seconds = time.monotonic() - started
     return trial
+
+
+def _wait_for_progress(process: subprocess.Popen[bytes], output: IO[str], applying: int) -> bool:
+    """Wait until the run has logged ``applying`` migration_applying events; False when
+    it ended first."""
+    while applying > 0 and process.poll() is None:
+        output.seek(0)
+        if output.read().count('"migration_applying"') >= applying:
+            return True
+        time.sleep(0.01)
+    return process.poll() is None
 
 
 def _inflict(

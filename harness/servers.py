@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -69,12 +69,14 @@ class AppServer:
         workers: int,
         database_url: str,
         options: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """``env``: variables beside DATABASE_URL, on top of this process's environment."""
         self.server = server
         self.workers = workers
         self.port = free_port()
         self.command = server_command(server, app, workers, self.port, options)
-        self.env = {**os.environ, "DATABASE_URL": database_url}
+        self.env = {**os.environ, **(env or {}), "DATABASE_URL": database_url}
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (kept open until stop())
             "w+", prefix=f"{server}-", suffix=".log"
         )

@@ -223,6 +223,37 @@ def test_the_fleet_job_gives_each_pod_its_own_shard() -> None:
     )
 
 
+def _api_and_init() -> tuple[dict[str, Any], dict[str, Any]]:
+    spec = by_name("natlangchain-api")["spec"]["template"]["spec"]
+    (api,) = spec["containers"]
+    (init,) = spec["initContainers"]
+    return api, init
+
+
+def test_the_api_is_ready_by_check_against_the_database_its_init_container_migrated() -> None:
+    """The readiness probe is ``--check`` (0 also when a newer release moved the database
+    ahead) on the same database URL as the init container; no container refuses future rows."""
+    api, init = _api_and_init()
+    probe = api["readinessProbe"]
+    assert probe["exec"]["command"] == ["natlangchain-migrate", "--check"]
+    assert probe["timeoutSeconds"] >= 5  # a Python process start plus a connect, on a busy node
+    url = {item["name"]: item["valueFrom"] for item in api["env"]}["DATABASE_URL"]
+    assert url == {item["name"]: item["valueFrom"] for item in init["env"]}["DATABASE_URL"]
+    for _, spec in pod_specs():
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            names = {item["name"] for item in container.get("env", [])}
+            assert "NATLANGCHAIN_MIGRATE_REFUSE_FUTURE" not in names, container["name"]
+
+
+def test_the_rollout_adds_one_new_replica_before_it_stops_an_old_one() -> None:
+    """maxSurge 1, maxUnavailable 0: the rollout benchmarks/rolling_deploy.py measures."""
+    strategy = by_name("natlangchain-api")["spec"]["strategy"]
+    assert strategy == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+
+
 def test_compose_file_is_valid_against_the_compose_specification() -> None:
     """deploy/compose.yaml passes the compose-spec JSON schema."""
     assert compose_errors(compose()) == []

@@ -59,12 +59,15 @@ async def _tables_with_extra_column(url: str) -> int:
 def test_rerun_after_kill_9_mid_no_transaction_apply_finishes_every_file_once(
     database_url: str, issue_reference: Reference, trial: int
 ) -> None:
-    # The issue killed after a random 0.4-2.5 s. How long the apply takes depends on the
-    # machine, so the kill is drawn over 10%-60% of the apply as measured here: mid-run,
-    # with room for a machine that got faster since the reference run.
-    started, ended = issue_reference.first_migration_s, issue_reference.clean_seconds
-    delay = started + random.uniform(0.1, 0.6) * (ended - started)
-    result = kill_and_rerun(database_url, issue_reference, delay, number=trial)
+    # The issue killed after a random 0.4-2.5 s. A delay from the start lands past the end
+    # of the run on a machine faster or less loaded than the reference run, so the kill is
+    # placed by progress: a short random delay after a random file of the middle began.
+    per_file = (issue_reference.clean_seconds - issue_reference.first_migration_s) / ISSUE_FILES
+    after = random.randint(2, ISSUE_FILES - 4)
+    delay = random.uniform(0.0, per_file)
+    result = kill_and_rerun(
+        database_url, issue_reference, delay, number=trial, after_applying=after
+    )
     assert result.killed_mid_run, f"the CLI finished within {delay:.2f} s; nothing was killed"
     assert result.rerun_exit == 0, result.details()
     assert asyncio.run(_tables_with_extra_column(database_url)) == ISSUE_FILES * ISSUE_PAIRS
