@@ -427,3 +427,31 @@ def test_sigterm_mid_fleet_rolls_back_exits_143_and_a_rerun_converges(
     rerun = _fleet_cli(database_url, folder, "--each-schema", "tenant\\_%")
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert all(v == [1, 2, 3] for v in asyncio.run(_ledger_counts(database_url, names)).values())
+
+
+def test_each_tenant_has_its_own_lock_key() -> None:
+    """The default lock namespace names the schema: tenants never wait for each other."""
+    from natlangchain_migrate.locks import default_namespace, lock_key
+
+    keys = {lock_key(default_namespace(name)) for name in _tenants(1000)}
+    assert len(keys) == 1000
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_database_is_one_failed_target_and_the_others_migrate(
+    admin_url: str, database_url: str, folder: Path
+) -> None:
+    await _make_schemas(database_url, ["tenant_a"])
+    missing = with_database(admin_url, f"gone_{uuid.uuid4().hex[:8]}")
+    report = await migrate_fleet(
+        targets=[database_url, missing], each_schema="tenant%", migrations_dir=folder
+    )
+    assert report.exit_code == 26
+    (failed,) = report.failed
+    assert failed.exit_code == 7
+    assert failed.id.endswith(missing.rsplit("/", 1)[1])
+    password = urlsplit(admin_url).password
+    assert password is None or password not in (failed.error or "")
+    (applied,) = [r for r in report.results if r.outcome is Outcome.APPLIED]
+    assert applied.id.endswith("/tenant_a")
+    assert applied.version_after == 3
