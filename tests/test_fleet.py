@@ -455,3 +455,42 @@ async def test_an_unreachable_database_is_one_failed_target_and_the_others_migra
     (applied,) = [r for r in report.results if r.outcome is Outcome.APPLIED]
     assert applied.id.endswith("/tenant_a")
     assert applied.version_after == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "postgresql://app:${FLEET_UNSET}@db/app\n",
+            ":1: ${FLEET_UNSET} is not set",
+        ),
+        (
+            "postgresql://app@db/a\n# c\npostgresql://app@db/a\n",
+            ":3: db:5432/a is already listed on line 1",
+        ),
+        ("# nothing\n\n", ": no DSN in it (one per line)"),
+        ("host=db dbname=app password=hunter22\n", ":1: a password is written in the targets file"),
+        ("postgresql://app@db/app?password=hunter22\n", ":1: a password is written"),
+    ],
+)
+def test_a_bad_targets_file_is_refused_naming_the_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """Each mistake in a targets file is one ConfigurationError naming file and line, and
+    never the password."""
+    from natlangchain_migrate.errors import ConfigurationError
+    from natlangchain_migrate.fleet_targets import read_targets_file
+
+    path = tmp_path / "targets.txt"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigurationError) as caught:
+        read_targets_file(path)
+    assert f"{path}{message}" in str(caught.value)
+    assert "hunter22" not in str(caught.value)
+
+
+def test_a_fleet_database_is_named_by_host_port_and_database() -> None:
+    from natlangchain_migrate.fleet_targets import database_of
+
+    database = database_of("host=db1 port=6432 dbname=tenant_7 user=app")
+    assert (database.label, database.server) == ("db1:6432/tenant_7", "db1:6432")
