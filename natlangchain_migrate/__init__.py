@@ -46,6 +46,8 @@ if TYPE_CHECKING:
         status,
     )
     from natlangchain_migrate.contracts import ContractReport
+    from natlangchain_migrate.fleet_api import migrate_fleet
+    from natlangchain_migrate.fleet_report import FleetReport, TargetResult
     from natlangchain_migrate.logs import route_to_stdlib_logging
     from natlangchain_migrate.migrator import Migrator
     from natlangchain_migrate.plan import AppliedMigration, MigrationPlan, State, StatusEntry
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
         LockOptions,
         MigrateOptions,
     )
+    from natlangchain_migrate.tenants import create_tenant, create_tenant_database
     from natlangchain_migrate.undo import RollbackResult
 
 # The runner's modules load on first use: `python -m natlangchain_migrate` imports this
@@ -66,6 +69,7 @@ _LAZY = {
     "ContractReport": "contracts",
     "ContractResult": "results",
     "ExecutionOptions": "settings",
+    "FleetReport": "fleet_report",
     "LockMode": "settings",
     "LockOptions": "settings",
     "MigrateOptions": "settings",
@@ -76,10 +80,14 @@ _LAZY = {
     "RollbackResult": "undo",
     "State": "plan",
     "StatusEntry": "plan",
+    "TargetResult": "fleet_report",
     "baseline": "api",
     "contract": "api",
+    "create_tenant": "tenants",
+    "create_tenant_database": "tenants",
     "heartbeat": "replicas",
     "migrate": "api",
+    "migrate_fleet": "fleet_api",
     "repair": "api",
     "rollback": "api",
     "route_to_stdlib_logging": "logs",
@@ -110,6 +118,7 @@ __all__ = [
     "DriftError",
     "ExecutionOptions",
     "ExitCode",
+    "FleetReport",
     "FutureMigrationsError",
     "InvalidIndexError",
     "LockLostError",
@@ -136,11 +145,15 @@ __all__ = [
     "State",
     "StatusEntry",
     "StoppedBySignalError",
+    "TargetResult",
     "TransactionControlError",
     "baseline",
     "contract",
+    "create_tenant",
+    "create_tenant_database",
     "heartbeat",
     "migrate",
+    "migrate_fleet",
     "repair",
     "rollback",
     "route_to_stdlib_logging",

@@ -86,6 +86,8 @@ _EXIT_MEANINGS = {
     ExitCode.OUT_OF_ORDER: "--strict-order: a pending version is below the highest applied",
     ExitCode.BASELINE_REFUSED: "baseline: the ledger already holds rows (see --force)",
     ExitCode.CONTRACT_WAITING: "contract: a contract part must wait (old replicas alive)",
+    ExitCode.FLEET_FAILED: "fleet: some targets failed (each rolled back); the rest were migrated",
+    ExitCode.FLEET_STOPPED: "fleet: the rollout stopped early (canary failed, --max-failures)",
     ExitCode.INTERNAL: "an unexpected error (a bug: please report it, with --traceback)",
     ExitCode.INTERRUPTED: "stopped by SIGINT (rolled back, lock released)",
     ExitCode.TERMINATED: "stopped by SIGTERM (rolled back, lock released)",

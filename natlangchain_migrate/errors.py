@@ -41,6 +41,8 @@ class ExitCode(IntEnum):
     OUT_OF_ORDER = 23
     BASELINE_REFUSED = 24
     CONTRACT_WAITING = 25  # contract: a contract part must wait (old replicas alive, ...)
+    FLEET_FAILED = 26  # fleet: some targets failed (rolled back); the others were migrated
+    FLEET_STOPPED = 27  # fleet: the rollout stopped early (canary failed, --max-failures)
     INTERNAL = 70
     INTERRUPTED = 130  # SIGINT: 128 + 2, as shells report it
     TERMINATED = 143  # SIGTERM: 128 + 15

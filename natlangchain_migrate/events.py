@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -23,6 +25,22 @@ Sink = Callable[[str, str, dict[str, Any]], None]
 
 _sink: Sink | None = None
 _structlog_logger: Any = None
+
+# A fleet run's scope for the events of one target, set in that target's task: its fields
+# (``target=``) go into every event, and with ``quiet`` its debug and info events are dropped
+# (a thousand tenants' "Applying:" lines would bury the fleet's own progress lines).
+_scope: ContextVar[tuple[dict[str, Any], bool] | None] = ContextVar("event_scope", default=None)
+
+
+@contextmanager
+def scoped_events(fields: dict[str, Any], *, quiet: bool) -> Iterator[None]:
+    """Within it, tag this task's events with ``fields`` (and drop its debug and info ones
+    if ``quiet``)."""
+    token = _scope.set((fields, quiet))
+    try:
+        yield
+    finally:
+        _scope.reset(token)
 
 
 class EventLog:
@@ -45,6 +63,11 @@ log = EventLog()
 
 
 def _emit(level: str, event: str, fields: dict[str, Any]) -> None:
+    scope = _scope.get()
+    if scope is not None:
+        if scope[1] and level in ("debug", "info"):
+            return
+        fields = {**scope[0], **fields}
     if _sink is not None:
         _sink(level, event, fields)
         return

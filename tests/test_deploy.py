@@ -43,7 +43,8 @@ def manifests() -> list[dict[str, Any]]:
 # The migrations Job (before the rollout) and the contract Job (after it) are both Jobs.
 JOB = "natlangchain-migrate"
 CONTRACT_JOB = "natlangchain-migrate-contract"
-NAMES = ["natlangchain-api", JOB, CONTRACT_JOB]
+FLEET_JOB = "natlangchain-migrate-fleet"
+NAMES = ["natlangchain-api", JOB, CONTRACT_JOB, FLEET_JOB]
 
 
 def by_name(name: str) -> dict[str, Any]:
@@ -80,10 +81,16 @@ def compose() -> dict[str, Any]:
     return document
 
 
-def test_deploy_ships_a_deployment_and_two_jobs() -> None:
-    """The recipes README points to: the API, the migrations Job, the contract Job."""
+def test_deploy_ships_a_deployment_and_three_jobs() -> None:
+    """The recipes README points to: the API, the migrations Job, the contract Job, and
+    the fleet's indexed Job."""
     found = sorted((doc["kind"], doc["metadata"]["name"]) for doc in manifests())
-    assert found == [("Deployment", "natlangchain-api"), ("Job", JOB), ("Job", CONTRACT_JOB)]
+    assert found == [
+        ("Deployment", "natlangchain-api"),
+        ("Job", JOB),
+        ("Job", CONTRACT_JOB),
+        ("Job", FLEET_JOB),
+    ]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -185,6 +192,35 @@ def test_the_contract_job_retries_only_while_old_replicas_are_alive() -> None:
     backoff = sum(min(10 * 2**n, 360) for n in range(job["backoffLimit"]))
     assert backoff > 2 * max_age
     assert job["activeDeadlineSeconds"] > backoff
+
+
+def test_the_fleet_job_gives_each_pod_its_own_shard() -> None:
+    """An indexed Job of N pods: pod I runs `fleet --shard I/N` (N the completions), with
+    the index from the pod's annotation; every index is a shard the CLI accepts; no retry
+    of a failed shard; the targets file comes from a ConfigMap and the password from a
+    Secret, never from the file."""
+    from natlangchain_migrate.fleet_targets import parse_shard
+
+    job = by_name(FLEET_JOB)["spec"]
+    assert job["completionMode"] == "Indexed"
+    assert job["parallelism"] == job["completions"]
+    assert job["backoffLimit"] == 0
+    (container,) = job["template"]["spec"]["containers"]
+    command, flag, shard = container["args"]
+    assert (command, flag) == ("fleet", "--shard")
+    assert shard == f"$(JOB_COMPLETION_INDEX)/{job['completions']}"
+    env = {item["name"]: item for item in container["env"]}
+    field = env["JOB_COMPLETION_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert field == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    for index in range(job["completions"]):
+        assert parse_shard(shard.replace("$(JOB_COMPLETION_INDEX)", str(index))).position == index
+    assert "secretKeyRef" in env["DB_PASSWORD"]["valueFrom"]
+    (mount,) = container["volumeMounts"]
+    assert env["NATLANGCHAIN_MIGRATE_TARGETS"]["value"].startswith(mount["mountPath"] + "/")
+    lock_wait = float(env["NATLANGCHAIN_MIGRATE_LOCK_TIMEOUT"]["value"])
+    assert (
+        job["activeDeadlineSeconds"] > float(env["NATLANGCHAIN_MIGRATE_WAIT"]["value"]) + lock_wait
+    )
 
 
 def _api_and_init() -> tuple[dict[str, Any], dict[str, Any]]:

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("verify", "check on a scratch database that every down file restores the schema"),
     "dump-schema": ("dump_schema", "the schema as deterministic SQL: dump-schema [PATH|-]"),
     "contract": ("contract", "run the contract parts no old replica needs: contract [--force]"),
+    "fleet": ("fleet", "migrate every tenant schema or database: fleet --each-schema 'tenant_%'"),
     "lint": ("lint", "check migrations with squawk: lint [--all] [--json] [--migrations-dir DIR]"),
 }
 
