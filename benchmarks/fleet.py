@@ -32,8 +32,8 @@ from pathlib import Path
 
 import asyncpg
 
-from harness.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
-from harness.sql import execute
+from harness.servers.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
+from harness.servers.sql import execute
 from natlangchain_migrate.discovery import shipped_migrations_dir
 
 GOAL_NO_OP_S = 2.0

@@ -18,11 +18,12 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from harness.sql import execute, fetch, fetchval
+from harness.servers.sql import execute, fetch, fetchval
+from natlangchain_migrate.dsn import with_database
 from natlangchain_migrate.fleet_api import migrate_fleet
 from natlangchain_migrate.fleet_report import Outcome
 from natlangchain_migrate.fleet_targets import Shard
-from tests.conftest import log_events, run_cli, with_database, write_migrations
+from tests.conftest import log_events, run_cli, write_migrations
 
 FILES = {
     "001_items.sql": "CREATE TABLE items (id int PRIMARY KEY);",
