@@ -4,6 +4,12 @@ It keeps the seed's columns (version, name, applied_at) and adds checksum,
 execution_ms, applied_by, and a journal for migrations that run without a
 transaction (complete, statements_done, last_error). A table made by the
 seed's old migrate.py is adopted by adding the missing columns in place.
+
+The version column is the seed's integer until a folder has a version above it
+(a timestamp): then ``ensure``, under the migration lock, widens it in place to
+numeric(38,0) in one ALTER (atomic; the table is small). numeric, not bigint: pop's
+20-digit versions exceed bigint's 19; not text: numeric orders as numbers and
+compares with the integer parameters an older release sends.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import asyncpg
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.plan import AppliedMigration
 from natlangchain_migrate.sqltext import literal, quote_ident
+from natlangchain_migrate.versions import MAX_INTEGER, WIDE_VERSION
 
 # The ledger's tables, beside each other in the target schema.
 LEDGER_TABLE = "schema_migrations"
@@ -197,21 +204,25 @@ class Ledger:
             [(m.version, m.name, m.checksum) for m in migrations],
         )
 
-    async def ensure(self, conn: asyncpg.Connection) -> list[str]:
+    async def ensure(self, conn: asyncpg.Connection, *, widest: int = 0) -> list[str]:
         """Create the table (and its schema) if absent, or add our columns to the seed's old one.
 
         Returns the columns added to an existing table (empty when it was
-        created or already complete). Call it while holding the migration lock:
-        concurrent CREATE TABLE IF NOT EXISTS can fail on PostgreSQL's catalog.
+        created or already complete), with ``version`` among them when its column was
+        widened for ``widest`` (the highest version of the folder). Call it while holding
+        the migration lock: concurrent CREATE TABLE IF NOT EXISTS can fail on
+        PostgreSQL's catalog, and two widenings would each rewrite the table.
         """
-        present = {
-            row["attname"]
+        columns_found = {
+            row["attname"]: row["kind"]
             for row in await conn.fetch(
-                "SELECT attname FROM pg_attribute "
+                "SELECT attname, format_type(atttypid, atttypmod) AS kind FROM pg_attribute "
                 "WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
                 self.table,
             )
         }
+        present = set(columns_found)
+        wide = widest > MAX_INTEGER
         if not present:
             columns = "".join(f", {name} {kind}" for name, kind in _ADDED_COLUMNS.items())
             # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
@@ -223,7 +234,7 @@ class Ledger:
             await conn.execute(
                 f"{create_schema}"
                 f"CREATE TABLE IF NOT EXISTS {self.table} ("
-                " version integer PRIMARY KEY,"
+                f" version {WIDE_VERSION if wide else 'integer'} PRIMARY KEY,"
                 " name varchar(255) NOT NULL,"
                 f" applied_at timestamptz DEFAULT CURRENT_TIMESTAMP{columns}); "
                 f"COMMENT ON TABLE {self.table} IS 'Migration version tracking'"
@@ -235,6 +246,9 @@ class Ledger:
                 f"ADD COLUMN IF NOT EXISTS {column} {_ADDED_COLUMNS[column]}" for column in missing
             )
             await conn.execute(f"ALTER TABLE {self.table} {additions}")
+        if wide and columns_found.get("version") in ("integer", "bigint", "smallint"):
+            await conn.execute(f"ALTER TABLE {self.table} ALTER COLUMN version TYPE {WIDE_VERSION}")
+            missing.append("version")
         return missing
 
     def _upsert(self, version: str, name: str, checksum: str, ms: str, by: str) -> str:
@@ -284,7 +298,7 @@ class Ledger:
         """PREPARE the journal step for a row that exists, once per no-transaction file: a
         plain UPDATE with its plan kept, the cheapest step there is."""
         return (
-            f"PREPARE {name}(integer, integer) AS "
+            f"PREPARE {name}(numeric, integer) AS "
             f"UPDATE {self.table} SET statements_done = $2 WHERE version = $1"
         )
 
@@ -340,7 +354,7 @@ class Ledger:
 
 def _row(record: asyncpg.Record) -> AppliedMigration:
     return AppliedMigration(
-        version=record["version"],
+        version=int(record["version"]),  # numeric once widened: always an int here
         name=record["name"] or "",
         applied_at=record["applied_at"],
         checksum=record.get("checksum"),

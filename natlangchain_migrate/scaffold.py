@@ -9,12 +9,15 @@ from pathlib import Path
 from natlangchain_migrate.discovery import REPEATABLE_PREFIX, load_migrations
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.manifest import MANIFEST_NAME, write_manifest
+from natlangchain_migrate.versions import next_version
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def new_migration(directory: Path, name: str) -> list[Path]:
-    """Write ``NNN_name.sql`` and ``NNN_name.down.sql``; return their paths."""
+    """Write ``NNN_name.sql`` and ``NNN_name.down.sql``; return their paths. In a
+    timestamped folder NNN is the current UTC time (YYYYMMDDHHMMSS, padded to the newest
+    file's width)."""
     if not _NAME.match(name):
         raise ConfigurationError(
             f"migration name {name!r} must be lowercase letters, digits and underscores, "
@@ -27,8 +30,9 @@ def new_migration(directory: Path, name: str) -> list[Path]:
             f"(mkdir -p {directory}) or correct --migrations-dir"
         )
     existing = load_migrations(directory) if any(directory.glob("*.sql")) else []
-    version = existing[-1].version + 1 if existing else 1
     width = max(3, len(existing[-1].filename.split("_", 1)[0]) if existing else 3)
+    # The folder's style goes on: the next number, or the UTC time in a timestamped one.
+    version = next_version([m.version for m in existing], width)
     stem = f"{version:0{width}d}_{name}"
     up, down = directory / f"{stem}.sql", directory / f"{stem}.down.sql"
     up.write_text(
