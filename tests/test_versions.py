@@ -66,13 +66,15 @@ def test_every_command_handles_long_versions(
     assert _column_type(database_url) == "numeric(38,0)"
     status = run_cli("--status", "--json", *flags, database_url=database_url)
     assert status.returncode == 0, status.stderr
-    assert str(v1) in status.stdout and str(v3) in status.stdout
+    assert str(v1) in status.stdout
+    assert str(v3) in status.stdout
     json.loads(status.stdout)
     check = run_cli("--check", *flags, database_url=database_url)
     assert check.returncode == ExitCode.CHECK_PENDING, check.stderr
     # strict order refuses v1 (below v2), by number
     strict = run_cli("--strict-order", *flags, database_url=database_url)
-    assert strict.returncode != 0 and str(v1) in strict.stderr
+    assert strict.returncode != 0
+    assert str(v1) in strict.stderr
     assert run_cli(*flags, database_url=database_url).returncode == 0
     assert _versions(database_url) == [v1, v2, v3]
     assert run_cli("--check", *flags, database_url=database_url).returncode == 0
@@ -126,7 +128,7 @@ def test_a_folder_mixing_numbered_and_timestamp_versions_is_refused_unless_told(
     folder = write_migrations(
         tmp_path / "m", {"001_a.sql": "SELECT 1;", "20240101120000_b.sql": "SELECT 2;"}
     )
-    with pytest.raises(ConfigurationError, match="001_a.sql is numbered and 20240101120000"):
+    with pytest.raises(ConfigurationError, match=r"001_a\.sql is numbered and 20240101120000"):
         load_migrations(folder)
     (folder / "natlangchain-migrate.toml").write_text("mixed-versions = true\n")
     assert [m.version for m in load_migrations(folder)] == [1, 20240101120000]
@@ -149,7 +151,8 @@ def test_new_continues_the_folders_style(tmp_path: Path) -> None:
     assert new_migration(numbered, "b")[0].name == "008_b.sql"
     stamped = write_migrations(tmp_path / "s", {"20200101000000_a.sql": "SELECT 1;"})
     made = new_migration(stamped, "b")[0].name
-    assert made[:8] == datetime.now(UTC).strftime("%Y%m%d") and len(made.split("_")[0]) == 14
+    assert made[:8] == datetime.now(UTC).strftime("%Y%m%d")
+    assert len(made.split("_")[0]) == 14
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert next_version([20150100000001000000], 20, now) == 20260102030405000000
     assert next_version([20990101000000], 14, now) == 20990101000001  # never below the newest
