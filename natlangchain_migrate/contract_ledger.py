@@ -23,7 +23,7 @@ from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.sqltext import literal, quote_ident
-from natlangchain_migrate.versions import MAX_INTEGER, WIDE_VERSION
+from natlangchain_migrate.versions import column_type, needs_widening
 
 
 class ContractLedger:
@@ -45,18 +45,17 @@ class ContractLedger:
     async def ensure(self, conn: asyncpg.Connection, *, widest: int = 0) -> None:
         """Create the table if absent (under the migration lock); its version column is
         widened as the ledger's is (ledger.py) when ``widest`` needs it."""
-        wide = widest > MAX_INTEGER
         kind = await conn.fetchval(
             "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
             "WHERE attrelid = to_regclass($1) AND attname = 'version'",
             self.table,
         )
-        if wide and kind == "integer":
-            await conn.execute(f"ALTER TABLE {self.table} ALTER COLUMN version TYPE {WIDE_VERSION}")
+        if wider := needs_widening(kind, widest):
+            await conn.execute(f"ALTER TABLE {self.table} ALTER COLUMN version TYPE {wider}")
         if kind is None:
             await conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.table} ("
-                f" version {WIDE_VERSION if wide else 'integer'} PRIMARY KEY,"
+                f" version {column_type(widest)} PRIMARY KEY,"
                 " name text NOT NULL,"
                 " checksum text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT clock_timestamp(),"

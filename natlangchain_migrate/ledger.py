@@ -6,10 +6,11 @@ transaction (complete, statements_done, last_error). A table made by the
 seed's old migrate.py is adopted by adding the missing columns in place.
 
 The version column is the seed's integer until a folder has a version above it
-(a timestamp): then ``ensure``, under the migration lock, widens it in place to
-numeric(38,0) in one ALTER (atomic; the table is small). numeric, not bigint: pop's
-20-digit versions exceed bigint's 19; not text: numeric orders as numbers and
-compares with the integer parameters an older release sends.
+(a timestamp): then ``ensure``, under the migration lock, widens it in place in one
+ALTER (atomic; the table is small) to bigint, or to numeric(38,0) for versions beyond
+bigint's 19 digits (pop's 20). Not text: numbers order as numbers and compare with the
+integer parameters an older release sends; bigint where it suffices because an older
+release reads it as an int.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import asyncpg
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.plan import AppliedMigration
 from natlangchain_migrate.sqltext import literal, quote_ident
-from natlangchain_migrate.versions import MAX_INTEGER, WIDE_VERSION
+from natlangchain_migrate.versions import column_type, needs_widening
 
 # The ledger's tables, beside each other in the target schema.
 LEDGER_TABLE = "schema_migrations"
@@ -222,7 +223,6 @@ class Ledger:
             )
         }
         present = set(columns_found)
-        wide = widest > MAX_INTEGER
         if not present:
             columns = "".join(f", {name} {kind}" for name, kind in _ADDED_COLUMNS.items())
             # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
@@ -234,7 +234,7 @@ class Ledger:
             await conn.execute(
                 f"{create_schema}"
                 f"CREATE TABLE IF NOT EXISTS {self.table} ("
-                f" version {WIDE_VERSION if wide else 'integer'} PRIMARY KEY,"
+                f" version {column_type(widest)} PRIMARY KEY,"
                 " name varchar(255) NOT NULL,"
                 f" applied_at timestamptz DEFAULT CURRENT_TIMESTAMP{columns}); "
                 f"COMMENT ON TABLE {self.table} IS 'Migration version tracking'"
@@ -246,8 +246,8 @@ class Ledger:
                 f"ADD COLUMN IF NOT EXISTS {column} {_ADDED_COLUMNS[column]}" for column in missing
             )
             await conn.execute(f"ALTER TABLE {self.table} {additions}")
-        if wide and columns_found.get("version") in ("integer", "bigint", "smallint"):
-            await conn.execute(f"ALTER TABLE {self.table} ALTER COLUMN version TYPE {WIDE_VERSION}")
+        if wider := needs_widening(columns_found.get("version"), widest):
+            await conn.execute(f"ALTER TABLE {self.table} ALTER COLUMN version TYPE {wider}")
             missing.append("version")
         return missing
 

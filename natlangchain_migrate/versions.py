@@ -17,9 +17,12 @@ from natlangchain_migrate.errors import ConfigurationError
 
 # The seed's ledger column is a PostgreSQL integer: versions above it need the wider one.
 MAX_INTEGER = 2**31 - 1
-# What the widened column holds; bigint (19 digits) cannot hold pop's 20.
+MAX_BIGINT = 2**63 - 1
+# What the widest column holds; bigint (19 digits) cannot hold pop's 20.
 WIDE_VERSION = "numeric(38,0)"
 MAX_DIGITS = 38
+# The version column's types, narrowest first.
+COLUMN_TYPES = ("smallint", "integer", "bigint", WIDE_VERSION)
 # A version of this many digits or more is a timestamp (Unix seconds, YYYYMMDDHHMMSS).
 TIMESTAMP_DIGITS = 10
 _STAMP = "%Y%m%d%H%M%S"
@@ -33,6 +36,22 @@ def parse_version(filename: str, digits: str) -> int:
             "ledger's numeric(38,0) column holds; shorten it"
         )
     return int(digits)
+
+
+def column_type(widest: int) -> str:
+    """The narrowest column that holds ``widest``: the seed's integer, bigint for 14-digit
+    timestamps (an older release reads it as an int and goes on), numeric(38,0) above."""
+    if widest <= MAX_INTEGER:
+        return "integer"
+    return "bigint" if widest <= MAX_BIGINT else WIDE_VERSION
+
+
+def needs_widening(current: str | None, widest: int) -> str | None:
+    """The type to widen a ``current`` column to for ``widest``, or None."""
+    wanted = column_type(widest)
+    if current not in COLUMN_TYPES:
+        return None  # not a table we made (numeric already, or another shape)
+    return wanted if COLUMN_TYPES.index(wanted) > COLUMN_TYPES.index(current) else None
 
 
 def is_timestamp(version: int) -> bool:
