@@ -18,6 +18,14 @@ from __future__ import annotations
 import asyncpg
 
 from natlangchain_migrate.discovery import Migration
+from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.foreign import (
+    BESIDE_FOREIGN,
+    ForeignLedger,
+    adopt_advice,
+    find_foreign,
+    schema_migrations_tool,
+)
 from natlangchain_migrate.plan import AppliedMigration
 from natlangchain_migrate.sqltext import literal, quote_ident
 from natlangchain_migrate.versions import column_type, needs_widening
@@ -84,8 +92,12 @@ class Ledger:
         except asyncpg.UndefinedTableError:
             records = []
             exists = False
+            if found := await find_foreign(conn, self.schema):
+                raise ConfigurationError(adopt_advice(found, self.schema)) from None
         else:
             exists = True
+            if await self._beside_foreign(conn, records):
+                return await self.read(conn)
         if records:
             standby = bool(records[0]["standby"])
         else:
@@ -123,6 +135,8 @@ class Ledger:
             )
         except asyncpg.UndefinedTableError:
             return await self.read(conn)
+        if await self._beside_foreign(conn, records):
+            return await self.read(conn, repeatables=True)
         if not records:
             try:
                 (record,) = await conn.fetch(
@@ -139,6 +153,38 @@ class Ledger:
         return LedgerSnapshot(
             rows, exists=True, standby=bool(records[0]["standby"]), repeatables=_pairs(first)
         )
+
+    async def _beside_foreign(
+        self, conn: asyncpg.Connection, records: list[asyncpg.Record]
+    ) -> bool:
+        """Whether schema_migrations is dbmate's or golang-migrate's and ours lives beside it
+        (``natlangchain_migrations``, made by ``adopt``): then this ledger moves there.
+        Not adopted yet: the error says how. Costs nothing when the table is ours."""
+        if records and "name" in records[0]:
+            return False
+        if not self.table.endswith(quote_ident(LEDGER_TABLE)):
+            return False
+        columns = (
+            set(records[0].keys())
+            if records
+            else {
+                row["attname"]
+                for row in await conn.fetch(
+                    "SELECT attname FROM pg_attribute "
+                    "WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+                    self.table,
+                )
+            }
+        )
+        tool = schema_migrations_tool(columns)
+        if tool is None:
+            return False
+        beside = f"{quote_ident(self.schema)}.{quote_ident(BESIDE_FOREIGN)}"
+        if await conn.fetchval("SELECT to_regclass($1)", beside) is None:
+            found = ForeignLedger(tool, LEDGER_TABLE)
+            raise ConfigurationError(adopt_advice(found, self.schema))
+        self.table = beside
+        return True
 
     async def repeatable_rows(self, conn: asyncpg.Connection) -> list[AppliedMigration]:
         """Every applied repeatable with its time, duration and runner (for --status).
@@ -194,15 +240,17 @@ class Ledger:
         """Forget a repeatable whose file is gone (repair)."""
         await conn.execute(f"DELETE FROM {self.repeatables_table} WHERE name = $1", name)
 
-    async def record_baseline(self, conn: asyncpg.Connection, migrations: list[Migration]) -> None:
+    async def record_baseline(
+        self, conn: asyncpg.Connection, migrations: list[Migration], by: str = BASELINE
+    ) -> None:
         """Record ``migrations`` as applied without running them: their checksums, applied_by
-        'baseline', no execution time. Rows already there are kept as they are."""
+        'baseline' (or ``adopt:TOOL``), no execution time. Rows already there are kept."""
         await conn.executemany(
             f"INSERT INTO {self.table} (version, name, applied_at, checksum, execution_ms, "
             " applied_by, complete, statements_done) "
-            f"VALUES ($1, $2, clock_timestamp(), $3, NULL, '{BASELINE}', true, 0) "
+            "VALUES ($1::text::numeric, $2, clock_timestamp(), $3, NULL, $4, true, 0) "
             "ON CONFLICT (version) DO NOTHING",
-            [(m.version, m.name, m.checksum) for m in migrations],
+            [(str(m.version), m.name, m.checksum, by) for m in migrations],
         )
 
     async def ensure(self, conn: asyncpg.Connection, *, widest: int = 0) -> list[str]:
