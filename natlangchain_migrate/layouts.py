@@ -267,7 +267,9 @@ def _goose(entry: Traversable, text: str) -> LayoutFile:
         up=entry,
         up_sql="".join(sections["Up"]),
         down=entry if down is not None else None,
-        down_sql="".join(down) if down is not None else None,
+        down_sql=_down_with_option("".join(down), "false" if no_transaction else None)
+        if down is not None
+        else None,
         no_transaction=no_transaction,
     )
 
