@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 SETTINGS_FILE = "natlangchain-migrate.toml"
 NATIVE = "natlangchain"
 LAYOUTS = (NATIVE, "golang-migrate", "sqlx", "goose", "dbmate", "flyway")
-_KEYS = {"layout", "mixed-versions", "ledger-table"}
+_KEYS = {"layout", "mixed-versions"}
 
 _UP_DOWN = re.compile(r"^(?P<version>\d+)_(?P<label>[^/]+?)\.(?P<dir>up|down)\.sql$")
 _SQLX_PLAIN = re.compile(r"^(?P<version>\d+)_(?P<label>[^/]+?)\.sql$")
@@ -49,7 +49,6 @@ class FolderSettings(NamedTuple):
 
     layout: str | None = None  # None: detected from the files
     mixed_versions: bool = False  # numbered and timestamp versions in one folder
-    ledger_table: str | None = None  # our ledger's name when another tool's has ours
 
 
 class LayoutFile(NamedTuple):
@@ -88,12 +87,9 @@ def folder_settings(folder: Traversable) -> FolderSettings:
             f"{SETTINGS_FILE}: layout {layout!r} is not one of {', '.join(LAYOUTS)}"
         )
     mixed = table.get("mixed-versions", False)
-    ledger = table.get("ledger-table")
-    if not isinstance(mixed, bool) or (ledger is not None and not isinstance(ledger, str)):
-        raise ConfigurationError(
-            f"{SETTINGS_FILE}: mixed-versions is true or false and ledger-table a string"
-        )
-    return FolderSettings(layout, mixed, ledger)
+    if not isinstance(mixed, bool):
+        raise ConfigurationError(f"{SETTINGS_FILE}: mixed-versions is true or false")
+    return FolderSettings(layout, mixed)
 
 
 def detect_layout(files: Sequence[Traversable], texts: dict[str, str]) -> str:

@@ -204,3 +204,21 @@ def test_real_yoyo_history_is_adopted(database_url: str, tmp_path: Path) -> None
     assert "recorded 2 migration(s)" in done.stdout
     assert run_cli(*flags, database_url=database_url).returncode == 0
     assert "notes" in asyncio.run(table_names(database_url))
+
+
+def test_a_dirty_golang_migrate_ledger_and_a_second_adopt_are_refused(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = write_migrations(tmp_path / "m", OURS)
+    flags = ("--migrations-dir", str(folder))
+    asyncio.run(execute(database_url, APPLIED_BY_TOOL + LEDGERS["golang-migrate"]))
+    asyncio.run(execute(database_url, "UPDATE schema_migrations SET dirty = true"))
+    dirty = run_cli("adopt", "--from", "golang-migrate", *flags, database_url=database_url)
+    assert dirty.returncode == ExitCode.USAGE
+    assert "golang-migrate's ledger is dirty at version 2" in dirty.stderr
+    asyncio.run(execute(database_url, "UPDATE schema_migrations SET dirty = false"))
+    first = run_cli("adopt", "--from", "golang-migrate", *flags, database_url=database_url)
+    assert first.returncode == 0, first.stderr
+    again = run_cli("adopt", "--from", "golang-migrate", *flags, database_url=database_url)
+    assert again.returncode == ExitCode.USAGE
+    assert "already holds rows" in again.stderr
