@@ -111,3 +111,13 @@ def test_a_layout_named_in_the_folders_settings_wins(tmp_path: Path) -> None:
     (folder / "natlangchain-migrate.toml").write_text('layout = "liquibase"\n')
     with pytest.raises(ConfigurationError, match="layout 'liquibase' is not one of"):
         load_migrations(folder)
+
+
+@pytest.mark.parametrize("files", [GOOSE, DBMATE], ids=["goose", "dbmate"])
+def test_verify_checks_the_down_sections_of_single_file_layouts(
+    database_url: str, tmp_path: Path, files: dict[str, str]
+) -> None:
+    folder = write_migrations(tmp_path / "m", files)
+    (folder / "natlangchain-migrate.toml").write_text("mixed-versions = false\n")
+    result = run_cli("verify", "--migrations-dir", str(folder), database_url=database_url)
+    assert result.returncode == 0, result.stderr
