@@ -225,6 +225,14 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
     ]
 
 
+def folder_layout(directory: Path) -> str:
+    """The layout a folder on disk is written in (its settings, else its files)."""
+    settings = folder_settings(directory)
+    listed = sorted(directory.iterdir(), key=lambda item: item.name)
+    texts = {e.name: _read_text(e) for e in listed if _maybe_up_file(e.name) and e.is_file()}
+    return settings.layout or detect_layout(listed, texts)
+
+
 def _from_layout(
     layout: str, listed: list[Traversable], settings: FolderSettings
 ) -> list[Migration]:

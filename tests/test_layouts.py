@@ -4,12 +4,14 @@ refused by name before anything runs."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from natlangchain_migrate.discovery import load_migrations
 from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.scaffold import new_migration
 from tests.conftest import run_cli, table_names, write_migrations
 
 GOOSE = {
@@ -121,3 +123,22 @@ def test_verify_checks_the_down_sections_of_single_file_layouts(
     (folder / "natlangchain-migrate.toml").write_text("mixed-versions = false\n")
     result = run_cli("verify", "--migrations-dir", str(folder), database_url=database_url)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("files", "made"),
+    [
+        (GOOSE, ["00003_notes.sql"]),
+        (DBMATE, [f"{datetime.now(UTC):%Y%m%d}"]),
+        (GOLANG_MIGRATE, ["003_notes.up.sql", "003_notes.down.sql"]),
+        (FLYWAY, ["V3__notes.sql", "U3__notes.sql"]),
+    ],
+    ids=["goose", "dbmate", "golang-migrate", "flyway"],
+)
+def test_new_writes_in_the_folders_layout(
+    tmp_path: Path, files: dict[str, str], made: list[str]
+) -> None:
+    folder = write_migrations(tmp_path / "m", files)
+    names = [path.name for path in new_migration(folder, "notes")]
+    assert [name[: len(prefix)] for name, prefix in zip(names, made, strict=True)] == made
+    assert len(load_migrations(folder)) == len({m.version for m in load_migrations(folder)})
