@@ -142,7 +142,7 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
         )
     settings = folder_settings(folder)
     listed = sorted(
-        (e for e in folder.iterdir() if e.name.endswith((".sql", ".SQL", ".go", ".conf"))),
+        (e for e in folder.iterdir() if e.name.lower().endswith((".sql", ".go", ".conf"))),
         key=lambda item: item.name,
     )
     # Up files' text (read once, here): goose's and dbmate's marks are inside them.
