@@ -101,9 +101,9 @@ def detect_layout(files: Sequence[Traversable], texts: dict[str, str]) -> str:
             marks.setdefault("goose", name)
         elif not name.endswith(".sql"):
             continue
-        elif _has_line(text, _GOOSE):
+        elif "+goose" in text and _has_line(text, _GOOSE):
             marks.setdefault("goose", name)
-        elif _has_line(text, _DBMATE):
+        elif "migrate:" in text and _has_line(text, _DBMATE):
             marks.setdefault("dbmate", name)
         elif name.endswith(".up.sql") and _UP_DOWN.match(name):  # .down.sql is ours too
             marks.setdefault("golang-migrate", name)
