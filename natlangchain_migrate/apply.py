@@ -190,7 +190,8 @@ class _Applier:
         """Create or adopt the ledger, read it again (another runner may have just
         finished) and plan anew."""
         try:
-            added = await self.ledger.ensure(self.conn)
+            widest = max((m.version for m in self.sources.migrations), default=0)
+            added = await self.ledger.ensure(self.conn, widest=widest)
         except asyncpg.InsufficientPrivilegeError as error:
             role = await self.conn.fetchval("SELECT current_user")
             schema = quote_ident(self.options.schema)

@@ -23,6 +23,7 @@ from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.sqltext import literal, quote_ident
+from natlangchain_migrate.versions import column_type, needs_widening
 
 
 class ContractLedger:
@@ -39,14 +40,22 @@ class ContractLedger:
         records = await conn.fetch(
             f"SELECT version, name, checksum, applied_at, execution_ms, forced FROM {self.table}"
         )
-        return [ContractRow(*record) for record in records]
+        return [ContractRow(int(record[0]), *record[1:]) for record in records]
 
-    async def ensure(self, conn: asyncpg.Connection) -> None:
-        """Create the table if absent (under the migration lock)."""
-        if await conn.fetchval("SELECT to_regclass($1)", self.table) is None:
+    async def ensure(self, conn: asyncpg.Connection, *, widest: int = 0) -> None:
+        """Create the table if absent (under the migration lock); its version column is
+        widened as the ledger's is (ledger.py) when ``widest`` needs it."""
+        kind = await conn.fetchval(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = to_regclass($1) AND attname = 'version'",
+            self.table,
+        )
+        if wider := needs_widening(kind, widest):
+            await conn.execute(f"ALTER TABLE {self.table} ALTER COLUMN version TYPE {wider}")
+        if kind is None:
             await conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.table} ("
-                " version integer PRIMARY KEY,"
+                f" version {column_type(widest)} PRIMARY KEY,"
                 " name text NOT NULL,"
                 " checksum text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT clock_timestamp(),"

@@ -287,7 +287,7 @@ async def contract_on(
     try:
         async with holding(lock, options.lock.mode):
             book = ContractLedger(options.schema)
-            await book.ensure(conn)
+            await book.ensure(conn, widest=max((m.version for m in migrations), default=0))
             entries = await contract_entries(conn, migrations, parts, options)
             raise_on_contract_drift(entries)
             report.waiting = waiting(entries, force=force)

@@ -19,6 +19,15 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from natlangchain_migrate.durations import is_duration
 from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.layouts import (
+    NATIVE,
+    FolderSettings,
+    LayoutFile,
+    detect_layout,
+    folder_settings,
+    read_layout,
+)
+from natlangchain_migrate.versions import check_styles, parse_version
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -31,10 +40,6 @@ _CONTRACT_FILE = re.compile(
 _DIRECTIVE = re.compile(r"^--\s*natlangchain:\s*(?P<key>[a-z-]+)\s*(?P<value>.*?)\s*$")
 _EXTENSION = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(\s*>=\s*(?P<version>[0-9][0-9.]*))?$")
 _LINT_IGNORE = re.compile(r"^(?P<rule>[a-z][a-z0-9-]*)\s+(?P<reason>\S.*)$")
-
-
-# The ledger's version column is a PostgreSQL integer, as in the seed's table.
-MAX_VERSION = 2**31 - 1
 
 
 # A repeatable migration's file name starts with this (R__name.sql): the one test.
@@ -88,11 +93,15 @@ class Migration(NamedTuple):
     # A big file, or one with psql-style COPY data: read in pieces when applied
     # (sqlscan.py, streamed.py); its ``sql`` is then empty.
     source: Traversable | None = None
+    # Another tool's layout keeps the undo in a section of the file (goose, dbmate).
+    down_section: str | None = None
 
     @property
     def down_sql(self) -> str | None:
         """The down file's SQL, read when asked: only a rollback needs it, and every
         replica's start-up loads the migrations."""
+        if self.down_section is not None:
+            return self.down_section
         return _read_text(self.down_file) if self.down_file is not None else None
 
 
@@ -132,17 +141,27 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
     """
     folder = shipped_migrations_dir() if directory is None else _as_traversable(directory)
     check_folder(folder)
-    ups: dict[int, Traversable] = {}
-    downs: dict[int, Traversable] = {}
-    contracts: dict[tuple[int, bool], Traversable] = {}
+    settings = folder_settings(folder)
     try:
-        entries = sorted(folder.iterdir(), key=lambda item: item.name)
+        listed = sorted(
+            (e for e in folder.iterdir() if e.name.lower().endswith((".sql", ".go", ".conf"))),
+            key=lambda item: item.name,
+        )
     except OSError as error:
         raise ConfigurationError(
             f"migrations directory {folder}: cannot list it ({error.strerror or error}); "
             "give the runner's user read and search access to it"
         ) from error
-    for entry in entries:
+    # goose's and dbmate's marks open their files: a head of each is enough to tell the
+    # layout, and a big file is not read whole here (it is streamed when applied).
+    heads = {e.name: _read_head(e) for e in listed if _maybe_up_file(e.name) and e.is_file()}
+    layout = settings.layout or detect_layout(listed, heads)
+    if layout != NATIVE:
+        return _from_layout(layout, listed, settings)
+    ups: dict[int, Traversable] = {}
+    downs: dict[int, Traversable] = {}
+    contracts: dict[tuple[int, bool], Traversable] = {}
+    for entry in listed:
         if not entry.name.lower().endswith(".sql") or not entry.is_file():
             continue
         if is_repeatable_file(entry.name):  # repeatables.py reads those
@@ -164,13 +183,7 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
                 f"{entry.name}: migration files must be named NNN_name.sql "
                 "(digits, underscore, letters/digits/underscores); rename it"
             )
-        version = int(match["version"])
-        if version > MAX_VERSION:
-            raise ConfigurationError(
-                f"{entry.name}: version {version} is above {MAX_VERSION}, the largest the "
-                "ledger's integer column holds (timestamp versions are not supported); "
-                "number the files 001, 002, ... instead"
-            )
+        version = parse_version(entry.name, match["version"])
         target = downs if down else ups
         if version in target:
             raise ConfigurationError(
@@ -183,6 +196,10 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
             f"no migration files (NNN_name.sql) in {folder}; check --migrations-dir or "
             "NATLANGCHAIN_MIGRATE_DIR"
         )
+    check_styles(
+        {version: entry.name for version, entry in ups.items()},
+        mixed_allowed=settings.mixed_versions,
+    )
     for version, entry in downs.items():
         if version not in ups:
             raise ConfigurationError(
@@ -213,6 +230,67 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
         )
         for version in sorted(ups)
     ]
+
+
+def folder_layout(directory: Path) -> str:
+    """The layout a folder on disk is written in (its settings, else its files)."""
+    settings = folder_settings(directory)
+    listed = sorted(directory.iterdir(), key=lambda item: item.name)
+    heads = {e.name: _read_head(e) for e in listed if _maybe_up_file(e.name) and e.is_file()}
+    return settings.layout or detect_layout(listed, heads)
+
+
+_HEAD_BYTES = 64 * 1024
+
+
+def _read_head(entry: Traversable) -> str:
+    """The start of a file, for the layout marks other tools put at the top."""
+    try:
+        with entry.open("rb") as stream:
+            return stream.read(_HEAD_BYTES).decode("utf-8", errors="replace")
+    except OSError:  # reading it whole says what is wrong, naming the file
+        return ""
+
+
+def _from_layout(
+    layout: str, listed: list[Traversable], settings: FolderSettings
+) -> list[Migration]:
+    """A folder in another tool's layout (layouts.py), as Migrations."""
+    files = [entry for entry in listed if entry.is_file()]
+    texts = {entry.name: _read_text(entry) for entry in files if not entry.name.endswith(".go")}
+    found = read_layout(layout, files, texts)
+    if not found:
+        raise ConfigurationError(
+            f"no {layout} migration files in the folder; check --migrations-dir"
+        )
+    check_styles({f.version: f.up.name for f in found}, mixed_allowed=settings.mixed_versions)
+    return [_layout_migration(item) for item in found]
+
+
+def _layout_migration(item: LayoutFile) -> Migration:
+    directives = parse_directives(item.up.name, item.up_sql)
+    if item.no_transaction:
+        directives = directives._replace(no_transaction=True)
+    single_file = item.down is item.up
+    return Migration(
+        version=item.version,
+        name=item.name,
+        filename=item.up.name,
+        sql=item.up_sql,
+        checksum=checksum(item.up_sql),
+        down_file=item.down,
+        directives=directives,
+        down_section=item.down_sql if single_file else None,
+    )
+
+
+def _maybe_up_file(name: str) -> bool:
+    """A file whose text may carry another tool's marks (goose's, dbmate's), or ours."""
+    return (
+        name[:1].isdigit()
+        and name.endswith(".sql")
+        and not name.endswith((".down.sql", ".up.sql", ".contract.sql"))
+    )
 
 
 def _add_contract(

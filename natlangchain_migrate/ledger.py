@@ -4,6 +4,13 @@ It keeps the seed's columns (version, name, applied_at) and adds checksum,
 execution_ms, applied_by, and a journal for migrations that run without a
 transaction (complete, statements_done, last_error). A table made by the
 seed's old migrate.py is adopted by adding the missing columns in place.
+
+The version column is the seed's integer until a folder has a version above it
+(a timestamp): then ``ensure``, under the migration lock, widens it in place in one
+ALTER (atomic; the table is small) to bigint, or to numeric(38,0) for versions beyond
+bigint's 19 digits (pop's 20). Not text: numbers order as numbers and compare with the
+integer parameters an older release sends; bigint where it suffices because an older
+release reads it as an int.
 """
 
 from __future__ import annotations
@@ -13,8 +20,16 @@ import asyncpg
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.events import log
+from natlangchain_migrate.foreign import (
+    BESIDE_FOREIGN,
+    ForeignLedger,
+    adopt_advice,
+    find_foreign,
+    schema_migrations_tool,
+)
 from natlangchain_migrate.plan import AppliedMigration
 from natlangchain_migrate.sqltext import literal, quote_ident
+from natlangchain_migrate.versions import column_type, needs_widening
 
 # The ledger's tables, beside each other in the target schema.
 LEDGER_TABLE = "schema_migrations"
@@ -78,8 +93,12 @@ class Ledger:
         except asyncpg.UndefinedTableError:
             records = []
             exists = False
+            if found := await find_foreign(conn, self.schema):
+                raise ConfigurationError(adopt_advice(found, self.schema)) from None
         else:
             exists = True
+            if await self._beside_foreign(conn, records):
+                return await self.read(conn)
         if records:
             self._check_shape(set(records[0].keys()))
             standby = bool(records[0]["standby"])
@@ -121,6 +140,8 @@ class Ledger:
             )
         except asyncpg.UndefinedTableError:
             return await self.read(conn)
+        if await self._beside_foreign(conn, records):
+            return await self.read(conn, repeatables=True)
         if records:
             self._check_shape(set(records[0].keys()))
         if not records:
@@ -151,6 +172,38 @@ class Ledger:
             "SELECT r.name || ' ' || r.checksum || ' ' || coalesce(to_jsonb(r) ->> 'release', '') "
             f"FROM {self.repeatables_table} r"
         )
+
+    async def _beside_foreign(
+        self, conn: asyncpg.Connection, records: list[asyncpg.Record]
+    ) -> bool:
+        """Whether schema_migrations is dbmate's or golang-migrate's and ours lives beside it
+        (``natlangchain_migrations``, made by ``adopt``): then this ledger moves there.
+        Not adopted yet: the error says how. Costs nothing when the table is ours."""
+        if records and "name" in records[0]:
+            return False
+        if not self.table.endswith(quote_ident(LEDGER_TABLE)):
+            return False
+        columns = (
+            set(records[0].keys())
+            if records
+            else {
+                row["attname"]
+                for row in await conn.fetch(
+                    "SELECT attname FROM pg_attribute "
+                    "WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+                    self.table,
+                )
+            }
+        )
+        tool = schema_migrations_tool(columns)
+        if tool is None:
+            return False
+        beside = f"{quote_ident(self.schema)}.{quote_ident(BESIDE_FOREIGN)}"
+        if await conn.fetchval("SELECT to_regclass($1)", beside) is None:
+            found = ForeignLedger(tool, LEDGER_TABLE)
+            raise ConfigurationError(adopt_advice(found, self.schema))
+        self.table = beside
+        return True
 
     async def repeatable_rows(self, conn: asyncpg.Connection) -> list[AppliedMigration]:
         """Every applied repeatable with its time, duration and runner (for --status).
@@ -237,32 +290,37 @@ class Ledger:
         """Forget a repeatable whose file is gone (repair)."""
         await conn.execute(f"DELETE FROM {self.repeatables_table} WHERE name = $1", name)
 
-    async def record_baseline(self, conn: asyncpg.Connection, migrations: list[Migration]) -> None:
+    async def record_baseline(
+        self, conn: asyncpg.Connection, migrations: list[Migration], by: str = BASELINE
+    ) -> None:
         """Record ``migrations`` as applied without running them: their checksums, applied_by
-        'baseline', no execution time. Rows already there are kept as they are."""
+        'baseline' (or ``adopt:TOOL``), no execution time. Rows already there are kept."""
         await conn.executemany(
             f"INSERT INTO {self.table} (version, name, applied_at, checksum, execution_ms, "
             " applied_by, complete, statements_done) "
-            f"VALUES ($1, $2, clock_timestamp(), $3, NULL, '{BASELINE}', true, 0) "
+            "VALUES ($1::text::numeric, $2, clock_timestamp(), $3, NULL, $4, true, 0) "
             "ON CONFLICT (version) DO NOTHING",
-            [(m.version, m.name, m.checksum) for m in migrations],
+            [(str(m.version), m.name, m.checksum, by) for m in migrations],
         )
 
-    async def ensure(self, conn: asyncpg.Connection) -> list[str]:
+    async def ensure(self, conn: asyncpg.Connection, *, widest: int = 0) -> list[str]:
         """Create the table (and its schema) if absent, or add our columns to the seed's old one.
 
         Returns the columns added to an existing table (empty when it was
-        created or already complete). Call it while holding the migration lock:
-        concurrent CREATE TABLE IF NOT EXISTS can fail on PostgreSQL's catalog.
+        created or already complete), with ``version`` among them when its column was
+        widened for ``widest`` (the highest version of the folder). Call it while holding
+        the migration lock: concurrent CREATE TABLE IF NOT EXISTS can fail on
+        PostgreSQL's catalog, and two widenings would each rewrite the table.
         """
-        present = {
-            row["attname"]
+        columns_found = {
+            row["attname"]: row["kind"]
             for row in await conn.fetch(
-                "SELECT attname FROM pg_attribute "
+                "SELECT attname, format_type(atttypid, atttypmod) AS kind FROM pg_attribute "
                 "WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
                 self.table,
             )
         }
+        present = set(columns_found)
         if present:
             self._check_shape(present)
         if not present:
@@ -276,7 +334,7 @@ class Ledger:
             await conn.execute(
                 f"{create_schema}"
                 f"CREATE TABLE IF NOT EXISTS {self.table} ("
-                " version integer PRIMARY KEY,"
+                f" version {column_type(widest)} PRIMARY KEY,"
                 " name varchar(255) NOT NULL,"
                 f" applied_at timestamptz DEFAULT CURRENT_TIMESTAMP{columns}); "
                 f"COMMENT ON TABLE {self.table} IS 'Migration version tracking'"
@@ -288,6 +346,9 @@ class Ledger:
                 f"ADD COLUMN IF NOT EXISTS {column} {_ADDED_COLUMNS[column]}" for column in missing
             )
             await conn.execute(f"ALTER TABLE {self.table} {additions}")
+        if wider := needs_widening(columns_found.get("version"), widest):
+            await conn.execute(f"ALTER TABLE {self.table} ALTER COLUMN version TYPE {wider}")
+            missing.append("version")
         return missing
 
     def _check_shape(self, columns: set[str]) -> None:
@@ -359,7 +420,7 @@ class Ledger:
         """PREPARE the journal step for a row that exists, once per no-transaction file: a
         plain UPDATE with its plan kept, the cheapest step there is."""
         return (
-            f"PREPARE {name}(integer, integer) AS "
+            f"PREPARE {name}(numeric, integer) AS "
             f"UPDATE {self.table} SET statements_done = $2 WHERE version = $1"
         )
 
@@ -421,7 +482,7 @@ _EMPTY_LEDGER_SQL = (
 
 def _row(record: asyncpg.Record) -> AppliedMigration:
     return AppliedMigration(
-        version=record["version"],
+        version=int(record["version"]),  # numeric once widened: always an int here
         name=record["name"] or "",
         applied_at=record["applied_at"],
         checksum=record.get("checksum"),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 
 from natlangchain_migrate import preflight
 from natlangchain_migrate.connection import open_run_connection
-from natlangchain_migrate.discovery import load_migrations
+from natlangchain_migrate.discovery import Migration, load_migrations
 from natlangchain_migrate.errors import BaselineError, ConfigurationError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.ledger import Ledger
@@ -45,7 +47,7 @@ async def repair(options: RunnerOptions) -> list[int]:
         snapshot = await ledger.read(conn)
         if not snapshot.exists:
             raise ConfigurationError("nothing to repair: the database has no ledger yet")
-        await ledger.ensure(conn)
+        await ledger.ensure(conn, widest=_widest(sources.migrations))
         snapshot.repeatables = await ledger.repeatable_rows(conn)
         plan = plan_of(sources, snapshot)
         await _hand_back_future_repeatables(conn, ledger, plan)
@@ -155,9 +157,14 @@ async def baseline(options: RunnerOptions, up_to: int, *, force: bool = False) -
                 f"no runner has migrated. To add rows for the versions up to {up_to} that "
                 f"have none (keeping the others), run: baseline {up_to} --force"
             )
-        await ledger.ensure(conn)
+        await ledger.ensure(conn, widest=_widest(migrations))
         await ledger.record_baseline(conn, chosen)
     recorded = [migration.version for migration in chosen if migration.version not in held]
     kept = sorted(version for version in held if version <= up_to)
     log.info("baseline_recorded", up_to=up_to, versions=recorded, kept=kept)
     return recorded
+
+
+def _widest(migrations: Sequence[Migration]) -> int:
+    """The highest version of the folder: the ledger's column must hold it."""
+    return max((migration.version for migration in migrations), default=0)

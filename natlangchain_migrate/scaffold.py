@@ -6,15 +6,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from natlangchain_migrate.discovery import REPEATABLE_PREFIX, load_migrations
+from natlangchain_migrate.discovery import REPEATABLE_PREFIX, folder_layout, load_migrations
 from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.layouts import NATIVE
 from natlangchain_migrate.manifest import MANIFEST_NAME, write_manifest
+from natlangchain_migrate.versions import next_version
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def new_migration(directory: Path, name: str) -> list[Path]:
-    """Write ``NNN_name.sql`` and ``NNN_name.down.sql``; return their paths."""
+    """Write ``NNN_name.sql`` and ``NNN_name.down.sql``; return their paths. In a
+    timestamped folder NNN is the current UTC time (YYYYMMDDHHMMSS, padded to the newest
+    file's width)."""
     if not _NAME.match(name):
         raise ConfigurationError(
             f"migration name {name!r} must be lowercase letters, digits and underscores, "
@@ -27,9 +31,44 @@ def new_migration(directory: Path, name: str) -> list[Path]:
             f"(mkdir -p {directory}) or correct --migrations-dir"
         )
     existing = load_migrations(directory) if any(directory.glob("*.sql")) else []
-    version = existing[-1].version + 1 if existing else 1
     width = max(3, len(existing[-1].filename.split("_", 1)[0]) if existing else 3)
+    # The folder's style goes on: the next number, or the UTC time in a timestamped one.
+    version = next_version([m.version for m in existing], width)
     stem = f"{version:0{width}d}_{name}"
+    layout = folder_layout(directory)
+    if layout != NATIVE:
+        made = _in_layout(directory, layout, version, stem, name)
+    else:
+        made = _ours(directory, stem)
+    if (directory / MANIFEST_NAME).exists():  # keep a manifest the folder already has current
+        made.append(write_manifest(directory))
+    return made
+
+
+def _in_layout(directory: Path, layout: str, version: int, stem: str, name: str) -> list[Path]:
+    """The new migration as the folder's tool writes it (layouts.py)."""
+    if layout in ("goose", "dbmate"):
+        up, down = (
+            ("-- +goose Up", "-- +goose Down")
+            if layout == "goose"
+            else (
+                "-- migrate:up",
+                "-- migrate:down",
+            )
+        )
+        path = directory / f"{stem}.sql"
+        path.write_text(f"{up}\n\n{down}\n\n", encoding="utf-8")
+        return [path]
+    if layout == "flyway":
+        pair = [directory / f"V{version}__{name}.sql", directory / f"U{version}__{name}.sql"]
+    else:
+        pair = [directory / f"{stem}.up.sql", directory / f"{stem}.down.sql"]
+    for path in pair:
+        path.write_text("", encoding="utf-8")
+    return pair
+
+
+def _ours(directory: Path, stem: str) -> list[Path]:
     up, down = directory / f"{stem}.sql", directory / f"{stem}.down.sql"
     up.write_text(
         f"-- {stem}: describe what this migration does and why.\n"
@@ -38,10 +77,7 @@ def new_migration(directory: Path, name: str) -> list[Path]:
         encoding="utf-8",
     )
     down.write_text(f"-- Undoes {stem}.\n\n", encoding="utf-8")
-    made = [up, down]
-    if (directory / MANIFEST_NAME).exists():  # keep a manifest the folder already has current
-        made.append(write_manifest(directory))
-    return made
+    return [up, down]
 
 
 def new_repeatable(directory: Path, name: str) -> list[Path]:

@@ -40,6 +40,7 @@ from natlangchain_migrate.dsn import with_database
 from natlangchain_migrate.durations import ms_since
 from natlangchain_migrate.errors import PrivilegeError, SchemaNotRestoredError
 from natlangchain_migrate.events import log
+from natlangchain_migrate.layouts import SETTINGS_FILE
 from natlangchain_migrate.schema_dump import describe_schema
 from natlangchain_migrate.settings import CallArguments, RunnerOptions
 from natlangchain_migrate.sqltext import quote_ident
@@ -98,11 +99,14 @@ async def verify(options: RunnerOptions, *, server_dsn: str) -> VerifyReport:
 
 def _versioned_copy(directory: Traversable | Path | str | None, into: Path) -> Path:
     """``into``, holding a byte-for-byte copy of every versioned ``.sql`` file (up and
-    down) of ``directory``: no repeatable, no manifest."""
+    down) of ``directory``, with the folder's settings (layout, mixed versions) and
+    Flyway's per-file ``.sql.conf``: no repeatable, no manifest."""
     folder = shipped_migrations_dir() if directory is None else directory
     source = Path(folder) if isinstance(folder, str) else folder
     for entry in source.iterdir():
-        if entry.name.endswith(".sql") and not is_repeatable_file(entry.name) and entry.is_file():
+        versioned = entry.name.endswith(".sql") and not is_repeatable_file(entry.name)
+        settings = entry.name == SETTINGS_FILE or entry.name.endswith(".sql.conf")
+        if (versioned or settings) and entry.is_file():
             (into / entry.name).write_bytes(entry.read_bytes())
     return into
 

@@ -211,9 +211,9 @@ def test_status_and_check_count_a_changed_migration_the_same_way(
         ({}, {}, "no migration files (NNN_name.sql) in"),
         ({"001_init.SQL": "SELECT 1;\n"}, {}, "001_init.SQL: migration files end in lowercase"),
         (
-            {"20240101120000_init.sql": "SELECT 1;\n"},
+            {"001_a.sql": "SELECT 1;\n", "20240101120000_init.sql": "SELECT 1;\n"},
             {},
-            "timestamp versions are not supported",
+            "001_a.sql is numbered and 20240101120000_init.sql is a timestamp",
         ),
         (
             {"001_a.sql": "SELECT 1;\n"},
@@ -230,7 +230,7 @@ def test_status_and_check_count_a_changed_migration_the_same_way(
     ids=[
         "empty-dir",
         "uppercase-suffix",
-        "timestamp-version",
+        "mixed-versions",
         "log-format",
         "lock-mode",
         "empty-url",

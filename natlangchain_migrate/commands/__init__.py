@@ -19,6 +19,7 @@ ENV = "NATLANGCHAIN_MIGRATE_"
 # word -> (module under natlangchain_migrate.commands, one-line summary for --help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "new": ("new", "create the next migration: new NAME [--repeatable] [--migrations-dir DIR]"),
+    "adopt": ("adopt", "take over another tool's history: adopt --from TOOL [--dry-run]"),
     "baseline": ("baseline", "record versions up to N as applied without running them"),
     "embedded": ("embedded", "manage the embedded PostgreSQL: embedded stop"),
     "version": ("version", "print the tool's version (also -V)"),

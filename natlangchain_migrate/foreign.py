@@ -1,0 +1,144 @@
+"""Other tools' ledgers: recognising them, and reading what each says was applied.
+
+Each tool's table and what counts as applied in it, from the tool's own source:
+
+- dbmate: ``schema_migrations (version varchar(128) PRIMARY KEY)``, one row per version;
+- golang-migrate: ``schema_migrations (version bigint PRIMARY KEY, dirty boolean)``, one
+  row holding the newest version: every file up to it is applied; dirty is refused;
+- goose: ``goose_db_version (id, version_id, is_applied, tstamp)``, the newest row per
+  version decides (version 0 is goose's own first row);
+- Flyway: ``flyway_schema_history``, successful ``SQL``/``BASELINE`` rows not undone;
+- sqlx: ``_sqlx_migrations (version, description, success, checksum, ...)``, successful;
+- yoyo: ``_yoyo_migration (migration_hash, migration_id, applied_at_utc)``;
+- node-pg-migrate: ``pgmigrations (id, name, run_on)``, name the file's stem;
+- the seed's: ``schema_migrations (version integer, name, applied_at)``.
+
+dbmate's and golang-migrate's table has our ledger's name; adopting one leaves it as it
+is, and our ledger then lives in ``natlangchain_migrations`` beside it (ledger.py).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+import asyncpg
+
+from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.sqltext import quote_ident
+
+# Our ledger's name when another tool's table already has ours (schema_migrations).
+BESIDE_FOREIGN = "natlangchain_migrations"
+TOOLS = ("dbmate", "golang-migrate", "goose", "flyway", "sqlx", "yoyo", "node-pg-migrate", "seed")
+_TABLES = {
+    "goose": "goose_db_version",
+    "flyway": "flyway_schema_history",
+    "sqlx": "_sqlx_migrations",
+    "yoyo": "_yoyo_migration",
+    "node-pg-migrate": "pgmigrations",
+}
+_LEADING_DIGITS = re.compile(r"^(\d+)")
+
+
+class ForeignLedger(NamedTuple):
+    """Another tool's ledger found in a schema."""
+
+    tool: str
+    table: str
+
+
+class ForeignApplied(NamedTuple):
+    """What another tool recorded: the versions applied, or the newest (golang-migrate)."""
+
+    versions: frozenset[int]
+    up_to: int | None = None  # golang-migrate: every version up to this one
+    names: tuple[str, ...] = ()  # rows whose version could not be read (reported)
+
+
+def schema_migrations_tool(columns: set[str]) -> str | None:
+    """Which tool made a ``schema_migrations`` with these columns (None: ours or the seed's)."""
+    if "name" in columns:
+        return None
+    return "golang-migrate" if "dirty" in columns else "dbmate"
+
+
+async def find_foreign(conn: asyncpg.Connection, schema: str) -> ForeignLedger | None:
+    """The first other tool's ledger in ``schema``, in one catalog query."""
+    names = [*_TABLES.values(), "schema_migrations"]
+    rows = await conn.fetch(
+        "SELECT c.relname, array_agg(a.attname::text) AS columns FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+        "WHERE n.nspname = $1 AND c.relname = ANY($2::text[]) GROUP BY c.relname",
+        schema,
+        names,
+    )
+    found = {row["relname"]: set(row["columns"]) for row in rows}
+    for name, table in _TABLES.items():
+        if table in found:
+            return ForeignLedger(name, table)
+    columns = found.get("schema_migrations")
+    maker = schema_migrations_tool(columns) if columns is not None else None
+    return ForeignLedger(maker, "schema_migrations") if maker else None
+
+
+def adopt_advice(found: ForeignLedger, schema: str) -> str:
+    """The sentence the runner says when it meets another tool's ledger unasked."""
+    where = "" if schema == "public" else f" --schema {schema}"
+    return (
+        f"this database's history is in {found.tool}'s ledger {schema}.{found.table}; adopt "
+        f"it once with: natlangchain-migrate adopt --from {found.tool}{where} (it leaves "
+        f"{found.table} as it is), then run again"
+    )
+
+
+async def read_applied(conn: asyncpg.Connection, tool: str, schema: str) -> ForeignApplied:
+    """What ``tool``'s ledger in ``schema`` says was applied; a missing table is an error."""
+    table = _TABLES.get(tool, "schema_migrations")
+    qualified = f"{quote_ident(schema)}.{quote_ident(table)}"
+    if await conn.fetchval("SELECT to_regclass($1)", qualified) is None:
+        raise ConfigurationError(
+            f"adopt --from {tool}: there is no {qualified} here; check --schema and the "
+            "database, or name the tool that migrated it"
+        )
+    if tool == "golang-migrate":
+        row = await conn.fetchrow(f"SELECT version, dirty FROM {qualified} LIMIT 1")
+        if row is not None and row["dirty"]:
+            raise ConfigurationError(
+                f"golang-migrate's ledger is dirty at version {row['version']} (a migration "
+                "failed part-way); fix the schema and run migrate force VERSION first"
+            )
+        return ForeignApplied(frozenset(), up_to=int(row["version"]) if row else 0)
+    if tool == "goose":
+        query = (
+            f"SELECT DISTINCT ON (version_id) version_id AS v, is_applied AS ok "
+            f"FROM {qualified} ORDER BY version_id, id DESC"
+        )
+        pairs = [(int(r["v"]), bool(r["ok"])) for r in await conn.fetch(query)]
+        return ForeignApplied(frozenset(v for v, ok in pairs if ok and v != 0))
+    if tool == "flyway":
+        query = (
+            f"SELECT DISTINCT ON (version) version AS v, type, success FROM {qualified} "
+            "WHERE version IS NOT NULL ORDER BY version, installed_rank DESC"
+        )
+        rows = await conn.fetch(query)
+        applied = [r["v"] for r in rows if r["success"] and r["type"] != "UNDO_SQL"]
+        return _from_names(applied)
+    if tool == "sqlx":
+        rows = await conn.fetch(f"SELECT version FROM {qualified} WHERE success")
+        return ForeignApplied(frozenset(int(r["version"]) for r in rows))
+    column = {"yoyo": "migration_id", "node-pg-migrate": "name"}.get(tool, "version")
+    rows = await conn.fetch(f"SELECT {column}::text AS v FROM {qualified}")
+    return _from_names([r["v"] for r in rows])
+
+
+def _from_names(names: list[str]) -> ForeignApplied:
+    """Versions from recorded names or versions (``0001_initial``, ``1700000000000_x``, ``3``)."""
+    versions, unread = set(), []
+    for name in names:
+        found = _LEADING_DIGITS.match(name)
+        if found is None:
+            unread.append(name)
+        else:
+            versions.add(int(found[1]))
+    return ForeignApplied(frozenset(versions), names=tuple(unread))

@@ -1,0 +1,144 @@
+"""Other tools' file layouts read as those tools mean them, and what cannot be honoured
+refused by name before anything runs."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from natlangchain_migrate.discovery import load_migrations
+from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.scaffold import new_migration
+from tests.conftest import run_cli, table_names, write_migrations
+
+GOOSE = {
+    "00001_users.sql": (
+        "-- +goose Up\nCREATE TABLE users (id int PRIMARY KEY);\n"
+        "-- +goose StatementBegin\nCREATE FUNCTION one() RETURNS int LANGUAGE sql AS $$ "
+        "SELECT 1; $$;\n-- +goose StatementEnd\n\n"
+        "-- +goose Down\nDROP FUNCTION one();\nDROP TABLE users;\n"
+    ),
+    "00002_users_index.sql": (
+        "-- +goose NO TRANSACTION\n-- +goose Up\n"
+        "CREATE INDEX CONCURRENTLY users_id ON users (id);\n"
+        "-- +goose Down\nDROP INDEX CONCURRENTLY users_id;\n"
+    ),
+}
+GOLANG_MIGRATE = {
+    "1_users.up.sql": "CREATE TABLE users (id int PRIMARY KEY);",
+    "1_users.down.sql": "DROP TABLE users;",
+    "2_orders.up.sql": "CREATE TABLE orders (id int PRIMARY KEY);",
+    "2_orders.down.sql": "DROP TABLE orders;",
+}
+DBMATE = {
+    "20240101120000_users.sql": (
+        "-- migrate:up\nCREATE TABLE users (id int PRIMARY KEY);\n"
+        "-- migrate:down\nDROP TABLE users;\n"
+    ),
+    "20240102120000_users_index.sql": (
+        "-- migrate:up transaction:false\nCREATE INDEX CONCURRENTLY users_id ON users (id);\n"
+        "-- migrate:down transaction:false\nDROP INDEX CONCURRENTLY users_id;\n"
+    ),
+}
+FLYWAY = {
+    "V1__users.sql": "CREATE TABLE users (id int PRIMARY KEY);",
+    "U1__users.sql": "DROP TABLE users CASCADE;",
+    "V2__index.sql": "CREATE INDEX CONCURRENTLY users_id ON users (id);",
+    "V2__index.sql.conf": "executeInTransaction=false\n",
+    "U2__index.sql": "DROP INDEX users_id;",
+    "R__users_view.sql": "CREATE OR REPLACE VIEW users_view AS SELECT id FROM users;",
+}
+
+
+@pytest.mark.parametrize(
+    ("files", "versions", "no_transaction"),
+    [
+        (GOOSE, [1, 2], [False, True]),
+        (GOLANG_MIGRATE, [1, 2], [False, False]),
+        (DBMATE, [20240101120000, 20240102120000], [False, True]),
+        (FLYWAY, [1, 2], [False, True]),
+    ],
+    ids=["goose", "golang-migrate", "dbmate", "flyway"],
+)
+def test_each_layout_is_detected_and_maps_to_our_directives(
+    tmp_path: Path, files: dict[str, str], versions: list[int], no_transaction: list[bool]
+) -> None:
+    loaded = load_migrations(write_migrations(tmp_path / "m", files))
+    assert [m.version for m in loaded] == versions
+    assert [m.directives.no_transaction for m in loaded] == no_transaction
+    assert all(m.down_sql for m in loaded)
+    assert all("+goose Up" not in m.sql and "migrate:up" not in m.sql for m in loaded)
+
+
+@pytest.mark.parametrize("files", [GOOSE, GOLANG_MIGRATE, DBMATE, FLYWAY], ids=str)
+def test_each_layout_applies_rolls_back_and_applies_again(
+    database_url: str, tmp_path: Path, files: dict[str, str]
+) -> None:
+    flags = ("--migrations-dir", str(write_migrations(tmp_path / "m", files)))
+    for step in ((), ("--rollback", "--to", "0"), ()):
+        result = run_cli(*step, *flags, database_url=database_url)
+        assert result.returncode == 0, result.stderr
+    assert "users" in asyncio.run(table_names(database_url))
+
+
+@pytest.mark.parametrize(
+    ("files", "says"),
+    [
+        ({"00001_a.go": "package migrations", **GOOSE}, "00001_a.go is a goose Go migration"),
+        (
+            {"00001_a.sql": "-- +goose Up\n-- +goose ENVSUB ON\nSELECT '${X}';\n"},
+            "goose's ENVSUB",
+        ),
+        ({"00001_a.sql": "-- +goose Up\n-- +goose Sideways\n"}, "unknown goose annotation"),
+        ({"1_a.sql": "-- migrate:up foo:bar\nSELECT 1;\n"}, "unknown dbmate option"),
+        ({"V1.2__a.sql": "SELECT 1;"}, "Flyway's dotted version 1.2"),
+        ({**GOOSE, **GOLANG_MIGRATE}, "keep one layout per folder"),
+    ],
+    ids=["goose-go", "goose-envsub", "goose-unknown", "dbmate-option", "flyway-dotted", "mixed"],
+)
+def test_what_cannot_be_honoured_is_refused_by_name(
+    tmp_path: Path, files: dict[str, str], says: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=says.replace(".", r"\.").replace("$", r"\$")):
+        load_migrations(write_migrations(tmp_path / "m", files))
+
+
+def test_a_layout_named_in_the_folders_settings_wins(tmp_path: Path) -> None:
+    folder = write_migrations(tmp_path / "m", {"1_a.up.sql": "SELECT 1;", "2_b.sql": "SELECT 2;"})
+    (folder / "natlangchain-migrate.toml").write_text('layout = "sqlx"\n')
+    assert [m.name for m in load_migrations(folder)] == ["1_a", "2_b"]
+    (folder / "natlangchain-migrate.toml").write_text('layout = "liquibase"\n')
+    with pytest.raises(ConfigurationError, match="layout 'liquibase' is not one of"):
+        load_migrations(folder)
+
+
+@pytest.mark.parametrize("files", [GOOSE, DBMATE], ids=["goose", "dbmate"])
+def test_verify_checks_the_down_sections_of_single_file_layouts(
+    database_url: str, tmp_path: Path, files: dict[str, str]
+) -> None:
+    folder = write_migrations(tmp_path / "m", files)
+    (folder / "natlangchain-migrate.toml").write_text("mixed-versions = false\n")
+    result = run_cli("verify", "--migrations-dir", str(folder), database_url=database_url)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("files", "made"),
+    [
+        (GOOSE, ["00003_notes.sql"]),
+        (DBMATE, [f"{datetime.now(UTC):%Y%m%d}"]),
+        (GOLANG_MIGRATE, ["003_notes.up.sql", "003_notes.down.sql"]),
+        (FLYWAY, ["V3__notes.sql", "U3__notes.sql"]),
+    ],
+    ids=["goose", "dbmate", "golang-migrate", "flyway"],
+)
+def test_new_writes_in_the_folders_layout(
+    tmp_path: Path, files: dict[str, str], made: list[str]
+) -> None:
+    folder = write_migrations(tmp_path / "m", files)
+    names = [path.name for path in new_migration(folder, "notes")]
+    assert [name[: len(prefix)] for name, prefix in zip(names, made, strict=True)] == made
+    assert len(load_migrations(folder)) == len({m.version for m in load_migrations(folder)})
