@@ -113,8 +113,12 @@ CASES: dict[str, Case] = {
     "file-down-without-up": Case(
         {**OK_001, "002_b.down.sql": "SELECT 1;"}, (), ExitCode.USAGE, "002_b.down.sql has no"
     ),
-    "file-timestamp-version": Case(
-        {"20240101120000_init.sql": "SELECT 1;"}, (), ExitCode.USAGE, "timestamp versions"
+    # Timestamp versions are welcome (issue 20); a folder mixing both styles is not.
+    "file-mixed-version-styles": Case(
+        {**OK_001, "20240101120000_init.sql": "SELECT 1;"},
+        (),
+        ExitCode.USAGE,
+        "is numbered and 20240101120000_init.sql is a timestamp",
     ),
     "file-not-utf8": Case(
         {"001_a.sql": b"CREATE TABLE caf\xe9 (id int);\n"},

@@ -65,7 +65,12 @@ async def _ledger_counts(url: str, names: list[str]) -> dict[str, list[int]]:
 
 
 async def _advisory_locks(url: str) -> int:
-    found = await fetchval(url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+    # This database's only: the suite's template session holds one of its own elsewhere.
+    found = await fetchval(
+        url,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
     assert isinstance(found, int)
     return found
 

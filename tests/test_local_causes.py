@@ -147,7 +147,7 @@ def test_another_tools_ledger_is_named_not_a_bug(
         assert result.returncode == ExitCode.USAGE, result.stderr
         message = _failed(result)
         assert tool in message
-        assert "--schema" in message
+        assert f"adopt --from {tool}" in message  # issue 20: the way over from that tool
     assert asyncio.run(table_names(database_url)) == {"schema_migrations"}
 
 
