@@ -19,14 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from natlangchain_migrate.durations import is_duration
 from natlangchain_migrate.errors import ConfigurationError
-from natlangchain_migrate.layouts import (
-    NATIVE,
-    FolderSettings,
-    LayoutFile,
-    detect_layout,
-    folder_settings,
-    read_layout,
-)
+from natlangchain_migrate.layouts import NATIVE, folder_settings, listed_layout
 from natlangchain_migrate.versions import check_styles, parse_version
 
 if TYPE_CHECKING:
@@ -152,12 +145,11 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
             f"migrations directory {folder}: cannot list it ({error.strerror or error}); "
             "give the runner's user read and search access to it"
         ) from error
-    # goose's and dbmate's marks open their files: a head of each is enough to tell the
-    # layout, and a big file is not read whole here (it is streamed when applied).
-    heads = {e.name: _read_head(e) for e in listed if _maybe_up_file(e.name) and e.is_file()}
-    layout = settings.layout or detect_layout(listed, heads)
-    if layout != NATIVE:
-        return _from_layout(layout, listed, settings)
+    layout = listed_layout(listed, settings)
+    if layout != NATIVE:  # imported here: it builds on this module's Migration
+        from natlangchain_migrate.layout_migrations import from_layout
+
+        return from_layout(layout, listed, settings)
     ups: dict[int, Traversable] = {}
     downs: dict[int, Traversable] = {}
     contracts: dict[tuple[int, bool], Traversable] = {}
@@ -230,67 +222,6 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
         )
         for version in sorted(ups)
     ]
-
-
-def folder_layout(directory: Path) -> str:
-    """The layout a folder on disk is written in (its settings, else its files)."""
-    settings = folder_settings(directory)
-    listed = sorted(directory.iterdir(), key=lambda item: item.name)
-    heads = {e.name: _read_head(e) for e in listed if _maybe_up_file(e.name) and e.is_file()}
-    return settings.layout or detect_layout(listed, heads)
-
-
-_HEAD_BYTES = 64 * 1024
-
-
-def _read_head(entry: Traversable) -> str:
-    """The start of a file, for the layout marks other tools put at the top."""
-    try:
-        with entry.open("rb") as stream:
-            return stream.read(_HEAD_BYTES).decode("utf-8", errors="replace")
-    except OSError:  # reading it whole says what is wrong, naming the file
-        return ""
-
-
-def _from_layout(
-    layout: str, listed: list[Traversable], settings: FolderSettings
-) -> list[Migration]:
-    """A folder in another tool's layout (layouts.py), as Migrations."""
-    files = [entry for entry in listed if entry.is_file()]
-    texts = {entry.name: _read_text(entry) for entry in files if not entry.name.endswith(".go")}
-    found = read_layout(layout, files, texts)
-    if not found:
-        raise ConfigurationError(
-            f"no {layout} migration files in the folder; check --migrations-dir"
-        )
-    check_styles({f.version: f.up.name for f in found}, mixed_allowed=settings.mixed_versions)
-    return [_layout_migration(item) for item in found]
-
-
-def _layout_migration(item: LayoutFile) -> Migration:
-    directives = parse_directives(item.up.name, item.up_sql)
-    if item.no_transaction:
-        directives = directives._replace(no_transaction=True)
-    single_file = item.down is item.up
-    return Migration(
-        version=item.version,
-        name=item.name,
-        filename=item.up.name,
-        sql=item.up_sql,
-        checksum=checksum(item.up_sql),
-        down_file=item.down,
-        directives=directives,
-        down_section=item.down_sql if single_file else None,
-    )
-
-
-def _maybe_up_file(name: str) -> bool:
-    """A file whose text may carry another tool's marks (goose's, dbmate's), or ours."""
-    return (
-        name[:1].isdigit()
-        and name.endswith(".sql")
-        and not name.endswith((".down.sql", ".up.sql", ".contract.sql"))
-    )
 
 
 def _add_contract(

@@ -14,8 +14,8 @@ A folder is in one layout, detected from its files or named in the folder's
 - ``flyway``: ``V<n>__desc.sql``, its undo ``U<n>__desc.sql`` and ``R__desc.sql``
   (repeatables.py); ``V<n>__desc.sql.conf`` with ``executeInTransaction=false``.
 
-Nothing here imports the rest of the package: discovery.py turns what this reads
-into Migrations.
+Nothing here imports the rest of the package: discovery.py (layout_migrations.py for a
+folder not in ours) turns what this reads into Migrations.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from natlangchain_migrate.versions import parse_version
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
+    from pathlib import Path
 
 SETTINGS_FILE = "natlangchain-migrate.toml"
 NATIVE = "natlangchain"
@@ -116,6 +117,43 @@ def detect_layout(files: Sequence[Traversable], texts: dict[str, str]) -> str:
             f"folder, or name it with layout = ... in {SETTINGS_FILE}"
         )
     return next(iter(marks), NATIVE)
+
+
+def listed_layout(listed: Sequence[Traversable], settings: FolderSettings) -> str:
+    """The layout of a folder's listed files: its settings' ``layout``, else detected.
+
+    goose's and dbmate's marks open their files: a head of each is enough to tell the
+    layout, and a big file is not read whole here (it is streamed when applied).
+    """
+    heads = {e.name: _read_head(e) for e in listed if _maybe_up_file(e.name) and e.is_file()}
+    return settings.layout or detect_layout(listed, heads)
+
+
+def folder_layout(directory: Path) -> str:
+    """The layout a folder on disk is written in (its settings, else its files)."""
+    settings = folder_settings(directory)
+    return listed_layout(sorted(directory.iterdir(), key=lambda item: item.name), settings)
+
+
+_HEAD_BYTES = 64 * 1024
+
+
+def _read_head(entry: Traversable) -> str:
+    """The start of a file, for the layout marks other tools put at the top."""
+    try:
+        with entry.open("rb") as stream:
+            return stream.read(_HEAD_BYTES).decode("utf-8", errors="replace")
+    except OSError:  # reading it whole says what is wrong, naming the file
+        return ""
+
+
+def _maybe_up_file(name: str) -> bool:
+    """A file whose text may carry another tool's marks (goose's, dbmate's), or ours."""
+    return (
+        name[:1].isdigit()
+        and name.endswith(".sql")
+        and not name.endswith((".down.sql", ".up.sql", ".contract.sql"))
+    )
 
 
 def read_layout(

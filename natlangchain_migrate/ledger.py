@@ -19,7 +19,6 @@ import asyncpg
 
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.errors import ConfigurationError
-from natlangchain_migrate.events import log
 from natlangchain_migrate.foreign import (
     BESIDE_FOREIGN,
     ForeignLedger,
@@ -28,15 +27,19 @@ from natlangchain_migrate.foreign import (
     schema_migrations_tool,
 )
 from natlangchain_migrate.plan import AppliedMigration
+from natlangchain_migrate.repeatables_ledger import (
+    REPEATABLES_COLUMN,
+    REPEATABLES_TABLE,
+    RepeatablesLedger,
+    pairs,
+)
 from natlangchain_migrate.sqltext import literal, quote_ident
 from natlangchain_migrate.versions import column_type, needs_widening
 
 # The ledger's tables, beside each other in the target schema.
 LEDGER_TABLE = "schema_migrations"
-REPEATABLES_TABLE = "schema_repeatables"  # the ledger of R__ files
 # applied_by of a row written by ``baseline``: recorded, never run.
 BASELINE = "baseline"
-_REPEATABLES_COLUMN = "natlangchain_repeatables"
 
 _ADDED_COLUMNS = {
     "checksum": "text",
@@ -66,8 +69,9 @@ class LedgerSnapshot:
         self.repeatables = repeatables or []
 
 
-class Ledger:
-    """Reads and writes schema_migrations in one schema."""
+class Ledger(RepeatablesLedger):
+    """Reads and writes schema_migrations in one schema (and, through RepeatablesLedger,
+    schema_repeatables beside it)."""
 
     def __init__(self, schema: str = "public", table: str = LEDGER_TABLE) -> None:
         self.schema = schema
@@ -135,7 +139,7 @@ class Ledger:
         try:
             records = await conn.fetch(
                 f"SELECT m.*, pg_is_in_recovery() AS standby, CASE WHEN row_number() OVER () = 1 "
-                f"THEN ARRAY({self._repeatables_select}) END AS {_REPEATABLES_COLUMN} "
+                f"THEN ARRAY({self._repeatables_select}) END AS {REPEATABLES_COLUMN} "
                 f"FROM {self.table} m"
             )
         except asyncpg.UndefinedTableError:
@@ -148,29 +152,17 @@ class Ledger:
             try:
                 (record,) = await conn.fetch(
                     f"SELECT pg_is_in_recovery() AS standby, "
-                    f"ARRAY({self._repeatables_select}) AS {_REPEATABLES_COLUMN}"
+                    f"ARRAY({self._repeatables_select}) AS {REPEATABLES_COLUMN}"
                 )
             except asyncpg.UndefinedTableError:
                 return await self.read(conn)
             return LedgerSnapshot(
-                [], exists=True, standby=bool(record["standby"]), repeatables=_pairs(record)
+                [], exists=True, standby=bool(record["standby"]), repeatables=pairs(record)
             )
         rows = sorted((_row(record) for record in records), key=lambda row: row.version)
-        first = next(record for record in records if record[_REPEATABLES_COLUMN] is not None)
+        first = next(record for record in records if record[REPEATABLES_COLUMN] is not None)
         return LedgerSnapshot(
-            rows, exists=True, standby=bool(records[0]["standby"]), repeatables=_pairs(first)
-        )
-
-    @property
-    def _repeatables_select(self) -> str:
-        """Each applied repeatable as ``name checksum release`` (release empty when NULL).
-
-        The release is read through to_jsonb: a table made before the column existed, and
-        not yet upgraded by a run under the lock, reads as NULL releases instead of failing.
-        """
-        return (
-            "SELECT r.name || ' ' || r.checksum || ' ' || coalesce(to_jsonb(r) ->> 'release', '') "
-            f"FROM {self.repeatables_table} r"
+            rows, exists=True, standby=bool(records[0]["standby"]), repeatables=pairs(first)
         )
 
     async def _beside_foreign(
@@ -204,91 +196,6 @@ class Ledger:
             raise ConfigurationError(adopt_advice(found, self.schema))
         self.table = beside
         return True
-
-    async def repeatable_rows(self, conn: asyncpg.Connection) -> list[AppliedMigration]:
-        """Every applied repeatable with its time, duration and runner (for --status).
-
-        Looks the table up first: a readiness probe's --check must not leave an error in
-        the server's log on every database that never had a repeatable.
-        """
-        if await conn.fetchval("SELECT to_regclass($1)", self.repeatables_table) is None:
-            return []
-        records = await conn.fetch(f"SELECT * FROM {self.repeatables_table} ORDER BY name")
-        return [
-            AppliedMigration(
-                version=-1,
-                name=record["name"],
-                applied_at=record["applied_at"],
-                checksum=record["checksum"],
-                execution_ms=record["execution_ms"],
-                applied_by=record["applied_by"],
-                release=record.get("release"),
-            )
-            for record in records
-        ]
-
-    async def ensure_repeatables(self, conn: asyncpg.Connection) -> None:
-        """Create schema_repeatables beside the ledger if absent, or add its ``release``
-        column to one made before it existed (under the lock, after ``ensure``). Made only
-        once a folder has R__ files. ``release`` is nullable and last: an older version of
-        this package reads the table by name and checksum (or ``SELECT *``) and its upsert
-        names its columns, so it still works; its rows keep a NULL or stale release."""
-        present = {
-            row["attname"]
-            for row in await conn.fetch(
-                "SELECT attname FROM pg_attribute "
-                "WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
-                self.repeatables_table,
-            )
-        }
-        if not present:
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.repeatables_table} ("
-                " name text PRIMARY KEY,"
-                " checksum text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT clock_timestamp(),"
-                " execution_ms double precision,"
-                " applied_by text,"
-                " release bigint); "
-                f"COMMENT ON TABLE {self.repeatables_table} IS "
-                "'Repeatable migrations (R__name.sql): the checksum each was last applied with'; "
-                f"COMMENT ON COLUMN {self.repeatables_table}.release IS "
-                "'The release (highest migration version) whose runner applied it'"
-            )
-        elif "release" not in present:
-            await conn.execute(
-                f"ALTER TABLE {self.repeatables_table} ADD COLUMN IF NOT EXISTS release bigint"
-            )
-            log.info("ledger_adopted", table=REPEATABLES_TABLE, columns_added=["release"])
-
-    def record_repeatable_sql(
-        self, repeatable: Migration, *, applied_by: str, release: int | None
-    ) -> str:
-        """A repeatable's row, as one literal upsert sent in the file's own message.
-        ``release`` is the applying runner's highest version (NULL without one)."""
-        recorded = "NULL" if release is None else str(int(release))
-        return (
-            f"INSERT INTO {self.repeatables_table} "
-            "(name, checksum, applied_at, execution_ms, applied_by, release) "
-            f"VALUES ({literal(repeatable.name)}, {literal(repeatable.checksum)}, "
-            "clock_timestamp(), "
-            "extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000, "
-            f"{literal(applied_by)}, {recorded}) "
-            "ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, "
-            " applied_at = EXCLUDED.applied_at, execution_ms = EXCLUDED.execution_ms, "
-            " applied_by = EXCLUDED.applied_by, release = EXCLUDED.release"
-        )
-
-    async def hand_back_repeatable(self, conn: asyncpg.Connection, name: str) -> None:
-        """Clear the release a newer release recorded for a repeatable (repair from an
-        older release once the newer one is gone): the next run re-applies this file."""
-        await conn.execute(
-            f"UPDATE {self.repeatables_table} SET release = NULL WHERE name = $1", name
-        )
-
-    async def remove_repeatable(self, conn: asyncpg.Connection, name: str) -> None:
-        """Forget a repeatable whose file is gone (repair)."""
-        await conn.execute(f"DELETE FROM {self.repeatables_table} WHERE name = $1", name)
 
     async def record_baseline(
         self, conn: asyncpg.Connection, migrations: list[Migration], by: str = BASELINE
@@ -357,10 +264,10 @@ class Ledger:
             return
         if {"version", "dirty"} <= columns:
             tool = "golang-migrate (version bigint, dirty boolean)"
-        elif columns - {"standby", _REPEATABLES_COLUMN} == {"version"}:
+        elif columns - {"standby", REPEATABLES_COLUMN} == {"version"}:
             tool = "dbmate (a single version column)"
         else:
-            shown = ", ".join(sorted(columns - {"standby", _REPEATABLES_COLUMN}))
+            shown = ", ".join(sorted(columns - {"standby", REPEATABLES_COLUMN}))
             tool = f"another tool (columns: {shown})"
         raise ConfigurationError(
             f"{self.table} was made by {tool}, not by natlangchain-migrate, whose ledger "
@@ -492,16 +399,3 @@ def _row(record: asyncpg.Record) -> AppliedMigration:
         statements_done=record.get("statements_done") or 0,
         last_error=record.get("last_error"),
     )
-
-
-def _pairs(record: asyncpg.Record) -> list[AppliedMigration]:
-    """The ``name checksum release`` items of the read's repeatables column, as rows."""
-    rows = []
-    for item in record[_REPEATABLES_COLUMN] or ():
-        name, value, release = item.split(" ", 2)
-        rows.append(
-            AppliedMigration(
-                version=-1, name=name, checksum=value, release=int(release) if release else None
-            )
-        )
-    return rows

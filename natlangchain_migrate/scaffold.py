@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from natlangchain_migrate.discovery import REPEATABLE_PREFIX, folder_layout, load_migrations
+from natlangchain_migrate.discovery import REPEATABLE_PREFIX, load_migrations
 from natlangchain_migrate.errors import ConfigurationError
-from natlangchain_migrate.layouts import NATIVE
+from natlangchain_migrate.layouts import NATIVE, folder_layout
 from natlangchain_migrate.manifest import MANIFEST_NAME, write_manifest
 from natlangchain_migrate.versions import next_version
 

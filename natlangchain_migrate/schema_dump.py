@@ -26,7 +26,8 @@ from pathlib import Path
 import asyncpg
 
 from natlangchain_migrate.errors import ConfigurationError
-from natlangchain_migrate.ledger import LEDGER_TABLE, REPEATABLES_TABLE
+from natlangchain_migrate.ledger import LEDGER_TABLE
+from natlangchain_migrate.repeatables_ledger import REPEATABLES_TABLE
 from natlangchain_migrate.sqltext import standard_literal as _literal
 
 HEADER = (
