@@ -20,11 +20,11 @@ from typing import Any
 
 import asyncpg
 import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from harness.servers.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
 from natlangchain_migrate.dsn import with_database
 from natlangchain_migrate.locks import default_namespace, lock_key
-from natlangchain_migrate.pytest_plugin import TemplateSession
 
 TEST_URL_VARIABLE = "NATLANGCHAIN_TEST_DATABASE_URL"
 
@@ -80,18 +80,31 @@ def natlangchain_migrate_admin_url(admin_url: str) -> str:
     return admin_url
 
 
+@pytest.fixture(scope="session")
+def admin_session(admin_url: str) -> Iterator[tuple[asyncpg.Connection, BlockingPortal]]:
+    """One admin connection for the session, on a portal's event loop: a connection per
+    test costs about 100 ms. Not the plugin's template session, which builds the shipped
+    migrations (pgvector) that most tests do not need, and a server may not have."""
+    with start_blocking_portal() as portal:
+        conn = portal.call(asyncpg.connect, admin_url)
+        try:
+            yield conn, portal
+        finally:
+            portal.call(conn.close)
+
+
 @pytest.fixture
-def database_url(natlangchain_migrate_template: TemplateSession) -> Iterator[str]:
-    """A URL to a new, empty database, dropped after the test. Made on the plugin's admin
-    connection, kept open for the session (a connection per test costs about 100 ms)."""
-    templates, portal = natlangchain_migrate_template
+def database_url(
+    admin_url: str, admin_session: tuple[asyncpg.Connection, BlockingPortal]
+) -> Iterator[str]:
+    """A URL to a new, empty database, dropped after the test."""
+    conn, portal = admin_session
     name = f"t_{uuid.uuid4().hex[:12]}"
-    portal.call(templates.conn.execute, f'CREATE DATABASE "{name}" TEMPLATE template0')
-    url = with_database(templates.admin_url, name)
+    portal.call(conn.execute, f'CREATE DATABASE "{name}" TEMPLATE template0')
     try:
-        yield url
+        yield with_database(admin_url, name)
     finally:
-        portal.call(templates.drop, url)
+        portal.call(conn.execute, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def run_cli(
