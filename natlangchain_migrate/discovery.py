@@ -126,6 +126,11 @@ def shipped_migrations_dir() -> Traversable:
     return resources.files("natlangchain_migrate") / "sql"
 
 
+# Ours, and what other tools' layouts hold: Flyway's .conf, goose's Go and node-pg-migrate's
+# JavaScript migrations (refused by name, never skipped).
+_LISTED = (".sql", ".conf", ".go", ".js", ".ts", ".cjs", ".mjs", ".cts", ".mts")
+
+
 def load_migrations(directory: Traversable | Path | str | None = None) -> list[Migration]:
     """Read every ``NNN_name.sql`` in ``directory`` (default: the shipped ones), by version.
 
@@ -137,7 +142,7 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
     settings = folder_settings(folder)
     try:
         listed = sorted(
-            (e for e in folder.iterdir() if e.name.lower().endswith((".sql", ".go", ".conf"))),
+            (e for e in folder.iterdir() if e.name.lower().endswith(_LISTED)),
             key=lambda item: item.name,
         )
     except OSError as error:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from natlangchain_migrate import discovery
 from natlangchain_migrate.errors import ConfigurationError
-from natlangchain_migrate.layouts import FolderSettings, LayoutFile, read_layout
+from natlangchain_migrate.layout_sections import LayoutFile
+from natlangchain_migrate.layouts import FolderSettings, read_layout
 from natlangchain_migrate.versions import check_styles
 
 if TYPE_CHECKING:
@@ -24,7 +25,9 @@ def from_layout(
     """A folder in another tool's layout (layouts.py), as Migrations."""
     files = [entry for entry in listed if entry.is_file()]
     texts = {
-        entry.name: discovery._read_text(entry) for entry in files if not entry.name.endswith(".go")
+        entry.name: discovery._read_text(entry)
+        for entry in files
+        if entry.name.endswith((".sql", ".conf"))
     }
     found = read_layout(layout, files, texts)
     if not found:

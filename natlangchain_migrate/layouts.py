@@ -11,11 +11,14 @@ A folder is in one layout, detected from its files or named in the folder's
   comments (PostgreSQL's own parser splits statements here, bodies stay whole);
   Go migrations and ``ENVSUB`` cannot be honoured and are refused by name;
 - ``dbmate``: ``-- migrate:up`` / ``-- migrate:down`` sections, ``transaction:false``;
+- ``node-pg-migrate``: SQL files with ``-- Up Migration`` / ``-- Down Migration`` sections
+  (it has no no-transaction marker for SQL); its JavaScript migrations are refused by name;
 - ``flyway``: ``V<n>__desc.sql``, its undo ``U<n>__desc.sql`` and ``R__desc.sql``
   (repeatables.py); ``V<n>__desc.sql.conf`` with ``executeInTransaction=false``.
 
-Nothing here imports the rest of the package: discovery.py (layout_migrations.py for a
-folder not in ours) turns what this reads into Migrations.
+layout_sections.py splits the one-file layouts. Nothing here imports the rest of the
+package: discovery.py (layout_migrations.py for a folder not in ours) turns what this reads
+into Migrations.
 """
 
 from __future__ import annotations
@@ -26,6 +29,16 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.layout_sections import (
+    DBMATE_LINE,
+    GOOSE_LINE,
+    LEADING,
+    NODE_PG_MARKER,
+    LayoutFile,
+    dbmate,
+    goose,
+    node_pg_migrate,
+)
 from natlangchain_migrate.versions import parse_version
 
 if TYPE_CHECKING:
@@ -34,15 +47,14 @@ if TYPE_CHECKING:
 
 SETTINGS_FILE = "natlangchain-migrate.toml"
 NATIVE = "natlangchain"
-LAYOUTS = (NATIVE, "golang-migrate", "sqlx", "goose", "dbmate", "flyway")
+LAYOUTS = (NATIVE, "golang-migrate", "sqlx", "goose", "dbmate", "node-pg-migrate", "flyway")
+# node-pg-migrate's JavaScript and TypeScript migrations (src/migrationLoader.ts).
+_NODE_PG_SCRIPTS = (".js", ".ts", ".cjs", ".mjs", ".cts", ".mts")
 _KEYS = {"layout", "mixed-versions"}
 
 _UP_DOWN = re.compile(r"^(?P<version>\d+)_(?P<label>[^/]+?)\.(?P<dir>up|down)\.sql$")
 _SQLX_PLAIN = re.compile(r"^(?P<version>\d+)_(?P<label>[^/]+?)\.sql$")
-_LEADING = re.compile(r"^(?P<version>\d+)_?(?P<label>[^/]*?)\.sql$")
 _FLYWAY = re.compile(r"^(?P<kind>[VU])(?P<version>[0-9][0-9._]*)__(?P<label>[^/]+)\.sql$")
-_GOOSE = re.compile(r"^--\s*\+goose\s+(?P<command>.*?)\s*$")
-_DBMATE = re.compile(r"^--\s*migrate:(?P<section>up|down)(?P<options>.*)$")
 
 
 class FolderSettings(NamedTuple):
@@ -50,18 +62,6 @@ class FolderSettings(NamedTuple):
 
     layout: str | None = None  # None: detected from the files
     mixed_versions: bool = False  # numbered and timestamp versions in one folder
-
-
-class LayoutFile(NamedTuple):
-    """One migration as a layout defines it: what discovery.py needs to make a Migration."""
-
-    version: int
-    name: str
-    up: Traversable
-    up_sql: str
-    down: Traversable | None = None
-    down_sql: str | None = None
-    no_transaction: bool = False
 
 
 Reader = Callable[["Traversable"], str]
@@ -100,12 +100,16 @@ def detect_layout(files: Sequence[Traversable], texts: dict[str, str]) -> str:
         name, text = entry.name, texts.get(entry.name, "")
         if name.endswith(".go") and name[:1].isdigit():
             marks.setdefault("goose", name)
+        elif name.endswith(_NODE_PG_SCRIPTS) and name[:1].isdigit():
+            marks.setdefault("node-pg-migrate", name)
         elif not name.endswith(".sql"):
             continue
-        elif "+goose" in text and _has_line(text, _GOOSE):
+        elif "+goose" in text and _has_line(text, GOOSE_LINE):
             marks.setdefault("goose", name)
-        elif "migrate:" in text and _has_line(text, _DBMATE):
+        elif "migrate:" in text and _has_line(text, DBMATE_LINE):
             marks.setdefault("dbmate", name)
+        elif "igration" in text and _has_line(text, NODE_PG_MARKER):
+            marks.setdefault("node-pg-migrate", name)
         elif name.endswith(".up.sql") and _UP_DOWN.match(name):  # .down.sql is ours too
             marks.setdefault("golang-migrate", name)
         elif _FLYWAY.match(name):
@@ -163,9 +167,11 @@ def read_layout(
     if layout in ("golang-migrate", "sqlx"):
         found = _up_down(files, texts, sqlx=layout == "sqlx")
     elif layout == "goose":
-        found = [_goose(entry, texts[entry.name]) for entry in _versioned(files, layout)]
+        found = [goose(entry, texts[entry.name]) for entry in _versioned(files, layout)]
     elif layout == "dbmate":
-        found = [_dbmate(entry, texts[entry.name]) for entry in _versioned(files, layout)]
+        found = [dbmate(entry, texts[entry.name]) for entry in _versioned(files, layout)]
+    elif layout == "node-pg-migrate":
+        found = [node_pg_migrate(e, texts[e.name]) for e in _versioned(files, layout)]
     else:
         found = _flyway(files, texts)
     seen: dict[int, str] = {}
@@ -184,7 +190,8 @@ def _has_line(text: str, pattern: re.Pattern[str]) -> bool:
 
 
 def _versioned(files: Sequence[Traversable], layout: str) -> list[Traversable]:
-    """The ``.sql`` files of a goose or dbmate folder; Go migrations refused by name."""
+    """The ``.sql`` files of a goose, dbmate or node-pg-migrate folder; Go and JavaScript
+    migrations refused by name."""
     chosen = []
     for entry in files:
         if layout == "goose" and entry.name.endswith(".go") and entry.name[:1].isdigit():
@@ -192,20 +199,18 @@ def _versioned(files: Sequence[Traversable], layout: str) -> list[Traversable]:
                 f"{entry.name} is a goose Go migration; only SQL migrations can run here. "
                 "Rewrite it as SQL (or keep goose for this folder)"
             )
+        if layout == "node-pg-migrate" and entry.name.endswith(_NODE_PG_SCRIPTS):
+            raise ConfigurationError(
+                f"{entry.name} is a node-pg-migrate JavaScript migration; only SQL migrations "
+                "can run here. Rewrite it as SQL (-- Up Migration / -- Down Migration)"
+            )
         if entry.name.endswith(".sql") and not entry.name.startswith("R__"):
-            if not _LEADING.match(entry.name):
+            if not LEADING.match(entry.name):
                 raise ConfigurationError(
                     f"{entry.name}: {layout} files are named VERSION_name.sql; rename it"
                 )
             chosen.append(entry)
     return chosen
-
-
-def _leading_version(name: str) -> int:
-    found = _LEADING.match(name)
-    if found is None:
-        raise ConfigurationError(f"{name}: name the file VERSION_name.sql")
-    return parse_version(name, found["version"])
 
 
 def _up_down(
@@ -255,101 +260,6 @@ def _up_down(
             )
         )
     return made
-
-
-def _goose(entry: Traversable, text: str) -> LayoutFile:
-    """Split a goose file at its annotations (goose's sqlparser: lines starting ``-- +goose``)."""
-    sections: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    no_transaction = False
-    for number, line in enumerate(text.splitlines(keepends=True), start=1):
-        found = _GOOSE.match(line.strip())
-        if found is None:
-            if current is not None:
-                current.append(line)
-            continue
-        command = found["command"]
-        if command in ("Up", "Down"):
-            if command in sections:
-                raise ConfigurationError(
-                    f"{entry.name}:{number}: a second '-- +goose {command}'; keep one"
-                )
-            current = sections.setdefault(command, [])
-        elif command == "NO TRANSACTION":
-            no_transaction = True
-        elif command in ("StatementBegin", "StatementEnd"):
-            if current is not None:
-                current.append(line)  # a comment here; pglast keeps the statement whole
-        elif command.startswith("ENVSUB"):
-            raise ConfigurationError(
-                f"{entry.name}:{number}: goose's ENVSUB (environment substitution) is not "
-                "supported here; write the values into the file"
-            )
-        else:
-            raise ConfigurationError(
-                f"{entry.name}:{number}: unknown goose annotation '-- +goose {command}'; "
-                "use Up, Down, StatementBegin, StatementEnd or NO TRANSACTION"
-            )
-    if "Up" not in sections:
-        raise ConfigurationError(
-            f"{entry.name}: a goose migration needs a '-- +goose Up' line; add it"
-        )
-    down = sections.get("Down")
-    return LayoutFile(
-        version=_leading_version(entry.name),
-        name=entry.name.removesuffix(".sql"),
-        up=entry,
-        up_sql="".join(sections["Up"]),
-        down=entry if down is not None else None,
-        down_sql=_down_with_option("".join(down), "false" if no_transaction else None)
-        if down is not None
-        else None,
-        no_transaction=no_transaction,
-    )
-
-
-def _dbmate(entry: Traversable, text: str) -> LayoutFile:
-    """Split a dbmate file at ``-- migrate:up`` / ``-- migrate:down`` (their options after)."""
-    sections: dict[str, list[str]] = {}
-    options: dict[str, str] = {}
-    current: list[str] | None = None
-    for number, line in enumerate(text.splitlines(keepends=True), start=1):
-        found = _DBMATE.match(line.strip())
-        if found is None:
-            if current is not None:
-                current.append(line)
-            continue
-        section = found["section"]
-        if section in sections:
-            raise ConfigurationError(
-                f"{entry.name}:{number}: a second '-- migrate:{section}'; keep one"
-            )
-        for option in found["options"].split():
-            key, _, value = option.partition(":")
-            if key != "transaction" or value not in ("true", "false"):
-                raise ConfigurationError(
-                    f"{entry.name}:{number}: unknown dbmate option {option!r}; dbmate's "
-                    "only option is transaction:false"
-                )
-            options[section] = value
-        current = sections.setdefault(section, [])
-    if "up" not in sections:
-        raise ConfigurationError(f"{entry.name}: a dbmate migration needs '-- migrate:up'")
-    down = sections.get("down")
-    return LayoutFile(
-        version=_leading_version(entry.name),
-        name=entry.name.removesuffix(".sql"),
-        up=entry,
-        up_sql="".join(sections["up"]),
-        down=entry if down is not None else None,
-        down_sql=_down_with_option("".join(down), options.get("down")) if down else None,
-        no_transaction=options.get("up") == "false",
-    )
-
-
-def _down_with_option(sql: str, transaction: str | None) -> str:
-    """dbmate's ``transaction:false`` on the down section, as our directive."""
-    return f"-- natlangchain: no-transaction\n{sql}" if transaction == "false" else sql
 
 
 def _flyway(files: Sequence[Traversable], texts: dict[str, str]) -> list[LayoutFile]:

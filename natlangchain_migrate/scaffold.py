@@ -47,15 +47,13 @@ def new_migration(directory: Path, name: str) -> list[Path]:
 
 def _in_layout(directory: Path, layout: str, version: int, stem: str, name: str) -> list[Path]:
     """The new migration as the folder's tool writes it (layouts.py)."""
-    if layout in ("goose", "dbmate"):
-        up, down = (
-            ("-- +goose Up", "-- +goose Down")
-            if layout == "goose"
-            else (
-                "-- migrate:up",
-                "-- migrate:down",
-            )
-        )
+    sections = {
+        "goose": ("-- +goose Up", "-- +goose Down"),
+        "dbmate": ("-- migrate:up", "-- migrate:down"),
+        "node-pg-migrate": ("-- Up Migration", "-- Down Migration"),
+    }
+    if layout in sections:
+        up, down = sections[layout]
         path = directory / f"{stem}.sql"
         path.write_text(f"{up}\n\n{down}\n\n", encoding="utf-8")
         return [path]

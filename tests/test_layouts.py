@@ -43,6 +43,19 @@ DBMATE = {
         "-- migrate:down transaction:false\nDROP INDEX CONCURRENTLY users_id;\n"
     ),
 }
+# node-pg-migrate's SQL template (templates/migration-template.sql) and its 13-digit
+# millisecond timestamps; markers in any case, as its own test reads them.
+NODE_PG = {
+    "1700000000000_users.sql": (
+        "-- Up Migration\nCREATE TABLE users (id int PRIMARY KEY);\n\n"
+        "-- Down Migration\nDROP TABLE users;\n"
+    ),
+    "1700000000001_users-index.sql": (
+        "-- up migration\n-- natlangchain: no-transaction\n"
+        "CREATE INDEX CONCURRENTLY users_id ON users (id);\n"
+        "-- DOWN MIGRATION\nDROP INDEX users_id;\n"
+    ),
+}
 FLYWAY = {
     "V1__users.sql": "CREATE TABLE users (id int PRIMARY KEY);",
     "U1__users.sql": "DROP TABLE users CASCADE;",
@@ -59,9 +72,10 @@ FLYWAY = {
         (GOOSE, [1, 2], [False, True]),
         (GOLANG_MIGRATE, [1, 2], [False, False]),
         (DBMATE, [20240101120000, 20240102120000], [False, True]),
+        (NODE_PG, [1700000000000, 1700000000001], [False, True]),
         (FLYWAY, [1, 2], [False, True]),
     ],
-    ids=["goose", "golang-migrate", "dbmate", "flyway"],
+    ids=["goose", "golang-migrate", "dbmate", "node-pg-migrate", "flyway"],
 )
 def test_each_layout_is_detected_and_maps_to_our_directives(
     tmp_path: Path, files: dict[str, str], versions: list[int], no_transaction: list[bool]
@@ -71,9 +85,10 @@ def test_each_layout_is_detected_and_maps_to_our_directives(
     assert [m.directives.no_transaction for m in loaded] == no_transaction
     assert all(m.down_sql for m in loaded)
     assert all("+goose Up" not in m.sql and "migrate:up" not in m.sql for m in loaded)
+    assert all("DROP" not in m.sql and "Migration" not in (m.down_sql or "") for m in loaded)
 
 
-@pytest.mark.parametrize("files", [GOOSE, GOLANG_MIGRATE, DBMATE, FLYWAY], ids=str)
+@pytest.mark.parametrize("files", [GOOSE, GOLANG_MIGRATE, DBMATE, NODE_PG, FLYWAY], ids=str)
 def test_each_layout_applies_rolls_back_and_applies_again(
     database_url: str, tmp_path: Path, files: dict[str, str]
 ) -> None:
@@ -95,9 +110,33 @@ def test_each_layout_applies_rolls_back_and_applies_again(
         ({"00001_a.sql": "-- +goose Up\n-- +goose Sideways\n"}, "unknown goose annotation"),
         ({"1_a.sql": "-- migrate:up foo:bar\nSELECT 1;\n"}, "unknown dbmate option"),
         ({"V1.2__a.sql": "SELECT 1;"}, "Flyway's dotted version 1.2"),
+        (
+            {"1700000000000_a.js": "exports.up = (pgm) => {};", **NODE_PG},
+            "1700000000000_a.js is a node-pg-migrate JavaScript migration",
+        ),
+        (
+            {"1_a.sql": "SELECT 1;\n-- Down Migration\nSELECT 2;\n-- Down Migration\n"},
+            "1_a.sql:4: a second '-- Down Migration'",
+        ),
+        (
+            {"1_a.sql": "SELECT 1;\n-- Down Migration\nSELECT 2;\n"},
+            "'-- Down Migration' without '-- Up Migration'",
+        ),
         ({**GOOSE, **GOLANG_MIGRATE}, "keep one layout per folder"),
+        ({**DBMATE, **NODE_PG}, "keep one layout per folder"),
     ],
-    ids=["goose-go", "goose-envsub", "goose-unknown", "dbmate-option", "flyway-dotted", "mixed"],
+    ids=[
+        "goose-go",
+        "goose-envsub",
+        "goose-unknown",
+        "dbmate-option",
+        "flyway-dotted",
+        "node-pg-js",
+        "node-pg-second",
+        "node-pg-down-only",
+        "mixed",
+        "mixed-node-pg",
+    ],
 )
 def test_what_cannot_be_honoured_is_refused_by_name(
     tmp_path: Path, files: dict[str, str], says: str
@@ -115,7 +154,7 @@ def test_a_layout_named_in_the_folders_settings_wins(tmp_path: Path) -> None:
         load_migrations(folder)
 
 
-@pytest.mark.parametrize("files", [GOOSE, DBMATE], ids=["goose", "dbmate"])
+@pytest.mark.parametrize("files", [GOOSE, DBMATE, NODE_PG], ids=["goose", "dbmate", "node-pg"])
 def test_verify_checks_the_down_sections_of_single_file_layouts(
     database_url: str, tmp_path: Path, files: dict[str, str]
 ) -> None:
@@ -131,9 +170,10 @@ def test_verify_checks_the_down_sections_of_single_file_layouts(
         (GOOSE, ["00003_notes.sql"]),
         (DBMATE, [f"{datetime.now(UTC):%Y%m%d}"]),
         (GOLANG_MIGRATE, ["003_notes.up.sql", "003_notes.down.sql"]),
+        (NODE_PG, [f"{datetime.now(UTC):%Y%m%d}"]),
         (FLYWAY, ["V3__notes.sql", "U3__notes.sql"]),
     ],
-    ids=["goose", "dbmate", "golang-migrate", "flyway"],
+    ids=["goose", "dbmate", "golang-migrate", "node-pg-migrate", "flyway"],
 )
 def test_new_writes_in_the_folders_layout(
     tmp_path: Path, files: dict[str, str], made: list[str]

@@ -1,0 +1,175 @@
+"""The layouts whose one file holds both directions in sections: goose's annotations,
+dbmate's ``-- migrate:up`` / ``-- migrate:down`` and node-pg-migrate's ``-- Up Migration`` /
+``-- Down Migration`` (layouts.py picks the layout; this splits one file).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, NamedTuple
+
+from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.versions import parse_version
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
+
+LEADING = re.compile(r"^(?P<version>\d+)_?(?P<label>[^/]*?)\.sql$")
+GOOSE_LINE = re.compile(r"^--\s*\+goose\s+(?P<command>.*?)\s*$")
+DBMATE_LINE = re.compile(r"^--\s*migrate:(?P<section>up|down)(?P<options>.*)$")
+# node-pg-migrate's own test (src/sqlMigration.ts): a line starting ``-- up migration``,
+# any case, more dashes allowed; detection asks for the marker alone on its line.
+_NODE_PG_SPLIT = re.compile(r"^\s*--[\s-]*(?P<section>up|down)\s+migration", re.IGNORECASE)
+NODE_PG_MARKER = re.compile(r"^--[\s-]*(up|down)\s+migration$", re.IGNORECASE)
+
+
+class LayoutFile(NamedTuple):
+    """One migration as a layout defines it: what discovery.py needs to make a Migration."""
+
+    version: int
+    name: str
+    up: Traversable
+    up_sql: str
+    down: Traversable | None = None
+    down_sql: str | None = None
+    no_transaction: bool = False
+
+
+def leading_version(name: str) -> int:
+    found = LEADING.match(name)
+    if found is None:
+        raise ConfigurationError(f"{name}: name the file VERSION_name.sql")
+    return parse_version(name, found["version"])
+
+
+def goose(entry: Traversable, text: str) -> LayoutFile:
+    """Split a goose file at its annotations (goose's sqlparser: lines starting ``-- +goose``)."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    no_transaction = False
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        found = GOOSE_LINE.match(line.strip())
+        if found is None:
+            if current is not None:
+                current.append(line)
+            continue
+        command = found["command"]
+        if command in ("Up", "Down"):
+            if command in sections:
+                raise ConfigurationError(
+                    f"{entry.name}:{number}: a second '-- +goose {command}'; keep one"
+                )
+            current = sections.setdefault(command, [])
+        elif command == "NO TRANSACTION":
+            no_transaction = True
+        elif command in ("StatementBegin", "StatementEnd"):
+            if current is not None:
+                current.append(line)  # a comment here; pglast keeps the statement whole
+        elif command.startswith("ENVSUB"):
+            raise ConfigurationError(
+                f"{entry.name}:{number}: goose's ENVSUB (environment substitution) is not "
+                "supported here; write the values into the file"
+            )
+        else:
+            raise ConfigurationError(
+                f"{entry.name}:{number}: unknown goose annotation '-- +goose {command}'; "
+                "use Up, Down, StatementBegin, StatementEnd or NO TRANSACTION"
+            )
+    if "Up" not in sections:
+        raise ConfigurationError(
+            f"{entry.name}: a goose migration needs a '-- +goose Up' line; add it"
+        )
+    down = sections.get("Down")
+    return LayoutFile(
+        version=leading_version(entry.name),
+        name=entry.name.removesuffix(".sql"),
+        up=entry,
+        up_sql="".join(sections["Up"]),
+        down=entry if down is not None else None,
+        down_sql=_down_with_option("".join(down), "false" if no_transaction else None)
+        if down is not None
+        else None,
+        no_transaction=no_transaction,
+    )
+
+
+def dbmate(entry: Traversable, text: str) -> LayoutFile:
+    """Split a dbmate file at ``-- migrate:up`` / ``-- migrate:down`` (their options after)."""
+    sections: dict[str, list[str]] = {}
+    options: dict[str, str] = {}
+    current: list[str] | None = None
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        found = DBMATE_LINE.match(line.strip())
+        if found is None:
+            if current is not None:
+                current.append(line)
+            continue
+        section = found["section"]
+        if section in sections:
+            raise ConfigurationError(
+                f"{entry.name}:{number}: a second '-- migrate:{section}'; keep one"
+            )
+        for option in found["options"].split():
+            key, _, value = option.partition(":")
+            if key != "transaction" or value not in ("true", "false"):
+                raise ConfigurationError(
+                    f"{entry.name}:{number}: unknown dbmate option {option!r}; dbmate's "
+                    "only option is transaction:false"
+                )
+            options[section] = value
+        current = sections.setdefault(section, [])
+    if "up" not in sections:
+        raise ConfigurationError(f"{entry.name}: a dbmate migration needs '-- migrate:up'")
+    down = sections.get("down")
+    return LayoutFile(
+        version=leading_version(entry.name),
+        name=entry.name.removesuffix(".sql"),
+        up=entry,
+        up_sql="".join(sections["up"]),
+        down=entry if down is not None else None,
+        down_sql=_down_with_option("".join(down), options.get("down")) if down else None,
+        no_transaction=options.get("up") == "false",
+    )
+
+
+def _down_with_option(sql: str, transaction: str | None) -> str:
+    """dbmate's ``transaction:false`` on the down section, as our directive."""
+    return f"-- natlangchain: no-transaction\n{sql}" if transaction == "false" else sql
+
+
+def node_pg_migrate(entry: Traversable, text: str) -> LayoutFile:
+    """Split a node-pg-migrate SQL file at ``-- Up Migration`` / ``-- Down Migration``.
+
+    As node-pg-migrate does: a file with no marker is all up. A down marker without an up
+    marker is refused (node-pg-migrate would run the down section as part of the up).
+    node-pg-migrate runs every SQL migration in a transaction: it has no marker for
+    running one outside (``pgm.noTransaction()`` is JavaScript); ours works in the up section.
+    """
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        found = _NODE_PG_SPLIT.match(line)
+        if found is None:
+            if current is not None:
+                current.append(line)
+            continue
+        section = found["section"].lower()
+        if section in sections:
+            raise ConfigurationError(
+                f"{entry.name}:{number}: a second '-- {section.title()} Migration'; keep one"
+            )
+        current = sections.setdefault(section, [])
+    if "down" in sections and "up" not in sections:
+        raise ConfigurationError(
+            f"{entry.name}: '-- Down Migration' without '-- Up Migration' above the up SQL; "
+            "add that line (node-pg-migrate would run the down section as part of the up)"
+        )
+    down = sections.get("down")
+    return LayoutFile(
+        version=leading_version(entry.name),
+        name=entry.name.removesuffix(".sql"),
+        up=entry,
+        up_sql="".join(sections["up"]) if "up" in sections else text,
+        down=entry if down is not None else None,
+        down_sql="".join(down) if down is not None else None,
+    )
