@@ -1,6 +1,7 @@
 """``adopt --from TOOL``: take over another tool's history without running anything.
 
-It reads what that tool recorded as applied (foreign.py), checks it against the files
+It reads what that tool recorded as applied (foreign.py; alembic's head revision is found
+in the files' names, alembic_export.py), checks it against the files
 (a version recorded there without a file here is reported, never guessed), and writes
 our ledger, with each file's checksum and applied_by ``adopt:TOOL``, under the migration
 lock in one transaction. The other tool's table is left as it is, so a team can go back.
@@ -14,7 +15,7 @@ from typing import NamedTuple
 
 import asyncpg
 
-from natlangchain_migrate.discovery import load_migrations
+from natlangchain_migrate.discovery import Migration, load_migrations
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.foreign import BESIDE_FOREIGN, TOOLS, read_applied
@@ -45,7 +46,9 @@ async def adopt(options: RunnerOptions, tool: str, *, dry_run: bool = False) -> 
         conn = connection.conn
         applied = await read_applied(conn, tool, options.schema)
         recorded = set(applied.versions)
-        if applied.up_to is not None:  # golang-migrate: the newest version only
+        if tool == "alembic":  # a revision, named in the files (alembic_export.py)
+            recorded = alembic_recorded(applied.heads, migrations)
+        elif applied.up_to is not None:  # golang-migrate: the newest version only
             recorded = {v for v in files if v <= applied.up_to}
             if applied.up_to and applied.up_to not in files:
                 recorded.add(applied.up_to)
@@ -71,6 +74,35 @@ async def adopt(options: RunnerOptions, tool: str, *, dry_run: bool = False) -> 
     pending = [version for version in sorted(files) if version not in recorded]
     log.info("adopted", tool=tool, table=ledger.table, versions=adopted, dry_run=dry_run)
     return AdoptReport(tool, ledger.table, adopted, pending, dry_run)
+
+
+def alembic_recorded(heads: tuple[str, ...], migrations: list[Migration]) -> set[int]:
+    """The versions alembic's head covers: the file named ``VERSION_<head>_name`` and every
+    file below it. Several heads (a branched graph) and a head with no file are refused."""
+    if len(heads) > 1:
+        raise ConfigurationError(
+            f"alembic_version holds {len(heads)} heads ({', '.join(heads)}): a branched "
+            "revision graph has no single order; merge them (alembic merge heads, then "
+            "alembic upgrade head), export again and adopt; nothing was written"
+        )
+    if not heads:
+        return set()
+    (head,) = heads
+    carrying = [m for m in migrations if revision_of(m.name) == head]
+    if not carrying:
+        raise ConfigurationError(
+            f"alembic's head revision {head} has no file here named VERSION_{head}_name.sql; "
+            "export the revisions (natlangchain-migrate adopt --from alembic --export-from "
+            "alembic.ini), then adopt again; nothing was written"
+        )
+    return {m.version for m in migrations if m.version <= carrying[0].version}
+
+
+def revision_of(name: str) -> str | None:
+    """The alembic revision a file's name carries: ``003_ae1027a6acf_add_users`` ->
+    ``ae1027a6acf`` (None for a name without one)."""
+    parts = name.split("_", 2)
+    return parts[1] if len(parts) > 1 and parts[1] else None
 
 
 async def _refuse_existing(conn: asyncpg.Connection, ledger: Ledger, tool: str) -> None:

@@ -11,6 +11,8 @@ Each tool's table and what counts as applied in it, from the tool's own source:
 - sqlx: ``_sqlx_migrations (version, description, success, checksum, ...)``, successful;
 - yoyo: ``_yoyo_migration (migration_hash, migration_id, applied_at_utc)``;
 - node-pg-migrate: ``pgmigrations (id, name, run_on)``, name the file's stem;
+- alembic: ``alembic_version (version_num)``, one row per head of its revision graph: the
+  head's file and every file below it are applied (adopt.py maps revisions to files);
 - the seed's: ``schema_migrations (version integer, name, applied_at)``.
 
 dbmate's and golang-migrate's table has our ledger's name; adopting one leaves it as it
@@ -29,13 +31,24 @@ from natlangchain_migrate.sqltext import quote_ident
 
 # Our ledger's name when another tool's table already has ours (schema_migrations).
 BESIDE_FOREIGN = "natlangchain_migrations"
-TOOLS = ("dbmate", "golang-migrate", "goose", "flyway", "sqlx", "yoyo", "node-pg-migrate", "seed")
+TOOLS = (
+    "dbmate",
+    "golang-migrate",
+    "goose",
+    "flyway",
+    "sqlx",
+    "yoyo",
+    "node-pg-migrate",
+    "alembic",
+    "seed",
+)
 _TABLES = {
     "goose": "goose_db_version",
     "flyway": "flyway_schema_history",
     "sqlx": "_sqlx_migrations",
     "yoyo": "_yoyo_migration",
     "node-pg-migrate": "pgmigrations",
+    "alembic": "alembic_version",
 }
 _LEADING_DIGITS = re.compile(r"^(\d+)")
 
@@ -53,6 +66,7 @@ class ForeignApplied(NamedTuple):
     versions: frozenset[int]
     up_to: int | None = None  # golang-migrate: every version up to this one
     names: tuple[str, ...] = ()  # rows whose version could not be read (reported)
+    heads: tuple[str, ...] = ()  # alembic: the revisions its version table holds
 
 
 def schema_migrations_tool(columns: set[str]) -> str | None:
@@ -124,6 +138,9 @@ async def read_applied(conn: asyncpg.Connection, tool: str, schema: str) -> Fore
         rows = await conn.fetch(query)
         applied = [r["v"] for r in rows if r["success"] and r["type"] != "UNDO_SQL"]
         return _from_names(applied)
+    if tool == "alembic":
+        rows = await conn.fetch(f"SELECT version_num FROM {qualified} ORDER BY 1")
+        return ForeignApplied(frozenset(), heads=tuple(r["version_num"] for r in rows))
     if tool == "sqlx":
         rows = await conn.fetch(f"SELECT version FROM {qualified} WHERE success")
         return ForeignApplied(frozenset(int(r["version"]) for r in rows))

@@ -9,11 +9,14 @@ import asyncio
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from harness.servers.sql import execute
 from natlangchain_migrate.errors import ExitCode
+from natlangchain_migrate.schema_dump import dump_schema
 from tests.conftest import run_cli, table_names, write_migrations
 from tests.registry_tools import npm_packages
 
@@ -97,3 +100,164 @@ def test_real_node_pg_migrate_history_is_adopted_and_ours_goes_on(
     assert asyncio.run(_rows(database_url, "SELECT id, name FROM pgmigrations ORDER BY id")) == (
         theirs
     )
+
+
+# Three alembic revisions as a team writes them: op.create_table, op.execute, op.add_column
+# (revision: its down revision, message, upgrade and downgrade bodies).
+Revision = tuple[str | None, str, str, str]
+ALEMBIC_REVISIONS: dict[str, Revision] = {
+    "a1b2c3d4e5f6": (
+        None,
+        "create accounts",
+        "op.create_table('accounts', sa.Column('id', sa.Integer, primary_key=True), "
+        "sa.Column('email', sa.String(200), nullable=False))",
+        "op.drop_table('accounts')",
+    ),
+    "b2c3d4e5f6a7": (
+        "a1b2c3d4e5f6",
+        "accounts email index",
+        "op.execute('CREATE UNIQUE INDEX accounts_email ON accounts (lower(email))')",
+        "op.execute('DROP INDEX accounts_email')",
+    ),
+    "c3d4e5f6a7b8": (
+        "b2c3d4e5f6a7",
+        "add accounts created",
+        "op.add_column('accounts', sa.Column('created', sa.DateTime, "
+        "server_default=sa.text('now()')))",
+        "op.drop_column('accounts', 'created')",
+    ),
+}
+
+
+def _alembic_project(root: Path, url: str, revisions: dict[str, Revision]) -> Path:
+    """An alembic project made by ``alembic init`` with ``revisions`` written into it."""
+    from alembic import command
+    from alembic.config import Config
+
+    ini = root / "alembic.ini"
+    config = Config(str(ini))
+    command.init(config, str(root / "alembic"))
+    text = ini.read_text().replace(
+        "sqlalchemy.url = driver://user:pass@localhost/dbname",
+        "sqlalchemy.url = " + url.replace("postgresql://", "postgresql+psycopg://", 1),
+    )
+    ini.write_text(text.replace("%", "%%") if "%" in url else text)
+    for revision, (down, message, up_code, down_code) in revisions.items():
+        (root / "alembic" / "versions" / f"{revision}_x.py").write_text(
+            f'"""{message}"""\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
+            f"revision = {revision!r}\ndown_revision = {down!r}\n"
+            "branch_labels = None\ndepends_on = None\n\n\n"
+            f"def upgrade():\n    {up_code}\n\n\ndef downgrade():\n    {down_code}\n"
+        )
+    return ini
+
+
+def _alembic(ini: Path, *args: str) -> None:
+    alembic = Path(sys.executable).with_name("alembic")
+    done = subprocess.run(
+        [str(alembic), "-c", str(ini), *args], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_real_alembic_history_is_exported_adopted_and_ours_goes_on(
+    database_url: str, tmp_path: Path
+) -> None:
+    pytest.importorskip("alembic")
+    pytest.importorskip("psycopg")
+    ini = _alembic_project(tmp_path / "project", database_url, ALEMBIC_REVISIONS)
+    _alembic(ini, "upgrade", "head")
+    theirs = asyncio.run(_rows(database_url, "SELECT version_num FROM alembic_version"))
+    assert theirs == [("c3d4e5f6a7b8",)]
+    folder = tmp_path / "migrations"
+    flags = ("--migrations-dir", str(folder))
+    exported = run_cli(
+        "adopt", "--from", "alembic", "--export-from", str(ini), *flags, database_url=None
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert "Exported 3 alembic revision(s)" in exported.stdout
+    names = sorted(path.name for path in folder.iterdir())
+    assert names[:2] == [
+        "001_a1b2c3d4e5f6_create_accounts.down.sql",
+        "001_a1b2c3d4e5f6_create_accounts.sql",
+    ]
+    assert len(names) == 6
+    assert all("alembic_version" not in (folder / name).read_text() for name in names)
+    assert all("COMMIT" not in (folder / name).read_text() for name in names)
+    met = run_cli(*flags, database_url=database_url)
+    assert met.returncode == ExitCode.USAGE, met.stderr
+    assert "alembic's ledger public.alembic_version" in met.stderr
+    assert "adopt --from alembic" in met.stderr
+    done = run_cli("adopt", "--from", "alembic", *flags, database_url=database_url)
+    assert done.returncode == 0, done.stderr
+    assert "recorded 3 migration(s)" in done.stdout
+    write_migrations(
+        folder,
+        {
+            "004_orders.sql": "CREATE TABLE orders (id int PRIMARY KEY, account_id int "
+            "REFERENCES accounts);",
+            "004_orders.down.sql": "DROP TABLE orders;",
+        },
+    )
+    assert run_cli(*flags, database_url=database_url).returncode == 0
+    first = asyncio.run(dump_schema(database_url))
+    for step in (("--rollback", "--to", "0"), ()):  # the exported downs undo alembic's steps
+        result = run_cli(*step, *flags, database_url=database_url)
+        assert result.returncode == 0, result.stderr
+    assert asyncio.run(dump_schema(database_url)) == first
+    assert asyncio.run(_rows(database_url, "SELECT version_num FROM alembic_version")) == theirs
+
+
+@pytest.mark.parametrize(
+    ("heads", "says"),
+    [
+        ("('a1b2c3d4e5f6'), ('b2c3d4e5f6a7')", "alembic_version holds 2 heads"),
+        ("('ffffffffffff')", "alembic's head revision ffffffffffff has no file here"),
+    ],
+    ids=["several-heads", "head-without-file"],
+)
+def test_alembic_heads_that_name_no_single_file_are_refused(
+    database_url: str, tmp_path: Path, heads: str, says: str
+) -> None:
+    folder = write_migrations(
+        tmp_path / "m",
+        {
+            "001_a1b2c3d4e5f6_create.sql": "CREATE TABLE a (id int);",
+            "002_b2c3d4e5f6a7_more.sql": "CREATE TABLE b (id int);",
+        },
+    )
+    asyncio.run(
+        execute(
+            database_url,
+            (
+                "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY); "
+                f"INSERT INTO alembic_version VALUES {heads};"
+            ),
+        )
+    )
+    result = run_cli(
+        "adopt", "--from", "alembic", "--migrations-dir", str(folder), database_url=database_url
+    )
+    assert result.returncode == ExitCode.USAGE
+    assert says in result.stderr
+    assert "nothing was written" in result.stderr
+
+
+def test_a_branched_alembic_history_is_refused_before_export(tmp_path: Path) -> None:
+    pytest.importorskip("alembic")
+    branched = {**ALEMBIC_REVISIONS, "d4e5f6a7b8c9": ("a1b2c3d4e5f6", "side", "pass", "pass")}
+    ini = _alembic_project(tmp_path / "project", "postgresql://", branched)
+    folder = tmp_path / "m"
+    result = run_cli(
+        "adopt",
+        "--from",
+        "alembic",
+        "--export-from",
+        str(ini),
+        "--migrations-dir",
+        str(folder),
+        database_url=None,
+    )
+    assert result.returncode == ExitCode.USAGE
+    assert "the alembic history has 2 heads" in result.stderr
+    assert not folder.exists() or not any(folder.iterdir())

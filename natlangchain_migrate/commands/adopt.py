@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from natlangchain_migrate.commands import PROG, usage_error
@@ -31,6 +32,13 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--from", dest="tool", required=True, choices=TOOLS, metavar="TOOL")
     parser.add_argument("--dry-run", action="store_true", help="say what would be recorded")
+    parser.add_argument(
+        "--export-from",
+        type=Path,
+        metavar="ALEMBIC_INI",
+        help="with --from alembic: write each revision's SQL (alembic's offline mode) into "
+        "--migrations-dir as NNN_<revision>_<message>.sql and .down.sql, touching no database",
+    )
     add_database_flags(parser)
     add_lock_flags(parser, namespace_and_mode=False)
     add_log_flags(parser)
@@ -38,6 +46,8 @@ def main(argv: list[str]) -> int:
     problem = log_format_problem(args.log_format)
     if problem:
         return usage_error(problem)
+    if args.export_from is not None:
+        return _export(args)
     report, code = run_logged(args, lambda: _adopt(args))
     if report is None:
         return code
@@ -46,6 +56,26 @@ def main(argv: list[str]) -> int:
     print(
         f"Adopt from {report.tool}: {verb} {len(report.adopted)} migration(s) in "
         f"{report.table} (newest {newest}); {len(report.pending)} pending"
+    )
+    return ExitCode.OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    """alembic's revisions as files (alembic_export.py); the database is not touched."""
+    if args.tool != "alembic":
+        return usage_error("--export-from is for --from alembic")
+    if args.migrations_dir is None:
+        return usage_error("--export-from needs --migrations-dir, the folder to write into")
+    from natlangchain_migrate.alembic_export import export_alembic
+    from natlangchain_migrate.errors import ConfigurationError
+
+    try:
+        written = export_alembic(args.export_from, args.migrations_dir)
+    except ConfigurationError as error:
+        return usage_error(str(error))
+    print(
+        f"Exported {len(written) // 2} alembic revision(s) into {args.migrations_dir}; "
+        f"adopt them with: {PROG} adopt --from alembic --migrations-dir {args.migrations_dir}"
     )
     return ExitCode.OK
 
