@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from natlangchain_migrate.durations import is_duration
 from natlangchain_migrate.errors import ConfigurationError
-from natlangchain_migrate.layouts import NATIVE, folder_settings, listed_layout
+from natlangchain_migrate.layouts import (
+    NATIVE,
+    folder_settings,
+    listed_layout,
+    nested_migrations,
+)
 from natlangchain_migrate.versions import check_styles, parse_version
 
 if TYPE_CHECKING:
@@ -141,8 +146,12 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
     check_folder(folder)
     settings = folder_settings(folder)
     try:
+        entries = list(folder.iterdir())
         listed = sorted(
-            (e for e in folder.iterdir() if e.name.lower().endswith(_LISTED)),
+            [
+                *(e for e in entries if e.name.lower().endswith(_LISTED)),
+                *nested_migrations(entries),
+            ],
             key=lambda item: item.name,
         )
     except OSError as error:

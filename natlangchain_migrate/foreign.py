@@ -11,6 +11,8 @@ Each tool's table and what counts as applied in it, from the tool's own source:
 - sqlx: ``_sqlx_migrations (version, description, success, checksum, ...)``, successful;
 - yoyo: ``_yoyo_migration (migration_hash, migration_id, applied_at_utc)``;
 - node-pg-migrate: ``pgmigrations (id, name, run_on)``, name the file's stem;
+- prisma: ``_prisma_migrations (id, checksum, finished_at, migration_name, logs,
+  rolled_back_at, started_at, applied_steps_count)``, finished and not rolled back;
 - alembic: ``alembic_version (version_num)``, one row per head of its revision graph: the
   head's file and every file below it are applied (adopt.py maps revisions to files);
 - the seed's: ``schema_migrations (version integer, name, applied_at)``.
@@ -39,6 +41,7 @@ TOOLS = (
     "sqlx",
     "yoyo",
     "node-pg-migrate",
+    "prisma",
     "alembic",
     "seed",
 )
@@ -48,6 +51,7 @@ _TABLES = {
     "sqlx": "_sqlx_migrations",
     "yoyo": "_yoyo_migration",
     "node-pg-migrate": "pgmigrations",
+    "prisma": "_prisma_migrations",
     "alembic": "alembic_version",
 }
 _LEADING_DIGITS = re.compile(r"^(\d+)")
@@ -141,6 +145,12 @@ async def read_applied(conn: asyncpg.Connection, tool: str, schema: str) -> Fore
     if tool == "alembic":
         rows = await conn.fetch(f"SELECT version_num FROM {qualified} ORDER BY 1")
         return ForeignApplied(frozenset(), heads=tuple(r["version_num"] for r in rows))
+    if tool == "prisma":
+        rows = await conn.fetch(
+            f"SELECT migration_name FROM {qualified} "
+            "WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL"
+        )
+        return _from_names([r["migration_name"] for r in rows])
     if tool == "sqlx":
         rows = await conn.fetch(f"SELECT version FROM {qualified} WHERE success")
         return ForeignApplied(frozenset(int(r["version"]) for r in rows))

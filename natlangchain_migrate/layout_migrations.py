@@ -39,17 +39,29 @@ def from_layout(
 
 
 def _layout_migration(item: LayoutFile) -> discovery.Migration:
-    directives = discovery.parse_directives(item.up.name, item.up_sql)
-    if item.no_transaction:
+    filename = item.filename or item.up.name
+    directives = discovery.parse_directives(filename, item.up_sql)
+    if item.no_transaction or _runs_alone(filename, item, directives):
         directives = directives._replace(no_transaction=True)
     single_file = item.down is item.up
     return discovery.Migration(
         version=item.version,
         name=item.name,
-        filename=item.up.name,
+        filename=filename,
         sql=item.up_sql,
         checksum=discovery.checksum(item.up_sql),
         down_file=item.down,
         directives=directives,
         down_section=item.down_sql if single_file else None,
     )
+
+
+def _runs_alone(filename: str, item: LayoutFile, directives: discovery.Directives) -> bool:
+    """prisma sends a file as one batch: a file of one statement that PostgreSQL refuses in
+    a transaction (``CREATE INDEX CONCURRENTLY``) runs outside one there, and so here."""
+    if item.filename is None or directives.no_transaction:
+        return False
+    from natlangchain_migrate.statements import split_statements
+
+    statements = split_statements(filename, item.up_sql)
+    return len(statements) == 1 and statements[0].autocommit

@@ -33,6 +33,7 @@ class LayoutFile(NamedTuple):
     down: Traversable | None = None
     down_sql: str | None = None
     no_transaction: bool = False
+    filename: str | None = None  # when the file's own name is not unique (prisma's)
 
 
 def leading_version(name: str) -> int:

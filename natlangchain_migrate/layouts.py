@@ -13,6 +13,9 @@ A folder is in one layout, detected from its files or named in the folder's
 - ``dbmate``: ``-- migrate:up`` / ``-- migrate:down`` sections, ``transaction:false``;
 - ``node-pg-migrate``: SQL files with ``-- Up Migration`` / ``-- Down Migration`` sections
   (it has no no-transaction marker for SQL); its JavaScript migrations are refused by name;
+- ``prisma``: a folder per migration, ``<timestamp>_<name>/migration.sql``, and the
+  ``down.sql`` its docs write beside it; a file of one statement that cannot run in a
+  transaction (``CREATE INDEX CONCURRENTLY``) runs outside one, as prisma runs it;
 - ``flyway``: ``V<n>__desc.sql``, its undo ``U<n>__desc.sql`` and ``R__desc.sql``
   (repeatables.py); ``V<n>__desc.sql.conf`` with ``executeInTransaction=false``.
 
@@ -26,7 +29,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.layout_sections import (
@@ -47,7 +50,19 @@ if TYPE_CHECKING:
 
 SETTINGS_FILE = "natlangchain-migrate.toml"
 NATIVE = "natlangchain"
-LAYOUTS = (NATIVE, "golang-migrate", "sqlx", "goose", "dbmate", "node-pg-migrate", "flyway")
+LAYOUTS = (
+    NATIVE,
+    "golang-migrate",
+    "sqlx",
+    "goose",
+    "dbmate",
+    "node-pg-migrate",
+    "flyway",
+    "prisma",
+)
+# prisma's migration, read from its folder (layout_migrations.py lists it under this name).
+_PRISMA_UP = "/migration.sql"
+_PRISMA_DIR = re.compile(r"^(?P<version>\d+)_(?P<label>[^/]+)$")
 # node-pg-migrate's JavaScript and TypeScript migrations (src/migrationLoader.ts).
 _NODE_PG_SCRIPTS = (".js", ".ts", ".cjs", ".mjs", ".cts", ".mts")
 _KEYS = {"layout", "mixed-versions"}
@@ -65,6 +80,43 @@ class FolderSettings(NamedTuple):
 
 
 Reader = Callable[["Traversable"], str]
+
+
+class Nested(NamedTuple):
+    """A file one folder down (prisma's ``<version>_<name>/migration.sql``), named by its
+    path from the migrations folder so that names stay unique."""
+
+    entry: Traversable
+    name: str
+
+    def open(self, mode: str = "r", encoding: str | None = None) -> Any:
+        return self.entry.open("rb") if mode == "rb" else self.entry.open("r", encoding=encoding)
+
+    def read_text(self, encoding: str | None = None) -> str:
+        return self.entry.read_text(encoding)
+
+    def read_bytes(self) -> bytes:
+        return self.entry.read_bytes()
+
+    def is_file(self) -> bool:
+        return True
+
+    def is_dir(self) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return str(self.entry)
+
+
+def nested_migrations(entries: Sequence[Traversable]) -> list[Traversable]:
+    """prisma's ``migration.sql`` and ``down.sql`` in the folders named ``<version>_<name>``."""
+    found: list[Traversable] = []
+    for entry in entries:
+        if entry.name[:1].isdigit() and "." not in entry.name and entry.is_dir():
+            for child in ("migration.sql", "down.sql"):
+                if (entry / child).is_file():
+                    found.append(Nested(entry / child, f"{entry.name}/{child}"))  # type: ignore[arg-type]
+    return found
 
 
 def folder_settings(folder: Traversable) -> FolderSettings:
@@ -100,6 +152,8 @@ def detect_layout(files: Sequence[Traversable], texts: dict[str, str]) -> str:
         name, text = entry.name, texts.get(entry.name, "")
         if name.endswith(".go") and name[:1].isdigit():
             marks.setdefault("goose", name)
+        elif name.endswith(_PRISMA_UP):
+            marks.setdefault("prisma", name)
         elif name.endswith(_NODE_PG_SCRIPTS) and name[:1].isdigit():
             marks.setdefault("node-pg-migrate", name)
         elif not name.endswith(".sql"):
@@ -136,7 +190,9 @@ def listed_layout(listed: Sequence[Traversable], settings: FolderSettings) -> st
 def folder_layout(directory: Path) -> str:
     """The layout a folder on disk is written in (its settings, else its files)."""
     settings = folder_settings(directory)
-    return listed_layout(sorted(directory.iterdir(), key=lambda item: item.name), settings)
+    entries: list[Traversable] = list(directory.iterdir())
+    listed = sorted([*entries, *nested_migrations(entries)], key=lambda item: item.name)
+    return listed_layout(listed, settings)
 
 
 _HEAD_BYTES = 64 * 1024
@@ -172,6 +228,8 @@ def read_layout(
         found = [dbmate(entry, texts[entry.name]) for entry in _versioned(files, layout)]
     elif layout == "node-pg-migrate":
         found = [node_pg_migrate(e, texts[e.name]) for e in _versioned(files, layout)]
+    elif layout == "prisma":
+        found = _prisma(files, texts)
     else:
         found = _flyway(files, texts)
     seen: dict[int, str] = {}
@@ -307,4 +365,38 @@ def _flyway(files: Sequence[Traversable], texts: dict[str, str]) -> list[LayoutF
                 f"{undo.name} undoes version {version}, which has no V file; add it or "
                 "remove the file"
             )
+    return made
+
+
+def _prisma(files: Sequence[Traversable], texts: dict[str, str]) -> list[LayoutFile]:
+    """prisma's folders: ``<version>_<name>/migration.sql`` (listed by that name), and
+    ``down.sql`` beside it when the team wrote one (prisma's docs on down migrations)."""
+    made = []
+    for entry in files:
+        if not entry.name.endswith(_PRISMA_UP):
+            if entry.name.endswith(".sql") and "/" not in entry.name:
+                raise ConfigurationError(
+                    f"{entry.name}: a prisma folder holds one folder per migration "
+                    "(<timestamp>_<name>/migration.sql); move the file into one"
+                )
+            continue
+        folder = entry.name.removesuffix(_PRISMA_UP)
+        found = _PRISMA_DIR.match(folder)
+        if found is None:
+            raise ConfigurationError(
+                f"{entry.name}: prisma migration folders are named <timestamp>_<name>; rename it"
+            )
+        down_name = f"{folder}/down.sql"
+        down = next((e for e in files if e.name == down_name), None)
+        made.append(
+            LayoutFile(
+                version=parse_version(entry.name, found["version"]),
+                name=folder,
+                up=entry,
+                up_sql=texts[entry.name],
+                down=down,
+                down_sql=texts[down_name] if down is not None else None,
+                filename=entry.name,
+            )
+        )
     return made

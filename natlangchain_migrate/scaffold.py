@@ -30,7 +30,8 @@ def new_migration(directory: Path, name: str) -> list[Path]:
             f"migrations directory {directory} does not exist; create it first "
             f"(mkdir -p {directory}) or correct --migrations-dir"
         )
-    existing = load_migrations(directory) if any(directory.glob("*.sql")) else []
+    has_files = any(directory.glob("*.sql")) or any(directory.glob("*/migration.sql"))
+    existing = load_migrations(directory) if has_files else []
     width = max(3, len(existing[-1].filename.split("_", 1)[0]) if existing else 3)
     # The folder's style goes on: the next number, or the UTC time in a timestamped one.
     version = next_version([m.version for m in existing], width)
@@ -57,7 +58,10 @@ def _in_layout(directory: Path, layout: str, version: int, stem: str, name: str)
         path = directory / f"{stem}.sql"
         path.write_text(f"{up}\n\n{down}\n\n", encoding="utf-8")
         return [path]
-    if layout == "flyway":
+    if layout == "prisma":  # its folder, and the down.sql its docs put beside it
+        (directory / stem).mkdir()
+        pair = [directory / stem / "migration.sql", directory / stem / "down.sql"]
+    elif layout == "flyway":
         pair = [directory / f"V{version}__{name}.sql", directory / f"U{version}__{name}.sql"]
     else:
         pair = [directory / f"{stem}.up.sql", directory / f"{stem}.down.sql"]

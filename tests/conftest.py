@@ -137,6 +137,7 @@ def log_events(stderr: str) -> list[dict[str, Any]]:
 def write_migrations(directory: Path, files: dict[str, str]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)  # prisma's folders
         (directory / name).write_text(text, encoding="utf-8")
     return directory
 

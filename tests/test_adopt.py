@@ -8,6 +8,8 @@ ledgers are created from each tool's own DDL, in the tool's source:
 - Flyway: flyway/flyway, flyway-database-postgresql .../postgresql/createMetaDataTable.sql;
 - sqlx: launchbadge/sqlx, sqlx-postgres/src/migrate.rs (ensure_migrations_table);
 - node-pg-migrate: salsita/node-pg-migrate, src/runner.ts (the migrations table);
+- prisma: prisma/prisma-engines, the schema engine's PostgreSQL flavour (its
+  _prisma_migrations table, as `prisma migrate` creates it);
 - the seed: NatLangChain's migrate.py (version integer, name, applied_at).
 """
 
@@ -66,6 +68,15 @@ LEDGERS = {
         "run_on timestamp NOT NULL); INSERT INTO pgmigrations (name, run_on) VALUES "
         "('001_users', now()), ('002_orders', now());"
     ),
+    "prisma": (
+        'CREATE TABLE "_prisma_migrations" ("id" VARCHAR(36) PRIMARY KEY NOT NULL, "checksum" '
+        'VARCHAR(64) NOT NULL, "finished_at" TIMESTAMPTZ, "migration_name" VARCHAR(255) NOT '
+        'NULL, "logs" TEXT, "rolled_back_at" TIMESTAMPTZ, "started_at" TIMESTAMPTZ NOT NULL '
+        'DEFAULT now(), "applied_steps_count" INTEGER NOT NULL DEFAULT 0); INSERT INTO '
+        "_prisma_migrations (id, checksum, finished_at, migration_name, rolled_back_at) VALUES "
+        "('a', 'x', now(), '001_users', NULL), ('b', 'x', now(), '002_orders', NULL), "
+        "('c', 'x', NULL, '003_notes', NULL), ('d', 'x', now(), '003_notes', now());"
+    ),
     "seed": (
         "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name varchar(255) NOT "
         "NULL, applied_at timestamptz DEFAULT CURRENT_TIMESTAMP); INSERT INTO "
@@ -78,6 +89,7 @@ TOOL_TABLE = {
     "flyway": "flyway_schema_history",
     "sqlx": "_sqlx_migrations",
     "node-pg-migrate": "pgmigrations",
+    "prisma": "_prisma_migrations",
     "seed": "schema_migrations",
 }
 

@@ -56,6 +56,17 @@ NODE_PG = {
         "-- DOWN MIGRATION\nDROP INDEX users_id;\n"
     ),
 }
+# prisma's folders (prisma migrate dev writes them), with the down.sql its docs describe; a
+# one-statement CREATE INDEX CONCURRENTLY runs outside a transaction, as prisma runs it.
+PRISMA = {
+    "20240101120000_users/migration.sql": "CREATE TABLE users (id int PRIMARY KEY);\n",
+    "20240101120000_users/down.sql": "DROP TABLE users;\n",
+    "20240102120000_users_index/migration.sql": (
+        "-- CreateIndex\nCREATE INDEX CONCURRENTLY users_id ON users (id);\n"
+    ),
+    "20240102120000_users_index/down.sql": "DROP INDEX users_id;\n",
+    "migration_lock.toml": 'provider = "postgresql"\n',
+}
 FLYWAY = {
     "V1__users.sql": "CREATE TABLE users (id int PRIMARY KEY);",
     "U1__users.sql": "DROP TABLE users CASCADE;",
@@ -74,8 +85,9 @@ FLYWAY = {
         (DBMATE, [20240101120000, 20240102120000], [False, True]),
         (NODE_PG, [1700000000000, 1700000000001], [False, True]),
         (FLYWAY, [1, 2], [False, True]),
+        (PRISMA, [20240101120000, 20240102120000], [False, True]),
     ],
-    ids=["goose", "golang-migrate", "dbmate", "node-pg-migrate", "flyway"],
+    ids=["goose", "golang-migrate", "dbmate", "node-pg-migrate", "flyway", "prisma"],
 )
 def test_each_layout_is_detected_and_maps_to_our_directives(
     tmp_path: Path, files: dict[str, str], versions: list[int], no_transaction: list[bool]
@@ -88,7 +100,7 @@ def test_each_layout_is_detected_and_maps_to_our_directives(
     assert all("DROP" not in m.sql and "Migration" not in (m.down_sql or "") for m in loaded)
 
 
-@pytest.mark.parametrize("files", [GOOSE, GOLANG_MIGRATE, DBMATE, NODE_PG, FLYWAY], ids=str)
+@pytest.mark.parametrize("files", [GOOSE, GOLANG_MIGRATE, DBMATE, NODE_PG, FLYWAY, PRISMA], ids=str)
 def test_each_layout_applies_rolls_back_and_applies_again(
     database_url: str, tmp_path: Path, files: dict[str, str]
 ) -> None:
@@ -124,6 +136,14 @@ def test_each_layout_applies_rolls_back_and_applies_again(
         ),
         ({**GOOSE, **GOLANG_MIGRATE}, "keep one layout per folder"),
         ({**DBMATE, **NODE_PG}, "keep one layout per folder"),
+        (
+            {**PRISMA, "20240103120000_x.sql": "SELECT 1;"},
+            "20240103120000_x.sql: a prisma folder holds one folder per migration",
+        ),
+        (
+            {**PRISMA, "20240101120000_orders/migration.sql": "SELECT 1;"},
+            "both have version 20240101120000",
+        ),
     ],
     ids=[
         "goose-go",
@@ -136,6 +156,8 @@ def test_each_layout_applies_rolls_back_and_applies_again(
         "node-pg-down-only",
         "mixed",
         "mixed-node-pg",
+        "prisma-loose-file",
+        "prisma-same-timestamp",
     ],
 )
 def test_what_cannot_be_honoured_is_refused_by_name(
@@ -172,8 +194,9 @@ def test_verify_checks_the_down_sections_of_single_file_layouts(
         (GOLANG_MIGRATE, ["003_notes.up.sql", "003_notes.down.sql"]),
         (NODE_PG, [f"{datetime.now(UTC):%Y%m%d}"]),
         (FLYWAY, ["V3__notes.sql", "U3__notes.sql"]),
+        (PRISMA, ["migration.sql", "down.sql"]),
     ],
-    ids=["goose", "dbmate", "golang-migrate", "node-pg-migrate", "flyway"],
+    ids=["goose", "dbmate", "golang-migrate", "node-pg-migrate", "flyway", "prisma"],
 )
 def test_new_writes_in_the_folders_layout(
     tmp_path: Path, files: dict[str, str], made: list[str]

@@ -261,3 +261,50 @@ def test_a_branched_alembic_history_is_refused_before_export(tmp_path: Path) -> 
     assert result.returncode == ExitCode.USAGE
     assert "the alembic history has 2 heads" in result.stderr
     assert not folder.exists() or not any(folder.iterdir())
+
+
+def _renumber_as_told(folder: Path) -> list[str]:
+    """What the refusals tell a team to do: a folder sharing its timestamp with an earlier
+    one takes the next free second; an 8-digit date (YYYYMMDD) gets its time, 000000."""
+    seen: set[int] = set()
+    renamed = []
+    for path in sorted(p for p in folder.iterdir() if p.is_dir()):
+        digits, _, rest = path.name.partition("_")
+        version = int(digits.ljust(14, "0"))
+        while version in seen:
+            version += 1
+        seen.add(version)
+        if f"{version}_{rest}" != path.name:
+            path.rename(folder / f"{version}_{rest}")
+            renamed.append(path.name)
+    return renamed
+
+
+def test_public_prisma_history_applies_and_reapplies_in_timestamp_form(
+    database_url: str, tmp_path: Path
+) -> None:
+    """LiteLLM's prisma history as litellm-proxy-extras (PyPI, BerriAI/litellm) ships it:
+    220 folders ``<14-digit timestamp>_<name>/migration.sql``, written by others since 2025,
+    with one-statement CREATE INDEX CONCURRENTLY files. It has no down files (prisma writes
+    none), so it cannot be rolled back: it is applied, reset and applied again instead."""
+    extras = pytest.importorskip("litellm_proxy_extras")
+    folder = tmp_path / "migrations"
+    shutil.copytree(Path(extras.__file__).parent / "migrations", folder)
+    flags = ("--migrations-dir", str(folder))
+    refused = run_cli("--status", *flags, database_url=database_url)
+    assert refused.returncode == ExitCode.USAGE
+    assert "both have version" in refused.stderr  # prisma keys by name; two share a second
+    assert len(_renumber_as_told(folder)) >= 2
+    count = sum(1 for path in folder.iterdir() if path.is_dir())
+    up = run_cli(*flags, database_url=database_url, timeout=600)
+    assert up.returncode == 0, up.stderr[-3000:]
+    assert f'"applied_count": {count},' in up.stderr, up.stderr[-500:]
+    status = run_cli("--status", *flags, database_url=database_url)
+    assert "20250326162113_baseline: APPLIED" in status.stdout, status.stdout[-2000:]
+    assert run_cli("--check", *flags, database_url=database_url).returncode == 0
+    first = asyncio.run(dump_schema(database_url))
+    reset = "DROP SCHEMA public CASCADE; CREATE SCHEMA public; COMMENT ON SCHEMA public IS "
+    asyncio.run(execute(database_url, reset + "'standard public schema';"))
+    again = run_cli(*flags, database_url=database_url, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert asyncio.run(dump_schema(database_url)) == first
