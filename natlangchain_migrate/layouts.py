@@ -154,6 +154,8 @@ def detect_layout(files: Sequence[Traversable], texts: dict[str, str]) -> str:
             marks.setdefault("goose", name)
         elif name.endswith(_PRISMA_UP):
             marks.setdefault("prisma", name)
+        elif "/" in name:  # prisma's down.sql: its text is the team's, not a layout's mark
+            continue
         elif name.endswith(_NODE_PG_SCRIPTS) and name[:1].isdigit():
             marks.setdefault("node-pg-migrate", name)
         elif not name.endswith(".sql"):

@@ -167,6 +167,17 @@ def test_what_cannot_be_honoured_is_refused_by_name(
         load_migrations(write_migrations(tmp_path / "m", files))
 
 
+def test_a_prisma_down_file_is_not_read_for_another_tools_marks(tmp_path: Path) -> None:
+    down = "-- Down Migration\n-- migrate:down\nDROP TABLE users;\n"
+    files = {**PRISMA, "20240101120000_users/down.sql": down}
+    loaded = load_migrations(write_migrations(tmp_path / "m", files))
+    assert [m.filename for m in loaded] == [
+        "20240101120000_users/migration.sql",
+        "20240102120000_users_index/migration.sql",
+    ]
+    assert loaded[0].down_sql == down
+
+
 def test_a_layout_named_in_the_folders_settings_wins(tmp_path: Path) -> None:
     folder = write_migrations(tmp_path / "m", {"1_a.up.sql": "SELECT 1;", "2_b.sql": "SELECT 2;"})
     (folder / "natlangchain-migrate.toml").write_text('layout = "sqlx"\n')
