@@ -51,7 +51,9 @@ def npm_packages(*specs: str) -> Path:
                 timeout=240,
             )
             if installed.returncode != 0:
-                reason = (installed.stderr.strip().splitlines() or ["no output"])[-1]
+                lines = installed.stderr.strip().splitlines()
+                causes = [line for line in lines if "error" in line and "complete log" not in line]
+                reason = (causes or lines or ["no output"])[0]
                 pytest.skip(
                     f"npm install {' '.join(specs)} failed (registry out of reach?): {reason}"
                 )
