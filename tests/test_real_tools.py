@@ -308,3 +308,36 @@ def test_public_prisma_history_applies_and_reapplies_in_timestamp_form(
     again = run_cli(*flags, database_url=database_url, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert asyncio.run(dump_schema(database_url)) == first
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ("--from", "dbmate", "--export-from", "a.ini", "--migrations-dir", "m"),
+            "is for --from alembic",
+        ),
+        (("--from", "alembic", "--export-from", "a.ini"), "needs --migrations-dir"),
+        (
+            ("--from", "alembic", "--export-from", "nope.ini", "--migrations-dir", "m"),
+            "nope.ini: no such file",
+        ),
+        (
+            ("--from", "alembic", "--export-from", "INI", "--migrations-dir", "FULL"),
+            "already exists",
+        ),
+    ],
+    ids=["other-tool", "no-folder", "no-ini", "folder-not-empty"],
+)
+def test_alembic_export_is_refused_before_writing(
+    tmp_path: Path, args: tuple[str, ...], says: str
+) -> None:
+    pytest.importorskip("alembic")
+    ini = _alembic_project(tmp_path / "project", "postgresql://", ALEMBIC_REVISIONS)
+    full = write_migrations(tmp_path / "full", {"001_a1b2c3d4e5f6_create_accounts.sql": "x"})
+    named = {"INI": str(ini), "FULL": str(full), "m": str(tmp_path / "m")}
+    result = run_cli("adopt", *(named.get(a, a) for a in args), database_url=None)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert says in result.stderr
+    assert sorted(p.name for p in full.iterdir()) == ["001_a1b2c3d4e5f6_create_accounts.sql"]
+    assert not (tmp_path / "m").exists()
