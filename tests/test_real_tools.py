@@ -1,6 +1,8 @@
 """Real peer tools apply a history, ``adopt --from TOOL`` takes it over, and our runner goes
 on: node-pg-migrate (npm, installed by the test into a cache: tests/registry_tools.py) and
-alembic (PyPI, the test extra). dbmate and yoyo are in tests/test_adopt.py.
+alembic (PyPI, the test extra). dbmate and yoyo are in tests/test_adopt.py. Then public
+histories in timestamp form, as their packages ship them: LiteLLM's prisma folders (the test
+extra) and edda's dbmate file with its down section (a wheel fetched into the same cache).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,7 +21,7 @@ from harness.servers.sql import execute
 from natlangchain_migrate.errors import ExitCode
 from natlangchain_migrate.schema_dump import dump_schema
 from tests.conftest import run_cli, table_names, write_migrations
-from tests.registry_tools import npm_packages
+from tests.registry_tools import npm_packages, pypi_wheel
 
 # node-pg-migrate's SQL migrations as its `create -j sql` writes them (13-digit millisecond
 # timestamps, templates/migration-template.sql's markers), with a function body and an index.
@@ -312,6 +315,57 @@ def test_public_prisma_history_applies_and_reapplies_in_timestamp_form(
     reset = "DROP SCHEMA public CASCADE; CREATE SCHEMA public; COMMENT ON SCHEMA public IS "
     asyncio.run(execute(database_url, reset + "'standard public schema';"))
     again = run_cli(*flags, database_url=database_url, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert asyncio.run(dump_schema(database_url)) == first
+
+
+# edda (i2y/edda, MIT), a durable-execution framework that applies its schema with dbmate's
+# file format at start-up and ships it in its wheel, one folder per database.
+EDDA = "edda-framework==0.16.2"
+EDDA_POSTGRESQL = "edda/migrations/postgresql/"
+
+
+def test_public_dbmate_history_applies_rolls_back_and_reapplies_in_timestamp_form(
+    database_url: str, tmp_path: Path
+) -> None:
+    """edda's PostgreSQL history as its wheel ships it, fetched from PyPI (never installed:
+    only its files are wanted): one dbmate file named by a 14-digit timestamp (its up creates
+    14 tables with ``IF NOT EXISTS``; its ``-- migrate:down`` drops 13 of them). Taken as it is,
+    with no rename: applied, rolled back to the start, applied again to an identical schema.
+    The table its down forgets (``system_locks``, upstream's omission) is all that is left."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    with zipfile.ZipFile(pypi_wheel(EDDA)) as wheel:
+        for member in wheel.namelist():
+            if member.startswith(EDDA_POSTGRESQL) and member.endswith(".sql"):
+                (folder / member.removeprefix(EDDA_POSTGRESQL)).write_bytes(wheel.read(member))
+    assert sorted(path.name for path in folder.iterdir()) == ["20251217000000_initial_schema.sql"]
+    flags = ("--migrations-dir", str(folder))
+    empty = asyncio.run(dump_schema(database_url))
+    pending = run_cli("--status", *flags, database_url=database_url)
+    assert pending.returncode == 0, pending.stderr
+    assert "20251217000000_initial_schema: PENDING" in pending.stdout, pending.stdout
+    up = run_cli(*flags, database_url=database_url)
+    assert up.returncode == 0, up.stderr[-3000:]
+    assert '"applied_count": 1,' in up.stderr, up.stderr[-500:]
+    applied = run_cli("--status", *flags, database_url=database_url)
+    assert "20251217000000_initial_schema: APPLIED" in applied.stdout, applied.stdout
+    assert run_cli("--check", *flags, database_url=database_url).returncode == 0
+    first = asyncio.run(dump_schema(database_url))
+    assert {"workflow_instances", "workflow_history", "outbox_events"} <= asyncio.run(
+        table_names(database_url)
+    )
+    down = run_cli("--rollback", "--to", "0", *flags, database_url=database_url)
+    assert down.returncode == 0, down.stderr[-3000:]
+    rolled_back = run_cli("--status", *flags, database_url=database_url)
+    assert "20251217000000_initial_schema: PENDING" in rolled_back.stdout, rolled_back.stdout
+    assert asyncio.run(dump_schema(database_url)) != empty
+    assert asyncio.run(table_names(database_url)) == {"schema_migrations", "system_locks"}
+    assert (
+        "DROP TABLE IF EXISTS system_locks"
+        not in (folder / "20251217000000_initial_schema.sql").read_text()
+    )
+    again = run_cli(*flags, database_url=database_url)
     assert again.returncode == 0, again.stderr[-3000:]
     assert asyncio.run(dump_schema(database_url)) == first
 
