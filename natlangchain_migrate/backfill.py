@@ -28,12 +28,18 @@ from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.durations import is_duration, seconds
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.events import log
+from natlangchain_migrate.signals import batch_finishes_on_sigterm
 from natlangchain_migrate.sqltext import quote_ident
+from natlangchain_migrate.throttle import Limits, Throttle
 
 POSITIONS = "schema_backfills"
 FIRST_BATCH = 1000
 MAX_BATCH = 100_000
-_SETTING = re.compile(r"^(?P<key>table|key|target|pause|batch)=(?P<value>\S+)$")
+AIM = 0.8  # batch=auto sizes towards this share of the target
+SLACK_S = 0.1  # a batch=auto batch is cancelled and halved past target + this
+_SETTING = re.compile(
+    r"^(?P<key>table|key|target|pause|batch|max-lag|max-lock-waits)=(?P<value>\S+)$"
+)
 _BOUND = re.compile(r"(?<!:):(lo|hi)\b")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 
@@ -47,6 +53,7 @@ class Backfill(NamedTuple):
     pause_s: float
     batch: int | None  # a fixed size; None sizes batches to the target
     statement: str
+    limits: Limits
 
 
 def parse(migration: Migration) -> Backfill:
@@ -58,7 +65,8 @@ def parse(migration: Migration) -> Backfill:
         if found is None:
             raise ConfigurationError(
                 f"{where}: bad backfill setting '{part}'; write backfill table=NAME key=COLUMN "
-                "[target=200ms] [pause=0s] [batch=auto|N]"
+                "[target=200ms] [pause=0s] [batch=auto|N] [max-lag=10s|off] "
+                "[max-lock-waits=0|N|off]"
             )
         settings[found["key"]] = found["value"]
     for needed in ("table", "key"):
@@ -86,6 +94,24 @@ def parse(migration: Migration) -> Backfill:
         pause_s=pause_s,
         batch=None if batch == "auto" else int(batch),
         statement=_BOUND.sub(lambda m: "$1" if m[1] == "lo" else "$2", body.strip()),
+        limits=_limits(settings, where),
+    )
+
+
+def _limits(settings: dict[str, str], where: str) -> Limits:
+    """``max-lag`` (a duration) and ``max-lock-waits`` (a count); ``off`` turns one off."""
+    lag = settings.get("max-lag", "10s")
+    if lag != "off" and not is_duration(lag):
+        raise ConfigurationError(f"{where}: max-lag={lag}; write a duration such as 10s, or off")
+    waits = settings.get("max-lock-waits", "0")
+    if waits != "off" and not waits.isdigit():
+        raise ConfigurationError(
+            f"{where}: max-lock-waits={waits}; write a number of waiting sessions (0 or more), "
+            "or off"
+        )
+    return Limits(
+        max_lag_s=None if lag == "off" else seconds(lag),
+        max_lock_waits=None if waits == "off" else int(waits),
     )
 
 
@@ -106,6 +132,7 @@ async def run(
     record_sql: str,
     settings_sql: str,
     progress_interval: float,
+    statement_timeout_s: float | None = None,
 ) -> None:
     """Run the backfill's remaining batches, then its ledger row (``record_sql``)."""
     spec = parse(migration)
@@ -128,6 +155,13 @@ async def run(
     done = int(row["rows_done"]) if row else 0
     after = row["position"] if row else None
     estimated = await _estimate(conn, spec.table)
+    throttle = Throttle(
+        conn,
+        spec.limits,
+        table_oid=await conn.fetchval("SELECT $1::regclass::oid", spec.table),
+        report_interval=progress_interval,
+        fields={"version": migration.version, "name": migration.name},
+    )
     first = f"SELECT min({spec.key}) FROM {spec.table}"
     lower = f"{first} WHERE {spec.key} > $1::text::{key_type}"
     upper = (
@@ -143,23 +177,31 @@ async def run(
     started, reported = time.monotonic(), time.monotonic()
     done_here = 0
     while True:
+        await throttle.wait()
         lo = await (conn.fetchval(lower, after) if after is not None else conn.fetchval(first))
         if lo is None:
             break
         hi = await conn.fetchval(upper, lo, size)
+        bound_s = _bound(spec, size, statement_timeout_s)
         batch_started = time.monotonic()
-        async with conn.transaction():
-            await conn.execute(settings_sql)
-            status = await conn.execute(spec.statement, lo, hi)
-            changed = _count(status)
-            await conn.execute(save, migration.version, str(hi), done + changed)
+        try:
+            with batch_finishes_on_sigterm():
+                async with conn.transaction():
+                    await conn.execute(settings_sql + _timeout_sql(bound_s))
+                    status = await conn.execute(spec.statement, lo, hi)
+                    changed = _count(status)
+                    await conn.execute(save, migration.version, str(hi), done + changed)
+        except asyncpg.QueryCanceledError:
+            if bound_s is None or time.monotonic() - batch_started < bound_s * 0.9:
+                raise  # the run's statement_timeout, or an operator's cancel
+            size = max(1, size // 2)  # over the bound: rolled back, the range again, halved
+            continue
         elapsed = time.monotonic() - batch_started
         done += changed
         done_here += changed
         after = str(hi)
-        if spec.batch is None:  # towards the target, at most doubling or halving
-            scale = spec.target_s / max(elapsed, 1e-3)
-            size = max(1, min(MAX_BATCH, int(size * min(2.0, max(0.5, scale)))))
+        if spec.batch is None:
+            size = next_size(size, elapsed, spec.target_s)
         if time.monotonic() - reported >= progress_interval:
             reported = time.monotonic()
             _report(migration, _progress(done, done_here, estimated, started), size)
@@ -169,6 +211,33 @@ async def run(
         await conn.execute(record_sql)
         await conn.execute(f"DELETE FROM {positions} WHERE version = $1", migration.version)
     _report(migration, Progress(done, max(done, estimated), 0.0), size)
+
+
+def next_size(size: int, elapsed: float, target: float) -> int:
+    """The next batch=auto size: towards AIM of the target, so that a batch slower than
+    the last (the machine, a checkpoint) stays under it; at most halving, and growing at
+    most 2x while the last batch took under half the target, 1.25x once over it."""
+    scale = AIM * target / max(elapsed, 1e-3)
+    growth = 2.0 if elapsed < target / 2 else 1.25
+    return max(1, min(MAX_BATCH, int(size * min(growth, max(0.5, scale)))))
+
+
+def _bound(spec: Backfill, size: int, statement_timeout_s: float | None) -> float | None:
+    """The statement_timeout of a batch=auto batch: target + 100 ms (what a write may
+    wait for its rows), unless the run's own is shorter. A one-row batch, or a fixed
+    size, runs under the run's settings alone."""
+    if spec.batch is not None or size <= 1:
+        return None
+    bound = spec.target_s + SLACK_S
+    if statement_timeout_s and statement_timeout_s <= bound:
+        return None
+    return bound
+
+
+def _timeout_sql(bound_s: float | None) -> str:
+    if bound_s is None:
+        return ""
+    return f"; SET LOCAL statement_timeout = '{round(bound_s * 1000)}ms'"
 
 
 async def _estimate(conn: asyncpg.Connection, table: str) -> int:
