@@ -194,7 +194,15 @@ async def run(
         except asyncpg.QueryCanceledError:
             if bound_s is None or time.monotonic() - batch_started < bound_s * 0.9:
                 raise  # the run's statement_timeout, or an operator's cancel
-            size = max(1, size // 2)  # over the bound: rolled back, the range again, halved
+            log.info(
+                "backfill_batch_over_target",
+                version=migration.version,
+                name=migration.name,
+                batch_size=size,
+                bound_ms=round(bound_s * 1000),
+                next_batch_size=max(1, size // 2),
+            )
+            size = max(1, size // 2)  # rolled back: the same range again, halved
             continue
         elapsed = time.monotonic() - batch_started
         done += changed
