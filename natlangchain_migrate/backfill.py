@@ -11,8 +11,11 @@ upper bound: an index range, never OFFSET from the start). Each batch is one
 transaction that also writes its upper bound to ``schema_backfills``, so a kill -9
 loses at most the batch in flight and the next run resumes after the last committed
 one: every row is changed once. The batch size follows a target duration; progress
-events carry rows done, rows estimated and an ETA. The migration's ledger row is
-written, and its position row removed, in one transaction after the last batch.
+events carry rows done, rows estimated and an ETA. Before each batch it waits while
+standbys lag or sessions wait for locks on the table (throttle.py), and a SIGTERM
+during a batch lets that batch commit before the run stops (signals.py). The
+migration's ledger row is written, and its position row removed, in one transaction
+after the last batch.
 """
 
 from __future__ import annotations
@@ -177,11 +180,13 @@ async def run(
     started, reported = time.monotonic(), time.monotonic()
     done_here = 0
     while True:
-        await throttle.wait()
         lo = await (conn.fetchval(lower, after) if after is not None else conn.fetchval(first))
         if lo is None:
             break
         hi = await conn.fetchval(upper, lo, size)
+        # After the range read, not straight after the last commit: a write that waited
+        # for that batch's rows still holds its tuple lock for a moment as it wakes.
+        await throttle.wait()
         bound_s = _bound(spec, size, statement_timeout_s)
         batch_started = time.monotonic()
         try:

@@ -20,7 +20,7 @@ import asyncpg
 
 from natlangchain_migrate.events import log
 
-FIRST_POLL_S = 0.05
+FIRST_POLL_S = 0.02
 MAX_POLL_S = 1.0
 
 # One round trip. A tuple lock on the table is held by a session waiting for a row

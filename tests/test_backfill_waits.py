@@ -110,6 +110,15 @@ async def test_a_batch_over_target_plus_100ms_is_rolled_back_and_halved(
     assert [row["version"] for row in await ledger_rows(database_url)] == [1, 2]
 
 
+def test_a_wait_reads_as_one_plain_line_in_a_terminal() -> None:
+    from natlangchain_migrate.logs import _ConsoleLines
+
+    event = {"event": "backfill_throttled", "name": "002_fill", "version": 2}
+    event |= {"reason": "lock_waits", "value": 3, "limit": 0, "waited_s": 1.5}
+    line = _ConsoleLines(colors=False)(None, "info", event)
+    assert line == "  ... 002_fill.sql waits: lock_waits 3, over 0"
+
+
 # --- lock waits --------------------------------------------------------------------------
 
 
@@ -374,3 +383,63 @@ async def test_sigterm_lets_the_batch_in_flight_commit_then_stops(
     assert rerun.returncode == 0, stderr
     assert await _changed_once(database_url)
     assert await _touched(database_url) == ROWS
+
+
+def _read_until(process: subprocess.Popen[str], event: str) -> list[str]:
+    """The CLI's stderr lines up to and including the first ``event``."""
+    assert process.stderr is not None
+    lines: list[str] = []
+    for line in process.stderr:
+        lines.append(line)
+        if f'"event": "{event}"' in line or f'"event":"{event}"' in line:
+            return lines
+    raise AssertionError(f"the CLI ended without {event}: {''.join(lines)[-2000:]}")
+
+
+@pytest.mark.system
+@pytest.mark.anyio
+@pytest.mark.parametrize("between", ["pause", "wait"])
+async def test_sigterm_between_batches_stops_at_once(
+    database_url: str, tmp_path: Path, between: str
+) -> None:
+    """In a pause or a wait there is no batch to finish: the run stops, 143, and the
+    next run resumes after the last batch."""
+    fill = FILL_SETTINGS[between]
+    folder = write_migrations(tmp_path / "m", {"001_big.sql": TABLE, "002_fill.sql": fill})
+    await migrate(database_url, migrations_dir=folder, target=1)
+    held = await _hold_and_wait(database_url, "row") if between == "wait" else None
+    try:
+        process = _cli(folder, database_url)
+        if held is not None:
+            await asyncio.to_thread(_read_until, process, "backfill_throttled")
+        else:
+            for _ in range(600):
+                if await _rows_done(database_url) >= 4000:
+                    break
+                await asyncio.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.to_thread(process.communicate, timeout=60)
+    finally:
+        if held is not None:
+            await held.release()
+    assert process.returncode == 143
+    expected = 4000 if between == "pause" else 0
+    assert await _rows_done(database_url) == await _touched(database_url) == expected
+    assert "batch in flight committed" not in log_events(stderr)[-1]["error"]
+    (folder / "002_fill.sql").write_text(FILL_SETTINGS["wait"])  # not applied: no pause now
+    rerun = _cli(folder, database_url)
+    _, stderr = await asyncio.to_thread(rerun.communicate, timeout=120)
+    assert rerun.returncode == 0, stderr
+    assert await _changed_once(database_url)
+
+
+FILL_SETTINGS = {
+    "pause": (
+        "-- natlangchain: backfill table=big key=id batch=4000 pause=30s\n"
+        "UPDATE big SET touched = touched + 1, v = v * 2 WHERE id BETWEEN :lo AND :hi;\n"
+    ),
+    "wait": (
+        "-- natlangchain: backfill table=big key=id batch=4000\n"
+        "UPDATE big SET touched = touched + 1, v = v * 2 WHERE id BETWEEN :lo AND :hi;\n"
+    ),
+}
