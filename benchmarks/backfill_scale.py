@@ -136,6 +136,8 @@ async def _main(rows: int, seconds: float) -> None:
               f"throughput vs one UPDATE {update_s / backfill_s:.2f}x (goal >= 0.5x)")  # fmt: skip
         print(f"backfill events: {counts['backfill_throttled']} backfill_throttled, "
               f"{counts['backfill_batch_over_target']} backfill_batch_over_target")  # fmt: skip
+        over = sum(1 for x in during if x > 0.3)
+        print(f"writes over 300 ms during the backfill: {over} of {len(during):,}")
         print("load average (1, 5, 15 min) at the end: "
               + ", ".join(f"{x:.2f}" for x in os.getloadavg()))  # fmt: skip
     finally:

@@ -278,6 +278,9 @@ class _Applier:
             )
         except asyncpg.LockNotAvailableError as error:
             raise Blocked(migration, []) from error
+        except backfill.BatchError as failed:
+            cause = failed.error
+            raise await self.attempts.failure(migration, cause, offset=failed.offset) from cause
         except asyncpg.PostgresError as error:
             raise await self.attempts.failure(migration, error, offset=0) from error
         return ms_since(started)

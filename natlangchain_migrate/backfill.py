@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import asyncpg
 
+from natlangchain_migrate.backfill_batch import BOUND, literal, render, send
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.durations import is_duration, seconds
 from natlangchain_migrate.errors import ConfigurationError
@@ -43,7 +44,6 @@ SLACK_S = 0.1  # a batch=auto batch is cancelled and halved past target + this
 _SETTING = re.compile(
     r"^(?P<key>table|key|target|pause|batch|max-lag|max-lock-waits)=(?P<value>\S+)$"
 )
-_BOUND = re.compile(r"(?<!:):(lo|hi)\b")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 
 
@@ -55,7 +55,7 @@ class Backfill(NamedTuple):
     target_s: float
     pause_s: float
     batch: int | None  # a fixed size; None sizes batches to the target
-    statement: str
+    statement: str  # the file's text, with :lo and :hi
     limits: Limits
 
 
@@ -85,7 +85,7 @@ def parse(migration: Migration) -> Backfill:
         raise ConfigurationError(f"{where}: target and pause are durations such as 200ms, 1s")
     target_s, pause_s = (seconds(durations[name]) for name, _ in _DURATIONS)
     body = migration.sql
-    if len(_BOUND.findall(body)) < 2 or {m for m in _BOUND.findall(body)} != {"lo", "hi"}:
+    if len(BOUND.findall(body)) < 2 or {m for m in BOUND.findall(body)} != {"lo", "hi"}:
         raise ConfigurationError(
             f"{migration.filename}: a backfill's statement uses :lo and :hi, the bounds of "
             "one batch (WHERE key BETWEEN :lo AND :hi)"
@@ -96,7 +96,7 @@ def parse(migration: Migration) -> Backfill:
         target_s=target_s,
         pause_s=pause_s,
         batch=None if batch == "auto" else int(batch),
-        statement=_BOUND.sub(lambda m: "$1" if m[1] == "lo" else "$2", body.strip()),
+        statement=body,
         limits=_limits(settings, where),
     )
 
@@ -165,16 +165,11 @@ async def run(
         report_interval=progress_interval,
         fields={"version": migration.version, "name": migration.name},
     )
-    first = f"SELECT min({spec.key}) FROM {spec.table}"
+    first = f"SELECT min({spec.key})::text FROM {spec.table}"
     lower = f"{first} WHERE {spec.key} > $1::text::{key_type}"
     upper = (
-        f"SELECT max(k) FROM (SELECT {spec.key} AS k FROM {spec.table} WHERE {spec.key} >= $1 "
-        f"ORDER BY {spec.key} LIMIT $2) s"
-    )
-    save = (
-        f"INSERT INTO {positions} VALUES ($1, $2::text, $3, now()) ON CONFLICT (version) "
-        "DO UPDATE SET position = EXCLUDED.position, rows_done = EXCLUDED.rows_done, "
-        "updated_at = now()"
+        f"SELECT max(k)::text, count(*) FROM (SELECT {spec.key} AS k FROM {spec.table} "
+        f"WHERE {spec.key} >= $1::text::{key_type} ORDER BY {spec.key} LIMIT $2) s"
     )
     size = spec.batch or FIRST_BATCH
     started, reported = time.monotonic(), time.monotonic()
@@ -183,22 +178,29 @@ async def run(
         lo = await (conn.fetchval(lower, after) if after is not None else conn.fetchval(first))
         if lo is None:
             break
-        hi = await conn.fetchval(upper, lo, size)
+        hi, keys = await conn.fetchrow(upper, lo, size) or (lo, 0)
         # After the range read, not straight after the last commit: a write that waited
         # for that batch's rows still holds its tuple lock for a moment as it wakes.
         await throttle.wait()
         bound_s = _bound(spec, size, statement_timeout_s)
+        batch = render(
+            migration.sql,
+            prefix=settings_sql + _timeout_sql(bound_s),
+            bounds={"lo": literal(lo, key_type), "hi": literal(hi, key_type)},
+            position_sql=(
+                f"INSERT INTO {positions} VALUES ({int(migration.version)}, "
+                f"{literal(hi, 'text')}, {done + keys}, now()) ON CONFLICT (version) DO UPDATE "
+                "SET position = EXCLUDED.position, rows_done = EXCLUDED.rows_done, "
+                "updated_at = now()"
+            ),
+        )
         batch_started = time.monotonic()
         try:
             with batch_finishes_on_sigterm():
-                async with conn.transaction():
-                    await conn.execute(settings_sql + _timeout_sql(bound_s))
-                    status = await conn.execute(spec.statement, lo, hi)
-                    changed = _count(status)
-                    await conn.execute(save, migration.version, str(hi), done + changed)
-        except asyncpg.QueryCanceledError:
+                await send(conn, batch)
+        except asyncpg.QueryCanceledError as error:
             if bound_s is None or time.monotonic() - batch_started < bound_s * 0.9:
-                raise  # the run's statement_timeout, or an operator's cancel
+                raise BatchError(error, batch.offset_for(_position(error))) from error
             log.info(
                 "backfill_batch_over_target",
                 version=migration.version,
@@ -209,10 +211,14 @@ async def run(
             )
             size = max(1, size // 2)  # rolled back: the same range again, halved
             continue
+        except asyncpg.LockNotAvailableError:
+            raise  # retried like a file's lock_timeout
+        except asyncpg.PostgresError as error:
+            raise BatchError(error, batch.offset_for(_position(error))) from error
         elapsed = time.monotonic() - batch_started
-        done += changed
-        done_here += changed
-        after = str(hi)
+        done += keys
+        done_here += keys
+        after = hi
         if spec.batch is None:
             size = next_size(size, elapsed, spec.target_s)
         if time.monotonic() - reported >= progress_interval:
@@ -263,10 +269,19 @@ async def _estimate(conn: asyncpg.Connection, table: str) -> int:
     return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
 
 
-def _count(status: str) -> int:
-    """The row count of a command tag (UPDATE 5, INSERT 0 5, DELETE 5)."""
-    last = status.rsplit(" ", 1)[-1]
-    return int(last) if last.isdigit() else 0
+def _position(error: asyncpg.PostgresError) -> int | None:
+    value = getattr(error, "position", None)
+    return int(value) if value is not None and str(value).isdigit() else None
+
+
+class BatchError(Exception):
+    """A batch's server error, with ``offset`` for ``failures.locate`` (the batch went
+    as one message with its bounds written in, so positions are mapped to the file)."""
+
+    def __init__(self, error: asyncpg.PostgresError, offset: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.offset = offset
 
 
 def _progress(done: int, done_here: int, estimated: int, started: float) -> Progress:

@@ -443,3 +443,35 @@ FILL_SETTINGS = {
         "UPDATE big SET touched = touched + 1, v = v * 2 WHERE id BETWEEN :lo AND :hi;\n"
     ),
 }
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("statement", "location"),
+    [
+        (
+            "UPDATE big SET v = v\nWHERE id BETWEEN :lo AND :hi\n  AND nosuch = 1;\n",
+            "002_fill.sql:4:7",
+        ),
+        ("UPDATE big SET nosuch = 1\nWHERE id BETWEEN :lo AND :hi;\n", "002_fill.sql:2:16"),
+        ("UPDATE big SET v = v WHERE id BETWEEN :lo AND nosuch + :hi;\n", "002_fill.sql:2:47"),
+    ],
+    ids=["after-the-bounds", "before-them", "between-them"],
+)
+async def test_an_error_in_a_batch_names_its_file_line_and_column(
+    database_url: str, tmp_path: Path, statement: str, location: str
+) -> None:
+    """A batch goes as one message with its bounds written in; the error's position is
+    mapped back to the file, and nothing of the batch stays."""
+    from natlangchain_migrate.errors import MigrationFailedError
+
+    fill = "-- natlangchain: backfill table=big key=id\n" + statement
+    folder = write_migrations(tmp_path / "m", {"001_big.sql": TABLE, "002_fill.sql": fill})
+    with pytest.raises(MigrationFailedError) as failed:
+        await migrate(database_url, migrations_dir=folder)
+    assert location in str(failed.value)
+    assert await _rows_done(database_url) == 0
+    assert [row["version"] for row in await ledger_rows(database_url)] == [1]
