@@ -475,3 +475,20 @@ async def test_an_error_in_a_batch_names_its_file_line_and_column(
     assert location in str(failed.value)
     assert await _rows_done(database_url) == 0
     assert [row["version"] for row in await ledger_rows(database_url)] == [1]
+
+
+@pytest.mark.anyio
+async def test_rows_done_counts_the_rows_covered_not_only_those_changed(
+    database_url: str, tmp_path: Path
+) -> None:
+    fill = (
+        "-- natlangchain: backfill table=big key=id batch=3000\n"
+        "UPDATE big SET touched = 1 WHERE id BETWEEN :lo AND :hi AND id % 2 = 0;\n"
+    )
+    folder = write_migrations(tmp_path / "m", {"001_big.sql": TABLE, "002_fill.sql": fill})
+    with structlog.testing.capture_logs() as events:
+        await migrate(database_url, migrations_dir=folder, progress_interval=0.001)
+    done = [e["rows_done"] for e in events if e["event"] == "backfill_progress"]
+    assert done[:3] == [3000, 6000, 9000]
+    assert done[-1] == ROWS
+    assert await _touched(database_url) == ROWS // 2
