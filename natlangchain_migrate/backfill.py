@@ -165,20 +165,27 @@ async def run(
         report_interval=progress_interval,
         fields={"version": migration.version, "name": migration.name},
     )
-    first = f"SELECT min({spec.key})::text FROM {spec.table}"
-    lower = f"{first} WHERE {spec.key} > $1::text::{key_type}"
-    upper = (
-        f"SELECT max(k)::text, count(*) FROM (SELECT {spec.key} AS k FROM {spec.table} "
-        f"WHERE {spec.key} >= $1::text::{key_type} ORDER BY {spec.key} LIMIT $2) s"
+    # The next batch's keys in one index range read: its first and last key (as text,
+    # written back as literals of the key's type) and how many rows. Not min()/max(),
+    # which some orderable types (uuid) lack.
+    ranged = (
+        "SELECT k::text, total FROM (SELECT k, row_number() OVER (ORDER BY k) AS n, "
+        "count(*) OVER () AS total FROM ({} ORDER BY k LIMIT $1) r) s "
+        "WHERE n = 1 OR n = total ORDER BY n"
     )
+    keys = f"SELECT {spec.key} AS k FROM {spec.table}"
+    first = ranged.format(keys)
+    following = ranged.format(f"{keys} WHERE {spec.key} > $2::text::{key_type}")
     size = spec.batch or FIRST_BATCH
     started, reported = time.monotonic(), time.monotonic()
     done_here = 0
     while True:
-        lo = await (conn.fetchval(lower, after) if after is not None else conn.fetchval(first))
-        if lo is None:
+        span = await (
+            conn.fetch(first, size) if after is None else conn.fetch(following, size, after)
+        )
+        if not span:
             break
-        hi, keys = await conn.fetchrow(upper, lo, size) or (lo, 0)
+        lo, (hi, rows) = span[0][0], span[-1]
         # After the range read, not straight after the last commit: a write that waited
         # for that batch's rows still holds its tuple lock for a moment as it wakes.
         await throttle.wait()
@@ -189,7 +196,7 @@ async def run(
             bounds={"lo": literal(lo, key_type), "hi": literal(hi, key_type)},
             position_sql=(
                 f"INSERT INTO {positions} VALUES ({int(migration.version)}, "
-                f"{literal(hi, 'text')}, {done + keys}, now()) ON CONFLICT (version) DO UPDATE "
+                f"{literal(hi, 'text')}, {done + rows}, now()) ON CONFLICT (version) DO UPDATE "
                 "SET position = EXCLUDED.position, rows_done = EXCLUDED.rows_done, "
                 "updated_at = now()"
             ),
@@ -216,8 +223,8 @@ async def run(
         except asyncpg.PostgresError as error:
             raise BatchError(error, batch.offset_for(_position(error))) from error
         elapsed = time.monotonic() - batch_started
-        done += keys
-        done_here += keys
+        done += rows
+        done_here += rows
         after = hi
         if spec.batch is None:
             size = next_size(size, elapsed, spec.target_s)

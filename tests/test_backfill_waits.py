@@ -492,3 +492,33 @@ async def test_rows_done_counts_the_rows_covered_not_only_those_changed(
     assert done[:3] == [3000, 6000, 9000]
     assert done[-1] == ROWS
     assert await _touched(database_url) == ROWS // 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("key_type", "key"),
+    [
+        ("text", "E'k\\\\''' || g || E'\\\\\\\\'"),  # a quote and a backslash in every key
+        ("uuid", "md5(g::text)::uuid"),
+        ("timestamptz", "'2026-01-01 00:00:00.123456+00'::timestamptz + g * interval '1 s'"),
+        ("numeric", "g / 7.0"),
+    ],
+)
+async def test_any_orderable_key_type_is_written_into_the_batch_exactly(
+    database_url: str, tmp_path: Path, key_type: str, key: str
+) -> None:
+    """The bounds go into the message as literals of the key's type: every row once."""
+    table = (
+        f"CREATE TABLE keyed (k {key_type} PRIMARY KEY, touched int NOT NULL DEFAULT 0);\n"
+        f"INSERT INTO keyed (k) SELECT {key} FROM generate_series(1, 5000) g;\n"
+    )
+    fill = (
+        "-- natlangchain: backfill table=keyed key=k batch=700\n"
+        "UPDATE keyed SET touched = touched + 1 WHERE k BETWEEN :lo AND :hi;\n"
+    )
+    folder = write_migrations(tmp_path / "m", {"001_t.sql": table, "002_fill.sql": fill})
+    await migrate(database_url, migrations_dir=folder)
+    assert await fetchval(database_url, "SELECT count(*) FROM keyed WHERE touched = 1") == 5000
+    if key_type == "text":
+        both = "SELECT bool_and(strpos(k, chr(39)) > 0 AND strpos(k, chr(92)) > 0) FROM keyed"
+        assert await fetchval(database_url, both)
