@@ -48,14 +48,13 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 
 
 class Backfill(NamedTuple):
-    """A backfill file's settings and its batch statement (``$1``/``$2`` the bounds)."""
+    """A backfill file's settings (its statement is the file's text, with :lo and :hi)."""
 
     table: str  # quoted, schema-qualified if the directive was
     key: str  # quoted
     target_s: float
     pause_s: float
     batch: int | None  # a fixed size; None sizes batches to the target
-    statement: str  # the file's text, with :lo and :hi
     limits: Limits
 
 
@@ -96,7 +95,6 @@ def parse(migration: Migration) -> Backfill:
         target_s=target_s,
         pause_s=pause_s,
         batch=None if batch == "auto" else int(batch),
-        statement=body,
         limits=_limits(settings, where),
     )
 
