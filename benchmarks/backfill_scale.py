@@ -8,7 +8,9 @@ then during the backfill (the CLI applying a ``backfill`` migration, target 200m
 during one ``UPDATE`` of the whole table; and the backfill's time against the UPDATE's.
 Goals (issue 21): writer p99 during the backfill at most 2x its p99 alone, no write
 waiting longer than the target batch time plus 100 ms, and the backfill's throughput at
-least 0.5x the single UPDATE's.
+least 0.5x the single UPDATE's. It prints each against its goal, how many writes waited
+over 300 ms, the backfill's throttle and over-target events, and the machine's load
+average at the start and the end (a shared machine's load moves the writer's p99).
 """
 
 from __future__ import annotations
