@@ -5,6 +5,7 @@ flight commit before the run stops."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import structlog.testing
 
 from harness.servers.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
 from natlangchain_migrate.api import migrate
-from natlangchain_migrate.backfill import MAX_BATCH, next_size
+from natlangchain_migrate.backfill import MAX_BATCH, Backfill, _bound, _limits, next_size
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.throttle import Limits, Throttle
 from tests.conftest import fetchval, ledger_rows, log_events, write_migrations
@@ -67,6 +68,37 @@ def test_auto_batches_aim_under_the_target_and_grow_slowly_near_it(
     size: int, elapsed: float, expected: int
 ) -> None:
     assert next_size(size, elapsed, 0.2) == expected
+
+
+@pytest.mark.parametrize(
+    ("settings", "limits"),
+    [
+        ({}, Limits(max_lag_s=10.0, max_lock_waits=0)),
+        ({"max-lag": "off", "max-lock-waits": "off"}, Limits(None, None)),
+        ({"max-lag": "1500ms", "max-lock-waits": "3"}, Limits(1.5, 3)),
+    ],
+)
+def test_limits_default_to_10s_of_lag_and_no_waiting_session(
+    settings: dict[str, str], limits: Limits
+) -> None:
+    assert _limits(settings, "002_fill.sql") == limits
+
+
+@pytest.mark.parametrize(
+    ("batch", "size", "run_timeout", "bound"),
+    [
+        (None, 1000, None, 0.3),  # batch=auto: target + 100 ms
+        (None, 1000, 60.0, 0.3),  # a longer run's statement_timeout
+        (None, 1000, 0.25, None),  # a shorter one applies alone
+        (None, 1, None, None),  # one row: the run's settings alone
+        (500, 500, None, None),  # batch=N: no bound
+    ],
+)
+def test_an_auto_batch_is_bounded_at_target_plus_100ms(
+    batch: int | None, size: int, run_timeout: float | None, bound: float | None
+) -> None:
+    spec = Backfill('"big"', '"id"', 0.2, 0.0, batch, Limits(10.0, 0))
+    assert _bound(spec, size, run_timeout) == (None if bound is None else pytest.approx(bound))
 
 
 @pytest.mark.anyio
@@ -172,7 +204,9 @@ async def test_a_backfill_waits_while_a_session_waits_for_a_lock_on_its_table(
             )
             await asyncio.sleep(0.6)
             assert await _touched(database_url) == 0, "a batch ran while a session waited"
-            assert len([e for e in events if e["event"] == "backfill_throttled"]) >= 2
+            waits = [e["waited_s"] for e in events if e["event"] == "backfill_throttled"]
+            assert len(waits) >= 2
+            assert all(later - earlier >= 0.1 for earlier, later in itertools.pairwise(waits))
             await held.release()
             await asyncio.wait_for(run, 120)
     finally:
