@@ -272,9 +272,15 @@ class _Applier:
                 record_sql=self._record(migration),
                 settings_sql=settings_sql(migration, self.execution, self.search_path, local=True),
                 progress_interval=self.execution.progress_interval,
+                statement_timeout_s=_seconds_or_none(
+                    migration.directives.statement_timeout or self.execution.statement_timeout
+                ),
             )
         except asyncpg.LockNotAvailableError as error:
             raise Blocked(migration, []) from error
+        except backfill.BatchError as failed:
+            cause = failed.error
+            raise await self.attempts.failure(migration, cause, offset=failed.offset) from cause
         except asyncpg.PostgresError as error:
             raise await self.attempts.failure(migration, error, offset=0) from error
         return ms_since(started)
@@ -348,3 +354,11 @@ def _log_failed(migration: Migration, error: MigrationFailedError) -> None:
         sqlstate=error.sqlstate,
         error=str(error),
     )
+
+
+def _seconds_or_none(duration: str | None) -> float | None:
+    """A statement_timeout in seconds; None when unset or 0 (no limit)."""
+    from natlangchain_migrate.durations import seconds
+
+    value = seconds(duration) if duration else 0.0
+    return value or None

@@ -11,8 +11,11 @@ upper bound: an index range, never OFFSET from the start). Each batch is one
 transaction that also writes its upper bound to ``schema_backfills``, so a kill -9
 loses at most the batch in flight and the next run resumes after the last committed
 one: every row is changed once. The batch size follows a target duration; progress
-events carry rows done, rows estimated and an ETA. The migration's ledger row is
-written, and its position row removed, in one transaction after the last batch.
+events carry rows done, rows estimated and an ETA. Before each batch it waits while
+standbys lag or sessions wait for locks on the table (throttle.py), and a SIGTERM
+during a batch lets that batch commit before the run stops (signals.py). The
+migration's ledger row is written, and its position row removed, in one transaction
+after the last batch.
 """
 
 from __future__ import annotations
@@ -24,29 +27,35 @@ from typing import NamedTuple
 
 import asyncpg
 
+from natlangchain_migrate.backfill_batch import BOUND, literal, render, send
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.durations import is_duration, seconds
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.events import log
+from natlangchain_migrate.signals import batch_finishes_on_sigterm
 from natlangchain_migrate.sqltext import quote_ident
+from natlangchain_migrate.throttle import Limits, Throttle
 
 POSITIONS = "schema_backfills"
 FIRST_BATCH = 1000
 MAX_BATCH = 100_000
-_SETTING = re.compile(r"^(?P<key>table|key|target|pause|batch)=(?P<value>\S+)$")
-_BOUND = re.compile(r"(?<!:):(lo|hi)\b")
+AIM = 0.8  # batch=auto sizes towards this share of the target
+SLACK_S = 0.1  # a batch=auto batch is cancelled and halved past target + this
+_SETTING = re.compile(
+    r"^(?P<key>table|key|target|pause|batch|max-lag|max-lock-waits)=(?P<value>\S+)$"
+)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 
 
 class Backfill(NamedTuple):
-    """A backfill file's settings and its batch statement (``$1``/``$2`` the bounds)."""
+    """A backfill file's settings (its statement is the file's text, with :lo and :hi)."""
 
     table: str  # quoted, schema-qualified if the directive was
     key: str  # quoted
     target_s: float
     pause_s: float
     batch: int | None  # a fixed size; None sizes batches to the target
-    statement: str
+    limits: Limits
 
 
 def parse(migration: Migration) -> Backfill:
@@ -58,7 +67,8 @@ def parse(migration: Migration) -> Backfill:
         if found is None:
             raise ConfigurationError(
                 f"{where}: bad backfill setting '{part}'; write backfill table=NAME key=COLUMN "
-                "[target=200ms] [pause=0s] [batch=auto|N]"
+                "[target=200ms] [pause=0s] [batch=auto|N] [max-lag=10s|off] "
+                "[max-lock-waits=0|N|off]"
             )
         settings[found["key"]] = found["value"]
     for needed in ("table", "key"):
@@ -74,7 +84,7 @@ def parse(migration: Migration) -> Backfill:
         raise ConfigurationError(f"{where}: target and pause are durations such as 200ms, 1s")
     target_s, pause_s = (seconds(durations[name]) for name, _ in _DURATIONS)
     body = migration.sql
-    if len(_BOUND.findall(body)) < 2 or {m for m in _BOUND.findall(body)} != {"lo", "hi"}:
+    if len(BOUND.findall(body)) < 2 or {m for m in BOUND.findall(body)} != {"lo", "hi"}:
         raise ConfigurationError(
             f"{migration.filename}: a backfill's statement uses :lo and :hi, the bounds of "
             "one batch (WHERE key BETWEEN :lo AND :hi)"
@@ -85,7 +95,24 @@ def parse(migration: Migration) -> Backfill:
         target_s=target_s,
         pause_s=pause_s,
         batch=None if batch == "auto" else int(batch),
-        statement=_BOUND.sub(lambda m: "$1" if m[1] == "lo" else "$2", body.strip()),
+        limits=_limits(settings, where),
+    )
+
+
+def _limits(settings: dict[str, str], where: str) -> Limits:
+    """``max-lag`` (a duration) and ``max-lock-waits`` (a count); ``off`` turns one off."""
+    lag = settings.get("max-lag", "10s")
+    if lag != "off" and not is_duration(lag):
+        raise ConfigurationError(f"{where}: max-lag={lag}; write a duration such as 10s, or off")
+    waits = settings.get("max-lock-waits", "0")
+    if waits != "off" and not waits.isdigit():
+        raise ConfigurationError(
+            f"{where}: max-lock-waits={waits}; write a number of waiting sessions (0 or more), "
+            "or off"
+        )
+    return Limits(
+        max_lag_s=None if lag == "off" else seconds(lag),
+        max_lock_waits=None if waits == "off" else int(waits),
     )
 
 
@@ -106,6 +133,7 @@ async def run(
     record_sql: str,
     settings_sql: str,
     progress_interval: float,
+    statement_timeout_s: float | None = None,
 ) -> None:
     """Run the backfill's remaining batches, then its ledger row (``record_sql``)."""
     spec = parse(migration)
@@ -128,38 +156,76 @@ async def run(
     done = int(row["rows_done"]) if row else 0
     after = row["position"] if row else None
     estimated = await _estimate(conn, spec.table)
-    first = f"SELECT min({spec.key}) FROM {spec.table}"
-    lower = f"{first} WHERE {spec.key} > $1::text::{key_type}"
-    upper = (
-        f"SELECT max(k) FROM (SELECT {spec.key} AS k FROM {spec.table} WHERE {spec.key} >= $1 "
-        f"ORDER BY {spec.key} LIMIT $2) s"
+    throttle = Throttle(
+        conn,
+        spec.limits,
+        table_oid=await conn.fetchval("SELECT $1::regclass::oid", spec.table),
+        report_interval=progress_interval,
+        fields={"version": migration.version, "name": migration.name},
     )
-    save = (
-        f"INSERT INTO {positions} VALUES ($1, $2::text, $3, now()) ON CONFLICT (version) "
-        "DO UPDATE SET position = EXCLUDED.position, rows_done = EXCLUDED.rows_done, "
-        "updated_at = now()"
+    # The next batch's keys in one index range read: its first and last key (as text,
+    # written back as literals of the key's type) and how many rows. Not min()/max(),
+    # which some orderable types (uuid) lack.
+    ranged = (
+        "SELECT k::text, total FROM (SELECT k, row_number() OVER (ORDER BY k) AS n, "
+        "count(*) OVER () AS total FROM ({} ORDER BY k LIMIT $1) r) s "
+        "WHERE n = 1 OR n = total ORDER BY n"
     )
+    keys = f"SELECT {spec.key} AS k FROM {spec.table}"
+    first = ranged.format(keys)
+    following = ranged.format(f"{keys} WHERE {spec.key} > $2::text::{key_type}")
     size = spec.batch or FIRST_BATCH
     started, reported = time.monotonic(), time.monotonic()
     done_here = 0
     while True:
-        lo = await (conn.fetchval(lower, after) if after is not None else conn.fetchval(first))
-        if lo is None:
+        span = await (
+            conn.fetch(first, size) if after is None else conn.fetch(following, size, after)
+        )
+        if not span:
             break
-        hi = await conn.fetchval(upper, lo, size)
+        lo, (hi, rows) = span[0][0], span[-1]
+        # After the range read, not straight after the last commit: a write that waited
+        # for that batch's rows still holds its tuple lock for a moment as it wakes.
+        await throttle.wait()
+        bound_s = _bound(spec, size, statement_timeout_s)
+        batch = render(
+            migration.sql,
+            prefix=settings_sql + _timeout_sql(bound_s),
+            bounds={"lo": literal(lo, key_type), "hi": literal(hi, key_type)},
+            position_sql=(
+                f"INSERT INTO {positions} VALUES ({int(migration.version)}, "
+                f"{literal(hi, 'text')}, {done + rows}, now()) ON CONFLICT (version) DO UPDATE "
+                "SET position = EXCLUDED.position, rows_done = EXCLUDED.rows_done, "
+                "updated_at = now()"
+            ),
+        )
         batch_started = time.monotonic()
-        async with conn.transaction():
-            await conn.execute(settings_sql)
-            status = await conn.execute(spec.statement, lo, hi)
-            changed = _count(status)
-            await conn.execute(save, migration.version, str(hi), done + changed)
+        try:
+            with batch_finishes_on_sigterm():
+                await send(conn, batch)
+        except asyncpg.QueryCanceledError as error:
+            if bound_s is None or time.monotonic() - batch_started < bound_s * 0.9:
+                raise BatchError(error, batch.offset_for(_position(error))) from error
+            log.info(
+                "backfill_batch_over_target",
+                version=migration.version,
+                name=migration.name,
+                batch_size=size,
+                bound_ms=round(bound_s * 1000),
+                next_batch_size=max(1, size // 2),
+            )
+            size = max(1, size // 2)  # rolled back: the same range again, halved
+            continue
+        except asyncpg.LockNotAvailableError:
+            raise  # retried like a file's lock_timeout
+        except asyncpg.PostgresError as error:
+            raise BatchError(error, batch.offset_for(_position(error))) from error
         elapsed = time.monotonic() - batch_started
-        done += changed
-        done_here += changed
-        after = str(hi)
-        if spec.batch is None:  # towards the target, at most doubling or halving
-            scale = spec.target_s / max(elapsed, 1e-3)
-            size = max(1, min(MAX_BATCH, int(size * min(2.0, max(0.5, scale)))))
+        done += rows
+        done_here += rows
+        after = hi
+        if spec.batch is None:
+            size = next_size(size, elapsed, spec.target_s)
         if time.monotonic() - reported >= progress_interval:
             reported = time.monotonic()
             _report(migration, _progress(done, done_here, estimated, started), size)
@@ -169,6 +235,33 @@ async def run(
         await conn.execute(record_sql)
         await conn.execute(f"DELETE FROM {positions} WHERE version = $1", migration.version)
     _report(migration, Progress(done, max(done, estimated), 0.0), size)
+
+
+def next_size(size: int, elapsed: float, target: float) -> int:
+    """The next batch=auto size: towards AIM of the target, so that a batch slower than
+    the last (the machine, a checkpoint) stays under it; at most halving, and growing at
+    most 2x while the last batch took under half the target, 1.25x once over it."""
+    scale = AIM * target / max(elapsed, 1e-3)
+    growth = 2.0 if elapsed < target / 2 else 1.25
+    return max(1, min(MAX_BATCH, int(size * min(growth, max(0.5, scale)))))
+
+
+def _bound(spec: Backfill, size: int, statement_timeout_s: float | None) -> float | None:
+    """The statement_timeout of a batch=auto batch: target + 100 ms (what a write may
+    wait for its rows), unless the run's own is shorter. A one-row batch, or a fixed
+    size, runs under the run's settings alone."""
+    if spec.batch is not None or size <= 1:
+        return None
+    bound = spec.target_s + SLACK_S
+    if statement_timeout_s and statement_timeout_s <= bound:
+        return None
+    return bound
+
+
+def _timeout_sql(bound_s: float | None) -> str:
+    if bound_s is None:
+        return ""
+    return f"; SET LOCAL statement_timeout = '{round(bound_s * 1000)}ms'"
 
 
 async def _estimate(conn: asyncpg.Connection, table: str) -> int:
@@ -181,10 +274,19 @@ async def _estimate(conn: asyncpg.Connection, table: str) -> int:
     return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
 
 
-def _count(status: str) -> int:
-    """The row count of a command tag (UPDATE 5, INSERT 0 5, DELETE 5)."""
-    last = status.rsplit(" ", 1)[-1]
-    return int(last) if last.isdigit() else 0
+def _position(error: asyncpg.PostgresError) -> int | None:
+    value = getattr(error, "position", None)
+    return int(value) if value is not None and str(value).isdigit() else None
+
+
+class BatchError(Exception):
+    """A batch's server error, with ``offset`` for ``failures.locate`` (the batch went
+    as one message with its bounds written in, so positions are mapped to the file)."""
+
+    def __init__(self, error: asyncpg.PostgresError, offset: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.offset = offset
 
 
 def _progress(done: int, done_here: int, estimated: int, started: float) -> Progress:

@@ -30,6 +30,7 @@ _PLAIN_LINES = {
     "migration_running": "  ... {name}.sql still running after {elapsed_s:.0f}s",
     "migration_resuming": "Resuming: {name}.sql at statement {statement} of {statements}",
     "backfill_progress": "  ... {name}.sql: {rows_done} of about {rows_estimated} rows",
+    "backfill_throttled": "  ... {name}.sql waits: {reason} {value}, over {limit}",
     "up_to_date": "Up to date: {applied} migrations applied",
     "migrate_done": "Done: {applied_count} applied in {duration_ms:.0f}ms",
     "lock_waiting": "Waiting for the migration lock (held by pid {holder_pid})",
