@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from natlangchain_migrate.baseline_files import is_baseline_file
 from natlangchain_migrate.durations import is_duration
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.layouts import NATIVE, folder_settings, listed_layout
@@ -88,6 +89,9 @@ class Migration(NamedTuple):
     source: Traversable | None = None
     # Another tool's layout keeps the undo in a section of the file (goose, dbmate).
     down_section: str | None = None
+    # A baseline file standing in for the versions it covers (baseline_files.py): those
+    # versions' files; None for any other migration.
+    baseline_covers: tuple[Migration, ...] | None = None
 
     @property
     def down_sql(self) -> str | None:
@@ -95,7 +99,7 @@ class Migration(NamedTuple):
         replica's start-up loads the migrations."""
         if self.down_section is not None:
             return self.down_section
-        return _read_text(self.down_file) if self.down_file is not None else None
+        return read_text(self.down_file) if self.down_file is not None else None
 
 
 def checksum(sql: str) -> str:
@@ -145,6 +149,8 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
             f"migrations directory {folder}: cannot list it ({error.strerror or error}); "
             "give the runner's user read and search access to it"
         ) from error
+    baselines = [entry for entry in listed if is_baseline_file(entry.name)]
+    listed = [entry for entry in listed if not is_baseline_file(entry.name)]
     layout = listed_layout(listed, settings)
     if layout != NATIVE:  # imported here: it builds on this module's Migration
         from natlangchain_migrate.layout_migrations import from_layout
@@ -183,7 +189,7 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
                 "renumber one of them"
             )
         target[version] = entry
-    if not ups:
+    if not ups and not baselines:
         raise ConfigurationError(
             f"no migration files (NNN_name.sql) in {folder}; check --migrations-dir or "
             "NATLANGCHAIN_MIGRATE_DIR"
@@ -261,7 +267,8 @@ def check_folder(folder: Traversable | Path) -> None:
         )
 
 
-def _read_text(entry: Traversable) -> str:
+def read_text(entry: Traversable) -> str:
+    """A migration file's text, refusing what no SQL file may hold, naming the file."""
     try:
         text = entry.read_bytes().decode("utf-8-sig")
         if "\0" in text:  # the server's protocol cannot carry it: it would drop the session
@@ -299,7 +306,7 @@ def _read_migration(
     streamed = _streamed(version, up, down, contract, contract_down)
     if streamed is not None:
         return streamed
-    sql = _read_text(up)
+    sql = read_text(up)
     if _MAYBE_COPY_DATA.search(sql):
         streamed = _streamed(version, up, down, contract, contract_down, small=True)
         if streamed is not None:

@@ -24,7 +24,7 @@ def from_layout(
     """A folder in another tool's layout (layouts.py), as Migrations."""
     files = [entry for entry in listed if entry.is_file()]
     texts = {
-        entry.name: discovery._read_text(entry) for entry in files if not entry.name.endswith(".go")
+        entry.name: discovery.read_text(entry) for entry in files if not entry.name.endswith(".go")
     }
     found = read_layout(layout, files, texts)
     if not found:

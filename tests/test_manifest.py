@@ -28,13 +28,13 @@ FILES = {
 def counted_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The migration files each run reads (a spy on the one function that reads them)."""
     reads: list[str] = []
-    real = discovery._read_text
+    real = discovery.read_text
 
     def spy(entry: Traversable) -> str:
         reads.append(entry.name)
         return real(entry)
 
-    monkeypatch.setattr(discovery, "_read_text", spy)
+    monkeypatch.setattr(discovery, "read_text", spy)
     return reads
 
 
