@@ -6,15 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
+from importlib.abc import Traversable
 from pathlib import Path
 
 import pytest
 
 from harness.servers.pgcluster import PASSWORD
+from natlangchain_migrate import discovery, migrate
+from natlangchain_migrate.discovery import shipped_migrations_dir
 from natlangchain_migrate.errors import ExitCode
-from tests.conftest import fetchval, ledger_rows, log_events, run_cli, table_names, write_migrations
+from natlangchain_migrate.manifest import MANIFEST_NAME, stale_files, write_manifest
+from tests.conftest import (
+    fetchval,
+    ledger_rows,
+    log_events,
+    migration_locks_held,
+    run_cli,
+    table_names,
+    write_migrations,
+)
 
 # Each versioned file leaves a trace in ran (which file ran), and is not idempotent.
 HISTORY = {
@@ -52,9 +65,7 @@ def _ran(url: str) -> list[str]:
 
 
 def _rows(url: str) -> list[tuple[int, str, str]]:
-    return [
-        (int(r["version"]), r["name"], r["applied_by"]) for r in asyncio.run(ledger_rows(url))
-    ]
+    return [(int(r["version"]), r["name"], r["applied_by"]) for r in asyncio.run(ledger_rows(url))]
 
 
 def _folder(tmp_path: Path, *, squash: bool = False, above: bool = True) -> Path:
@@ -85,3 +96,292 @@ def test_a_new_database_applies_the_baseline_instead_of_the_versions_it_covers(
     assert [e["name"] for e in applying] == ["003_schema.baseline", "004_notes"]
     again = _cli(folder, database_url, "--check")
     assert again.returncode == ExitCode.OK, again.stdout + again.stderr
+
+
+@pytest.mark.anyio
+async def test_a_database_that_has_every_covered_version_ignores_the_baseline(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = write_migrations(tmp_path / "m", HISTORY)
+    await migrate(database_url, migrations_dir=folder)
+    write_migrations(folder, {"003_schema.baseline.sql": BASELINE} | ABOVE)
+    report = await migrate(database_url, migrations_dir=folder)
+    assert [(r.version, r.name) for r in report.applied] == [(4, "004_notes")]
+    assert await _ran_async(database_url) == ["001", "002", "003", "004"]
+    assert not any(by.startswith("baseline-file") for _, _, by in await _rows_async(database_url))
+
+
+@pytest.mark.anyio
+async def test_a_partially_migrated_database_replays_the_rest_and_ignores_the_baseline(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = write_migrations(tmp_path / "m", HISTORY)
+    await migrate(database_url, migrations_dir=folder, target=1)
+    write_migrations(folder, {"003_schema.baseline.sql": BASELINE} | ABOVE)
+    report = await migrate(database_url, migrations_dir=folder)
+    assert [r.name for r in report.applied] == ["002_tags", "003_index", "004_notes"]
+    assert await _ran_async(database_url) == ["001", "002", "003", "004"]
+
+
+@pytest.mark.anyio
+async def test_a_target_below_the_baseline_replays_the_files(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = _folder(tmp_path)
+    report = await migrate(database_url, migrations_dir=folder, target=2)
+    assert [r.name for r in report.applied] == ["001_items", "002_tags"]
+    # Now the database has versions: the baseline is ignored for good.
+    report = await migrate(database_url, migrations_dir=folder)
+    assert [r.name for r in report.applied] == ["003_index", "004_notes"]
+
+
+def test_eight_runners_on_a_new_database_apply_the_baseline_exactly_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = _folder(tmp_path)
+    command = [sys.executable, "-m", "natlangchain_migrate", "--migrations-dir", str(folder)]
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env |= {"DATABASE_URL": database_url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
+    runners = [
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(8)
+    ]
+    outputs = [runner.communicate(timeout=120) for runner in runners]
+    assert [runner.returncode for runner in runners] == [0] * 8, outputs
+    applied = [
+        event["name"]
+        for _, stderr in outputs
+        for event in log_events(stderr)
+        if event["event"] == "migration_applied"
+    ]
+    assert sorted(applied) == ["003_schema.baseline", "004_notes"]
+    assert _ran(database_url) == ["004"]
+    assert [v for v, _, _ in _rows(database_url)] == [1, 2, 3, 4]
+    assert asyncio.run(migration_locks_held(database_url)) == 0
+
+
+def test_dry_run_says_it_would_apply_the_baseline(tmp_path: Path, database_url: str) -> None:
+    folder = _folder(tmp_path)
+    result = _cli(folder, database_url, "--dry-run", "--json")
+    assert result.returncode == ExitCode.OK, result.stderr
+    pending = json.loads(result.stdout)
+    assert [item["name"] for item in pending] == ["003_schema.baseline", "004_notes"]
+    assert "items" not in asyncio.run(table_names(database_url))
+
+
+def test_timestamp_versions_take_a_baseline_too(tmp_path: Path, database_url: str) -> None:
+    folder = write_migrations(
+        tmp_path / "m",
+        {
+            "20240101000000_a.sql": "CREATE TABLE ran (file text);\n"
+            "INSERT INTO ran VALUES ('a');\n",
+            "20240102000000_b.sql": "INSERT INTO ran VALUES ('b');\nCREATE TABLE b (id int);\n",
+            "20240102000000_schema.baseline.sql": "CREATE TABLE ran (file text);\n"
+            "CREATE TABLE b (id int);\n",
+            "20240103000000_c.sql": "INSERT INTO ran VALUES ('c');\n",
+        },
+    )
+    result = _cli(folder, database_url)
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert _ran(database_url) == ["c"]
+    rows = _rows(database_url)
+    assert [v for v, _, _ in rows] == [20240101000000, 20240102000000, 20240103000000]
+    assert {by for v, _, by in rows[:2]} == {"baseline-file:20240102000000"}
+    assert _cli(folder, database_url, "--check").returncode == ExitCode.OK
+
+
+def test_a_bad_baseline_fails_whole_naming_its_file_and_line(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = write_migrations(
+        tmp_path / "m",
+        HISTORY | {"003_schema.baseline.sql": BASELINE.replace("CREATE INDEX", "CREATE INDX")},
+    )
+    result = _cli(folder, database_url)
+    assert result.returncode != ExitCode.OK
+    assert "003_schema.baseline.sql:4" in result.stderr, result.stderr
+    assert "ran" not in asyncio.run(table_names(database_url))  # nothing half-applied
+    assert _rows(database_url) == []
+
+
+def test_status_drift_and_rollback_after_the_files_below_the_baseline_are_squashed(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = _folder(tmp_path, squash=True)
+    assert _cli(folder, database_url).returncode == ExitCode.OK
+    assert _ran(database_url) == ["004"]
+    # No file of 001-003: the baseline wrote the row of its own version, with its checksum.
+    assert [(v, name) for v, name, _ in _rows(database_url)] == [
+        (3, "003_schema.baseline"),
+        (4, "004_notes"),
+    ]
+    status = _cli(folder, database_url, "--status", "--json")
+    assert status.returncode == ExitCode.OK, status.stderr
+    states = {item["version"]: item["state"] for item in json.loads(status.stdout)}
+    assert states == {3: "APPLIED", 4: "APPLIED"}
+    assert _cli(folder, database_url, "--check").returncode == ExitCode.OK
+    # 004 rolls back with its down file; 003 has none (squashed): refused, nothing changed.
+    assert _cli(folder, database_url, "--rollback").returncode == ExitCode.OK
+    refused = _cli(folder, database_url, "--rollback")
+    assert refused.returncode == ExitCode.USAGE, refused.stderr
+    assert "003_schema.baseline.sql covers it" in refused.stderr
+    assert [v for v, _, _ in _rows(database_url)] == [3]
+
+
+def test_a_replayed_database_whose_old_files_are_squashed_keeps_its_history(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = write_migrations(tmp_path / "m", HISTORY)
+    assert _cli(folder, database_url).returncode == ExitCode.OK
+    for name in HISTORY:
+        (folder / name).unlink()
+    write_migrations(folder, {"003_schema.baseline.sql": BASELINE} | ABOVE)
+    check = _cli(folder, database_url, "--check")
+    assert check.returncode == ExitCode.CHECK_PENDING, check.stdout + check.stderr  # 004, no drift
+    assert _cli(folder, database_url).returncode == ExitCode.OK
+    assert _ran(database_url) == ["001", "002", "003", "004"]  # the baseline never ran here
+    refused = _cli(folder, database_url, "--rollback", "--to", "1")
+    assert refused.returncode == ExitCode.USAGE
+    assert "cannot roll back 003 (003_index)" in refused.stderr
+    assert [v for v, _, _ in _rows(database_url)] == [1, 2, 3, 4]
+
+
+def test_rollback_below_the_baseline_runs_the_down_files_that_are_there(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = _folder(tmp_path)
+    assert _cli(folder, database_url).returncode == ExitCode.OK
+    result = _cli(folder, database_url, "--rollback", "--to", "0")
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert _rows(database_url) == []
+    assert not {"ran", "items", "tags", "notes"} & asyncio.run(table_names(database_url))
+
+
+@pytest.mark.parametrize("squash", [False, True], ids=["files-kept", "files-squashed"])
+@pytest.mark.anyio
+async def test_the_manifest_vouches_for_the_baseline_and_its_fast_path_holds(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, squash: bool
+) -> None:
+    folder = _folder(tmp_path, squash=squash)
+    write_manifest(folder)
+    assert "003_schema.baseline.sql" in (folder / MANIFEST_NAME).read_text()
+    await migrate(database_url, migrations_dir=folder)
+    reads: list[str] = []
+    real = discovery.read_text
+
+    def spy(entry: Traversable) -> str:
+        reads.append(entry.name)
+        return real(entry)
+
+    monkeypatch.setattr(discovery, "read_text", spy)
+    again = await migrate(database_url, migrations_dir=folder)
+    assert again.up_to_date
+    assert reads == []  # the start-up read no file: the ledger matched the manifest
+    # An edited baseline file makes the manifest stale: sum --check names it.
+    (folder / "003_schema.baseline.sql").write_text(BASELINE + "-- edited\n")
+    assert stale_files(folder) == ["003_schema.baseline.sql"]
+
+
+async def _ran_async(url: str) -> list[str]:
+    return list(await fetchval(url, "SELECT array_agg(file ORDER BY file) FROM ran") or [])
+
+
+async def _rows_async(url: str) -> list[tuple[int, str, str]]:
+    return [(int(r["version"]), r["name"], r["applied_by"]) for r in await ledger_rows(url)]
+
+
+def _copy_of_shipped(into: Path) -> Path:
+    into.mkdir()
+    for path in shipped_migrations_dir().iterdir():
+        if path.name.endswith(".sql"):
+            (into / path.name).write_bytes(path.read_bytes())
+    return into
+
+
+def test_the_written_baseline_of_the_shipped_migrations_applies_and_verify_passes(
+    tmp_path: Path, database_url: str, admin_url: str
+) -> None:
+    folder = _copy_of_shipped(tmp_path / "m")
+    written = run_cli("baseline-file", "--migrations-dir", str(folder), database_url=admin_url)
+    assert written.returncode == ExitCode.OK, written.stderr
+    baseline = folder / "003_schema.baseline.sql"
+    assert f"Wrote {baseline}" in written.stdout
+    text = baseline.read_text()
+    assert "CREATE EXTENSION IF NOT EXISTS vector" in text
+    assert "schema_migrations" not in text  # the ledger is the runner's, not the baseline's
+    verified = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
+    assert verified.returncode == ExitCode.OK, verified.stdout + verified.stderr
+    assert "✓ 003_schema.baseline.sql: gives the schema" in verified.stdout
+    applied = _cli(folder, database_url)
+    assert applied.returncode == ExitCode.OK, applied.stderr
+    names = [e["name"] for e in log_events(applied.stderr) if e["event"] == "migration_applied"]
+    assert names == ["003_schema.baseline"]
+    assert _cli(folder, database_url, "--check").returncode == ExitCode.OK
+
+
+def test_verify_fails_on_a_baseline_that_differs_from_the_replay(
+    tmp_path: Path, admin_url: str
+) -> None:
+    folder = _folder(tmp_path)
+    (folder / "003_schema.baseline.sql").write_text(BASELINE.replace("CREATE INDEX", "-- "))
+    result = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
+    assert result.returncode == ExitCode.SCHEMA_NOT_RESTORED, result.stdout + result.stderr
+    failure = [line for line in result.stdout.splitlines() if line.startswith("✗")]
+    assert len(failure) == 1
+    assert "003_schema.baseline.sql gives another schema than replaying" in failure[0]
+    assert "only the replay has CREATE INDEX tags_item" in failure[0]
+
+
+def test_verify_of_a_squashed_history_starts_from_the_baseline(
+    tmp_path: Path, admin_url: str
+) -> None:
+    folder = _folder(tmp_path, squash=True)
+    result = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines() if line[:1] == "✓"] == [
+        "✓ 004_notes"
+    ]
+
+
+# Objects whose order by name alone would not apply: a sequence owned by a later table, a
+# view reading a later-named view, a function in a column default, a SQL-standard body
+# reading a table, a function returning a table's rows, a partition named before its
+# parent, a foreign key to a unique index, a trigger.
+TANGLED = """
+CREATE SCHEMA app;
+CREATE TYPE app.mood AS ENUM ('ok', 'sad');
+CREATE FUNCTION app.default_name() RETURNS text LANGUAGE sql AS $$ SELECT 'x' $$;
+CREATE TABLE app.z_people (id serial PRIMARY KEY, name text DEFAULT app.default_name(),
+    mood app.mood, code int);
+CREATE UNIQUE INDEX people_code ON app.z_people (code);
+CREATE TABLE app.a_pets (id int, owner_code int REFERENCES app.z_people (code));
+CREATE SEQUENCE app.a_counter OWNED BY app.z_people.id;
+CREATE FUNCTION app.count_people() RETURNS bigint LANGUAGE sql
+    BEGIN ATOMIC SELECT count(*) FROM app.z_people; END;
+CREATE FUNCTION app.sad_people() RETURNS SETOF app.z_people LANGUAGE sql
+    AS $$ SELECT * FROM app.z_people WHERE mood = 'sad' $$;
+CREATE VIEW app.z_base AS SELECT id, name FROM app.z_people;
+CREATE VIEW app.a_top AS SELECT name, app.count_people() AS n FROM app.z_base;
+CREATE TABLE app.b_events (at date NOT NULL) PARTITION BY RANGE (at);
+CREATE TABLE app.a_events_2024 PARTITION OF app.b_events
+    FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE FUNCTION app.touch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.name := upper(NEW.name); RETURN NEW; END $$;
+CREATE TRIGGER touch BEFORE INSERT ON app.z_people FOR EACH ROW EXECUTE FUNCTION app.touch();
+"""
+
+
+def test_dump_schema_output_applies_as_a_baseline_file(
+    tmp_path: Path, database_url: str, admin_url: str
+) -> None:
+    folder = write_migrations(tmp_path / "m", {"001_tangled.sql": TANGLED})
+    assert _cli(folder, database_url).returncode == ExitCode.OK
+    dumped = run_cli("dump-schema", "-", database_url=database_url)
+    assert dumped.returncode == ExitCode.OK, dumped.stderr
+    (folder / "001_dumped.baseline.sql").write_text(dumped.stdout)
+    (folder / "001_tangled.down.sql").write_text("DROP SCHEMA app CASCADE;\n")
+    result = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+    assert "✓ 001_dumped.baseline.sql" in result.stdout

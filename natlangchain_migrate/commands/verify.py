@@ -89,7 +89,7 @@ def _print_success(report: VerifyReport, *, as_json: bool) -> None:
             ExitCode.OK,
             scratch_database=report.scratch_database,
             verified=[item._asdict() for item in report.verified],
-            baseline=report.baseline,
+            **({"baseline": report.baseline} if report.baseline else {}),
         )
         return
     for item in report.verified:
