@@ -385,3 +385,78 @@ def test_dump_schema_output_applies_as_a_baseline_file(
     result = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
     assert result.returncode == ExitCode.OK, result.stdout + result.stderr
     assert "✓ 001_dumped.baseline.sql" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {
+            "001_items.up.sql": "CREATE TABLE ran (file text);\nINSERT INTO ran VALUES ('1');\n",
+            "001_items.down.sql": "DROP TABLE ran;\n",
+            "002_more.up.sql": "INSERT INTO ran VALUES ('2');\n",
+            "002_more.down.sql": "DELETE FROM ran;\n",
+        },
+        {
+            "001_items.sql": "-- +goose Up\nCREATE TABLE ran (file text);\n"
+            "INSERT INTO ran VALUES ('1');\n-- +goose Down\nDROP TABLE ran;\n",
+            "002_more.sql": "-- +goose Up\nINSERT INTO ran VALUES ('2');\n"
+            "-- +goose Down\nDELETE FROM ran;\n",
+        },
+    ],
+    ids=["golang-migrate", "goose"],
+)
+@pytest.mark.anyio
+async def test_another_tools_layout_takes_a_baseline_file_too(
+    tmp_path: Path, database_url: str, layout: dict[str, str]
+) -> None:
+    baseline = {"001_schema.baseline.sql": "CREATE TABLE ran (file text);\n"}
+    folder = write_migrations(tmp_path / "m", layout | baseline)
+    report = await migrate(database_url, migrations_dir=folder)
+    assert report.applied[0].name == "001_schema.baseline"
+    assert await _ran_async(database_url) == ["2"]
+    assert [v for v, _, _ in await _rows_async(database_url)] == [1, 2]
+
+
+def test_baseline_file_keeps_the_manifest_current_and_leaves_repeatables_out(
+    tmp_path: Path, admin_url: str
+) -> None:
+    folder = write_migrations(
+        tmp_path / "m", HISTORY | {"R__names.sql": "CREATE OR REPLACE VIEW names AS SELECT 1;\n"}
+    )
+    write_manifest(folder)
+    result = run_cli(
+        "baseline-file",
+        "--migrations-dir",
+        str(folder),
+        "--up-to",
+        "2",
+        "--name",
+        "first_two",
+        database_url=admin_url,
+    )
+    assert result.returncode == ExitCode.OK, result.stderr
+    text = (folder / "002_first_two.baseline.sql").read_text()
+    assert "public.tags" in text
+    assert "CREATE INDEX tags_item" not in text  # 003 is above it
+    assert "names" not in text  # repeatables run after a baseline, as after a replay
+    assert stale_files(folder) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ((), "give --migrations-dir DIR"),
+        (("--up-to", "7"), "--up-to 7: no migration file has that version"),
+        (("--name", "bad-name"), "--name 'bad-name': use letters, digits and underscores"),
+    ],
+    ids=["no-folder", "unknown-version", "bad-name"],
+)
+def test_baseline_file_refuses_bad_input_with_exit_2(
+    tmp_path: Path, admin_url: str, args: tuple[str, ...], says: str
+) -> None:
+    folder = write_migrations(tmp_path / "m", HISTORY)
+    where = () if not args else ("--migrations-dir", str(folder))
+    result = run_cli("baseline-file", *where, *args, database_url=admin_url)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert says in result.stderr
+    assert not list(folder.glob("*.baseline.sql"))
