@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from natlangchain_migrate.discovery import Migration
 
 _LABEL = re.compile(r"^[A-Za-z0-9_]+$")
+_PINNED_EXTENSION = re.compile(r"^(CREATE EXTENSION IF NOT EXISTS .*?) VERSION '[^']*';$", re.M)
 
 
 class WrittenBaseline(NamedTuple):
@@ -66,6 +67,9 @@ async def write_baseline_file(
             )
     covered = [m for m in migrations if m.version <= top.version]
     text = await _replayed_schema(options, server_dsn, folder, top.version)
+    # The server's default version of each extension, as the files' own CREATE EXTENSION
+    # gets it: a laptop with an older pgvector than the server it was written on applies it.
+    text = _PINNED_EXTENSION.sub(r"\1;", text)
     write_schema(target, _header(covered, top) + text)
     log.info(
         "baseline_file_written",

@@ -309,7 +309,8 @@ def test_the_written_baseline_of_the_shipped_migrations_applies_and_verify_passe
     baseline = folder / "003_schema.baseline.sql"
     assert f"Wrote {baseline}" in written.stdout
     text = baseline.read_text()
-    assert "CREATE EXTENSION IF NOT EXISTS vector" in text
+    # The server's default pgvector, as 002's own CREATE EXTENSION would get it.
+    assert "CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA public;\n" in text
     assert "schema_migrations" not in text  # the ledger is the runner's, not the baseline's
     verified = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
     assert verified.returncode == ExitCode.OK, verified.stdout + verified.stderr
