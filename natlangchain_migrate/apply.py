@@ -318,10 +318,10 @@ class _Applier:
                 migration, applied_by=self.applied_by, release=self.release
             )
         if migration.baseline_covers is not None:  # a row for each version it stands for
-            by = baseline_files.applied_by(migration)
-            return ";\n".join(
-                self.ledger.record_sql(row, applied_by=by, since=since)
-                for row in baseline_files.ledger_rows(migration)
+            return self.ledger.record_many_sql(
+                baseline_files.ledger_rows(migration),
+                applied_by=baseline_files.applied_by(migration),
+                since=since,
             )
         return self.ledger.record_sql(migration, applied_by=self.applied_by, since=since)
 
