@@ -31,6 +31,10 @@ def new_migration(directory: Path, name: str) -> list[Path]:
             f"(mkdir -p {directory}) or correct --migrations-dir"
         )
     existing = load_migrations(directory) if any(directory.glob("*.sql")) else []
+    from natlangchain_migrate.baseline_files import load_baselines
+
+    # A squashed history's newest version may be its baseline file's alone.
+    existing = sorted([*existing, *load_baselines(directory)], key=lambda m: m.version)
     width = max(3, len(existing[-1].filename.split("_", 1)[0]) if existing else 3)
     # The folder's style goes on: the next number, or the UTC time in a timestamped one.
     version = next_version([m.version for m in existing], width)

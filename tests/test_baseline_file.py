@@ -461,3 +461,10 @@ def test_baseline_file_refuses_bad_input_with_exit_2(
     assert result.returncode == ExitCode.USAGE, result.stderr
     assert says in result.stderr
     assert not list(folder.glob("*.baseline.sql"))
+
+
+def test_new_continues_after_a_squashed_history(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, squash=True, above=False)
+    result = run_cli("new", "add_notes", "--migrations-dir", str(folder), database_url=None)
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert (folder / "004_add_notes.sql").exists()
