@@ -403,8 +403,18 @@ def test_dump_schema_output_applies_as_a_baseline_file(
             "002_more.sql": "-- +goose Up\nINSERT INTO ran VALUES ('2');\n"
             "-- +goose Down\nDELETE FROM ran;\n",
         },
+        {
+            "001_items.sql": "-- migrate:up\nCREATE TABLE ran (file text);\n"
+            "INSERT INTO ran VALUES ('1');\n-- migrate:down\nDROP TABLE ran;\n",
+            "002_more.sql": "-- migrate:up\nINSERT INTO ran VALUES ('2');\n"
+            "-- migrate:down\nDELETE FROM ran;\n",
+        },
+        {
+            "V1__items.sql": "CREATE TABLE ran (file text);\nINSERT INTO ran VALUES ('1');\n",
+            "V2__more.sql": "INSERT INTO ran VALUES ('2');\n",
+        },
     ],
-    ids=["golang-migrate", "goose"],
+    ids=["golang-migrate", "goose", "dbmate", "flyway"],
 )
 @pytest.mark.anyio
 async def test_another_tools_layout_takes_a_baseline_file_too(
@@ -468,3 +478,13 @@ def test_new_continues_after_a_squashed_history(tmp_path: Path) -> None:
     result = run_cli("new", "add_notes", "--migrations-dir", str(folder), database_url=None)
     assert result.returncode == ExitCode.OK, result.stderr
     assert (folder / "004_add_notes.sql").exists()
+
+
+def test_an_unqualified_baseline_builds_in_the_target_schema(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = _folder(tmp_path)
+    result = _cli(folder, database_url, "--schema", "tenant_a")
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert {"ran", "items", "tags", "notes"} <= asyncio.run(table_names(database_url, "tenant_a"))
+    assert "items" not in asyncio.run(table_names(database_url))
