@@ -488,3 +488,13 @@ def test_an_unqualified_baseline_builds_in_the_target_schema(
     assert result.returncode == ExitCode.OK, result.stderr
     assert {"ran", "items", "tags", "notes"} <= asyncio.run(table_names(database_url, "tenant_a"))
     assert "items" not in asyncio.run(table_names(database_url))
+
+
+def test_transaction_lock_mode_applies_the_baseline_in_its_one_transaction(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = _folder(tmp_path)
+    result = _cli(folder, database_url, "--lock-mode", "transaction")
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert _ran(database_url) == ["004"]
+    assert [v for v, _, _ in _rows(database_url)] == [1, 2, 3, 4]
