@@ -141,6 +141,13 @@ def refuse_rollback_below(
     gone = [(v, name) for v, name in versions if v <= newest.version and v not in files]
     if gone:
         version, name = gone[0]
+        if name.endswith(".baseline"):  # the row a baseline file wrote for its own version
+            raise ConfigurationError(
+                f"cannot roll back {version:03d} ({name}): this database was built from the "
+                f"baseline file {name}.sql, which has no down file; nothing was "
+                f"changed. Keep the database at {version:03d} or above (rollback --to "
+                f"{version}), or drop it and build it again"
+            )
         raise ConfigurationError(
             f"cannot roll back {version:03d} ({name}): the baseline file {newest.filename} "
             "covers it and its files are gone here (a squashed history); nothing was "

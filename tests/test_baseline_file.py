@@ -226,7 +226,7 @@ def test_status_drift_and_rollback_after_the_files_below_the_baseline_are_squash
     assert _cli(folder, database_url, "--rollback").returncode == ExitCode.OK
     refused = _cli(folder, database_url, "--rollback")
     assert refused.returncode == ExitCode.USAGE, refused.stderr
-    assert "003_schema.baseline.sql covers it" in refused.stderr
+    assert "built from the baseline file 003_schema.baseline.sql" in refused.stderr
     assert [v for v, _, _ in _rows(database_url)] == [3]
 
 
