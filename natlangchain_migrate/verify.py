@@ -95,7 +95,7 @@ async def verify(options: RunnerOptions, *, server_dsn: str) -> VerifyReport:
         # Repeatables (R__) have no down files and belong to no version: the scratch runs
         # use a copy of the versioned files alone, so that none runs between the steps.
         versioned = versioned_copy(
-            options.migrations_dir, Path(copy), baselines_below=None if start_at else 0
+            options.migrations_dir, Path(copy), baselines_below=None if start_at is not None else 0
         )
         async with scratch_database(server_dsn, wait=options.connect_wait) as (
             name,
