@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.faults.history import write_history
 from harness.servers.pgcluster import PASSWORD
 from natlangchain_migrate import discovery, migrate
 from natlangchain_migrate.discovery import shipped_migrations_dir
@@ -498,3 +499,15 @@ def test_transaction_lock_mode_applies_the_baseline_in_its_one_transaction(
     assert result.returncode == ExitCode.OK, result.stderr
     assert _ran(database_url) == ["004"]
     assert [v for v, _, _ in _rows(database_url)] == [1, 2, 3, 4]
+
+
+def test_a_written_baseline_of_a_generated_history_of_every_kind_passes_verify(
+    tmp_path: Path, admin_url: str
+) -> None:
+    folder = tmp_path / "m"
+    write_history(folder, 24)
+    written = run_cli("baseline-file", "--migrations-dir", str(folder), database_url=admin_url)
+    assert written.returncode == ExitCode.OK, written.stderr
+    result = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+    assert "✓ 024_schema.baseline.sql: gives the schema" in result.stdout
