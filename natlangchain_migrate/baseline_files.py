@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 BASELINE_SUFFIX = ".baseline.sql"
 _BASELINE_FILE = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9_]+)\.baseline\.sql$")
+# The header line baseline-file writes: the schema its objects are named in.
+_WRITTEN_FOR = re.compile(r"^-- schema: (?P<schema>\S+) \(", re.M)
 # What a baseline file writes in the ledger's applied_by, before its version.
 APPLIED_BY_PREFIX = "baseline-file:"
 
@@ -154,3 +156,27 @@ def refuse_rollback_below(
             f"changed. Restore {name}.sql and its down file to undo it, or keep the database "
             f"at {newest.version:03d} or above (rollback --to {newest.version})"
         )
+
+
+def schema_line(schema: str) -> str:
+    """The header line that says which schema a written baseline file's objects are in."""
+    return (
+        f"-- schema: {schema} (its objects are named in it; a run into another schema "
+        "refuses this file)\n"
+    )
+
+
+def refuse_other_schema(pending: Sequence[Migration], schema: str) -> None:
+    """Refuse to apply a written baseline file into another schema than the one it names
+    its objects in: they would land in that one, not in the run's."""
+    for migration in pending:
+        if migration.baseline_covers is None:
+            continue
+        found = _WRITTEN_FOR.search(migration.sql[:4096])
+        if found is not None and found["schema"] != schema:
+            raise ConfigurationError(
+                f"{migration.filename} was written for schema {found['schema']} and names "
+                f"its objects there, but this run migrates schema {schema}; nothing was "
+                f"applied. Write one for it (baseline-file --schema {schema}, in a folder of "
+                "its own), or run without it: move it out of the folder to replay the files"
+            )

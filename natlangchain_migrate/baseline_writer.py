@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from natlangchain_migrate import runner
-from natlangchain_migrate.baseline_files import BASELINE_SUFFIX, load_baselines
+from natlangchain_migrate.baseline_files import BASELINE_SUFFIX, load_baselines, schema_line
 from natlangchain_migrate.connection import connect
 from natlangchain_migrate.discovery import load_migrations, shipped_migrations_dir
 from natlangchain_migrate.errors import ConfigurationError
@@ -70,7 +70,7 @@ async def write_baseline_file(
     # The server's default version of each extension, as the files' own CREATE EXTENSION
     # gets it: a laptop with an older pgvector than the server it was written on applies it.
     text = _PINNED_EXTENSION.sub(r"\1;", text)
-    write_schema(target, _header(covered, top) + text)
+    write_schema(target, _header(covered, top) + schema_line(options.schema) + text)
     log.info(
         "baseline_file_written",
         file=target.name,

@@ -92,6 +92,9 @@ async def check_before_apply(
             "--database-url or DATABASE_URL at the primary (dsn= in the library)"
         )
     _check_lock_mode(plan.pending, options)
+    from natlangchain_migrate.baseline_files import refuse_other_schema
+
+    refuse_other_schema(plan.pending, options.schema)
     check_client_only(plan.pending)
     _check_transaction_control(plan.pending)
     await _check_extensions(conn, plan.pending)

@@ -17,6 +17,7 @@ import pytest
 from harness.faults.history import write_history
 from harness.servers.pgcluster import PASSWORD
 from natlangchain_migrate import discovery, migrate
+from natlangchain_migrate.baseline_files import schema_line
 from natlangchain_migrate.discovery import shipped_migrations_dir
 from natlangchain_migrate.errors import ExitCode
 from natlangchain_migrate.manifest import MANIFEST_NAME, stale_files, write_manifest
@@ -313,6 +314,7 @@ def test_the_written_baseline_of_the_shipped_migrations_applies_and_verify_passe
     # The server's default pgvector, as 002's own CREATE EXTENSION would get it.
     assert "CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA public;\n" in text
     assert "schema_migrations" not in text  # the ledger is the runner's, not the baseline's
+    assert "\n-- schema: public (" in text
     verified = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
     assert verified.returncode == ExitCode.OK, verified.stdout + verified.stderr
     assert "✓ 003_schema.baseline.sql: gives the schema" in verified.stdout
@@ -511,3 +513,14 @@ def test_a_written_baseline_of_a_generated_history_of_every_kind_passes_verify(
     result = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
     assert result.returncode == ExitCode.OK, result.stdout + result.stderr
     assert "✓ 024_schema.baseline.sql: gives the schema" in result.stdout
+
+
+def test_a_written_baseline_is_refused_in_another_schema(tmp_path: Path, database_url: str) -> None:
+    folder = _folder(tmp_path)
+    baseline = folder / "003_schema.baseline.sql"
+    baseline.write_text(schema_line("public") + BASELINE.replace("TABLE ", "TABLE public."))
+    result = _cli(folder, database_url, "--schema", "tenant_a")
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "003_schema.baseline.sql was written for schema public" in result.stderr
+    assert "items" not in asyncio.run(table_names(database_url))
+    assert _cli(folder, database_url).returncode == ExitCode.OK  # into public it applies
