@@ -11,9 +11,10 @@ harness.faults.history's (tables with foreign keys, indexes, functions and trigg
 views, materialized views, enums), where nearly every file adds objects that stay, so
 the baseline creates almost what the replay does. ``write_baseline_file`` writes
 ``NNN_schema.baseline.sql`` for all of it; each round then migrates two new databases,
-one from the folder with the baseline file (the runner applies it and records every version) and one from a copy
-without it (every file, one transaction each), in alternating order. Before timing,
-both schemas are compared once, as ``verify`` does. The goal is at least 10x.
+one from the folder with the baseline file (the runner applies it and records every
+version) and one from a copy without it (every file, one transaction each), in
+alternating order. Before timing, both schemas are compared once, as ``verify`` does.
+The goal is at least 10x.
 """
 
 from __future__ import annotations
