@@ -3,7 +3,7 @@ interleaved rounds, medians and their ratio.
 
     .venv/bin/python benchmarks/baseline.py [--rounds N] [--count N] [--history KIND]
 
-Two histories, none of their files idempotent. ``churn`` (the default) is a project's
+Two histories (both by default), none of their files idempotent. ``churn`` is a project's
 usual shape: a few dozen tables, created early, then changed over and over (columns
 added, renamed, retyped and dropped, indexes and constraints added and dropped,
 functions replaced, views made and dropped, some tables dropped). ``additive`` is
