@@ -1,7 +1,8 @@
 """A new database from a baseline file against the full replay of a long history:
-interleaved rounds, medians and their ratio.
+interleaved rounds, medians and their ratio, in process and as processes beside a floor.
 
     .venv/bin/python benchmarks/baseline.py [--rounds N] [--count N] [--history KIND]
+        [--fsync on|off|both]
 
 Two histories (both by default), none of their files idempotent. ``churn`` is a project's
 usual shape: a few dozen tables, created early, then changed over and over (columns
@@ -14,6 +15,13 @@ the baseline creates almost what the replay does. ``write_baseline_file`` writes
 one from the folder with the baseline file (the runner applies it and records every
 version) and one from a copy without it (every file, one transaction each), in
 alternating order. Before timing, both schemas are compared once, as ``verify`` does.
+
+Two servers (both by default): ``--fsync on`` is a production server's durability
+(fsync, full_page_writes and synchronous_commit on, its data directory on the disk; a
+tmpfs there is refused), ``--fsync off`` the test suite's cluster (tests/conftest.py:
+fsync off, in /dev/shm when it has room). Then, as processes, interleaved: ``psql -X -q
+-1 -f`` of the baseline file alone on a new database (the floor: the server's cost of
+the schema itself, plus a process), and the CLI on a new database from each folder.
 The goal is at least 10x.
 """
 
@@ -23,6 +31,8 @@ import argparse
 import asyncio
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -31,7 +41,7 @@ from pathlib import Path
 import structlog
 
 from harness.faults.history import write_history
-from harness.servers.pgcluster import PgCluster, embedded_bindir
+from harness.servers.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
 from harness.servers.sql import execute as sql_execute
 from natlangchain_migrate import migrate
 from natlangchain_migrate.baseline_writer import write_baseline_file
@@ -106,7 +116,9 @@ def _apply(url: str, folder: Path) -> float:
     return elapsed
 
 
-def measure(cluster: PgCluster, *, rounds: int, count: int, history: str = "churn") -> float:
+def measure(
+    cluster: PgCluster, *, rounds: int, count: int, history: str = "churn", label: str = ""
+) -> float:
     """Print both medians and their ratio; return the ratio."""
     with tempfile.TemporaryDirectory() as workdir:
         replay = Path(workdir) / "replay"
@@ -133,18 +145,101 @@ def measure(cluster: PgCluster, *, rounds: int, count: int, history: str = "chur
             sides = [(baseline_times, with_baseline), (replay_times, replay)]
             for times, folder in sides if number % 2 == 0 else reversed(sides):
                 times.append(_apply(_fresh_database(cluster), folder))
+        processes = _processes(cluster, rounds, written.path, with_baseline, replay)
     baseline = statistics.median(baseline_times) * 1000
     full = statistics.median(replay_times) * 1000
     ratio = full / baseline
     verdict = "ok" if ratio >= GOAL else "UNDER GOAL"
     print(
-        f"new database, {count} migrations ({history}): baseline file {baseline:8.1f} ms vs "
-        f"full replay {full:8.1f} ms -> {ratio:5.1f}x faster (goal >= {GOAL:.0f}x, "
-        f"{verdict}; medians of {rounds} interleaved rounds; same schema: yes; "
-        f"{size_kb} KB baseline file)",
+        f"new database, {count} migrations ({history}), {label}: in process: baseline "
+        f"file {baseline:8.1f} ms vs full replay {full:8.1f} ms -> {ratio:5.1f}x faster "
+        f"(goal >= {GOAL:.0f}x, {verdict}; medians of {rounds} interleaved rounds; same "
+        f"schema: yes; {size_kb} KB baseline file)",
+        flush=True,
+    )
+    floor, cli_baseline, cli_replay = (statistics.median(t) * 1000 for t in processes)
+    print(
+        f"  as processes: psql -1 -f of the baseline file alone {floor:8.1f} ms (floor); "
+        f"CLI from the baseline {cli_baseline:8.1f} ms ({cli_baseline / floor:4.2f}x the "
+        f"floor); CLI full replay {cli_replay:8.1f} ms -> {cli_replay / cli_baseline:5.1f}x "
+        f"faster (at most {cli_replay / floor:5.1f}x: the replay over the floor)",
         flush=True,
     )
     return ratio
+
+
+def _run(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return time.perf_counter() - started
+
+
+def _processes(
+    cluster: PgCluster, rounds: int, baseline_file: Path, with_baseline: Path, replay: Path
+) -> tuple[list[float], list[float], list[float]]:
+    """Per round, in rotating order: psql -1 -f of the baseline file alone, the CLI from
+    the folder with it, the CLI from the folder without it; each on a new database."""
+    psql = cluster.bin("psql")
+    cli = str(Path(sys.executable).with_name("natlangchain-migrate"))
+    commands = [
+        lambda url: [
+            psql,
+            "-X",
+            "-q",
+            "-1",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            str(baseline_file),
+            url,
+        ],
+        lambda url: [cli, "--database-url", url, "--migrations-dir", str(with_baseline)],
+        lambda url: [cli, "--database-url", url, "--migrations-dir", str(replay)],
+    ]
+    times: tuple[list[float], list[float], list[float]] = ([], [], [])
+    for number in range(rounds + 1):  # the first round warms the caches: not counted
+        for side in [(number + k) % 3 for k in range(3)]:
+            elapsed = _run(commands[side](_fresh_database(cluster)))
+            if number:
+                times[side].append(elapsed)
+    return times
+
+
+def _filesystem(path: Path) -> str:
+    """The type of the file system ``path`` is on (/proc/mounts' longest prefix)."""
+    best, kind = "", "unknown"
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return kind
+    for line in mounts:
+        fields = line.split()
+        point = fields[1]
+        inside = str(path) == point or str(path).startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def start_cluster(fsync: str) -> tuple[PgCluster, str]:
+    """The server for one ``--fsync`` mode, started, and a label that says what it is."""
+    if fsync == "on":
+        cluster = PgCluster(embedded_bindir(), name="blbench")
+        kind = _filesystem(cluster.root)
+        if kind in ("tmpfs", "ramfs"):
+            cluster.destroy()
+            raise SystemExit(
+                f"--fsync on: {cluster.root.parent} is a {kind}, not a disk; set TMPDIR to "
+                "a folder on the disk"
+            )
+        cluster.init(fsync="on", full_page_writes="on", synchronous_commit="on")
+    else:
+        parent = memory_backed_dir()
+        cluster = PgCluster(embedded_bindir(), name="blbench", parent=parent)
+        cluster.init(**({"max_wal_size": "'256MB'"} if parent else {}))
+        kind = _filesystem(cluster.root)
+    cluster.start()
+    return cluster, f"fsync {fsync} ({kind})"
 
 
 def main() -> None:
@@ -152,15 +247,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--history", choices=["churn", "additive", "both"], default="both")
+    parser.add_argument("--fsync", choices=["on", "off", "both"], default="both")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
-    cluster = PgCluster(embedded_bindir(), name="blbench").init(fsync="on", full_page_writes="on")
-    cluster.start()
-    try:
-        for history in ["churn", "additive"] if args.history == "both" else [args.history]:
-            measure(cluster, rounds=args.rounds, count=args.count, history=history)
-    finally:
-        cluster.destroy()
+    for fsync in ["on", "off"] if args.fsync == "both" else [args.fsync]:
+        cluster, label = start_cluster(fsync)
+        try:
+            for history in ["churn", "additive"] if args.history == "both" else [args.history]:
+                measure(cluster, rounds=args.rounds, count=args.count, history=history, label=label)
+        finally:
+            cluster.destroy()
 
 
 if __name__ == "__main__":
