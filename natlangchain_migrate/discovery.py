@@ -151,7 +151,8 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
         ) from error
     baselines = [entry for entry in listed if is_baseline_file(entry.name)]
     listed = [entry for entry in listed if not is_baseline_file(entry.name)]
-    layout = listed_layout(listed, settings)
+    whole: dict[str, bytes] = {}  # the files layout detection read to their end
+    layout = listed_layout(listed, settings, whole)
     if layout != NATIVE:  # imported here: it builds on this module's Migration
         from natlangchain_migrate.layout_migrations import from_layout
 
@@ -160,7 +161,9 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
     downs: dict[int, Traversable] = {}
     contracts: dict[tuple[int, bool], Traversable] = {}
     for entry in listed:
-        if not entry.name.lower().endswith(".sql") or not entry.is_file():
+        if not entry.name.lower().endswith(".sql"):
+            continue
+        if entry.name not in whole and not entry.is_file():
             continue
         if is_repeatable_file(entry.name):  # repeatables.py reads those
             continue
@@ -225,6 +228,7 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
             downs.get(version),
             contracts.get((version, False)),
             contracts.get((version, True)),
+            whole.get(ups[version].name),
         )
         for version in sorted(ups)
     ]
@@ -269,8 +273,13 @@ def check_folder(folder: Traversable | Path) -> None:
 
 def read_text(entry: Traversable) -> str:
     """A migration file's text, refusing what no SQL file may hold, naming the file."""
+    return text_of(entry, None)
+
+
+def text_of(entry: Traversable, read: bytes | None) -> str:
+    """``read_text``, from ``read`` (the file's bytes) when the caller has them."""
     try:
-        text = entry.read_bytes().decode("utf-8-sig")
+        text = (entry.read_bytes() if read is None else read).decode("utf-8-sig")
         if "\0" in text:  # the server's protocol cannot carry it: it would drop the session
             line = text.count("\n", 0, text.index("\0")) + 1
             raise ConfigurationError(
@@ -302,11 +311,15 @@ def _read_migration(
     down: Traversable | None,
     contract: Traversable | None = None,
     contract_down: Traversable | None = None,
+    read: bytes | None = None,
 ) -> Migration:
-    streamed = _streamed(version, up, down, contract, contract_down)
-    if streamed is not None:
-        return streamed
-    sql = read_text(up)
+    """One migration; ``read`` is its file's bytes when layout detection read it whole
+    (then it is too small to stream, and is not opened again)."""
+    if read is None:
+        streamed = _streamed(version, up, down, contract, contract_down)
+        if streamed is not None:
+            return streamed
+    sql = read_text(up) if read is None else text_of(up, read)
     if _MAYBE_COPY_DATA.search(sql):
         streamed = _streamed(version, up, down, contract, contract_down, small=True)
         if streamed is not None:

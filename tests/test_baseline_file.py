@@ -11,12 +11,13 @@ import subprocess
 import sys
 from importlib.abc import Traversable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness.faults.history import write_history
 from harness.servers.pgcluster import PASSWORD
-from natlangchain_migrate import discovery, migrate
+from natlangchain_migrate import discovery, layouts, migrate
 from natlangchain_migrate.baseline_files import schema_line
 from natlangchain_migrate.discovery import shipped_migrations_dir
 from natlangchain_migrate.errors import ExitCode
@@ -271,19 +272,45 @@ async def test_the_manifest_vouches_for_the_baseline_and_its_fast_path_holds(
     assert "003_schema.baseline.sql" in (folder / MANIFEST_NAME).read_text()
     await migrate(database_url, migrations_dir=folder)
     reads: list[str] = []
-    real = discovery.read_text
+    real, real_head = discovery.read_text, layouts._read_head
 
     def spy(entry: Traversable) -> str:
         reads.append(entry.name)
         return real(entry)
 
+    def spy_head(entry: Traversable) -> bytes | None:
+        reads.append(entry.name)
+        return real_head(entry)
+
     monkeypatch.setattr(discovery, "read_text", spy)
+    monkeypatch.setattr(layouts, "_read_head", spy_head)  # layout detection's read
     again = await migrate(database_url, migrations_dir=folder)
     assert again.up_to_date
     assert reads == []  # the start-up read no file: the ledger matched the manifest
     # An edited baseline file makes the manifest stale: sum --check names it.
     (folder / "003_schema.baseline.sql").write_text(BASELINE + "-- edited\n")
     assert stale_files(folder) == ["003_schema.baseline.sql"]
+
+
+@pytest.mark.anyio
+async def test_a_new_database_from_the_baseline_opens_each_file_once(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Layout detection reads a small file whole: the checksums come from that read."""
+    folder = _folder(tmp_path)
+    opened: list[str] = []
+    real_open = Path.open
+
+    def spy(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.parent == folder:
+            opened.append(self.name)
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", spy)
+    report = await migrate(database_url, migrations_dir=folder)
+    assert [r.name for r in report.applied] == ["003_schema.baseline", "004_notes"]
+    ups = [name for name in opened if not name.endswith(".down.sql")]
+    assert sorted(set(ups)) == sorted(ups), ups  # none twice
 
 
 async def _ran_async(url: str) -> list[str]:
