@@ -18,7 +18,7 @@ from functools import partial
 
 import asyncpg
 
-from natlangchain_migrate import telemetry
+from natlangchain_migrate import baseline_files, telemetry
 from natlangchain_migrate.attempt import (
     Attempts,
     Blocked,
@@ -190,7 +190,8 @@ class _Applier:
         """Create or adopt the ledger, read it again (another runner may have just
         finished) and plan anew."""
         try:
-            widest = max((m.version for m in self.sources.migrations), default=0)
+            versions = [m.version for m in (*self.sources.migrations, *self.sources.baselines)]
+            widest = max(versions, default=0)
             added = await self.ledger.ensure(self.conn, widest=widest)
         except asyncpg.InsufficientPrivilegeError as error:
             role = await self.conn.fetchval("SELECT current_user")
@@ -321,6 +322,12 @@ class _Applier:
         if is_repeatable(migration):
             return self.ledger.record_repeatable_sql(
                 migration, applied_by=self.applied_by, release=self.release
+            )
+        if migration.baseline_covers is not None:  # a row for each version it stands for
+            return self.ledger.record_many_sql(
+                baseline_files.ledger_rows(migration),
+                applied_by=baseline_files.applied_by(migration),
+                since=since,
             )
         return self.ledger.record_sql(migration, applied_by=self.applied_by, since=since)
 

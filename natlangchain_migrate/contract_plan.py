@@ -58,10 +58,10 @@ def contract_part(migration: Migration) -> Migration | None:
     """The contract file as a Migration of its own (so its errors point into it)."""
     if migration.contract_file is None:
         return None
-    from natlangchain_migrate.discovery import _read_text
+    from natlangchain_migrate.discovery import read_text
 
     filename = migration.contract_file.name
-    sql = _read_text(migration.contract_file)
+    sql = read_text(migration.contract_file)
     directives = parse_directives(filename, sql)
     if directives.no_transaction:
         raise ConfigurationError(
@@ -82,10 +82,10 @@ def contract_undo(migration: Migration) -> Migration | None:
     """The contract part's undo file (``NNN_name.contract.down.sql``) as a Migration."""
     if migration.contract_down_file is None:
         return None
-    from natlangchain_migrate.discovery import _read_text
+    from natlangchain_migrate.discovery import read_text
 
     filename = migration.contract_down_file.name
-    sql = _read_text(migration.contract_down_file)
+    sql = read_text(migration.contract_down_file)
     return Migration(
         version=migration.version,
         name=filename.removesuffix(".sql"),

@@ -193,7 +193,14 @@ async def contract_entries(
     """Every part's state: from the ledger (unless ``expanded``, the versions a start-up
     just found applied, is given), the contract rows and the alive replicas."""
     if expanded is None:
-        plan = plan_migrations(migrations, (await Ledger(options.schema).read(conn)).rows)
+        from natlangchain_migrate.baseline_files import load_baselines, newest_baseline
+
+        baseline = newest_baseline(load_baselines(options.migrations_dir))
+        plan = plan_migrations(
+            migrations,
+            (await Ledger(options.schema).read(conn)).rows,
+            squashed_up_to=baseline.version if baseline else None,
+        )
         if check_expand_drift:
             raise_on_drift(plan)
         expanded = {entry.version for entry in plan.entries if entry.state is State.APPLIED}

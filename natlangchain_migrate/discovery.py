@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from natlangchain_migrate.baseline_files import is_baseline_file
 from natlangchain_migrate.durations import is_duration
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.layouts import (
@@ -93,6 +94,9 @@ class Migration(NamedTuple):
     source: Traversable | None = None
     # Another tool's layout keeps the undo in a section of the file (goose, dbmate).
     down_section: str | None = None
+    # A baseline file standing in for the versions it covers (baseline_files.py): those
+    # versions' files; None for any other migration.
+    baseline_covers: tuple[Migration, ...] | None = None
 
     @property
     def down_sql(self) -> str | None:
@@ -100,7 +104,7 @@ class Migration(NamedTuple):
         replica's start-up loads the migrations."""
         if self.down_section is not None:
             return self.down_section
-        return _read_text(self.down_file) if self.down_file is not None else None
+        return read_text(self.down_file) if self.down_file is not None else None
 
 
 def checksum(sql: str) -> str:
@@ -159,7 +163,10 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
             f"migrations directory {folder}: cannot list it ({error.strerror or error}); "
             "give the runner's user read and search access to it"
         ) from error
-    layout = listed_layout(listed, settings)
+    baselines = [entry for entry in listed if is_baseline_file(entry.name)]
+    listed = [entry for entry in listed if not is_baseline_file(entry.name)]
+    whole: dict[str, bytes] = {}  # the files layout detection read to their end
+    layout = listed_layout(listed, settings, whole)
     if layout != NATIVE:  # imported here: it builds on this module's Migration
         from natlangchain_migrate.layout_migrations import from_layout
 
@@ -168,7 +175,9 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
     downs: dict[int, Traversable] = {}
     contracts: dict[tuple[int, bool], Traversable] = {}
     for entry in listed:
-        if not entry.name.lower().endswith(".sql") or not entry.is_file():
+        if not entry.name.lower().endswith(".sql"):
+            continue
+        if entry.name not in whole and not entry.is_file():
             continue
         if is_repeatable_file(entry.name):  # repeatables.py reads those
             continue
@@ -197,7 +206,7 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
                 "renumber one of them"
             )
         target[version] = entry
-    if not ups:
+    if not ups and not baselines:
         raise ConfigurationError(
             f"no migration files (NNN_name.sql) in {folder}; check --migrations-dir or "
             "NATLANGCHAIN_MIGRATE_DIR"
@@ -233,6 +242,7 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
             downs.get(version),
             contracts.get((version, False)),
             contracts.get((version, True)),
+            whole.get(ups[version].name),
         )
         for version in sorted(ups)
     ]
@@ -275,9 +285,15 @@ def check_folder(folder: Traversable | Path) -> None:
         )
 
 
-def _read_text(entry: Traversable) -> str:
+def read_text(entry: Traversable) -> str:
+    """A migration file's text, refusing what no SQL file may hold, naming the file."""
+    return text_of(entry, None)
+
+
+def text_of(entry: Traversable, read: bytes | None) -> str:
+    """``read_text``, from ``read`` (the file's bytes) when the caller has them."""
     try:
-        text = entry.read_bytes().decode("utf-8-sig")
+        text = (entry.read_bytes() if read is None else read).decode("utf-8-sig")
         if "\0" in text:  # the server's protocol cannot carry it: it would drop the session
             line = text.count("\n", 0, text.index("\0")) + 1
             raise ConfigurationError(
@@ -309,11 +325,15 @@ def _read_migration(
     down: Traversable | None,
     contract: Traversable | None = None,
     contract_down: Traversable | None = None,
+    read: bytes | None = None,
 ) -> Migration:
-    streamed = _streamed(version, up, down, contract, contract_down)
-    if streamed is not None:
-        return streamed
-    sql = _read_text(up)
+    """One migration; ``read`` is its file's bytes when layout detection read it whole
+    (then it is too small to stream, and is not opened again)."""
+    if read is None:
+        streamed = _streamed(version, up, down, contract, contract_down)
+        if streamed is not None:
+            return streamed
+    sql = read_text(up) if read is None else text_of(up, read)
     if _MAYBE_COPY_DATA.search(sql):
         streamed = _streamed(version, up, down, contract, contract_down, small=True)
         if streamed is not None:

@@ -25,7 +25,7 @@ def from_layout(
     """A folder in another tool's layout (layouts.py), as Migrations."""
     files = [entry for entry in listed if entry.is_file()]
     texts = {
-        entry.name: discovery._read_text(entry)
+        entry.name: discovery.read_text(entry)
         for entry in files
         if entry.name.endswith((".sql", ".conf"))
     }

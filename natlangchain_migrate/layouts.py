@@ -179,13 +179,24 @@ def detect_layout(files: Sequence[Traversable], texts: dict[str, str]) -> str:
     return next(iter(marks), NATIVE)
 
 
-def listed_layout(listed: Sequence[Traversable], settings: FolderSettings) -> str:
+def listed_layout(
+    listed: Sequence[Traversable],
+    settings: FolderSettings,
+    whole: dict[str, bytes] | None = None,
+) -> str:
     """The layout of a folder's listed files: its settings' ``layout``, else detected.
 
     goose's and dbmate's marks open their files: a head of each is enough to tell the
-    layout, and a big file is not read whole here (it is streamed when applied).
+    layout, and a big file is not read whole here (it is streamed when applied). A file
+    the head holds to its end goes into ``whole``, so the caller does not read it again.
     """
-    heads = {e.name: _read_head(e) for e in listed if _maybe_up_file(e.name) and e.is_file()}
+    heads: dict[str, str] = {}
+    for entry in listed:
+        if _maybe_up_file(entry.name) and entry.is_file():
+            head = _read_head(entry)
+            if whole is not None and head is not None and len(head) < _HEAD_BYTES:
+                whole[entry.name] = head
+            heads[entry.name] = (head or b"").decode("utf-8", errors="replace")
     return settings.layout or detect_layout(listed, heads)
 
 
@@ -200,13 +211,14 @@ def folder_layout(directory: Path) -> str:
 _HEAD_BYTES = 64 * 1024
 
 
-def _read_head(entry: Traversable) -> str:
-    """The start of a file, for the layout marks other tools put at the top."""
+def _read_head(entry: Traversable) -> bytes | None:
+    """The start of a file, for the layout marks other tools put at the top (all of it
+    when it is shorter than _HEAD_BYTES)."""
     try:
         with entry.open("rb") as stream:
-            return stream.read(_HEAD_BYTES).decode("utf-8", errors="replace")
+            return stream.read(_HEAD_BYTES)
     except OSError:  # reading it whole says what is wrong, naming the file
-        return ""
+        return None
 
 
 def _maybe_up_file(name: str) -> bool:

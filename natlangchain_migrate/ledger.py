@@ -15,6 +15,8 @@ release reads it as an int.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 
 from natlangchain_migrate.discovery import Migration
@@ -305,6 +307,22 @@ class Ledger(RepeatablesLedger):
             literal(migration.checksum),
             f"extract(epoch FROM clock_timestamp() - {since}) * 1000",
             literal(applied_by),
+        )
+
+    def record_many_sql(
+        self, migrations: Sequence[Migration], *, applied_by: str, since: str
+    ) -> str:
+        """One INSERT of many rows (a baseline file's: baseline_files.ledger_rows), each
+        with the time since ``since``; a row already there fails it, and the file with it."""
+        ms = f"extract(epoch FROM clock_timestamp() - {since}) * 1000"
+        values = ",\n".join(
+            f"({int(m.version)}, {literal(m.name)}, clock_timestamp(), {literal(m.checksum)}, "
+            f"{ms}, {literal(applied_by)}, true, 0)"
+            for m in migrations
+        )
+        return (
+            f"INSERT INTO {self.table} (version, name, applied_at, checksum, execution_ms, "
+            f"applied_by, complete, statements_done) VALUES\n{values}"
         )
 
     def step_sql(self, migration: Migration, *, done: int, applied_by: str) -> str:

@@ -50,6 +50,11 @@ class ManifestEntry(NamedTuple):
         return self.filename.endswith(".down.sql")
 
     @property
+    def is_baseline(self) -> bool:
+        """A baseline file (``NNN_name.baseline.sql``): not an up file, yet its edits count."""
+        return self.filename.endswith(".baseline.sql")
+
+    @property
     def is_contract(self) -> bool:
         """A contract part (``NNN_name.contract.sql``): not an up file, yet its edits count."""
         return self.filename.endswith(".contract.sql")
@@ -70,16 +75,26 @@ class Manifest(NamedTuple):
     @classmethod
     def of(cls, folder: Path, entries: list[ManifestEntry]) -> Manifest:
         ups = sorted(
-            (entry for entry in entries if not entry.is_down and not entry.is_contract),
+            (
+                entry
+                for entry in entries
+                if not entry.is_down and not entry.is_contract and not entry.is_baseline
+            ),
             key=lambda e: e.version or 0,
         )
-        text = ",".join(f"{entry.version}:{entry.checksum}:true" for entry in ups)
+        baselines = sorted((e for e in entries if e.is_baseline), key=lambda e: e.version or 0)
+        rows = list(ups)
+        # A baseline file whose own version has no file here wrote that version's row,
+        # with its checksum (baseline_files.ledger_rows).
+        if baselines and all(entry.version != baselines[-1].version for entry in ups):
+            rows = sorted([*ups, baselines[-1]], key=lambda e: e.version or 0)
+        text = ",".join(f"{entry.version}:{entry.checksum}:true" for entry in rows)
         return cls(
             folder=folder,
             ups=ups,
             names=frozenset(entry.filename for entry in entries),
-            sized=ups + [entry for entry in entries if entry.is_contract],
-            versions=[entry.version for entry in ups if entry.version is not None],
+            sized=ups + [entry for entry in entries if entry.is_contract or entry.is_baseline],
+            versions=[entry.version for entry in rows if entry.version is not None],
             ledger_digest=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         )
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     import asyncpg
 
+    from natlangchain_migrate.baseline_writer import WrittenBaseline
     from natlangchain_migrate.contracts import ContractReport
     from natlangchain_migrate.plan import MigrationPlan
     from natlangchain_migrate.results import MigrationReport
@@ -143,6 +144,18 @@ class Migrator:
 
         dsn = resolve_dsn(self.options.dsn)
         return await dump_schema(dsn, schema=self.options.schema, wait=self.options.connect_wait)
+
+    async def baseline_file(
+        self, *, server_dsn: str, up_to: int | None = None, name: str = "schema"
+    ) -> WrittenBaseline:
+        """Write ``NNN_name.baseline.sql`` into the migrations folder: the schema after the
+        versions up to ``up_to``, replayed on a scratch database on ``server_dsn``'s server."""
+        from natlangchain_migrate.baseline_writer import write_baseline_file
+
+        with classified():
+            return await write_baseline_file(
+                self.options, server_dsn=server_dsn, up_to=up_to, label=name
+            )
 
     async def verify(self, *, server_dsn: str) -> VerifyReport:
         """Check every down file on a scratch database on the server of ``server_dsn``:

@@ -14,6 +14,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from natlangchain_migrate.baseline_files import (
+    baseline_applies,
+    load_baselines,
+    newest_baseline,
+    with_baseline,
+)
 from natlangchain_migrate.discovery import Migration, load_migrations
 from natlangchain_migrate.events import log
 from natlangchain_migrate.manifest import (
@@ -58,6 +64,7 @@ class Sources:
         self.manifest = manifest
         self._folder_check = folder_check
         self._files: tuple[list[Migration], list[Repeatable]] | None = None
+        self._baselines: list[Migration] | None = None
 
     @classmethod
     def for_run(
@@ -96,6 +103,13 @@ class Sources:
         return self._files
 
     @property
+    def baselines(self) -> list[Migration]:
+        """The baseline files (``NNN_name.baseline.sql``), oldest first, read on first use."""
+        if self._baselines is None:
+            self._baselines = load_baselines(self.migrations_dir)
+        return self._baselines
+
+    @property
     def migrations(self) -> list[Migration]:
         return self.load()[0]
 
@@ -127,11 +141,22 @@ class Sources:
 def plan_of(
     sources: Sources, snapshot: LedgerSnapshot, call: CallArguments | None = None
 ) -> MigrationPlan:
-    """Every version's and repeatable's state, and what would run, in order (pure)."""
+    """Every version's and repeatable's state, and what would run, in order (pure but for
+    reading the files): on a new database, the newest baseline file in place of the
+    versions it covers (baseline_files.py)."""
     call = call or CallArguments()
+    baseline = newest_baseline(sources.baselines)
     plan = plan_migrations(
-        sources.migrations, snapshot.rows, target=call.target_version, skip=call.skip
+        sources.migrations,
+        snapshot.rows,
+        target=call.target_version,
+        skip=call.skip,
+        squashed_up_to=baseline.version if baseline else None,
     )
+    if baseline is not None and baseline_applies(
+        baseline, ledger_empty=not snapshot.rows, call=call
+    ):
+        plan = with_baseline(plan, baseline, sources.migrations)
     if sources.repeatables or snapshot.repeatables:
         plan = with_repeatables(
             plan,

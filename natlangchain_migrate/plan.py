@@ -119,6 +119,7 @@ def plan_migrations(
     *,
     target: int | None = None,
     skip: Collection[int] = (),
+    squashed_up_to: int | None = None,
 ) -> MigrationPlan:
     """Decide, for every version known to the files or the ledger, its state.
 
@@ -127,7 +128,9 @@ def plan_migrations(
     later even when higher ones are applied (out of order, on purpose). An
     incomplete no-transaction migration is pending and resumes after the
     statements its row says are done. A row without a file is FUTURE above the
-    newest file (a newer release wrote it) and MISSING below it (drift).
+    newest file (a newer release wrote it) and MISSING below it (drift), except at or
+    below ``squashed_up_to`` (the newest baseline file's version): APPLIED, its file
+    squashed into the baseline.
     """
     files = {migration.version: migration for migration in migrations}
     rows = {row.version: row for row in ledger}
@@ -138,7 +141,9 @@ def plan_migrations(
     for version in sorted(files.keys() | rows.keys()):
         migration, row = files.get(version), rows.get(version)
         if migration is None:
-            if row is not None:
+            if row is not None and squashed_up_to is not None and version <= squashed_up_to:
+                entries.append(StatusEntry(version, row.name, State.APPLIED, None, row))
+            elif row is not None:
                 gone = State.FUTURE if newest is None or version > newest else State.MISSING
                 entries.append(StatusEntry(version, row.name, gone, None, row))
             continue

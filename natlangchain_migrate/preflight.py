@@ -32,6 +32,14 @@ _INSTALL_HINTS = {
 }
 
 
+def _is_baseline(version: int, options: RunnerOptions) -> bool:
+    """Whether a baseline file has this version (a target of its own, when the history
+    below it is squashed)."""
+    from natlangchain_migrate.baseline_files import load_baselines
+
+    return any(b.version == version for b in load_baselines(options.migrations_dir))
+
+
 def check_options(
     migrations: Sequence[Migration] | Sequence[ManifestEntry],
     options: RunnerOptions,
@@ -58,7 +66,7 @@ def check_options(
     known = {m.version for m in migrations if m.version is not None}
     listed = ", ".join(str(v) for v in sorted(known)) or "none"
     target = call.target_version
-    if target is not None and target not in known:
+    if target is not None and target not in known and not _is_baseline(target, options):
         raise ConfigurationError(
             f"--version {target} matches no migration file; known versions: {listed} "
             "(in the library: target=)"
@@ -84,6 +92,9 @@ async def check_before_apply(
             "--database-url or DATABASE_URL at the primary (dsn= in the library)"
         )
     _check_lock_mode(plan.pending, options)
+    from natlangchain_migrate.baseline_files import refuse_other_schema
+
+    refuse_other_schema(plan.pending, options.schema)
     check_client_only(plan.pending)
     _check_transaction_control(plan.pending)
     await _check_extensions(conn, plan.pending)

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 from natlangchain_migrate.discovery import (
     Migration,
     _as_traversable,
-    _read_text,
     checksum,
     is_repeatable_file,
     parse_directives,
+    read_text,
     shipped_migrations_dir,
 )
 from natlangchain_migrate.errors import ConfigurationError
@@ -70,7 +70,7 @@ def load_repeatables(directory: Traversable | Path | str | None = None) -> list[
                 "underscores) and have no down file (rollback leaves them alone); rename or "
                 "remove it"
             )
-        sql = _read_text(entry)
+        sql = read_text(entry)
         directives = parse_directives(entry.name, sql)
         if directives.no_transaction:
             raise ConfigurationError(

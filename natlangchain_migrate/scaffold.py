@@ -32,6 +32,10 @@ def new_migration(directory: Path, name: str) -> list[Path]:
         )
     has_files = any(directory.glob("*.sql")) or any(directory.glob("*/migration.sql"))
     existing = load_migrations(directory) if has_files else []
+    from natlangchain_migrate.baseline_files import load_baselines
+
+    # A squashed history's newest version may be its baseline file's alone.
+    existing = sorted([*existing, *load_baselines(directory)], key=lambda m: m.version)
     width = max(3, len(existing[-1].filename.split("_", 1)[0]) if existing else 3)
     # The folder's style goes on: the next number, or the UTC time in a timestamped one.
     version = next_version([m.version for m in existing], width)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -31,8 +31,10 @@ from natlangchain_migrate.repeatables_ledger import REPEATABLES_TABLE
 from natlangchain_migrate.sqltext import standard_literal as _literal
 
 HEADER = (
-    "-- Schema as described by natlangchain-migrate dump-schema: sorted by name, with no\n"
-    "-- owners, privileges or data. For reading and diffing; restore with pg_dump instead.\n"
+    "-- Schema as described by natlangchain-migrate dump-schema: in dependency order, by\n"
+    "-- name within it, with no owners, privileges or data. It applies to an empty database\n"
+    "-- in one transaction: as a baseline file, or psql --single-transaction -f FILE.\n"
+    "SET LOCAL check_function_bodies = false;\n"
 )
 
 # Schemas of the system, never described.
@@ -59,19 +61,29 @@ async def describe_schema(conn: asyncpg.Connection, *, ledger_schema: str = "pub
 
     Runs in a read-only transaction with an empty search_path, so that the catalog's
     own deparsing functions qualify every name the same way whatever the session's.
+    The sections come in the order an empty database can create them in: schemas,
+    extensions, types, sequences, functions (bodies unchecked), tables (a partition or
+    child after its parent), sequence ownership, the functions that use a table's row
+    type or body, views (each after those it reads), constraints, indexes, foreign keys,
+    triggers, policies.
     """
     async with conn.transaction(readonly=True):
         await conn.execute("SET LOCAL search_path = ''")
+        sequences, owned_by = await _sequences(conn)
+        functions = await _functions(conn)
         sections = [
-            await _extensions(conn),
             await _schemas(conn),
+            await _extensions(conn),
             await _types(conn),
-            await _sequences(conn),
+            sequences,
+            [block for late, block in functions if not late],
             await _tables(conn, ledger_schema),
+            owned_by,
+            [block for late, block in functions if late],
             await _views(conn),
-            await _constraints(conn, ledger_schema),
+            await _constraints(conn, ledger_schema, foreign=False),
             await _indexes(conn, ledger_schema),
-            await _functions(conn),
+            await _constraints(conn, ledger_schema, foreign=True),
             await _triggers(conn),
             await _policies(conn),
         ]
@@ -164,8 +176,9 @@ async def _types(conn: asyncpg.Connection) -> list[str]:
     return _sorted_blocks(keyed)
 
 
-async def _sequences(conn: asyncpg.Connection) -> list[str]:
-    """Sequences, except those of identity columns (the column's definition says it)."""
+async def _sequences(conn: asyncpg.Connection) -> tuple[list[str], list[str]]:
+    """Sequences, except those of identity columns (the column's definition says it), and
+    apart, which column owns each (said once the tables exist)."""
     rows = await conn.fetch(
         "SELECT n.nspname, c.relname, c.oid::regclass::text AS name, "
         " format_type(s.seqtypid, NULL) AS type, s.seqstart, s.seqincrement, s.seqmin, "
@@ -183,17 +196,19 @@ async def _sequences(conn: asyncpg.Connection) -> list[str]:
         "  AND d.objid = c.oid AND d.deptype = 'i')"
     )
     keyed = []
+    owned = []
     for r in rows:
         lines = [
             f"CREATE SEQUENCE {r['name']} AS {r['type']} START WITH {r['seqstart']} "
             f"INCREMENT BY {r['seqincrement']} MINVALUE {r['seqmin']} MAXVALUE {r['seqmax']} "
             f"CACHE {r['seqcache']}{' CYCLE' if r['seqcycle'] else ''};"
         ]
-        if r["owned_by"]:
-            lines.append(f"ALTER SEQUENCE {r['name']} OWNED BY {r['owned_by']};")
         lines += _comment("SEQUENCE", r["name"], r["comment"])
         keyed.append(((r["nspname"], r["relname"]), "\n".join(lines)))
-    return _sorted_blocks(keyed)
+        if r["owned_by"]:  # after the tables: the column must exist
+            block = f"ALTER SEQUENCE {r['name']} OWNED BY {r['owned_by']};"
+            owned.append(((r["nspname"], r["relname"]), block))
+    return _sorted_blocks(keyed), _sorted_blocks(owned)
 
 
 def _relation_filter(relkinds: str, ledger_schema: str | None = None) -> str:
@@ -249,8 +264,28 @@ async def _tables(conn: asyncpg.Connection, ledger_schema: str) -> list[str]:
         for definition, comment in columns.get(t["oid"], []):
             column = f"{name}.{definition.split(' ', 1)[0]}"
             lines += _comment("COLUMN", column, comment)
-        keyed.append(((t["nspname"], t["relname"]), "\n".join(lines)))
-    return _sorted_blocks(keyed)
+        keyed.append(((t["nspname"], t["relname"]), "\n".join(lines), t["name"], t["parents"]))
+    return _parents_first(keyed)
+
+
+def _parents_first(keyed: Sequence[tuple[tuple[str, ...], str, str, list[str]]]) -> list[str]:
+    """Blocks by name, each moved after the blocks (by qualified name) it needs."""
+    blocks = {name: (key, block, needs) for key, block, name, needs in keyed}
+    done: set[str] = set()
+    ordered: list[str] = []
+
+    def place(name: str, seen: frozenset[str]) -> None:
+        if name in done or name in seen or name not in blocks:
+            return
+        _, block, needs = blocks[name]
+        for need in sorted(needs):
+            place(need, seen | {name})
+        done.add(name)
+        ordered.append(block)
+
+    for name in sorted(blocks, key=lambda n: blocks[n][0]):
+        place(name, frozenset())
+    return ordered
 
 
 async def _columns(
@@ -293,7 +328,11 @@ async def _views(conn: asyncpg.Connection) -> list[str]:
     rows = await conn.fetch(
         "SELECT c.oid, n.nspname, c.relname, c.oid::regclass::text AS name, c.relkind::text, "
         " c.reloptions, pg_get_viewdef(c.oid) AS query, "
-        " obj_description(c.oid, 'pg_class') AS comment "
+        " obj_description(c.oid, 'pg_class') AS comment, "
+        " ARRAY(SELECT DISTINCT d.refobjid::regclass::text FROM pg_rewrite w "
+        "       JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid "
+        "       WHERE w.ev_class = c.oid AND d.refclassid = 'pg_class'::regclass "
+        "       AND d.refobjid <> c.oid) AS reads "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         f"WHERE {_relation_filter('v,m')}"
     )
@@ -307,20 +346,22 @@ async def _views(conn: asyncpg.Connection) -> list[str]:
         lines += _comment(kind, r["name"], r["comment"])
         for definition, comment in columns.get(r["oid"], []):
             lines += _comment("COLUMN", f"{r['name']}.{definition.split(' ', 1)[0]}", comment)
-        keyed.append(((r["nspname"], r["relname"]), "\n".join(lines)))
-    return _sorted_blocks(keyed)
+        keyed.append(((r["nspname"], r["relname"]), "\n".join(lines), r["name"], r["reads"]))
+    return _parents_first(keyed)
 
 
-async def _constraints(conn: asyncpg.Connection, ledger_schema: str) -> list[str]:
-    """Table constraints; foreign keys after the others, as a restore would need them.
-    NOT NULL is said on the column (PostgreSQL 18 also lists it here)."""
+async def _constraints(conn: asyncpg.Connection, ledger_schema: str, *, foreign: bool) -> list[str]:
+    """Table constraints: the foreign keys (``foreign``) or the others; the foreign keys
+    go after the indexes, as the unique index one may reference must exist. NOT NULL is
+    said on the column (PostgreSQL 18 also lists it here)."""
     rows = await conn.fetch(
         "SELECT n.nspname, c.relname, k.conname, k.contype::text, c.oid::regclass::text AS name, "
         " quote_ident(k.conname) AS constraint_name, pg_get_constraintdef(k.oid) AS definition, "
         " obj_description(k.oid, 'pg_constraint') AS comment "
         "FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        f"WHERE k.contype <> 'n' AND {_relation_filter('r,p', ledger_schema)}"
+        f"WHERE k.contype <> 'n' AND (k.contype = 'f') = {'true' if foreign else 'false'} "
+        f"AND {_relation_filter('r,p', ledger_schema)}"
     )
     keyed = []
     for r in rows:
@@ -330,8 +371,7 @@ async def _constraints(conn: asyncpg.Connection, ledger_schema: str) -> list[str
             f"{r['definition']};",
             *_comment("CONSTRAINT", on, r["comment"]),
         ]
-        order = "1" if r["contype"] == "f" else "0"
-        keyed.append(((order, r["nspname"], r["relname"], r["conname"]), "\n".join(lines)))
+        keyed.append(((r["nspname"], r["relname"], r["conname"]), "\n".join(lines)))
     return _sorted_blocks(keyed)
 
 
@@ -356,7 +396,9 @@ async def _indexes(conn: asyncpg.Connection, ledger_schema: str) -> list[str]:
     return _sorted_blocks(keyed)
 
 
-async def _functions(conn: asyncpg.Connection) -> list[str]:
+async def _functions(conn: asyncpg.Connection) -> list[tuple[bool, str]]:
+    """Functions, procedures and aggregates by name, each with whether it must wait for
+    the tables."""
     rows = await conn.fetch(
         "SELECT n.nspname, p.proname, p.prokind::text, "
         " pg_get_function_identity_arguments(p.oid) AS arguments, "
@@ -364,7 +406,14 @@ async def _functions(conn: asyncpg.Connection) -> list[str]:
         " CASE WHEN p.prokind <> 'a' THEN pg_get_functiondef(p.oid) END AS definition, "
         " obj_description(p.oid, 'pg_proc') AS comment, "
         " a.aggtransfn::regproc::text AS transition, format_type(a.aggtranstype, NULL) "
-        "   AS state_type, NULLIF(a.aggfinalfn, 0)::regproc::text AS final, a.agginitval "
+        "   AS state_type, NULLIF(a.aggfinalfn, 0)::regproc::text AS final, a.agginitval, "
+        # After the tables: a function whose signature uses a table's row type, or whose
+        # SQL-standard body (BEGIN ATOMIC) names a relation.
+        " EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass "
+        "   AND d.objid = p.oid AND (d.refclassid = 'pg_class'::regclass "
+        "   OR (d.refclassid = 'pg_type'::regclass AND EXISTS (SELECT 1 FROM pg_type t "
+        "       JOIN pg_class r ON r.oid = t.typrelid WHERE t.oid = d.refobjid "
+        "       AND r.relkind <> 'c')))) AS late "
         "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
         "LEFT JOIN pg_aggregate a ON a.aggfnoid = p.oid "
         f"WHERE {_USER_NAMESPACE} AND {_not_from_extension('pg_proc', 'p.oid')} "
@@ -387,8 +436,8 @@ async def _functions(conn: asyncpg.Connection) -> list[str]:
             text = r["definition"].rstrip() + ";"
             kind = "PROCEDURE" if r["prokind"] == "p" else "FUNCTION"
         lines = [text, *_comment(kind, signature, r["comment"])]
-        keyed.append(((r["nspname"], r["proname"], r["arguments"]), "\n".join(lines)))
-    return _sorted_blocks(keyed)
+        keyed.append(((r["nspname"], r["proname"], r["arguments"]), r["late"], "\n".join(lines)))
+    return [(late, block) for _, late, block in sorted(keyed)]
 
 
 async def _triggers(conn: asyncpg.Connection) -> list[str]:

@@ -23,6 +23,7 @@ from natlangchain_migrate.attempt import (
     reset_settings_sql,
     settings_sql,
 )
+from natlangchain_migrate.baseline_files import load_baselines, refuse_rollback_below
 from natlangchain_migrate.connection import RunConnection
 from natlangchain_migrate.contract_ledger import ContractLedger, contract_undos
 from natlangchain_migrate.discovery import Migration, load_migrations, parse_directives
@@ -63,13 +64,17 @@ async def rollback(
             f"--to {to}: give the version to keep as the newest, or 0 to undo every migration"
         )
     loaded = load_migrations(options.migrations_dir)
+    baselines = load_baselines(options.migrations_dir)
     preflight.check_options(loaded, options)
     migrations = {m.version: m for m in loaded}
     ledger = Ledger(options.schema)
     async with locked_connection(options, dry_run=dry_run) as connection:
         rows = (await ledger.read(connection.conn)).rows
         chosen = _choose(rows, steps=steps, to=to)
-        _refuse_future(chosen, newest_version(loaded))
+        refuse_rollback_below(
+            [(row.version, row.name) for row in chosen], set(migrations), baselines
+        )
+        _refuse_future(chosen, newest_version([*loaded, *baselines]))
         if not chosen:
             log.info("rollback_nothing_applied", to=to)
             return []

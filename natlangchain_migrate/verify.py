@@ -29,6 +29,7 @@ import anyio
 import asyncpg
 
 from natlangchain_migrate import preflight, runner, undo
+from natlangchain_migrate.baseline_files import is_baseline_file
 from natlangchain_migrate.connection import connect
 from natlangchain_migrate.discovery import (
     Migration,
@@ -63,11 +64,13 @@ class VerifiedMigration(NamedTuple):
 
 
 class VerifyReport(NamedTuple):
-    """What ``verify`` checked, newest first, and where."""
+    """What ``verify`` checked, newest first, and where; ``baseline``: the baseline file
+    found to give the replay's schema (None without one, or with its history squashed)."""
 
     scratch_database: str
     verified: list[VerifiedMigration]
     duration_ms: float
+    baseline: str | None = None
 
 
 async def verify(options: RunnerOptions, *, server_dsn: str) -> VerifyReport:
@@ -80,30 +83,52 @@ async def verify(options: RunnerOptions, *, server_dsn: str) -> VerifyReport:
     started = time.monotonic()
     migrations = load_migrations(options.migrations_dir)
     preflight.check_options(migrations, options)
+    from natlangchain_migrate import verify_baseline
+
+    # A squashed history (the baseline's own version has no file): the check starts from
+    # the baseline file, and covers the versions above it.
+    start_at = verify_baseline.squashed_at(options.migrations_dir, migrations)
+    if start_at is not None:
+        migrations = [m for m in migrations if m.version > start_at]
     _refuse_missing_down_files(migrations)
     with tempfile.TemporaryDirectory(prefix="nlcm-verify-") as copy:
         # Repeatables (R__) have no down files and belong to no version: the scratch runs
         # use a copy of the versioned files alone, so that none runs between the steps.
-        versioned = _versioned_copy(options.migrations_dir, Path(copy))
+        versioned = versioned_copy(
+            options.migrations_dir, Path(copy), baselines_below=None if start_at is not None else 0
+        )
         async with scratch_database(server_dsn, wait=options.connect_wait) as (
             name,
             scratch_dsn,
         ):
             log.info("verify_started", scratch_database=name, migrations=len(migrations))
             on_scratch = options._replace(dsn=scratch_dsn, pool=None, migrations_dir=versioned)
-            verified = await _verify_on(on_scratch, scratch_dsn, load_migrations(versioned))
-    report = VerifyReport(name, verified, ms_since(started))
+            checked = [
+                m for m in load_migrations(versioned) if start_at is None or m.version > start_at
+            ]
+            verified = await _verify_on(on_scratch, scratch_dsn, checked, start_at=start_at)
+    baseline = None
+    if start_at is None:
+        baseline = await verify_baseline.check(options, server_dsn=server_dsn)
+    report = VerifyReport(name, verified, ms_since(started), baseline)
     log.info("verify_done", verified=len(verified), duration_ms=report.duration_ms)
     return report
 
 
-def _versioned_copy(directory: Traversable | Path | str | None, into: Path) -> Path:
+def versioned_copy(
+    directory: Traversable | Path | str | None, into: Path, *, baselines_below: int | None = 0
+) -> Path:
     """``into``, holding a byte-for-byte copy of every versioned ``.sql`` file (up and
     down) of ``directory``, with the folder's settings (layout, mixed versions) and
-    Flyway's per-file ``.sql.conf``: no repeatable, no manifest."""
+    Flyway's per-file ``.sql.conf``: no repeatable, no manifest. Baseline files only
+    below version ``baselines_below`` (0: none; None: all of them)."""
     folder = shipped_migrations_dir() if directory is None else directory
     source = Path(folder) if isinstance(folder, str) else folder
     for entry in source.iterdir():
+        if is_baseline_file(entry.name) and baselines_below is not None:
+            prefix = entry.name.split("_", 1)[0]
+            if not (prefix.isdigit() and int(prefix) < baselines_below):
+                continue
         versioned = entry.name.endswith(".sql") and not is_repeatable_file(entry.name)
         settings = entry.name == SETTINGS_FILE or entry.name.endswith(".sql.conf")
         if (versioned or settings) and entry.is_file():
@@ -145,14 +170,21 @@ class _Scratch:
 
 
 async def _verify_on(
-    options: RunnerOptions, scratch_dsn: str, migrations: Sequence[Migration]
+    options: RunnerOptions,
+    scratch_dsn: str,
+    migrations: Sequence[Migration],
+    *,
+    start_at: int | None = None,
 ) -> list[VerifiedMigration]:
     """Apply one by one, describing each state; then newest first: down, up again, down
-    again, each compared with the state it must give."""
+    again, each compared with the state it must give. ``start_at``: the version of the
+    baseline file applied first (a squashed history)."""
     conn = await connect(scratch_dsn)
     try:
-        await _install_prerequisites(conn, migrations, options.schema)
+        await install_prerequisites(conn, migrations, options.schema)
         scratch = _Scratch(options, conn)
+        if start_at is not None:
+            await scratch.apply_up_to(start_at)
         schemas = [await scratch.describe()]
         for migration in migrations:
             await scratch.apply_up_to(migration.version)
@@ -178,7 +210,7 @@ async def _verify_on(
         await conn.close()
 
 
-async def _install_prerequisites(
+async def install_prerequisites(
     conn: asyncpg.Connection, migrations: Sequence[Migration], schema: str
 ) -> None:
     """The target schema and the declared extensions, as they would be before any run.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from natlangchain_migrate import discovery, migrate
+from natlangchain_migrate import discovery, layouts, migrate
 from natlangchain_migrate.errors import DriftError, ExitCode
 from natlangchain_migrate.manifest import MANIFEST_NAME, current_manifest, write_manifest
 from tests.conftest import run_cli, write_migrations
@@ -26,15 +26,21 @@ FILES = {
 
 @pytest.fixture
 def counted_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The migration files each run reads (a spy on the one function that reads them)."""
+    """The migration files each run reads (spies on the two functions that read them:
+    layout detection's head, which holds a small file whole, and the whole file)."""
     reads: list[str] = []
-    real = discovery._read_text
+    real, real_head = discovery.read_text, layouts._read_head
 
     def spy(entry: Traversable) -> str:
         reads.append(entry.name)
         return real(entry)
 
-    monkeypatch.setattr(discovery, "_read_text", spy)
+    def spy_head(entry: Traversable) -> bytes | None:
+        reads.append(entry.name)
+        return real_head(entry)
+
+    monkeypatch.setattr(discovery, "read_text", spy)
+    monkeypatch.setattr(layouts, "_read_head", spy_head)
     return reads
 
 

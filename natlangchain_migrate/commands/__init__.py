@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "new": ("new", "create the next migration: new NAME [--repeatable] [--migrations-dir DIR]"),
     "adopt": ("adopt", "take over another tool's history: adopt --from TOOL [--dry-run]"),
     "baseline": ("baseline", "record versions up to N as applied without running them"),
+    "baseline-file": (
+        "baseline_file",
+        "write NNN_name.baseline.sql, which a new database applies instead of replaying",
+    ),
     "embedded": ("embedded", "manage the embedded PostgreSQL: embedded stop"),
     "version": ("version", "print the tool's version (also -V)"),
     "sum": ("sum", "write (or --check) migrations.sum, the checksum manifest"),

@@ -89,10 +89,13 @@ def _print_success(report: VerifyReport, *, as_json: bool) -> None:
             ExitCode.OK,
             scratch_database=report.scratch_database,
             verified=[item._asdict() for item in report.verified],
+            **({"baseline": report.baseline} if report.baseline else {}),
         )
         return
     for item in report.verified:
         print(f"✓ {item.name}: down restores the schema before it; up again gives the same")
+    if report.baseline:
+        print(f"✓ {report.baseline}: gives the schema that replaying the versions it covers gives")
     print(
         f"Verified {len(report.verified)} migrations on scratch database "
         f"{report.scratch_database} (dropped): every down file restores the schema."

@@ -1,0 +1,78 @@
+"""``natlangchain-migrate baseline-file [--up-to N] [--name NAME]``: write
+``NNN_NAME.baseline.sql``, the schema after the versions up to N, that a new database
+applies instead of replaying them (see ``natlangchain_migrate.baseline_files``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import TYPE_CHECKING
+
+from natlangchain_migrate.commands import PROG, usage_error
+from natlangchain_migrate.commands.shared import (
+    add_database_flags,
+    add_log_flags,
+    log_format_problem,
+    run_logged,
+)
+from natlangchain_migrate.errors import ExitCode
+
+if TYPE_CHECKING:
+    from natlangchain_migrate.baseline_writer import WrittenBaseline
+
+
+def main(argv: list[str]) -> int:
+    """Replay the history on a scratch database and write its schema as a baseline file."""
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} baseline-file",
+        description="write NNN_NAME.baseline.sql into the migrations folder: the schema "
+        "after every version up to N, replayed on a scratch database (created and dropped). "
+        "A new database applies it instead of those versions; others ignore it. "
+        "(baseline N, without -file, records versions as applied in a database instead.)",
+    )
+    parser.add_argument(
+        "--up-to",
+        type=int,
+        metavar="N",
+        help="the newest version it covers (default: the newest file)",
+    )
+    parser.add_argument(
+        "--name", default="schema", help="NAME in NNN_NAME.baseline.sql (default: schema)"
+    )
+    add_database_flags(
+        parser,
+        url_help="a database on the server to create the scratch database on (default: "
+        "DATABASE_URL, else the embedded server); the role needs CREATEDB",
+    )
+    add_log_flags(parser)
+    args = parser.parse_args(argv)
+    problem = log_format_problem(args.log_format)
+    if problem is None and args.migrations_dir is None:
+        problem = "baseline-file writes into the migrations folder: give --migrations-dir DIR"
+    if problem:
+        return usage_error(problem)
+    written, code = run_logged(args, lambda: _write(args))
+    if written is None:
+        return code
+    print(
+        f"Wrote {written.path} ({len(written.covers)} migrations, up to {written.version}); "
+        f"check it with: {PROG} verify --migrations-dir {args.migrations_dir}"
+    )
+    return ExitCode.OK
+
+
+async def _write(args: argparse.Namespace) -> WrittenBaseline:
+    from natlangchain_migrate import libpq
+    from natlangchain_migrate.connection import resolve_dsn
+    from natlangchain_migrate.migrator import Migrator
+
+    if args.database_url is None and not libpq.names_a_server():
+        from natlangchain_migrate import embedded
+
+        server_dsn = await asyncio.to_thread(embedded.start_embedded_server)
+    else:
+        server_dsn = resolve_dsn(args.database_url)
+    migrator = Migrator(
+        migrations_dir=args.migrations_dir, schema=args.schema, connect_wait=args.wait
+    )
+    return await migrator.baseline_file(server_dsn=server_dsn, up_to=args.up_to, name=args.name)

@@ -1,0 +1,553 @@
+"""Baseline files (``NNN_name.baseline.sql``): a new database applies the newest one in
+place of the versions it covers, then the versions above it; a database with any
+versioned row ignores it; status, drift, rollback and the manifest after it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from importlib.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.faults.history import write_history
+from harness.servers.pgcluster import PASSWORD
+from natlangchain_migrate import discovery, layouts, migrate
+from natlangchain_migrate.baseline_files import schema_line
+from natlangchain_migrate.discovery import shipped_migrations_dir
+from natlangchain_migrate.errors import ExitCode
+from natlangchain_migrate.manifest import MANIFEST_NAME, stale_files, write_manifest
+from tests.conftest import (
+    fetchval,
+    ledger_rows,
+    log_events,
+    migration_locks_held,
+    run_cli,
+    table_names,
+    write_migrations,
+)
+
+# Each versioned file leaves a trace in ran (which file ran), and is not idempotent.
+HISTORY = {
+    "001_items.sql": "CREATE TABLE ran (file text);\nINSERT INTO ran VALUES ('001');\n"
+    "CREATE TABLE items (id serial PRIMARY KEY, name text);\n",
+    "001_items.down.sql": "DROP TABLE items;\nDROP TABLE ran;\n",
+    "002_tags.sql": "INSERT INTO ran VALUES ('002');\n"
+    "CREATE TABLE tags (id int PRIMARY KEY, item int REFERENCES items);\n",
+    "002_tags.down.sql": "DROP TABLE tags;\n",
+    "003_index.sql": "INSERT INTO ran VALUES ('003');\nCREATE INDEX tags_item ON tags (item);\n",
+    "003_index.down.sql": "DROP INDEX tags_item;\n",
+}
+# What 001-003 leave, as a baseline file says it (no row in ran: the files did not run).
+BASELINE = (
+    "CREATE TABLE ran (file text);\n"
+    "CREATE TABLE items (id serial PRIMARY KEY, name text);\n"
+    "CREATE TABLE tags (id int PRIMARY KEY, item int REFERENCES items);\n"
+    "CREATE INDEX tags_item ON tags (item);\n"
+)
+ABOVE = {
+    "004_notes.sql": "INSERT INTO ran VALUES ('004');\nCREATE TABLE notes (body text);\n",
+    "004_notes.down.sql": "DROP TABLE notes;\n",
+}
+
+
+def _cli(folder: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    result = run_cli("--migrations-dir", str(folder), *args, database_url=url)
+    assert PASSWORD not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def _ran(url: str) -> list[str]:
+    return list(asyncio.run(fetchval(url, "SELECT array_agg(file ORDER BY file) FROM ran")) or [])
+
+
+def _rows(url: str) -> list[tuple[int, str, str]]:
+    return [(int(r["version"]), r["name"], r["applied_by"]) for r in asyncio.run(ledger_rows(url))]
+
+
+def _folder(tmp_path: Path, *, squash: bool = False, above: bool = True) -> Path:
+    files = {} if squash else dict(HISTORY)
+    files["003_schema.baseline.sql"] = BASELINE
+    if above:
+        files |= ABOVE
+    return write_migrations(tmp_path / "migrations", files)
+
+
+def test_a_new_database_applies_the_baseline_instead_of_the_versions_it_covers(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = _folder(tmp_path)
+    result = _cli(folder, database_url)
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert _ran(database_url) == ["004"]  # 001-003 did not run; 004 did
+    assert {"items", "tags", "notes"} <= asyncio.run(table_names(database_url))
+    rows = _rows(database_url)
+    assert [(v, name) for v, name, _ in rows] == [
+        (1, "001_items"),
+        (2, "002_tags"),
+        (3, "003_index"),
+        (4, "004_notes"),
+    ]
+    assert {by for v, _, by in rows if v <= 3} == {"baseline-file:003"}
+    applying = [e for e in log_events(result.stderr) if e["event"] == "migration_applying"]
+    assert [e["name"] for e in applying] == ["003_schema.baseline", "004_notes"]
+    again = _cli(folder, database_url, "--check")
+    assert again.returncode == ExitCode.OK, again.stdout + again.stderr
+
+
+@pytest.mark.anyio
+async def test_a_database_that_has_every_covered_version_ignores_the_baseline(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = write_migrations(tmp_path / "m", HISTORY)
+    await migrate(database_url, migrations_dir=folder)
+    write_migrations(folder, {"003_schema.baseline.sql": BASELINE} | ABOVE)
+    report = await migrate(database_url, migrations_dir=folder)
+    assert [(r.version, r.name) for r in report.applied] == [(4, "004_notes")]
+    assert await _ran_async(database_url) == ["001", "002", "003", "004"]
+    assert not any(by.startswith("baseline-file") for _, _, by in await _rows_async(database_url))
+
+
+@pytest.mark.anyio
+async def test_a_partially_migrated_database_replays_the_rest_and_ignores_the_baseline(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = write_migrations(tmp_path / "m", HISTORY)
+    await migrate(database_url, migrations_dir=folder, target=1)
+    write_migrations(folder, {"003_schema.baseline.sql": BASELINE} | ABOVE)
+    report = await migrate(database_url, migrations_dir=folder)
+    assert [r.name for r in report.applied] == ["002_tags", "003_index", "004_notes"]
+    assert await _ran_async(database_url) == ["001", "002", "003", "004"]
+
+
+@pytest.mark.anyio
+async def test_a_target_below_the_baseline_replays_the_files(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = _folder(tmp_path)
+    report = await migrate(database_url, migrations_dir=folder, target=2)
+    assert [r.name for r in report.applied] == ["001_items", "002_tags"]
+    # Now the database has versions: the baseline is ignored for good.
+    report = await migrate(database_url, migrations_dir=folder)
+    assert [r.name for r in report.applied] == ["003_index", "004_notes"]
+
+
+def test_eight_runners_on_a_new_database_apply_the_baseline_exactly_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = _folder(tmp_path)
+    command = [sys.executable, "-m", "natlangchain_migrate", "--migrations-dir", str(folder)]
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env |= {"DATABASE_URL": database_url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
+    runners = [
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(8)
+    ]
+    outputs = [runner.communicate(timeout=120) for runner in runners]
+    assert [runner.returncode for runner in runners] == [0] * 8, outputs
+    applied = [
+        event["name"]
+        for _, stderr in outputs
+        for event in log_events(stderr)
+        if event["event"] == "migration_applied"
+    ]
+    assert sorted(applied) == ["003_schema.baseline", "004_notes"]
+    assert _ran(database_url) == ["004"]
+    assert [v for v, _, _ in _rows(database_url)] == [1, 2, 3, 4]
+    assert asyncio.run(migration_locks_held(database_url)) == 0
+
+
+def test_dry_run_says_it_would_apply_the_baseline(tmp_path: Path, database_url: str) -> None:
+    folder = _folder(tmp_path)
+    result = _cli(folder, database_url, "--dry-run", "--json")
+    assert result.returncode == ExitCode.OK, result.stderr
+    pending = json.loads(result.stdout)
+    assert [item["name"] for item in pending] == ["003_schema.baseline", "004_notes"]
+    assert "items" not in asyncio.run(table_names(database_url))
+
+
+def test_timestamp_versions_take_a_baseline_too(tmp_path: Path, database_url: str) -> None:
+    folder = write_migrations(
+        tmp_path / "m",
+        {
+            "20240101000000_a.sql": "CREATE TABLE ran (file text);\n"
+            "INSERT INTO ran VALUES ('a');\n",
+            "20240102000000_b.sql": "INSERT INTO ran VALUES ('b');\nCREATE TABLE b (id int);\n",
+            "20240102000000_schema.baseline.sql": "CREATE TABLE ran (file text);\n"
+            "CREATE TABLE b (id int);\n",
+            "20240103000000_c.sql": "INSERT INTO ran VALUES ('c');\n",
+        },
+    )
+    result = _cli(folder, database_url)
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert _ran(database_url) == ["c"]
+    rows = _rows(database_url)
+    assert [v for v, _, _ in rows] == [20240101000000, 20240102000000, 20240103000000]
+    assert {by for v, _, by in rows[:2]} == {"baseline-file:20240102000000"}
+    assert _cli(folder, database_url, "--check").returncode == ExitCode.OK
+
+
+def test_a_bad_baseline_fails_whole_naming_its_file_and_line(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = write_migrations(
+        tmp_path / "m",
+        HISTORY | {"003_schema.baseline.sql": BASELINE.replace("CREATE INDEX", "CREATE INDX")},
+    )
+    result = _cli(folder, database_url)
+    assert result.returncode != ExitCode.OK
+    assert "003_schema.baseline.sql:4" in result.stderr, result.stderr
+    assert "ran" not in asyncio.run(table_names(database_url))  # nothing half-applied
+    assert _rows(database_url) == []
+
+
+def test_status_drift_and_rollback_after_the_files_below_the_baseline_are_squashed(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = _folder(tmp_path, squash=True)
+    assert _cli(folder, database_url).returncode == ExitCode.OK
+    assert _ran(database_url) == ["004"]
+    # No file of 001-003: the baseline wrote the row of its own version, with its checksum.
+    assert [(v, name) for v, name, _ in _rows(database_url)] == [
+        (3, "003_schema.baseline"),
+        (4, "004_notes"),
+    ]
+    status = _cli(folder, database_url, "--status", "--json")
+    assert status.returncode == ExitCode.OK, status.stderr
+    states = {item["version"]: item["state"] for item in json.loads(status.stdout)}
+    assert states == {3: "APPLIED", 4: "APPLIED"}
+    assert _cli(folder, database_url, "--check").returncode == ExitCode.OK
+    # 004 rolls back with its down file; 003 has none (squashed): refused, nothing changed.
+    assert _cli(folder, database_url, "--rollback").returncode == ExitCode.OK
+    refused = _cli(folder, database_url, "--rollback")
+    assert refused.returncode == ExitCode.USAGE, refused.stderr
+    assert "built from the baseline file 003_schema.baseline.sql" in refused.stderr
+    assert [v for v, _, _ in _rows(database_url)] == [3]
+
+
+def test_a_replayed_database_whose_old_files_are_squashed_keeps_its_history(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = write_migrations(tmp_path / "m", HISTORY)
+    assert _cli(folder, database_url).returncode == ExitCode.OK
+    for name in HISTORY:
+        (folder / name).unlink()
+    write_migrations(folder, {"003_schema.baseline.sql": BASELINE} | ABOVE)
+    check = _cli(folder, database_url, "--check")
+    assert check.returncode == ExitCode.CHECK_PENDING, check.stdout + check.stderr  # 004, no drift
+    assert _cli(folder, database_url).returncode == ExitCode.OK
+    assert _ran(database_url) == ["001", "002", "003", "004"]  # the baseline never ran here
+    refused = _cli(folder, database_url, "--rollback", "--to", "1")
+    assert refused.returncode == ExitCode.USAGE
+    assert "cannot roll back 003 (003_index)" in refused.stderr
+    assert [v for v, _, _ in _rows(database_url)] == [1, 2, 3, 4]
+
+
+def test_rollback_below_the_baseline_runs_the_down_files_that_are_there(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = _folder(tmp_path)
+    assert _cli(folder, database_url).returncode == ExitCode.OK
+    result = _cli(folder, database_url, "--rollback", "--to", "0")
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert _rows(database_url) == []
+    assert not {"ran", "items", "tags", "notes"} & asyncio.run(table_names(database_url))
+
+
+@pytest.mark.parametrize("squash", [False, True], ids=["files-kept", "files-squashed"])
+@pytest.mark.anyio
+async def test_the_manifest_vouches_for_the_baseline_and_its_fast_path_holds(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, squash: bool
+) -> None:
+    folder = _folder(tmp_path, squash=squash)
+    write_manifest(folder)
+    assert "003_schema.baseline.sql" in (folder / MANIFEST_NAME).read_text()
+    await migrate(database_url, migrations_dir=folder)
+    reads: list[str] = []
+    real, real_head = discovery.read_text, layouts._read_head
+
+    def spy(entry: Traversable) -> str:
+        reads.append(entry.name)
+        return real(entry)
+
+    def spy_head(entry: Traversable) -> bytes | None:
+        reads.append(entry.name)
+        return real_head(entry)
+
+    monkeypatch.setattr(discovery, "read_text", spy)
+    monkeypatch.setattr(layouts, "_read_head", spy_head)  # layout detection's read
+    again = await migrate(database_url, migrations_dir=folder)
+    assert again.up_to_date
+    assert reads == []  # the start-up read no file: the ledger matched the manifest
+    # An edited baseline file makes the manifest stale: sum --check names it.
+    (folder / "003_schema.baseline.sql").write_text(BASELINE + "-- edited\n")
+    assert stale_files(folder) == ["003_schema.baseline.sql"]
+
+
+@pytest.mark.anyio
+async def test_a_new_database_from_the_baseline_opens_each_file_once(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Layout detection reads a small file whole: the checksums come from that read."""
+    folder = _folder(tmp_path)
+    opened: list[str] = []
+    real_open = Path.open
+
+    def spy(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.parent == folder:
+            opened.append(self.name)
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", spy)
+    report = await migrate(database_url, migrations_dir=folder)
+    assert [r.name for r in report.applied] == ["003_schema.baseline", "004_notes"]
+    ups = [name for name in opened if not name.endswith(".down.sql")]
+    assert sorted(set(ups)) == sorted(ups), ups  # none twice
+
+
+async def _ran_async(url: str) -> list[str]:
+    return list(await fetchval(url, "SELECT array_agg(file ORDER BY file) FROM ran") or [])
+
+
+async def _rows_async(url: str) -> list[tuple[int, str, str]]:
+    return [(int(r["version"]), r["name"], r["applied_by"]) for r in await ledger_rows(url)]
+
+
+def _copy_of_shipped(into: Path) -> Path:
+    into.mkdir()
+    for path in shipped_migrations_dir().iterdir():
+        if path.name.endswith(".sql"):
+            (into / path.name).write_bytes(path.read_bytes())
+    return into
+
+
+def test_the_written_baseline_of_the_shipped_migrations_applies_and_verify_passes(
+    tmp_path: Path, database_url: str, admin_url: str
+) -> None:
+    folder = _copy_of_shipped(tmp_path / "m")
+    written = run_cli("baseline-file", "--migrations-dir", str(folder), database_url=admin_url)
+    assert written.returncode == ExitCode.OK, written.stderr
+    baseline = folder / "003_schema.baseline.sql"
+    assert f"Wrote {baseline}" in written.stdout
+    text = baseline.read_text()
+    # The server's default pgvector, as 002's own CREATE EXTENSION would get it.
+    assert "CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA public;\n" in text
+    assert "schema_migrations" not in text  # the ledger is the runner's, not the baseline's
+    assert "\n-- schema: public (" in text
+    verified = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
+    assert verified.returncode == ExitCode.OK, verified.stdout + verified.stderr
+    assert "✓ 003_schema.baseline.sql: gives the schema" in verified.stdout
+    applied = _cli(folder, database_url)
+    assert applied.returncode == ExitCode.OK, applied.stderr
+    names = [e["name"] for e in log_events(applied.stderr) if e["event"] == "migration_applied"]
+    assert names == ["003_schema.baseline"]
+    assert _cli(folder, database_url, "--check").returncode == ExitCode.OK
+
+
+def test_verify_fails_on_a_baseline_that_differs_from_the_replay(
+    tmp_path: Path, admin_url: str
+) -> None:
+    folder = _folder(tmp_path)
+    (folder / "003_schema.baseline.sql").write_text(BASELINE.replace("CREATE INDEX", "-- "))
+    result = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
+    assert result.returncode == ExitCode.SCHEMA_NOT_RESTORED, result.stdout + result.stderr
+    failure = [line for line in result.stdout.splitlines() if line.startswith("✗")]
+    assert len(failure) == 1
+    assert "003_schema.baseline.sql gives another schema than replaying" in failure[0]
+    assert "only the replay has CREATE INDEX tags_item" in failure[0]
+
+
+def test_verify_of_a_squashed_history_starts_from_the_baseline(
+    tmp_path: Path, admin_url: str
+) -> None:
+    folder = _folder(tmp_path, squash=True)
+    result = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines() if line[:1] == "✓"] == [
+        "✓ 004_notes"
+    ]
+
+
+# Objects whose order by name alone would not apply: a sequence owned by a later table, a
+# view reading a later-named view, a function in a column default, a SQL-standard body
+# reading a table, a function returning a table's rows, a partition named before its
+# parent, a foreign key to a unique index, a trigger.
+TANGLED = """
+CREATE SCHEMA app;
+CREATE TYPE app.mood AS ENUM ('ok', 'sad');
+CREATE FUNCTION app.default_name() RETURNS text LANGUAGE sql AS $$ SELECT 'x' $$;
+CREATE TABLE app.z_people (id serial PRIMARY KEY, name text DEFAULT app.default_name(),
+    mood app.mood, code int);
+CREATE UNIQUE INDEX people_code ON app.z_people (code);
+CREATE TABLE app.a_pets (id int, owner_code int REFERENCES app.z_people (code));
+CREATE SEQUENCE app.a_counter OWNED BY app.z_people.id;
+CREATE FUNCTION app.count_people() RETURNS bigint LANGUAGE sql
+    BEGIN ATOMIC SELECT count(*) FROM app.z_people; END;
+CREATE FUNCTION app.sad_people() RETURNS SETOF app.z_people LANGUAGE sql
+    AS $$ SELECT * FROM app.z_people WHERE mood = 'sad' $$;
+CREATE VIEW app.z_base AS SELECT id, name FROM app.z_people;
+CREATE VIEW app.a_top AS SELECT name, app.count_people() AS n FROM app.z_base;
+CREATE TABLE app.b_events (at date NOT NULL) PARTITION BY RANGE (at);
+CREATE TABLE app.a_events_2024 PARTITION OF app.b_events
+    FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE FUNCTION app.touch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.name := upper(NEW.name); RETURN NEW; END $$;
+CREATE TRIGGER touch BEFORE INSERT ON app.z_people FOR EACH ROW EXECUTE FUNCTION app.touch();
+"""
+
+
+def test_dump_schema_output_applies_as_a_baseline_file(
+    tmp_path: Path, database_url: str, admin_url: str
+) -> None:
+    folder = write_migrations(tmp_path / "m", {"001_tangled.sql": TANGLED})
+    assert _cli(folder, database_url).returncode == ExitCode.OK
+    dumped = run_cli("dump-schema", "-", database_url=database_url)
+    assert dumped.returncode == ExitCode.OK, dumped.stderr
+    (folder / "001_dumped.baseline.sql").write_text(dumped.stdout)
+    (folder / "001_tangled.down.sql").write_text("DROP SCHEMA app CASCADE;\n")
+    result = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+    assert "✓ 001_dumped.baseline.sql" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {
+            "001_items.up.sql": "CREATE TABLE ran (file text);\nINSERT INTO ran VALUES ('1');\n",
+            "001_items.down.sql": "DROP TABLE ran;\n",
+            "002_more.up.sql": "INSERT INTO ran VALUES ('2');\n",
+            "002_more.down.sql": "DELETE FROM ran;\n",
+        },
+        {
+            "001_items.sql": "-- +goose Up\nCREATE TABLE ran (file text);\n"
+            "INSERT INTO ran VALUES ('1');\n-- +goose Down\nDROP TABLE ran;\n",
+            "002_more.sql": "-- +goose Up\nINSERT INTO ran VALUES ('2');\n"
+            "-- +goose Down\nDELETE FROM ran;\n",
+        },
+        {
+            "001_items.sql": "-- migrate:up\nCREATE TABLE ran (file text);\n"
+            "INSERT INTO ran VALUES ('1');\n-- migrate:down\nDROP TABLE ran;\n",
+            "002_more.sql": "-- migrate:up\nINSERT INTO ran VALUES ('2');\n"
+            "-- migrate:down\nDELETE FROM ran;\n",
+        },
+        {
+            "V1__items.sql": "CREATE TABLE ran (file text);\nINSERT INTO ran VALUES ('1');\n",
+            "V2__more.sql": "INSERT INTO ran VALUES ('2');\n",
+        },
+    ],
+    ids=["golang-migrate", "goose", "dbmate", "flyway"],
+)
+@pytest.mark.anyio
+async def test_another_tools_layout_takes_a_baseline_file_too(
+    tmp_path: Path, database_url: str, layout: dict[str, str]
+) -> None:
+    baseline = {"001_schema.baseline.sql": "CREATE TABLE ran (file text);\n"}
+    folder = write_migrations(tmp_path / "m", layout | baseline)
+    report = await migrate(database_url, migrations_dir=folder)
+    assert report.applied[0].name == "001_schema.baseline"
+    assert await _ran_async(database_url) == ["2"]
+    assert [v for v, _, _ in await _rows_async(database_url)] == [1, 2]
+
+
+def test_baseline_file_keeps_the_manifest_current_and_leaves_repeatables_out(
+    tmp_path: Path, admin_url: str
+) -> None:
+    folder = write_migrations(
+        tmp_path / "m", HISTORY | {"R__names.sql": "CREATE OR REPLACE VIEW names AS SELECT 1;\n"}
+    )
+    write_manifest(folder)
+    result = run_cli(
+        "baseline-file",
+        "--migrations-dir",
+        str(folder),
+        "--up-to",
+        "2",
+        "--name",
+        "first_two",
+        database_url=admin_url,
+    )
+    assert result.returncode == ExitCode.OK, result.stderr
+    text = (folder / "002_first_two.baseline.sql").read_text()
+    assert "public.tags" in text
+    assert "CREATE INDEX tags_item" not in text  # 003 is above it
+    assert "names" not in text  # repeatables run after a baseline, as after a replay
+    assert stale_files(folder) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ((), "give --migrations-dir DIR"),
+        (("--up-to", "7"), "--up-to 7: no migration file has that version"),
+        (("--name", "bad-name"), "--name 'bad-name': use letters, digits and underscores"),
+    ],
+    ids=["no-folder", "unknown-version", "bad-name"],
+)
+def test_baseline_file_refuses_bad_input_with_exit_2(
+    tmp_path: Path, admin_url: str, args: tuple[str, ...], says: str
+) -> None:
+    folder = write_migrations(tmp_path / "m", HISTORY)
+    where = () if not args else ("--migrations-dir", str(folder))
+    result = run_cli("baseline-file", *where, *args, database_url=admin_url)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert says in result.stderr
+    assert not list(folder.glob("*.baseline.sql"))
+
+
+def test_new_continues_after_a_squashed_history(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, squash=True, above=False)
+    result = run_cli("new", "add_notes", "--migrations-dir", str(folder), database_url=None)
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert (folder / "004_add_notes.sql").exists()
+
+
+def test_an_unqualified_baseline_builds_in_the_target_schema(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = _folder(tmp_path)
+    result = _cli(folder, database_url, "--schema", "tenant_a")
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert {"ran", "items", "tags", "notes"} <= asyncio.run(table_names(database_url, "tenant_a"))
+    assert "items" not in asyncio.run(table_names(database_url))
+
+
+def test_transaction_lock_mode_applies_the_baseline_in_its_one_transaction(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = _folder(tmp_path)
+    result = _cli(folder, database_url, "--lock-mode", "transaction")
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert _ran(database_url) == ["004"]
+    assert [v for v, _, _ in _rows(database_url)] == [1, 2, 3, 4]
+
+
+def test_a_written_baseline_of_a_generated_history_of_every_kind_passes_verify(
+    tmp_path: Path, admin_url: str
+) -> None:
+    folder = tmp_path / "m"
+    write_history(folder, 24)
+    written = run_cli("baseline-file", "--migrations-dir", str(folder), database_url=admin_url)
+    assert written.returncode == ExitCode.OK, written.stderr
+    result = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+    assert "✓ 024_schema.baseline.sql: gives the schema" in result.stdout
+
+
+def test_a_written_baseline_is_refused_in_another_schema(tmp_path: Path, database_url: str) -> None:
+    folder = _folder(tmp_path)
+    baseline = folder / "003_schema.baseline.sql"
+    baseline.write_text(schema_line("public") + BASELINE.replace("TABLE ", "TABLE public."))
+    result = _cli(folder, database_url, "--schema", "tenant_a")
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "003_schema.baseline.sql was written for schema public" in result.stderr
+    assert "items" not in asyncio.run(table_names(database_url))
+    assert _cli(folder, database_url).returncode == ExitCode.OK  # into public it applies
