@@ -12,6 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from natlangchain_migrate import MigrationFailedError, migrate, rollback, run_migrations
+from natlangchain_migrate.commands import COMMANDS, find_command
 from natlangchain_migrate.errors import ExitCode
 from natlangchain_migrate.locks import default_namespace, lock_key
 from tests.conftest import ledger_rows, log_events, run_cli, table_names, write_migrations
@@ -298,3 +299,13 @@ def test_an_unencoded_at_sign_in_the_password_is_a_usage_error(database_url: str
     assert "percent-encode '@'" in result.stderr
     assert "p@ss" not in result.stdout + result.stderr
     assert "ss@" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("word", sorted(COMMANDS))
+def test_every_subcommand_prints_its_help(word: str, capsys: pytest.CaptureFixture[str]) -> None:
+    command = find_command(word)
+    assert command is not None
+    with pytest.raises(SystemExit) as exited:
+        command(["--help"])
+    assert exited.value.code == 0
+    assert word in capsys.readouterr().out

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--each-schema",
         default=env_setting("EACH_SCHEMA"),
         metavar="PATTERN",
-        help="every schema matching this LIKE pattern (tenant\\_% or tenant_%)",
+        help="every schema matching this LIKE pattern (tenant\\_%% or tenant_%%)",
     )
     which.add_argument(
         "--schemas-from-query",
