@@ -309,3 +309,22 @@ def test_every_subcommand_prints_its_help(word: str, capsys: pytest.CaptureFixtu
         command(["--help"])
     assert exited.value.code == 0
     assert word in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["baseline", "1"],
+        ["adopt", "--from", "goose"],
+        ["dump-schema"],
+        ["contract"],
+        ["verify"],
+        ["lint"],
+    ],
+)
+def test_a_schema_name_postgresql_would_truncate_is_refused(command: list[str]) -> None:
+    unreachable = "postgresql://u@127.0.0.1:1/x"  # refused before any connection
+    result = run_cli(*command, "--schema", "s" * 64, database_url=unreachable)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "is 64 bytes; PostgreSQL names are 1 to 63 bytes" in result.stderr

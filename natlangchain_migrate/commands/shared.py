@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from natlangchain_migrate.commands import ENV, env_setting
 from natlangchain_migrate.dsn import scrub, secrets_of
@@ -27,6 +27,9 @@ from natlangchain_migrate.settings import (
     LockOptions,
     lock_mode_of,
 )
+
+if TYPE_CHECKING:
+    from natlangchain_migrate.migrator import Migrator
 
 T = TypeVar("T")
 
@@ -167,6 +170,19 @@ async def database_dsn(url: str | None) -> str:
     from natlangchain_migrate.connection import resolve_dsn
 
     return resolve_dsn(url)
+
+
+async def migrator_from_flags(args: argparse.Namespace) -> Migrator:
+    """The ``Migrator`` of a subcommand's ``add_database_flags`` and ``add_lock_flags``."""
+    from natlangchain_migrate.migrator import Migrator
+
+    return Migrator(
+        await database_dsn(args.database_url),
+        migrations_dir=args.migrations_dir,
+        schema=args.schema,
+        connect_wait=args.wait,
+        lock=lock_options(args),
+    )
 
 
 async def embedded_dsn(*, announce: bool) -> str:
