@@ -5,6 +5,7 @@ under its own lock, the no-op path in one query per database, the canary and
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ import pytest
 
 from harness.servers.sql import execute, fetch, fetchval
 from natlangchain_migrate.dsn import with_database
-from natlangchain_migrate.fleet_api import migrate_fleet
+from natlangchain_migrate.fleet_api import FleetKeywords, fleet_of, migrate_fleet
 from natlangchain_migrate.fleet_report import Outcome
 from natlangchain_migrate.fleet_targets import Shard
 from tests.conftest import log_events, run_cli, write_migrations
@@ -40,6 +41,12 @@ FILES = {
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     return write_migrations(tmp_path / "migrations", FILES)
+
+
+def test_migrate_fleet_takes_exactly_fleet_ofs_keywords() -> None:
+    keywords = list(inspect.signature(fleet_of).parameters)
+    assert keywords[0] == "dsn"
+    assert list(FleetKeywords.__annotations__) == keywords[1:]
 
 
 async def _make_schemas(url: str, names: list[str]) -> None:
@@ -222,21 +229,30 @@ def test_a_failing_tenant_is_reported_the_others_migrate_and_a_rerun_touches_onl
     assert len(status.stdout.splitlines()) == 8
 
 
-def test_kill_9_mid_fleet_then_a_rerun_converges(database_url: str, tmp_path: Path) -> None:
-    """The killed run's tenants are at 0, 1, 2 or 3 versions; the rerun finishes each."""
+def _fleet_part_done(
+    database_url: str, tmp_path: Path, *, tenants: int, done: int
+) -> tuple[subprocess.Popen[str], list[str], Path]:
+    """The fleet CLI running over ``tenants`` schemas (a slow 002 each), returned once
+    ``done`` of them have every version: the runner, the schemas and the folder."""
     slow = {**FILES, "002_note.sql": "SELECT pg_sleep(0.05); ALTER TABLE items ADD note text;"}
     folder = write_migrations(tmp_path / "slow", slow)
-    names = _tenants(80)
+    names = _tenants(tenants)
     asyncio.run(_make_schemas(database_url, names))
     runner = _start_fleet_cli(
         database_url, folder, "--each-schema", "tenant\\_%", output=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        done = asyncio.run(_ledger_counts(database_url, names))
-        if sum(versions == [1, 2, 3] for versions in done.values()) >= 10:
+        counts = asyncio.run(_ledger_counts(database_url, names))
+        if sum(versions == [1, 2, 3] for versions in counts.values()) >= done:
             break
         time.sleep(0.05)
+    return runner, names, folder
+
+
+def test_kill_9_mid_fleet_then_a_rerun_converges(database_url: str, tmp_path: Path) -> None:
+    """The killed run's tenants are at 0, 1, 2 or 3 versions; the rerun finishes each."""
+    runner, names, folder = _fleet_part_done(database_url, tmp_path, tenants=80, done=10)
     runner.send_signal(signal.SIGKILL)
     runner.communicate()
     done = asyncio.run(_ledger_counts(database_url, names))
@@ -414,19 +430,7 @@ def test_flags_that_cannot_go_together_are_refused(database_url: str, folder: Pa
 def test_sigterm_mid_fleet_rolls_back_exits_143_and_a_rerun_converges(
     database_url: str, tmp_path: Path
 ) -> None:
-    slow = {**FILES, "002_note.sql": "SELECT pg_sleep(0.05); ALTER TABLE items ADD note text;"}
-    folder = write_migrations(tmp_path / "slow", slow)
-    names = _tenants(60)
-    asyncio.run(_make_schemas(database_url, names))
-    runner = _start_fleet_cli(
-        database_url, folder, "--each-schema", "tenant\\_%", output=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        done = asyncio.run(_ledger_counts(database_url, names))
-        if sum(versions == [1, 2, 3] for versions in done.values()) >= 5:
-            break
-        time.sleep(0.05)
+    runner, names, folder = _fleet_part_done(database_url, tmp_path, tenants=60, done=5)
     runner.send_signal(signal.SIGTERM)
     assert runner.wait(timeout=30) == 143
     assert asyncio.run(_advisory_locks(database_url)) == 0
