@@ -18,7 +18,6 @@ import asyncpg
 from natlangchain_migrate import preflight
 from natlangchain_migrate.attempt import (
     Attempts,
-    Blocked,
     read_server_facts,
     reset_settings_sql,
     settings_sql,
@@ -231,22 +230,8 @@ class _Undo:
             transaction_timeout=self.transaction_timeout,
         )
         body = f"{down.sql}\n;\n{remove or self.ledger.remove_sql(down.version)};\n"
-        if self.in_open_transaction:
-            prefix = f"SAVEPOINT {_SAVEPOINT};\n{prefix}"
-            script = f"{prefix}{body}RELEASE SAVEPOINT {_SAVEPOINT};"
-        else:
-            prefix = f"BEGIN;\n{prefix}"
-            script = f"{prefix}{body}COMMIT;"
-        try:
-            await self.attempts.send(down, script, in_open_transaction=self.in_open_transaction)
-        except (Blocked, asyncpg.PostgresError) as error:
-            if self.in_open_transaction and not self.conn.is_closed():
-                await self.conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
-            if isinstance(error, Blocked):
-                raise
-            raise await self.attempts.failure(
-                down, error, offset=-len(prefix), replay=prefix
-            ) from error
+        savepoint = _SAVEPOINT if self.in_open_transaction else None
+        await self.attempts.send_one_commit(down, prefix, body, savepoint=savepoint, replay=True)
 
     async def _statement_by_statement(self, down: Migration) -> None:
         """A no-transaction down file: each statement on its own, retried after a
