@@ -10,6 +10,8 @@ takes no lock, changes nothing and returns the down SQL that would run.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import NamedTuple
 
@@ -153,6 +155,22 @@ def _check_lock_mode(downs: list[Migration | None], options: RunnerOptions) -> N
             )
 
 
+@contextmanager
+def _failure_logged(down: Migration) -> Iterator[None]:
+    """Log ``rollback_failed`` for a down file that failed, and let its error go on."""
+    try:
+        yield
+    except MigrationFailedError as failure:
+        log.error(
+            "rollback_failed",
+            version=down.version,
+            file=failure.location,
+            sqlstate=failure.sqlstate,
+            error=str(failure),
+        )
+        raise
+
+
 class _Undo:
     """Undoing migrations one by one on the run's connection, under the run's execution
     options (lock_timeout with retries, statement_timeout, the watcher), as up files run."""
@@ -177,17 +195,8 @@ class _Undo:
         """Undo a contract part: its ``.contract.down.sql`` and the removal of its
         ``schema_contracts`` row, in one transaction, before its expand part."""
         remove = self.contracts.remove_sql(down.version)
-        try:
+        with _failure_logged(down):
             await self.attempts.retrying(partial(self._in_one_transaction, down, remove))
-        except MigrationFailedError as failure:
-            log.error(
-                "rollback_failed",
-                version=down.version,
-                file=failure.location,
-                sqlstate=failure.sqlstate,
-                error=str(failure),
-            )
-            raise
         log.info("contract_rolled_back", version=down.version, name=down.name, file=down.filename)
 
     async def one(self, row: AppliedMigration, down: Migration | None) -> None:
@@ -202,20 +211,11 @@ class _Undo:
                 "changes were NOT reversed",
             )
             return
-        try:
+        with _failure_logged(down):
             if down.directives.no_transaction:
                 await self._statement_by_statement(down)
             else:
                 await self.attempts.retrying(partial(self._in_one_transaction, down))
-        except MigrationFailedError as failure:
-            log.error(
-                "rollback_failed",
-                version=down.version,
-                file=failure.location,
-                sqlstate=failure.sqlstate,
-                error=str(failure),
-            )
-            raise
         log.info("rollback_done", version=row.version, name=row.name, file=down.filename)
 
     async def _in_one_transaction(self, down: Migration, remove: str | None = None) -> None:
