@@ -212,6 +212,7 @@ def print_contract_status(
     """``--status``'s contract section (nothing without contract parts); with ``as_json``,
     one object per part (``"contract": true``) after the ``before`` objects."""
     from natlangchain_migrate.contracts import waiting_reason
+    from natlangchain_migrate.render import entry_fields
 
     if as_json:
         objects = list(before or [])
@@ -221,12 +222,7 @@ def print_contract_status(
                 {
                     "version": entry.version,
                     "contract": True,
-                    "name": entry.name,
-                    "state": entry.state.value,
-                    "checksum": entry.file_checksum,
-                    "applied_checksum": row.checksum if row else None,
-                    "applied_at": row.applied_at.isoformat() if row and row.applied_at else None,
-                    "execution_ms": row.execution_ms if row else None,
+                    **entry_fields(entry),
                     "forced": row.forced if row else None,
                     "waiting_for": [replica.describe() for replica in entry.waiting_for],
                 }
