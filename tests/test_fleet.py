@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +22,7 @@ from natlangchain_migrate.dsn import with_database
 from natlangchain_migrate.fleet_api import FleetKeywords, fleet_of, migrate_fleet
 from natlangchain_migrate.fleet_report import Outcome
 from natlangchain_migrate.fleet_targets import Shard
-from tests.conftest import log_events, run_cli, write_migrations
+from tests.conftest import log_events, run_cli, start_cli, write_migrations
 
 FILES = {
     "001_items.sql": "CREATE TABLE items (id int PRIMARY KEY);",
@@ -138,17 +136,9 @@ def _fleet_cli(
 def _start_fleet_cli(
     url: str, folder: Path, *args: str, output: int = subprocess.PIPE
 ) -> subprocess.Popen[str]:
-    """The fleet CLI started; ``output=subprocess.DEVNULL`` when nobody reads it as it runs
-    (a full pipe would stall it)."""
-    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    environment |= {"DATABASE_URL": url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
-    command = [sys.executable, "-m", "natlangchain_migrate", "fleet", "--migrations-dir"]
-    return subprocess.Popen(
-        [*command, str(folder), *args],
-        stdout=output,
-        stderr=output,
-        text=True,
-        env=environment,
+    """The fleet CLI started (see ``start_cli``)."""
+    return start_cli(
+        "fleet", "--migrations-dir", str(folder), *args, database_url=url, output=output
     )
 
 
