@@ -23,13 +23,7 @@ from natlangchain_migrate import (
     rollback,
 )
 from natlangchain_migrate.errors import ExitCode
-from tests.conftest import (
-    ledger_rows,
-    log_events,
-    run_cli,
-    tables_but_the_ledger,
-    write_migrations,
-)
+from tests.conftest import ledger_rows, log_events, run_cli, tables_but_the_ledger, write_migrations
 
 NO_TX = "-- natlangchain: no-transaction\n"
 
