@@ -101,6 +101,25 @@ async def test_two_hundred_fresh_tenants_each_migrated_once_no_lock_left(
     assert await _advisory_locks(database_url) == 0
 
 
+async def _counts_once_idle(url: str) -> asyncpg.Record:
+    """pg_stat_database's sessions and transactions of ``url``'s database once no session
+    is left in it: a session adds its counts as its backend exits, which under load (xdist,
+    other work) comes well after the client closed it."""
+    database = url.rsplit("/", 1)[1]
+    admin = with_database(url, "postgres")
+    left = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}'"
+    for _ in range(1200):  # a minute at most
+        if not await fetchval(admin, left):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # the last one's counts, flushed as it leaves
+    stats = (
+        "SELECT pg_stat_force_next_flush(), sessions, xact_commit + xact_rollback AS xacts "
+        f"FROM pg_stat_database WHERE datname = '{database}'"
+    )
+    return (await fetch(admin, stats))[0]
+
+
 @pytest.mark.anyio
 async def test_a_no_op_over_the_fleet_costs_one_connection_and_two_queries(
     database_url: str, folder: Path
@@ -109,17 +128,9 @@ async def test_a_no_op_over_the_fleet_costs_one_connection_and_two_queries(
     names = _tenants(50)
     await _make_schemas(database_url, names)
     await migrate_fleet(database_url, each_schema="tenant\\_%", migrations_dir=folder)
-    database = database_url.rsplit("/", 1)[1]
-    stats = (
-        "SELECT pg_stat_force_next_flush(), sessions, xact_commit + xact_rollback AS xacts "
-        f"FROM pg_stat_database WHERE datname = '{database}'"
-    )
-    admin = with_database(database_url, "postgres")
-    await asyncio.sleep(0.5)  # the first run's sessions flush their counts as they exit
-    before = (await fetch(admin, stats))[0]
+    before = await _counts_once_idle(database_url)
     report = await migrate_fleet(database_url, each_schema="tenant\\_%", migrations_dir=folder)
-    await asyncio.sleep(0.5)
-    after = (await fetch(admin, stats))[0]
+    after = await _counts_once_idle(database_url)
     assert report.count(Outcome.UP_TO_DATE) == 50, report.results[0]
     assert report.connections == 1
     assert after["sessions"] - before["sessions"] == 1
