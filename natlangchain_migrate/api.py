@@ -53,6 +53,36 @@ class _ContractOptions(TypedDict):
     replica_max_age: float
 
 
+class _RunnerFlags(TypedDict, total=False):
+    strict_order: bool
+    refuse_future: bool
+    auto_contract: bool
+    replica_max_age: float
+
+
+def _migrator(
+    dsn: str | None,
+    pool: asyncpg.Pool | None,
+    migrations_dir: Traversable | Path | str | None,
+    schema: str,
+    wait: float,
+    lock: LockOptions,
+    execution: ExecutionOptions | None = None,
+    **flags: Unpack[_RunnerFlags],
+) -> Migrator:
+    """The ``Migrator`` behind every keyword function; ``wait`` is its ``connect_wait``."""
+    return Migrator(
+        dsn,
+        pool=pool,
+        migrations_dir=migrations_dir,
+        schema=schema,
+        connect_wait=wait,
+        lock=lock,
+        execution=execution,
+        **flags,
+    )
+
+
 async def migrate(
     dsn: str | None = None,
     *,
@@ -99,23 +129,22 @@ async def migrate(
     Raises a MigrateError subclass; MigrationFailedError carries what this run
     applied before the failure.
     """
-    migrator = Migrator(
+    flags = _contract_options(auto_contract, replica_max_age)  # its errors come first
+    lock = _lock(lock_timeout, lock_namespace, lock_mode)
+    execution = ExecutionOptions(
+        pg_lock_timeout, statement_timeout, lock_retries, retry_delay, progress_interval
+    )
+    migrator = _migrator(
         dsn,
-        pool=pool,
-        migrations_dir=migrations_dir,
-        schema=schema,
-        connect_wait=wait,
+        pool,
+        migrations_dir,
+        schema,
+        wait,
+        lock,
+        execution,
         strict_order=strict_order,
         refuse_future=refuse_future,
-        **_contract_options(auto_contract, replica_max_age),
-        lock=_lock(lock_timeout, lock_namespace, lock_mode),
-        execution=ExecutionOptions(
-            pg_lock_timeout=pg_lock_timeout,
-            statement_timeout=statement_timeout,
-            lock_retries=lock_retries,
-            retry_delay=retry_delay,
-            progress_interval=progress_interval,
-        ),
+        **flags,
     )
     return await migrator.up(target, skip=skip, dry_run=dry_run)
 
@@ -145,15 +174,8 @@ async def status(
     lock_mode: LockMode | str = LockMode.SESSION,
 ) -> MigrationPlan:
     """Every version's state, read-only and lock-free (``--status`` and ``--check``)."""
-    migrator = Migrator(
-        dsn,
-        pool=pool,
-        migrations_dir=migrations_dir,
-        schema=schema,
-        connect_wait=wait,
-        lock=LockOptions(mode=lock_mode_of(lock_mode)),
-    )
-    return await migrator.status(skip=skip)
+    lock = LockOptions(mode=lock_mode_of(lock_mode))
+    return await _migrator(dsn, pool, migrations_dir, schema, wait, lock).status(skip=skip)
 
 
 async def rollback(
@@ -183,21 +205,11 @@ async def rollback(
     progress watcher. Returns what was undone, newest first; empty when nothing is
     applied.
     """
-    migrator = Migrator(
-        dsn,
-        pool=pool,
-        migrations_dir=migrations_dir,
-        schema=schema,
-        connect_wait=wait,
-        lock=_lock(lock_timeout, lock_namespace, lock_mode),
-        execution=ExecutionOptions(
-            pg_lock_timeout=pg_lock_timeout,
-            statement_timeout=statement_timeout,
-            lock_retries=lock_retries,
-            retry_delay=retry_delay,
-            progress_interval=progress_interval,
-        ),
+    lock = _lock(lock_timeout, lock_namespace, lock_mode)
+    execution = ExecutionOptions(
+        pg_lock_timeout, statement_timeout, lock_retries, retry_delay, progress_interval
     )
+    migrator = _migrator(dsn, pool, migrations_dir, schema, wait, lock, execution)
     return await migrator.rollback(steps=steps, to=to, dry_run=dry_run)
 
 
@@ -218,15 +230,8 @@ async def repair(
     edited files, and removes the rows of versions whose file is gone (as Flyway's
     repair does). Returns the versions whose row changed or went.
     """
-    migrator = Migrator(
-        dsn,
-        pool=pool,
-        migrations_dir=migrations_dir,
-        schema=schema,
-        connect_wait=wait,
-        lock=_lock(lock_timeout, lock_namespace, lock_mode),
-    )
-    return await migrator.repair()
+    lock = _lock(lock_timeout, lock_namespace, lock_mode)
+    return await _migrator(dsn, pool, migrations_dir, schema, wait, lock).repair()
 
 
 async def baseline(
@@ -246,15 +251,10 @@ async def baseline(
     running them: for a database built by hand or by another tool. Refuses a ledger that
     already holds rows unless ``force`` (then only versions without a row are added).
     Returns the versions recorded."""
-    migrator = Migrator(
-        dsn,
-        pool=pool,
-        migrations_dir=migrations_dir,
-        schema=schema,
-        connect_wait=wait,
-        lock=_lock(lock_timeout, lock_namespace, lock_mode),
+    lock = _lock(lock_timeout, lock_namespace, lock_mode)
+    return await _migrator(dsn, pool, migrations_dir, schema, wait, lock).baseline(
+        version, force=force
     )
-    return await migrator.baseline(version, force=force)
 
 
 async def contract(
@@ -279,18 +279,9 @@ async def contract(
     waiting for old replicas anyway (logged as ``contract_forced``, recorded
     ``forced``); ``dry_run`` says what would run and changes nothing. Each part runs once,
     under the migration lock, in one transaction with its ``schema_contracts`` row."""
-    migrator = Migrator(
-        dsn,
-        pool=pool,
-        migrations_dir=migrations_dir,
-        schema=schema,
-        connect_wait=wait,
-        replica_max_age=replica_max_age,
-        lock=_lock(lock_timeout, lock_namespace, lock_mode),
-        execution=ExecutionOptions(
-            pg_lock_timeout=pg_lock_timeout,
-            statement_timeout=statement_timeout,
-            lock_retries=lock_retries,
-        ),
+    lock = _lock(lock_timeout, lock_namespace, lock_mode)
+    execution = ExecutionOptions(pg_lock_timeout, statement_timeout, lock_retries)
+    migrator = _migrator(
+        dsn, pool, migrations_dir, schema, wait, lock, execution, replica_max_age=replica_max_age
     )
     return await migrator.contract(dry_run=dry_run, force=force)

@@ -215,6 +215,36 @@ class Attempts:
                 raise error from raised
             raise
 
+    async def send_one_commit(
+        self,
+        migration: Migration,
+        prefix: str,
+        body: str,
+        *,
+        savepoint: str | None,
+        replay: bool = False,
+    ) -> None:
+        """Send ``prefix`` (the settings) and ``body`` as one commit: in a transaction of
+        their own or, with ``savepoint`` (transaction lock mode), in a savepoint of the
+        lock's transaction, rolled back alone when the attempt fails. Blocked goes on; a
+        server error becomes the file's error (``replay``: its statement found by replay)."""
+        if savepoint is not None:
+            prefix = f"SAVEPOINT {savepoint};\n{prefix}"
+            script = f"{prefix}{body}RELEASE SAVEPOINT {savepoint};"
+        else:
+            prefix = f"BEGIN;\n{prefix}"
+            script = f"{prefix}{body}COMMIT;"
+        try:
+            await self.send(migration, script, in_open_transaction=savepoint is not None)
+        except (Blocked, asyncpg.PostgresError) as error:
+            if savepoint is not None and not self.conn.is_closed():
+                await self.conn.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
+            if isinstance(error, Blocked):
+                raise
+            raise await self.failure(
+                migration, error, offset=-len(prefix), replay=prefix if replay else None
+            ) from error
+
     async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run ``attempt``; after a lock_timeout, pause (growing, jittered) and run it again,
         ``lock_retries`` times at most."""

@@ -363,26 +363,13 @@ class _PartRunner:
         return ContractResult(part.version, part.name, duration, forced)
 
     async def _once(self, part: Migration, forced: bool) -> float:
-        from natlangchain_migrate.attempt import Blocked, settings_sql
+        from natlangchain_migrate.attempt import settings_sql
 
         prefix = settings_sql(part, self.execution, self.search_path, local=True)
         body = f"{part.sql}\n;\n{self.book.record_statement(part, forced=forced)};\n"
-        if self.in_open_transaction:
-            prefix = f"SAVEPOINT {_SAVEPOINT};\n{prefix}"
-            script = f"{prefix}{body}RELEASE SAVEPOINT {_SAVEPOINT};"
-        else:
-            prefix = f"BEGIN;\n{prefix}"
-            script = f"{prefix}{body}COMMIT;"
-        conn = self.attempts.conn
+        savepoint = _SAVEPOINT if self.in_open_transaction else None
         started = time.monotonic()
-        try:
-            await self.attempts.send(part, script, in_open_transaction=self.in_open_transaction)
-        except (Blocked, asyncpg.PostgresError) as error:
-            if self.in_open_transaction and not conn.is_closed():
-                await conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
-            if isinstance(error, Blocked):
-                raise
-            raise await self.attempts.failure(part, error, offset=-len(prefix)) from error
+        await self.attempts.send_one_commit(part, prefix, body, savepoint=savepoint)
         return ms_since(started)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from natlangchain_migrate.connection import resolve_dsn
 from natlangchain_migrate.errors import ConfigurationError
@@ -22,8 +22,30 @@ from natlangchain_migrate.settings import ExecutionOptions, LockOptions
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
+    from typing import Unpack
 
     from natlangchain_migrate.plan import MigrationPlan
+
+
+class FleetKeywords(TypedDict, total=False):
+    """The keywords of ``fleet_of()``, and so of ``migrate_fleet()``."""
+
+    targets: Sequence[str] | None
+    each_schema: str | None
+    schemas_from_query: str | None
+    schema: str
+    migrations_dir: Traversable | Path | str | None
+    concurrency: int
+    server_cap: int | None
+    canary: int
+    max_failures: int | None
+    shard: Shard | None
+    lock_timeout: float
+    pg_lock_timeout: str
+    statement_timeout: str | None
+    lock_retries: int
+    wait: float
+    quiet: bool
 
 
 def fleet_of(
@@ -87,22 +109,7 @@ async def migrate_fleet(
     dsn: str | None = None,
     *,
     progress: Progress | None = None,
-    targets: Sequence[str] | None = None,
-    each_schema: str | None = None,
-    schemas_from_query: str | None = None,
-    schema: str = "public",
-    migrations_dir: Traversable | Path | str | None = None,
-    concurrency: int = 8,
-    server_cap: int | None = None,
-    canary: int = 0,
-    max_failures: int | None = None,
-    shard: Shard | None = None,
-    lock_timeout: float = 300.0,
-    pg_lock_timeout: str = "5s",
-    statement_timeout: str | None = None,
-    lock_retries: int = 5,
-    wait: float = 0.0,
-    quiet: bool = True,
+    **options: Unpack[FleetKeywords],
 ) -> FleetReport:
     """Migrate every target: the schemas of ``dsn`` (default DATABASE_URL) that match
     ``each_schema`` (a LIKE pattern such as ``tenant_%``) or that ``schemas_from_query``
@@ -115,26 +122,7 @@ async def migrate_fleet(
     done, total)`` is called as each target finishes. Never raises for a target's
     failure: see the report's ``failed`` and ``exit_code``.
     """
-    fleet = fleet_of(
-        dsn,
-        targets=targets,
-        each_schema=each_schema,
-        schemas_from_query=schemas_from_query,
-        schema=schema,
-        migrations_dir=migrations_dir,
-        concurrency=concurrency,
-        server_cap=server_cap,
-        canary=canary,
-        max_failures=max_failures,
-        shard=shard,
-        lock_timeout=lock_timeout,
-        pg_lock_timeout=pg_lock_timeout,
-        statement_timeout=statement_timeout,
-        lock_retries=lock_retries,
-        wait=wait,
-        quiet=quiet,
-    )
-    return await fleet.up(progress)
+    return await fleet_of(dsn, **options).up(progress)
 
 
 async def fleet_status(fleet: Fleet) -> list[TargetState]:

@@ -13,6 +13,7 @@ from natlangchain_migrate.ledger import BASELINE
 from natlangchain_migrate.plan import MigrationPlan, State, StatusEntry
 
 if TYPE_CHECKING:
+    from natlangchain_migrate.contract_plan import ContractEntry
     from natlangchain_migrate.results import MigrationResult
     from natlangchain_migrate.undo import RollbackResult
 
@@ -70,14 +71,22 @@ def _status_object(entry: StatusEntry, *, repeatable: bool = False) -> dict[str,
     return {
         "version": None if repeatable else entry.version,
         "repeatable": repeatable,
+        **entry_fields(entry),
+        "applied_by": row.applied_by if row else None,
+        "statements_done": row.statements_done if row and not row.complete else None,
+    }
+
+
+def entry_fields(entry: StatusEntry | ContractEntry) -> dict[str, Any]:
+    """The fields a version's ``--status --json`` object and a contract part's share."""
+    row = entry.row
+    return {
         "name": entry.name,
         "state": entry.state.value,
         "checksum": entry.file_checksum,
         "applied_checksum": row.checksum if row else None,
         "applied_at": row.applied_at.isoformat() if row and row.applied_at else None,
         "execution_ms": row.execution_ms if row else None,
-        "applied_by": row.applied_by if row else None,
-        "statements_done": row.statements_done if row and not row.complete else None,
     }
 
 

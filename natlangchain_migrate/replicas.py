@@ -22,7 +22,7 @@ import threading
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, cast
 
 import asyncpg
 
@@ -33,6 +33,7 @@ from natlangchain_migrate.sqltext import quote_ident
 if TYPE_CHECKING:
     from importlib.abc import Traversable
     from types import TracebackType
+    from typing import Unpack
 
 REPLICAS_TABLE = "schema_replicas"
 LABEL_VARIABLE = "NATLANGCHAIN_MIGRATE_REPLICA_LABEL"
@@ -143,6 +144,17 @@ def release_of(migrations_dir: Traversable | Path | str | None) -> int:
 def default_label() -> str | None:
     """NATLANGCHAIN_MIGRATE_REPLICA_LABEL, else HOSTNAME (a pod's name), else the host's."""
     return os.environ.get(LABEL_VARIABLE) or os.environ.get("HOSTNAME") or socket.gethostname()
+
+
+class HeartbeatOptions(TypedDict, total=False):
+    """The keywords of ``heartbeat()`` and ``start_heartbeat()``: ``Heartbeat``'s."""
+
+    pool: asyncpg.Pool | None
+    migrations_dir: Traversable | Path | str | None
+    schema: str | None
+    interval: float
+    label: str | None
+    replica_id: str | None
 
 
 class Heartbeat:
@@ -269,16 +281,7 @@ class Heartbeat:
                 conn.terminate()
 
 
-def heartbeat(
-    dsn: str | None = None,
-    *,
-    pool: asyncpg.Pool | None = None,
-    migrations_dir: Traversable | Path | str | None = None,
-    schema: str | None = None,
-    interval: float = 15.0,
-    label: str | None = None,
-    replica_id: str | None = None,
-) -> Heartbeat:
+def heartbeat(dsn: str | None = None, **options: Unpack[HeartbeatOptions]) -> Heartbeat:
     """Keep this replica in the registry while the block runs (asyncio apps).
 
     ``async with natlangchain_migrate.heartbeat(): ...`` in a FastAPI lifespan, after
@@ -287,15 +290,7 @@ def heartbeat(
     ``migrations_dir``; ``label`` defaults to NATLANGCHAIN_MIGRATE_REPLICA_LABEL, else
     HOSTNAME; ``replica_id`` to a fresh uuid4 hex.
     """
-    return Heartbeat(
-        dsn,
-        pool=pool,
-        migrations_dir=migrations_dir,
-        schema=schema,
-        interval=interval,
-        label=label,
-        replica_id=replica_id,
-    )
+    return Heartbeat(dsn, **options)
 
 
 class ThreadHeartbeat:
@@ -350,27 +345,8 @@ class ThreadHeartbeat:
             await self._stopping.wait()
 
 
-def start_heartbeat(
-    dsn: str | None = None,
-    *,
-    pool: asyncpg.Pool | None = None,
-    migrations_dir: Traversable | Path | str | None = None,
-    schema: str | None = None,
-    interval: float = 15.0,
-    label: str | None = None,
-    replica_id: str | None = None,
-) -> ThreadHeartbeat:
+def start_heartbeat(dsn: str | None = None, **options: Unpack[HeartbeatOptions]) -> ThreadHeartbeat:
     """``heartbeat()`` for synchronous apps (Flask, gunicorn workers): registers the replica
     before it returns, refreshes it from a daemon thread, and deletes it on ``.stop()`` or
     at exit. Keywords as for ``heartbeat()`` (a ``pool`` must belong to no other loop)."""
-    return ThreadHeartbeat(
-        Heartbeat(
-            dsn,
-            pool=pool,
-            migrations_dir=migrations_dir,
-            schema=schema,
-            interval=interval,
-            label=label,
-            replica_id=replica_id,
-        )
-    ).start()
+    return ThreadHeartbeat(Heartbeat(dsn, **options)).start()

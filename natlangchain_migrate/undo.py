@@ -10,6 +10,8 @@ takes no lock, changes nothing and returns the down SQL that would run.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import NamedTuple
 
@@ -18,7 +20,6 @@ import asyncpg
 from natlangchain_migrate import preflight
 from natlangchain_migrate.attempt import (
     Attempts,
-    Blocked,
     read_server_facts,
     reset_settings_sql,
     settings_sql,
@@ -159,6 +160,22 @@ def _check_lock_mode(downs: list[Migration | None], options: RunnerOptions) -> N
             )
 
 
+@contextmanager
+def _failure_logged(down: Migration) -> Iterator[None]:
+    """Log ``rollback_failed`` for a down file that failed, and let its error go on."""
+    try:
+        yield
+    except MigrationFailedError as failure:
+        log.error(
+            "rollback_failed",
+            version=down.version,
+            file=failure.location,
+            sqlstate=failure.sqlstate,
+            error=str(failure),
+        )
+        raise
+
+
 class _Undo:
     """Undoing migrations one by one on the run's connection, under the run's execution
     options (lock_timeout with retries, statement_timeout, the watcher), as up files run."""
@@ -183,17 +200,8 @@ class _Undo:
         """Undo a contract part: its ``.contract.down.sql`` and the removal of its
         ``schema_contracts`` row, in one transaction, before its expand part."""
         remove = self.contracts.remove_sql(down.version)
-        try:
+        with _failure_logged(down):
             await self.attempts.retrying(partial(self._in_one_transaction, down, remove))
-        except MigrationFailedError as failure:
-            log.error(
-                "rollback_failed",
-                version=down.version,
-                file=failure.location,
-                sqlstate=failure.sqlstate,
-                error=str(failure),
-            )
-            raise
         log.info("contract_rolled_back", version=down.version, name=down.name, file=down.filename)
 
     async def one(self, row: AppliedMigration, down: Migration | None) -> None:
@@ -208,20 +216,11 @@ class _Undo:
                 "changes were NOT reversed",
             )
             return
-        try:
+        with _failure_logged(down):
             if down.directives.no_transaction:
                 await self._statement_by_statement(down)
             else:
                 await self.attempts.retrying(partial(self._in_one_transaction, down))
-        except MigrationFailedError as failure:
-            log.error(
-                "rollback_failed",
-                version=down.version,
-                file=failure.location,
-                sqlstate=failure.sqlstate,
-                error=str(failure),
-            )
-            raise
         log.info("rollback_done", version=row.version, name=row.name, file=down.filename)
 
     async def _in_one_transaction(self, down: Migration, remove: str | None = None) -> None:
@@ -236,22 +235,8 @@ class _Undo:
             transaction_timeout=self.transaction_timeout,
         )
         body = f"{down.sql}\n;\n{remove or self.ledger.remove_sql(down.version)};\n"
-        if self.in_open_transaction:
-            prefix = f"SAVEPOINT {_SAVEPOINT};\n{prefix}"
-            script = f"{prefix}{body}RELEASE SAVEPOINT {_SAVEPOINT};"
-        else:
-            prefix = f"BEGIN;\n{prefix}"
-            script = f"{prefix}{body}COMMIT;"
-        try:
-            await self.attempts.send(down, script, in_open_transaction=self.in_open_transaction)
-        except (Blocked, asyncpg.PostgresError) as error:
-            if self.in_open_transaction and not self.conn.is_closed():
-                await self.conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
-            if isinstance(error, Blocked):
-                raise
-            raise await self.attempts.failure(
-                down, error, offset=-len(prefix), replay=prefix
-            ) from error
+        savepoint = _SAVEPOINT if self.in_open_transaction else None
+        await self.attempts.send_one_commit(down, prefix, body, savepoint=savepoint, replay=True)
 
     async def _statement_by_statement(self, down: Migration) -> None:
         """A no-transaction down file: each statement on its own, retried after a

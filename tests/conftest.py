@@ -22,11 +22,13 @@ import asyncpg
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from harness.servers import sql as one_shot
 from harness.servers.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
 from natlangchain_migrate.dsn import with_database
 from natlangchain_migrate.locks import default_namespace, lock_key
 
 TEST_URL_VARIABLE = "NATLANGCHAIN_TEST_DATABASE_URL"
+CLI = (sys.executable, "-m", "natlangchain_migrate")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -114,19 +116,42 @@ def run_cli(
     timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m natlangchain_migrate`` as a user would, logs as JSON."""
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        env=cli_environment(database_url, env),
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_cli(
+    *args: str,
+    database_url: str | None,
+    env: dict[str, str] | None = None,
+    output: int = subprocess.PIPE,
+    cwd: Path | None = None,
+) -> subprocess.Popen[str]:
+    """``run_cli``'s command started, not waited for; ``output=subprocess.DEVNULL`` when
+    nobody reads it as it runs (a full pipe would stall it)."""
+    return subprocess.Popen(
+        [*CLI, *args],
+        stdout=output,
+        stderr=output,
+        text=True,
+        env=cli_environment(database_url, env),
+        cwd=cwd,
+    )
+
+
+def cli_environment(database_url: str | None, env: dict[str, str] | None) -> dict[str, str]:
+    """This process's environment with DATABASE_URL only when given, logs as JSON."""
     environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     environment["NATLANGCHAIN_MIGRATE_LOG_FORMAT"] = "json"
     if database_url is not None:
         environment["DATABASE_URL"] = database_url
-    environment |= env or {}
-    return subprocess.run(
-        [sys.executable, "-m", "natlangchain_migrate", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=timeout,
-        check=False,
-    )
+    return environment | (env or {})
 
 
 def log_events(stderr: str) -> list[dict[str, Any]]:
@@ -143,11 +168,7 @@ def write_migrations(directory: Path, files: dict[str, str]) -> Path:
 
 
 async def ledger_rows(url: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(url)
-    try:
-        return await conn.fetch("SELECT * FROM schema_migrations ORDER BY version")
-    finally:
-        await conn.close()
+    return await one_shot.fetch(url, "SELECT * FROM schema_migrations ORDER BY version")
 
 
 async def migration_locks_held(url: str) -> int:
@@ -168,12 +189,8 @@ async def migration_locks_held(url: str) -> int:
 
 
 async def fetchval(url: str, sql: str) -> Any:
-    """One value of one query, on a connection of its own."""
-    conn = await asyncpg.connect(url)
-    try:
-        return await conn.fetchval(sql)
-    finally:
-        await conn.close()
+    """One value of one query, on a connection of its own (``Any``, as tests compare it)."""
+    return await one_shot.fetchval(url, sql)
 
 
 async def table_names(url: str, schema: str = "public") -> set[str]:
@@ -184,3 +201,8 @@ async def table_names(url: str, schema: str = "public") -> set[str]:
         return {row["tablename"] for row in rows}
     finally:
         await conn.close()
+
+
+async def tables_but_the_ledger(url: str) -> list[str]:
+    """The tables in public other than schema_migrations, sorted."""
+    return sorted(await table_names(url) - {"schema_migrations"})

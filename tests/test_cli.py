@@ -12,6 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from natlangchain_migrate import MigrationFailedError, migrate, rollback, run_migrations
+from natlangchain_migrate.commands import COMMANDS, find_command
 from natlangchain_migrate.errors import ExitCode
 from natlangchain_migrate.locks import default_namespace, lock_key
 from tests.conftest import ledger_rows, log_events, run_cli, table_names, write_migrations
@@ -298,3 +299,32 @@ def test_an_unencoded_at_sign_in_the_password_is_a_usage_error(database_url: str
     assert "percent-encode '@'" in result.stderr
     assert "p@ss" not in result.stdout + result.stderr
     assert "ss@" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("word", sorted(COMMANDS))
+def test_every_subcommand_prints_its_help(word: str, capsys: pytest.CaptureFixture[str]) -> None:
+    command = find_command(word)
+    assert command is not None
+    with pytest.raises(SystemExit) as exited:
+        command(["--help"])
+    assert exited.value.code == 0
+    assert word in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["baseline", "1"],
+        ["adopt", "--from", "goose"],
+        ["dump-schema"],
+        ["contract"],
+        ["verify"],
+        ["lint"],
+    ],
+)
+def test_a_schema_name_postgresql_would_truncate_is_refused(command: list[str]) -> None:
+    unreachable = "postgresql://u@127.0.0.1:1/x"  # refused before any connection
+    result = run_cli(*command, "--schema", "s" * 64, database_url=unreachable)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "is 64 bytes; PostgreSQL names are 1 to 63 bytes" in result.stderr

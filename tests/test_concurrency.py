@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ledger_rows, log_events, migration_locks_held
+from tests.conftest import ledger_rows, log_events, migration_locks_held, start_cli
 
 pytestmark = pytest.mark.system  # README: "Running the tests"
 
@@ -17,20 +15,7 @@ RUNNERS = 16
 
 
 def _start_runners(database_url: str, count: int, *extra: str) -> list[subprocess.Popen[str]]:
-    env = {k: v for k, v in os.environ.items()} | {
-        "DATABASE_URL": database_url,
-        "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json",
-    }
-    return [
-        subprocess.Popen(
-            [sys.executable, "-m", "natlangchain_migrate", *extra],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for _ in range(count)
-    ]
+    return [start_cli(*extra, database_url=database_url) for _ in range(count)]
 
 
 @pytest.mark.slow

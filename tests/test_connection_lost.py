@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,13 @@ import pytest
 from harness.servers.pgcluster import PgCluster, embedded_bindir
 from harness.servers.sql import fetch as sql_fetch
 from natlangchain_migrate.errors import ExitCode
-from tests.conftest import ledger_rows, log_events, migration_locks_held, write_migrations
+from tests.conftest import (
+    ledger_rows,
+    log_events,
+    migration_locks_held,
+    start_cli,
+    write_migrations,
+)
 
 pytestmark = pytest.mark.system  # README: "Running the tests"
 
@@ -40,14 +44,7 @@ def _files(no_transaction: bool) -> dict[str, str]:
 
 
 def _start(folder: Path, url: str, *extra: str) -> subprocess.Popen[str]:
-    env = os.environ | {"DATABASE_URL": url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "natlangchain_migrate", "--migrations-dir", str(folder), *extra],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_cli("--migrations-dir", str(folder), *extra, database_url=url)
 
 
 def _sleeping_pids(url: str, runner: subprocess.Popen[str]) -> list[int]:

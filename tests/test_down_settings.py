@@ -23,7 +23,7 @@ from natlangchain_migrate import (
     rollback,
 )
 from natlangchain_migrate.errors import ExitCode
-from tests.conftest import ledger_rows, log_events, run_cli, write_migrations
+from tests.conftest import ledger_rows, log_events, run_cli, tables_but_the_ledger, write_migrations
 
 NO_TX = "-- natlangchain: no-transaction\n"
 
@@ -55,18 +55,6 @@ PATHS: list[tuple[str, bool, dict[str, Any]]] = [
 def _kept(how_far: dict[str, Any]) -> list[int]:
     """The ledger's versions after 002's down file failed on a path that undid 003 first."""
     return [1, 2, 3] if how_far.get("lock_mode") == "transaction" else [1, 2]
-
-
-async def _tables(url: str) -> list[str]:
-    conn = await asyncpg.connect(url)
-    try:
-        rows = await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-            "AND tablename <> 'schema_migrations' ORDER BY 1"
-        )
-        return [r["tablename"] for r in rows]
-    finally:
-        await conn.close()
 
 
 async def _blocker(url: str) -> asyncpg.Connection:
@@ -106,7 +94,7 @@ async def test_a_blocked_down_file_hits_pg_lock_timeout_and_is_retried(
     assert retried[0]["blockers"][0]["application_name"] == "slow-report"
     # Nothing of 002's rollback was kept: its table and its row are there (in transaction
     # lock mode the whole rollback is one transaction: 003's row too).
-    assert "c" in await _tables(database_url)
+    assert "c" in await tables_but_the_ledger(database_url)
     assert [r["version"] for r in await ledger_rows(database_url)] == _kept(how_far)
 
 
@@ -134,7 +122,7 @@ async def test_a_down_file_runs_under_statement_timeout_with_a_heartbeat(
             **how_far,
         )
     assert [u.version for u in undone] == [3, 2]
-    assert await _tables(database_url) == ["a"]
+    assert await tables_but_the_ledger(database_url) == ["a"]
     running = [e for e in events if e["event"] == "migration_running"]
     assert running
     assert {e["version"] for e in running} == {2}

@@ -5,11 +5,10 @@ under its own lock, the no-op path in one query per database, the canary and
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,10 +19,10 @@ import pytest
 
 from harness.servers.sql import execute, fetch, fetchval
 from natlangchain_migrate.dsn import with_database
-from natlangchain_migrate.fleet_api import migrate_fleet
+from natlangchain_migrate.fleet_api import FleetKeywords, fleet_of, migrate_fleet
 from natlangchain_migrate.fleet_report import Outcome
 from natlangchain_migrate.fleet_targets import Shard
-from tests.conftest import log_events, run_cli, write_migrations
+from tests.conftest import log_events, run_cli, start_cli, write_migrations
 
 FILES = {
     "001_items.sql": "CREATE TABLE items (id int PRIMARY KEY);",
@@ -40,6 +39,12 @@ FILES = {
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     return write_migrations(tmp_path / "migrations", FILES)
+
+
+def test_migrate_fleet_takes_exactly_fleet_ofs_keywords() -> None:
+    keywords = list(inspect.signature(fleet_of).parameters)
+    assert keywords[0] == "dsn"
+    assert list(FleetKeywords.__annotations__) == keywords[1:]
 
 
 async def _make_schemas(url: str, names: list[str]) -> None:
@@ -96,6 +101,25 @@ async def test_two_hundred_fresh_tenants_each_migrated_once_no_lock_left(
     assert await _advisory_locks(database_url) == 0
 
 
+async def _counts_once_idle(url: str) -> asyncpg.Record:
+    """pg_stat_database's sessions and transactions of ``url``'s database once no session
+    is left in it: a session adds its counts as its backend exits, which under load (xdist,
+    other work) comes well after the client closed it."""
+    database = url.rsplit("/", 1)[1]
+    admin = with_database(url, "postgres")
+    left = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}'"
+    for _ in range(1200):  # a minute at most
+        if not await fetchval(admin, left):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # the last one's counts, flushed as it leaves
+    stats = (
+        "SELECT pg_stat_force_next_flush(), sessions, xact_commit + xact_rollback AS xacts "
+        f"FROM pg_stat_database WHERE datname = '{database}'"
+    )
+    return (await fetch(admin, stats))[0]
+
+
 @pytest.mark.anyio
 async def test_a_no_op_over_the_fleet_costs_one_connection_and_two_queries(
     database_url: str, folder: Path
@@ -104,17 +128,9 @@ async def test_a_no_op_over_the_fleet_costs_one_connection_and_two_queries(
     names = _tenants(50)
     await _make_schemas(database_url, names)
     await migrate_fleet(database_url, each_schema="tenant\\_%", migrations_dir=folder)
-    database = database_url.rsplit("/", 1)[1]
-    stats = (
-        "SELECT pg_stat_force_next_flush(), sessions, xact_commit + xact_rollback AS xacts "
-        f"FROM pg_stat_database WHERE datname = '{database}'"
-    )
-    admin = with_database(database_url, "postgres")
-    await asyncio.sleep(0.5)  # the first run's sessions flush their counts as they exit
-    before = (await fetch(admin, stats))[0]
+    before = await _counts_once_idle(database_url)
     report = await migrate_fleet(database_url, each_schema="tenant\\_%", migrations_dir=folder)
-    await asyncio.sleep(0.5)
-    after = (await fetch(admin, stats))[0]
+    after = await _counts_once_idle(database_url)
     assert report.count(Outcome.UP_TO_DATE) == 50, report.results[0]
     assert report.connections == 1
     assert after["sessions"] - before["sessions"] == 1
@@ -131,17 +147,9 @@ def _fleet_cli(
 def _start_fleet_cli(
     url: str, folder: Path, *args: str, output: int = subprocess.PIPE
 ) -> subprocess.Popen[str]:
-    """The fleet CLI started; ``output=subprocess.DEVNULL`` when nobody reads it as it runs
-    (a full pipe would stall it)."""
-    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    environment |= {"DATABASE_URL": url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
-    command = [sys.executable, "-m", "natlangchain_migrate", "fleet", "--migrations-dir"]
-    return subprocess.Popen(
-        [*command, str(folder), *args],
-        stdout=output,
-        stderr=output,
-        text=True,
-        env=environment,
+    """The fleet CLI started (see ``start_cli``)."""
+    return start_cli(
+        "fleet", "--migrations-dir", str(folder), *args, database_url=url, output=output
     )
 
 
@@ -222,21 +230,30 @@ def test_a_failing_tenant_is_reported_the_others_migrate_and_a_rerun_touches_onl
     assert len(status.stdout.splitlines()) == 8
 
 
-def test_kill_9_mid_fleet_then_a_rerun_converges(database_url: str, tmp_path: Path) -> None:
-    """The killed run's tenants are at 0, 1, 2 or 3 versions; the rerun finishes each."""
+def _fleet_part_done(
+    database_url: str, tmp_path: Path, *, tenants: int, done: int
+) -> tuple[subprocess.Popen[str], list[str], Path]:
+    """The fleet CLI running over ``tenants`` schemas (a slow 002 each), returned once
+    ``done`` of them have every version: the runner, the schemas and the folder."""
     slow = {**FILES, "002_note.sql": "SELECT pg_sleep(0.05); ALTER TABLE items ADD note text;"}
     folder = write_migrations(tmp_path / "slow", slow)
-    names = _tenants(80)
+    names = _tenants(tenants)
     asyncio.run(_make_schemas(database_url, names))
     runner = _start_fleet_cli(
         database_url, folder, "--each-schema", "tenant\\_%", output=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        done = asyncio.run(_ledger_counts(database_url, names))
-        if sum(versions == [1, 2, 3] for versions in done.values()) >= 10:
+        counts = asyncio.run(_ledger_counts(database_url, names))
+        if sum(versions == [1, 2, 3] for versions in counts.values()) >= done:
             break
         time.sleep(0.05)
+    return runner, names, folder
+
+
+def test_kill_9_mid_fleet_then_a_rerun_converges(database_url: str, tmp_path: Path) -> None:
+    """The killed run's tenants are at 0, 1, 2 or 3 versions; the rerun finishes each."""
+    runner, names, folder = _fleet_part_done(database_url, tmp_path, tenants=80, done=10)
     runner.send_signal(signal.SIGKILL)
     runner.communicate()
     done = asyncio.run(_ledger_counts(database_url, names))
@@ -414,19 +431,7 @@ def test_flags_that_cannot_go_together_are_refused(database_url: str, folder: Pa
 def test_sigterm_mid_fleet_rolls_back_exits_143_and_a_rerun_converges(
     database_url: str, tmp_path: Path
 ) -> None:
-    slow = {**FILES, "002_note.sql": "SELECT pg_sleep(0.05); ALTER TABLE items ADD note text;"}
-    folder = write_migrations(tmp_path / "slow", slow)
-    names = _tenants(60)
-    asyncio.run(_make_schemas(database_url, names))
-    runner = _start_fleet_cli(
-        database_url, folder, "--each-schema", "tenant\\_%", output=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        done = asyncio.run(_ledger_counts(database_url, names))
-        if sum(versions == [1, 2, 3] for versions in done.values()) >= 5:
-            break
-        time.sleep(0.05)
+    runner, names, folder = _fleet_part_done(database_url, tmp_path, tenants=60, done=5)
     runner.send_signal(signal.SIGTERM)
     assert runner.wait(timeout=30) == 143
     assert asyncio.run(_advisory_locks(database_url)) == 0

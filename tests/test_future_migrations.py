@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from tests.conftest import (
     log_events,
     migration_locks_held,
     run_cli,
+    start_cli,
     table_names,
     write_migrations,
 )
@@ -174,14 +173,7 @@ def test_a_repeatable_does_not_count_as_the_newest_version(
 
 
 def _start(folder: Path, url: str) -> subprocess.Popen[str]:
-    env = dict(os.environ) | {"DATABASE_URL": url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "natlangchain_migrate", "--migrations-dir", str(folder)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    return start_cli("--migrations-dir", str(folder), database_url=url)
 
 
 @pytest.mark.slow

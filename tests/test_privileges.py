@@ -8,12 +8,12 @@ import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 
 from harness.servers.sql import execute as sql_execute
 from natlangchain_migrate import MigrateError, migrate
 from natlangchain_migrate.errors import ExitCode
+from tests.conftest import table_names
 
 pytestmark = pytest.mark.anyio
 
@@ -41,15 +41,6 @@ async def role(database_url: str) -> AsyncIterator[str]:
     await sql_execute(database_url, f"DROP OWNED BY {name} CASCADE; DROP ROLE {name}")
 
 
-async def _tables(url: str, schema: str) -> set[str]:
-    conn = await asyncpg.connect(url)
-    try:
-        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1", schema)
-        return {row["tablename"] for row in rows}
-    finally:
-        await conn.close()
-
-
 async def test_a_schema_owner_without_database_create_migrates_with_pgvector_in_public(
     database_url: str, role: str
 ) -> None:
@@ -63,9 +54,9 @@ async def test_a_schema_owner_without_database_create_migrates_with_pgvector_in_
     for schema in ("app", "tenant2"):
         report = await migrate(as_role, schema=schema)
         assert [r.version for r in report.applied] == [1, 2, 3]
-        tables = await _tables(database_url, schema)
+        tables = await table_names(database_url, schema)
         assert {"schema_migrations", "entries", "entry_embeddings"} <= tables
-    assert not await _tables(database_url, "public")
+    assert not await table_names(database_url, "public")
     assert (await migrate(as_role, schema="app")).up_to_date
 
 
@@ -84,7 +75,7 @@ async def test_a_role_that_may_not_create_pgvector_gets_the_dba_step(
     assert "--skip 2" in str(error)
     # Refused before anything ran: 001 is not left applied without 002.
     assert "Nothing was applied" in str(error)
-    assert await _tables(database_url, "app") == set()
+    assert await table_names(database_url, "app") == set()
 
 
 async def test_a_missing_schema_privilege_names_the_grant(database_url: str, role: str) -> None:

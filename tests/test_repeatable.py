@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
@@ -29,7 +26,14 @@ from natlangchain_migrate.errors import ExitCode, LockTimeoutError
 from natlangchain_migrate.locks import default_namespace, lock_key
 from natlangchain_migrate.plan import AppliedMigration, State, plan_migrations
 from natlangchain_migrate.repeatables import Repeatable, load_repeatables, with_repeatables
-from tests.conftest import ledger_rows, log_events, migration_locks_held, run_cli, write_migrations
+from tests.conftest import (
+    ledger_rows,
+    log_events,
+    migration_locks_held,
+    run_cli,
+    start_cli,
+    write_migrations,
+)
 
 VERSIONED = {
     "001_items.sql": "CREATE TABLE items (id int PRIMARY KEY, price int NOT NULL);",
@@ -343,16 +347,8 @@ def test_eight_processes_apply_a_changed_repeatable_exactly_once(
     folder = _folder(tmp_path)
     asyncio.run(migrate(database_url, migrations_dir=folder))
     (folder / "R__b_views.sql").write_text(REPEATABLE_B + "-- v2\n", encoding="utf-8")
-    env = {"DATABASE_URL": database_url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
     runners = [
-        subprocess.Popen(
-            [sys.executable, "-m", "natlangchain_migrate", "--migrations-dir", str(folder)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **env},
-        )
-        for _ in range(8)
+        start_cli("--migrations-dir", str(folder), database_url=database_url) for _ in range(8)
     ]
     outputs = [runner.communicate(timeout=180) for runner in runners]
     assert [runner.returncode for runner in runners] == [0] * 8, outputs[0][1][-500:]

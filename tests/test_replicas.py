@@ -4,6 +4,7 @@ with its release while it runs, refreshed, and gone when it stops or goes silent
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import subprocess
 import sys
@@ -17,7 +18,12 @@ from structlog.testing import capture_logs
 import natlangchain_migrate
 from harness.servers.sql import execute, fetch, fetchval
 from natlangchain_migrate import ConfigurationError, heartbeat, start_heartbeat
-from natlangchain_migrate.replicas import LABEL_VARIABLE, alive_replicas
+from natlangchain_migrate.replicas import (
+    LABEL_VARIABLE,
+    Heartbeat,
+    HeartbeatOptions,
+    alive_replicas,
+)
 from tests.conftest import write_migrations
 
 FILES = {"001_a.sql": "CREATE TABLE a (id int);", "007_b.sql": "CREATE TABLE b (id int);"}
@@ -31,6 +37,12 @@ def test_heartbeat_names_are_exported_from_the_package() -> None:
     for name in ("heartbeat", "start_heartbeat", "contract", "ContractReport", "ContractResult"):
         assert name in natlangchain_migrate.__all__
         assert getattr(natlangchain_migrate, name) is not None
+
+
+def test_heartbeat_and_start_heartbeat_take_exactly_heartbeats_keywords() -> None:
+    keywords = list(inspect.signature(Heartbeat).parameters)
+    assert keywords[0] == "dsn"
+    assert list(HeartbeatOptions.__annotations__) == keywords[1:]
 
 
 @pytest.mark.anyio

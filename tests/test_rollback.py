@@ -9,13 +9,12 @@ import asyncio
 import json
 from pathlib import Path
 
-import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
 from natlangchain_migrate import DriftError, MigrationFailedError, migrate, repair, rollback
 from natlangchain_migrate.errors import ExitCode
-from tests.conftest import ledger_rows, log_events, run_cli, write_migrations
+from tests.conftest import ledger_rows, log_events, run_cli, tables_but_the_ledger, write_migrations
 
 NO_TX = "-- natlangchain: no-transaction\n"
 FILES = {
@@ -29,18 +28,7 @@ FILES = {
 
 
 def _tables(url: str) -> list[str]:
-    async def fetch() -> list[str]:
-        conn = await asyncpg.connect(url)
-        try:
-            rows = await conn.fetch(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                "AND tablename <> 'schema_migrations' ORDER BY 1"
-            )
-            return [r["tablename"] for r in rows]
-        finally:
-            await conn.close()
-
-    return asyncio.run(fetch())
+    return asyncio.run(tables_but_the_ledger(url))
 
 
 def _versions(url: str) -> list[int]:

@@ -8,15 +8,20 @@ future rows and reads one as a migration whose file is gone. It never writes a w
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from harness.servers.sql import execute
-from tests.conftest import fetchval, ledger_rows, log_events, migration_locks_held, write_migrations
+from tests.conftest import (
+    fetchval,
+    ledger_rows,
+    log_events,
+    migration_locks_held,
+    start_cli,
+    write_migrations,
+)
 
 RUNNERS = 16
 OLD_RELEASE = "e20be2a"
@@ -46,17 +51,8 @@ def _old_release(into: Path) -> Path:
 
 
 def _runner(url: str, folder: Path, pythonpath: Path | None) -> subprocess.Popen[str]:
-    env = dict(os.environ) | {"DATABASE_URL": url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
-    if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
-    return subprocess.Popen(
-        [sys.executable, "-m", "natlangchain_migrate", "--migrations-dir", str(folder)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=folder,
-    )
+    env = {} if pythonpath is None else {"PYTHONPATH": str(pythonpath)}
+    return start_cli("--migrations-dir", str(folder), database_url=url, env=env, cwd=folder)
 
 
 @pytest.mark.slow

@@ -11,9 +11,8 @@ from natlangchain_migrate.commands.shared import (
     add_database_flags,
     add_lock_flags,
     add_log_flags,
-    database_dsn,
-    lock_options,
     log_format_problem,
+    migrator_from_flags,
     run_logged,
 )
 from natlangchain_migrate.errors import ExitCode
@@ -82,13 +81,6 @@ def _export(args: argparse.Namespace) -> int:
 
 async def _adopt(args: argparse.Namespace) -> AdoptReport:
     from natlangchain_migrate.adopt import adopt
-    from natlangchain_migrate.settings import RunnerOptions
 
-    options = RunnerOptions(
-        dsn=await database_dsn(args.database_url),
-        migrations_dir=args.migrations_dir,
-        schema=args.schema,
-        connect_wait=args.wait,
-        lock=lock_options(args),
-    )
-    return await adopt(options, args.tool, dry_run=args.dry_run)
+    migrator = await migrator_from_flags(args)
+    return await adopt(migrator.options, args.tool, dry_run=args.dry_run)

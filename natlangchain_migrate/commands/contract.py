@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 from natlangchain_migrate.commands import PROG, env_setting, usage_error
 from natlangchain_migrate.commands.shared import (
     add_database_flags,
+    add_execution_flags,
+    add_lock_flags,
     add_log_flags,
     database_dsn,
     log_format_problem,
     run_logged,
 )
 from natlangchain_migrate.errors import ConfigurationError, ExitCode
-from natlangchain_migrate.settings import LOCK_MODES
 
 if TYPE_CHECKING:
     from natlangchain_migrate.contract_plan import ContractEntry
@@ -108,44 +109,12 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     add_database_flags(parser)
-    parser.add_argument(
-        "--lock-timeout",
-        type=float,
-        default=env_setting("LOCK_TIMEOUT", "300"),
-        metavar="SECONDS",
-        help="how long to wait for another runner's lock (default 300)",
+    add_lock_flags(
+        parser,
+        namespace_help="advisory lock key namespace: the migrations' "
+        "(default natlangchain_migrate:<schema>)",
     )
-    parser.add_argument(
-        "--lock-namespace",
-        default=env_setting("LOCK_NAMESPACE"),
-        metavar="TEXT",
-        help="advisory lock key namespace: the migrations' (default natlangchain_migrate:<schema>)",
-    )
-    parser.add_argument(
-        "--lock-mode",
-        choices=LOCK_MODES,
-        default=env_setting("LOCK_MODE", "session"),
-        help="session (default) or transaction (through PgBouncer transaction pooling)",
-    )
-    parser.add_argument(
-        "--pg-lock-timeout",
-        default=env_setting("PG_LOCK_TIMEOUT", "5s"),
-        metavar="DURATION",
-        help="PostgreSQL lock_timeout for each contract part (default 5s)",
-    )
-    parser.add_argument(
-        "--statement-timeout",
-        default=env_setting("STATEMENT_TIMEOUT"),
-        metavar="DURATION",
-        help="PostgreSQL statement_timeout for each contract part (default none)",
-    )
-    parser.add_argument(
-        "--lock-retries",
-        type=int,
-        default=env_setting("LOCK_RETRIES", "5"),
-        metavar="N",
-        help="retries of a contract part cancelled by lock_timeout (default 5)",
-    )
+    add_execution_flags(parser, each="contract part")
     add_log_flags(parser)
     args = parser.parse_args(argv)
     from natlangchain_migrate.contracts import parse_age
@@ -178,7 +147,7 @@ async def _contract(args: argparse.Namespace, max_age: float) -> ContractReport:
         dry_run=args.dry_run,
         force=args.force,
         replica_max_age=max_age,
-        lock_timeout=args.lock_timeout,
+        lock_timeout=args.lock_wait,
         lock_namespace=args.lock_namespace,
         lock_mode=args.lock_mode or "session",
         wait=args.wait,
@@ -243,6 +212,7 @@ def print_contract_status(
     """``--status``'s contract section (nothing without contract parts); with ``as_json``,
     one object per part (``"contract": true``) after the ``before`` objects."""
     from natlangchain_migrate.contracts import waiting_reason
+    from natlangchain_migrate.render import entry_fields
 
     if as_json:
         objects = list(before or [])
@@ -252,12 +222,7 @@ def print_contract_status(
                 {
                     "version": entry.version,
                     "contract": True,
-                    "name": entry.name,
-                    "state": entry.state.value,
-                    "checksum": entry.file_checksum,
-                    "applied_checksum": row.checksum if row else None,
-                    "applied_at": row.applied_at.isoformat() if row and row.applied_at else None,
-                    "execution_ms": row.execution_ms if row else None,
+                    **entry_fields(entry),
                     "forced": row.forced if row else None,
                     "waiting_for": [replica.describe() for replica in entry.waiting_for],
                 }

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--each-schema",
         default=env_setting("EACH_SCHEMA"),
         metavar="PATTERN",
-        help="every schema matching this LIKE pattern (tenant\\_% or tenant_%)",
+        help="every schema matching this LIKE pattern (tenant\\_%% or tenant_%%)",
     )
     which.add_argument(
         "--schemas-from-query",
@@ -76,33 +76,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="databases, one DSN per line, passwords as ${VARIABLE} or in a passfile "
         "(default: --database-url alone)",
     )
-    parser.add_argument(
-        "--concurrency",
-        type=int,
-        default=env_setting("CONCURRENCY", "8"),
-        metavar="N",
-        help="targets migrated at once (default 8)",
-    )
-    parser.add_argument(
+    _add_count(parser, "--concurrency", "N", "targets migrated at once (default 8)", "8")
+    _add_count(
+        parser,
         "--server-cap",
-        type=int,
-        default=env_setting("SERVER_CAP"),
-        metavar="N",
-        help="targets migrated at once per server (default: half its free connections)",
+        "N",
+        "targets migrated at once per server (default: half its free connections)",
     )
-    parser.add_argument(
+    _add_count(
+        parser,
         "--canary",
-        type=int,
-        default=env_setting("CANARY", "0"),
-        metavar="K",
-        help="migrate K behind targets first; a failure among them stops the rollout",
+        "K",
+        "migrate K behind targets first; a failure among them stops the rollout",
+        "0",
     )
-    parser.add_argument(
+    _add_count(
+        parser,
         "--max-failures",
-        type=int,
-        default=env_setting("MAX_FAILURES"),
-        metavar="F",
-        help="stop starting targets after F failures (default: go on through all)",
+        "F",
+        "stop starting targets after F failures (default: go on through all)",
     )
     parser.add_argument(
         "--shard",
@@ -119,6 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_execution_flags(parser)
     add_log_flags(parser)
     return parser
+
+
+def _add_count(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    metavar: str,
+    help_text: str,
+    default: str | None = None,
+) -> None:
+    """A whole-number flag whose variable has its name (--server-cap: ...SERVER_CAP)."""
+    variable = flag.removeprefix("--").replace("-", "_").upper()
+    parser.add_argument(
+        flag, type=int, default=env_setting(variable, default), metavar=metavar, help=help_text
+    )
 
 
 def main(argv: list[str]) -> int:

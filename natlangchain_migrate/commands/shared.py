@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from natlangchain_migrate.commands import ENV, env_setting
 from natlangchain_migrate.dsn import scrub, secrets_of
@@ -27,6 +27,9 @@ from natlangchain_migrate.settings import (
     LockOptions,
     lock_mode_of,
 )
+
+if TYPE_CHECKING:
+    from natlangchain_migrate.migrator import Migrator
 
 T = TypeVar("T")
 
@@ -63,7 +66,12 @@ def add_database_flags(
     )
 
 
-def add_lock_flags(parser: argparse.ArgumentParser, *, namespace_and_mode: bool = True) -> None:
+def add_lock_flags(
+    parser: argparse.ArgumentParser,
+    *,
+    namespace_and_mode: bool = True,
+    namespace_help: str = "advisory lock key namespace (default natlangchain_migrate:<schema>)",
+) -> None:
     """``--lock-timeout`` (the wait for another runner's advisory lock, ``args.lock_wait``)
     and, unless told not to, ``--lock-namespace`` and ``--lock-mode``, with their
     variables."""
@@ -81,7 +89,7 @@ def add_lock_flags(parser: argparse.ArgumentParser, *, namespace_and_mode: bool 
         "--lock-namespace",
         default=env_setting("LOCK_NAMESPACE"),
         metavar="TEXT",
-        help="advisory lock key namespace (default natlangchain_migrate:<schema>)",
+        help=namespace_help,
     )
     parser.add_argument(
         "--lock-mode",
@@ -91,27 +99,28 @@ def add_lock_flags(parser: argparse.ArgumentParser, *, namespace_and_mode: bool 
     )
 
 
-def add_execution_flags(parser: argparse.ArgumentParser) -> None:
-    """How each migration file runs, up or down: ``--pg-lock-timeout``,
-    ``--statement-timeout`` and ``--lock-retries``, with their variables."""
+def add_execution_flags(parser: argparse.ArgumentParser, *, each: str = "migration") -> None:
+    """How each migration file (or ``each`` other unit) runs, up or down:
+    ``--pg-lock-timeout``, ``--statement-timeout`` and ``--lock-retries``, with their
+    variables."""
     parser.add_argument(
         "--pg-lock-timeout",
         default=env_setting("PG_LOCK_TIMEOUT", "5s"),
         metavar="DURATION",
-        help="PostgreSQL lock_timeout for each migration (default 5s)",
+        help=f"PostgreSQL lock_timeout for each {each} (default 5s)",
     )
     parser.add_argument(
         "--statement-timeout",
         default=env_setting("STATEMENT_TIMEOUT"),
         metavar="DURATION",
-        help="PostgreSQL statement_timeout for each migration (default none)",
+        help=f"PostgreSQL statement_timeout for each {each} (default none)",
     )
     parser.add_argument(
         "--lock-retries",
         type=int,
         default=env_setting("LOCK_RETRIES", "5"),
         metavar="N",
-        help="retries of a migration cancelled by lock_timeout (default 5)",
+        help=f"retries of a {each} cancelled by lock_timeout (default 5)",
     )
 
 
@@ -167,6 +176,19 @@ async def database_dsn(url: str | None) -> str:
     from natlangchain_migrate.connection import resolve_dsn
 
     return resolve_dsn(url)
+
+
+async def migrator_from_flags(args: argparse.Namespace) -> Migrator:
+    """The ``Migrator`` of a subcommand's ``add_database_flags`` and ``add_lock_flags``."""
+    from natlangchain_migrate.migrator import Migrator
+
+    return Migrator(
+        await database_dsn(args.database_url),
+        migrations_dir=args.migrations_dir,
+        schema=args.schema,
+        connect_wait=args.wait,
+        lock=lock_options(args),
+    )
 
 
 async def embedded_dsn(*, announce: bool) -> str:
