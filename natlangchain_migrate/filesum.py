@@ -93,10 +93,11 @@ def _complete_lines(entry: Traversable, name: str) -> Iterator[tuple[bytes, int]
                 carry = data[cut:]
                 done += len(raw)
                 yield data[:cut], len(raw)
+            unfinished = check.getstate()[0]  # a character the file ends inside of
             try:
                 check.decode(b"", final=True)
-            except UnicodeDecodeError:
-                raise _bad_utf8(name, done - len(carry)) from None
+            except UnicodeDecodeError as error:
+                raise _bad_utf8(name, done - len(unfinished) + error.start) from None
     except OSError as error:
         raise ConfigurationError(
             f"{entry}: cannot read it ({error.strerror or error}); give the runner's user "
@@ -149,7 +150,8 @@ class _Hasher:
 
 class ChunkHasher:
     """``discovery.checksum`` of bytes fed as they are read, in chunks of any size (the
-    first may start with a byte-order mark, which does not count)."""
+    first, of at least three bytes unless the file is shorter, may start with a
+    byte-order mark, which does not count)."""
 
     def __init__(self) -> None:
         self._lines = _Hasher()

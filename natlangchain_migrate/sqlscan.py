@@ -79,26 +79,27 @@ class Scanned(NamedTuple):
     checksum: str
 
 
-def scan(entry: Traversable, name: str) -> Iterator[Sql | CopyIn | Scanned]:
+def scan(entry: Traversable, name: str, *, hashed: bool = True) -> Iterator[Sql | CopyIn | Scanned]:
     """The file's statements in order, each COPY ... FROM stdin with its rows, and last
-    its checksum; memory is bounded by the largest statement, never by the file. A NUL
-    byte or bad UTF-8 is refused when met, naming its line or byte."""
+    its checksum (empty when not ``hashed``: lint needs none); memory is bounded by the
+    largest statement, never by the file. A NUL byte or bad UTF-8 is refused when met,
+    naming its line or byte."""
     with entry.open("rb") as file:
-        scanner = _Scanner(file, name, entry)
+        scanner = _Scanner(file, name, entry, hashed=hashed)
         yield from scanner.items()
-        yield Scanned(scanner.hasher.hexdigest())
+        yield Scanned(scanner.hasher.hexdigest() if scanner.hasher else "")
 
 
 class _Scanner:
     """The scan over a bytes buffer: a statement is decoded when it is handed on, COPY
     rows never are (the checksum's read checks that they are UTF-8)."""
 
-    def __init__(self, file: IO[bytes], name: str, entry: Traversable) -> None:
+    def __init__(self, file: IO[bytes], name: str, entry: Traversable, *, hashed: bool) -> None:
         self.file = file
         self.name = name
         self.entry = entry
         self.check = codecs.getincrementaldecoder("utf-8")()
-        self.hasher = filesum.ChunkHasher()
+        self.hasher = filesum.ChunkHasher() if hashed else None
         self.buf = b""
         self.pos = 0
         self.line = 1
@@ -110,20 +111,22 @@ class _Scanner:
         and checking that it is UTF-8 without NUL bytes."""
         if self.eof:
             return False
-        raw = self.file.read(max(at_least, filesum.CHUNK_BYTES))
-        self.hasher.feed(raw)
+        # The first read holds a whole byte-order mark, if there is one.
+        raw = self.file.read(max(at_least, filesum.CHUNK_BYTES, 0 if self.started else 3))
+        self.eof = not raw
+        if self.hasher is not None:
+            self.hasher.feed(raw)
         if not self.started:
             self.started = True
             raw = raw.removeprefix(codecs.BOM_UTF8)
         try:
-            self.check.decode(raw, final=not raw)
+            self.check.decode(raw, final=self.eof)
         except UnicodeDecodeError:
             filesum.refuse_bad_text(self.entry, self.name)
         if b"\0" in raw:
             filesum.refuse_bad_text(self.entry, self.name)
         self.buf = self.buf[self.pos :] + raw if self.pos < len(self.buf) else raw
         self.pos = 0
-        self.eof = not raw
         return True
 
     def items(self) -> Iterator[Sql | CopyIn]:
