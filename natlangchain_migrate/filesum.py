@@ -111,18 +111,24 @@ def _bad_utf8(name: str, byte: int) -> ConfigurationError:
     return ConfigurationError(f"{name}: not valid UTF-8 at byte {byte}; save the file as UTF-8")
 
 
+_BLANKS = re.compile(rb"[ \t\r]*+")
+_BLANK_BYTES = frozenset(b" \t\r")
+
+
 def _strip_line_ends(chunk: bytes) -> bytes:
-    """Each line without its trailing blanks. Most files have none, and say so cheaply: a
-    one-byte search (memchr) rules out tabs and carriage returns in most chunks, and a
-    two-byte one is left for spaces; a chunk with some is done line by line, in one pass
-    whatever the runs of blanks."""
+    """Each line that ends in the chunk without its trailing blanks. Most files have
+    none, and say so cheaply: a one-byte search (memchr) rules out tabs and carriage
+    returns in most chunks, and a two-byte one is left for spaces; a chunk with some is
+    done line by line, in one pass whatever the runs of blanks."""
     if (
         b" \n" not in chunk
         and (b"\t" not in chunk or b"\t\n" not in chunk)
         and (b"\r" not in chunk or b"\r\n" not in chunk)
     ):
         return chunk
-    return b"\n".join([line.rstrip(b" \t\r") for line in chunk.split(b"\n")])
+    lines = chunk.split(b"\n")
+    last = lines.pop()  # not ended here: its blanks are decided by what follows
+    return b"\n".join([*(line.rstrip(b" \t\r") for line in lines), last])
 
 
 class _Hasher:
@@ -151,29 +157,51 @@ class _Hasher:
 class ChunkHasher:
     """``discovery.checksum`` of bytes fed as they are read, in chunks of any size (the
     first, of at least three bytes unless the file is shorter, may start with a
-    byte-order mark, which does not count)."""
+    byte-order mark, which does not count).
+
+    No chunk is copied unless it has lines with trailing blanks: what cannot be decided
+    yet waits, as a count of line ends (they count only if something follows them) and
+    the blanks that end the chunk (they count only if no line end follows them)."""
 
     def __init__(self) -> None:
-        self._lines = _Hasher()
-        self._carry = b""
+        self._sha = hashlib.sha256()
+        self._newlines = 0
+        self._blanks = b""
         self._first = True
 
     def feed(self, raw: bytes) -> None:
         if self._first:
             self._first = False
             raw = raw.removeprefix(codecs.BOM_UTF8)
-        cut = raw.rfind(b"\n") + 1
-        if cut == 0:
-            self._carry += raw
+        lead = _BLANKS.match(raw).end()  # type: ignore[union-attr]  # it matches empty
+        if lead == len(raw):
+            self._blanks += raw
             return
-        self._lines.add(self._carry + raw[:cut] if self._carry else raw[:cut])
-        self._carry = raw[cut:]
+        if self._blanks and raw[lead] != 0x0A:  # '\n': the line goes on, its blanks count
+            self._emit(self._blanks)
+        self._blanks = b""
+        text = _strip_line_ends(raw)
+        end = len(text)
+        while text[end - 1] in _BLANK_BYTES:  # lead < len(raw): not all blanks
+            end -= 1
+        self._blanks = text[end:]
+        content = end
+        while content and text[content - 1] == 0x0A:
+            content -= 1
+        if content:
+            self._emit(memoryview(text)[:content])
+        self._newlines += end - content
+
+    def _emit(self, content: bytes | memoryview) -> None:
+        if self._newlines:
+            self._sha.update(b"\n" * self._newlines)
+            self._newlines = 0
+        self._sha.update(content)
 
     def hexdigest(self) -> str:
-        if self._carry:
-            self._lines.add(self._carry)
-            self._carry = b""
-        return self._lines.hexdigest()
+        """The checksum of what was fed: the file's trailing blanks and line ends do not
+        count."""
+        return self._sha.hexdigest()
 
 
 def refuse_bad_text(entry: Traversable, name: str) -> NoReturn:
