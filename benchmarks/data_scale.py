@@ -5,9 +5,11 @@
     .venv/bin/python benchmarks/data_scale.py [--rounds N] [--gigabyte]
 
 psql is the real one beside the embedded server's postgres (not /usr/bin/psql). Each
-round applies each file to a fresh database, CLI and psql interleaved; medians. Peak
-RSS is the child's own (wait4), so the harness's memory does not count. Goals (issue
-21): time at most 1.1x psql's; peak RSS within 64 MB of the no-op run's.
+round applies each file to a fresh database (dropped after it, so 1 GB files fit in
+memory), CLI and psql interleaved; medians, and each run's ratio to the psql run beside
+it (its spread says how loaded the machine was). Peak RSS is the child's own (wait4),
+so the harness's memory does not count. Goals (issue 21): time at most 1.1x psql's;
+peak RSS within 64 MB of the no-op run's.
 """
 
 from __future__ import annotations
@@ -34,7 +36,11 @@ MB = 1 << 20
 def _fresh_database(cluster: PgCluster) -> str:
     name = f"ds_{uuid.uuid4().hex[:10]}"
     asyncio.run(sql_execute(cluster.socket_dsn(), f'CREATE DATABASE "{name}" TEMPLATE template0'))
-    return cluster.socket_dsn(name)
+    return name
+
+
+def _drop(cluster: PgCluster, name: str) -> None:
+    asyncio.run(sql_execute(cluster.socket_dsn(), f'DROP DATABASE "{name}"'))
 
 
 def _measure(command: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -53,22 +59,30 @@ def _tail(child: subprocess.Popen[bytes]) -> str:
 
 
 def _cli(cluster: PgCluster, folder: Path) -> tuple[float, float]:
+    name = _fresh_database(cluster)
     env = os.environ | {
-        "DATABASE_URL": _fresh_database(cluster),
+        "DATABASE_URL": cluster.socket_dsn(name),
         "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json",
     }
     command = [sys.executable, "-m", "natlangchain_migrate", "--migrations-dir", str(folder)]
-    return _measure(command, env)
+    try:
+        return _measure(command, env)
+    finally:
+        _drop(cluster, name)
 
 
 def _psql(cluster: PgCluster, folder: Path) -> tuple[float, float]:
     (path,) = folder.glob("*.sql")
+    name = _fresh_database(cluster)
     command = [
         str(embedded_bindir() / "psql"),
         "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(path),
-        "-d", _fresh_database(cluster),
+        "-d", cluster.socket_dsn(name),
     ]  # fmt: skip
-    return _measure(command, dict(os.environ))
+    try:
+        return _measure(command, dict(os.environ))
+    finally:
+        _drop(cluster, name)
 
 
 def _folder(root: Path, name: str, write: Callable[[Path, int], int], size: int) -> Path:
@@ -95,7 +109,10 @@ def main() -> None:
             (noop / "001_noop.sql").write_text("SELECT 1;\n")
             noop_rss = statistics.median(_cli(cluster, noop)[1] for _ in range(args.rounds))
             print(f"no-op run: peak RSS {noop_rss:.0f} MB")
-            print(f"{'file':<24}{'CLI s':>8}{'psql s':>8}{'ratio':>7}{'CLI RSS':>9}{'+no-op':>8}")
+            print(
+                f"{'file':<24}{'CLI s':>8}{'psql s':>8}{'ratio':>7}{'each run':>16}"
+                f"{'CLI RSS':>9}{'+no-op':>8}"
+            )
             for size in sizes:
                 for kind, write in (("INSERTs", write_insert_seed), ("COPY", write_copy_seed)):
                     label = f"{size // MB} MB {kind}"
@@ -107,10 +124,13 @@ def main() -> None:
                         rss.append(peak)
                         theirs.append(_psql(cluster, folder)[0])
                     cli, psql = statistics.median(ours), statistics.median(theirs)
+                    ratios = sorted(a / b for a, b in zip(ours, theirs, strict=True))
+                    spread = f"{ratios[0]:.2f}-{ratios[-1]:.2f}"
                     peak = max(rss)
                     print(
-                        f"{label:<24}{cli:>8.2f}{psql:>8.2f}{cli / psql:>7.2f}"
-                        f"{peak:>8.0f}M{peak - noop_rss:>7.0f}M"
+                        f"{label:<24}{cli:>8.2f}{psql:>8.2f}{cli / psql:>7.2f}{spread:>16}"
+                        f"{peak:>8.0f}M{peak - noop_rss:>7.0f}M",
+                        flush=True,
                     )
                     for file in folder.iterdir():
                         file.unlink()
