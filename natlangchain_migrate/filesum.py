@@ -20,7 +20,7 @@ from natlangchain_migrate.errors import ConfigurationError
 if TYPE_CHECKING:
     from importlib.abc import Traversable
 
-CHUNK_BYTES = 1 << 20  # one read from the file
+CHUNK_BYTES = 1 << 18  # one read from the file
 
 # Line-wise, while hashing: a COPY ... FROM stdin line and the end of a data section.
 _COPY_LINE = re.compile(rb"^[ \t]*copy\b[^;\n]*\bfrom\s+stdin\b|^\\\.\r?$", re.I | re.M)
