@@ -111,6 +111,19 @@ async def test_a_big_file_is_not_read_when_loaded_and_its_row_has_the_small_file
     assert reads  # the drift check read it
 
 
+async def test_status_shows_a_pending_big_files_checksum(
+    database_url: str, tmp_path: Path, everything_big: None
+) -> None:
+    """``--status --json`` shows every file's checksum: a pending big file is read for it."""
+    from natlangchain_migrate.render import status_objects
+
+    folder = write_migrations(tmp_path / "m", {"001_seed.sql": SEED})
+    plan = await status(database_url, migrations_dir=folder)
+    ((entry,), (shown,)) = plan.entries, status_objects(plan)
+    assert entry.state is State.PENDING
+    assert shown["checksum"] == checksum(SEED)
+
+
 async def test_a_big_file_changed_after_planning_is_recorded_as_applied(
     database_url: str, tmp_path: Path, everything_big: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
