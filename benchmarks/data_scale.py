@@ -1,13 +1,17 @@
 """Big files against psql: time and peak RSS of the CLI applying a 100 MB (and, with
 --gigabyte, a 1 GB) migration, INSERTs or a pg_dump-style COPY section, beside
-``psql -1 -f`` of the same file in the same run, and a no-op run's RSS.
+``psql -1 -f`` of the same file in the same run, and a no-op run's time and RSS.
 
     .venv/bin/python benchmarks/data_scale.py [--rounds N] [--gigabyte]
 
 psql is the real one beside the embedded server's postgres (not /usr/bin/psql). Each
-round applies each file to a fresh database, CLI and psql interleaved; medians. Peak
-RSS is the child's own (wait4), so the harness's memory does not count. Goals (issue
-21): time at most 1.1x psql's; peak RSS within 64 MB of the no-op run's.
+round applies each file to a fresh database (dropped after it, so 1 GB files fit in
+memory), CLI and psql interleaved; medians, and each run's ratio to the psql run beside
+it (its spread says how loaded the machine was). Peak RSS is the child's own (wait4),
+so the harness's memory does not count. Goals (issue 21): time at most 1.1x psql's;
+peak RSS within 64 MB of the no-op run's. "past start-up" is the CLI's time less a
+no-op run's (imports, connecting, the ledger, the lock: what psql does not do), against
+psql's: the cost of the data itself.
 """
 
 from __future__ import annotations
@@ -34,7 +38,11 @@ MB = 1 << 20
 def _fresh_database(cluster: PgCluster) -> str:
     name = f"ds_{uuid.uuid4().hex[:10]}"
     asyncio.run(sql_execute(cluster.socket_dsn(), f'CREATE DATABASE "{name}" TEMPLATE template0'))
-    return cluster.socket_dsn(name)
+    return name
+
+
+def _drop(cluster: PgCluster, name: str) -> None:
+    asyncio.run(sql_execute(cluster.socket_dsn(), f'DROP DATABASE "{name}"'))
 
 
 def _measure(command: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -53,22 +61,30 @@ def _tail(child: subprocess.Popen[bytes]) -> str:
 
 
 def _cli(cluster: PgCluster, folder: Path) -> tuple[float, float]:
+    name = _fresh_database(cluster)
     env = os.environ | {
-        "DATABASE_URL": _fresh_database(cluster),
+        "DATABASE_URL": cluster.socket_dsn(name),
         "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json",
     }
     command = [sys.executable, "-m", "natlangchain_migrate", "--migrations-dir", str(folder)]
-    return _measure(command, env)
+    try:
+        return _measure(command, env)
+    finally:
+        _drop(cluster, name)
 
 
 def _psql(cluster: PgCluster, folder: Path) -> tuple[float, float]:
     (path,) = folder.glob("*.sql")
+    name = _fresh_database(cluster)
     command = [
         str(embedded_bindir() / "psql"),
         "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(path),
-        "-d", _fresh_database(cluster),
+        "-d", cluster.socket_dsn(name),
     ]  # fmt: skip
-    return _measure(command, dict(os.environ))
+    try:
+        return _measure(command, dict(os.environ))
+    finally:
+        _drop(cluster, name)
 
 
 def _folder(root: Path, name: str, write: Callable[[Path, int], int], size: int) -> Path:
@@ -93,9 +109,14 @@ def main() -> None:
             noop = root / "noop"
             noop.mkdir()
             (noop / "001_noop.sql").write_text("SELECT 1;\n")
-            noop_rss = statistics.median(_cli(cluster, noop)[1] for _ in range(args.rounds))
-            print(f"no-op run: peak RSS {noop_rss:.0f} MB")
-            print(f"{'file':<24}{'CLI s':>8}{'psql s':>8}{'ratio':>7}{'CLI RSS':>9}{'+no-op':>8}")
+            noops = [_cli(cluster, noop) for _ in range(max(3, args.rounds))]
+            noop_s = statistics.median(seconds for seconds, _ in noops)
+            noop_rss = statistics.median(peak for _, peak in noops)
+            print(f"no-op run: {noop_s:.2f} s, peak RSS {noop_rss:.0f} MB")
+            print(
+                f"{'file':<24}{'CLI s':>8}{'psql s':>8}{'ratio':>7}{'each run':>16}"
+                f"{'past start-up':>15}{'CLI RSS':>9}{'+no-op':>8}"
+            )
             for size in sizes:
                 for kind, write in (("INSERTs", write_insert_seed), ("COPY", write_copy_seed)):
                     label = f"{size // MB} MB {kind}"
@@ -107,10 +128,13 @@ def main() -> None:
                         rss.append(peak)
                         theirs.append(_psql(cluster, folder)[0])
                     cli, psql = statistics.median(ours), statistics.median(theirs)
+                    ratios = sorted(a / b for a, b in zip(ours, theirs, strict=True))
+                    spread = f"{ratios[0]:.2f}-{ratios[-1]:.2f}"
                     peak = max(rss)
                     print(
-                        f"{label:<24}{cli:>8.2f}{psql:>8.2f}{cli / psql:>7.2f}"
-                        f"{peak:>8.0f}M{peak - noop_rss:>7.0f}M"
+                        f"{label:<24}{cli:>8.2f}{psql:>8.2f}{cli / psql:>7.2f}{spread:>16}"
+                        f"{(cli - noop_s) / psql:>15.2f}{peak:>8.0f}M{peak - noop_rss:>7.0f}M",
+                        flush=True,
                     )
                     for file in folder.iterdir():
                         file.unlink()

@@ -239,7 +239,9 @@ class _Applier:
                 self.attempts,
                 migration,
                 prefix=prefix,
-                record=f"{self._record(migration, since='transaction_timestamp()')};\nCOMMIT;",
+                record=lambda checksum: (
+                    f"{self._record(migration, 'transaction_timestamp()', checksum)};\nCOMMIT;"
+                ),
                 own_transaction=True,
             )
             return ms_since(started)
@@ -301,7 +303,7 @@ class _Applier:
                 self.attempts,
                 migration,
                 prefix=prefix,
-                record=self._record(migration),
+                record=lambda checksum: self._record(migration, checksum=checksum),
                 own_transaction=False,
             )
             return ms_since(started)
@@ -318,7 +320,13 @@ class _Applier:
         # that has none.
         return f"{migration.sql}\n;\n{self._record(migration)}"
 
-    def _record(self, migration: Migration, since: str = "statement_timestamp()") -> str:
+    def _record(
+        self,
+        migration: Migration,
+        since: str = "statement_timestamp()",
+        checksum: str | None = None,
+    ) -> str:
+        """The ledger row; ``checksum``, when given, is what a streamed file's read found."""
         if is_repeatable(migration):
             return self.ledger.record_repeatable_sql(
                 migration, applied_by=self.applied_by, release=self.release
@@ -329,7 +337,9 @@ class _Applier:
                 applied_by=baseline_files.applied_by(migration),
                 since=since,
             )
-        return self.ledger.record_sql(migration, applied_by=self.applied_by, since=since)
+        return self.ledger.record_sql(
+            migration, applied_by=self.applied_by, since=since, checksum=checksum
+        )
 
     def _applied(self, result: MigrationResult) -> None:
         self.applied.append(result)

@@ -351,6 +351,21 @@ def _read_migration(
     )
 
 
+class BigMigration(Migration):
+    """A big transactional file, streamed when applied, whose checksum is read only when
+    something asks for it: applying computes it in the same pass as the statements
+    (streamed.py) and records that one; planning needs it only for an applied file (the
+    drift check), and a start-up with a matching ``migrations.sum`` not even then."""
+
+    @functools.cached_property
+    def checksum(self) -> str:
+        from natlangchain_migrate.filesum import survey
+
+        if self.source is None:
+            raise TypeError(f"{self.filename} is not a streamed migration")
+        return survey(self.source, self.filename).checksum
+
+
 def _streamed(
     version: int,
     up: Traversable,
@@ -360,10 +375,9 @@ def _streamed(
     *,
     small: bool = False,
 ) -> Migration | None:
-    """The migration to stream, for a transactional file of STREAM_BYTES or more, or one
-    (``small``) whose COPY ... FROM stdin sections all end with ``\\.``; else None."""
-    from natlangchain_migrate import sqlscan
-
+    """The migration to stream, for a transactional file of STREAM_BYTES or more (its
+    checksum read when asked: see BigMigration), or one (``small``) whose COPY ... FROM
+    stdin sections all end with ``\\.``; else None."""
     if not small and not (isinstance(up, Path) and up.stat().st_size >= STREAM_BYTES):
         return None
     with up.open("rb") as file:
@@ -371,21 +385,24 @@ def _streamed(
     directives = parse_directives(up.name, head)
     if directives.no_transaction:  # run statement by statement, journalled: read whole
         return None
-    found = sqlscan.survey(up, up.name)
-    if small and not found.copy_data:
-        return None
-    return Migration(
+    migration = Migration(
         version=version,
         name=up.name.removesuffix(".sql"),
         filename=up.name,
         sql="",
-        checksum=found.checksum,
+        checksum="",
         down_file=down,
         directives=directives,
         contract_file=contract,
         contract_down_file=contract_down,
         source=up,
     )
+    if not small:
+        return BigMigration(*migration)
+    from natlangchain_migrate.filesum import survey
+
+    found = survey(up, up.name)
+    return migration._replace(checksum=found.checksum) if found.copy_data else None
 
 
 def parse_directives(filename: str, sql: str) -> Directives:

@@ -293,9 +293,15 @@ class Ledger(RepeatablesLedger):
         )
 
     def record_sql(
-        self, migration: Migration, *, applied_by: str, since: str = "statement_timestamp()"
+        self,
+        migration: Migration,
+        *,
+        applied_by: str,
+        since: str = "statement_timestamp()",
+        checksum: str | None = None,
     ) -> str:
         """The same upsert as one literal statement, to send in the migration's own message.
+        ``checksum`` stands in for the file's when given (a streamed file's, from its read).
 
         ``execution_ms`` is measured by the server: the time since the message
         that carries the file arrived (statement_timestamp()), or ``since`` (a streamed
@@ -304,7 +310,7 @@ class Ledger(RepeatablesLedger):
         return self._upsert(
             str(int(migration.version)),
             literal(migration.name),
-            literal(migration.checksum),
+            literal(migration.checksum if checksum is None else checksum),
             f"extract(epoch FROM clock_timestamp() - {since}) * 1000",
             literal(applied_by),
         )

@@ -29,6 +29,7 @@ from natlangchain_migrate.lint_releases import (
     owned_rules,
     release_findings,
 )
+from natlangchain_migrate.lint_streamed import LineMap, lint_view
 from natlangchain_migrate.statements import line_and_column
 
 SQUAWK_VARIABLE = "NATLANGCHAIN_MIGRATE_SQUAWK"
@@ -96,9 +97,17 @@ def lint_migrations(
     excluded and ignored rules, in file order.
 
     One squawk process per kind of file (transactional, no-transaction), each for
-    many files. ``shown_dir`` prefixes the file names in the findings.
+    many files. ``shown_dir`` prefixes the file names in the findings. A streamed (big)
+    file is read statement by statement for what is not data (lint_streamed.py).
     """
     _check_rule_names(squawk, migrations, config)
+    line_maps: dict[str, LineMap] = {}
+    viewed = []
+    for migration in migrations:
+        if migration.source is not None:
+            migration, line_maps[migration.filename] = lint_view(migration)
+        viewed.append(migration)
+    migrations = viewed
     excluded = sorted({*RUNNER_SATISFIED, *config.exclude})
     reported: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="natlangchain-lint-") as scratch:
@@ -130,9 +139,14 @@ def lint_migrations(
     for migration in migrations:
         ignored = {ignore.rule for ignore in migration.directives.lint_ignores}
         ignored |= set(config.exclude)
+        lines = line_maps.get(migration.filename)
         for finding in _with_release_rules(migration, from_squawk[migration.filename], shown_dir):
-            if finding.rule not in ignored:
-                findings.append(finding)
+            if finding.rule in ignored:
+                continue
+            if lines is not None:
+                line, end_line = lines.line(finding.line), lines.line(finding.end_line)
+                finding = finding._replace(line=line, end_line=end_line)
+            findings.append(finding)
     findings.sort(key=lambda f: (order[Path(f.file).name], f.line, f.column, f.rule))
     return findings
 

@@ -121,7 +121,7 @@ def write_manifest(directory: Path | str) -> Path:
 
 def _checksum(path: Path) -> str:
     """A file's checksum, read in chunks: a 1 GB seed file needs no 1 GB of memory."""
-    from natlangchain_migrate.sqlscan import survey
+    from natlangchain_migrate.filesum import survey
 
     return survey(path, path.name).checksum
 

@@ -114,7 +114,7 @@ async def _hand_back_future_repeatables(
     again (its recorded release is cleared), so the next run applies this file. The
     newer release, if it returns, applies its own again at its next start."""
     for entry in plan.future_repeatables:
-        if entry.file_checksum is None:
+        if entry.file is None:
             continue  # only the newer release has this file: nothing to hand back
         await ledger.hand_back_repeatable(conn, entry.name)
         log.warning(

@@ -55,13 +55,20 @@ class AppliedMigration(NamedTuple):
 
 
 class StatusEntry(NamedTuple):
-    """One line of ``--status``: a version, its name, its state and what the ledger says."""
+    """One line of ``--status``: a version, its name, its state, its file and what the
+    ledger says."""
 
     version: int
     name: str
     state: State
-    file_checksum: str | None = None
+    file: Migration | None = None
     row: AppliedMigration | None = None
+
+    @property
+    def file_checksum(self) -> str | None:
+        """The file's checksum, None without a file; asked for only where shown or
+        compared (a big file is read for it then: see discovery.BigMigration)."""
+        return None if self.file is None else self.file.checksum
 
     @property
     def verified(self) -> bool:
@@ -148,7 +155,7 @@ def plan_migrations(
                 entries.append(StatusEntry(version, row.name, gone, None, row))
             continue
         state = _state_of(migration, row, skip)
-        entries.append(StatusEntry(version, migration.name, state, migration.checksum, row))
+        entries.append(StatusEntry(version, migration.name, state, migration, row))
         wanted = (target is None or version <= target) and version not in skip
         if wanted and state in (State.PENDING, State.FAILED):
             pending.append(migration)
@@ -223,7 +230,7 @@ def future_sentence(plan: MigrationPlan) -> str:
         )
         many = len(plan.future_repeatables) > 1
         parts.append(f"{'repeatables' if many else 'repeatable'} {named}")
-    files = [entry.version for entry in plan.entries if entry.file_checksum is not None]
+    files = [entry.version for entry in plan.entries if entry.file is not None]
     here = f"the newest file here is {max(files):03d}" if files else "no file here"
     return f"the database holds {' and '.join(parts)}, applied by a newer release ({here})"
 

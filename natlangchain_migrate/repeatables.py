@@ -119,9 +119,7 @@ def with_repeatables(
         elif row is None or row.checksum != repeatable.checksum:
             state = State.PENDING
             pending.append(repeatable)
-        entries.append(
-            StatusEntry(REPEATABLE_VERSION, repeatable.name, state, repeatable.checksum, row)
-        )
+        entries.append(StatusEntry(REPEATABLE_VERSION, repeatable.name, state, repeatable, row))
     for name in sorted(rows):
         gone = State.FUTURE if _newer(rows[name], release) else State.MISSING
         entries.append(StatusEntry(REPEATABLE_VERSION, name, gone, None, rows[name]))

@@ -1,9 +1,10 @@
-"""Reading a migration file in pieces, in constant memory: its checksum while reading,
-and its statements and psql-style COPY data sections one by one.
+"""Reading a migration file in pieces, in constant memory: its statements and psql-style
+COPY data sections one by one, and its checksum from the same read.
 
 A big file (a seed of reference data, pg_dump's output) is never held whole: the
 checksum is the same SHA-256 as ``discovery.checksum`` of the whole text, computed a
-chunk at a time, and the scanner finds statement ends with one regular expression
+chunk at a time as the scan reads it (filesum.py), so what is recorded is what was
+applied, and the scanner finds statement ends with one regular expression
 that knows strings, quoted names, comments and dollar quotes (no parse tree: pglast
 on 100 MB of INSERTs needs gigabytes). Nested ``/* /* */ */`` comments are read as
 flat ones, which can only move a split point inside such a comment.
@@ -12,58 +13,47 @@ flat ones, which can only move a split point inside such a comment.
 from __future__ import annotations
 
 import codecs
-import hashlib
 import re
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, NamedTuple
 
+from natlangchain_migrate import filesum
 from natlangchain_migrate.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
 
-CHUNK_BYTES = 1 << 20  # one read from the file
-
 # The pieces a statement is made of; a statement ends at the first ';' outside them.
-# Possessive and atomic forms keep the regex engine from remembering every piece.
-_IDENT_CHAR = r"[\w\x80-\U0010ffff]"
-_TAG = r"(?:[A-Za-z_\x80-\U0010ffff]" + _IDENT_CHAR + r"*+)?"
+# Possessive and atomic forms keep the regex engine from remembering every piece. The
+# scan reads bytes: every byte of a UTF-8 character that is not ASCII is \x80-\xff, so
+# such characters count as identifier characters, as PostgreSQL counts them.
+_IDENT_CHAR = rb"[\w\x80-\xff]"
+_TAG = rb"(?:[A-Za-z_\x80-\xff]" + _IDENT_CHAR + rb"*+)?"
 _PIECES = re.compile(
-    r"(?:"
-    r"[^'\";$/\-]++"  # ordinary text
-    r"|(?<=[^\w$][Ee])'(?:[^'\\]++|\\.|'')*+'"  # E'...' with backslash escapes
-    r"|'[^']*+'"  # a string ('' is two adjacent strings: the same split)
-    r"|\"[^\"]*+\""  # a quoted name
-    r"|--[^\n]*+"  # a line comment
-    r"|/\*(?>[^*]++|\*(?!/))*+\*/"  # a block comment
-    r"|(?<![\w$])\$(?P<tag>" + _TAG + r")\$(?s:.*?)\$(?P=tag)\$"  # a dollar quote
-    r"|(?<=[\w$])\$|\$(?!" + _TAG + r"\$)"  # a $ that opens no dollar quote
-    r"|/(?!\*)|-(?!-)"
-    r")*+",
+    rb"(?:"
+    rb"[^'\";$/\-]++"  # ordinary text
+    rb"|(?<=[^\w$\x80-\xff][Ee])'(?:[^'\\]++|\\.|'')*+'"  # E'...' with backslash escapes
+    rb"|'[^']*+'"  # a string ('' is two adjacent strings: the same split)
+    rb"|\"[^\"]*+\""  # a quoted name
+    rb"|--[^\n]*+"  # a line comment
+    rb"|/\*(?>[^*]++|\*(?!/))*+\*/"  # a block comment
+    rb"|(?<![\w$\x80-\xff])\$(?P<tag>" + _TAG + rb")\$(?s:.*?)\$(?P=tag)\$"  # a dollar quote
+    rb"|(?<=[\w$\x80-\xff])\$|\$(?!" + _TAG + rb"\$)"  # a $ that opens no dollar quote
+    rb"|/(?!\*)|-(?!-)"
+    rb")*+",
     re.S,
 )
-_LEADING = r"(?:\s++|--[^\n]*+\n|/\*(?>[^*]++|\*(?!/))*+\*/)*+"
-_META_COMMAND = re.compile(_LEADING + r"(?<![^\n])\\([A-Za-z]*)[^\n]*+\n?")
+_LEADING = rb"(?:\s++|--[^\n]*+\n|/\*(?>[^*]++|\*(?!/))*+\*/)*+"
+_META_COMMAND = re.compile(_LEADING + rb"(?<![^\n])\\([A-Za-z]*)[^\n]*+\n?")
 # pg_dump's \restrict KEY / \unrestrict KEY lines: psql's guards, nothing for the server.
-_DUMP_GUARDS = frozenset({"restrict", "unrestrict"})
-_COPY_FROM_STDIN = re.compile(_LEADING + r"copy\b[^;]*?\bfrom\s+stdin\b", re.I | re.S)
+_DUMP_GUARDS = frozenset({b"restrict", b"unrestrict"})
+_COPY_FROM_STDIN = re.compile(_LEADING + rb"copy\b[^;]*?\bfrom\s+stdin\b", re.I | re.S)
 _TRANSACTION_CONTROL = re.compile(
     _LEADING
-    + r"(begin|commit|rollback|abort|end|start\s+transaction|savepoint|release"
-    + r"|prepare\s+transaction)\b",
+    + rb"(begin|commit|rollback|abort|end|start\s+transaction|savepoint|release"
+    + rb"|prepare\s+transaction)\b",
     re.I,
 )
-# Line-wise, while hashing: a COPY ... FROM stdin line and the end of a data section.
-_COPY_LINE = re.compile(rb"^[ \t]*copy\b[^;\n]*\bfrom\s+stdin\b|^\\\.\r?$", re.I | re.M)
-
-
-class Survey(NamedTuple):
-    """What one read of a file found: its checksum and size, and whether it has
-    psql-style COPY data sections, each closed by ``\\.``."""
-
-    checksum: str
-    size: int
-    copy_data: bool
 
 
 class Sql(NamedTuple):
@@ -83,157 +73,73 @@ class CopyIn(NamedTuple):
     rows: Iterator[bytes]
 
 
-def survey(entry: Traversable, name: str) -> Survey:
-    """Read the file once, a chunk at a time: its checksum (``discovery.checksum`` of its
-    text), its size and its COPY data sections. A NUL byte or bad UTF-8 is refused,
-    naming the line or byte. Bytes throughout: the checksum hashes the text's UTF-8,
-    which is the file's bytes without a byte-order mark."""
-    hasher = _Hasher()
-    size = 0
-    line = 1
-    in_copy: int | None = None  # the line of the open COPY
-    copy_data = False
-    for chunk, raw in _complete_lines(entry, name):
-        size += raw
-        if b"\0" in chunk:
-            where = line + chunk.count(b"\n", 0, chunk.index(b"\0"))
-            raise ConfigurationError(
-                f"{name}:{where}: a NUL byte (\\0), which no SQL text may hold; remove it "
-                "(a binary value belongs in a bytea literal such as '\\x00')"
-            )
-        if _may_copy(chunk) or (in_copy is not None and b"\\." in chunk):
-            for found in _COPY_LINE.finditer(chunk):
-                is_end = found.group().startswith(b"\\")
-                if in_copy is None and not is_end:
-                    in_copy = line + chunk.count(b"\n", 0, found.start())
-                elif in_copy is not None and is_end:
-                    in_copy, copy_data = None, True
-        hasher.add(chunk)
-        line += chunk.count(b"\n")
-    # A COPY without its "\." is left to preflight, which refuses it before anything runs.
-    return Survey(hasher.hexdigest(), size, copy_data and in_copy is None)
+class Scanned(NamedTuple):
+    """The end of a scan: the checksum of every byte it read (``discovery.checksum``)."""
+
+    checksum: str
 
 
-def _may_copy(chunk: bytes) -> bool:
-    """A cheap look for a COPY ... FROM stdin (lowercase, uppercase or capitalised)."""
-    return b"stdin" in chunk or b"STDIN" in chunk or b"Stdin" in chunk
-
-
-def _complete_lines(entry: Traversable, name: str) -> Iterator[tuple[bytes, int]]:
-    """The file's bytes (without a byte-order mark) in chunks that end at a line end (the
-    last one may not), each with the number of bytes read for it; UTF-8 checked."""
-    check = codecs.getincrementaldecoder("utf-8")()
-    carry = b""
-    done = 0
-    try:
-        with entry.open("rb") as file:
-            pending = file.read(len(codecs.BOM_UTF8))
-            if pending == codecs.BOM_UTF8:
-                pending, done = b"", len(codecs.BOM_UTF8)
-            while raw := pending + file.read(CHUNK_BYTES):
-                pending = b""
-                try:
-                    check.decode(raw)
-                except UnicodeDecodeError as error:
-                    raise _bad_utf8(name, done + len(carry) + error.start) from None
-                data = carry + raw
-                cut = data.rfind(b"\n") + 1
-                carry = data[cut:]
-                done += len(raw)
-                yield data[:cut], len(raw)
-            try:
-                check.decode(b"", final=True)
-            except UnicodeDecodeError:
-                raise _bad_utf8(name, done - len(carry)) from None
-    except OSError as error:
-        raise ConfigurationError(
-            f"{entry}: cannot read it ({error.strerror or error}); give the runner's user "
-            "read access to the file (chmod a+r), or remove it"
-        ) from error
-    if carry:
-        yield carry, 0
-
-
-def _bad_utf8(name: str, byte: int) -> ConfigurationError:
-    return ConfigurationError(f"{name}: not valid UTF-8 at byte {byte}; save the file as UTF-8")
-
-
-_BLANK_ENDS = (b" \n", b"\t\n", b"\r\n")
-
-
-def _strip_line_ends(chunk: bytes) -> bytes:
-    """Each line without its trailing blanks: a few passes of replace (fast in C, and one
-    is enough for the usual single blank), then line by line for long runs."""
-    for _ in range(4):
-        found = [ending for ending in _BLANK_ENDS if ending in chunk]
-        if not found:
-            return chunk
-        for ending in found:
-            chunk = chunk.replace(ending, b"\n")
-    return b"\n".join(line.rstrip(b" \t\r") for line in chunk.split(b"\n"))
-
-
-class _Hasher:
-    """``discovery.checksum`` fed in chunks of whole lines: trailing blanks of each line
-    and the file's trailing blank lines do not count."""
-
-    def __init__(self) -> None:
-        self.sha = hashlib.sha256()
-        self.newlines = 0  # line ends held back until something follows them
-
-    def add(self, chunk: bytes) -> None:
-        chunk = _strip_line_ends(chunk)
-        if not chunk.endswith(b"\n"):
-            chunk = chunk.rstrip(b" \t\r")
-        body = chunk.rstrip(b"\n")
-        if body:
-            self.sha.update(b"\n" * self.newlines)
-            self.sha.update(body)
-            self.newlines = 0
-        self.newlines += len(chunk) - len(body)
-
-    def hexdigest(self) -> str:
-        return self.sha.hexdigest()
-
-
-def scan(entry: Traversable, name: str) -> Iterator[Sql | CopyIn]:
-    """The file's statements in order, and each COPY ... FROM stdin with its rows; memory
-    is bounded by the largest statement, never by the file."""
+def scan(entry: Traversable, name: str, *, hashed: bool = True) -> Iterator[Sql | CopyIn | Scanned]:
+    """The file's statements in order, each COPY ... FROM stdin with its rows, and last
+    its checksum (empty when not ``hashed``: lint needs none); memory is bounded by the
+    largest statement, never by the file. A NUL byte or bad UTF-8 is refused when met,
+    naming its line or byte."""
     with entry.open("rb") as file:
-        yield from _Scanner(file, name).items()
+        scanner = _Scanner(file, name, entry, hashed=hashed)
+        yield from scanner.items()
+        yield Scanned(scanner.hasher.hexdigest() if scanner.hasher else "")
 
 
 class _Scanner:
-    def __init__(self, file: IO[bytes], name: str) -> None:
+    """The scan over a bytes buffer: a statement is decoded when it is handed on, COPY
+    rows never are (the checksum's read checks that they are UTF-8)."""
+
+    def __init__(self, file: IO[bytes], name: str, entry: Traversable, *, hashed: bool) -> None:
         self.file = file
         self.name = name
-        self.decoder = codecs.getincrementaldecoder("utf-8-sig")()
-        self.buf = ""
+        self.entry = entry
+        self.check = codecs.getincrementaldecoder("utf-8")()
+        self.hasher = filesum.ChunkHasher() if hashed else None
+        self.buf = b""
         self.pos = 0
         self.line = 1
         self.eof = False
+        self.started = False
 
-    def _more(self, at_least: int = CHUNK_BYTES) -> bool:
-        """Read more of the file onto the buffer (dropping what was consumed)."""
+    def _more(self, at_least: int = 0) -> bool:
+        """Read more of the file onto the buffer (dropping what was consumed), hashing it
+        and checking that it is UTF-8 without NUL bytes."""
         if self.eof:
             return False
-        raw = self.file.read(max(at_least, CHUNK_BYTES))
-        self.buf = self.buf[self.pos :] + self.decoder.decode(raw, final=not raw)
-        self.pos = 0
+        # The first read holds a whole byte-order mark, if there is one.
+        raw = self.file.read(max(at_least, filesum.CHUNK_BYTES, 0 if self.started else 3))
         self.eof = not raw
+        if self.hasher is not None:
+            self.hasher.feed(raw)
+        if not self.started:
+            self.started = True
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+        try:
+            self.check.decode(raw, final=self.eof)
+        except UnicodeDecodeError:
+            filesum.refuse_bad_text(self.entry, self.name)
+        if b"\0" in raw:
+            filesum.refuse_bad_text(self.entry, self.name)
+        self.buf = self.buf[self.pos :] + raw if self.pos < len(self.buf) else raw
+        self.pos = 0
         return True
 
     def items(self) -> Iterator[Sql | CopyIn]:
-        want = CHUNK_BYTES
+        want = filesum.CHUNK_BYTES
         while True:
             meta = _META_COMMAND.match(self.buf, self.pos)
-            if meta is not None and (meta.group().endswith("\n") or self.eof):
+            if meta is not None and (meta.group().endswith(b"\n") or self.eof):
                 self._meta_command(meta)
                 continue
             found = _PIECES.match(self.buf, self.pos)
             end = found.end() if found else self.pos
-            if end < len(self.buf) and self.buf[end] == ";":
-                want = CHUNK_BYTES
+            if end < len(self.buf) and self.buf[end] == 0x3B:  # ';'
+                want = filesum.CHUNK_BYTES
                 yield from self._statement(end + 1)
                 continue
             if self._more(want):
@@ -241,44 +147,44 @@ class _Scanner:
                 continue
             rest = self.buf[self.pos :]
             if rest.strip():  # the last statement, without ';' (or unclosed: the server says)
-                yield Sql(rest, self.line)
+                yield Sql(rest.decode("utf-8"), self.line)
             return
 
-    def _meta_command(self, meta: re.Match[str]) -> None:
+    def _meta_command(self, meta: re.Match[bytes]) -> None:
         """Skip pg_dump's guard lines; refuse any other psql meta-command."""
-        start = self.line + self.buf.count("\n", self.pos, meta.start(1))
+        start = self.line + self.buf.count(b"\n", self.pos, meta.start(1))
         if meta.group(1) not in _DUMP_GUARDS:
             raise ConfigurationError(
-                f"{self.name}:{start}: \\{meta.group(1)} is a psql meta-command, which only "
-                "psql understands: remove it"
+                f"{self.name}:{start}: \\{meta.group(1).decode()} is a psql meta-command, "
+                "which only psql understands: remove it"
             )
-        self.line += self.buf.count("\n", self.pos, meta.end())
+        self.line += self.buf.count(b"\n", self.pos, meta.end())
         self.pos = meta.end()
 
     def _statement(self, end: int) -> Iterator[Sql | CopyIn]:
         text = self.buf[self.pos : end]
         line = self.line
         self.pos = end
-        self.line += text.count("\n")
+        self.line += text.count(b"\n")
         control = _TRANSACTION_CONTROL.match(text)
         if control:
-            start = line + text.count("\n", 0, control.start(1))
+            start = line + text.count(b"\n", 0, control.start(1))
             raise ConfigurationError(
-                f"{self.name}:{start}: {control.group(1).upper()} controls the transaction, "
-                "which the runner owns (one per file); remove it"
+                f"{self.name}:{start}: {control.group(1).decode().upper()} controls the "
+                "transaction, which the runner owns (one per file); remove it"
             )
         if _COPY_FROM_STDIN.match(text) is None:
-            yield Sql(text, line)
+            yield Sql(text.decode("utf-8"), line)
             return
         self._skip_rest_of_line()
         rows = self._rows()
-        yield CopyIn(text, line, self.line, rows)
+        yield CopyIn(text.decode("utf-8"), line, self.line, rows)
         for _ in rows:  # whatever the consumer left
             pass
 
     def _skip_rest_of_line(self) -> None:
         """psql reads a COPY's rows from the next line on."""
-        while (newline := self.buf.find("\n", self.pos)) < 0 and self._more():
+        while (newline := self.buf.find(b"\n", self.pos)) < 0 and self._more():
             pass
         if newline < 0:
             self.pos = len(self.buf)
@@ -290,14 +196,14 @@ class _Scanner:
         """Start and end of the next ``\\.`` line (a plain find: a regex's ^ is slow)."""
         at = self.pos
         while True:
-            start = self.buf.find("\\.", at)
+            start = self.buf.find(b"\\.", at)
             if start < 0:
                 return None
             end = start + 2
-            if self.buf.startswith("\r", end):
+            if self.buf.startswith(b"\r", end):
                 end += 1
-            at_line_start = start == 0 or self.buf[start - 1] == "\n"
-            if at_line_start and end < len(self.buf) and self.buf[end] == "\n":
+            at_line_start = start == 0 or self.buf[start - 1] == 0x0A  # '\n'
+            if at_line_start and end < len(self.buf) and self.buf[end] == 0x0A:
                 return start, end
             if at_line_start and end == len(self.buf) and self.eof:
                 return start, end
@@ -310,20 +216,20 @@ class _Scanner:
             found = self._end_of_data()
             if found is not None:
                 data = self.buf[self.pos : found[0]]
-                self.line += data.count("\n")
-                newline = self.buf.find("\n", found[1])
+                self.line += data.count(b"\n")
+                newline = self.buf.find(b"\n", found[1])
                 self.pos = len(self.buf) if newline < 0 else newline + 1
                 self.line += 1
                 if data:
-                    yield data.encode("utf-8")
+                    yield data
                 return
             # Hand on whole lines, keeping the last (perhaps partial) one for the marker.
-            cut = self.buf.rfind("\n", self.pos) + 1
+            cut = self.buf.rfind(b"\n", self.pos) + 1
             if cut > self.pos:
                 data = self.buf[self.pos : cut]
                 self.pos = cut
-                self.line += data.count("\n")
-                yield data.encode("utf-8")
+                self.line += data.count(b"\n")
+                yield data
             if not self._more():
                 raise ConfigurationError(
                     f"{self.name}:{start - 1}: the COPY ... FROM stdin data section has no "

@@ -1,6 +1,8 @@
 """Applying a streamed migration (a big file, or one with psql-style COPY data) inside
 one transaction: its statements sent in pieces of about PIECE_CHARS, its COPY rows over
-the COPY protocol, then its ledger row, so it is still all-or-nothing.
+the COPY protocol, then its ledger row, so it is still all-or-nothing. The checksum in
+the ledger row is computed from the same read as what was sent, so a file edited after
+planning is recorded as it was applied.
 
 Memory stays bounded by a piece (and the largest statement), whatever the file's size.
 An error with a position is named ``file:line:column`` from the piece it came in; a
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -24,7 +26,7 @@ from natlangchain_migrate.causes import Cause, classify
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.errors import ConfigurationError, MigrateError
 from natlangchain_migrate.failures import migration_failed
-from natlangchain_migrate.sqlscan import CopyIn, Sql, scan
+from natlangchain_migrate.sqlscan import CopyIn, Scanned, Sql, scan
 from natlangchain_migrate.statements import line_and_column
 
 if TYPE_CHECKING:
@@ -59,18 +61,19 @@ async def run_streamed(
     migration: Migration,
     *,
     prefix: str,
-    record: str,
+    record: Callable[[str], str],
     own_transaction: bool,
 ) -> None:
     """Send ``prefix`` (BEGIN and the settings, or the settings alone inside the caller's
-    transaction), the file in pieces and its COPY rows, then ``record`` (the ledger row,
-    and COMMIT when the transaction is ours). Raises what ``Attempts.send`` raises (Blocked
-    for a lock_timeout), or the migration's failure naming file:line."""
+    transaction), the file in pieces and its COPY rows, then ``record(checksum)`` (the
+    ledger row with the checksum of what was sent, and COMMIT when the transaction is
+    ours). Raises what ``Attempts.send`` raises (Blocked for a lock_timeout), or the
+    migration's failure naming file:line."""
     conn = attempts.conn
     try:
         await attempts.send(migration, prefix, in_open_transaction=True)
-        await _pieces(attempts, migration, stop_at=None)
-        await attempts.send(migration, record, in_open_transaction=True)
+        checksum = await _pieces(attempts, migration, stop_at=None)
+        await attempts.send(migration, record(checksum), in_open_transaction=True)
     except _Failed as failed:
         if own_transaction and conn.is_in_transaction():
             await conn.execute("ROLLBACK")
@@ -90,12 +93,13 @@ async def run_streamed(
         raise
 
 
-async def _pieces(attempts: Attempts, migration: Migration, *, stop_at: int | None) -> None:
-    """The file's statements in pieces and its COPY sections; with ``stop_at``, the
-    pieces before it whole and piece ``stop_at`` statement by statement.
+async def _pieces(attempts: Attempts, migration: Migration, *, stop_at: int | None) -> str:
+    """The file's statements in pieces and its COPY sections, and then its checksum; with
+    ``stop_at``, the pieces before it whole and piece ``stop_at`` statement by statement
+    (and an empty string: the file was not read to its end).
 
     The next piece is read and scanned in a thread while the server runs the current
-    one; a COPY's rows are read while nothing else reads the file."""
+    one; a COPY's next chunk of rows is read while the server takes this one."""
     if migration.source is None:
         raise TypeError(f"{migration.filename} is not a streamed migration")
     batches = _batches(migration.source, migration.filename)
@@ -103,6 +107,8 @@ async def _pieces(attempts: Attempts, migration: Migration, *, stop_at: int | No
     number = 0
     try:
         while (batch := await ahead) is not None:
+            if isinstance(batch, Scanned):
+                return batch.checksum
             if isinstance(batch, CopyIn):
                 await _copy(attempts, migration, batch, number)
                 ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
@@ -110,7 +116,7 @@ async def _pieces(attempts: Attempts, migration: Migration, *, stop_at: int | No
             number += 1
             if number == stop_at:
                 await _send_piece(attempts, migration, batch, number, one_by_one=True)
-                return
+                return ""
             ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
             await _send_piece(attempts, migration, batch, number, one_by_one=False)
     finally:
@@ -119,10 +125,12 @@ async def _pieces(attempts: Attempts, migration: Migration, *, stop_at: int | No
         if ahead.done() and not ahead.cancelled():
             ahead.exception()  # retrieved: a failure before it is what is reported
         batches.close()
+    raise ConfigurationError(f"{migration.filename}: the scan ended without its checksum")
 
 
-def _batches(source: Traversable, name: str) -> Generator[list[Sql] | CopyIn, None, None]:
-    """The scan's statements gathered into pieces of about PIECE_CHARS, and its COPYs."""
+def _batches(source: Traversable, name: str) -> Generator[list[Sql] | CopyIn | Scanned, None, None]:
+    """The scan's statements gathered into pieces of about PIECE_CHARS, its COPYs, and
+    its end."""
     piece: list[Sql] = []
     size = 0
     for item in scan(source, name):
@@ -166,9 +174,14 @@ async def _copy(attempts: Attempts, migration: Migration, item: CopyIn, number: 
     line = item.line + item.statement.count("\n", 0, _leading(item.statement))
     arguments = copy_arguments(item.statement, f"{migration.filename}:{line}")
 
+    ahead: list[asyncio.Future[bytes | None]] = []  # the one chunk being read
+
     async def rows() -> AsyncIterator[bytes]:
-        # Read in a thread: the next chunk is decoded while the server takes this one.
-        while (chunk := await asyncio.to_thread(next, item.rows, None)) is not None:
+        # Read in a thread, one chunk ahead: the next is read and hashed while the server
+        # takes this one (asyncpg asks for it only once this one is written out).
+        ahead[:] = [asyncio.ensure_future(asyncio.to_thread(next, item.rows, None))]
+        while (chunk := await ahead[0]) is not None:
+            ahead[0] = asyncio.ensure_future(asyncio.to_thread(next, item.rows, None))
             yield chunk
 
     try:
@@ -182,6 +195,11 @@ async def _copy(attempts: Attempts, migration: Migration, item: CopyIn, number: 
         found = _COPY_ROW.search(getattr(error, "context", None) or "")
         where = item.data_line + int(found[1]) - 1 if found else line
         raise _Failed(error, f"{migration.filename}:{where}", number) from error
+    finally:
+        if ahead and not ahead[0].done():  # let the thread leave the file before it closes
+            await asyncio.wait([ahead[0]])
+        if ahead and not ahead[0].cancelled():
+            ahead[0].exception()  # retrieved: a failure before it is what is reported
 
 
 async def _replay(

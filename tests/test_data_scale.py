@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from natlangchain_migrate import discovery, sqlscan, streamed
+from natlangchain_migrate import discovery, filesum, sqlscan, streamed
 from natlangchain_migrate.api import migrate
 from natlangchain_migrate.discovery import checksum, load_migrations
 from natlangchain_migrate.errors import ConfigurationError, MigrationFailedError
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.anyio
 def small_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stream every file, a few kB per read and per message."""
     monkeypatch.setattr(discovery, "STREAM_BYTES", 0)
-    monkeypatch.setattr(sqlscan, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(filesum, "CHUNK_BYTES", 4096)
     monkeypatch.setattr(streamed, "PIECE_CHARS", 8192)
 
 
@@ -60,16 +60,16 @@ def test_streamed_checksum_equals_the_whole_files(tmp_path: Path) -> None:
     parts = ["a", " ", "\t", "\r\n", "\n", "  \n", "x;", "é", "\ufeff", "\r"]
     path = tmp_path / "f.sql"
     for chunk in (1, 3, 7, 64):
-        sqlscan.CHUNK_BYTES, saved = chunk, sqlscan.CHUNK_BYTES
+        filesum.CHUNK_BYTES, saved = chunk, filesum.CHUNK_BYTES
         try:
             for number in range(300):
                 text = "".join(random.choice(parts) for _ in range(random.randint(0, 40)))
                 bom = "\ufeff" if number % 3 == 0 else ""
                 path.write_bytes((bom + text).encode("utf-8"))
                 expected = checksum(path.read_bytes().decode("utf-8-sig"))
-                assert sqlscan.survey(path, "f.sql").checksum == expected, repr(text)
+                assert filesum.survey(path, "f.sql").checksum == expected, repr(text)
         finally:
-            sqlscan.CHUNK_BYTES = saved
+            filesum.CHUNK_BYTES = saved
 
 
 def test_scanner_keeps_strings_comments_and_dollar_quotes_whole(tmp_path: Path) -> None:
@@ -83,11 +83,11 @@ def test_scanner_keeps_strings_comments_and_dollar_quotes_whole(tmp_path: Path) 
     path = tmp_path / "f.sql"
     path.write_text(sql)
     for chunk in (1, 5, 4096):
-        sqlscan.CHUNK_BYTES, saved = chunk, sqlscan.CHUNK_BYTES
+        filesum.CHUNK_BYTES, saved = chunk, filesum.CHUNK_BYTES
         try:
             items = list(sqlscan.scan(path, "f.sql"))
         finally:
-            sqlscan.CHUNK_BYTES = saved
+            filesum.CHUNK_BYTES = saved
         texts = [item.text.strip() for item in items if isinstance(item, sqlscan.Sql)]
         assert len(texts) == 5
         assert "".join(item.text for item in items if isinstance(item, sqlscan.Sql)) == sql
