@@ -44,10 +44,10 @@ def is_baseline_file(name: str) -> bool:
 def load_baselines(directory: Traversable | Path | str | None) -> list[Migration]:
     """The folder's baseline files, oldest first, each as a Migration (version NNN, name
     ``NNN_name.baseline``); two with one version, or a misnamed one, are refused."""
+    from natlangchain_migrate.directives import parse_directives
     from natlangchain_migrate.discovery import (
         Migration,
         checksum,
-        parse_directives,
         read_text,
         shipped_migrations_dir,
     )

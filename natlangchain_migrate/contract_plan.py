@@ -14,7 +14,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
 
-from natlangchain_migrate.discovery import Migration, checksum, parse_directives
+from natlangchain_migrate.directives import parse_directives
+from natlangchain_migrate.discovery import Migration, checksum
 from natlangchain_migrate.errors import ConfigurationError, DriftError
 from natlangchain_migrate.replicas import Replica
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from natlangchain_migrate import discovery
+from natlangchain_migrate.directives import Directives, parse_directives
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.layout_sections import LayoutFile
 from natlangchain_migrate.layouts import FolderSettings, read_layout
@@ -40,7 +41,7 @@ def from_layout(
 
 def _layout_migration(item: LayoutFile) -> discovery.Migration:
     filename = item.filename or item.up.name
-    directives = discovery.parse_directives(filename, item.up_sql)
+    directives = parse_directives(filename, item.up_sql)
     if item.no_transaction or _runs_alone(filename, item, directives):
         directives = directives._replace(no_transaction=True)
     single_file = item.down is item.up
@@ -56,7 +57,7 @@ def _layout_migration(item: LayoutFile) -> discovery.Migration:
     )
 
 
-def _runs_alone(filename: str, item: LayoutFile, directives: discovery.Directives) -> bool:
+def _runs_alone(filename: str, item: LayoutFile, directives: Directives) -> bool:
     """prisma sends a file as one batch: a file of one statement that PostgreSQL refuses in
     a transaction (``CREATE INDEX CONCURRENTLY``) runs outside one there, and so here."""
     if item.filename is None or directives.no_transaction:

@@ -14,12 +14,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from natlangchain_migrate.directives import parse_directives
 from natlangchain_migrate.discovery import (
     Migration,
     _as_traversable,
     checksum,
     is_repeatable_file,
-    parse_directives,
     read_text,
     shipped_migrations_dir,
 )

@@ -27,7 +27,8 @@ from natlangchain_migrate.attempt import (
 from natlangchain_migrate.baseline_files import load_baselines, refuse_rollback_below
 from natlangchain_migrate.connection import RunConnection
 from natlangchain_migrate.contract_ledger import ContractLedger, contract_undos
-from natlangchain_migrate.discovery import Migration, load_migrations, parse_directives
+from natlangchain_migrate.directives import parse_directives
+from natlangchain_migrate.discovery import Migration, load_migrations
 from natlangchain_migrate.errors import (
     ConfigurationError,
     FutureMigrationsError,

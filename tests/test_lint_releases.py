@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from harness.servers.sql import execute
-from natlangchain_migrate.discovery import Migration, checksum, parse_directives
+from natlangchain_migrate.directives import parse_directives
+from natlangchain_migrate.discovery import Migration, checksum
 from natlangchain_migrate.errors import ExitCode
 from natlangchain_migrate.lint import Finding, lint_migrations, locate_squawk
 from natlangchain_migrate.lint_config import LintConfig

@@ -6,13 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from natlangchain_migrate.discovery import (
-    ExtensionRequirement,
-    Migration,
-    checksum,
-    load_migrations,
-    parse_directives,
-)
+from natlangchain_migrate.directives import ExtensionRequirement, parse_directives
+from natlangchain_migrate.discovery import Migration, checksum, load_migrations
 from natlangchain_migrate.errors import ConfigurationError, DriftError, FutureMigrationsError
 from natlangchain_migrate.locks import lock_key
 from natlangchain_migrate.plan import (
