@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from natlangchain_migrate.discovery import is_baseline_file
 from natlangchain_migrate.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -28,17 +29,11 @@ if TYPE_CHECKING:
     from natlangchain_migrate.plan import MigrationPlan
     from natlangchain_migrate.settings import CallArguments
 
-BASELINE_SUFFIX = ".baseline.sql"
 _BASELINE_FILE = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9_]+)\.baseline\.sql$")
 # The header line baseline-file writes: the schema its objects are named in.
 _WRITTEN_FOR = re.compile(r"^-- schema: (?P<schema>\S+) \(", re.M)
 # What a baseline file writes in the ledger's applied_by, before its version.
 APPLIED_BY_PREFIX = "baseline-file:"
-
-
-def is_baseline_file(name: str) -> bool:
-    """Whether a file name is a baseline file's (``NNN_name.baseline.sql``)."""
-    return name.lower().endswith(BASELINE_SUFFIX)
 
 
 def load_baselines(directory: Traversable | Path | str | None) -> list[Migration]:

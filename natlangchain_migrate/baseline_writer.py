@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from natlangchain_migrate import runner
-from natlangchain_migrate.baseline_files import BASELINE_SUFFIX, load_baselines, schema_line
+from natlangchain_migrate.baseline_files import load_baselines, schema_line
 from natlangchain_migrate.connection import connect
-from natlangchain_migrate.discovery import load_migrations, shipped_migrations_dir
+from natlangchain_migrate.discovery import BASELINE_SUFFIX, load_migrations, shipped_migrations_dir
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.schema_dump import describe_schema, write_schema

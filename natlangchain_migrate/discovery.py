@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from natlangchain_migrate.baseline_files import is_baseline_file
 from natlangchain_migrate.directives import Directives, parse_directives
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.layouts import (
@@ -44,6 +43,15 @@ REPEATABLE_PREFIX = "R__"
 def is_repeatable_file(name: str) -> bool:
     """Whether a file name is a repeatable migration's (``R__name.sql``)."""
     return name.startswith(REPEATABLE_PREFIX)
+
+
+# A baseline file's name ends with this (NNN_name.baseline.sql; baseline_files.py).
+BASELINE_SUFFIX = ".baseline.sql"
+
+
+def is_baseline_file(name: str) -> bool:
+    """Whether a file name is a baseline file's (``NNN_name.baseline.sql``)."""
+    return name.lower().endswith(BASELINE_SUFFIX)
 
 
 class Migration(NamedTuple):

@@ -29,10 +29,10 @@ import anyio
 import asyncpg
 
 from natlangchain_migrate import preflight, runner, undo
-from natlangchain_migrate.baseline_files import is_baseline_file
 from natlangchain_migrate.connection import connect
 from natlangchain_migrate.discovery import (
     Migration,
+    is_baseline_file,
     is_repeatable_file,
     load_migrations,
     shipped_migrations_dir,
