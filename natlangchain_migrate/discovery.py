@@ -306,8 +306,8 @@ def _read_migration(
     read: bytes | None = None,
 ) -> Migration:
     """One migration; ``read`` is its file's bytes when layout detection read it whole
-    (then it is too small to stream, and is not opened again)."""
-    if read is None:
+    (then it is not opened again, unless it is big enough to stream)."""
+    if read is None or len(read) >= STREAM_BYTES:
         streamed = _streamed(version, up, down, contract, contract_down)
         if streamed is not None:
             return streamed
