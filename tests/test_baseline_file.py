@@ -546,8 +546,9 @@ def test_a_written_baseline_is_refused_in_another_schema(tmp_path: Path, databas
     folder = _folder(tmp_path)
     baseline = folder / "003_schema.baseline.sql"
     baseline.write_text(schema_line("public") + BASELINE.replace("TABLE ", "TABLE public."))
-    result = _cli(folder, database_url, "--schema", "tenant_a")
-    assert result.returncode == ExitCode.USAGE, result.stderr
-    assert "003_schema.baseline.sql was written for schema public" in result.stderr
+    for dry_run in (("--dry-run",), ()):  # a dry run says so too (it listed the file)
+        result = _cli(folder, database_url, "--schema", "tenant_a", *dry_run)
+        assert result.returncode == ExitCode.USAGE, result.stderr
+        assert "003_schema.baseline.sql was written for schema public" in result.stderr
     assert "items" not in asyncio.run(table_names(database_url))
     assert _cli(folder, database_url).returncode == ExitCode.OK  # into public it applies
