@@ -85,7 +85,7 @@ async def verify(options: RunnerOptions, *, server_dsn: str) -> VerifyReport:
     preflight.check_options(migrations, options)
     from natlangchain_migrate import verify_baseline
 
-    # A squashed history (the baseline's own version has no file): the check starts from
+    # A squashed history (no file at or below the baseline's version): the check starts from
     # the baseline file, and covers the versions above it.
     start_at = verify_baseline.squashed_at(options.migrations_dir, migrations)
     if start_at is not None:

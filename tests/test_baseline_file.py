@@ -365,6 +365,25 @@ def test_verify_fails_on_a_baseline_that_differs_from_the_replay(
     assert "only the replay has CREATE INDEX tags_item" in failure[0]
 
 
+def test_verify_compares_a_baseline_between_two_files_with_their_replay(
+    tmp_path: Path, admin_url: str
+) -> None:
+    """A baseline whose version has no file but whose covered files are here (004 over
+    001-003, below 005) was taken for a squashed history: verify skipped the comparison
+    and the down checks of 001-003, and passed a wrong baseline."""
+    above = {"005_notes.sql": ABOVE["004_notes.sql"], "005_notes.down.sql": "DROP TABLE notes;\n"}
+    folder = write_migrations(tmp_path / "m", {**HISTORY, **above})
+    (folder / "004_schema.baseline.sql").write_text(BASELINE)
+    result = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+    assert "✓ 004_schema.baseline.sql: gives the schema" in result.stdout
+    assert "✓ 001_items: down restores" in result.stdout
+    (folder / "004_schema.baseline.sql").write_text(BASELINE.replace("CREATE INDEX", "-- "))
+    result = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
+    assert result.returncode == ExitCode.SCHEMA_NOT_RESTORED, result.stdout + result.stderr
+    assert "only the replay has CREATE INDEX tags_item" in result.stdout
+
+
 def test_verify_of_a_squashed_history_starts_from_the_baseline(
     tmp_path: Path, admin_url: str
 ) -> None:
