@@ -332,6 +332,8 @@ class _Applier:
                 migration, applied_by=self.applied_by, release=self.release
             )
         if migration.baseline_covers is not None:  # a row for each version it stands for
+            if checksum is not None:  # a streamed baseline: what its applying pass read
+                migration = Migration(*migration)._replace(checksum=checksum)
             return self.ledger.record_many_sql(
                 baseline_files.ledger_rows(migration),
                 applied_by=baseline_files.applied_by(migration),

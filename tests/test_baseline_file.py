@@ -114,6 +114,38 @@ async def test_a_database_that_has_every_covered_version_ignores_the_baseline(
     assert not any(by.startswith("baseline-file") for _, _, by in await _rows_async(database_url))
 
 
+# pg_dump's data section for items, as reference data a baseline file may carry.
+COPY_ITEMS = "COPY items (id, name) FROM stdin;\n1\tfirst\n2\t\\N\n\\.\n"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("big", [False, True], ids=["copy-data", "big"])
+@pytest.mark.parametrize("squash", [False, True], ids=["files-here", "squashed"])
+async def test_a_baseline_with_copy_data_or_big_is_streamed_as_any_file(
+    big: bool, squash: bool, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A baseline file was read whole and sent as one message: its COPY rows were refused
+    ("add them": they were there) and a big one was held in memory on every start-up.
+    Now it takes the streamed path; the row of its own version has its file's checksum."""
+    if big:
+        monkeypatch.setattr(discovery, "STREAM_BYTES", 0)
+    folder = _folder(tmp_path, squash=squash)
+    (folder / "003_schema.baseline.sql").write_text(BASELINE + COPY_ITEMS)
+    baseline = discovery.read_migration_file(3, folder / "003_schema.baseline.sql")
+    assert baseline.source is not None
+    assert baseline.sql == ""
+    report = await migrate(database_url, migrations_dir=folder)
+    assert [r.name for r in report.applied] == ["003_schema.baseline", "004_notes"]
+    names = await fetchval(database_url, "SELECT array_agg(name ORDER BY id) FROM items")
+    assert list(names) == ["first", None]
+    rows = await _rows_async(database_url)
+    assert [v for v, _, _ in rows] == ([3, 4] if squash else [1, 2, 3, 4])
+    if squash:
+        checksum = await fetchval(database_url, "SELECT checksum FROM schema_migrations LIMIT 1")
+        assert checksum == discovery.checksum(BASELINE + COPY_ITEMS)
+    assert (await migrate(database_url, migrations_dir=folder)).applied == []
+
+
 @pytest.mark.anyio
 async def test_a_partially_migrated_database_replays_the_rest_and_ignores_the_baseline(
     tmp_path: Path, database_url: str
