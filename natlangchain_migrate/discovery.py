@@ -313,7 +313,7 @@ def _read_migration(
 ) -> Migration:
     """One migration; ``read`` is its file's bytes when layout detection read it whole
     (then it is too small to stream, and is not opened again)."""
-    if read is None:
+    if read is None or len(read) >= STREAM_BYTES:  # a head held whole may still be big
         streamed = _streamed(version, up, down, contract, contract_down)
         if streamed is not None:
             return streamed
