@@ -73,7 +73,10 @@ def _export(ini: Path, directory: Path, version_table: str) -> list[Path]:
     for revision, up, down in planned:
         before = revision.down_revision or "base"
         step = revision.revision if before == "base" else f"{before}:{revision.revision}"
-        header = f"-- alembic revision {revision.revision} ({revision.doc or 'no message'})\n"
+        # One line: a message's own line break would end the comment, and its next line
+        # would run as SQL.
+        message = " ".join((revision.doc or "").split()) or "no message"
+        header = f"-- alembic revision {revision.revision} ({message})\n"
         up.write_text(header + _offline(command.upgrade, config, step, version_table))
         back = _offline(command.downgrade, config, f"{revision.revision}:{before}", version_table)
         down.write_text(f"-- undoes alembic revision {revision.revision}\n" + back)

@@ -101,6 +101,8 @@ class _Applier:
         self.transaction_timeout = facts.transaction_timeout
         self.applied_by = application_name()
         self.applied: list[MigrationResult] = []
+        # Each pending migration's file, for the events a person reads ("Applied: FILE").
+        self.filenames: dict[str, str] = {}
         self.warned_future: set[int | str] = set()
         # Recorded with each repeatable: an older release leaves a newer one's alone.
         self.release = newest_version(sources.migrations)
@@ -124,7 +126,7 @@ class _Applier:
         async with holding(self.lock, LockMode.SESSION):
             plan = await self._ensure_and_replan()
             for number, migration in enumerate(plan.pending, start=1):
-                _log_applying(migration, number, len(plan.pending))
+                self._log_applying(migration, number, len(plan.pending))
                 last = number == len(plan.pending)
                 with telemetry.migration_span(migration) as span:
                     try:
@@ -154,7 +156,7 @@ class _Applier:
             async with holding(self.lock, LockMode.TRANSACTION):
                 plan = await self._ensure_and_replan()
                 for number, migration in enumerate(plan.pending, start=1):
-                    _log_applying(migration, number, len(plan.pending))
+                    self._log_applying(migration, number, len(plan.pending))
                     with telemetry.migration_span(migration) as span:  # ends before COMMIT
                         try:
                             duration = await self._file_in_open_transaction(migration)
@@ -332,6 +334,8 @@ class _Applier:
                 migration, applied_by=self.applied_by, release=self.release
             )
         if migration.baseline_covers is not None:  # a row for each version it stands for
+            if checksum is not None:  # a streamed baseline: what its applying pass read
+                migration = Migration(*migration)._replace(checksum=checksum)
             return self.ledger.record_many_sql(
                 baseline_files.ledger_rows(migration),
                 applied_by=baseline_files.applied_by(migration),
@@ -347,19 +351,23 @@ class _Applier:
             "migration_applied",
             version=result.version,
             name=result.name,
+            file=self.filenames.get(result.name, f"{result.name}.sql"),
             duration_ms=result.duration_ms,
         )
 
-
-def _log_applying(migration: Migration, number: int, total: int) -> None:
-    log.info(
-        "migration_applying",
-        version=version_of(migration),
-        name=migration.name,
-        n=number,
-        of=total,
-        transaction=not migration.directives.no_transaction,
-    )
+    def _log_applying(self, migration: Migration, number: int, total: int) -> None:
+        """``file`` as it is in the folder: a name is not always NNN_name.sql (prisma's
+        ``<folder>/migration.sql``, golang-migrate's ``.up.sql``)."""
+        self.filenames[migration.name] = migration.filename
+        log.info(
+            "migration_applying",
+            version=version_of(migration),
+            name=migration.name,
+            file=migration.filename,
+            n=number,
+            of=total,
+            transaction=not migration.directives.no_transaction,
+        )
 
 
 def _log_failed(migration: Migration, error: MigrationFailedError) -> None:

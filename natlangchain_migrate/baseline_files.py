@@ -39,13 +39,7 @@ APPLIED_BY_PREFIX = "baseline-file:"
 def load_baselines(directory: Traversable | Path | str | None) -> list[Migration]:
     """The folder's baseline files, oldest first, each as a Migration (version NNN, name
     ``NNN_name.baseline``); two with one version, or a misnamed one, are refused."""
-    from natlangchain_migrate.directives import parse_directives
-    from natlangchain_migrate.discovery import (
-        Migration,
-        checksum,
-        read_text,
-        shipped_migrations_dir,
-    )
+    from natlangchain_migrate.discovery import read_migration_file, shipped_migrations_dir
     from natlangchain_migrate.versions import parse_version
 
     folder = shipped_migrations_dir() if directory is None else directory
@@ -68,21 +62,14 @@ def load_baselines(directory: Traversable | Path | str | None) -> list[Migration
                 f"{found[version].filename} and {entry.name} are both baseline files of "
                 f"version {version}; keep one"
             )
-        sql = read_text(entry)
-        directives = parse_directives(entry.name, sql)
-        if directives.no_transaction:
+        # Big or with COPY data (pg_dump's reference data), it is streamed as any file.
+        baseline = read_migration_file(version, entry)
+        if baseline.directives.no_transaction:
             raise ConfigurationError(
                 f"{entry.name}: a baseline file always runs in one transaction (all of it "
                 "or nothing); remove its no-transaction line"
             )
-        found[version] = Migration(
-            version=version,
-            name=entry.name.removesuffix(".sql"),
-            filename=entry.name,
-            sql=sql,
-            checksum=checksum(sql),
-            directives=directives,
-        )
+        found[version] = baseline
     return [found[version] for version in sorted(found)]
 
 
@@ -161,13 +148,21 @@ def schema_line(schema: str) -> str:
     )
 
 
+def _head(migration: Migration) -> str:
+    """Where a written baseline file's header is: its first 4 KiB (a streamed one's read)."""
+    if migration.source is None:
+        return migration.sql[:4096]
+    with migration.source.open("rb") as file:
+        return file.read(4096).decode("utf-8-sig", errors="replace")
+
+
 def refuse_other_schema(pending: Sequence[Migration], schema: str) -> None:
     """Refuse to apply a written baseline file into another schema than the one it names
     its objects in: they would land in that one, not in the run's."""
     for migration in pending:
         if migration.baseline_covers is None:
             continue
-        found = _WRITTEN_FOR.search(migration.sql[:4096])
+        found = _WRITTEN_FOR.search(_head(migration))
         if found is not None and found["schema"] != schema:
             raise ConfigurationError(
                 f"{migration.filename} was written for schema {found['schema']} and names "

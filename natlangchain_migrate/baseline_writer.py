@@ -132,7 +132,9 @@ async def _replayed_schema(
         # Older baseline files stay (a squashed history starts from one); one at or above
         # this version would stand in for the replay it is to be written from.
         versioned = versioned_copy(folder, Path(copy), baselines_below=version)
-        async with scratch_database(server_dsn, wait=options.connect_wait) as (_, dsn):
+        async with scratch_database(
+            server_dsn, wait=options.connect_wait, command="baseline-file"
+        ) as (_, dsn):
             conn = await connect(dsn)
             try:
                 await install_prerequisites(conn, load_migrations(versioned), options.schema)

@@ -297,6 +297,12 @@ _HEADER_BYTES = 1 << 16
 _MAYBE_COPY_DATA = re.compile(r"^[ \t]*copy\b[^;\n]*\bfrom\s+stdin\b", re.I | re.M)
 
 
+def read_migration_file(version: int, entry: Traversable) -> Migration:
+    """One file as a migration of ``version`` (a baseline file's too): big or with COPY
+    data, streamed when applied, as any versioned file."""
+    return _read_migration(version, entry, None)
+
+
 def _read_migration(
     version: int,
     up: Traversable,

@@ -69,6 +69,15 @@ class ConfigurationError(MigrateError):
     exit_code = ExitCode.USAGE
 
 
+class ForeignLedgerError(ConfigurationError):
+    """Another tool's ledger where ours should be; the message gives the adopt command,
+    which the CLI completes with the --migrations-dir it was given."""
+
+    def __init__(self, message: str, *, tool: str, table: str, schema: str) -> None:
+        super().__init__(message)
+        self.tool, self.table, self.schema = tool, table, schema
+
+
 class DatabaseUnreachableError(MigrateError):
     """Raised when no connection could be made before the deadline (refused, DNS, starting up)."""
 

@@ -24,6 +24,7 @@ is, and our ledger then lives in ``natlangchain_migrations`` beside it (ledger.p
 from __future__ import annotations
 
 import re
+import shlex
 from typing import NamedTuple
 
 import asyncpg
@@ -100,9 +101,11 @@ async def find_foreign(conn: asyncpg.Connection, schema: str) -> ForeignLedger |
     return ForeignLedger(maker, "schema_migrations") if maker else None
 
 
-def adopt_advice(found: ForeignLedger, schema: str) -> str:
+def adopt_advice(found: ForeignLedger, schema: str, migrations_dir: str | None = None) -> str:
     """The sentence the runner says when it meets another tool's ledger unasked."""
-    where = "" if schema == "public" else f" --schema {schema}"
+    where = "" if schema == "public" else f" --schema {shlex.quote(schema)}"
+    if migrations_dir is not None:
+        where += f" --migrations-dir {shlex.quote(migrations_dir)}"
     return (
         f"this database's history is in {found.tool}'s ledger {schema}.{found.table}; adopt "
         f"it once with: natlangchain-migrate adopt --from {found.tool}{where} (it leaves "

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from natlangchain_migrate.discovery import Migration
-from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.errors import ConfigurationError, ForeignLedgerError
 from natlangchain_migrate.foreign import (
     BESIDE_FOREIGN,
     ForeignLedger,
@@ -71,6 +71,12 @@ class LedgerSnapshot:
         self.repeatables = repeatables or []
 
 
+def _foreign(found: ForeignLedger, schema: str) -> ForeignLedgerError:
+    return ForeignLedgerError(
+        adopt_advice(found, schema), tool=found.tool, table=found.table, schema=schema
+    )
+
+
 class Ledger(RepeatablesLedger):
     """Reads and writes schema_migrations in one schema (and, through RepeatablesLedger,
     schema_repeatables beside it)."""
@@ -100,7 +106,7 @@ class Ledger(RepeatablesLedger):
             records = []
             exists = False
             if found := await find_foreign(conn, self.schema):
-                raise ConfigurationError(adopt_advice(found, self.schema)) from None
+                raise _foreign(found, self.schema) from None
         else:
             exists = True
             if await self._beside_foreign(conn, records):
@@ -195,7 +201,7 @@ class Ledger(RepeatablesLedger):
         beside = f"{quote_ident(self.schema)}.{quote_ident(BESIDE_FOREIGN)}"
         if await conn.fetchval("SELECT to_regclass($1)", beside) is None:
             found = ForeignLedger(tool, LEDGER_TABLE)
-            raise ConfigurationError(adopt_advice(found, self.schema))
+            raise _foreign(found, self.schema)
         self.table = beside
         return True
 

@@ -113,7 +113,7 @@ def lint_migrations(
     with tempfile.TemporaryDirectory(prefix="natlangchain-lint-") as scratch:
         folder = Path(scratch)
         for migration in migrations:
-            text = migration.sql
+            text = _as_squawk_reads(migration)
             if not migration.directives.no_transaction:
                 text += _LEDGER_ROW
             (folder / migration.filename).write_bytes(text.encode("utf-8"))
@@ -149,6 +149,19 @@ def lint_migrations(
             findings.append(finding)
     findings.sort(key=lambda f: (order[Path(f.file).name], f.line, f.column, f.rule))
     return findings
+
+
+def _as_squawk_reads(migration: Migration) -> str:
+    """The text squawk is given: a backfill's settings are checked as a run checks them,
+    and its bounds ``:lo`` / ``:hi`` become ``$1`` / ``$2`` (squawk's parser knows those;
+    padded to the same length, so findings keep their columns)."""
+    if not migration.directives.backfill:
+        return migration.sql
+    from natlangchain_migrate.backfill import parse
+    from natlangchain_migrate.backfill_batch import BOUND
+
+    parse(migration)
+    return BOUND.sub(lambda bound: "$1 " if bound[1] == "lo" else "$2 ", migration.sql)
 
 
 def _with_release_rules(

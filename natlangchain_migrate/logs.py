@@ -25,8 +25,8 @@ LOG_FORMATS = ("json", "console")
 # "Applying: 001_x.sql" / "Applied: 001_x.sql in 45ms"); the rest keep structlog's
 # console form. JSON carries every event unchanged.
 _PLAIN_LINES = {
-    "migration_applying": "Applying: {name}.sql ({n}/{of})",
-    "migration_applied": "Applied: {name}.sql in {duration_ms:.0f}ms",
+    "migration_applying": "Applying: {file} ({n}/{of})",
+    "migration_applied": "Applied: {file} in {duration_ms:.0f}ms",
     "migration_running": "  ... {name}.sql still running after {elapsed_s:.0f}s",
     "migration_resuming": "Resuming: {name}.sql at statement {statement} of {statements}",
     "backfill_progress": "  ... {name}.sql: {rows_done} of about {rows_estimated} rows",

@@ -91,13 +91,20 @@ async def check_before_apply(
             "the database is a read-only standby (pg_is_in_recovery() is true); point "
             "--database-url or DATABASE_URL at the primary (dsn= in the library)"
         )
-    _check_lock_mode(plan.pending, options)
+    check_pending_files(plan.pending, options)
+    await _check_extensions(conn, plan.pending)
+
+
+def check_pending_files(pending: Sequence[Migration], options: RunnerOptions) -> None:
+    """What the pending files alone refuse (lock mode, backfill settings, a baseline file
+    of another schema, client-only commands, transaction control): a ``--dry-run`` runs
+    these too, so it reports the refusal the run would give."""
+    _check_lock_mode(pending, options)
     from natlangchain_migrate.baseline_files import refuse_other_schema
 
-    refuse_other_schema(plan.pending, options.schema)
-    check_client_only(plan.pending)
-    _check_transaction_control(plan.pending)
-    await _check_extensions(conn, plan.pending)
+    refuse_other_schema(pending, options.schema)
+    check_client_only(pending)
+    _check_transaction_control(pending)
 
 
 def _check_lock_mode(pending: Sequence[Migration], options: RunnerOptions) -> None:

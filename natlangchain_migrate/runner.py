@@ -97,6 +97,7 @@ async def _on_one_connection(
                 return report, False
             _log_plan(plan)
             if call.dry_run:
+                preflight.check_pending_files(plan.pending, options)
                 report.pending = [
                     MigrationResult(version_of(m), m.name, status="pending") for m in plan.pending
                 ]

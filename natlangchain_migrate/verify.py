@@ -85,7 +85,7 @@ async def verify(options: RunnerOptions, *, server_dsn: str) -> VerifyReport:
     preflight.check_options(migrations, options)
     from natlangchain_migrate import verify_baseline
 
-    # A squashed history (the baseline's own version has no file): the check starts from
+    # A squashed history (no file at or below the baseline's version): the check starts from
     # the baseline file, and covers the versions above it.
     start_at = verify_baseline.squashed_at(options.migrations_dir, migrations)
     if start_at is not None:
@@ -278,7 +278,9 @@ def _mismatch(
 
 
 @asynccontextmanager
-async def scratch_database(server_dsn: str, *, wait: float = 0.0) -> AsyncIterator[tuple[str, str]]:
+async def scratch_database(
+    server_dsn: str, *, wait: float = 0.0, command: str = "verify"
+) -> AsyncIterator[tuple[str, str]]:
     """Create ``nlc_verify_<random>`` on the server, yield its name and URL, drop it.
 
     The drop runs whatever ends the block (an error, a cancellation by SIGTERM or
@@ -288,7 +290,7 @@ async def scratch_database(server_dsn: str, *, wait: float = 0.0) -> AsyncIterat
     admin = await connect(server_dsn, wait=wait)
     created = False
     try:
-        await _create(admin, name)
+        await _create(admin, name, command)
         created = True
         yield name, with_database(server_dsn, name)
     finally:
@@ -300,14 +302,14 @@ async def scratch_database(server_dsn: str, *, wait: float = 0.0) -> AsyncIterat
             admin.terminate()
 
 
-async def _create(admin: asyncpg.Connection, name: str) -> None:
+async def _create(admin: asyncpg.Connection, name: str, command: str) -> None:
     try:
         await admin.execute(f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0")
     except asyncpg.InsufficientPrivilegeError as error:
         role = await admin.fetchval("SELECT quote_ident(current_user)")
         raise PrivilegeError(
-            f"role {role} may not create the scratch database verify works in ({error}): "
-            f"let it with ALTER ROLE {role} CREATEDB; or run verify on another server, such "
+            f"role {role} may not create the scratch database {command} works in ({error}): "
+            f"let it with ALTER ROLE {role} CREATEDB; or run {command} on another server, such "
             "as the embedded one (unset DATABASE_URL)"
         ) from error
 

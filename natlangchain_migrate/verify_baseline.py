@@ -5,8 +5,8 @@ Two more scratch databases (created and always dropped like verify's own): one t
 the runner builds as a new database (the baseline file, then the versions above it),
 one from a copy of the folder without baseline files (the full replay). Their schema
 descriptions must be equal; the first difference fails verify, naming the baseline
-file and the differing line. A squashed history (no file of the baseline's own
-version) has no replay to compare with: verify then starts its down-file check from
+file and the differing line. A squashed history (no file at or below the
+baseline's version) has no replay to compare with: verify then starts its down-file check from
 the baseline file instead (``squashed_at``).
 """
 
@@ -34,10 +34,11 @@ if TYPE_CHECKING:
 def squashed_at(
     directory: Traversable | Path | str | None, migrations: Sequence[Migration]
 ) -> int | None:
-    """The newest baseline file's version when the file of that version is gone (the
-    history below it squashed into it), else None."""
+    """The newest baseline file's version when no file it covers is left (the history
+    below it squashed into it), else None. A baseline between two files (``004`` over
+    ``001`` and ``003``) has a replay to be compared with, like one of a file's version."""
     newest = newest_baseline(load_baselines(directory))
-    if newest is None or any(m.version == newest.version for m in migrations):
+    if newest is None or any(m.version <= newest.version for m in migrations):
         return None
     return newest.version
 

@@ -26,6 +26,10 @@ COLUMN_TYPES = ("smallint", "integer", "bigint", WIDE_VERSION)
 # A version of this many digits or more is a timestamp (Unix seconds, YYYYMMDDHHMMSS).
 TIMESTAMP_DIGITS = 10
 _STAMP = "%Y%m%d%H%M%S"
+# Versions of these widths that read as Unix time since 2001 to 2100 in that unit
+# (seconds times the value) are continued as Unix time by ``new``.
+_EPOCH_UNITS = {13: 1000, 19: 1_000_000_000}
+_EPOCH_FROM, _EPOCH_TO = 978_307_200, 4_102_444_800
 
 
 def parse_version(filename: str, digits: str) -> int:
@@ -81,6 +85,13 @@ def next_version(existing: list[int], width: int, now: datetime | None = None) -
     newest = max(existing)
     if not is_timestamp(newest):
         return newest + 1
-    stamp = (now or datetime.now(UTC)).strftime(_STAMP)
+    moment = now or datetime.now(UTC)
+    unit = _EPOCH_UNITS.get(width)
+    if unit is not None and _EPOCH_FROM <= newest // unit <= _EPOCH_TO:
+        # Unix time, not a calendar stamp: node-pg-migrate's milliseconds (13 digits),
+        # golang-migrate's -format unixNano (19). A calendar stamp would sort above every
+        # file that tool writes next.
+        return max(int(moment.timestamp()) * unit, newest + 1)
+    stamp = moment.strftime(_STAMP)
     stamped = int(stamp.ljust(width, "0")) if width >= len(stamp) else int(stamp)
     return max(stamped, newest + 1)

@@ -177,7 +177,11 @@ def test_real_dbmate_history_is_adopted_and_ours_goes_on(database_url: str, tmp_
     met = run_cli(*flags, database_url=database_url)
     assert met.returncode == ExitCode.USAGE
     assert "dbmate's ledger public.schema_migrations" in met.stderr
-    assert "adopt --from dbmate" in met.stderr
+    # The command to run, with the folder this run was given (without it, adopt would
+    # read the shipped migrations and report dbmate's versions as unknown).
+    told = f"natlangchain-migrate adopt --from dbmate --migrations-dir {folder} (it leaves"
+    assert told in met.stderr
+    assert '"error_type": "ConfigurationError"' in met.stderr
     done = run_cli("adopt", "--from", "dbmate", *flags, database_url=database_url)
     assert done.returncode == 0, done.stderr
     assert "natlangchain_migrations" in done.stdout

@@ -114,6 +114,38 @@ async def test_a_database_that_has_every_covered_version_ignores_the_baseline(
     assert not any(by.startswith("baseline-file") for _, _, by in await _rows_async(database_url))
 
 
+# pg_dump's data section for items, as reference data a baseline file may carry.
+COPY_ITEMS = "COPY items (id, name) FROM stdin;\n1\tfirst\n2\t\\N\n\\.\n"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("big", [False, True], ids=["copy-data", "big"])
+@pytest.mark.parametrize("squash", [False, True], ids=["files-here", "squashed"])
+async def test_a_baseline_with_copy_data_or_big_is_streamed_as_any_file(
+    big: bool, squash: bool, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A baseline file was read whole and sent as one message: its COPY rows were refused
+    ("add them": they were there) and a big one was held in memory on every start-up.
+    Now it takes the streamed path; the row of its own version has its file's checksum."""
+    if big:
+        monkeypatch.setattr(discovery, "STREAM_BYTES", 0)
+    folder = _folder(tmp_path, squash=squash)
+    (folder / "003_schema.baseline.sql").write_text(BASELINE + COPY_ITEMS)
+    baseline = discovery.read_migration_file(3, folder / "003_schema.baseline.sql")
+    assert baseline.source is not None
+    assert baseline.sql == ""
+    report = await migrate(database_url, migrations_dir=folder)
+    assert [r.name for r in report.applied] == ["003_schema.baseline", "004_notes"]
+    names = await fetchval(database_url, "SELECT array_agg(name ORDER BY id) FROM items")
+    assert list(names) == ["first", None]
+    rows = await _rows_async(database_url)
+    assert [v for v, _, _ in rows] == ([3, 4] if squash else [1, 2, 3, 4])
+    if squash:
+        checksum = await fetchval(database_url, "SELECT checksum FROM schema_migrations LIMIT 1")
+        assert checksum == discovery.checksum(BASELINE + COPY_ITEMS)
+    assert (await migrate(database_url, migrations_dir=folder)).applied == []
+
+
 @pytest.mark.anyio
 async def test_a_partially_migrated_database_replays_the_rest_and_ignores_the_baseline(
     tmp_path: Path, database_url: str
@@ -365,6 +397,25 @@ def test_verify_fails_on_a_baseline_that_differs_from_the_replay(
     assert "only the replay has CREATE INDEX tags_item" in failure[0]
 
 
+def test_verify_compares_a_baseline_between_two_files_with_their_replay(
+    tmp_path: Path, admin_url: str
+) -> None:
+    """A baseline whose version has no file but whose covered files are here (004 over
+    001-003, below 005) was taken for a squashed history: verify skipped the comparison
+    and the down checks of 001-003, and passed a wrong baseline."""
+    above = {"005_notes.sql": ABOVE["004_notes.sql"], "005_notes.down.sql": "DROP TABLE notes;\n"}
+    folder = write_migrations(tmp_path / "m", {**HISTORY, **above})
+    (folder / "004_schema.baseline.sql").write_text(BASELINE)
+    result = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+    assert "✓ 004_schema.baseline.sql: gives the schema" in result.stdout
+    assert "✓ 001_items: down restores" in result.stdout
+    (folder / "004_schema.baseline.sql").write_text(BASELINE.replace("CREATE INDEX", "-- "))
+    result = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
+    assert result.returncode == ExitCode.SCHEMA_NOT_RESTORED, result.stdout + result.stderr
+    assert "only the replay has CREATE INDEX tags_item" in result.stdout
+
+
 def test_verify_of_a_squashed_history_starts_from_the_baseline(
     tmp_path: Path, admin_url: str
 ) -> None:
@@ -546,8 +597,9 @@ def test_a_written_baseline_is_refused_in_another_schema(tmp_path: Path, databas
     folder = _folder(tmp_path)
     baseline = folder / "003_schema.baseline.sql"
     baseline.write_text(schema_line("public") + BASELINE.replace("TABLE ", "TABLE public."))
-    result = _cli(folder, database_url, "--schema", "tenant_a")
-    assert result.returncode == ExitCode.USAGE, result.stderr
-    assert "003_schema.baseline.sql was written for schema public" in result.stderr
+    for dry_run in (("--dry-run",), ()):  # a dry run says so too (it listed the file)
+        result = _cli(folder, database_url, "--schema", "tenant_a", *dry_run)
+        assert result.returncode == ExitCode.USAGE, result.stderr
+        assert "003_schema.baseline.sql was written for schema public" in result.stderr
     assert "items" not in asyncio.run(table_names(database_url))
     assert _cli(folder, database_url).returncode == ExitCode.OK  # into public it applies

@@ -49,6 +49,33 @@ def test_dry_run_lists_pending_in_order_and_changes_nothing(database_url: str) -
     assert "lock_acquired" not in [e["event"] for e in log_events(result.stderr)]
 
 
+# What the files alone refuse, each as a run refuses it (exit 2, naming the file).
+REFUSED_BY_THE_FILES = {
+    "a backfill's bad setting": (
+        "-- natlangchain: backfill table=t key=id max-lag=abc\n"
+        "UPDATE t SET b = 1 WHERE id BETWEEN :lo AND :hi;\n",
+        "002_x.sql (its backfill line): max-lag=abc",
+    ),
+    "COPY FROM stdin without rows": ("COPY t FROM stdin;\n", "002_x.sql:1: COPY"),
+    "transaction control": ("BEGIN;\nCREATE TABLE u (id int);\nCOMMIT;\n", "002_x.sql:1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_BY_THE_FILES))
+def test_dry_run_refuses_what_the_run_would_refuse(
+    case: str, tmp_path: Path, database_url: str
+) -> None:
+    """--dry-run ran none of the file checks and printed the file as one it would apply."""
+    sql, named = REFUSED_BY_THE_FILES[case]
+    first = "CREATE TABLE t (id bigint PRIMARY KEY, b int);\n"
+    folder = write_migrations(tmp_path / "m", {"001_t.sql": first, "002_x.sql": sql})
+    for args in (("--dry-run",), ()):
+        result = run_cli("--migrations-dir", str(folder), *args, database_url=database_url)
+        assert result.returncode == ExitCode.USAGE, (args, result.stdout, result.stderr)
+        assert named in result.stderr
+        assert _tables(database_url) == set()
+
+
 def test_skip_flag_leaves_the_version_out_and_status_says_skipped(database_url: str) -> None:
     """--skip N leaves N out and --status says so (what a later run does: test_apply)."""
     result = run_cli("--skip", "2", database_url=database_url)

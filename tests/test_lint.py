@@ -420,3 +420,24 @@ def test_repeatables_are_linted_like_transactional_files_and_only_when_changed(
     assert [(f["file"], f["line"], f["rule"]) for f in findings(changed)] == [
         ("migrations/R__views.sql", 2, "adding-required-field")
     ]
+
+
+BACKFILL_003 = (
+    "-- natlangchain: backfill table=accounts key=id batch=auto target=200ms "
+    "max-lag=10s max-lock-waits=off\n"
+    "UPDATE accounts SET plan = 'free' WHERE id BETWEEN :lo AND :hi;\n"
+)
+
+
+def test_a_backfill_file_lints_with_its_bounds_and_its_settings_checked(tmp_path: Path) -> None:
+    """README's backfill form lints clean (squawk's parser does not know :lo and :hi, and
+    reported them as syntax errors); a bad setting is refused as a run refuses it."""
+    files = {**ACCOUNTS, "002_plan.sql": "ALTER TABLE accounts ADD COLUMN plan text;\n"}
+    project(tmp_path, {**files, "003_fill.sql": BACKFILL_003})
+    result = lint("--migrations-dir", "migrations", cwd=tmp_path)
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+    bad = BACKFILL_003.replace("max-lag=10s", "max-lag=abc")
+    project(tmp_path, {**files, "003_fill.sql": bad})
+    result = lint("--migrations-dir", "migrations", cwd=tmp_path)
+    assert result.returncode == ExitCode.USAGE, result.stdout + result.stderr
+    assert "003_fill.sql (its backfill line): max-lag=abc" in result.stderr

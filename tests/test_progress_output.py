@@ -73,3 +73,25 @@ def test_json_format_keeps_every_field_of_the_progress_events(
     assert events["migration_applying"]["n"] == 1
     assert isinstance(events["migration_applied"]["duration_ms"], float | int)
     assert "Applying:" not in run.stderr
+
+
+@pytest.mark.parametrize("lock_mode", ["session", "transaction"])
+def test_console_lines_name_the_file_as_it_is_in_the_folder(
+    lock_mode: str, database_url: str, tmp_path: Path
+) -> None:
+    """They said {name}.sql: 'Applying: 001_g.sql' for golang-migrate's 001_g.up.sql, and
+    '20240101000000_a.sql' for prisma's 20240101000000_a/migration.sql."""
+    golang = write_migrations(tmp_path / "g", {"001_g.up.sql": "CREATE TABLE g (id int);\n"})
+    prisma = tmp_path / "p" / "20240101000000_a"
+    prisma.mkdir(parents=True)
+    (prisma / "migration.sql").write_text("CREATE TABLE p (id int);\n")
+    for folder, shown in (
+        (golang, "001_g.up.sql"),
+        (prisma.parent, "20240101000000_a/migration.sql"),
+    ):
+        flags = ("--migrations-dir", str(folder), "--lock-mode", lock_mode, "--schema", folder.name)
+        run = run_cli(*flags, "--log-format", "console", database_url=database_url)
+        assert run.returncode == 0, run.stderr
+        lines = run.stderr.splitlines()
+        assert f"Applying: {shown} (1/1)" in lines, lines
+        assert any(re.fullmatch(rf"Applied: {re.escape(shown)} in \d+ms", x) for x in lines), lines

@@ -246,6 +246,24 @@ def test_alembic_heads_that_name_no_single_file_are_refused(
     assert "nothing was written" in result.stderr
 
 
+def test_an_alembic_message_over_lines_stays_in_its_comment(tmp_path: Path) -> None:
+    """The message was written as it is after "-- ": its second line ran as SQL."""
+    pytest.importorskip("alembic")
+    message = "create accounts\nDROP TABLE ran; -- and\r\u2028more"
+    revisions: dict[str, Revision] = {
+        "a1b2c3d4e5f6": (None, message, "op.execute('SELECT 1')", "pass")
+    }
+    ini = _alembic_project(tmp_path / "project", "postgresql://", revisions)
+    folder = tmp_path / "m"
+    flags = ("--from", "alembic", "--export-from", str(ini), "--migrations-dir", str(folder))
+    result = run_cli("adopt", *flags, database_url=None)
+    assert result.returncode == ExitCode.OK, result.stderr
+    (up,) = [p for p in folder.iterdir() if not p.name.endswith(".down.sql")]
+    first, *rest = up.read_text().splitlines()
+    assert first == "-- alembic revision a1b2c3d4e5f6 (create accounts DROP TABLE ran; -- and more)"
+    assert "DROP TABLE" not in "\n".join(rest)
+
+
 def test_a_branched_alembic_history_is_refused_before_export(tmp_path: Path) -> None:
     pytest.importorskip("alembic")
     branched = {**ALEMBIC_REVISIONS, "d4e5f6a7b8c9": ("a1b2c3d4e5f6", "side", "pass", "pass")}

@@ -203,7 +203,9 @@ def test_a_failing_migration_keeps_its_own_exit_code_and_the_scratch_database_is
     assert not _exists(admin_url, _scratch_database(result.stderr))
 
 
-def test_a_role_without_createdb_is_told_the_command_that_fixes_it(database_url: str) -> None:
+def test_a_role_without_createdb_is_told_the_command_that_fixes_it(
+    database_url: str, tmp_path: Path
+) -> None:
     role_password = "verify-role-pw-never-printed"
     asyncio.run(
         sql_execute(database_url, f"CREATE ROLE nocreatedb LOGIN PASSWORD '{role_password}'")
@@ -218,6 +220,13 @@ def test_a_role_without_createdb_is_told_the_command_that_fixes_it(database_url:
         assert "role nocreatedb may not create the scratch database" in failed["error"]
         assert "ALTER ROLE nocreatedb CREATEDB;" in failed["error"]
         assert role_password not in result.stdout + result.stderr
+        # baseline-file works on a scratch database too, and names itself (it said verify).
+        folder = write_migrations(tmp_path / "m", ITEMS)
+        written = run_cli("baseline-file", "--migrations-dir", str(folder), database_url=url)
+        assert written.returncode == ExitCode.PRIVILEGE, written.stderr
+        assert "the scratch database baseline-file works in" in written.stderr
+        assert "or run baseline-file on another server" in written.stderr
+        assert role_password not in written.stdout + written.stderr
     finally:
         asyncio.run(sql_execute(database_url, "DROP ROLE nocreatedb"))
 

@@ -159,3 +159,9 @@ def test_new_continues_the_folders_style(tmp_path: Path) -> None:
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert next_version([20150100000001000000], 20, now) == 20260102030405000000
     assert next_version([20990101000000], 14, now) == 20990101000001  # never below the newest
+    # Unix time goes on as Unix time: node-pg-migrate's milliseconds, golang-migrate's
+    # unixNano (a calendar stamp, 20260102030405, sorted above what those tools write next).
+    epoch = int(now.timestamp())
+    assert next_version([1700000000000], 13, now) == epoch * 1000
+    assert next_version([1700000000000000000], 19, now) == epoch * 10**9
+    assert next_version([4200000000000], 13, now) == 20260102030405  # past 2100: not Unix time
