@@ -184,7 +184,7 @@ class _Applier:
     async def _nothing_left(self) -> bool:
         """While waiting for the lock: has another runner applied everything? (A newer
         release's rows are warned of, or refused, here too.)"""
-        plan = plan_of(self.sources, await self._read(), self.call)
+        plan = plan_of(self.sources, await self._read(), self.call, schema=self.options.schema)
         face_future(plan, refuse=self.options.refuse_future, warned=self.warned_future)
         return not plan.pending
 
@@ -215,6 +215,7 @@ class _Applier:
             strict_order=self.options.strict_order,
             refuse_future=self.options.refuse_future,
             warned=self.warned_future,
+            schema=self.options.schema,
         )
 
     # --- transactional files --------------------------------------------------------

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 _BASELINE_FILE = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9_]+)\.baseline\.sql$")
 # The header line baseline-file writes: the schema its objects are named in.
 _WRITTEN_FOR = re.compile(r"^-- schema: (?P<schema>\S+) \(", re.M)
+# The header line baseline-file writes: the first and the last file it was written from.
+_WRITTEN_FROM = re.compile(r"^-- (?P<first>\S+) \.\. (?P<last>\S+), written by", re.M)
 # What a baseline file writes in the ledger's applied_by, before its version.
 APPLIED_BY_PREFIX = "baseline-file:"
 
@@ -138,6 +140,41 @@ def refuse_rollback_below(
             f"changed. Restore {name}.sql and its down file to undo it, or keep the database "
             f"at {newest.version:03d} or above (rollback --to {newest.version})"
         )
+
+
+def replays_instead(baseline: Migration, schema: str, migrations: Sequence[Migration]) -> bool:
+    """Whether a new database in ``schema`` replays the files instead of applying a
+    baseline written for another schema: yes when the files it was written from are all
+    here (a fleet of tenant schemas then works from one folder); else the baseline stays
+    in the plan and preflight refuses it by name (``refuse_other_schema``)."""
+    head = _head(baseline)
+    found = _WRITTEN_FOR.search(head)
+    if found is None or found["schema"] == schema:
+        return False
+    written_from = _WRITTEN_FROM.search(head)
+    names = {m.filename for m in migrations}
+    return written_from is not None and {written_from["first"], written_from["last"]} <= names
+
+
+def refuse_uncovered_files(baseline: Migration, migrations: Sequence[Migration]) -> None:
+    """Refuse a file numbered at or below a written baseline's version but above the
+    last file it was written from: a new database would record it as applied without
+    running it."""
+    written_from = _WRITTEN_FROM.search(_head(baseline))
+    digits = re.search(r"\d+", written_from["last"]) if written_from else None
+    if digits is None:  # written by hand: it says nothing of the files it stands for
+        return
+    last = int(digits.group())
+    for migration in migrations:
+        if last < migration.version <= baseline.version:
+            raise ConfigurationError(
+                f"{migration.filename} is numbered at or below the baseline file "
+                f"{baseline.filename}, which was written from the files up to "
+                f"{written_from['last'] if written_from else last}, so it does not hold "
+                f"{migration.filename}'s changes; nothing was applied. Write the baseline "
+                f"again (natlangchain-migrate baseline-file) or renumber "
+                f"{migration.filename} above {baseline.version}"
+            )
 
 
 def schema_line(schema: str) -> str:

@@ -27,7 +27,7 @@ async def status(options: RunnerOptions, *, skip: frozenset[int] = frozenset()) 
     async with open_run_connection(options) as connection:
         snapshot = await ledger.read(connection.conn)
         snapshot.repeatables = await ledger.repeatable_rows(connection.conn)
-    return plan_of(sources, snapshot, call)
+    return plan_of(sources, snapshot, call, schema=options.schema)
 
 
 async def repair(options: RunnerOptions) -> list[int]:

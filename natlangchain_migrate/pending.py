@@ -18,6 +18,8 @@ from natlangchain_migrate.baseline_files import (
     baseline_applies,
     load_baselines,
     newest_baseline,
+    refuse_uncovered_files,
+    replays_instead,
     with_baseline,
 )
 from natlangchain_migrate.discovery import Migration, load_migrations
@@ -139,13 +141,20 @@ class Sources:
 
 
 def plan_of(
-    sources: Sources, snapshot: LedgerSnapshot, call: CallArguments | None = None
+    sources: Sources,
+    snapshot: LedgerSnapshot,
+    call: CallArguments | None = None,
+    *,
+    schema: str | None = None,
 ) -> MigrationPlan:
     """Every version's and repeatable's state, and what would run, in order (pure but for
     reading the files): on a new database, the newest baseline file in place of the
-    versions it covers (baseline_files.py)."""
+    versions it covers (baseline_files.py), unless it was written for another ``schema``
+    than the run's and the files it covers are here to replay."""
     call = call or CallArguments()
     baseline = newest_baseline(sources.baselines)
+    if baseline is not None:
+        refuse_uncovered_files(baseline, sources.migrations)
     plan = plan_migrations(
         sources.migrations,
         snapshot.rows,
@@ -153,8 +162,10 @@ def plan_of(
         skip=call.skip,
         squashed_up_to=baseline.version if baseline else None,
     )
-    if baseline is not None and baseline_applies(
-        baseline, ledger_empty=not snapshot.rows, call=call
+    if (
+        baseline is not None
+        and baseline_applies(baseline, ledger_empty=not snapshot.rows, call=call)
+        and not (schema is not None and replays_instead(baseline, schema, sources.migrations))
     ):
         plan = with_baseline(plan, baseline, sources.migrations)
     if sources.repeatables or snapshot.repeatables:
@@ -175,6 +186,7 @@ def decide(
     strict_order: bool,
     refuse_future: bool = False,
     warned: set[int | str] | None = None,
+    schema: str | None = None,
 ) -> MigrationPlan:
     """What is pending, for a run: the plan, refused on drift (a changed or vanished
     applied file) and, in strict order, on a pending version below an applied one.
@@ -183,7 +195,7 @@ def decide(
     The run calls it before the lock and again under it (another runner may have just
     applied something).
     """
-    plan = plan_of(sources, snapshot, call)
+    plan = plan_of(sources, snapshot, call, schema=schema)
     raise_on_drift(plan)
     face_future(plan, refuse=refuse_future, warned=set() if warned is None else warned)
     if strict_order:

@@ -84,6 +84,7 @@ async def _on_one_connection(
                 strict_order=options.strict_order,
                 refuse_future=options.refuse_future,
                 warned=warned,
+                schema=options.schema,
             )
             report = MigrationReport(
                 already_applied=[entry.version for entry in plan.applied],

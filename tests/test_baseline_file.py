@@ -17,6 +17,7 @@ import pytest
 
 from harness.faults.history import write_history
 from harness.servers.pgcluster import PASSWORD
+from harness.servers.sql import execute as sql_execute
 from natlangchain_migrate import discovery, layouts, migrate
 from natlangchain_migrate.baseline_files import schema_line
 from natlangchain_migrate.discovery import shipped_migrations_dir
@@ -603,3 +604,71 @@ def test_a_written_baseline_is_refused_in_another_schema(tmp_path: Path, databas
         assert "003_schema.baseline.sql was written for schema public" in result.stderr
     assert "items" not in asyncio.run(table_names(database_url))
     assert _cli(folder, database_url).returncode == ExitCode.OK  # into public it applies
+
+
+def _written(tmp_path: Path, admin_url: str) -> Path:
+    """HISTORY with a baseline written by ``baseline-file`` (for public), and 004 above."""
+    folder = write_migrations(tmp_path / "written", HISTORY)
+    written = run_cli("baseline-file", "--migrations-dir", str(folder), database_url=admin_url)
+    assert written.returncode == ExitCode.OK, written.stderr
+    write_migrations(folder, ABOVE)
+    return folder
+
+
+def test_tenant_schemas_replay_when_the_written_baseline_is_for_another_schema(
+    tmp_path: Path, database_url: str, admin_url: str
+) -> None:
+    # A fleet of tenant schemas from one folder: the baseline written for public is not
+    # theirs, and the files it was written from are here, so each new tenant replays them.
+    folder = _written(tmp_path, admin_url)
+    asyncio.run(sql_execute(database_url, "CREATE SCHEMA tenant_a; CREATE SCHEMA tenant_b"))
+    fleet = run_cli(
+        "fleet",
+        "--migrations-dir",
+        str(folder),
+        "--each-schema",
+        "tenant\\_%",
+        database_url=database_url,
+    )
+    assert fleet.returncode == ExitCode.OK, fleet.stdout + fleet.stderr
+    for tenant in ("tenant_a", "tenant_b"):
+        ran = asyncio.run(
+            fetchval(database_url, f"SELECT array_agg(file ORDER BY file) FROM {tenant}.ran")
+        )
+        assert list(ran) == ["001", "002", "003", "004"]  # replayed, in the tenant's schema
+        assert _cli(folder, database_url, "--schema", tenant, "--check").returncode == 0
+    public = _cli(folder, database_url)  # public, a new database: the baseline
+    assert public.returncode == ExitCode.OK, public.stderr
+    assert _ran(database_url) == ["004"]
+
+
+def test_a_squashed_written_baseline_is_still_refused_in_another_schema(
+    tmp_path: Path, database_url: str, admin_url: str
+) -> None:
+    folder = _written(tmp_path, admin_url)
+    for name in HISTORY:  # squashed: nothing to replay in another schema
+        (folder / name).unlink()
+    result = _cli(folder, database_url, "--schema", "tenant_c")
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "003_schema.baseline.sql was written for schema public" in result.stderr
+    assert asyncio.run(fetchval(database_url, "SELECT to_regclass('tenant_c.items')")) is None
+
+
+@pytest.mark.parametrize("move", ["baseline renumbered above a file", "a file added below it"])
+def test_a_file_the_written_baseline_does_not_hold_is_refused(
+    tmp_path: Path, database_url: str, admin_url: str, move: str
+) -> None:
+    folder = _written(tmp_path, admin_url)
+    if move == "baseline renumbered above a file":
+        (folder / "003_schema.baseline.sql").rename(folder / "009_schema.baseline.sql")
+        stray = "004_notes.sql"
+    else:
+        (folder / "003_schema.baseline.sql").rename(folder / "005_schema.baseline.sql")
+        write_migrations(folder, {"005_five.sql": "CREATE TABLE five (id int);\n"})
+        stray = "004_notes.sql"
+    for args in (("--dry-run",), ("--status",), ()):
+        result = _cli(folder, database_url, *args)
+        assert result.returncode == ExitCode.USAGE, result.stdout + result.stderr
+        assert f"{stray} is numbered at or below the baseline file" in result.stderr
+        assert "baseline-file" in result.stderr  # what to do
+    assert "items" not in asyncio.run(table_names(database_url))
