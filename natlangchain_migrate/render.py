@@ -8,12 +8,14 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from natlangchain_migrate.baseline_files import ledger_rows
 from natlangchain_migrate.errors import ExitCode
 from natlangchain_migrate.ledger import BASELINE
 from natlangchain_migrate.plan import MigrationPlan, State, StatusEntry
 
 if TYPE_CHECKING:
     from natlangchain_migrate.contract_plan import ContractEntry
+    from natlangchain_migrate.discovery import Migration
     from natlangchain_migrate.results import MigrationResult
     from natlangchain_migrate.undo import RollbackResult
 
@@ -34,17 +36,17 @@ def print_status(plan: MigrationPlan, *, as_json: bool) -> int:
         return ExitCode.OK
     print("Migration Status")
     print("=" * 50)
+    # On a new database, the baseline file a run applies, where its version sorts.
+    stand_in = _baseline_stand_in(plan)
+    unshown = stand_in
     for entry in plan.entries:
-        note = ""
-        if entry.state is State.FAILED and entry.row is not None:
-            note = f" (at statement {entry.row.statements_done + 1})"
-        elif entry.state is State.APPLIED and not entry.verified:
-            note = " (unverified: no checksum, run --repair)"
-        elif entry.state is State.APPLIED and entry.row and entry.row.applied_by == BASELINE:
-            note = " (baseline)"
-        elif entry.state is State.FUTURE:
-            note = " (applied by a newer release; no file here)"
+        if unshown is not None and entry.version > unshown.version:
+            print(_baseline_line(unshown))
+            unshown = None
+        note = _version_note(entry, stand_in)
         print(f"  {_MARKS[entry.state]} {entry.name}: {entry.state.value}{note}")
+    if unshown is not None:
+        print(_baseline_line(unshown))
     print(f"\nApplied: {plan.recorded_count} / {_local_count(plan)}{_future_note(plan)}")
     if plan.repeatables:
         print("\nRepeatable (applied after the versioned ones, whenever their file changes)")
@@ -60,10 +62,84 @@ def print_status(plan: MigrationPlan, *, as_json: bool) -> int:
     return ExitCode.OK
 
 
+def _version_note(entry: StatusEntry, stand_in: Migration | None) -> str:
+    covered = baseline_object(stand_in)["versions"] if stand_in else []
+    if stand_in is not None and entry.state is State.PENDING and entry.version in covered:
+        return f" (a new database applies {stand_in.filename} instead)"
+    if entry.state is State.FAILED and entry.row is not None:
+        return f" (at statement {entry.row.statements_done + 1})"
+    if entry.state is State.APPLIED and not entry.verified:
+        return " (unverified: no checksum, run --repair)"
+    if entry.state is State.APPLIED and entry.row and entry.row.applied_by == BASELINE:
+        return " (baseline)"
+    if entry.state is State.FUTURE:
+        return " (applied by a newer release; no file here)"
+    return ""
+
+
+def _baseline_stand_in(plan: MigrationPlan) -> Migration | None:
+    """The baseline file a run would apply (a new database), else None."""
+    return next((m for m in plan.pending if m.baseline_covers is not None), None)
+
+
+def baseline_object(stand_in: Migration) -> dict[str, Any]:
+    """What ``--status --json`` and ``--check --json`` say of the baseline file a run would
+    apply: the file, and the versions whose ledger rows it writes instead of running them."""
+    return {"file": stand_in.filename, "versions": [m.version for m in ledger_rows(stand_in)]}
+
+
+def _baseline_line(stand_in: Migration) -> str:
+    return f"  {_MARKS[State.PENDING]} {stand_in.name}: PENDING ({_instead(stand_in)})"
+
+
+def _instead(stand_in: Migration) -> str:
+    """``a new database applies it instead of 001-003``; with the files below it squashed,
+    ``... applies it for the versions up to 003``."""
+    if not stand_in.baseline_covers:
+        return f"a new database applies it for the versions up to {stand_in.version:03d}"
+    first = stand_in.baseline_covers[0].version
+    span = f"{first:03d}-{stand_in.version:03d}" if first != stand_in.version else f"{first:03d}"
+    return f"a new database applies it instead of {span}"
+
+
 def status_objects(plan: MigrationPlan) -> list[dict[str, Any]]:
-    """``--status --json``'s objects: the versions, then the repeatables."""
-    objects = [_status_object(entry) for entry in plan.entries]
-    return objects + [_status_object(entry, repeatable=True) for entry in plan.repeatables]
+    """``--status --json``'s objects: the versions, then the repeatables. On a new database
+    a version the baseline file stands in for carries ``baseline`` (``baseline_object``);
+    when no file of the baseline's own version is here, an object of its own (named
+    ``NNN_name.baseline``, as the ledger row it writes) comes after the versions it covers."""
+    stand_in = _baseline_stand_in(plan)
+    covering = baseline_object(stand_in) if stand_in else None
+    objects: list[dict[str, Any]] = []
+    own_row = stand_in is not None and not any(e.version == stand_in.version for e in plan.entries)
+    for entry in plan.entries:
+        if own_row and stand_in and entry.version > stand_in.version:
+            objects.append(_baseline_status_object(stand_in))
+            own_row = False
+        in_it = covering and entry.version in covering["versions"]
+        in_it = bool(in_it) and entry.state is State.PENDING
+        objects.append(_status_object(entry) | {"baseline": covering if in_it else None})
+    if own_row and stand_in:
+        objects.append(_baseline_status_object(stand_in))
+    return objects + [
+        _status_object(entry, repeatable=True) | {"baseline": None} for entry in plan.repeatables
+    ]
+
+
+def _baseline_status_object(stand_in: Migration) -> dict[str, Any]:
+    """The baseline's own version's object, as the row it would write."""
+    return {
+        "version": stand_in.version,
+        "repeatable": False,
+        "name": stand_in.name,
+        "state": State.PENDING.value,
+        "checksum": stand_in.checksum,
+        "applied_checksum": None,
+        "applied_at": None,
+        "execution_ms": None,
+        "applied_by": None,
+        "statements_done": None,
+        "baseline": baseline_object(stand_in),
+    }
 
 
 def _status_object(entry: StatusEntry, *, repeatable: bool = False) -> dict[str, Any]:
@@ -117,13 +193,15 @@ def print_check(plan: MigrationPlan, *, as_json: bool) -> int:
     pending_repeatables = [e.name for e in plan.repeatables if e.state is State.PENDING]
     drifted = [e.version for e in plan.changed + plan.missing]
     failed = [e.version for e in plan.failed]
+    stand_in = _baseline_stand_in(plan)
     if failed:
         code, state, count = ExitCode.CHECK_FAILED, "failed part-way", len(failed)
     elif drifted:
         code, state, count = ExitCode.CHECK_DRIFT, "drifted", len(drifted)
-    elif pending or pending_repeatables:
+    elif pending or pending_repeatables or stand_in:
         code, state = ExitCode.CHECK_PENDING, "pending"
-        count = len(pending) + len(pending_repeatables)
+        # A squashed history's baseline file has no version of its own among the files.
+        count = max(len(pending) + len(pending_repeatables), 1)
     else:
         code, state, count = ExitCode.OK, "up to date", 0
     if as_json:
@@ -138,6 +216,7 @@ def print_check(plan: MigrationPlan, *, as_json: bool) -> int:
             "failed": failed,
             "future": [e.version for e in plan.future],
             "future_repeatables": [e.name for e in plan.future_repeatables],
+            "baseline": baseline_object(stand_in) if stand_in else None,
         }
         print(json.dumps(summary, indent=2))
     else:
@@ -149,7 +228,8 @@ def print_check(plan: MigrationPlan, *, as_json: bool) -> int:
             total = sum(e.state is not State.MISSING for e in plan.repeatables)
             repeatables = f", {current} of {total} repeatable current"
         applied = f"{plan.recorded_count} of {_local_count(plan)} applied"
-        print(f"{what}: {applied}{repeatables}{_future_note(plan)}")
+        baseline = f"; {stand_in.filename}: {_instead(stand_in)}" if stand_in else ""
+        print(f"{what}: {applied}{repeatables}{_future_note(plan)}{baseline}")
     return code
 
 

@@ -672,3 +672,70 @@ def test_a_file_the_written_baseline_does_not_hold_is_refused(
         assert f"{stray} is numbered at or below the baseline file" in result.stderr
         assert "baseline-file" in result.stderr  # what to do
     assert "items" not in asyncio.run(table_names(database_url))
+
+
+@pytest.mark.parametrize("squash", [False, True], ids=["files-here", "squashed"])
+def test_status_and_check_say_a_new_database_applies_the_baseline(
+    squash: bool, tmp_path: Path, database_url: str
+) -> None:
+    """They listed 001-003 as PENDING and never named the baseline file a run applies
+    instead (only --dry-run did); a squashed folder's --check even said up to date."""
+    folder = _folder(tmp_path, squash=squash)
+    instead = "a new database applies it " + (
+        "for the versions up to 003" if squash else "instead of 001-003"
+    )
+    # The versions whose ledger rows it writes: the squashed files' are gone.
+    covering = {"file": "003_schema.baseline.sql", "versions": [3] if squash else [1, 2, 3]}
+    status = _cli(folder, database_url, "--status")
+    assert status.returncode == ExitCode.OK, status.stderr
+    lines = [line.strip() for line in status.stdout.splitlines() if line.startswith("  ")]
+    expected = [f"○ 003_schema.baseline: PENDING ({instead})", "○ 004_notes: PENDING"]
+    if not squash:
+        note = "(a new database applies 003_schema.baseline.sql instead)"
+        expected[:0] = [f"○ {n}: PENDING {note}" for n in ("001_items", "002_tags", "003_index")]
+    assert lines == expected, status.stdout
+    objects = json.loads(_cli(folder, database_url, "--status", "--json").stdout)
+    seen = [(o["version"], o["name"], o["state"], o["baseline"]) for o in objects]
+    if squash:  # the baseline's own object, as the row it writes
+        assert seen == [
+            (3, "003_schema.baseline", "PENDING", covering),
+            (4, "004_notes", "PENDING", None),
+        ]
+    else:
+        assert seen == [
+            (1, "001_items", "PENDING", covering),
+            (2, "002_tags", "PENDING", covering),
+            (3, "003_index", "PENDING", covering),
+            (4, "004_notes", "PENDING", None),
+        ]
+    assert all("applied_checksum" in o and "applied_by" in o for o in objects)  # kept
+    check = _cli(folder, database_url, "--check")
+    assert check.returncode == ExitCode.CHECK_PENDING, check.stdout + check.stderr
+    total = 1 if squash else 4
+    assert check.stdout.strip() == (
+        f"{total} pending: 0 of {total} applied; 003_schema.baseline.sql: {instead}"
+    )
+    summary = json.loads(_cli(folder, database_url, "--check", "--json").stdout)
+    assert summary["baseline"] == covering
+    assert summary["pending"] == ([4] if squash else [1, 2, 3, 4])
+    # Applied: nothing of the baseline is left to say.
+    assert _cli(folder, database_url).returncode == ExitCode.OK
+    after = _cli(folder, database_url, "--status")
+    assert "a new database applies" not in after.stdout, after.stdout
+    assert json.loads(_cli(folder, database_url, "--check", "--json").stdout)["baseline"] is None
+
+
+def test_check_is_pending_on_a_new_database_with_only_a_baseline_file(
+    tmp_path: Path, database_url: str
+) -> None:
+    """No file but the baseline (a squashed history with nothing above): it said 'up to
+    date' and exited 0, a readiness probe passing on an empty database."""
+    folder = _folder(tmp_path, squash=True, above=False)
+    check = _cli(folder, database_url, "--check")
+    assert check.returncode == ExitCode.CHECK_PENDING, check.stdout + check.stderr
+    assert check.stdout.strip() == (
+        "1 pending: 0 of 0 applied; 003_schema.baseline.sql: a new database applies it "
+        "for the versions up to 003"
+    )
+    assert _cli(folder, database_url).returncode == ExitCode.OK
+    assert _cli(folder, database_url, "--check").returncode == ExitCode.OK
