@@ -37,6 +37,11 @@ def remember_source(dsn: str, source: str) -> None:
     _sources[dsn] = source
 
 
+def forget_source(dsn: str) -> None:
+    """Forget a recorded DSN (a scratch database's, once dropped)."""
+    _sources.pop(dsn, None)
+
+
 def source_of(dsn: str) -> str:
     """Where the connection settings came from, as the ``connection_settings`` log says."""
     if dsn in _sources:

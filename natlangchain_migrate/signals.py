@@ -85,10 +85,12 @@ def batch_finishes_on_sigterm() -> Iterator[None]:
         yield
 
 
-async def stop_on_signals(work: Awaitable[T]) -> T:
+async def stop_on_signals(work: Awaitable[T], *, scratch_command: str | None = None) -> T:
     """Await ``work``; on SIGTERM or SIGINT cancel it and raise StoppedBySignalError.
 
     A second signal while cleaning up is ignored: the cleanup is already bounded.
+    ``scratch_command`` names a command that works only in scratch databases (verify,
+    baseline-file): its message then says so, not that the next run goes on.
     """
     loop = asyncio.get_running_loop()
     stop = _Stop()
@@ -111,7 +113,11 @@ async def stop_on_signals(work: Awaitable[T]) -> T:
         if stop.received is None:
             raise
         raise StoppedBySignalError(
-            _message(stop.received.name, finished_batch=stop.finished_batch),
+            _message(
+                stop.received.name,
+                finished_batch=stop.finished_batch,
+                scratch_command=scratch_command,
+            ),
             exit_code=_EXIT_CODES[stop.received],
         ) from None
     finally:
@@ -122,7 +128,13 @@ async def stop_on_signals(work: Awaitable[T]) -> T:
                 signal.signal(signum, handler)
 
 
-def _message(name: str, *, finished_batch: bool) -> str:
+def _message(name: str, *, finished_batch: bool, scratch_command: str | None = None) -> str:
+    if scratch_command is not None:
+        return (
+            f"stopped by {name}: {scratch_command} works only in a scratch database, which "
+            "was dropped (a verify_scratch_left warning names it if it could not be); "
+            "nothing in the target database changed"
+        )
     if finished_batch:
         return (
             f"stopped by {name} after the backfill's batch in flight committed with its "

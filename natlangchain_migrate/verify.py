@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import anyio
 import asyncpg
 
-from natlangchain_migrate import preflight, runner, undo
+from natlangchain_migrate import libpq, preflight, runner, undo
 from natlangchain_migrate.connection import connect
 from natlangchain_migrate.discovery import (
     Migration,
@@ -292,8 +292,12 @@ async def scratch_database(
     try:
         await _create(admin, name, command)
         created = True
-        yield name, with_database(server_dsn, name)
+        scratch_dsn = with_database(server_dsn, name)
+        # Its ``connecting`` events name where the server's URL came from (DATABASE_URL...).
+        libpq.remember_source(scratch_dsn, libpq.source_of(server_dsn))
+        yield name, scratch_dsn
     finally:
+        libpq.forget_source(with_database(server_dsn, name))
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + DROP_BOUND_S):
             if created:
                 await _drop(admin, name)

@@ -64,6 +64,7 @@ def test_the_shipped_migrations_pass_and_the_scratch_database_is_dropped(
         "✓ 001_initial_schema",
     ]
     assert not _exists(admin_url, _scratch_database(result.stderr))
+    assert "Verified 3 migrations on scratch database nlc_verify_" in result.stdout
     # The database named by the URL is only where the scratch one was created from.
     assert asyncio.run(sql_fetchval(database_url, "SELECT to_regclass('entries')")) is None
 
@@ -233,16 +234,19 @@ def test_a_role_without_createdb_is_told_the_command_that_fixes_it(
 
 @pytest.mark.system
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+@pytest.mark.parametrize("command", ["verify", "baseline-file"])
 def test_a_signal_during_verify_drops_the_scratch_database(
-    admin_url: str, database_url: str, tmp_path: Path, signum: signal.Signals
+    admin_url: str, database_url: str, tmp_path: Path, signum: signal.Signals, command: str
 ) -> None:
+    """And says so: the message said 'what committed before it stays applied, and the next
+    run goes on from there', as if the target database had been migrated."""
     folder = write_migrations(
         tmp_path / "m",
         ITEMS | {"002_slow.sql": "SELECT pg_sleep(60);\n", "002_slow.down.sql": ""},
     )
     env = os.environ | {"DATABASE_URL": database_url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
     verify = subprocess.Popen(
-        [sys.executable, "-m", "natlangchain_migrate", "verify", "--migrations-dir", str(folder)],
+        [sys.executable, "-m", "natlangchain_migrate", command, "--migrations-dir", str(folder)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -264,10 +268,34 @@ def test_a_signal_during_verify_drops_the_scratch_database(
     _, stderr = verify.communicate(timeout=60)
     expected = ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED
     assert verify.returncode == expected, stderr
-    assert log_events(stderr)[-1]["event"] == "run_interrupted"
-    assert _scratch_database(stderr) == scratch
+    interrupted = log_events(stderr)[-1]
+    assert interrupted["event"] == "run_interrupted"
+    assert interrupted["error"] == (
+        f"stopped by {signum.name}: {command} works only in a scratch database, which was "
+        "dropped (a verify_scratch_left warning names it if it could not be); nothing in "
+        "the target database changed"
+    )
+    if command == "verify":
+        assert _scratch_database(stderr) == scratch
     assert not _exists(admin_url, scratch)
     assert PASSWORD not in stderr
+    assert not (folder / "002_schema.baseline.sql").exists()
+
+
+def test_one_migration_is_singular_and_connecting_names_database_url(
+    database_url: str, tmp_path: Path
+) -> None:
+    """'Verified 1 migrations'; and the scratch databases' connecting events said
+    source '--database-url or dsn=' for a URL from DATABASE_URL (verify and baseline-file)."""
+    folder = write_migrations(tmp_path / "m", ITEMS)
+    result = _verify(folder, database_url)
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert "Verified 1 migration on scratch database nlc_verify_" in result.stdout
+    written = run_cli("baseline-file", "--migrations-dir", str(folder), database_url=database_url)
+    assert written.returncode == ExitCode.OK, written.stderr
+    for run in (result, written):
+        sources = {e["source"] for e in log_events(run.stderr) if e["event"] == "connecting"}
+        assert sources == {"DATABASE_URL"}, run.stderr
 
 
 def test_the_scratch_database_url_keeps_the_connection_settings() -> None:

@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
         problem = "baseline-file writes into the migrations folder: give --migrations-dir DIR"
     if problem:
         return usage_error(problem)
-    written, code = run_logged(args, lambda: _write(args))
+    written, code = run_logged(args, lambda: _write(args), scratch_command="baseline-file")
     if written is None:
         return code
     print(
@@ -70,6 +70,7 @@ async def _write(args: argparse.Namespace) -> WrittenBaseline:
         from natlangchain_migrate import embedded
 
         server_dsn = await asyncio.to_thread(embedded.start_embedded_server)
+        libpq.remember_source(server_dsn, "embedded server")
     else:
         server_dsn = resolve_dsn(args.database_url)
     migrator = Migrator(

@@ -212,15 +212,18 @@ def run_logged(
     work: Callable[[], Awaitable[T]],
     *,
     on_error: Callable[[MigrateError], None] | None = None,
+    scratch_command: str | None = None,
 ) -> tuple[T | None, int]:
     """Configure the logs, run ``work`` stopping cleanly on SIGTERM/SIGINT, and turn any
     error into one ``run_failed`` line (the cause chain with ``--traceback``) and its exit
-    code. Returns (the result, 0), or (None, the exit code)."""
+    code. Returns (the result, 0), or (None, the exit code). ``scratch_command``: the
+    command works only in scratch databases, and a signal's message says so."""
     from natlangchain_migrate.signals import stop_on_signals
 
     configure_logging(args.log_format, secrets=secrets_of(args.database_url))
     try:
-        return asyncio.run(stop_on_signals(work())), ExitCode.OK
+        stopping = stop_on_signals(work(), scratch_command=scratch_command)
+        return asyncio.run(stopping), ExitCode.OK
     except StoppedBySignalError as error:
         log.warning("run_interrupted", error=str(error), exit_code=int(error.exit_code))
         return None, error.exit_code

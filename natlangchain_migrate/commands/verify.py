@@ -59,7 +59,9 @@ def main(argv: list[str]) -> int:
 
             _print_json(error.exit_code, error=scrub(str(error), args.database_url))
 
-    report, code = run_logged(args, lambda: _verify(args), on_error=on_error)
+    report, code = run_logged(
+        args, lambda: _verify(args), on_error=on_error, scratch_command="verify"
+    )
     if report is None:
         return code
     _print_success(report, as_json=args.json)
@@ -75,6 +77,7 @@ async def _verify(args: argparse.Namespace) -> VerifyReport:
         from natlangchain_migrate import embedded
 
         server_dsn = await asyncio.to_thread(embedded.start_embedded_server)
+        libpq.remember_source(server_dsn, "embedded server")
     else:
         server_dsn = resolve_dsn(args.database_url)
     migrator = Migrator(
@@ -96,8 +99,9 @@ def _print_success(report: VerifyReport, *, as_json: bool) -> None:
         print(f"✓ {item.name}: down restores the schema before it; up again gives the same")
     if report.baseline:
         print(f"✓ {report.baseline}: gives the schema that replaying the versions it covers gives")
+    count = len(report.verified)
     print(
-        f"Verified {len(report.verified)} migrations on scratch database "
+        f"Verified {count} {'migration' if count == 1 else 'migrations'} on scratch database "
         f"{report.scratch_database} (dropped): every down file restores the schema."
     )
 
