@@ -34,7 +34,7 @@ _PLAIN_LINES = {
     "up_to_date": "Up to date: {applied} migrations applied",
     "migrate_done": "Done: {applied_count} applied in {duration_ms:.0f}ms",
     "lock_waiting": "Waiting for the migration lock (held by pid {holder_pid})",
-    "rollback_done": "Rolled back: {name}.sql",
+    "rollback_done": "Rolled back: {file}",
 }
 
 

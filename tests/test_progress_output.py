@@ -95,3 +95,35 @@ def test_console_lines_name_the_file_as_it_is_in_the_folder(
         lines = run.stderr.splitlines()
         assert f"Applying: {shown} (1/1)" in lines, lines
         assert any(re.fullmatch(rf"Applied: {re.escape(shown)} in \d+ms", x) for x in lines), lines
+
+
+def test_the_rollback_line_names_the_down_file_as_it_is_in_the_folder(
+    database_url: str, tmp_path: Path
+) -> None:
+    """It said {name}.sql: 'Rolled back: 001_g.sql' for golang-migrate's 001_g.down.sql,
+    and '20240101000000_a.sql' for prisma's 20240101000000_a/down.sql."""
+    golang = write_migrations(
+        tmp_path / "g",
+        {"001_g.up.sql": "CREATE TABLE g (id int);\n", "001_g.down.sql": "DROP TABLE g;\n"},
+    )
+    prisma = write_migrations(
+        tmp_path / "p",
+        {
+            "20240101000000_a/migration.sql": "CREATE TABLE p (id int);\n",
+            "20240101000000_a/down.sql": "DROP TABLE p;\n",
+        },
+    )
+    plain = write_migrations(
+        tmp_path / "n",
+        {"001_n.sql": "CREATE TABLE n (id int);\n", "001_n.down.sql": "DROP TABLE n;\n"},
+    )
+    for folder, shown in (
+        (golang, "001_g.down.sql"),
+        (prisma, "20240101000000_a/down.sql"),
+        (plain, "001_n.down.sql"),
+    ):
+        flags = ("--migrations-dir", str(folder), "--schema", folder.name)
+        assert run_cli(*flags, database_url=database_url).returncode == 0
+        run = run_cli(*flags, "--rollback", "--log-format", "console", database_url=database_url)
+        assert run.returncode == 0, run.stderr
+        assert f"Rolled back: {shown}" in run.stderr.splitlines(), run.stderr
