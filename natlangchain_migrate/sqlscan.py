@@ -194,8 +194,8 @@ class _Scanner:
 
     def _end_of_data(self) -> tuple[int, int] | None:
         """Start and end of the next ``\\.`` line, ``pos`` being a line start: a plain
-        find of a line end followed by it (a regex's ^ is slow, and a find of the two
-        bytes alone stops at every backslash escape in the rows)."""
+        find of a line end followed by it (a regex's ^ is slow, and CPython finds the
+        three bytes faster than the two alone in rows full of backslash escapes)."""
         start = self.pos if self.buf.startswith(b"\\.", self.pos) else -1
         while True:
             if start < 0:
