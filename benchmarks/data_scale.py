@@ -2,7 +2,7 @@
 --gigabyte, a 1 GB) migration, INSERTs or a pg_dump-style COPY section, beside
 ``psql -1 -f`` of the same file in the same run, and a no-op run's time and RSS.
 
-    .venv/bin/python benchmarks/data_scale.py [--rounds N] [--gigabyte]
+    .venv/bin/python benchmarks/data_scale.py [--rounds N] [--gigabyte] [--only copy]
 
 psql is the real one beside the embedded server's postgres (not /usr/bin/psql). Each
 round applies each file to a fresh database (dropped after it, so 1 GB files fit in
@@ -98,6 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gigabyte", action="store_true", help="add the 1 GB files")
+    parser.add_argument("--only", choices=("inserts", "copy"), help="one kind of file")
     args = parser.parse_args()
     sizes = [100 * MB] + ([1024 * MB] if args.gigabyte else [])
     parent = memory_backed_dir(min_free_bytes=(6 if args.gigabyte else 2) << 30)
@@ -118,7 +119,10 @@ def main() -> None:
                 f"{'past start-up':>15}{'CLI RSS':>9}{'+no-op':>8}"
             )
             for size in sizes:
-                for kind, write in (("INSERTs", write_insert_seed), ("COPY", write_copy_seed)):
+                kinds = (("INSERTs", write_insert_seed), ("COPY", write_copy_seed))
+                for kind, write in kinds:
+                    if args.only and kind.lower() != args.only:
+                        continue
                     label = f"{size // MB} MB {kind}"
                     folder = _folder(root, label.replace(" ", "_"), write, size)
                     ours, theirs, rss = [], [], []

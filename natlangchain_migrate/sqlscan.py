@@ -193,21 +193,25 @@ class _Scanner:
         self.line += 1
 
     def _end_of_data(self) -> tuple[int, int] | None:
-        """Start and end of the next ``\\.`` line (a plain find: a regex's ^ is slow)."""
-        at = self.pos
+        """Start and end of the next ``\\.`` line, ``pos`` being a line start: a plain
+        find of a line end followed by it (a regex's ^ is slow, and CPython finds the
+        three bytes faster than the two alone in rows full of backslash escapes)."""
+        start = self.pos if self.buf.startswith(b"\\.", self.pos) else -1
         while True:
-            start = self.buf.find(b"\\.", at)
             if start < 0:
-                return None
+                start = self.buf.find(b"\n\\.", self.pos) + 1
+                if start == 0:
+                    return None
             end = start + 2
             if self.buf.startswith(b"\r", end):
                 end += 1
-            at_line_start = start == 0 or self.buf[start - 1] == 0x0A  # '\n'
-            if at_line_start and end < len(self.buf) and self.buf[end] == 0x0A:
+            if end < len(self.buf) and self.buf[end] == 0x0A:  # '\n'
                 return start, end
-            if at_line_start and end == len(self.buf) and self.eof:
+            if end == len(self.buf) and self.eof:
                 return start, end
-            at = start + 2
+            start = self.buf.find(b"\n\\.", start) + 1
+            if start == 0:
+                return None
 
     def _rows(self) -> Iterator[bytes]:
         """The data section up to its ``\\.`` line, in chunks as read."""

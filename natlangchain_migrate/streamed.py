@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
 # Characters of SQL per message: big enough that round trips do not count, small
 # enough that the text, its encoding and the driver's buffer stay a few MB.
 PIECE_CHARS = 1 << 20
+
+# A local socket's send buffer during COPY (the kernel caps it at net.core.wmem_max): the
+# server keeps loading rows from it while this process waits for a CPU or its thread.
+COPY_SOCKET_BUFFER = 4 << 20
 
 _COPY_ROW = re.compile(r"\bCOPY [^,]+, line (\d+)")
 _LEADING = re.compile(r"(?:\s+|--[^\n]*\n)*")
@@ -174,6 +179,7 @@ async def _copy(attempts: Attempts, migration: Migration, item: CopyIn, number: 
     line = item.line + item.statement.count("\n", 0, _leading(item.statement))
     arguments = copy_arguments(item.statement, f"{migration.filename}:{line}")
 
+    _widen_local_send_buffer(attempts.conn)
     ahead: list[asyncio.Future[bytes | None]] = []  # the one chunk being read
 
     async def rows() -> AsyncIterator[bytes]:
@@ -200,6 +206,22 @@ async def _copy(attempts: Attempts, migration: Migration, item: CopyIn, number: 
             await asyncio.wait([ahead[0]])
         if ahead and not ahead[0].cancelled():
             ahead[0].exception()  # retrieved: a failure before it is what is reported
+
+
+def _widen_local_send_buffer(conn: asyncpg.Connection) -> None:
+    """Give a Unix socket room for several MB of rows: its default (about 200 kB) is
+    a millisecond of COPY, so the server idled whenever this process did not get a CPU
+    at once. A TCP socket is left to the kernel's own sizing, which a fixed size would
+    turn off."""
+    transport = getattr(conn, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < COPY_SOCKET_BUFFER:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, COPY_SOCKET_BUFFER)
+    except OSError:
+        pass  # only a speed-up
 
 
 async def _replay(

@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from harness.servers.pgcluster import PgCluster
 from natlangchain_migrate import discovery, filesum, sqlscan, streamed
 from natlangchain_migrate.api import migrate
 from natlangchain_migrate.discovery import checksum, load_migrations
@@ -92,6 +93,32 @@ def test_scanner_keeps_strings_comments_and_dollar_quotes_whole(tmp_path: Path) 
         assert len(texts) == 5
         assert "".join(item.text for item in items if isinstance(item, sqlscan.Sql)) == sql
         assert [item.line for item in items if isinstance(item, sqlscan.Sql)] == [1, 1, 2, 3, 4]
+
+
+def test_a_data_sections_end_is_found_wherever_the_reads_fall(tmp_path: Path) -> None:
+    """The ``\\.`` line ends a section with LF or CRLF, at the end of the file without a
+    line end too; ``\\.`` elsewhere in a line, or with more after it, is data. The line
+    numbers after the section count its rows."""
+    rows = "1\\.\tx\\.\n\\.x\t\\\\.\n\\\\.\t\\N\n"
+    for end in ("\\.\n", "\\.\r\n", "\\."):
+        tail = "SELECT 2;\n" if end != "\\." else ""
+        sql = f"SELECT 1;\nCOPY t (a, b) FROM stdin;\n{rows}{end}{tail}"
+        path = tmp_path / "f.sql"
+        path.write_bytes(sql.encode())
+        for chunk in (1, 2, 3, 5, 8, 4096):
+            filesum.CHUNK_BYTES, saved = chunk, filesum.CHUNK_BYTES
+            try:
+                data, lines = b"", []
+                for item in sqlscan.scan(path, "f.sql"):
+                    if isinstance(item, sqlscan.CopyIn):
+                        data = b"".join(item.rows)
+                        lines.append(item.data_line)
+                    elif isinstance(item, sqlscan.Sql):
+                        lines.append(item.line)
+            finally:
+                filesum.CHUNK_BYTES = saved
+            assert data == rows.encode(), (end, chunk)
+            assert lines == ([1, 3, 7] if tail else [1, 3]), (end, chunk)
 
 
 async def test_a_streamed_file_applies_with_its_ledger_row(
@@ -184,6 +211,36 @@ async def test_copy_data_sections_run_as_psql_runs_them(database_url: str, tmp_p
         (4, "after", None, None),
         (5, 'csv, quoted "x"', None, None),
     ]
+
+
+def _send_buffer_cap() -> int:
+    return int(Path("/proc/sys/net/core/wmem_max").read_text())
+
+
+async def test_copy_widens_a_unix_sockets_send_buffer_only(
+    database_url: str, pg_cluster: PgCluster | None
+) -> None:
+    """A Unix socket gets room for MBs of rows (up to the kernel's cap); TCP keeps the
+    kernel's own sizing."""
+    import socket
+
+    urls = [database_url] + ([pg_cluster.socket_dsn()] if pg_cluster is not None else [])
+    families = set()
+    for url in urls:
+        conn = await asyncpg.connect(url)
+        try:
+            sock = conn._transport.get_extra_info("socket")  # type: ignore[attr-defined]
+            families.add(sock.family)
+            before = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            streamed._widen_local_send_buffer(conn)
+            after = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            if sock.family == socket.AF_UNIX:
+                assert after >= min(streamed.COPY_SOCKET_BUFFER, _send_buffer_cap())
+            else:
+                assert after == before
+        finally:
+            await conn.close()
+    assert pg_cluster is None or socket.AF_UNIX in families
 
 
 async def test_a_bad_copy_row_is_named_and_nothing_stays(database_url: str, tmp_path: Path) -> None:
