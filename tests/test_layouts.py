@@ -203,7 +203,8 @@ def test_verify_checks_the_down_sections_of_single_file_layouts(
         (GOOSE, ["00003_notes.sql"]),
         (DBMATE, [f"{datetime.now(UTC):%Y%m%d}"]),
         (GOLANG_MIGRATE, ["003_notes.up.sql", "003_notes.down.sql"]),
-        (NODE_PG, [f"{datetime.now(UTC):%Y%m%d}"]),
+        # node-pg-migrate names files by Unix milliseconds: new goes on in kind.
+        (NODE_PG, [str(int(datetime.now(UTC).timestamp() * 1000))[:5]]),
         (FLYWAY, ["V3__notes.sql", "U3__notes.sql"]),
         (PRISMA, ["migration.sql", "down.sql"]),
     ],
