@@ -9,9 +9,8 @@ from natlangchain_migrate.commands.shared import (
     add_database_flags,
     add_lock_flags,
     add_log_flags,
-    database_dsn,
-    lock_options,
     log_format_problem,
+    migrator_from_flags,
     run_logged,
 )
 from natlangchain_migrate.errors import ExitCode
@@ -45,13 +44,5 @@ def main(argv: list[str]) -> int:
 
 
 async def _baseline(args: argparse.Namespace) -> list[int]:
-    from natlangchain_migrate.migrator import Migrator
-
-    migrator = Migrator(
-        await database_dsn(args.database_url),
-        migrations_dir=args.migrations_dir,
-        schema=args.schema,
-        connect_wait=args.wait,
-        lock=lock_options(args),
-    )
+    migrator = await migrator_from_flags(args)
     return await migrator.baseline(args.n, force=args.force)

@@ -5,7 +5,6 @@ applies instead of replaying them (see ``natlangchain_migrate.baseline_files``).
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import TYPE_CHECKING
 
 from natlangchain_migrate.commands import PROG, usage_error
@@ -14,6 +13,7 @@ from natlangchain_migrate.commands.shared import (
     add_log_flags,
     log_format_problem,
     run_logged,
+    scratch_server_dsn,
 )
 from natlangchain_migrate.errors import ExitCode
 
@@ -62,17 +62,9 @@ def main(argv: list[str]) -> int:
 
 
 async def _write(args: argparse.Namespace) -> WrittenBaseline:
-    from natlangchain_migrate import libpq
-    from natlangchain_migrate.connection import resolve_dsn
     from natlangchain_migrate.migrator import Migrator
 
-    if args.database_url is None and not libpq.names_a_server():
-        from natlangchain_migrate import embedded
-
-        server_dsn = await asyncio.to_thread(embedded.start_embedded_server)
-        libpq.remember_source(server_dsn, "embedded server")
-    else:
-        server_dsn = resolve_dsn(args.database_url)
+    server_dsn = await scratch_server_dsn(args.database_url)
     migrator = Migrator(
         migrations_dir=args.migrations_dir, schema=args.schema, connect_wait=args.wait
     )

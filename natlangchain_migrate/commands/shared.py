@@ -178,6 +178,22 @@ async def database_dsn(url: str | None) -> str:
     return resolve_dsn(url)
 
 
+async def scratch_server_dsn(url: str | None) -> str:
+    """Where verify and baseline-file create their scratch database: the URL given, else
+    DATABASE_URL; with neither, the embedded server (its admin database, no app database)."""
+    from natlangchain_migrate import libpq
+
+    if url is None and not libpq.names_a_server():
+        from natlangchain_migrate import embedded
+
+        server_dsn = await asyncio.to_thread(embedded.start_embedded_server)
+        libpq.remember_source(server_dsn, "embedded server")
+        return server_dsn
+    from natlangchain_migrate.connection import resolve_dsn
+
+    return resolve_dsn(url)
+
+
 async def migrator_from_flags(args: argparse.Namespace) -> Migrator:
     """The ``Migrator`` of a subcommand's ``add_database_flags`` and ``add_lock_flags``."""
     from natlangchain_migrate.migrator import Migrator
