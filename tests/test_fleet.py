@@ -124,18 +124,28 @@ async def _counts_once_idle(url: str) -> asyncpg.Record:
 async def test_a_no_op_over_the_fleet_costs_one_connection_and_two_queries(
     database_url: str, folder: Path
 ) -> None:
-    """Counted by the server (pg_stat_database): one session, two transactions."""
+    """Counted by the server (pg_stat_database): one session, two transactions.
+
+    Other backends add to the same counters (autovacuum's workers, a session of the first
+    run whose counts arrive late), never subtract, so the fewest seen over a few windows is
+    the fleet's own cost: a fleet that spent more could not show these numbers in any."""
     names = _tenants(50)
     await _make_schemas(database_url, names)
     await migrate_fleet(database_url, each_schema="tenant\\_%", migrations_dir=folder)
-    before = await _counts_once_idle(database_url)
-    report = await migrate_fleet(database_url, each_schema="tenant\\_%", migrations_dir=folder)
-    after = await _counts_once_idle(database_url)
-    assert report.count(Outcome.UP_TO_DATE) == 50, report.results[0]
-    assert report.connections == 1
-    assert after["sessions"] - before["sessions"] == 1
-    # The session's start counts one; then the catalog query and the one over every ledger.
-    assert after["xacts"] - before["xacts"] == 3
+    costs = []
+    for _ in range(5):
+        before = await _counts_once_idle(database_url)
+        report = await migrate_fleet(database_url, each_schema="tenant\\_%", migrations_dir=folder)
+        after = await _counts_once_idle(database_url)
+        assert report.count(Outcome.UP_TO_DATE) == 50, report.results[0]
+        assert report.connections == 1
+        costs.append((after["sessions"] - before["sessions"], after["xacts"] - before["xacts"]))
+        if costs[-1] == (1, 3):
+            break
+    # The session's start counts one transaction; then the catalog query and the one over
+    # every ledger.
+    assert min(sessions for sessions, _ in costs) == 1, costs
+    assert min(xacts for _, xacts in costs) == 3, costs
 
 
 def _fleet_cli(
