@@ -24,7 +24,7 @@ HISTORY = Path(__file__).parent / "data" / "openmeter" / "migrations"
 FIRST = "20240826120919_init"
 NEWEST = "20250605102416_subscription-cascade"
 # What 20250605102416's up creates and its down leaves: the trigger (dropped later with its
-# table by the first version's down) and its function (left for good).
+# table, subscription_items, by 20241204162012's down) and its function (left for good).
 LEFT_FUNCTION = "public.delete_entitlement_on_subscription_item_delete()"
 LEFT_TRIGGER = "trigger_delete_entitlement_on_subscription_item_delete"
 
