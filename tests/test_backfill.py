@@ -96,6 +96,37 @@ async def test_bad_backfill_settings_are_refused_before_anything_runs(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("earlier_table", [False, True])
+@pytest.mark.parametrize(
+    "files",
+    [
+        ("20240101000001_big.sql", "20240101000002_fill.sql"),
+        ("20240101000001_big/migration.sql", "20240101000002_fill/migration.sql"),  # prisma
+        ("20150100000001000000_big.sql", "20150100000002000000_fill.sql"),  # pop's 20 digits
+    ],
+)
+async def test_a_backfill_with_a_timestamp_version_runs_in_any_layout(
+    database_url: str, tmp_path: Path, files: tuple[str, str], earlier_table: bool
+) -> None:
+    """Its position's version overflowed the integer column (22000 out of int32 range),
+    and a prisma backfill was split as plain SQL first (a syntax error at :lo). A table an
+    earlier release made as integer widens in place."""
+    if earlier_table:
+        await fetchval(
+            database_url,
+            "CREATE TABLE schema_backfills (version integer PRIMARY KEY, position text NOT "
+            "NULL, rows_done bigint NOT NULL, updated_at timestamptz NOT NULL)",
+        )
+    folder = write_migrations(
+        tmp_path / "m", {files[0]: TABLE, files[1]: FILL.format(settings="batch=5000")}
+    )
+    await migrate(database_url, migrations_dir=folder)
+    assert await _changed_once(database_url)
+    assert len(await ledger_rows(database_url)) == 2
+    assert await fetchval(database_url, "SELECT count(*) FROM schema_backfills") == 0
+
+
+@pytest.mark.anyio
 async def test_a_backfill_needs_its_own_transactions(database_url: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"002_fill\.sql is a backfill"):
         await migrate(database_url, migrations_dir=_folder(tmp_path, ""), lock_mode="transaction")
