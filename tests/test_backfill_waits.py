@@ -146,9 +146,9 @@ def test_a_wait_reads_as_one_plain_line_in_a_terminal() -> None:
     from natlangchain_migrate.logs import _ConsoleLines
 
     event = {"event": "backfill_throttled", "name": "002_fill", "version": 2}
-    event |= {"reason": "lock_waits", "value": 3, "limit": 0, "waited_s": 1.5}
-    line = _ConsoleLines(colors=False)(None, "info", event)
-    assert line == "  ... 002_fill.sql waits: lock_waits 3, over 0"
+    event |= {"file": "002_fill.up.sql", "reason": "lock_waits", "value": 3, "limit": 0}
+    line = _ConsoleLines(colors=False)(None, "info", event | {"waited_s": 1.5})
+    assert line == "  ... 002_fill.up.sql waits: lock_waits 3, over 0"
 
 
 # --- lock waits --------------------------------------------------------------------------
