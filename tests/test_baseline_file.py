@@ -228,6 +228,41 @@ def test_timestamp_versions_take_a_baseline_too(tmp_path: Path, database_url: st
     assert _cli(folder, database_url, "--check").returncode == ExitCode.OK
 
 
+STAMPED = {
+    "20240101000000_a.sql": "CREATE TABLE ran (file text);\n",
+    "20240102000000_b.sql": "CREATE TABLE b (id int);\n",
+}
+
+
+@pytest.mark.parametrize("command", [("--status",), ("--dry-run",), ()], ids=str)
+@pytest.mark.parametrize(
+    ("files", "baseline", "says"),
+    [
+        (HISTORY, "20240101120000_schema.baseline.sql", "is a timestamp and the folder's"),
+        (STAMPED, "003_schema.baseline.sql", "is numbered and the folder's"),
+    ],
+    ids=["timestamp-in-numbered", "numbered-in-timestamped"],
+)
+def test_a_baseline_in_the_other_version_style_is_refused(
+    tmp_path: Path,
+    database_url: str,
+    files: dict[str, str],
+    baseline: str,
+    says: str,
+    command: tuple[str, ...],
+) -> None:
+    """A timestamp baseline in a numbered folder covered every file, and a numbered one in
+    a timestamped folder none (its new database applied it and then every file)."""
+    folder = write_migrations(tmp_path / "m", files | {baseline: BASELINE})
+    result = _cli(folder, database_url, *command)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert f"{baseline} {says}" in result.stderr, result.stderr
+    assert "rename it after the version of the newest file it covers" in result.stderr
+    assert "ran" not in asyncio.run(table_names(database_url))
+    (folder / "natlangchain-migrate.toml").write_text("mixed-versions = true\n")
+    assert _cli(folder, database_url, "--dry-run").returncode == ExitCode.OK
+
+
 def test_a_bad_baseline_fails_whole_naming_its_file_and_line(
     tmp_path: Path, database_url: str
 ) -> None:
