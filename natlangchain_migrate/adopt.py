@@ -21,6 +21,7 @@ from natlangchain_migrate.events import log
 from natlangchain_migrate.foreign import BESIDE_FOREIGN, TOOLS, read_applied
 from natlangchain_migrate.ledger import LEDGER_TABLE, Ledger
 from natlangchain_migrate.locks import locked_connection
+from natlangchain_migrate.prisma_folders import shared_in_ledger
 from natlangchain_migrate.settings import RunnerOptions
 
 
@@ -52,6 +53,11 @@ async def adopt(options: RunnerOptions, tool: str, *, dry_run: bool = False) -> 
             recorded = {v for v in files if v <= applied.up_to}
             if applied.up_to and applied.up_to not in files:
                 recorded.add(applied.up_to)
+        if tool == "prisma":  # two rows of one timestamp: a folder renamed, not its row
+            names = {version: migration.name for version, migration in files.items()}
+            shared = shared_in_ledger(list(applied.recorded), names)
+            if shared is not None:
+                raise shared
         unknown = sorted(recorded - set(files))
         if unknown or applied.names:
             named = ", ".join([*map(str, unknown), *applied.names])

@@ -46,7 +46,7 @@ from natlangchain_migrate.plan import MigrationPlan, newest_version
 from natlangchain_migrate.repeatables import is_repeatable, version_of
 from natlangchain_migrate.results import MigrationResult
 from natlangchain_migrate.settings import CallArguments, LockMode, RunnerOptions, ServerFacts
-from natlangchain_migrate.sqltext import quote_ident
+from natlangchain_migrate.sqltext import quote_ident, standard_literal
 from natlangchain_migrate.streamed import run_streamed
 
 
@@ -301,27 +301,39 @@ class _Applier:
             transaction_timeout=self.transaction_timeout,
         )
         started = time.monotonic()
+        restore = await self._settings_restored(migration)
         if migration.source is not None:
             await run_streamed(
                 self.attempts,
                 migration,
                 prefix=prefix,
-                record=lambda checksum: self._record(migration, checksum=checksum),
+                record=lambda checksum: restore + self._record(migration, checksum=checksum),
                 own_transaction=False,
             )
             return ms_since(started)
         try:
             await self.attempts.send(
-                migration, prefix + self._file_and_record(migration), in_open_transaction=True
+                migration,
+                prefix + self._file_and_record(migration, restore),
+                in_open_transaction=True,
             )
         except asyncpg.PostgresError as error:
             raise await self.attempts.failure(migration, error, offset=-len(prefix)) from error
         return ms_since(started)
 
-    def _file_and_record(self, migration: Migration) -> str:
+    async def _settings_restored(self, migration: Migration) -> str:
+        """SQL that puts back, inside the run's one transaction, what a baseline file's
+        header changes for the rest of it (dump-schema's ``SET LOCAL check_function_bodies
+        = false``), so that the files after it have their function bodies checked."""
+        if migration.baseline_covers is None:
+            return ""
+        value = await self.conn.fetchval("SELECT current_setting('check_function_bodies')")
+        return f"SET LOCAL check_function_bodies = {standard_literal(value)};\n"
+
+    def _file_and_record(self, migration: Migration, restore: str = "") -> str:
         # The newline ends a trailing "--" comment; the lone ";" ends a last statement
         # that has none.
-        return f"{migration.sql}\n;\n{self._record(migration)}"
+        return f"{migration.sql}\n;\n{restore}{self._record(migration)}"
 
     def _record(
         self,

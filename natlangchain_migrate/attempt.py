@@ -175,7 +175,7 @@ class Attempts:
             pg_lock_timeout_s=seconds(pg_lock_timeout),
             progress_interval=self.execution.progress_interval,
             index_name=index_name,
-            migration=(migration.version, migration.name),
+            migration=(migration.version, migration.name, migration.filename),
         )
         try:
             await watcher.watch(call or (lambda: self.conn.execute(script)))
@@ -263,6 +263,7 @@ class Attempts:
                     "migration_lock_timeout",
                     version=blocked.migration.version,
                     name=blocked.migration.name,
+                    file=blocked.migration.filename,
                     attempt=number,
                     of=attempts,
                     retry_in_s=round(pause, 2),

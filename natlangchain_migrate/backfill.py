@@ -35,6 +35,7 @@ from natlangchain_migrate.events import log
 from natlangchain_migrate.signals import batch_finishes_on_sigterm
 from natlangchain_migrate.sqltext import quote_ident
 from natlangchain_migrate.throttle import Limits, Throttle
+from natlangchain_migrate.versions import MAX_INTEGER, WIDE_VERSION, needs_widening
 
 POSITIONS = "schema_backfills"
 FIRST_BATCH = 1000
@@ -138,10 +139,7 @@ async def run(
     """Run the backfill's remaining batches, then its ledger row (``record_sql``)."""
     spec = parse(migration)
     positions = f"{quote_ident(schema)}.{quote_ident(POSITIONS)}"
-    await conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {positions} (version integer PRIMARY KEY, "
-        "position text NOT NULL, rows_done bigint NOT NULL, updated_at timestamptz NOT NULL)"
-    )
+    await _ensure_positions(conn, positions, migration.version)
     key_type = await conn.fetchval(
         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
         "WHERE attrelid = $1::regclass AND attname = $2 AND NOT attisdropped",
@@ -161,7 +159,7 @@ async def run(
         spec.limits,
         table_oid=await conn.fetchval("SELECT $1::regclass::oid", spec.table),
         report_interval=progress_interval,
-        fields={"version": migration.version, "name": migration.name},
+        fields={"version": migration.version, "name": migration.name, "file": migration.filename},
     )
     # The next batch's keys in one index range read: its first and last key (as text,
     # written back as literals of the key's type) and how many rows. Not min()/max(),
@@ -210,6 +208,7 @@ async def run(
                 "backfill_batch_over_target",
                 version=migration.version,
                 name=migration.name,
+                file=migration.filename,
                 batch_size=size,
                 bound_ms=round(bound_s * 1000),
                 next_batch_size=max(1, size // 2),
@@ -235,6 +234,25 @@ async def run(
         await conn.execute(record_sql)
         await conn.execute(f"DELETE FROM {positions} WHERE version = $1", migration.version)
     _report(migration, Progress(done, max(done, estimated), 0.0), size)
+
+
+async def _ensure_positions(conn: asyncpg.Connection, positions: str, version: int) -> None:
+    """The positions table, its version column as wide as the ledger's can be (a timestamp
+    version is over integer's range); one made as integer by an earlier release widens in
+    place when a version needs it (the run holds the migration lock)."""
+    await conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {positions} (version {WIDE_VERSION} PRIMARY KEY, "
+        "position text NOT NULL, rows_done bigint NOT NULL, updated_at timestamptz NOT NULL)"
+    )
+    if version <= MAX_INTEGER:
+        return
+    current = await conn.fetchval(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = $1::regclass AND attname = 'version'",
+        positions,
+    )
+    if (wider := needs_widening(current, version)) is not None:
+        await conn.execute(f"ALTER TABLE {positions} ALTER COLUMN version TYPE {wider}")
 
 
 def next_size(size: int, elapsed: float, target: float) -> int:
@@ -301,6 +319,7 @@ def _report(migration: Migration, progress: Progress, size: int) -> None:
         "backfill_progress",
         version=migration.version,
         name=migration.name,
+        file=migration.filename,
         rows_done=progress.rows_done,
         rows_estimated=progress.rows_estimated,
         eta_s=None if progress.eta_s is None else round(progress.eta_s, 1),

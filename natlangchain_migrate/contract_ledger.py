@@ -124,8 +124,10 @@ async def repair_contracts(
     """``--repair`` for contract parts: accept an edited file's checksum, forget the row of
     one whose file is gone (never a row a newer release wrote); runs no SQL from them."""
     book = ContractLedger(schema)
+    parts = [p for p in map(contract_part, migrations) if p is not None]
+    files = {part.version: part.filename for part in parts}
     entries = plan_contracts(
-        [p for p in map(contract_part, migrations) if p is not None],
+        parts,
         (),
         await book.rows(conn),
         (),
@@ -139,6 +141,7 @@ async def repair_contracts(
                 "checksum_repaired",
                 version=entry.version,
                 name=entry.name,
+                file=files.get(entry.version),
                 old_checksum=entry.row.checksum if entry.row else None,
                 new_checksum=entry.file_checksum,
             )

@@ -357,6 +357,7 @@ class _PartRunner:
             "contract_applied",
             version=part.version,
             name=part.name,
+            file=part.filename,
             duration_ms=duration,
             forced=forced,
         )

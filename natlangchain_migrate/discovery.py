@@ -20,11 +20,12 @@ from natlangchain_migrate.directives import Directives, parse_directives
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.layouts import (
     NATIVE,
+    FolderSettings,
     folder_settings,
     listed_layout,
     nested_migrations,
 )
-from natlangchain_migrate.versions import check_styles, parse_version
+from natlangchain_migrate.versions import check_baseline_style, check_styles, parse_version
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -148,7 +149,7 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
     if layout != NATIVE:  # imported here: it builds on this module's Migration
         from natlangchain_migrate.layout_migrations import from_layout
 
-        return from_layout(layout, listed, settings)
+        return _with_baselines(from_layout(layout, listed, settings), baselines, settings)
     ups: dict[int, Traversable] = {}
     downs: dict[int, Traversable] = {}
     contracts: dict[tuple[int, bool], Traversable] = {}
@@ -213,7 +214,7 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
                 f"{entry.name} undoes a contract part that is not there; add "
                 f"{entry.name.replace('.contract.down.sql', '.contract.sql')} or remove the file"
             )
-    return [
+    migrations = [
         _read_migration(
             version,
             ups[version],
@@ -224,6 +225,21 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
         )
         for version in sorted(ups)
     ]
+    return _with_baselines(migrations, baselines, settings)
+
+
+def _with_baselines(
+    migrations: list[Migration], baselines: list[Traversable], settings: FolderSettings
+) -> list[Migration]:
+    """The migrations, once each baseline file is found in the folder's version style (a
+    misnamed one is left to baseline_files.load_baselines, which names it)."""
+    names = {migration.version: migration.filename for migration in migrations}
+    for entry in baselines:
+        digits = re.match(r"\d+", entry.name)
+        if digits is not None:
+            version = parse_version(entry.name, digits[0])
+            check_baseline_style(entry.name, version, names, mixed_allowed=settings.mixed_versions)
+    return migrations
 
 
 def _add_contract(

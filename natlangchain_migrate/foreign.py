@@ -72,6 +72,7 @@ class ForeignApplied(NamedTuple):
     up_to: int | None = None  # golang-migrate: every version up to this one
     names: tuple[str, ...] = ()  # rows whose version could not be read (reported)
     heads: tuple[str, ...] = ()  # alembic: the revisions its version table holds
+    recorded: tuple[str, ...] = ()  # prisma: the folder names its rows hold
 
 
 def schema_migrations_tool(columns: set[str]) -> str | None:
@@ -153,7 +154,8 @@ async def read_applied(conn: asyncpg.Connection, tool: str, schema: str) -> Fore
             f"SELECT migration_name FROM {qualified} "
             "WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL"
         )
-        return _from_names([r["migration_name"] for r in rows])
+        names = [r["migration_name"] for r in rows]
+        return _from_names(names)._replace(recorded=tuple(names))
     if tool == "sqlx":
         rows = await conn.fetch(f"SELECT version FROM {qualified} WHERE success")
         return ForeignApplied(frozenset(int(r["version"]) for r in rows))

@@ -142,6 +142,7 @@ class StatementJournal:
                     "migration_resuming",
                     version=migration.version,
                     name=migration.name,
+                    file=migration.filename,
                     statement=run.done + 1,
                     statements=len(statements),
                 )
@@ -249,6 +250,7 @@ class StatementJournal:
                 "statement_already_applied",
                 version=migration.version,
                 name=migration.name,
+                file=migration.filename,
                 statement=number,
             )
         else:
@@ -308,7 +310,12 @@ class StatementJournal:
                 sqlstate=error.sqlstate,
                 applied=self.applied,
             ) from error
-        log.warning("invalid_index_dropped", version=migration.version, index=row["name"])
+        log.warning(
+            "invalid_index_dropped",
+            version=migration.version,
+            file=migration.filename,
+            index=row["name"],
+        )
 
     async def _failure(
         self,
@@ -369,6 +376,7 @@ def _warn_if_edited_since_failure(plan: MigrationPlan, migration: Migration, don
             "resuming_edited_migration",
             version=migration.version,
             name=migration.name,
+            file=migration.filename,
             statements_already_run=done,
             hint=f"statements 1 to {done} are not run again; they must be unchanged",
         )

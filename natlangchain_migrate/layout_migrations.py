@@ -59,8 +59,9 @@ def _layout_migration(item: LayoutFile) -> discovery.Migration:
 
 def _runs_alone(filename: str, item: LayoutFile, directives: Directives) -> bool:
     """prisma sends a file as one batch: a file of one statement that PostgreSQL refuses in
-    a transaction (``CREATE INDEX CONCURRENTLY``) runs outside one there, and so here."""
-    if item.filename is None or directives.no_transaction:
+    a transaction (``CREATE INDEX CONCURRENTLY``) runs outside one there, and so here. A
+    backfill (its ``:lo``/``:hi`` are no SQL yet) runs in batches of its own."""
+    if item.filename is None or directives.no_transaction or directives.backfill is not None:
         return False
     from natlangchain_migrate.statements import split_statements
 

@@ -42,6 +42,7 @@ from natlangchain_migrate.layout_sections import (
     goose,
     node_pg_migrate,
 )
+from natlangchain_migrate.prisma_folders import shared_timestamp
 from natlangchain_migrate.versions import parse_version
 
 if TYPE_CHECKING:
@@ -246,14 +247,17 @@ def read_layout(
         found = _prisma(files, texts)
     else:
         found = _flyway(files, texts)
-    seen: dict[int, str] = {}
+    seen: dict[int, LayoutFile] = {}
     for item in found:
         if item.version in seen:
+            if layout == "prisma":
+                folders = {f.version: f.name for f in found}
+                raise shared_timestamp(seen[item.version].name, item.name, folders)
             raise ConfigurationError(
-                f"{seen[item.version]} and {item.up.name} both have version {item.version}; "
-                "renumber one of them"
+                f"{seen[item.version].up.name} and {item.up.name} both have version "
+                f"{item.version}; renumber one of them"
             )
-        seen[item.version] = item.up.name
+        seen[item.version] = item
     return sorted(found, key=lambda item: item.version)
 
 

@@ -80,6 +80,7 @@ async def repair(options: RunnerOptions) -> list[int]:
                 "checksum_repaired",
                 version=entry.version,
                 name=entry.name,
+                file=entry.file.filename if entry.file is not None else None,
                 old_checksum=row.checksum,
                 new_checksum=entry.file_checksum,
             )

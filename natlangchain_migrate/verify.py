@@ -204,7 +204,12 @@ async def _verify_on(
                     checked = [item.version for item in verified]
                     raise _mismatch(migration, step, expected, actual, checked)
             verified.append(VerifiedMigration(migration.version, migration.name))
-            log.info("verify_migration_ok", version=migration.version, name=migration.name)
+            log.info(
+                "verify_migration_ok",
+                version=migration.version,
+                name=migration.name,
+                file=migration.filename,
+            )
         return verified
     finally:
         await conn.close()

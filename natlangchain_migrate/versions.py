@@ -77,6 +77,27 @@ def check_styles(names: Mapping[int, str], *, mixed_allowed: bool) -> None:
         )
 
 
+def check_baseline_style(
+    baseline: str, version: int, names: Mapping[int, str], *, mixed_allowed: bool
+) -> None:
+    """Refuse a baseline file whose version is in the other style than the folder's files,
+    as a mixed folder is refused: it stands for the versions up to its own, so a timestamp
+    one would cover every numbered file and a numbered one no timestamped file."""
+    if mixed_allowed:
+        return
+    others = [names[v] for v in sorted(names) if is_timestamp(v) != is_timestamp(version)]
+    if others:
+        stamped = is_timestamp(version)
+        style = "a timestamp" if stamped else "numbered"
+        theirs = "numbered" if stamped else "timestamps"
+        raise ConfigurationError(
+            f"{baseline} is {style} and the folder's migrations are {theirs} (the newest is "
+            f"{others[-1]}); rename it after the version of the newest file it covers "
+            "(VERSION_name.baseline.sql), or write mixed-versions = true in the folder's "
+            "natlangchain-migrate.toml"
+        )
+
+
 def next_version(existing: list[int], width: int, now: datetime | None = None) -> int:
     """The version ``new`` gives: the next number, or in a timestamped folder the current
     UTC time at the newest file's width (never below the newest + 1)."""

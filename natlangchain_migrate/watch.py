@@ -40,7 +40,7 @@ class Watcher:
         pg_lock_timeout_s: float,
         progress_interval: float,
         index_name: str | None = None,
-        migration: tuple[int, str] | None = None,
+        migration: tuple[int, str, str] | None = None,
     ) -> None:
         self.connection = connection
         self.migration = migration
@@ -67,9 +67,9 @@ class Watcher:
             # Wait for them to end (each swallows its own errors), never for long.
             await asyncio.wait(helpers)
 
-    async def _heartbeat(self, migration: tuple[int, str]) -> None:
+    async def _heartbeat(self, migration: tuple[int, str, str]) -> None:
         """Say every ``progress_interval`` seconds that the migration is still running."""
-        version, name = migration
+        version, name, file = migration
         started = time.monotonic()
         while True:
             await asyncio.sleep(self.progress_interval)
@@ -77,6 +77,7 @@ class Watcher:
                 "migration_running",
                 version=version,
                 name=name,
+                file=file,
                 elapsed_s=round(time.monotonic() - started, 1),
                 blockers=list(self.blockers),
             )
@@ -104,4 +105,5 @@ class Watcher:
     async def _report_progress(self, watcher: asyncpg.Connection, pid: int) -> None:
         row = await watcher.fetchrow(_PROGRESS_QUERY, pid)
         if row is not None:
-            log.info("index_build_progress", index=self.index_name, **dict(row))
+            file = {"file": self.migration[2]} if self.migration is not None else {}
+            log.info("index_build_progress", index=self.index_name, **file, **dict(row))

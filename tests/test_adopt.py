@@ -24,7 +24,7 @@ import pytest
 
 from harness.servers.sql import execute
 from natlangchain_migrate.errors import ExitCode
-from tests.conftest import fetchval, run_cli, table_names, write_migrations
+from tests.conftest import fetchval, log_events, run_cli, table_names, write_migrations
 
 OURS = {
     "001_users.sql": "CREATE TABLE users (id int PRIMARY KEY);",
@@ -145,6 +145,55 @@ def test_a_version_the_tool_recorded_without_a_file_here_is_reported(
         asyncio.run(table_names(database_url)) - {"_sqlx_migrations"}
     )
     assert asyncio.run(fetchval(database_url, "SELECT to_regclass('schema_migrations')")) is None
+
+
+def _refusal(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    return str(next(e for e in log_events(result.stderr) if e["event"] == "run_failed")["error"])
+
+
+@pytest.mark.parametrize("following", [False, True], ids=["next-second-free", "next-taken"])
+def test_prisma_folders_sharing_a_timestamp_are_refused_with_what_to_do(
+    database_url: str, tmp_path: Path, following: bool
+) -> None:
+    """prisma keys by folder name, we by version: two folders of one second are refused by
+    the run and by adopt, naming both, the folder to rename and to what, and the row to
+    rename in prisma's ledger; done as told, adopt and the run go on."""
+    files = {
+        "20240101000000_a/migration.sql": "CREATE TABLE users (id int PRIMARY KEY);\n",
+        "20240101000000_b/migration.sql": "CREATE TABLE orders (id int PRIMARY KEY);\n",
+    }
+    if following:
+        files["20240101000001_c/migration.sql"] = "CREATE TABLE notes (id int PRIMARY KEY);\n"
+    folder = write_migrations(tmp_path / "m", files)
+    prisma = LEDGERS["prisma"].split("; INSERT")[0] + (
+        "; INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name) VALUES "
+        "('a', 'x', now(), '20240101000000_a'), ('b', 'x', now(), '20240101000000_b');"
+    )
+    asyncio.run(execute(database_url, APPLIED_BY_TOOL + prisma))
+    flags = ("--migrations-dir", str(folder))
+    new = "20240101000002_b" if following else "20240101000001_b"
+    update = (
+        f"UPDATE _prisma_migrations SET migration_name = '{new}' "
+        "WHERE migration_name = '20240101000000_b';"
+    )
+    for command in ((), ("--status",), ("adopt", "--from", "prisma")):
+        said = _refusal(run_cli(*command, *flags, database_url=database_url))
+        assert "prisma folders 20240101000000_a and 20240101000000_b share the timestamp" in said
+        assert f"rename 20240101000000_b to {new}" in said
+        assert update in said
+        assert ("sorts after 20240101000001_c" in said) is following
+    (folder / "20240101000000_b").rename(folder / new)  # the folder alone: adopt says so
+    said = _refusal(run_cli("adopt", "--from", "prisma", *flags, database_url=database_url))
+    assert "prisma recorded 20240101000000_a and 20240101000000_b as applied" in said
+    assert update in said
+    assert asyncio.run(fetchval(database_url, "SELECT to_regclass('schema_migrations')")) is None
+    asyncio.run(execute(database_url, update))
+    done = run_cli("adopt", "--from", "prisma", *flags, database_url=database_url)
+    assert done.returncode == 0, done.stderr
+    assert "recorded 2 migration(s)" in done.stdout
+    assert run_cli(*flags, database_url=database_url).returncode == 0
+    assert run_cli("--check", *flags, database_url=database_url).returncode == 0
 
 
 DBMATE_FILES = {

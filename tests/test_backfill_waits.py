@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,8 +22,8 @@ from natlangchain_migrate.api import migrate
 from natlangchain_migrate.backfill import MAX_BATCH, Backfill, _bound, _limits, next_size
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.throttle import Limits, Throttle
+from tests.backfills import ROWS, TABLE, backfill_folder, changed_once, rows_done, start_run
 from tests.conftest import fetchval, ledger_rows, log_events, write_migrations
-from tests.test_backfill import ROWS, TABLE, _changed_once, _folder
 
 SLOW_FILL = (  # each batch sleeps once (an initplan), so one is surely in flight
     "-- natlangchain: backfill table=big key=id batch=4000\n"
@@ -114,7 +112,7 @@ async def test_bad_limits_are_refused_before_anything_runs(
     database_url: str, tmp_path: Path, settings: str, message: str
 ) -> None:
     with pytest.raises(ConfigurationError, match=f"002_fill.sql .*{message}"):
-        await migrate(database_url, migrations_dir=_folder(tmp_path, settings))
+        await migrate(database_url, migrations_dir=backfill_folder(tmp_path, settings))
     assert await fetchval(database_url, "SELECT to_regclass('big') IS NULL")
 
 
@@ -138,7 +136,7 @@ async def test_a_batch_over_target_plus_100ms_is_rolled_back_and_halved(
     assert all(e["bound_ms"] == 150 for e in over)
     assert [e["next_batch_size"] for e in over] == [e["batch_size"] // 2 for e in over]
     assert over[-1]["next_batch_size"] == 1
-    assert await _changed_once(database_url)
+    assert await changed_once(database_url)
     assert [row["version"] for row in await ledger_rows(database_url)] == [1, 2]
 
 
@@ -146,9 +144,9 @@ def test_a_wait_reads_as_one_plain_line_in_a_terminal() -> None:
     from natlangchain_migrate.logs import _ConsoleLines
 
     event = {"event": "backfill_throttled", "name": "002_fill", "version": 2}
-    event |= {"reason": "lock_waits", "value": 3, "limit": 0, "waited_s": 1.5}
-    line = _ConsoleLines(colors=False)(None, "info", event)
-    assert line == "  ... 002_fill.sql waits: lock_waits 3, over 0"
+    event |= {"file": "002_fill.up.sql", "reason": "lock_waits", "value": 3, "limit": 0}
+    line = _ConsoleLines(colors=False)(None, "info", event | {"waited_s": 1.5})
+    assert line == "  ... 002_fill.up.sql waits: lock_waits 3, over 0"
 
 
 # --- lock waits --------------------------------------------------------------------------
@@ -188,7 +186,7 @@ async def _hold_and_wait(url: str, kind: str) -> _Waiting:
 async def test_a_backfill_waits_while_a_session_waits_for_a_lock_on_its_table(
     database_url: str, tmp_path: Path, kind: str
 ) -> None:
-    folder = _folder(tmp_path, "batch=1000")
+    folder = backfill_folder(tmp_path, "batch=1000")
     await migrate(database_url, migrations_dir=folder, target=1)
     held = await _hold_and_wait(database_url, kind)
     try:
@@ -212,7 +210,7 @@ async def test_a_backfill_waits_while_a_session_waits_for_a_lock_on_its_table(
     finally:
         if not held.holder.is_closed():
             await held.release()
-    assert await _changed_once(database_url)
+    assert await changed_once(database_url)
     assert [row["version"] for row in await ledger_rows(database_url)] == [1, 2]
 
 
@@ -229,7 +227,7 @@ async def test_a_backfill_waits_while_a_session_waits_for_a_lock_on_its_table(
 async def test_one_waiting_session_is_over_a_limit_of_0_only(
     database_url: str, tmp_path: Path, limits: Limits, over: bool
 ) -> None:
-    await migrate(database_url, migrations_dir=_folder(tmp_path, ""), target=1)
+    await migrate(database_url, migrations_dir=backfill_folder(tmp_path, ""), target=1)
     held = await _hold_and_wait(database_url, "row")
     conn = await asyncpg.connect(database_url)
     try:
@@ -284,7 +282,7 @@ async def test_a_backfill_waits_while_a_standby_lags_and_goes_on_when_it_catches
 ) -> None:
     """A real streaming standby whose replay is paused: replay_lag grows past max-lag=1s,
     the backfill waits; replay resumes, lag falls, the backfill finishes."""
-    folder = _folder(tmp_path, "batch=2000 max-lag=1s max-lock-waits=off")
+    folder = backfill_folder(tmp_path, "batch=2000 max-lag=1s max-lock-waits=off")
     await migrate(database_url, migrations_dir=folder, target=1)
     replica = await asyncpg.connect(standby.dsn())
     try:
@@ -329,32 +327,10 @@ async def test_a_backfill_waits_while_a_standby_lags_and_goes_on_when_it_catches
     finally:
         await replica.execute("SELECT pg_wal_replay_resume()")
         await replica.close()
-    assert await _changed_once(database_url)
+    assert await changed_once(database_url)
 
 
 # --- SIGTERM -----------------------------------------------------------------------------
-
-
-def _cli(folder: Path, url: str) -> subprocess.Popen[str]:
-    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    environment |= {"DATABASE_URL": url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "natlangchain_migrate", "--migrations-dir", str(folder)],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-async def _rows_done(url: str) -> int:
-    conn = await asyncpg.connect(url)
-    try:
-        if not await conn.fetchval("SELECT to_regclass('schema_backfills') IS NOT NULL"):
-            return 0
-        return int(await conn.fetchval("SELECT coalesce(max(rows_done), 0) FROM schema_backfills"))
-    finally:
-        await conn.close()
 
 
 async def _batch_in_flight(url: str) -> None:
@@ -392,30 +368,30 @@ async def test_sigterm_lets_the_batch_in_flight_commit_then_stops(
         tmp_path / "m", {"001_big.sql": TABLE, "002_fill.sql": SLOW_FILL.format(sleep=1.0)}
     )
     await migrate(database_url, migrations_dir=folder, target=1)
-    process = _cli(folder, database_url)
+    process = start_run(folder, database_url)
     await _batch_in_flight(database_url)  # the first batch
     for _ in range(300):  # ... and then a later one, so some work committed before it
-        if await _rows_done(database_url) >= 4000:
+        if await rows_done(database_url) >= 4000:
             break
         await asyncio.sleep(0.02)
     await _batch_in_flight(database_url)
-    before = await _rows_done(database_url)
+    before = await rows_done(database_url)
     for number, each in enumerate(signals):
         if number:
             await asyncio.sleep(0.3)
         process.send_signal(each)
     _, stderr = await asyncio.to_thread(process.communicate, timeout=60)
     assert process.returncode == exit_code
-    after = await _rows_done(database_url)
+    after = await rows_done(database_url)
     assert after == (before + 4000 if commits else before)
     assert await _touched(database_url) == after, "rows changed beyond the recorded position"
     interrupted = log_events(stderr)[-1]
     assert interrupted["event"] == "run_interrupted"
     assert ("batch in flight committed" in interrupted["error"]) is commits
-    rerun = _cli(folder, database_url)
+    rerun = start_run(folder, database_url)
     _, stderr = await asyncio.to_thread(rerun.communicate, timeout=120)
     assert rerun.returncode == 0, stderr
-    assert await _changed_once(database_url)
+    assert await changed_once(database_url)
     assert await _touched(database_url) == ROWS
 
 
@@ -443,12 +419,12 @@ async def test_sigterm_between_batches_stops_at_once(
     await migrate(database_url, migrations_dir=folder, target=1)
     held = await _hold_and_wait(database_url, "row") if between == "wait" else None
     try:
-        process = _cli(folder, database_url)
+        process = start_run(folder, database_url)
         if held is not None:
             await asyncio.to_thread(_read_until, process, "backfill_throttled")
         else:
             for _ in range(600):
-                if await _rows_done(database_url) >= 4000:
+                if await rows_done(database_url) >= 4000:
                     break
                 await asyncio.sleep(0.02)
         process.send_signal(signal.SIGTERM)
@@ -458,13 +434,13 @@ async def test_sigterm_between_batches_stops_at_once(
             await held.release()
     assert process.returncode == 143
     expected = 4000 if between == "pause" else 0
-    assert await _rows_done(database_url) == await _touched(database_url) == expected
+    assert await rows_done(database_url) == await _touched(database_url) == expected
     assert "batch in flight committed" not in log_events(stderr)[-1]["error"]
     (folder / "002_fill.sql").write_text(FILL_SETTINGS["wait"])  # not applied: no pause now
-    rerun = _cli(folder, database_url)
+    rerun = start_run(folder, database_url)
     _, stderr = await asyncio.to_thread(rerun.communicate, timeout=120)
     assert rerun.returncode == 0, stderr
-    assert await _changed_once(database_url)
+    assert await changed_once(database_url)
 
 
 FILL_SETTINGS = {
@@ -507,7 +483,7 @@ async def test_an_error_in_a_batch_names_its_file_line_and_column(
     with pytest.raises(MigrationFailedError) as failed:
         await migrate(database_url, migrations_dir=folder)
     assert location in str(failed.value)
-    assert await _rows_done(database_url) == 0
+    assert await rows_done(database_url) == 0
     assert [row["version"] for row in await ledger_rows(database_url)] == [1]
 
 

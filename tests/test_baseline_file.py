@@ -18,7 +18,7 @@ import pytest
 from harness.faults.history import write_history
 from harness.servers.pgcluster import PASSWORD
 from harness.servers.sql import execute as sql_execute
-from natlangchain_migrate import discovery, layouts, migrate
+from natlangchain_migrate import discovery, layouts, migrate, schema_dump
 from natlangchain_migrate.baseline_files import schema_line
 from natlangchain_migrate.discovery import shipped_migrations_dir
 from natlangchain_migrate.errors import ExitCode
@@ -226,6 +226,41 @@ def test_timestamp_versions_take_a_baseline_too(tmp_path: Path, database_url: st
     assert [v for v, _, _ in rows] == [20240101000000, 20240102000000, 20240103000000]
     assert {by for v, _, by in rows[:2]} == {"baseline-file:20240102000000"}
     assert _cli(folder, database_url, "--check").returncode == ExitCode.OK
+
+
+STAMPED = {
+    "20240101000000_a.sql": "CREATE TABLE ran (file text);\n",
+    "20240102000000_b.sql": "CREATE TABLE b (id int);\n",
+}
+
+
+@pytest.mark.parametrize("command", [("--status",), ("--dry-run",), ()], ids=str)
+@pytest.mark.parametrize(
+    ("files", "baseline", "says"),
+    [
+        (HISTORY, "20240101120000_schema.baseline.sql", "is a timestamp and the folder's"),
+        (STAMPED, "003_schema.baseline.sql", "is numbered and the folder's"),
+    ],
+    ids=["timestamp-in-numbered", "numbered-in-timestamped"],
+)
+def test_a_baseline_in_the_other_version_style_is_refused(
+    tmp_path: Path,
+    database_url: str,
+    files: dict[str, str],
+    baseline: str,
+    says: str,
+    command: tuple[str, ...],
+) -> None:
+    """A timestamp baseline in a numbered folder covered every file, and a numbered one in
+    a timestamped folder none (its new database applied it and then every file)."""
+    folder = write_migrations(tmp_path / "m", files | {baseline: BASELINE})
+    result = _cli(folder, database_url, *command)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert f"{baseline} {says}" in result.stderr, result.stderr
+    assert "rename it after the version of the newest file it covers" in result.stderr
+    assert "ran" not in asyncio.run(table_names(database_url))
+    (folder / "natlangchain-migrate.toml").write_text("mixed-versions = true\n")
+    assert _cli(folder, database_url, "--dry-run").returncode == ExitCode.OK
 
 
 def test_a_bad_baseline_fails_whole_naming_its_file_and_line(
@@ -580,6 +615,27 @@ def test_transaction_lock_mode_applies_the_baseline_in_its_one_transaction(
     assert result.returncode == ExitCode.OK, result.stderr
     assert _ran(database_url) == ["004"]
     assert [v for v, _, _ in _rows(database_url)] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("copy_data", [False, True], ids=["plain", "streamed"])
+def test_a_baseline_files_settings_do_not_reach_the_files_after_it(
+    tmp_path: Path, database_url: str, copy_data: bool
+) -> None:
+    """Under --lock-mode transaction (one transaction for the run) the written header's
+    SET LOCAL check_function_bodies = false stayed on: a later file's bad function body
+    was no longer checked and its migration applied."""
+    baseline = schema_dump.HEADER + BASELINE + (COPY_ITEMS if copy_data else "")
+    bad = "CREATE FUNCTION broken() RETURNS int LANGUAGE sql AS 'SELECT n FROM no_such';\n"
+    folder = write_migrations(
+        tmp_path / "m", HISTORY | {"003_schema.baseline.sql": baseline, "004_f.sql": bad}
+    )
+    for lock_mode in ("transaction", "session"):
+        result = _cli(folder, database_url, "--lock-mode", lock_mode)
+        assert result.returncode == ExitCode.MIGRATION_FAILED, result.stderr
+        assert "004_f.sql:1" in result.stderr, result.stderr
+        assert "no_such" in result.stderr
+    setting = "SELECT current_setting('check_function_bodies')"
+    assert asyncio.run(fetchval(database_url, setting)) == "on"
 
 
 def test_a_written_baseline_of_a_generated_history_of_every_kind_passes_verify(

@@ -142,7 +142,7 @@ def test_each_layout_applies_rolls_back_and_applies_again(
         ),
         (
             {**PRISMA, "20240101120000_orders/migration.sql": "SELECT 1;"},
-            "both have version 20240101120000",
+            "share the timestamp 20240101120000",
         ),
     ],
     ids=[

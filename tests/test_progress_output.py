@@ -3,14 +3,20 @@ migration, plain progress lines in a terminal, JSON events otherwise."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
 from natlangchain_migrate import migrate
-from tests.conftest import log_events, run_cli, write_migrations
+from natlangchain_migrate.errors import MigrationFailedError
+from natlangchain_migrate.logs import _ConsoleLines
+from tests.conftest import fetchval, log_events, run_cli, write_migrations
 
 SLOW = {
     "001_fast.sql": "CREATE TABLE a (id int);\n",
@@ -127,3 +133,76 @@ def test_the_rollback_line_names_the_down_file_as_it_is_in_the_folder(
         run = run_cli(*flags, "--rollback", "--log-format", "console", database_url=database_url)
         assert run.returncode == 0, run.stderr
         assert f"Rolled back: {shown}" in run.stderr.splitlines(), run.stderr
+
+
+# One history in three layouts: the table, a slow file (heartbeats), a backfill (progress,
+# and waits while a session waits for a lock on the table), and a no-transaction file whose
+# second statement fails until its table exists (resumed at that statement).
+_BODIES = (
+    "CREATE TABLE big (id int PRIMARY KEY, v int NOT NULL DEFAULT 0);\n"
+    "INSERT INTO big (id) SELECT g FROM generate_series(1, 3000) g;\n",
+    "SELECT pg_sleep(0.4);\n",
+    "-- natlangchain: backfill table=big key=id batch=500\n"
+    "UPDATE big SET v = id WHERE id BETWEEN :lo AND :hi;\n",
+    "-- natlangchain: no-transaction\n"
+    "CREATE TABLE resumed (id int);\nINSERT INTO later VALUES (1);\n",
+)
+_LAYOUTS = {
+    "golang-migrate": ("001_big.up.sql", "002_slow.up.sql", "003_fill.up.sql", "004_go.up.sql"),
+    "prisma": tuple(
+        f"2024010100000{n}_{label}/migration.sql"
+        for n, label in ((1, "big"), (2, "slow"), (3, "fill"), (4, "go"))
+    ),
+    "flyway": ("V1__big.sql", "V2__slow.sql", "V3__fill.sql", "V4__go.sql"),
+}
+
+
+def _console(event: Mapping[str, Any]) -> str:
+    return str(_ConsoleLines(colors=False)(None, "info", dict(event)))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("layout", sorted(_LAYOUTS))
+async def test_progress_events_carry_the_file_as_it_is_in_the_folder(
+    layout: str, database_url: str, tmp_path: Path
+) -> None:
+    """migration_running, backfill_progress, backfill_throttled and migration_resuming had
+    no ``file``, and their console lines said {name}.sql: 001_big.sql for golang-migrate's
+    001_big.up.sql, 20240101000001_big.sql for prisma's folder."""
+    files = _LAYOUTS[layout]
+    folder = write_migrations(tmp_path / "m", dict(zip(files, _BODIES, strict=True)))
+    first = int(re.match(r"V?(\d+)", files[0])[1])  # type: ignore[index]
+    await migrate(database_url, migrations_dir=folder, target=first)
+    holder, waiter = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    await holder.execute("BEGIN; LOCK TABLE big IN SHARE MODE")
+    waiting = asyncio.ensure_future(waiter.execute("UPDATE big SET v = v WHERE id = 1"))
+    try:
+        with capture_logs() as events:
+            run = asyncio.ensure_future(
+                migrate(database_url, migrations_dir=folder, progress_interval=0.1)
+            )
+            for _ in range(1200):
+                if any(e["event"] == "backfill_throttled" for e in events) or run.done():
+                    break
+                await asyncio.sleep(0.05)
+            await holder.execute("COMMIT")
+            await waiting
+            with pytest.raises(MigrationFailedError):
+                await run
+    finally:
+        await holder.close()
+        await waiter.close()
+    await fetchval(database_url, "CREATE TABLE later (id int)")
+    with capture_logs() as resumed:
+        await migrate(database_url, migrations_dir=folder)
+    expected = {
+        "migration_running": (files[1], "  ... {} still running after "),
+        "backfill_throttled": (files[2], "  ... {} waits: lock_waits 1, over 0"),
+        "backfill_progress": (files[2], "  ... {}: 3000 of about 3000 rows"),
+        "migration_resuming": (files[3], "Resuming: {} at statement 2 of 2"),
+    }
+    for name, (file, line) in expected.items():
+        found = [e for e in [*events, *resumed] if e["event"] == name]
+        assert found, f"no {name} event"
+        assert {e["file"] for e in found} == {file}, found
+        assert _console(found[-1]).startswith(line.format(file)), _console(found[-1])

@@ -316,7 +316,7 @@ def test_public_prisma_history_applies_and_reapplies_in_timestamp_form(
     flags = ("--migrations-dir", str(folder))
     refused = run_cli("--status", *flags, database_url=database_url)
     assert refused.returncode == ExitCode.USAGE
-    assert "both have version" in refused.stderr  # prisma keys by name; two share a second
+    assert "share the timestamp" in refused.stderr  # prisma keys by name; two share a second
     assert len(_renumber_as_told(folder, dates=False)) >= 2
     mixed = run_cli("--status", *flags, database_url=database_url)
     assert mixed.returncode == ExitCode.USAGE

@@ -8,11 +8,9 @@ from typing import TYPE_CHECKING
 
 from natlangchain_migrate.commands import PROG, usage_error
 from natlangchain_migrate.commands.shared import (
-    add_database_flags,
-    add_lock_flags,
-    add_log_flags,
-    log_format_problem,
+    command_parser,
     migrator_from_flags,
+    parse_command,
     run_logged,
 )
 from natlangchain_migrate.errors import ExitCode
@@ -24,10 +22,10 @@ if TYPE_CHECKING:
 
 def main(argv: list[str]) -> int:
     """Record what TOOL applied in our ledger (with checksums); run no migration."""
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} adopt",
-        description="record what another tool applied in this runner's ledger, with the "
-        "files' checksums, running nothing and leaving that tool's table as it is",
+    parser = command_parser(
+        "adopt",
+        "record what another tool applied in this runner's ledger, with the files' "
+        "checksums, running nothing and leaving that tool's table as it is",
     )
     parser.add_argument("--from", dest="tool", required=True, choices=TOOLS, metavar="TOOL")
     parser.add_argument("--dry-run", action="store_true", help="say what would be recorded")
@@ -38,11 +36,7 @@ def main(argv: list[str]) -> int:
         help="with --from alembic: write each revision's SQL (alembic's offline mode) into "
         "--migrations-dir as NNN_<revision>_<message>.sql and .down.sql, touching no database",
     )
-    add_database_flags(parser)
-    add_lock_flags(parser, namespace_and_mode=False)
-    add_log_flags(parser)
-    args = parser.parse_args(argv)
-    problem = log_format_problem(args.log_format)
+    args, problem = parse_command(parser, argv, lock_wait=True)
     if problem:
         return usage_error(problem)
     if args.export_from is not None:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from natlangchain_migrate.commands import PROG, usage_error
+from natlangchain_migrate.commands import usage_error
 from natlangchain_migrate.commands.shared import (
-    add_database_flags,
-    add_lock_flags,
-    add_log_flags,
-    log_format_problem,
+    command_parser,
     migrator_from_flags,
+    parse_command,
     run_logged,
 )
 from natlangchain_migrate.errors import ExitCode
@@ -18,10 +16,10 @@ from natlangchain_migrate.errors import ExitCode
 
 def main(argv: list[str]) -> int:
     """Record versions up to N with their files' checksums (applied_by 'baseline')."""
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} baseline",
-        description="record migrations up to version N as applied, with their checksums, "
-        "without running them: for a database built by hand or by another tool",
+    parser = command_parser(
+        "baseline",
+        "record migrations up to version N as applied, with their checksums, without "
+        "running them: for a database built by hand or by another tool",
     )
     parser.add_argument("n", type=int, metavar="N", help="the version the database matches")
     parser.add_argument(
@@ -29,11 +27,7 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="even when the ledger holds rows: add rows only for versions up to N that lack one",
     )
-    add_database_flags(parser)
-    add_lock_flags(parser, namespace_and_mode=False)
-    add_log_flags(parser)
-    args = parser.parse_args(argv)
-    problem = log_format_problem(args.log_format)
+    args, problem = parse_command(parser, argv, lock_wait=True)
     if problem:
         return usage_error(problem)
     recorded, code = run_logged(args, lambda: _baseline(args))

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from natlangchain_migrate.commands import PROG, usage_error
 from natlangchain_migrate.commands.shared import (
-    add_database_flags,
-    add_log_flags,
-    log_format_problem,
+    SCRATCH_URL_HELP,
+    command_parser,
+    parse_command,
     run_logged,
     scratch_server_dsn,
 )
@@ -23,12 +23,12 @@ if TYPE_CHECKING:
 
 def main(argv: list[str]) -> int:
     """Replay the history on a scratch database and write its schema as a baseline file."""
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} baseline-file",
-        description="write NNN_NAME.baseline.sql into the migrations folder: the schema "
-        "after every version up to N, replayed on a scratch database (created and dropped). "
-        "A new database applies it instead of those versions; others ignore it. "
-        "(baseline N, without -file, records versions as applied in a database instead.)",
+    parser = command_parser(
+        "baseline-file",
+        "write NNN_NAME.baseline.sql into the migrations folder: the schema after every "
+        "version up to N, replayed on a scratch database (created and dropped). A new "
+        "database applies it instead of those versions; others ignore it. (baseline N, "
+        "without -file, records versions as applied in a database instead.)",
     )
     parser.add_argument(
         "--up-to",
@@ -39,14 +39,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--name", default="schema", help="NAME in NNN_NAME.baseline.sql (default: schema)"
     )
-    add_database_flags(
-        parser,
-        url_help="a database on the server to create the scratch database on (default: "
-        "DATABASE_URL, else the embedded server); the role needs CREATEDB",
-    )
-    add_log_flags(parser)
-    args = parser.parse_args(argv)
-    problem = log_format_problem(args.log_format)
+    args, problem = parse_command(parser, argv, url_help=SCRATCH_URL_HELP)
     if problem is None and args.migrations_dir is None:
         problem = "baseline-file writes into the migrations folder: give --migrations-dir DIR"
     if problem:

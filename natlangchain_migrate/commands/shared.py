@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from natlangchain_migrate.commands import ENV, env_setting
+from natlangchain_migrate.commands import ENV, PROG, env_setting
 from natlangchain_migrate.dsn import scrub, secrets_of
 from natlangchain_migrate.errors import ExitCode, MigrateError, StoppedBySignalError
 from natlangchain_migrate.events import log
@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 EMBEDDED_URL_HELP = "PostgreSQL URL (default: DATABASE_URL, else the embedded server)"
+SCRATCH_URL_HELP = (
+    "a database on the server to create the scratch database on (default: DATABASE_URL, "
+    "else the embedded server); the role needs CREATEDB"
+)
 
 
 def add_database_flags(
@@ -165,6 +169,29 @@ def log_format_problem(value: str | None) -> str | None:
     if value and value not in LOG_FORMATS:  # an empty variable counts as unset
         return f"{ENV}LOG_FORMAT={value!r} is not one of: {', '.join(LOG_FORMATS)}"
     return None
+
+
+def command_parser(word: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand's parser, ``natlangchain-migrate WORD`` in its usage line."""
+    return argparse.ArgumentParser(prog=f"{PROG} {word}", description=description)
+
+
+def parse_command(
+    parser: argparse.ArgumentParser,
+    argv: list[str],
+    *,
+    lock_wait: bool = False,
+    url_help: str = EMBEDDED_URL_HELP,
+) -> tuple[argparse.Namespace, str | None]:
+    """Add the flags a subcommand on one database shares (the database's, ``--lock-timeout``
+    with ``lock_wait``, the log's), parse ``argv``, and return the arguments with what is
+    wrong in them that argparse cannot see (None: nothing)."""
+    add_database_flags(parser, url_help=url_help)
+    if lock_wait:
+        add_lock_flags(parser, namespace_and_mode=False)
+    add_log_flags(parser)
+    args = parser.parse_args(argv)
+    return args, log_format_problem(args.log_format)
 
 
 async def database_dsn(url: str | None) -> str:

@@ -13,11 +13,11 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from natlangchain_migrate.commands import PROG, usage_error
+from natlangchain_migrate.commands import usage_error
 from natlangchain_migrate.commands.shared import (
-    add_database_flags,
-    add_log_flags,
-    log_format_problem,
+    SCRATCH_URL_HELP,
+    command_parser,
+    parse_command,
     run_logged,
     scratch_server_dsn,
 )
@@ -27,27 +27,16 @@ if TYPE_CHECKING:
     from natlangchain_migrate.verify import VerifyReport
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} verify",
-        description="check on a scratch database that every down file restores the schema "
-        "from before its migration, and that applying it again gives the same schema; "
-        f"exit 0 if so, {int(ExitCode.SCHEMA_NOT_RESTORED)} at the first that does not",
-    )
-    add_database_flags(
-        parser,
-        url_help="a database on the server to create the scratch database on (default: "
-        "DATABASE_URL, else the embedded server); the role needs CREATEDB",
-    )
-    parser.add_argument("--json", action="store_true", help="print the outcome as one object")
-    add_log_flags(parser)
-    return parser
-
-
 def main(argv: list[str]) -> int:
     """Run the check; print what it found; exit 0, 22, or the failing step's own code."""
-    args = _parser().parse_args(argv)
-    problem = log_format_problem(args.log_format)
+    parser = command_parser(
+        "verify",
+        "check on a scratch database that every down file restores the schema from before "
+        "its migration, and that applying it again gives the same schema; exit 0 if so, "
+        f"{int(ExitCode.SCHEMA_NOT_RESTORED)} at the first that does not",
+    )
+    parser.add_argument("--json", action="store_true", help="print the outcome as one object")
+    args, problem = parse_command(parser, argv, url_help=SCRATCH_URL_HELP)
     if problem:
         return usage_error(problem)
 
