@@ -11,14 +11,25 @@ one per file, so BEGIN there stays refused, and so does anything but a whole-fil
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from harness.servers.sql import execute
 from natlangchain_migrate.discovery import checksum, load_migrations
 from natlangchain_migrate.errors import ExitCode
-from tests.conftest import fetchval, ledger_rows, run_cli, table_names, write_migrations
+from tests.conftest import (
+    fetchval,
+    ledger_rows,
+    run_cli,
+    start_cli,
+    table_names,
+    write_migrations,
+)
+from tests.test_lint import findings, lint, project
 
 WRAPPED_UP = (
     "BEGIN;\n\nCREATE TABLE users (id int PRIMARY KEY);\n"
@@ -323,3 +334,92 @@ def test_create_index_concurrently_among_other_statements_fails_as_it_does_in_go
     assert "no-transaction" in result.stderr
     assert asyncio.run(table_names(database_url)) <= {"schema_migrations"}
     assert asyncio.run(ledger_rows(database_url)) == []
+
+
+# squawk's rules on transactions: BEGIN/COMMIT inside the tool's, and a concurrent index in one.
+TRANSACTION_RULES = {"transaction-nesting", "ban-concurrent-index-creation-in-transaction"}
+
+
+def test_lint_and_verify_see_the_file_as_the_run_does(database_url: str, tmp_path: Path) -> None:
+    """lint gives squawk the body in the runner's transaction (no transaction-nesting for
+    the wrapper; a lone CREATE INDEX CONCURRENTLY checked outside one), and flags what the
+    run refuses; verify applies, rolls back and applies again through the run itself."""
+    lone = "CREATE INDEX CONCURRENTLY users_ix ON users (id);\n"
+    files = {
+        **GOLANG,
+        "3_users_ix.up.sql": lone,
+        "3_users_ix.down.sql": "DROP INDEX CONCURRENTLY users_ix;\n",
+    }
+    folder = project(tmp_path, files)
+    flags = ("--migrations-dir", str(folder), "--json")
+    clean = {(f["file"], f["rule"]) for f in findings(lint(*flags, cwd=tmp_path))}
+    assert not {rule for _, rule in clean} & TRANSACTION_RULES, clean
+    checked = run_cli("verify", "--migrations-dir", str(folder), database_url=database_url)
+    assert checked.returncode == ExitCode.OK, checked.stderr
+    write_migrations(folder, {"4_x.up.sql": "SELECT 1;\nBEGIN;\nSELECT 2;\nCOMMIT;\n"})
+    flagged = lint(*flags, cwd=tmp_path)
+    rules = [
+        (f["file"].rsplit("/", 1)[-1], f["line"], f["rule"])
+        for f in findings(flagged)
+        if f["rule"] in TRANSACTION_RULES
+    ]
+    assert rules == [
+        ("4_x.up.sql", 2, "transaction-nesting"),
+        ("4_x.up.sql", 4, "transaction-nesting"),
+    ]
+
+
+async def _waiting_on(url: str, text: str) -> int | None:
+    """The pid of a backend waiting for a lock while running a query containing ``text``."""
+    return await fetchval(  # type: ignore[no-any-return]
+        url,
+        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        f"AND query LIKE '%{text}%' LIMIT 1",
+    )
+
+
+def test_a_runner_killed_inside_a_wrapped_file_leaves_it_to_the_next_run_exactly_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    """kill -9 while the body waits for a lock: whatever the killed session's transaction
+    then does (it is one message with the ledger row, so it commits whole or not at all),
+    the next run leaves the body applied exactly once with its row."""
+    folder = _golang(
+        tmp_path,
+        {
+            "1_hits.up.sql": (
+                "BEGIN;\nCREATE TABLE hits (n int);\nCREATE TABLE gate (n int);\nCOMMIT;"
+            ),
+            "2_work.up.sql": (
+                "BEGIN;\nINSERT INTO hits VALUES (1);\nLOCK TABLE gate IN ACCESS EXCLUSIVE MODE;\n"
+                "CREATE TABLE done (id int);\nCOMMIT;\n"
+            ),
+        },
+    )
+    flags = _flags(folder, "--pg-lock-timeout", "120s")
+    assert run_cli(*flags, "--version", "1", database_url=database_url).returncode == 0
+
+    async def scenario() -> None:
+        holder = await asyncpg.connect(database_url)
+        try:
+            await holder.execute("BEGIN; LOCK TABLE gate IN ACCESS EXCLUSIVE MODE")
+            runner = start_cli(*flags, database_url=database_url, output=subprocess.DEVNULL)
+            for _ in range(600):
+                if await _waiting_on(database_url, "LOCK TABLE gate") is not None:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                runner.kill()
+                raise AssertionError("the runner never reached the wrapped file's body")
+            runner.send_signal(signal.SIGKILL)
+            runner.wait()
+            await holder.execute("ROLLBACK")
+        finally:
+            await holder.close()
+
+    asyncio.run(scenario())
+    rerun = run_cli(*flags, database_url=database_url)
+    assert rerun.returncode == 0, rerun.stderr
+    assert asyncio.run(fetchval(database_url, "SELECT count(*) FROM hits")) == 1
+    assert [row["version"] for row in asyncio.run(ledger_rows(database_url))] == [1, 2]
+    assert "done" in asyncio.run(table_names(database_url))
