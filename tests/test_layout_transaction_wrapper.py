@@ -378,6 +378,7 @@ async def _waiting_on(url: str, text: str) -> int | None:
     )
 
 
+@pytest.mark.system  # README: "Running the tests" (kill -9)
 def test_a_runner_killed_inside_a_wrapped_file_leaves_it_to_the_next_run_exactly_once(
     database_url: str, tmp_path: Path
 ) -> None:
