@@ -73,10 +73,15 @@ def test_wrapped_files_apply_roll_back_and_apply_again(
 ) -> None:
     folder = write_migrations(tmp_path / "m", files)
     flags = _flags(folder, "--lock-mode", lock_mode)
-    for step in ((), ("--rollback", "--to", "0"), ()):
+    dry_rollback = ("--rollback", "--to", "0", "--dry-run")
+    for step in (("--dry-run",), (), dry_rollback, ("--rollback", "--to", "0"), ()):
         result = run_cli(*step, *flags, database_url=database_url)
         assert result.returncode == 0, result.stderr
         assert "WARNING" not in result.stderr  # no "there is already a transaction"
+        if step == dry_rollback:  # the down files as they would be sent
+            assert "DROP TABLE users;" in result.stdout
+            assert "BEGIN" not in result.stdout
+            assert "COMMIT" not in result.stdout
     assert "users" in asyncio.run(table_names(database_url))
     rows = asyncio.run(ledger_rows(database_url))
     ups = {name: text for name, text in files.items() if "down" not in name and "toml" not in name}
