@@ -429,3 +429,38 @@ def test_a_runner_killed_inside_a_wrapped_file_leaves_it_to_the_next_run_exactly
     assert asyncio.run(fetchval(database_url, "SELECT count(*) FROM hits")) == 1
     assert [row["version"] for row in asyncio.run(ledger_rows(database_url))] == [1, 2]
     assert "done" in asyncio.run(table_names(database_url))
+
+
+@pytest.mark.parametrize(
+    ("text", "unwrapped"),
+    [
+        ("BEGIN;\nSELECT 1;\nCOMMIT;\n", True),
+        ("  BEGIN ;  SELECT 1;  COMMIT\n;", True),
+        ("-- a\n/* b */ BEGIN;\nSELECT 'COMMIT;';\nCOMMIT; -- c\n", True),
+        (
+            "BEGIN;\nCREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$\nBEGIN\n"
+            "  COMMIT;\n  RETURN 1;\nEND;\n$$;\nCOMMIT;\n",
+            True,
+        ),
+        ("SELECT 1;\n", False),
+        ("BEGIN;\n", False),
+        ("COMMIT;\nBEGIN;\n", False),
+        ("BEGIN;\nBEGIN;\nCOMMIT;\n", False),
+        ("BEGIN;\nSELECT 1;\nABORT;\n", False),
+    ],
+)
+def test_the_wrapper_is_blanked_and_every_line_and_column_stays(text: str, unwrapped: bool) -> None:
+    """Only statements as PostgreSQL's parser reads them count (not a COMMIT in a string or
+    a plpgsql body), and the body keeps every character where the file has it."""
+    from natlangchain_migrate.statements import split_statements, unwrap_transaction
+
+    body = unwrap_transaction(text)
+    assert (body is not None) is unwrapped
+    if body is None:
+        return
+    assert len(body) == len(text)
+    assert [i for i, c in enumerate(body) if c == "\n"] == [
+        i for i, c in enumerate(text) if c == "\n"
+    ]
+    kept = [(s.offset, s.text) for s in split_statements("", body)]
+    assert kept == [(s.offset, s.text) for s in split_statements("", text)[1:-1]]
