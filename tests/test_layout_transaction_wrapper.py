@@ -466,3 +466,31 @@ def test_the_wrapper_is_blanked_and_every_line_and_column_stays(text: str, unwra
     ]
     kept = [(s.offset, s.text) for s in split_statements("", body)]
     assert kept == [(s.offset, s.text) for s in split_statements("", text)[1:-1]]
+
+
+@pytest.mark.parametrize(
+    ("text", "alone"),
+    [
+        ("CREATE INDEX CONCURRENTLY ix ON t (id);", True),
+        ("DROP INDEX CONCURRENTLY ix;", True),
+        ("VACUUM t;", True),
+        ("REINDEX INDEX CONCURRENTLY ix;", True),
+        ("-- a comment first\nCREATE UNIQUE INDEX CONCURRENTLY ix ON t (id);\n", True),
+        ("CREATE TABLE t (id int);\nCREATE INDEX CONCURRENTLY ix ON t (id);", False),
+        ("BEGIN;\nCREATE INDEX CONCURRENTLY ix ON t (id);\nCOMMIT;", False),
+        ("CREATE INDEX ix ON t (id);", False),
+        ("ANALYZE t;", False),
+    ],
+)
+@pytest.mark.parametrize("layout", ["golang-migrate", "prisma", "sqlx"])
+def test_a_file_of_one_statement_that_refuses_a_transaction_runs_outside_one(
+    tmp_path: Path, text: str, alone: bool, layout: str
+) -> None:
+    """As golang-migrate and prisma send it (one statement alone: no transaction); sqlx
+    opens one per file, so there it stays transactional (and fails as it does in sqlx)."""
+    if layout == "prisma":
+        files = {"20240101120000_a/migration.sql": text}
+    else:
+        files = {"1_a.up.sql": text, "natlangchain-migrate.toml": f'layout = "{layout}"\n'}
+    (loaded,) = load_migrations(write_migrations(tmp_path / "m", files))
+    assert loaded.directives.no_transaction is (alone and layout != "sqlx")
