@@ -76,6 +76,9 @@ class Migration(NamedTuple):
     # A baseline file standing in for the versions it covers (baseline_files.py): those
     # versions' files; None for any other migration.
     baseline_covers: tuple[Migration, ...] | None = None
+    # The folder's layout when it is another tool's (layouts.py); None for ours. What a
+    # file's BEGIN/COMMIT means depends on it (preflight.py).
+    layout: str | None = None
 
     @property
     def down_sql(self) -> str | None:

@@ -17,6 +17,7 @@ from natlangchain_migrate.errors import (
     PrivilegeError,
     ServerError,
 )
+from natlangchain_migrate.layouts import OPENS_NO_TRANSACTION
 from natlangchain_migrate.repeatables import version_of
 from natlangchain_migrate.results import MigrationResult
 from natlangchain_migrate.statements import line_and_column, split_statements
@@ -100,7 +101,7 @@ def migration_failed(
         )
     text = (
         f"{location}: {error.sqlstate} {_message(error)}{extra}. Migration {migration.name} "
-        f"failed; {outcome}. {found.advice}"
+        f"failed; {outcome}. {_advice(migration, error.sqlstate, found.advice)}"
     )
     if found.cause is Cause.FILE:
         return MigrationFailedError(
@@ -116,6 +117,19 @@ def migration_failed(
     if issubclass(kind, ServerError):
         return kind(text, sqlstate=error.sqlstate, location=location, applied=applied)
     return kind(text)
+
+
+def _advice(migration: Migration, sqlstate: str | None, advice: str) -> str:
+    """25001 in a golang-migrate or prisma folder: its tool's own way, a file of one
+    statement, works here too and keeps the other files as they are."""
+    if sqlstate != "25001" or migration.layout not in OPENS_NO_TRANSACTION:
+        return advice
+    return (
+        "The statement cannot run inside a transaction block: give it a file of its own (a "
+        f"{migration.layout} file of that one statement runs outside a transaction, as "
+        f"{migration.layout} runs it), or mark this file '-- natlangchain: no-transaction', "
+        "then run again"
+    )
 
 
 def connection_lost(

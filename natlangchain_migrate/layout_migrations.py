@@ -13,7 +13,7 @@ from natlangchain_migrate import discovery
 from natlangchain_migrate.directives import Directives, parse_directives
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.layout_sections import LayoutFile
-from natlangchain_migrate.layouts import FolderSettings, read_layout
+from natlangchain_migrate.layouts import OPENS_NO_TRANSACTION, FolderSettings, read_layout
 from natlangchain_migrate.versions import check_styles
 
 if TYPE_CHECKING:
@@ -36,34 +36,75 @@ def from_layout(
             f"no {layout} migration files in the folder; check --migrations-dir"
         )
     check_styles({f.version: f.up.name for f in found}, mixed_allowed=settings.mixed_versions)
-    return [_layout_migration(item) for item in found]
+    return [_layout_migration(layout, item) for item in found]
 
 
-def _layout_migration(item: LayoutFile) -> discovery.Migration:
+def _layout_migration(layout: str, item: LayoutFile) -> discovery.Migration:
     filename = item.filename or item.up.name
     directives = parse_directives(filename, item.up_sql)
-    if item.no_transaction or _runs_alone(filename, item, directives):
+    if item.no_transaction:
         directives = directives._replace(no_transaction=True)
+    sql, directives = as_the_tool_runs(layout, filename, item.up_sql, directives)
     single_file = item.down is item.up
     return discovery.Migration(
         version=item.version,
         name=item.name,
         filename=filename,
-        sql=item.up_sql,
-        checksum=discovery.checksum(item.up_sql),
+        sql=sql,
+        checksum=discovery.checksum(item.up_sql),  # the file's own text, wrapper and all
         down_file=item.down,
         directives=directives,
         down_section=item.down_sql if single_file else None,
+        layout=layout,
     )
 
 
-def _runs_alone(filename: str, item: LayoutFile, directives: Directives) -> bool:
-    """prisma sends a file as one batch: a file of one statement that PostgreSQL refuses in
-    a transaction (``CREATE INDEX CONCURRENTLY``) runs outside one there, and so here. A
-    backfill (its ``:lo``/``:hi`` are no SQL yet) runs in batches of its own."""
-    if item.filename is None or directives.no_transaction or directives.backfill is not None:
-        return False
-    from natlangchain_migrate.statements import split_statements
+def as_the_tool_runs(
+    layout: str | None, filename: str, sql: str, directives: Directives
+) -> tuple[str, Directives]:
+    """What the runner sends for a file (up or down) of a tool that opens no transaction
+    (golang-migrate, prisma), and how: such a tool sends the file in one batch, so
 
-    statements = split_statements(filename, item.up_sql)
-    return len(statements) == 1 and statements[0].autocommit
+    - a file wrapped whole in ``BEGIN;`` ... ``COMMIT;`` is one transaction there: here its
+      body runs in the runner's transaction with the ledger row (the wrapper blanked out,
+      lines and columns kept; the checksum stays the file's);
+    - a file of one statement that PostgreSQL refuses in a transaction (``CREATE INDEX
+      CONCURRENTLY``) runs outside one there, and so here.
+
+    Any other layout's file, and anything else, is returned as it is.
+    """
+    if (
+        layout not in OPENS_NO_TRANSACTION
+        or directives.no_transaction
+        or directives.backfill is not None  # its :lo/:hi are no SQL yet; it runs in batches
+    ):
+        return sql, directives
+    from natlangchain_migrate.statements import split_statements, unwrap_transaction
+
+    body = unwrap_transaction(sql)
+    if body is not None:
+        return body, directives
+    if "CONCURRENTLY" in sql.upper() or _maybe_alone(sql):
+        statements = split_statements(filename, sql)
+        if len(statements) == 1 and statements[0].autocommit:
+            return sql, directives._replace(no_transaction=True)
+    return sql, directives
+
+
+def _maybe_alone(sql: str) -> bool:
+    """A cheap look for the other statements that refuse a transaction (VACUUM, ...), so
+    that an ordinary file is not parsed at every start-up."""
+    upper = sql.upper()
+    return any(
+        word in upper
+        for word in (
+            "VACUUM",
+            "REINDEX",
+            "CLUSTER",
+            "DATABASE",
+            "TABLESPACE",
+            "SYSTEM",
+            "SUBSCRIPTION",
+            "DISCARD",
+        )
+    )

@@ -6,6 +6,10 @@ A folder is in one layout, detected from its files or named in the folder's
 - ``natlangchain``: ``NNN_name.sql`` with ``NNN_name.down.sql`` beside it (discovery.py);
 - ``golang-migrate`` and ``sqlx``: ``NNN_name.up.sql`` / ``NNN_name.down.sql``
   (sqlx's ``-- no-transaction`` first line runs the file outside a transaction);
+  golang-migrate's and prisma's tools open no transaction (OPENS_NO_TRANSACTION): a file
+  wrapped whole in BEGIN; ... COMMIT; runs its body in ours, and a file of one statement
+  that cannot run in a transaction (``CREATE INDEX CONCURRENTLY``) runs outside one, as
+  those tools run them (layout_migrations.py);
 - ``goose``: one file with ``-- +goose Up`` / ``-- +goose Down`` sections;
   ``-- +goose NO TRANSACTION`` is our no-transaction, ``StatementBegin``/``End`` stay
   comments (PostgreSQL's own parser splits statements here, bodies stay whole);
@@ -14,8 +18,7 @@ A folder is in one layout, detected from its files or named in the folder's
 - ``node-pg-migrate``: SQL files with ``-- Up Migration`` / ``-- Down Migration`` sections
   (it has no no-transaction marker for SQL); its JavaScript migrations are refused by name;
 - ``prisma``: a folder per migration, ``<timestamp>_<name>/migration.sql``, and the
-  ``down.sql`` its docs write beside it; a file of one statement that cannot run in a
-  transaction (``CREATE INDEX CONCURRENTLY``) runs outside one, as prisma runs it;
+  ``down.sql`` its docs write beside it;
 - ``flyway``: ``V<n>__desc.sql``, its undo ``U<n>__desc.sql`` and ``R__desc.sql``
   (repeatables.py); ``V<n>__desc.sql.conf`` with ``executeInTransaction=false``.
 
@@ -61,6 +64,14 @@ LAYOUTS = (
     "flyway",
     "prisma",
 )
+# The layouts whose tool sends a file as it is, opening no transaction of its own, so that
+# its users wrap a file in BEGIN; ... COMMIT; themselves: golang-migrate (database/postgres:
+# Run() sends the file in one Exec; its README says to wrap files in BEGIN/COMMIT) and prisma
+# (its docs: on PostgreSQL, opt in by adding BEGIN; and COMMIT;). The others open one per
+# file (goose's NO TRANSACTION, dbmate's transaction:false, sqlx's -- no-transaction and
+# Flyway's executeInTransaction=false turn it off; node-pg-migrate's Migration._apply sends
+# BEGIN; before a SQL file and COMMIT; after its ledger row), as this runner does.
+OPENS_NO_TRANSACTION = ("golang-migrate", "prisma")
 # prisma's migration, read from its folder (layout_migrations.py lists it under this name).
 _PRISMA_UP = "/migration.sql"
 _PRISMA_DIR = re.compile(r"^(?P<version>\d+)_(?P<label>[^/]+)$")

@@ -19,6 +19,7 @@ from natlangchain_migrate.errors import (
     ReadOnlyDatabaseError,
     TransactionControlError,
 )
+from natlangchain_migrate.layouts import OPENS_NO_TRANSACTION
 from natlangchain_migrate.ledger import LedgerSnapshot
 from natlangchain_migrate.manifest import ManifestEntry
 from natlangchain_migrate.plan import MigrationPlan
@@ -104,7 +105,7 @@ def check_pending_files(pending: Sequence[Migration], options: RunnerOptions) ->
 
     refuse_other_schema(pending, options.schema)
     check_client_only(pending)
-    _check_transaction_control(pending)
+    check_transaction_control(pending)
 
 
 def _check_lock_mode(pending: Sequence[Migration], options: RunnerOptions) -> None:
@@ -164,34 +165,56 @@ def check_client_only(migrations: Sequence[Migration]) -> None:
         )
 
 
-def _check_transaction_control(pending: Sequence[Migration]) -> None:
+def check_transaction_control(migrations: Sequence[Migration]) -> None:
     """Refuse a file that begins or commits by itself: the runner owns the transactions,
-    one per transactional file, one per statement of a no-transaction file."""
+    one per transactional file, one per statement of a no-transaction file. A
+    golang-migrate or prisma file wrapped whole in BEGIN; ... COMMIT; reaches here
+    unwrapped (layout_migrations.py); the message says so in those layouts."""
     from natlangchain_migrate.statements import find_transaction_control, split_statements
 
-    for migration in pending:
+    for migration in migrations:
         if migration.directives.no_transaction:
             # Parsed here too, so that a syntax error names file:line:column before
             # anything runs, not after the migrations before it were applied.
             split_statements(migration.filename, migration.sql)
-        found = find_transaction_control(migration.sql)
+        wrapped = migration.layout in OPENS_NO_TRANSACTION
+        found = find_transaction_control(migration.sql, past_wrapper=wrapped)
         if found is None:
             continue
         line, keyword = found
-        if migration.directives.no_transaction:
-            fix = (
-                "remove it: each statement of a no-transaction file commits on its own with "
-                "its journal step; statements that must commit together belong in a "
-                "transactional file"
-            )
-        else:
-            fix = (
-                "remove it: the runner runs the file in one transaction with its ledger row "
-                "(or make the file '-- natlangchain: no-transaction')"
-            )
         raise TransactionControlError(
-            f"{migration.filename}:{line}: {keyword} inside a migration; {fix}"
+            f"{migration.filename}:{line}: {keyword} inside a migration; "
+            + _transaction_control_fix(migration, keyword)
         )
+
+
+def _transaction_control_fix(migration: Migration, keyword: str) -> str:
+    """What to do, in the words of the folder's layout."""
+    if migration.directives.no_transaction:
+        return (
+            "remove it: each statement of a no-transaction file commits on its own with "
+            "its journal step; statements that must commit together belong in a "
+            "transactional file"
+        )
+    layout = migration.layout
+    if layout in OPENS_NO_TRANSACTION:
+        return (
+            f"a {layout} file may be wrapped whole in BEGIN; ... COMMIT; (its first and last "
+            "statements: the runner then runs the rest in its own transaction with the "
+            f"ledger row), and nothing else in it may begin, commit or roll back: remove this "
+            f"{keyword} (put a second transaction in a file of its own)"
+        )
+    if layout is None:
+        why = (
+            "(only a golang-migrate or prisma file, whose tool opens no transaction, may be "
+            "wrapped whole in BEGIN; ... COMMIT;)"
+        )
+    else:
+        why = f"({layout} too runs each file in a transaction it opens itself)"
+    return (
+        "remove it: the runner runs the file in one transaction with its ledger row "
+        f"{why}, or make the file '-- natlangchain: no-transaction'"
+    )
 
 
 async def _check_extensions(conn: asyncpg.Connection, pending: Sequence[Migration]) -> None:

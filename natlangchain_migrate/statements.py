@@ -20,10 +20,11 @@ from natlangchain_migrate.errors import ConfigurationError
 _MAYBE_COPY_FROM_STDIN = re.compile(r"\bcopy\b[^;]*?\bfrom\s+stdin\b", re.I | re.S)
 _MAYBE_META_COMMAND = re.compile(r"^[ \t]*(\\(?:[A-Za-z!?]\w*|\.))", re.M)
 
-# A cheap first look for BEGIN; COMMIT; ROLLBACK; START TRANSACTION at the start of a line;
-# only files it flags are parsed (plpgsql's "BEGIN" has no semicolon, so bodies rarely match).
+# A cheap first look for BEGIN; COMMIT; ROLLBACK; START TRANSACTION at the start of a line
+# or after another statement's semicolon; only files it flags are parsed (plpgsql's "BEGIN"
+# has no semicolon, so bodies rarely match).
 _MAYBE_TRANSACTION_CONTROL = re.compile(
-    r"^\s*(begin|commit|rollback|start\s+transaction|abort|savepoint|release)\b[^;\n]*;",
+    r"(?:^|;)\s*(begin|commit|rollback|start\s+transaction|abort|savepoint|release)\b[^;\n]*;",
     re.I | re.M,
 )
 
@@ -52,6 +53,9 @@ class Statement(NamedTuple):
     drops: IndexRef | None = None
     transaction_control: bool = False
     from_client: bool = False  # COPY ... FROM STDIN: rows only a client like psql sends
+    # "begin" / "commit" for a plain BEGIN / COMMIT (no options, no AND CHAIN): what may
+    # wrap a whole file in the layouts whose tool opens no transaction (unwrap_transaction).
+    wrapper: str = ""
 
 
 @functools.lru_cache(maxsize=256)
@@ -100,7 +104,9 @@ def _characters(encoded: bytes | None, byte_offset: int) -> int:
 def _describe(text: str, offset: int, kind: str, node: dict[str, Any]) -> Statement:
     autocommit = needs_autocommit(kind, node)
     if kind == "TransactionStmt":
-        return Statement(text, offset, autocommit, transaction_control=True)
+        plain = not node.get("options") and not node.get("chain")
+        wrapper = _WRAPPERS.get(node.get("kind", ""), "") if plain else ""
+        return Statement(text, offset, autocommit, transaction_control=True, wrapper=wrapper)
     if kind == "CopyStmt" and node.get("is_from") and not node.get("filename"):
         return Statement(text, offset, autocommit, from_client=True)
     if kind == "IndexStmt" and node.get("idxname"):
@@ -119,6 +125,13 @@ def _describe(text: str, offset: int, kind: str, node: dict[str, Any]) -> Statem
         )
     return Statement(text, offset, autocommit)
 
+
+# BEGIN [WORK | TRANSACTION], START TRANSACTION; COMMIT [WORK | TRANSACTION], END.
+_WRAPPERS = {
+    "TRANS_STMT_BEGIN": "begin",
+    "TRANS_STMT_START": "begin",
+    "TRANS_STMT_COMMIT": "commit",
+}
 
 # Statements PostgreSQL refuses inside a transaction block whatever their options.
 _ALWAYS_ALONE = frozenset(
@@ -187,24 +200,65 @@ def line_and_column(text: str, offset: int) -> tuple[int, int]:
     return line, column
 
 
-def find_transaction_control(sql: str) -> tuple[int, str] | None:
+def find_transaction_control(sql: str, *, past_wrapper: bool = False) -> tuple[int, str] | None:
     """The line and keyword of a top-level BEGIN/COMMIT/ROLLBACK/SAVEPOINT in the file.
 
     The runner owns the transactions; a file that commits by itself would break
     that silently. A file that does not parse is left to the server, which
-    reports the syntax error with its position like any other.
+    reports the syntax error with its position like any other. ``past_wrapper``:
+    a plain BEGIN as the first statement and a plain COMMIT as the last are passed
+    over when anything else is found, so that the one named is the one to remove.
     """
+    statements = _parsed_if_flagged(sql)
+    found = [s for s in statements if s.transaction_control]
+    if past_wrapper:
+        inner = [s for s in found if not _is_wrapper(s, statements)]
+        found = inner or found
+    if not found:
+        return None
+    line, _ = line_and_column(sql, found[0].offset)
+    return line, found[0].text.split(None, 1)[0].rstrip(";").upper()
+
+
+def unwrap_transaction(sql: str) -> str | None:
+    """The file with its wrapper blanked out, when a plain BEGIN (START TRANSACTION) is its
+    first statement, a plain COMMIT (END) its last and no other statement controls the
+    transaction; else None.
+
+    golang-migrate and prisma open no transaction of their own, so their users wrap a file
+    in one; the runner runs the body in its transaction with the ledger row instead. The
+    wrapper (and its semicolon) becomes spaces, so every line and column stays where it
+    is in the file.
+    """
+    statements = _parsed_if_flagged(sql)
+    found = [s for s in statements if s.transaction_control]
+    if len(found) != 2 or not all(_is_wrapper(s, statements) for s in found):
+        return None
+    text = sql
+    for statement in reversed(found):
+        end = statement.offset + len(statement.text)
+        after = len(text[end:]) - len(text[end:].lstrip())
+        if text[end + after : end + after + 1] == ";":
+            end += after + 1
+        blank = re.sub(r"[^\n]", " ", text[statement.offset : end])
+        text = text[: statement.offset] + blank + text[end:]
+    return text
+
+
+def _is_wrapper(statement: Statement, statements: list[Statement]) -> bool:
+    if statement is statements[0]:
+        return statement.wrapper == "begin"
+    return statement is statements[-1] and statement.wrapper == "commit"
+
+
+def _parsed_if_flagged(sql: str) -> list[Statement]:
+    """The file's statements when the cheap look sees transaction control, else none."""
     if _MAYBE_TRANSACTION_CONTROL.search(sql) is None:
-        return None
+        return []
     try:
-        statements = split_statements("", sql)
+        return split_statements("", sql)
     except ConfigurationError:
-        return None
-    for statement in statements:
-        if statement.transaction_control:
-            line, _ = line_and_column(sql, statement.offset)
-            return line, statement.text.split(None, 1)[0].rstrip(";").upper()
-    return None
+        return []
 
 
 def find_client_only(sql: str) -> tuple[int, str] | None:

@@ -35,6 +35,7 @@ from natlangchain_migrate.errors import (
     MigrationFailedError,
 )
 from natlangchain_migrate.events import log
+from natlangchain_migrate.layout_migrations import as_the_tool_runs
 from natlangchain_migrate.ledger import Ledger
 from natlangchain_migrate.locks import locked_connection
 from natlangchain_migrate.plan import AppliedMigration, newest_version
@@ -86,6 +87,7 @@ async def rollback(
         contract_downs = await contract_undos(connection.conn, versions, migrations, options.schema)
         _check_lock_mode(downs, options)
         preflight.check_client_only([down for down in downs if down is not None])
+        preflight.check_transaction_control([down for down in downs if down is not None])
         undo = None
         if not dry_run:
             facts = await read_server_facts(connection.conn, options.schema)
@@ -141,13 +143,17 @@ def _down_of(row: AppliedMigration, migration: Migration | None) -> Migration | 
         return None
     sql = migration.down_sql or ""
     filename = migration.down_file.name
+    directives = parse_directives(filename, sql)
+    # A golang-migrate or prisma down file means what its tool makes of it, as its up file.
+    sql, directives = as_the_tool_runs(migration.layout, filename, sql, directives)
     return Migration(
         version=row.version,
         name=filename.removesuffix(".sql"),
         filename=filename,
         sql=sql,
         checksum="",
-        directives=parse_directives(filename, sql),
+        directives=directives,
+        layout=migration.layout,
     )
 
 

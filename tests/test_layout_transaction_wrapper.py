@@ -1,0 +1,496 @@
+"""BEGIN; ... COMMIT; around a whole file, as each layout's own tool means it.
+
+golang-migrate and prisma open no transaction of their own (golang-migrate's
+database/postgres Run() sends the file in one Exec and its README says to wrap files
+in BEGIN/COMMIT; prisma's docs: on PostgreSQL, opt in by adding BEGIN; and COMMIT;), so
+their users wrap files themselves: such a file runs its body in the runner's transaction
+with its ledger row, its checksum the file's. Every other layout's tool (and ours) opens
+one per file, so BEGIN there stays refused, and so does anything but a whole-file wrapper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from harness.servers.sql import execute
+from natlangchain_migrate.discovery import checksum, load_migrations
+from natlangchain_migrate.errors import ExitCode
+from tests.conftest import (
+    fetchval,
+    ledger_rows,
+    run_cli,
+    start_cli,
+    table_names,
+    write_migrations,
+)
+from tests.test_lint import findings, lint, project
+
+WRAPPED_UP = (
+    "BEGIN;\n\nCREATE TABLE users (id int PRIMARY KEY);\n"
+    "CREATE INDEX users_id ON users (id);\n\nCOMMIT;\n"
+)
+WRAPPED_DOWN = "BEGIN;\nDROP TABLE users;\nCOMMIT;\n"
+# The other spellings PostgreSQL gives the same plain BEGIN and COMMIT.
+SPELLINGS = [
+    ("START TRANSACTION;", "END;"),
+    ("BEGIN TRANSACTION;", "COMMIT WORK;"),
+    ("-- golang-migrate: one transaction\nBEGIN WORK ;", "COMMIT TRANSACTION;\n-- done"),
+    ("begin;", "end transaction;"),
+]
+
+
+def _golang(tmp_path: Path, files: dict[str, str]) -> Path:
+    return write_migrations(tmp_path / "m", files)
+
+
+def _flags(folder: Path, *more: str) -> tuple[str, ...]:
+    return ("--migrations-dir", str(folder), *more)
+
+
+GOLANG = {
+    "1_users.up.sql": WRAPPED_UP,
+    "1_users.down.sql": WRAPPED_DOWN,
+    "2_orders.up.sql": "BEGIN;\nCREATE TABLE orders (id int);\nCOMMIT;",
+    "2_orders.down.sql": "BEGIN;\nDROP TABLE orders;\nCOMMIT;",
+}
+PRISMA = {
+    "20240101120000_users/migration.sql": WRAPPED_UP,
+    "20240101120000_users/down.sql": WRAPPED_DOWN,
+    "migration_lock.toml": 'provider = "postgresql"\n',
+}
+
+
+@pytest.mark.parametrize("files", [GOLANG, PRISMA], ids=["golang-migrate", "prisma"])
+@pytest.mark.parametrize("lock_mode", ["session", "transaction"])
+def test_wrapped_files_apply_roll_back_and_apply_again(
+    database_url: str, tmp_path: Path, files: dict[str, str], lock_mode: str
+) -> None:
+    folder = write_migrations(tmp_path / "m", files)
+    flags = _flags(folder, "--lock-mode", lock_mode)
+    dry_rollback = ("--rollback", "--to", "0", "--dry-run")
+    for step in (("--dry-run",), (), dry_rollback, ("--rollback", "--to", "0"), ()):
+        result = run_cli(*step, *flags, database_url=database_url)
+        assert result.returncode == 0, result.stderr
+        assert "WARNING" not in result.stderr  # no "there is already a transaction"
+        if step == dry_rollback:  # the down files as they would be sent
+            assert "DROP TABLE users;" in result.stdout
+            assert "BEGIN" not in result.stdout
+            assert "COMMIT" not in result.stdout
+    assert "users" in asyncio.run(table_names(database_url))
+    rows = asyncio.run(ledger_rows(database_url))
+    ups = {name: text for name, text in files.items() if "down" not in name and "toml" not in name}
+    assert [row["checksum"] for row in rows] == [checksum(text) for text in ups.values()]
+
+
+@pytest.mark.parametrize(("begin", "commit"), SPELLINGS, ids=lambda pair: str(pair))
+def test_every_spelling_of_the_wrapper_is_accepted(
+    database_url: str, tmp_path: Path, begin: str, commit: str
+) -> None:
+    folder = _golang(
+        tmp_path,
+        {
+            "1_a.up.sql": f"{begin}\nCREATE TABLE a (id int);\n{commit}\n",
+            "1_a.down.sql": f"{begin} DROP TABLE a; {commit}",
+        },
+    )
+    (loaded,) = load_migrations(folder)
+    assert "BEGIN" not in loaded.sql.upper().replace("-- GOLANG", "")
+    assert loaded.sql.count("\n") == f"{begin}\nCREATE TABLE a (id int);\n{commit}\n".count("\n")
+    for step in ((), ("--rollback",)):
+        result = run_cli(*step, *_flags(folder), database_url=database_url)
+        assert result.returncode == 0, result.stderr
+    assert "a" not in asyncio.run(table_names(database_url))
+
+
+def test_a_failing_statement_inside_the_wrapper_undoes_the_whole_file_and_its_row(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = _golang(
+        tmp_path,
+        {
+            "1_users.up.sql": WRAPPED_UP,
+            "2_bad.up.sql": (
+                "BEGIN;\nCREATE TABLE kept_out (id int);\nINSERT INTO kept_out VALUES (1);\n"
+                "SELECT 1 / 0;\nCOMMIT;\n"
+            ),
+        },
+    )
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == ExitCode.MIGRATION_FAILED, result.stderr
+    assert "2_bad.up.sql:4" in result.stderr  # the line in the file as written
+    assert [row["version"] for row in asyncio.run(ledger_rows(database_url))] == [1]
+    assert "kept_out" not in asyncio.run(table_names(database_url))
+
+
+def test_a_failing_wrapped_down_file_keeps_the_schema_and_the_row(
+    database_url: str, tmp_path: Path
+) -> None:
+    files = {
+        "1_users.up.sql": WRAPPED_UP,
+        "1_users.down.sql": "BEGIN;\nDROP TABLE users;\nSELECT 1 / 0;\nCOMMIT;\n",
+    }
+    folder = _golang(tmp_path, files)
+    assert run_cli(*_flags(folder), database_url=database_url).returncode == 0
+    result = run_cli("--rollback", *_flags(folder), database_url=database_url)
+    assert result.returncode == ExitCode.MIGRATION_FAILED, result.stderr
+    assert "users" in asyncio.run(table_names(database_url))
+    assert [row["version"] for row in asyncio.run(ledger_rows(database_url))] == [1]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "keyword"),
+    [
+        ("CREATE TABLE a (id int);\nBEGIN;\nCREATE TABLE b (id int);\nCOMMIT;\n", 2, "BEGIN"),
+        ("BEGIN;\nCREATE TABLE a (id int);\nCOMMIT;\nBEGIN;\nSELECT 1;\nCOMMIT;\n", 3, "COMMIT"),
+        ("BEGIN;\nCREATE TABLE a (id int);\nROLLBACK;\n", 3, "ROLLBACK"),
+        ("CREATE TABLE a (id int);\nCOMMIT;\n", 2, "COMMIT"),
+        ("BEGIN;\nCREATE TABLE a (id int);\n", 1, "BEGIN"),
+        ("BEGIN;\nSAVEPOINT s;\nCREATE TABLE a (id int);\nCOMMIT;\n", 2, "SAVEPOINT"),
+        ("BEGIN ISOLATION LEVEL SERIALIZABLE;\nSELECT 1;\nCOMMIT;\n", 1, "BEGIN"),
+        ("BEGIN;\nSELECT 1;\nCOMMIT AND CHAIN;\n", 3, "COMMIT"),
+        ("SELECT 1; BEGIN; SELECT 2; COMMIT;", 1, "BEGIN"),
+    ],
+    ids=[
+        "mid-file",
+        "two-transactions",
+        "rollback",
+        "commit-alone",
+        "no-commit",
+        "savepoint",
+        "begin-options",
+        "chain",
+        "one-line",
+    ],
+)
+def test_anything_but_a_whole_file_wrapper_is_refused_saying_what_is_accepted(
+    database_url: str, tmp_path: Path, text: str, line: int, keyword: str
+) -> None:
+    folder = _golang(tmp_path, {"1_ok.up.sql": "CREATE TABLE ok (id int);", "2_x.up.sql": text})
+    for dry in ((), ("--dry-run",)):
+        result = run_cli(*dry, *_flags(folder), database_url=database_url)
+        assert result.returncode == ExitCode.USAGE, result.stderr
+        assert (
+            f"2_x.up.sql:{line}: {keyword} inside a migration; a golang-migrate file may be "
+            "wrapped whole in BEGIN; ... COMMIT;" in result.stderr
+        )
+    assert asyncio.run(table_names(database_url)) == set()  # refused before anything ran
+
+
+def test_a_down_file_with_a_mid_file_begin_is_refused_before_anything_is_undone(
+    database_url: str, tmp_path: Path
+) -> None:
+    files = {
+        "1_users.up.sql": WRAPPED_UP,
+        "1_users.down.sql": "DROP TABLE users;\nBEGIN;\nSELECT 1;\nCOMMIT;\n",
+    }
+    folder = _golang(tmp_path, files)
+    assert run_cli(*_flags(folder), database_url=database_url).returncode == 0
+    for dry in ((), ("--dry-run",)):
+        result = run_cli("--rollback", *dry, *_flags(folder), database_url=database_url)
+        assert result.returncode == ExitCode.USAGE, result.stderr
+        assert (
+            "1_users.down.sql:2: BEGIN inside a migration; a golang-migrate file" in result.stderr
+        )
+    assert "users" in asyncio.run(table_names(database_url))
+
+
+@pytest.mark.parametrize(
+    ("files", "name", "says"),
+    [
+        (
+            {"001_a.sql": WRAPPED_UP},
+            "001_a.sql",
+            "only a golang-migrate or prisma file, whose tool opens no transaction, may be "
+            "wrapped whole",
+        ),
+        (
+            {"001_a.sql": "CREATE TABLE a (id int);", "001_a.down.sql": WRAPPED_DOWN},
+            "001_a.down.sql",
+            "only a golang-migrate or prisma file",
+        ),
+        (
+            {"00001_a.sql": f"-- +goose Up\n{WRAPPED_UP}-- +goose Down\nDROP TABLE users;\n"},
+            "00001_a.sql",
+            "goose too runs each file in a transaction it opens itself",
+        ),
+        (
+            {"1_a.sql": f"-- migrate:up\n{WRAPPED_UP}-- migrate:down\nDROP TABLE users;\n"},
+            "1_a.sql",
+            "dbmate too runs each file in a transaction it opens itself",
+        ),
+        (
+            {"V1__a.sql": WRAPPED_UP},
+            "V1__a.sql",
+            "flyway too runs each file in a transaction it opens itself",
+        ),
+        (
+            {"1700000000000_a.sql": f"-- Up Migration\n{WRAPPED_UP}"},
+            "1700000000000_a.sql",
+            "node-pg-migrate too runs each file in a transaction it opens itself",
+        ),
+    ],
+    ids=["ours", "ours-down", "goose", "dbmate", "flyway", "node-pg-migrate"],
+)
+def test_layouts_whose_tool_opens_a_transaction_keep_refusing_the_wrapper(
+    database_url: str, tmp_path: Path, files: dict[str, str], name: str, says: str
+) -> None:
+    folder = write_migrations(tmp_path / "m", files)
+    if name.endswith(".down.sql"):
+        assert run_cli(*_flags(folder), database_url=database_url).returncode == 0
+        result = run_cli("--rollback", *_flags(folder), database_url=database_url)
+    else:
+        result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert f"{name}:" in result.stderr
+    assert "BEGIN inside a migration" in result.stderr
+    assert says in result.stderr
+
+
+def test_sqlx_keeps_refusing_the_wrapper(database_url: str, tmp_path: Path) -> None:
+    folder = write_migrations(tmp_path / "m", {"1_a.up.sql": WRAPPED_UP})
+    (folder / "natlangchain-migrate.toml").write_text('layout = "sqlx"\n')
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "sqlx too runs each file in a transaction it opens itself" in result.stderr
+
+
+def test_adopt_from_golang_migrate_records_the_wrapped_files_own_checksums(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The checksum stays the file's bytes' (BEGIN; and COMMIT; included), so adopting a
+    golang-migrate history records the same files as before this change, and a later run
+    sees no drift."""
+    folder = _golang(tmp_path, GOLANG)
+    asyncio.run(
+        execute(
+            database_url,
+            "CREATE TABLE schema_migrations (version bigint NOT NULL PRIMARY KEY, "
+            "dirty boolean NOT NULL); INSERT INTO schema_migrations VALUES (2, false); "
+            "CREATE TABLE users (id int PRIMARY KEY); CREATE TABLE orders (id int);",
+        )
+    )
+    result = run_cli(
+        "adopt", "--from", "golang-migrate", *_flags(folder), database_url=database_url
+    )
+    assert result.returncode == 0, result.stderr
+    recorded = asyncio.run(
+        fetchval(
+            database_url,
+            "SELECT array_agg(checksum ORDER BY version)::text[] FROM natlangchain_migrations",
+        )
+    )
+    assert recorded == [checksum(GOLANG["1_users.up.sql"]), checksum(GOLANG["2_orders.up.sql"])]
+    for step in (("--check",), ("--rollback", "--to", "0")):
+        after = run_cli(*step, *_flags(folder), database_url=database_url)
+        assert after.returncode == 0, after.stderr
+    assert asyncio.run(table_names(database_url)) >= {"schema_migrations"}
+    assert not {"users", "orders"} & asyncio.run(table_names(database_url))
+
+
+# golang-migrate's README (database/postgres, Multi-statement mode): CREATE INDEX
+# CONCURRENTLY goes in a file of its own, which it sends alone, outside any transaction.
+def test_a_lone_create_index_concurrently_runs_outside_a_transaction_as_golang_migrate_runs_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = _golang(
+        tmp_path,
+        {
+            "1_users.up.sql": WRAPPED_UP,
+            "1_users.down.sql": WRAPPED_DOWN,
+            "2_users_ix.up.sql": "CREATE INDEX CONCURRENTLY users_ix ON users (id);\n",
+            "2_users_ix.down.sql": "DROP INDEX CONCURRENTLY users_ix;\n",
+        },
+    )
+    assert [m.directives.no_transaction for m in load_migrations(folder)] == [False, True]
+    for step in ((), ("--rollback",), ()):
+        result = run_cli(*step, *_flags(folder), database_url=database_url)
+        assert result.returncode == 0, result.stderr
+    valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = 'users_ix'::regclass"
+    assert asyncio.run(fetchval(database_url, valid)) is True
+    # Through PgBouncer's transaction pooling it cannot run: refused by name, as ours is.
+    run_cli("--rollback", *_flags(folder), database_url=database_url)
+    pooled = run_cli(*_flags(folder, "--lock-mode", "transaction"), database_url=database_url)
+    assert pooled.returncode == ExitCode.USAGE
+    assert "2_users_ix.up.sql runs without a transaction" in pooled.stderr
+
+
+def test_create_index_concurrently_among_other_statements_fails_as_it_does_in_golang_migrate(
+    database_url: str, tmp_path: Path
+) -> None:
+    """golang-migrate sends such a file in one Exec, which PostgreSQL runs as one implicit
+    transaction: 25001. Here too the file fails whole, nothing of it kept, and the message
+    says to give the statement a file of its own (or mark the file no-transaction)."""
+    folder = _golang(
+        tmp_path,
+        {
+            "1_users.up.sql": "CREATE TABLE users (id int);\n"
+            "CREATE INDEX CONCURRENTLY users_ix ON users (id);\n",
+        },
+    )
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == ExitCode.MIGRATION_FAILED, result.stderr
+    assert "cannot run inside a transaction block" in result.stderr
+    assert "give it a file of its own (a golang-migrate file of that one statement" in (
+        result.stderr
+    )
+    assert asyncio.run(table_names(database_url)) <= {"schema_migrations"}
+    assert asyncio.run(ledger_rows(database_url)) == []
+
+
+# squawk's rules on transactions: BEGIN/COMMIT inside the tool's, and a concurrent index in one.
+TRANSACTION_RULES = {"transaction-nesting", "ban-concurrent-index-creation-in-transaction"}
+
+
+def test_lint_and_verify_see_the_file_as_the_run_does(database_url: str, tmp_path: Path) -> None:
+    """lint gives squawk the body in the runner's transaction (no transaction-nesting for
+    the wrapper; a lone CREATE INDEX CONCURRENTLY checked outside one), and flags what the
+    run refuses; verify applies, rolls back and applies again through the run itself."""
+    lone = "CREATE INDEX CONCURRENTLY users_ix ON users (id);\n"
+    files = {
+        **GOLANG,
+        "3_users_ix.up.sql": lone,
+        "3_users_ix.down.sql": "DROP INDEX CONCURRENTLY users_ix;\n",
+    }
+    folder = project(tmp_path, files)
+    flags = ("--migrations-dir", str(folder), "--json")
+    clean = {(f["file"], f["rule"]) for f in findings(lint(*flags, cwd=tmp_path))}
+    assert not {rule for _, rule in clean} & TRANSACTION_RULES, clean
+    checked = run_cli("verify", "--migrations-dir", str(folder), database_url=database_url)
+    assert checked.returncode == ExitCode.OK, checked.stderr
+    write_migrations(folder, {"4_x.up.sql": "SELECT 1;\nBEGIN;\nSELECT 2;\nCOMMIT;\n"})
+    flagged = lint(*flags, cwd=tmp_path)
+    rules = [
+        (f["file"].rsplit("/", 1)[-1], f["line"], f["rule"])
+        for f in findings(flagged)
+        if f["rule"] in TRANSACTION_RULES
+    ]
+    assert rules == [
+        ("4_x.up.sql", 2, "transaction-nesting"),
+        ("4_x.up.sql", 4, "transaction-nesting"),
+    ]
+
+
+async def _waiting_on(url: str, text: str) -> int | None:
+    """The pid of a backend waiting for a lock while running a query containing ``text``."""
+    return await fetchval(  # type: ignore[no-any-return]
+        url,
+        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        f"AND query LIKE '%{text}%' LIMIT 1",
+    )
+
+
+@pytest.mark.system  # README: "Running the tests" (kill -9)
+def test_a_runner_killed_inside_a_wrapped_file_leaves_it_to_the_next_run_exactly_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    """kill -9 while the body waits for a lock: whatever the killed session's transaction
+    then does (it is one message with the ledger row, so it commits whole or not at all),
+    the next run leaves the body applied exactly once with its row."""
+    folder = _golang(
+        tmp_path,
+        {
+            "1_hits.up.sql": (
+                "BEGIN;\nCREATE TABLE hits (n int);\nCREATE TABLE gate (n int);\nCOMMIT;"
+            ),
+            "2_work.up.sql": (
+                "BEGIN;\nINSERT INTO hits VALUES (1);\nLOCK TABLE gate IN ACCESS EXCLUSIVE MODE;\n"
+                "CREATE TABLE done (id int);\nCOMMIT;\n"
+            ),
+        },
+    )
+    flags = _flags(folder, "--pg-lock-timeout", "120s")
+    assert run_cli(*flags, "--version", "1", database_url=database_url).returncode == 0
+
+    async def scenario() -> None:
+        holder = await asyncpg.connect(database_url)
+        try:
+            await holder.execute("BEGIN; LOCK TABLE gate IN ACCESS EXCLUSIVE MODE")
+            runner = start_cli(*flags, database_url=database_url, output=subprocess.DEVNULL)
+            for _ in range(600):
+                if await _waiting_on(database_url, "LOCK TABLE gate") is not None:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                runner.kill()
+                raise AssertionError("the runner never reached the wrapped file's body")
+            runner.send_signal(signal.SIGKILL)
+            runner.wait()
+            await holder.execute("ROLLBACK")
+        finally:
+            await holder.close()
+
+    asyncio.run(scenario())
+    rerun = run_cli(*flags, database_url=database_url)
+    assert rerun.returncode == 0, rerun.stderr
+    assert asyncio.run(fetchval(database_url, "SELECT count(*) FROM hits")) == 1
+    assert [row["version"] for row in asyncio.run(ledger_rows(database_url))] == [1, 2]
+    assert "done" in asyncio.run(table_names(database_url))
+
+
+@pytest.mark.parametrize(
+    ("text", "unwrapped"),
+    [
+        ("BEGIN;\nSELECT 1;\nCOMMIT;\n", True),
+        ("  BEGIN ;  SELECT 1;  COMMIT\n;", True),
+        ("-- a\n/* b */ BEGIN;\nSELECT 'COMMIT;';\nCOMMIT; -- c\n", True),
+        (
+            "BEGIN;\nCREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$\nBEGIN\n"
+            "  COMMIT;\n  RETURN 1;\nEND;\n$$;\nCOMMIT;\n",
+            True,
+        ),
+        ("SELECT 1;\n", False),
+        ("BEGIN;\n", False),
+        ("COMMIT;\nBEGIN;\n", False),
+        ("BEGIN;\nBEGIN;\nCOMMIT;\n", False),
+        ("BEGIN;\nSELECT 1;\nABORT;\n", False),
+    ],
+)
+def test_the_wrapper_is_blanked_and_every_line_and_column_stays(text: str, unwrapped: bool) -> None:
+    """Only statements as PostgreSQL's parser reads them count (not a COMMIT in a string or
+    a plpgsql body), and the body keeps every character where the file has it."""
+    from natlangchain_migrate.statements import split_statements, unwrap_transaction
+
+    body = unwrap_transaction(text)
+    assert (body is not None) is unwrapped
+    if body is None:
+        return
+    assert len(body) == len(text)
+    assert [i for i, c in enumerate(body) if c == "\n"] == [
+        i for i, c in enumerate(text) if c == "\n"
+    ]
+    kept = [(s.offset, s.text) for s in split_statements("", body)]
+    assert kept == [(s.offset, s.text) for s in split_statements("", text)[1:-1]]
+
+
+@pytest.mark.parametrize(
+    ("text", "alone"),
+    [
+        ("CREATE INDEX CONCURRENTLY ix ON t (id);", True),
+        ("DROP INDEX CONCURRENTLY ix;", True),
+        ("VACUUM t;", True),
+        ("REINDEX INDEX CONCURRENTLY ix;", True),
+        ("-- a comment first\nCREATE UNIQUE INDEX CONCURRENTLY ix ON t (id);\n", True),
+        ("CREATE TABLE t (id int);\nCREATE INDEX CONCURRENTLY ix ON t (id);", False),
+        ("BEGIN;\nCREATE INDEX CONCURRENTLY ix ON t (id);\nCOMMIT;", False),
+        ("CREATE INDEX ix ON t (id);", False),
+        ("ANALYZE t;", False),
+    ],
+)
+@pytest.mark.parametrize("layout", ["golang-migrate", "prisma", "sqlx"])
+def test_a_file_of_one_statement_that_refuses_a_transaction_runs_outside_one(
+    tmp_path: Path, text: str, alone: bool, layout: str
+) -> None:
+    """As golang-migrate and prisma send it (one statement alone: no transaction); sqlx
+    opens one per file, so there it stays transactional (and fails as it does in sqlx)."""
+    if layout == "prisma":
+        files = {"20240101120000_a/migration.sql": text}
+    else:
+        files = {"1_a.up.sql": text, "natlangchain-migrate.toml": f'layout = "{layout}"\n'}
+    (loaded,) = load_migrations(write_migrations(tmp_path / "m", files))
+    assert loaded.directives.no_transaction is (alone and layout != "sqlx")
