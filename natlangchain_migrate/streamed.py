@@ -18,12 +18,13 @@ import asyncio
 import re
 import socket
 from collections.abc import AsyncIterator, Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from natlangchain_migrate.attempt import Attempts
 from natlangchain_migrate.causes import Cause, classify
+from natlangchain_migrate.copy_header import copy_arguments
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.errors import ConfigurationError, MigrateError
 from natlangchain_migrate.failures import migration_failed
@@ -244,67 +245,3 @@ async def _replay(
         if not conn.is_closed() and conn.is_in_transaction():
             await conn.execute("ROLLBACK")
     return None
-
-
-# COPY options asyncpg's copy_to_table takes, by PostgreSQL's name.
-_STRING_OPTIONS = ("format", "delimiter", "null", "quote", "escape", "encoding")
-_BOOLEAN_OPTIONS = ("header", "freeze")
-_LIST_OPTIONS = ("force_not_null", "force_null")
-
-
-def copy_arguments(statement: str, where: str) -> dict[str, Any]:
-    """The table, columns and options of a ``COPY ... FROM stdin`` as copy_to_table's
-    keywords (its text is only a statement: no data is parsed)."""
-    import json
-
-    from pglast.parser import ParseError, parse_sql_json
-
-    try:
-        (raw,) = json.loads(parse_sql_json(statement))["stmts"]
-    except (ParseError, ValueError):
-        raise ConfigurationError(
-            f"{where}: this COPY ... FROM stdin does not parse as one statement; fix it"
-        ) from None
-    node = raw["stmt"].get("CopyStmt", {})
-    if not node.get("relation") or node.get("whereClause") or node.get("query"):
-        raise ConfigurationError(
-            f"{where}: a COPY data section loads a table (COPY table [(columns)] FROM stdin "
-            "[options]); a WHERE clause or a query is not supported: load into the table, "
-            "then fix the rows with SQL"
-        )
-    relation = node["relation"]
-    arguments: dict[str, Any] = {"table_name": relation["relname"]}
-    if relation.get("schemaname"):
-        arguments["schema_name"] = relation["schemaname"]
-    if node.get("attlist"):
-        arguments["columns"] = [item["String"]["sval"] for item in node["attlist"]]
-    for option in node.get("options") or ():
-        element = option["DefElem"]
-        name, value = element["defname"], element.get("arg")
-        if name in _STRING_OPTIONS:
-            arguments[name] = _string(value)
-        elif name in _BOOLEAN_OPTIONS:
-            arguments[name] = _boolean(value)
-        elif name in _LIST_OPTIONS:
-            items = (value or {}).get("List", {}).get("items", [])
-            arguments[name] = [item["String"]["sval"] for item in items] if items else True
-        else:
-            raise ConfigurationError(
-                f"{where}: COPY option {name} is not supported in a data section; remove it"
-            )
-    return arguments
-
-
-def _string(value: dict[str, Any] | None) -> str:
-    inner: dict[str, Any] = next(iter((value or {}).values()), {})
-    return str(inner.get("sval", ""))
-
-
-def _boolean(value: dict[str, Any] | None) -> bool:
-    if value is None:
-        return True
-    if "Boolean" in value:
-        return bool(value["Boolean"].get("boolval", False))
-    if "Integer" in value:
-        return bool(value["Integer"].get("ival", 0))
-    return _string(value).lower() in ("true", "on", "1", "yes")
