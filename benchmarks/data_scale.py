@@ -4,7 +4,7 @@ a blank, and rows without: ``--only copy`` runs both), beside
 ``psql -1 -f`` of the same file in the same run, and a no-op run's time and RSS.
 
     .venv/bin/python benchmarks/data_scale.py [--rounds N] [--gigabyte] [--only copy]
-        [--against DIR]
+        [--against DIR] [--startup N]
 
 psql is the real one beside the embedded server's postgres (not /usr/bin/psql). Each
 round applies each file to a fresh database (dropped after it, so 1 GB files fit in
@@ -19,7 +19,10 @@ The package's bytecode is compiled first (compileall), as pip's install of a whe
 an editable install under PYTHONDONTWRITEBYTECODE=1 (this repository's set-up) would
 compile every module of ours at each start. ``--against DIR``
 also runs, interleaved, the package found in DIR (``git archive REV natlangchain_migrate |
-tar -x -C DIR``): the code before a change, in the same conditions.
+tar -x -C DIR``): the code before a change, in the same conditions. ``--startup N``
+times ``--check`` on an up-to-date database N times, interleaved with ``python -c pass``
+and the floor of any asyncpg client (a process that imports it, connects and runs
+``SELECT 1``).
 """
 
 from __future__ import annotations
@@ -151,6 +154,50 @@ def _floor(rounds: int) -> float:
     return statistics.median(run.seconds for run in runs)
 
 
+# The floor of any asyncpg client: a process that imports it, connects and asks one thing.
+_CLIENT_FLOOR = (
+    "import asyncio, os, asyncpg\n"
+    "async def main():\n"
+    "    conn = await asyncpg.connect(os.environ['DATABASE_URL'])\n"
+    "    await conn.fetchval('SELECT 1')\n"
+    "    await conn.close()\n"
+    "asyncio.run(main())\n"
+)
+
+
+def _startup(
+    cluster: PgCluster, root: Path, subjects: list[tuple[str, Path | None]], rounds: int
+) -> None:
+    """``--check`` on an up-to-date database beside ``python -c pass`` and the client
+    floor, interleaved: median and best wall time and median CPU of each."""
+    name = _fresh_database(cluster)
+    folder = root / "check"
+    folder.mkdir()
+    (folder / "001_noop.sql").write_text("SELECT 1;\n")
+    env = os.environ | {"DATABASE_URL": cluster.socket_dsn(name)}
+    cli = [sys.executable, "-m", "natlangchain_migrate", "--migrations-dir", str(folder)]
+    _measure(cli, env)  # applies 001: every later run finds nothing to do
+    commands = {
+        "python -c pass": ([sys.executable, "-c", "pass"], env),
+        "client floor": ([sys.executable, "-c", _CLIENT_FLOOR], env),
+    }
+    for label, code in subjects:
+        own = env | ({"PYTHONPATH": str(code)} if code else {})
+        commands[f"{label} --check"] = ([*cli, "--check"], own)
+    runs: dict[str, list[Run]] = {label: [] for label in commands}
+    for _ in range(rounds):
+        for label, (command, command_env) in commands.items():
+            runs[label].append(_measure(command, command_env))
+    for label, measured in runs.items():
+        wall = sorted(run.seconds for run in measured)
+        cpu = statistics.median(run.cpu_s for run in measured)
+        print(
+            f"{label:<24}{statistics.median(wall) * 1000:>7.0f} ms (best {wall[0] * 1000:.0f}),"
+            f" CPU {cpu * 1000:.0f} ms"
+        )
+    _drop(cluster, name)
+
+
 def _row(label: str, ours: list[Run], theirs: list[Run], noop: Run) -> str:
     cli = statistics.median(run.seconds for run in ours)
     psql = statistics.median(run.seconds for run in theirs)
@@ -170,7 +217,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gigabyte", action="store_true", help="add the 1 GB files")
-    parser.add_argument("--only", choices=("inserts", "copy"), help="one kind of file")
+    parser.add_argument(
+        "--only", choices=("inserts", "copy", "none"), help="one kind of file, or none"
+    )
+    parser.add_argument(
+        "--startup", type=int, metavar="N", help="also time --check N times beside its floors"
+    )
     parser.add_argument(
         "--against", type=Path, help="a folder with another natlangchain_migrate in it"
     )
@@ -189,6 +241,8 @@ def main() -> None:
             print(f"python -c pass: {_floor(max(3, args.rounds)):.3f} s")
             for _, code in subjects:
                 _compile(code)
+            if args.startup:
+                _startup(cluster, root, subjects, args.startup)
             noops = {name: _noop(cluster, root, code, args.rounds) for name, code in subjects}
             for name, noop in noops.items():
                 print(
