@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from itertools import islice
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -41,6 +42,10 @@ PIECE_CHARS = 1 << 20
 # A local socket's send buffer during COPY (the kernel caps it at net.core.wmem_max): the
 # server keeps loading rows from it while this process waits for a CPU or its thread.
 COPY_SOCKET_BUFFER = 4 << 20
+
+# Chunks of COPY rows read per hand-over from the reading thread (a MiB): each hand-over
+# wakes both threads, which with one chunk each was a fifth of the COPY's CPU.
+COPY_CHUNKS_PER_READ = 4
 
 _COPY_ROW = re.compile(r"\bCOPY [^,]+, line (\d+)")
 _LEADING = re.compile(r"(?:\s+|--[^\n]*\n)*")
@@ -181,15 +186,16 @@ async def _copy(attempts: Attempts, migration: Migration, item: CopyIn, number: 
     arguments = copy_arguments(item.statement, f"{migration.filename}:{line}")
 
     _widen_local_send_buffer(attempts.conn)
-    ahead: list[asyncio.Future[bytes | None]] = []  # the one chunk being read
+    ahead: list[asyncio.Future[list[bytes]]] = []  # the chunks being read
 
     async def rows() -> AsyncIterator[bytes]:
-        # Read in a thread, one chunk ahead: the next is read and hashed while the server
-        # takes this one (asyncpg asks for it only once this one is written out).
-        ahead[:] = [asyncio.ensure_future(asyncio.to_thread(next, item.rows, None))]
-        while (chunk := await ahead[0]) is not None:
-            ahead[0] = asyncio.ensure_future(asyncio.to_thread(next, item.rows, None))
-            yield chunk
+        # Read in a thread, a few chunks ahead: the next are read and hashed while the server
+        # takes these (asyncpg asks for the next only once this one is written out).
+        ahead[:] = [asyncio.ensure_future(asyncio.to_thread(_some, item.rows))]
+        while chunks := await ahead[0]:
+            ahead[0] = asyncio.ensure_future(asyncio.to_thread(_some, item.rows))
+            for chunk in chunks:
+                yield chunk
 
     try:
         await attempts.send(
@@ -207,6 +213,11 @@ async def _copy(attempts: Attempts, migration: Migration, item: CopyIn, number: 
             await asyncio.wait([ahead[0]])
         if ahead and not ahead[0].cancelled():
             ahead[0].exception()  # retrieved: a failure before it is what is reported
+
+
+def _some(rows: Iterator[bytes]) -> list[bytes]:
+    """The next COPY_CHUNKS_PER_READ chunks (fewer at the end, none after it)."""
+    return list(islice(rows, COPY_CHUNKS_PER_READ))
 
 
 def _widen_local_send_buffer(conn: asyncpg.Connection) -> None:
