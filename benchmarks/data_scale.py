@@ -266,10 +266,16 @@ def main() -> None:
                     folder = _folder(root, label.replace(" ", "_").replace(",", ""), write, size)
                     ours: dict[str, list[Run]] = {name: [] for name, _ in subjects}
                     theirs: list[Run] = []
-                    for _ in range(args.rounds):
-                        for name, code in subjects:
-                            ours[name].append(_cli(cluster, folder, code))
-                        theirs.append(_psql(cluster, folder))
+                    runners = [*subjects, ("psql", None)]
+                    for round_number in range(args.rounds):
+                        # Each round starts with the next one: none is always first
+                        # after the file was written (its writeback competes).
+                        turn = round_number % len(runners)
+                        for name, code in runners[turn:] + runners[:turn]:
+                            if name == "psql":
+                                theirs.append(_psql(cluster, folder))
+                            else:
+                                ours[name].append(_cli(cluster, folder, code))
                     for name, _ in subjects:
                         tag = label if name == "CLI" else f"  {name}"
                         print(_row(tag, ours[name], theirs, noops[name]), flush=True)
