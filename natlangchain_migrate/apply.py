@@ -47,7 +47,6 @@ from natlangchain_migrate.repeatables import is_repeatable, version_of
 from natlangchain_migrate.results import MigrationResult
 from natlangchain_migrate.settings import CallArguments, LockMode, RunnerOptions, ServerFacts
 from natlangchain_migrate.sqltext import quote_ident, standard_literal
-from natlangchain_migrate.streamed import run_streamed
 
 
 async def apply_pending(
@@ -238,6 +237,10 @@ class _Applier:
         )
         started = time.monotonic()
         if migration.source is not None:  # big, or with COPY data: in pieces
+            # Imported here: the scanner's regular expressions cost a start-up that
+            # applies only small files a few ms to compile.
+            from natlangchain_migrate.streamed import run_streamed
+
             await run_streamed(
                 self.attempts,
                 migration,
@@ -303,6 +306,8 @@ class _Applier:
         started = time.monotonic()
         restore = await self._settings_restored(migration)
         if migration.source is not None:
+            from natlangchain_migrate.streamed import run_streamed  # see _file
+
             await run_streamed(
                 self.attempts,
                 migration,

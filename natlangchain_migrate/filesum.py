@@ -13,6 +13,7 @@ import codecs
 import hashlib
 import re
 from collections.abc import Iterator
+from itertools import repeat
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from natlangchain_migrate.errors import ConfigurationError
@@ -113,22 +114,19 @@ def _bad_utf8(name: str, byte: int) -> ConfigurationError:
 
 _BLANKS = re.compile(rb"[ \t\r]*+")
 _BLANK_BYTES = frozenset(b" \t\r")
+_BLANK_CHARS = b" \t\r"
 
 
 def _strip_line_ends(chunk: bytes) -> bytes:
-    """Each line that ends in the chunk without its trailing blanks. Most files have
-    none, and say so cheaply: a one-byte search (memchr) rules out tabs and carriage
-    returns in most chunks, and a two-byte one is left for spaces; a chunk with some is
-    done line by line, in one pass whatever the runs of blanks."""
-    if (
-        b" \n" not in chunk
-        and (b"\t" not in chunk or b"\t\n" not in chunk)
-        and (b"\r" not in chunk or b"\r\n" not in chunk)
-    ):
-        return chunk
+    """Each line that ends in the chunk without its trailing blanks. Split, stripped and
+    joined in C (0.5 ms per MB here, with blanks or without): looking first for a blank
+    before a line end (``b" \\n" in chunk``) took 3 ms per MB for each kind of blank in
+    COPY rows, whose tabs and spaces keep CPython's two-byte search from skipping."""
     lines = chunk.split(b"\n")
     last = lines.pop()  # not ended here: its blanks are decided by what follows
-    return b"\n".join([*(line.rstrip(b" \t\r") for line in lines), last])
+    stripped = list(map(bytes.rstrip, lines, repeat(_BLANK_CHARS, len(lines))))
+    stripped.append(last)
+    return b"\n".join(stripped)
 
 
 class _Hasher:
@@ -159,9 +157,9 @@ class ChunkHasher:
     first, of at least three bytes unless the file is shorter, may start with a
     byte-order mark, which does not count).
 
-    No chunk is copied unless it has lines with trailing blanks: what cannot be decided
-    yet waits, as a count of line ends (they count only if something follows them) and
-    the blanks that end the chunk (they count only if no line end follows them)."""
+    No chunk is held beyond its own feed: what cannot be decided yet waits, as a count
+    of line ends (they count only if something follows them) and the blanks that end
+    the chunk (they count only if no line end follows them)."""
 
     def __init__(self) -> None:
         self._sha = hashlib.sha256()

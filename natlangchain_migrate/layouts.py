@@ -30,7 +30,6 @@ into Migrations.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -137,6 +136,8 @@ def folder_settings(folder: Traversable) -> FolderSettings:
     entry = folder / SETTINGS_FILE
     if not entry.is_file():
         return FolderSettings()
+    import tomllib  # here: most folders have no settings file, and its import is a few ms
+
     try:
         table = tomllib.loads(entry.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:

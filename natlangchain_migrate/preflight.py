@@ -124,11 +124,13 @@ def _check_lock_mode(pending: Sequence[Migration], options: RunnerOptions) -> No
 def _check_backfills(pending: Sequence[Migration], options: RunnerOptions) -> None:
     """A backfill's settings are read before anything runs; it needs its own short
     transactions, so not inside the lock's one (PgBouncer) nor as a no-transaction file."""
+    backfills = [migration for migration in pending if migration.directives.backfill]
+    if not backfills:
+        return
+    # Imported here: a run without a backfill does not need its module (and its own).
     from natlangchain_migrate import backfill
 
-    for migration in pending:
-        if not migration.directives.backfill:
-            continue
+    for migration in backfills:
         backfill.parse(migration)
         if options.transaction_pooling or migration.directives.no_transaction:
             raise ConfigurationError(

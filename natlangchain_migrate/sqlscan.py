@@ -48,6 +48,8 @@ _META_COMMAND = re.compile(_LEADING + rb"(?<![^\n])\\([A-Za-z]*)[^\n]*+\n?")
 # pg_dump's \restrict KEY / \unrestrict KEY lines: psql's guards, nothing for the server.
 _DUMP_GUARDS = frozenset({b"restrict", b"unrestrict"})
 _COPY_FROM_STDIN = re.compile(_LEADING + rb"copy\b[^;]*?\bfrom\s+stdin\b", re.I | re.S)
+# The line that ends a COPY data section (without its line end; \r before a \n too).
+_MARKERS = (b"\\.", b"\\.\r")
 _TRANSACTION_CONTROL = re.compile(
     _LEADING
     + rb"(begin|commit|rollback|abort|end|start\s+transaction|savepoint|release"
@@ -192,50 +194,48 @@ class _Scanner:
         self.pos = newline + 1
         self.line += 1
 
-    def _end_of_data(self) -> tuple[int, int] | None:
-        """Start and end of the next ``\\.`` line, ``pos`` being a line start: a plain
-        find of a line end followed by it (a regex's ^ is slow, and CPython finds the
-        three bytes faster than the two alone in rows full of backslash escapes)."""
-        start = self.pos if self.buf.startswith(b"\\.", self.pos) else -1
-        while True:
-            if start < 0:
-                start = self.buf.find(b"\n\\.", self.pos) + 1
-                if start == 0:
-                    return None
-            end = start + 2
-            if self.buf.startswith(b"\r", end):
-                end += 1
-            if end < len(self.buf) and self.buf[end] == 0x0A:  # '\n'
-                return start, end
-            if end == len(self.buf) and self.eof:
-                return start, end
-            start = self.buf.find(b"\n\\.", start) + 1
-            if start == 0:
-                return None
-
     def _rows(self) -> Iterator[bytes]:
-        """The data section up to its ``\\.`` line, in chunks as read."""
+        """The data section up to its ``\\.`` line, in chunks of whole lines as read.
+
+        Each chunk is split into its lines once: that gives the line count, and the
+        ``\\.`` line is a line equal to it, found by comparing lengths first (a third of
+        the CPU of a byte search for a line end followed by ``\\.``, which stops at
+        every backslash escape, and a count of the line ends)."""
         start = self.line
         while True:
-            found = self._end_of_data()
-            if found is not None:
-                data = self.buf[self.pos : found[0]]
-                self.line += data.count(b"\n")
-                newline = self.buf.find(b"\n", found[1])
-                self.pos = len(self.buf) if newline < 0 else newline + 1
-                self.line += 1
-                if data:
-                    yield data
-                return
-            # Hand on whole lines, keeping the last (perhaps partial) one for the marker.
-            cut = self.buf.rfind(b"\n", self.pos) + 1
+            cut = self.buf.rfind(b"\n", self.pos) + 1  # whole lines end here
             if cut > self.pos:
                 data = self.buf[self.pos : cut]
+                lines = data.split(b"\n")  # the last is empty: data ends a line
+                marker = _marker_line(lines)
+                if marker is not None:
+                    size = sum(map(len, lines[:marker])) + marker  # the bytes before it
+                    self.pos += size + len(lines[marker]) + 1
+                    self.line += marker + 1
+                    if size:
+                        yield data[:size]
+                    return
                 self.pos = cut
-                self.line += data.count(b"\n")
+                self.line += len(lines) - 1
                 yield data
+            if self.eof and self.buf[self.pos :] in _MARKERS:  # the file's last line
+                self.pos = len(self.buf)
+                self.line += 1
+                return
             if not self._more():
                 raise ConfigurationError(
                     f"{self.name}:{start - 1}: the COPY ... FROM stdin data section has no "
                     "closing \\. line; end its rows with a line holding only \\."
                 )
+
+
+def _marker_line(lines: list[bytes]) -> int | None:
+    """The index of the first line that ends a data section, or None."""
+    found = None
+    for marker in _MARKERS:
+        try:
+            index = lines.index(marker)
+        except ValueError:
+            continue
+        found = index if found is None else min(found, index)
+    return found

@@ -17,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-from collections.abc import AsyncIterator, Callable, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from itertools import islice
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from natlangchain_migrate.attempt import Attempts
 from natlangchain_migrate.causes import Cause, classify
+from natlangchain_migrate.copy_header import copy_arguments
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.errors import ConfigurationError, MigrateError
 from natlangchain_migrate.failures import migration_failed
@@ -40,6 +42,10 @@ PIECE_CHARS = 1 << 20
 # A local socket's send buffer during COPY (the kernel caps it at net.core.wmem_max): the
 # server keeps loading rows from it while this process waits for a CPU or its thread.
 COPY_SOCKET_BUFFER = 4 << 20
+
+# Chunks of COPY rows read per hand-over from the reading thread (a MiB): each hand-over
+# wakes both threads, which with one chunk each was a fifth of the COPY's CPU.
+COPY_CHUNKS_PER_READ = 4
 
 _COPY_ROW = re.compile(r"\bCOPY [^,]+, line (\d+)")
 _LEADING = re.compile(r"(?:\s+|--[^\n]*\n)*")
@@ -180,15 +186,16 @@ async def _copy(attempts: Attempts, migration: Migration, item: CopyIn, number: 
     arguments = copy_arguments(item.statement, f"{migration.filename}:{line}")
 
     _widen_local_send_buffer(attempts.conn)
-    ahead: list[asyncio.Future[bytes | None]] = []  # the one chunk being read
+    ahead: list[asyncio.Future[list[bytes]]] = []  # the chunks being read
 
     async def rows() -> AsyncIterator[bytes]:
-        # Read in a thread, one chunk ahead: the next is read and hashed while the server
-        # takes this one (asyncpg asks for it only once this one is written out).
-        ahead[:] = [asyncio.ensure_future(asyncio.to_thread(next, item.rows, None))]
-        while (chunk := await ahead[0]) is not None:
-            ahead[0] = asyncio.ensure_future(asyncio.to_thread(next, item.rows, None))
-            yield chunk
+        # Read in a thread, a few chunks ahead: the next are read and hashed while the server
+        # takes these (asyncpg asks for the next only once this one is written out).
+        ahead[:] = [asyncio.ensure_future(asyncio.to_thread(_some, item.rows))]
+        while chunks := await ahead[0]:
+            ahead[0] = asyncio.ensure_future(asyncio.to_thread(_some, item.rows))
+            for chunk in chunks:
+                yield chunk
 
     try:
         await attempts.send(
@@ -206,6 +213,11 @@ async def _copy(attempts: Attempts, migration: Migration, item: CopyIn, number: 
             await asyncio.wait([ahead[0]])
         if ahead and not ahead[0].cancelled():
             ahead[0].exception()  # retrieved: a failure before it is what is reported
+
+
+def _some(rows: Iterator[bytes]) -> list[bytes]:
+    """The next COPY_CHUNKS_PER_READ chunks (fewer at the end, none after it)."""
+    return list(islice(rows, COPY_CHUNKS_PER_READ))
 
 
 def _widen_local_send_buffer(conn: asyncpg.Connection) -> None:
@@ -244,67 +256,3 @@ async def _replay(
         if not conn.is_closed() and conn.is_in_transaction():
             await conn.execute("ROLLBACK")
     return None
-
-
-# COPY options asyncpg's copy_to_table takes, by PostgreSQL's name.
-_STRING_OPTIONS = ("format", "delimiter", "null", "quote", "escape", "encoding")
-_BOOLEAN_OPTIONS = ("header", "freeze")
-_LIST_OPTIONS = ("force_not_null", "force_null")
-
-
-def copy_arguments(statement: str, where: str) -> dict[str, Any]:
-    """The table, columns and options of a ``COPY ... FROM stdin`` as copy_to_table's
-    keywords (its text is only a statement: no data is parsed)."""
-    import json
-
-    from pglast.parser import ParseError, parse_sql_json
-
-    try:
-        (raw,) = json.loads(parse_sql_json(statement))["stmts"]
-    except (ParseError, ValueError):
-        raise ConfigurationError(
-            f"{where}: this COPY ... FROM stdin does not parse as one statement; fix it"
-        ) from None
-    node = raw["stmt"].get("CopyStmt", {})
-    if not node.get("relation") or node.get("whereClause") or node.get("query"):
-        raise ConfigurationError(
-            f"{where}: a COPY data section loads a table (COPY table [(columns)] FROM stdin "
-            "[options]); a WHERE clause or a query is not supported: load into the table, "
-            "then fix the rows with SQL"
-        )
-    relation = node["relation"]
-    arguments: dict[str, Any] = {"table_name": relation["relname"]}
-    if relation.get("schemaname"):
-        arguments["schema_name"] = relation["schemaname"]
-    if node.get("attlist"):
-        arguments["columns"] = [item["String"]["sval"] for item in node["attlist"]]
-    for option in node.get("options") or ():
-        element = option["DefElem"]
-        name, value = element["defname"], element.get("arg")
-        if name in _STRING_OPTIONS:
-            arguments[name] = _string(value)
-        elif name in _BOOLEAN_OPTIONS:
-            arguments[name] = _boolean(value)
-        elif name in _LIST_OPTIONS:
-            items = (value or {}).get("List", {}).get("items", [])
-            arguments[name] = [item["String"]["sval"] for item in items] if items else True
-        else:
-            raise ConfigurationError(
-                f"{where}: COPY option {name} is not supported in a data section; remove it"
-            )
-    return arguments
-
-
-def _string(value: dict[str, Any] | None) -> str:
-    inner: dict[str, Any] = next(iter((value or {}).values()), {})
-    return str(inner.get("sval", ""))
-
-
-def _boolean(value: dict[str, Any] | None) -> bool:
-    if value is None:
-        return True
-    if "Boolean" in value:
-        return bool(value["Boolean"].get("boolval", False))
-    if "Integer" in value:
-        return bool(value["Integer"].get("ival", 0))
-    return _string(value).lower() in ("true", "on", "1", "yes")

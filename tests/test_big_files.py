@@ -138,12 +138,12 @@ async def test_a_big_file_changed_after_planning_is_recorded_as_applied(
         path.write_text(edited, encoding="utf-8")
         await original(*args, **kwargs)
 
-    monkeypatch.setattr("natlangchain_migrate.apply.run_streamed", edit_then_run)
+    monkeypatch.setattr("natlangchain_migrate.streamed.run_streamed", edit_then_run)
     await migrate(database_url, migrations_dir=folder)
     (row,) = await ledger_rows(database_url)
     assert row["checksum"] == checksum(edited) != checksum(SEED)
     assert await fetchval(database_url, "SELECT to_regclass('added_late') IS NOT NULL")
-    monkeypatch.setattr("natlangchain_migrate.apply.run_streamed", original)
+    monkeypatch.setattr("natlangchain_migrate.streamed.run_streamed", original)
     assert (await migrate(database_url, migrations_dir=folder)).applied == []
 
 

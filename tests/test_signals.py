@@ -187,3 +187,43 @@ def test_the_handlers_from_before_the_run_are_back_after_it() -> None:
         assert signal.getsignal(signal.SIGTERM) is before
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+# A COPY data section the server takes slowly (a trigger sleeps for each row), bigger than
+# the socket's buffer and the read-ahead, so a signal lands mid-stream.
+SLOW_COPY_HEAD = """CREATE TABLE seed (id bigint PRIMARY KEY, body text);
+CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep(0.0005); RETURN NEW; END $$;
+CREATE TRIGGER slow_row BEFORE INSERT ON seed FOR EACH ROW EXECUTE FUNCTION slow_row();
+COPY public.seed (id, body) FROM stdin;
+"""
+COPYING = "SELECT coalesce(max(tuples_processed), 0) FROM pg_stat_progress_copy"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_signal_during_copy_rows_rolls_back_and_releases_the_lock(
+    database_url: str, tmp_path: Path, signum: signal.Signals
+) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    with (folder / "001_seed.sql").open("w", encoding="utf-8") as file:
+        file.write(SLOW_COPY_HEAD)
+        pad = "x" * 200
+        file.writelines(f"{n}\t{pad}\n" for n in range(100_000))  # about 21 MB
+        file.write("\\.\n")
+    runner = _start(folder, database_url)
+    deadline = time.monotonic() + 30
+    while (_value(database_url, COPYING) or 0) < 500:  # type: ignore[operator]
+        assert runner.poll() is None, runner.communicate()
+        assert time.monotonic() < deadline, "the COPY never started"
+        time.sleep(0.05)
+    took, stderr = _stop(runner, signum)
+    assert runner.returncode == EXIT_CODES[signum], stderr
+    assert took < 5, f"took {took:.1f}s to stop"
+    events = log_events(stderr)
+    assert [e["event"] for e in events][-1] == "run_interrupted"
+    assert "Traceback" not in stderr
+    assert asyncio.run(migration_locks_held(database_url)) == 0
+    assert _value(database_url, COPYING) == 0
+    assert _value(database_url, "SELECT to_regclass('seed')") is None
+    assert _value(database_url, "SELECT count(*) FROM schema_migrations") == 0
