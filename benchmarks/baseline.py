@@ -80,8 +80,9 @@ def write_churn(folder: Path, count: int) -> None:
     # Per table: the version that added its current column, and its current view.
     column: dict[int, int] = {}
     view: dict[int, int] = {}
-    for version in range(len(files) + 1, count + 1):
-        index = version - len(files) - 1
+    first = len(files) + 1  # fixed here: the loop appends to files
+    for version in range(first, count + 1):
+        index = version - first
         table = index % _TABLES
         step = (index // _TABLES) % len(changes)
         if step == 0:
