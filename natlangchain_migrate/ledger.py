@@ -239,21 +239,7 @@ class Ledger(RepeatablesLedger):
         if present:
             self._check_shape(present)
         if not present:
-            columns = "".join(f", {name} {kind}" for name, kind in _ADDED_COLUMNS.items())
-            # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
-            # exists: a role with only USAGE, CREATE on its schema must not be refused.
-            has_schema = await conn.fetchval(
-                "SELECT true FROM pg_namespace WHERE nspname = $1", self.schema
-            )
-            create_schema = "" if has_schema else f"CREATE SCHEMA {quote_ident(self.schema)}; "
-            await conn.execute(
-                f"{create_schema}"
-                f"CREATE TABLE IF NOT EXISTS {self.table} ("
-                f" version {column_type(widest)} PRIMARY KEY,"
-                " name varchar(255) NOT NULL,"
-                f" applied_at timestamptz DEFAULT CURRENT_TIMESTAMP{columns}); "
-                f"COMMENT ON TABLE {self.table} IS 'Migration version tracking'"
-            )
+            await conn.execute(await self.create_sql(conn, widest=widest))
             return []
         missing = [column for column in _ADDED_COLUMNS if column not in present]
         if missing:
@@ -265,6 +251,25 @@ class Ledger(RepeatablesLedger):
             await conn.execute(f"ALTER TABLE {self.table} ALTER COLUMN version TYPE {wider}")
             missing.append("version")
         return missing
+
+    async def create_sql(self, conn: asyncpg.Connection, *, widest: int = 0) -> str:
+        """The statements that create the table (and its schema when absent), for
+        ``ensure``, or to run at the start of a baseline file's transaction (apply.py)."""
+        columns = "".join(f", {name} {kind}" for name, kind in _ADDED_COLUMNS.items())
+        # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
+        # exists: a role with only USAGE, CREATE on its schema must not be refused.
+        has_schema = await conn.fetchval(
+            "SELECT true FROM pg_namespace WHERE nspname = $1", self.schema
+        )
+        create_schema = "" if has_schema else f"CREATE SCHEMA {quote_ident(self.schema)}; "
+        return (
+            f"{create_schema}"
+            f"CREATE TABLE IF NOT EXISTS {self.table} ("
+            f" version {column_type(widest)} PRIMARY KEY,"
+            " name varchar(255) NOT NULL,"
+            f" applied_at timestamptz DEFAULT CURRENT_TIMESTAMP{columns}); "
+            f"COMMENT ON TABLE {self.table} IS 'Migration version tracking'"
+        )
 
     def _check_shape(self, columns: set[str]) -> None:
         """Refuse another tool's ``schema_migrations`` (same name, other columns)."""
