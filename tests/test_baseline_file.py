@@ -744,3 +744,45 @@ def test_check_is_pending_on_a_new_database_with_only_a_baseline_file(
     )
     assert _cli(folder, database_url).returncode == ExitCode.OK
     assert _cli(folder, database_url, "--check").returncode == ExitCode.OK
+
+
+def test_a_baseline_of_a_prisma_history_is_written_verified_and_applied(
+    tmp_path: Path, admin_url: str, database_url: str
+) -> None:
+    """prisma keeps each migration in a folder (``<version>_<name>/migration.sql``, with
+    the ``down.sql`` its docs describe): the scratch replays of baseline-file and verify
+    copy those folders too."""
+    folder = tmp_path / "prisma"
+    for version, (name, sql, down) in enumerate(
+        [
+            ("init", "CREATE TABLE items (id int PRIMARY KEY);\n", "DROP TABLE items;\n"),
+            (
+                "tags",
+                "CREATE TABLE tags (id int PRIMARY KEY, item int REFERENCES items);\n",
+                "DROP TABLE tags;\n",
+            ),
+            (
+                "index",
+                "CREATE INDEX CONCURRENTLY tags_item ON tags (item);\n",
+                "DROP INDEX tags_item;\n",
+            ),
+        ],
+        start=20240101000000,
+    ):
+        (folder / f"{version}_{name}").mkdir(parents=True)
+        (folder / f"{version}_{name}" / "migration.sql").write_text(sql)
+        (folder / f"{version}_{name}" / "down.sql").write_text(down)
+    written = run_cli("baseline-file", "--migrations-dir", str(folder), database_url=admin_url)
+    assert written.returncode == ExitCode.OK, written.stderr
+    baseline = folder / "20240101000002_schema.baseline.sql"
+    assert "CREATE INDEX tags_item" in baseline.read_text()
+    verified = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
+    assert "✓ 20240101000002_schema.baseline.sql: gives the schema" in verified.stdout, (
+        verified.stdout + verified.stderr
+    )
+    assert _cli(folder, database_url).returncode == ExitCode.OK
+    rows = _rows(database_url)
+    assert [(v, by) for v, _, by in rows] == [
+        (20240101000000 + n, "baseline-file:20240101000002") for n in range(3)
+    ]
+    assert "tags" in asyncio.run(table_names(database_url))
