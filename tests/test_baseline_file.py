@@ -786,3 +786,40 @@ def test_a_baseline_of_a_prisma_history_is_written_verified_and_applied(
         (20240101000000 + n, "baseline-file:20240101000002") for n in range(3)
     ]
     assert "tags" in asyncio.run(table_names(database_url))
+
+
+@pytest.mark.parametrize("width", [5, 20240101000000, 10**19], ids=["int", "bigint", "numeric"])
+def test_the_baseline_rows_travel_as_arrays_and_keep_every_name_and_checksum(
+    database_url: str, width: int
+) -> None:
+    """A baseline writes its covered rows as three array constants unnested: names with
+    quotes, backslashes, braces, commas and non-ASCII letters come back as they were, in
+    a ledger of each version column type."""
+    from natlangchain_migrate.discovery import Migration
+    from natlangchain_migrate.ledger import Ledger
+
+    names = ['001_a"b', "002_c\\d", "003_{e,f}", "004_g'h", "005_ünï", "006_NULL"]
+    covered = [
+        Migration(width + n, name, f"{name}.sql", "", f"sum-{n}\\\"'")
+        for n, name in enumerate(names)
+    ]
+
+    async def record() -> list[tuple[int, str, str, str]]:
+        import asyncpg
+
+        ledger = Ledger()
+        conn = await asyncpg.connect(database_url)
+        try:
+            await ledger.ensure(conn, widest=width + len(names))
+            sql = ledger.record_many_sql(covered, applied_by="baseline-file:9", since="now()")
+            await conn.execute(sql)
+            rows = await conn.fetch(
+                "SELECT version, name, checksum, applied_by FROM schema_migrations ORDER BY 1"
+            )
+        finally:
+            await conn.close()
+        return [(int(r[0]), r[1], r[2], r[3]) for r in rows]
+
+    assert asyncio.run(record()) == [
+        (m.version, m.name, m.checksum, "baseline-file:9") for m in covered
+    ]
