@@ -199,9 +199,11 @@ class _Applier:
         file's transaction (``_file``), one commit fewer, and a failed baseline leaves
         nothing, not even an empty ledger; a ledger created here is empty, so it is not
         read again. In the lock's transaction (transaction lock mode) a read of a missing
-        table would abort it: the ledger is made first there."""
+        table would abort it: both tables are made first there."""
         if not session:
             await self._ensure()
+            if self.sources.repeatables:
+                await self.ledger.ensure_repeatables(self.conn)
         snapshot = await self._read()
         if session and snapshot.exists and await self._ensure():  # columns added or widened
             snapshot = await self._read()
@@ -223,7 +225,7 @@ class _Applier:
                 self.ledger_ddl = await self.ledger.create_sql(self.conn, widest=self._widest())
             else:
                 await self._ensure()
-        if self.sources.repeatables:
+        if session and self.sources.repeatables:
             await self.ledger.ensure_repeatables(self.conn)
         return plan
 
