@@ -105,6 +105,8 @@ class _Applier:
         self.warned_future: set[int | str] = set()
         # Recorded with each repeatable: an older release leaves a newer one's alone.
         self.release = newest_version(sources.migrations)
+        # The ledger's DDL when a new database's baseline file creates it (_file).
+        self.ledger_ddl: str | None = None
         self.lock = migration_lock(self.conn, options, unless=self._nothing_left)
         self.attempts = Attempts(
             connection, options.execution, schema=options.schema, applied=self.applied
@@ -123,7 +125,7 @@ class _Applier:
     async def apply_each(self) -> None:
         """Session lock: each migration in its own transaction (or statement by statement)."""
         async with holding(self.lock, LockMode.SESSION):
-            plan = await self._ensure_and_replan()
+            plan = await self._ensure_and_replan(session=True)
             for number, migration in enumerate(plan.pending, start=1):
                 self._log_applying(migration, number, len(plan.pending))
                 last = number == len(plan.pending)
@@ -187,35 +189,79 @@ class _Applier:
         face_future(plan, refuse=self.options.refuse_future, warned=self.warned_future)
         return not plan.pending
 
-    async def _ensure_and_replan(self) -> MigrationPlan:
-        """Create or adopt the ledger, read it again (another runner may have just
-        finished) and plan anew."""
-        try:
-            versions = [m.version for m in (*self.sources.migrations, *self.sources.baselines)]
-            widest = max(versions, default=0)
-            added = await self.ledger.ensure(self.conn, widest=widest)
-        except asyncpg.InsufficientPrivilegeError as error:
-            role = await self.conn.fetchval("SELECT current_user")
-            schema = quote_ident(self.options.schema)
-            raise PrivilegeError(
-                f"role {role} may not create the ledger {self.ledger.table}: {error}. Create "
-                f"the schema and let the role use it (CREATE SCHEMA IF NOT EXISTS {schema}; "
-                f"GRANT USAGE, CREATE ON SCHEMA {schema} TO {role};), then run again"
-            ) from error
-        if added:
-            log.info("ledger_adopted", columns_added=added)
-        if self.sources.repeatables:
-            await self.ledger.ensure_repeatables(self.conn)
+    async def _ensure_and_replan(self, *, session: bool = False) -> MigrationPlan:
+        """Read the ledger again (another runner may have just finished), create or adopt
+        it, and plan anew.
+
+        In session lock mode (``session``) the ledger is read first: a new database whose
+        plan starts with a baseline file sent in one message creates the ledger in that
+        file's transaction (``_file``), one commit fewer, and a failed baseline leaves
+        nothing, not even an empty ledger; a ledger created here is empty, so it is not
+        read again. In the lock's transaction (transaction lock mode) a read of a missing
+        table would abort it: both tables are made first there."""
+        if not session:
+            await self._ensure()
+            if self.sources.repeatables:
+                await self.ledger.ensure_repeatables(self.conn)
+        snapshot = await self._read()
+        if session and snapshot.exists and await self._ensure():  # columns added or widened
+            snapshot = await self._read()
         # Decided again: another runner may have applied something (a higher version too).
-        return decide(
+        plan = decide(
             self.sources,
-            await self._read(),
+            snapshot,
             self.call,
             strict_order=self.options.strict_order,
             refuse_future=self.options.refuse_future,
             warned=self.warned_future,
             schema=self.options.schema,
         )
+        if not snapshot.exists:
+            first = plan.pending[0] if plan.pending else None
+            # schema_repeatables is made before the baseline runs: then the ledger is too.
+            in_message = first is not None and baseline_files.sent_in_one_message(first)
+            if in_message and not self.sources.repeatables:
+                self.ledger_ddl = await self.ledger.create_sql(self.conn, widest=self._widest())
+            else:
+                await self._ensure()
+        if session and self.sources.repeatables:
+            await self.ledger.ensure_repeatables(self.conn)
+        return plan
+
+    def _widest(self) -> int:
+        versions = [m.version for m in (*self.sources.migrations, *self.sources.baselines)]
+        return max(versions, default=0)
+
+    async def _ensure(self) -> list[str]:
+        """Create or adopt the ledger; the columns added to an existing one."""
+        try:
+            added = await self.ledger.ensure(self.conn, widest=self._widest())
+        except asyncpg.InsufficientPrivilegeError as error:
+            raise await self._may_not_create(error) from error
+        if added:
+            log.info("ledger_adopted", columns_added=added)
+        return added
+
+    async def _may_not_create(self, error: asyncpg.PostgresError) -> PrivilegeError:
+        role = await self.conn.fetchval("SELECT current_user")
+        schema = quote_ident(self.options.schema)
+        return PrivilegeError(
+            f"role {role} may not create the ledger {self.ledger.table}: {error}. Create "
+            f"the schema and let the role use it (CREATE SCHEMA IF NOT EXISTS {schema}; "
+            f"GRANT USAGE, CREATE ON SCHEMA {schema} TO {role};), then run again"
+        )
+
+    async def _begin_with_ledger(self, ledger_ddl: str) -> None:
+        """Open a baseline file's transaction with the ledger's creation (its own message,
+        so that a privilege error is the ledger's, not the file's)."""
+        try:
+            await self.conn.execute(f"BEGIN; {ledger_ddl}")
+        except asyncpg.PostgresError as error:
+            if not self.conn.is_closed() and self.conn.is_in_transaction():
+                await self.conn.execute("ROLLBACK")
+            if isinstance(error, asyncpg.InsufficientPrivilegeError):
+                raise await self._may_not_create(error) from error
+            raise
 
     # --- transactional files --------------------------------------------------------
 
@@ -227,7 +273,7 @@ class _Applier:
         crash before then can only lose whole migrations (file and row together),
         which the next run applies.
         """
-        prefix = "BEGIN;\n" + settings_sql(
+        settings = settings_sql(
             migration,
             self.execution,
             self.search_path,
@@ -235,6 +281,7 @@ class _Applier:
             durable=last,
             transaction_timeout=self.transaction_timeout,
         )
+        prefix = "BEGIN;\n" + settings
         started = time.monotonic()
         if migration.source is not None:  # big, or with COPY data: in pieces
             # Imported here: the scanner's regular expressions cost a start-up that
@@ -251,13 +298,20 @@ class _Applier:
                 own_transaction=True,
             )
             return ms_since(started)
-        script = f"{prefix}{self._file_and_record(migration)};\nCOMMIT;"
+        sent = prefix
+        if self.ledger_ddl is not None and migration.baseline_covers is not None:
+            # A new database's baseline file: the ledger is created in its transaction,
+            # and rolled back with it (send rolls back what a failed message left open).
+            await self._begin_with_ledger(self.ledger_ddl)
+            sent = settings
+        script = f"{sent}{self._file_and_record(migration)};\nCOMMIT;"
         try:
             await self.attempts.send(migration, script)
         except asyncpg.PostgresError as error:
             raise await self.attempts.failure(
-                migration, error, offset=-len(prefix), replay=prefix
+                migration, error, offset=-len(sent), replay=prefix
             ) from error
+        self.ledger_ddl = None
         if self.conn.is_in_transaction():
             await self.conn.execute("ROLLBACK")
             raise TransactionControlError(

@@ -88,8 +88,10 @@ async def read_server_facts(conn: asyncpg.Connection, schema: str) -> ServerFact
     one setting decides where tables go, on every server. When the connection's own
     search_path points elsewhere, the run says so, once, with the flag that follows it.
     """
+    # nspname::text: a name[] would cost asyncpg a type introspection query on every new
+    # connection (about 10 ms on a new database, whose catalogs are not cached yet).
     rows = await conn.fetch(
-        "SELECT ARRAY(SELECT DISTINCT n.nspname FROM pg_extension e "
+        "SELECT ARRAY(SELECT DISTINCT n.nspname::text FROM pg_extension e "
         "JOIN pg_namespace n ON n.oid = e.extnamespace "
         "WHERE n.nspname NOT IN ('pg_catalog', $1) ORDER BY 1) AS schemas, "
         "current_schema() AS current, current_setting('search_path') AS search_path, "

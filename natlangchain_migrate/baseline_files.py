@@ -101,6 +101,17 @@ def with_baseline(
     return plan._replace(pending=[stand_in, *above], resume_from={})
 
 
+def sent_in_one_message(migration: Migration) -> bool:
+    """A baseline file that is sent whole in one message (not streamed in pieces): a new
+    database creates its ledger in that file's transaction (apply.py)."""
+    return (
+        migration.baseline_covers is not None
+        and migration.source is None
+        and not migration.directives.no_transaction
+        and not migration.directives.backfill
+    )
+
+
 def applied_by(baseline: Migration) -> str:
     """What the ledger rows a baseline file wrote say in applied_by."""
     prefix = baseline.filename.split("_", 1)[0]

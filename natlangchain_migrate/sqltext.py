@@ -16,3 +16,11 @@ def standard_literal(text: str) -> str:
 def literal(text: str) -> str:
     """A string literal that means the same whatever standard_conforming_strings says."""
     return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def text_array(items: list[str]) -> str:
+    """A text[] as one string literal (``'{"a","b"}'::text[]``): the server parses one
+    constant, where a VALUES list of a thousand rows costs it a thousand rows of
+    expressions (about 4x the time)."""
+    quoted = ('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items)
+    return literal("{" + ",".join(quoted) + "}") + "::text[]"

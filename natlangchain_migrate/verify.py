@@ -133,7 +133,18 @@ def versioned_copy(
         settings = entry.name == SETTINGS_FILE or entry.name.endswith(".sql.conf")
         if (versioned or settings) and entry.is_file():
             (into / entry.name).write_bytes(entry.read_bytes())
+        elif entry.name[:1].isdigit() and "." not in entry.name and entry.is_dir():
+            _copy_nested(entry, into / entry.name)
     return into
+
+
+def _copy_nested(folder: Traversable, into: Path) -> None:
+    """prisma's ``<version>_<name>/migration.sql`` (and ``down.sql``), as layouts.py reads
+    them."""
+    for child in ("migration.sql", "down.sql"):
+        if (folder / child).is_file():
+            into.mkdir(exist_ok=True)
+            (into / child).write_bytes((folder / child).read_bytes())
 
 
 def _refuse_missing_down_files(migrations: Sequence[Migration]) -> None:

@@ -273,8 +273,13 @@ def test_a_bad_baseline_fails_whole_naming_its_file_and_line(
     result = _cli(folder, database_url)
     assert result.returncode != ExitCode.OK
     assert "003_schema.baseline.sql:4" in result.stderr, result.stderr
-    assert "ran" not in asyncio.run(table_names(database_url))  # nothing half-applied
-    assert _rows(database_url) == []
+    # Nothing half-applied: not even the ledger, created in the baseline's transaction.
+    assert asyncio.run(table_names(database_url)).isdisjoint({"ran", "schema_migrations"})
+    # The next run, with the file fixed, applies it whole.
+    (folder / "003_schema.baseline.sql").write_text(BASELINE)
+    assert _cli(folder, database_url).returncode == ExitCode.OK
+    assert _ran(database_url) == []
+    assert {by for _, _, by in _rows(database_url)} == {"baseline-file:003"}
 
 
 def test_status_drift_and_rollback_after_the_files_below_the_baseline_are_squashed(
@@ -795,3 +800,82 @@ def test_check_is_pending_on_a_new_database_with_only_a_baseline_file(
     )
     assert _cli(folder, database_url).returncode == ExitCode.OK
     assert _cli(folder, database_url, "--check").returncode == ExitCode.OK
+
+
+def test_a_baseline_of_a_prisma_history_is_written_verified_and_applied(
+    tmp_path: Path, admin_url: str, database_url: str
+) -> None:
+    """prisma keeps each migration in a folder (``<version>_<name>/migration.sql``, with
+    the ``down.sql`` its docs describe): the scratch replays of baseline-file and verify
+    copy those folders too."""
+    folder = tmp_path / "prisma"
+    for version, (name, sql, down) in enumerate(
+        [
+            ("init", "CREATE TABLE items (id int PRIMARY KEY);\n", "DROP TABLE items;\n"),
+            (
+                "tags",
+                "CREATE TABLE tags (id int PRIMARY KEY, item int REFERENCES items);\n",
+                "DROP TABLE tags;\n",
+            ),
+            (
+                "index",
+                "CREATE INDEX CONCURRENTLY tags_item ON tags (item);\n",
+                "DROP INDEX tags_item;\n",
+            ),
+        ],
+        start=20240101000000,
+    ):
+        (folder / f"{version}_{name}").mkdir(parents=True)
+        (folder / f"{version}_{name}" / "migration.sql").write_text(sql)
+        (folder / f"{version}_{name}" / "down.sql").write_text(down)
+    written = run_cli("baseline-file", "--migrations-dir", str(folder), database_url=admin_url)
+    assert written.returncode == ExitCode.OK, written.stderr
+    baseline = folder / "20240101000002_schema.baseline.sql"
+    assert "CREATE INDEX tags_item" in baseline.read_text()
+    verified = run_cli("verify", "--migrations-dir", str(folder), database_url=admin_url)
+    assert "✓ 20240101000002_schema.baseline.sql: gives the schema" in verified.stdout, (
+        verified.stdout + verified.stderr
+    )
+    assert _cli(folder, database_url).returncode == ExitCode.OK
+    rows = _rows(database_url)
+    assert [(v, by) for v, _, by in rows] == [
+        (20240101000000 + n, "baseline-file:20240101000002") for n in range(3)
+    ]
+    assert "tags" in asyncio.run(table_names(database_url))
+
+
+@pytest.mark.parametrize("width", [5, 20240101000000, 10**19], ids=["int", "bigint", "numeric"])
+def test_the_baseline_rows_travel_as_arrays_and_keep_every_name_and_checksum(
+    database_url: str, width: int
+) -> None:
+    """A baseline writes its covered rows as three array constants unnested: names with
+    quotes, backslashes, braces, commas and non-ASCII letters come back as they were, in
+    a ledger of each version column type."""
+    from natlangchain_migrate.discovery import Migration
+    from natlangchain_migrate.ledger import Ledger
+
+    names = ['001_a"b', "002_c\\d", "003_{e,f}", "004_g'h", "005_ünï", "006_NULL"]
+    covered = [
+        Migration(width + n, name, f"{name}.sql", "", f"sum-{n}\\\"'")
+        for n, name in enumerate(names)
+    ]
+
+    async def record() -> list[tuple[int, str, str, str]]:
+        import asyncpg
+
+        ledger = Ledger()
+        conn = await asyncpg.connect(database_url)
+        try:
+            await ledger.ensure(conn, widest=width + len(names))
+            sql = ledger.record_many_sql(covered, applied_by="baseline-file:9", since="now()")
+            await conn.execute(sql)
+            rows = await conn.fetch(
+                "SELECT version, name, checksum, applied_by FROM schema_migrations ORDER BY 1"
+            )
+        finally:
+            await conn.close()
+        return [(int(r[0]), r[1], r[2], r[3]) for r in rows]
+
+    assert asyncio.run(record()) == [
+        (m.version, m.name, m.checksum, "baseline-file:9") for m in covered
+    ]

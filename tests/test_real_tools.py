@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.public_history import renumber_as_told
 from harness.servers.sql import execute
 from natlangchain_migrate.errors import ExitCode
 from natlangchain_migrate.schema_dump import dump_schema
@@ -284,25 +285,6 @@ def test_a_branched_alembic_history_is_refused_before_export(tmp_path: Path) -> 
     assert not folder.exists() or not any(folder.iterdir())
 
 
-def _renumber_as_told(folder: Path, *, dates: bool) -> list[str]:
-    """What the refusals tell a team to do: a folder sharing its timestamp with an earlier
-    one takes the next free second; with ``dates``, an 8-digit date gets its time, 000000."""
-    seen: set[int] = set()
-    renamed = []
-    for path in sorted(p for p in folder.iterdir() if p.is_dir()):
-        digits, _, rest = path.name.partition("_")
-        if len(digits) < 14 and not dates:
-            continue
-        version = int(digits.ljust(14, "0"))
-        while version in seen:
-            version += 1
-        seen.add(version)
-        if f"{version}_{rest}" != path.name:
-            path.rename(folder / f"{version}_{rest}")
-            renamed.append(path.name)
-    return renamed
-
-
 def test_public_prisma_history_applies_and_reapplies_in_timestamp_form(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -317,11 +299,11 @@ def test_public_prisma_history_applies_and_reapplies_in_timestamp_form(
     refused = run_cli("--status", *flags, database_url=database_url)
     assert refused.returncode == ExitCode.USAGE
     assert "share the timestamp" in refused.stderr  # prisma keys by name; two share a second
-    assert len(_renumber_as_told(folder, dates=False)) >= 2
+    assert len(renumber_as_told(folder, dates=False)) >= 2
     mixed = run_cli("--status", *flags, database_url=database_url)
     assert mixed.returncode == ExitCode.USAGE
     assert "20260108_add_user_email_lower_idx/migration.sql is numbered" in mixed.stderr
-    assert _renumber_as_told(folder, dates=True) == ["20260108_add_user_email_lower_idx"]
+    assert renumber_as_told(folder, dates=True) == ["20260108_add_user_email_lower_idx"]
     count = sum(1 for path in folder.iterdir() if path.is_dir())
     up = run_cli(*flags, database_url=database_url, timeout=600)
     assert up.returncode == 0, up.stderr[-3000:]
