@@ -65,7 +65,9 @@ class Event(NamedTuple):
 
 
 async def _writer(url: str, rows: int, stop: asyncio.Event, samples: list[Sample]) -> None:
-    conn = await asyncpg.connect(url)
+    # A wait for a row lock over 10 ms is logged with its length ("acquired ... after").
+    lock_log = {"log_lock_waits": "on", "deadlock_timeout": "10ms"}
+    conn = await asyncpg.connect(url, server_settings=lock_log)
     try:
         while not stop.is_set():
             at, started = time.time(), time.perf_counter()
@@ -173,9 +175,16 @@ def _p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1] * 1000
 
 
-def _trace(log: Path, since: float) -> tuple[list[Event], list[Event]]:
-    """Batches (from their logged durations) and checkpoints/autovacuums after ``since``."""
+class Trace(NamedTuple):
+    batches: list[Event]  # from their logged durations
+    waits: list[Event]  # the writer's lock waits over 10 ms
+    other: list[Event]  # checkpoints, autovacuums over 1 s
+
+
+def _trace(log: Path, since: float) -> Trace:
+    """What the server's log says happened after ``since``."""
     batches: list[Event] = []
+    waits: list[Event] = []
     other: list[Event] = []
     starts: dict[str, float] = {}
     entries: list[list[str]] = []
@@ -192,15 +201,23 @@ def _trace(log: Path, since: float) -> tuple[list[Event], list[Event]]:
         duration = re.match(r"duration: ([\d.]+) ms\s+statement: BEGIN;", message)
         if duration:
             batches.append(Event(end - float(duration[1]) / 1000, end, "batch"))
+        elif acquired := re.search(r"acquired \w+ on (\w+) .* after ([\d.]+) ms", message):
+            waits.append(Event(end - float(acquired[2]) / 1000, end, f"{acquired[1]} wait"))
         elif message.startswith("checkpoint starting"):
             starts["checkpoint"] = end
+            starts[message.split(":", 1)[1].strip()] = end
         elif message.startswith("checkpoint complete"):
-            other.append(Event(starts.pop("checkpoint", end), end, "checkpoint"))
+            why = next((k for k in starts if k != "checkpoint"), "?")
+            starts.pop(why, None)
+            other.append(Event(starts.pop("checkpoint", end), end, f"checkpoint ({why})"))
         elif message.startswith("automatic vacuum") or message.startswith("automatic analyze"):
             elapsed = re.search(r"elapsed: ([\d.]+) s", message)
             took = float(elapsed[1]) if elapsed else 0.0
-            other.append(Event(end - took, end, message.split(" of table")[0]))
-    return batches, other
+            if took >= 1.0:  # the catalog's and the other database's short ones left out
+                table = re.search(r'of table "([^"]+)"', message)
+                what = message.split(" of table")[0] + (f" {table[1]}" if table else "")
+                other.append(Event(end - took, end, what))
+    return Trace(batches, waits, other)
 
 
 def _report_run(run: int, bf: Backfill, log: Path, since: float, rows: int) -> dict[str, float]:
@@ -208,7 +225,7 @@ def _report_run(run: int, bf: Backfill, log: Path, since: float, rows: int) -> d
     alone = _in(bf.samples, bf.alone)
     first, last = _in(bf.samples, bf.alone[:1]), _in(bf.samples, bf.alone[-1:])
     paused = _in(bf.samples, bf.alone[1:-1])
-    batches, other = _trace(log, since)
+    batches, waits, other = _trace(log, since)
     took = sorted(b.end - b.start for b in batches)
     print(f"run {run}: writer p50 / p99 / max in ms (writes)")
     for label, values in (
@@ -223,18 +240,37 @@ def _report_run(run: int, bf: Backfill, log: Path, since: float, rows: int) -> d
               f"max {took[-1] * 1000:.0f} ms, over {TARGET_S * 1000:.0f} ms: "
               f"{sum(1 for t in took if t > TARGET_S)}, over 300 ms: "
               f"{sum(1 for t in took if t > 0.3)}")  # fmt: skip
+    inside = [w.end - w.start for w in waits if any(a <= w.start < b for a, b in bf.during)]
+    longest = max(inside, default=0) * 1000
+    print(f"  the writer's lock waits over 10 ms during the backfill: {len(inside)}, "
+          f"max {longest:.0f} ms; elsewhere: {len(waits) - len(inside)}")  # fmt: skip
     for event in other:
         print(f"  {event.what}: {datetime.fromtimestamp(event.start, UTC):%H:%M:%S.%f}"[:-3]
               + f" for {event.end - event.start:.1f} s")  # fmt: skip
     slow = sorted((s for s in bf.samples if s.took > 0.03), key=lambda s: -s.took)[:8]
     for s in sorted(slow):
-        overlaps = [e for e in (*batches, *other) if e.start < s.at + s.took and s.at < e.end]
+        overlaps = [
+            e for e in (*batches, *waits, *other) if e.start < s.at + s.took and s.at < e.end
+        ]
         said = ", ".join(f"{e.what} {(e.end - e.start) * 1000:.0f} ms" for e in overlaps)
         phase = "during" if any(a <= s.at < b for a, b in bf.during) else "alone"
         print(
             f"  slow write {datetime.fromtimestamp(s.at, UTC):%H:%M:%S.%f}"[:-3]
             + f" {s.took * 1000:.0f} ms ({phase}): {said or 'no batch, checkpoint or vacuum'}"
         )
+    print("  writer p99 (ms) per window in time order, A alone, D during; "
+          "* autovacuum, c checkpoint overlapping:")  # fmt: skip
+    windows = sorted([(w, "A") for w in bf.alone] + [(w, "D") for w in bf.during])
+    line = []
+    for (a, b), kind in windows:
+        values = [x.took for x in bf.samples if a <= x.at < b]
+        marks = "".join(
+            sorted({"c" if e.what.startswith("checkpoint") else "*" for e in other
+                    if e.start < b and a < e.end})
+        )  # fmt: skip
+        if len(values) > 100:
+            line.append(f"{kind} {_p(values, 0.99):.1f}{marks}")
+    print("    " + " | ".join(line))
     print(f"  events: {dict(bf.events)}")
     return {
         "p99_alone": _p(alone, 0.99),
