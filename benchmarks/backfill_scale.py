@@ -1,6 +1,7 @@
 """A batched backfill against one UPDATE, with an app-like writer beside it.
 
     .venv/bin/python benchmarks/backfill_scale.py [--rows N] [--runs R] [--alone S]
+        [--on S] [--off S] [--settings 'target=200ms pause=25%'] [--no-autovacuum]
 
 A table of N rows (default 1 million); a writer updates random rows, one short
 transaction each, as fast as it can. The writer's "alone" latencies are measured in
@@ -16,7 +17,9 @@ waiting longer than the target batch time plus 100 ms, the backfill's throughput
 least 0.5x the single UPDATE's. Each run prints its figures, the load average, and its
 trace: each batch's duration from the server's log (the CLI runs as a role that logs its
 statements), checkpoints, autovacuum runs, and the slowest writes with what overlapped
-them. The end prints each run's ratios and their medians.
+them, and whether the writer's lock waits (logged past 10 ms) were on a batch's rows.
+The end prints each run's ratios and their medians. ``--no-autovacuum`` turns it off on
+both tables, so that neither phase's cleanup lands on the other's time.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from harness.servers.sql import execute as sql_execute
 
 TARGET_S = 0.2
 FILL = (
-    "-- natlangchain: backfill table=big key=id target=200ms\n"
+    "-- natlangchain: backfill table=big key=id {settings}\n"
     "UPDATE big SET doubled = v * 2 WHERE id BETWEEN :lo AND :hi;\n"
 )
 RUNNER_ROLE = "bf_runner"  # the CLI's role: its statements, with durations, go to the log
@@ -81,7 +84,7 @@ def _load() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-async def _setup(cluster: PgCluster, rows: int) -> str:
+async def _setup(cluster: PgCluster, rows: int, autovacuum: bool) -> str:
     name = f"bf_{uuid.uuid4().hex[:10]}"
     await sql_execute(cluster.socket_dsn(), f'CREATE DATABASE "{name}" TEMPLATE template0')
     url = cluster.socket_dsn(name)
@@ -91,6 +94,8 @@ async def _setup(cluster: PgCluster, rows: int) -> str:
         f"INSERT INTO big (id, v) SELECT g, g % 1000 FROM generate_series(1, {rows}) g",
     )
     await sql_execute(url, "VACUUM ANALYZE big")
+    if not autovacuum:  # neither phase's cleanup lands on the other, nor on its own
+        await sql_execute(url, "ALTER TABLE big SET (autovacuum_enabled = off)")
     await sql_execute(url, "CHECKPOINT")
     return url
 
@@ -103,8 +108,9 @@ class Backfill(NamedTuple):
     events: Counter[str]
 
 
-async def _backfill(url: str, rows: int, alone_s: float, on_s: float, off_s: float) -> Backfill:
+async def _backfill(url: str, rows: int, args: argparse.Namespace) -> Backfill:
     """The writer through: alone, the CLI running/stopped in turns, alone again."""
+    alone_s, on_s, off_s = args.alone, args.on, args.off
     stop, samples = asyncio.Event(), list[Sample]()
     writer = asyncio.ensure_future(_writer(url, rows, stop, samples))
     await asyncio.sleep(0.5)
@@ -116,7 +122,7 @@ async def _backfill(url: str, rows: int, alone_s: float, on_s: float, off_s: flo
         "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json",
     }
     with tempfile.TemporaryDirectory() as scratch:
-        (Path(scratch) / "001_fill.sql").write_text(FILL)
+        (Path(scratch) / "001_fill.sql").write_text(FILL.format(settings=args.settings))
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "natlangchain_migrate", "--migrations-dir", scratch,
             env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
@@ -283,7 +289,8 @@ def _report_run(run: int, bf: Backfill, log: Path, since: float, rows: int) -> d
     }
 
 
-async def _main(rows: int, runs: int, alone_s: float, on_s: float, off_s: float) -> None:
+async def _main(args: argparse.Namespace) -> None:
+    rows, runs = args.rows, args.runs
     cluster = PgCluster(embedded_bindir(), name="backfill_scale", parent=memory_backed_dir())
     cluster.init(
         max_wal_size="'4GB'", log_autovacuum_min_duration="0", log_checkpoints="on"
@@ -297,14 +304,15 @@ async def _main(rows: int, runs: int, alone_s: float, on_s: float, off_s: float)
         )
         for run in range(1, runs + 1):
             print(f"run {run}: load average at the start {_load()}", flush=True)
-            url_b, url_u = await _setup(cluster, rows), await _setup(cluster, rows)
+            url_b = await _setup(cluster, rows, args.autovacuum)
+            url_u = await _setup(cluster, rows, args.autovacuum)
             since = time.time()
             if run % 2:
-                bf = await _backfill(url_b, rows, alone_s, on_s, off_s)
+                bf = await _backfill(url_b, rows, args)
                 update, update_s = await _update(url_u, rows)
             else:
                 update, update_s = await _update(url_u, rows)
-                bf = await _backfill(url_b, rows, alone_s, on_s, off_s)
+                bf = await _backfill(url_b, rows, args)
             figures = _report_run(run, bf, cluster.root / "log", since, rows)
             figures["update_s"] = update_s
             figures["ratio"] = figures["p99_during"] / figures["p99_alone"]
@@ -341,8 +349,12 @@ def main() -> None:
     parser.add_argument("--alone", type=float, default=10.0, help="seconds before and after")
     parser.add_argument("--on", type=float, default=20.0, help="backfill seconds between stops")
     parser.add_argument("--off", type=float, default=5.0, help="seconds stopped each time")
+    parser.add_argument("--settings", default="target=200ms", help="the backfill's header")
+    parser.add_argument(
+        "--no-autovacuum", dest="autovacuum", action="store_false", help="off on both tables"
+    )
     args = parser.parse_args()
-    asyncio.run(_main(args.rows, args.runs, args.alone, args.on, args.off))
+    asyncio.run(_main(args))
 
 
 if __name__ == "__main__":
