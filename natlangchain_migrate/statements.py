@@ -21,12 +21,18 @@ _MAYBE_COPY_FROM_STDIN = re.compile(r"\bcopy\b[^;]*?\bfrom\s+stdin\b", re.I | re
 _MAYBE_META_COMMAND = re.compile(r"^[ \t]*(\\(?:[A-Za-z!?]\w*|\.))", re.M)
 
 # A cheap first look for BEGIN; COMMIT; ROLLBACK; START TRANSACTION at the start of a line
-# or after another statement's semicolon; only files it flags are parsed (plpgsql's "BEGIN"
-# has no semicolon, so bodies rarely match).
+# or after another statement's semicolon, comments between them too (``/* done */
+# COMMIT;``); only files it flags are parsed (plpgsql's "BEGIN" has no semicolon, so
+# bodies rarely match). END; (COMMIT's other name) ends every plpgsql block, so it is
+# looked for only outside dollar-quoted bodies.
+_BEFORE_STATEMENT = r"(?:^|;)(?:\s+|--[^\n]*|/\*.*?\*/)*"
 _MAYBE_TRANSACTION_CONTROL = re.compile(
-    r"(?:^|;)\s*(begin|commit|rollback|start\s+transaction|abort|savepoint|release)\b[^;\n]*;",
-    re.I | re.M,
+    _BEFORE_STATEMENT + r"(begin|commit|rollback|start\s+transaction|abort|savepoint|release"
+    r"|prepare\s+transaction)\b[^;\n]*;",
+    re.I | re.M | re.S,
 )
+_MAYBE_END = re.compile(_BEFORE_STATEMENT + r"end\b[^;\n]*;", re.I | re.M | re.S)
+_DOLLAR_QUOTED = re.compile(r"\$([A-Za-z_\x80-\U0010ffff][\w\x80-\U0010ffff]*|)\$.*?\$\1\$", re.S)
 
 
 class IndexRef(NamedTuple):
@@ -253,7 +259,9 @@ def _is_wrapper(statement: Statement, statements: list[Statement]) -> bool:
 
 def _parsed_if_flagged(sql: str) -> list[Statement]:
     """The file's statements when the cheap look sees transaction control, else none."""
-    if _MAYBE_TRANSACTION_CONTROL.search(sql) is None:
+    if _MAYBE_TRANSACTION_CONTROL.search(sql) is None and (
+        "end" not in sql.lower() or _MAYBE_END.search(_DOLLAR_QUOTED.sub(" ", sql)) is None
+    ):
         return []
     try:
         return split_statements("", sql)

@@ -494,3 +494,56 @@ def test_a_file_of_one_statement_that_refuses_a_transaction_runs_outside_one(
         files = {"1_a.up.sql": text, "natlangchain-migrate.toml": f'layout = "{layout}"\n'}
     (loaded,) = load_migrations(write_migrations(tmp_path / "m", files))
     assert loaded.directives.no_transaction is (alone and layout != "sqlx")
+
+
+# A keyword after a comment (on its line or the lines before), END (COMMIT's other name) and
+# PREPARE TRANSACTION: the cheap look before the parse missed them, and the file ran with
+# its COMMIT ending the runner's transaction (its table kept, "rolled back" said).
+HIDDEN = [
+    ("CREATE TABLE t1 (id int); /* done */ COMMIT;\nSELECT 1/0;\n", 1, "COMMIT"),
+    ("CREATE TABLE t1 (id int);\n-- done\n  /* now */ ROLLBACK;\n", 3, "ROLLBACK"),
+    ("CREATE TABLE t1 (id int);\nEND;\nSELECT 1/0;\n", 2, "END"),
+    ("CREATE TABLE t1 (id int);\nend transaction;\n", 2, "END"),
+    ("CREATE TABLE t1 (id int);\nPREPARE TRANSACTION 'x';\n", 2, "PREPARE"),
+    ("/* a */ BEGIN; CREATE TABLE t1 (id int);\n", 1, "BEGIN"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "keyword"), HIDDEN)
+def test_transaction_control_after_a_comment_or_spelt_end_is_found(
+    text: str, line: int, keyword: str
+) -> None:
+    from natlangchain_migrate.statements import find_transaction_control
+
+    assert find_transaction_control(text) == (line, keyword)
+
+
+def test_end_of_a_plpgsql_body_is_not_transaction_control() -> None:
+    from natlangchain_migrate.statements import _parsed_if_flagged
+
+    body = "BEGIN\n  RETURN 1;\nEND;\n"
+    for quote in ("$$", "$fn$", "$função$"):
+        text = f"CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS {quote}\n{body}{quote};\n"
+        assert _parsed_if_flagged(text) == []  # not even parsed: start-up stays light
+
+
+@pytest.mark.parametrize(("text", "line", "keyword"), HIDDEN)
+def test_a_hidden_commit_is_refused_before_anything_runs(
+    database_url: str, tmp_path: Path, text: str, line: int, keyword: str
+) -> None:
+    folder = write_migrations(tmp_path / "m", {"001_a.sql": text})
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert f"001_a.sql:{line}: {keyword} inside a migration" in result.stderr
+    assert asyncio.run(table_names(database_url)) == set()
+
+
+def test_a_wrapper_after_a_comment_on_its_line_runs_in_the_runners_transaction(
+    database_url: str, tmp_path: Path
+) -> None:
+    text = "/* one transaction */ BEGIN;\nCREATE TABLE t1 (id int); /* end */ COMMIT;\n"
+    folder = _golang(tmp_path, {"1_a.up.sql": text})
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stderr  # no "there is already a transaction in progress"
+    assert "t1" in asyncio.run(table_names(database_url))
