@@ -184,8 +184,35 @@ def check_transaction_control(migrations: Sequence[Migration]) -> None:
         line, keyword = found
         raise TransactionControlError(
             f"{migration.filename}:{line}: {keyword} inside a migration; "
-            + _transaction_control_fix(migration, keyword)
+            + (_begin_options_fix(migration, line) or _transaction_control_fix(migration, keyword))
         )
+
+
+def _begin_options_fix(migration: Migration, line: int) -> str | None:
+    """For a wrapper whose BEGIN has options (BEGIN ISOLATION LEVEL SERIALIZABLE), in the
+    layouts that accept a plain one: the runner's transaction takes the BEGIN's place, so
+    the options go in a SET TRANSACTION, its body's first statement."""
+    if migration.layout not in OPENS_NO_TRANSACTION or migration.directives.no_transaction:
+        return None
+    import re
+
+    from natlangchain_migrate.statements import line_and_column, split_statements
+
+    first = split_statements(migration.filename, migration.sql)[0]
+    begin = re.match(
+        r"(?:begin(?:\s+(?:work|transaction))?|start\s+transaction)\b\s*(.+?)[\s;]*$",
+        first.text,
+        flags=re.I | re.S,
+    )
+    if begin is None or first.wrapper or line_and_column(migration.sql, first.offset)[0] != line:
+        return None
+    options = " ".join(begin[1].split())
+    return (
+        f"only a plain BEGIN; wraps a whole {migration.layout} file (the runner's own "
+        f"transaction takes its place, with the ledger row): write BEGIN; and put "
+        f"SET TRANSACTION {options}; after it, as the body's first statement (not under "
+        "--lock-mode transaction, where the lock's transaction has run queries already)"
+    )
 
 
 def _transaction_control_fix(migration: Migration, keyword: str) -> str:

@@ -152,7 +152,6 @@ def test_a_failing_wrapped_down_file_keeps_the_schema_and_the_row(
         ("CREATE TABLE a (id int);\nCOMMIT;\n", 2, "COMMIT"),
         ("BEGIN;\nCREATE TABLE a (id int);\n", 1, "BEGIN"),
         ("BEGIN;\nSAVEPOINT s;\nCREATE TABLE a (id int);\nCOMMIT;\n", 2, "SAVEPOINT"),
-        ("BEGIN ISOLATION LEVEL SERIALIZABLE;\nSELECT 1;\nCOMMIT;\n", 1, "BEGIN"),
         ("BEGIN;\nSELECT 1;\nCOMMIT AND CHAIN;\n", 3, "COMMIT"),
         ("SELECT 1; BEGIN; SELECT 2; COMMIT;", 1, "BEGIN"),
     ],
@@ -163,7 +162,6 @@ def test_a_failing_wrapped_down_file_keeps_the_schema_and_the_row(
         "commit-alone",
         "no-commit",
         "savepoint",
-        "begin-options",
         "chain",
         "one-line",
     ],
@@ -180,6 +178,50 @@ def test_anything_but_a_whole_file_wrapper_is_refused_saying_what_is_accepted(
             "wrapped whole in BEGIN; ... COMMIT;" in result.stderr
         )
     assert asyncio.run(table_names(database_url)) == set()  # refused before anything ran
+
+
+@pytest.mark.parametrize(
+    ("begin", "options"),
+    [
+        ("BEGIN ISOLATION LEVEL SERIALIZABLE;", "ISOLATION LEVEL SERIALIZABLE"),
+        ("START TRANSACTION\n  READ WRITE ;", "READ WRITE"),
+        (
+            "begin transaction isolation level repeatable read, deferrable;",
+            "isolation level repeatable read, deferrable",
+        ),
+    ],
+)
+@pytest.mark.parametrize("name", ["1_x.up.sql", "20240101120000_x/migration.sql"])
+def test_a_wrapper_with_options_is_refused_saying_where_the_options_go(
+    database_url: str, tmp_path: Path, begin: str, options: str, name: str
+) -> None:
+    """golang-migrate and prisma would run BEGIN ISOLATION LEVEL ... as it is; here the
+    runner's transaction takes the BEGIN's place, so the options go in a SET TRANSACTION
+    (which then runs: see the next test), not "remove this BEGIN" (that left a lone COMMIT)."""
+    folder = write_migrations(tmp_path / "m", {name: f"{begin}\nSELECT 1;\nCOMMIT;\n"})
+    for dry in ((), ("--dry-run",)):
+        result = run_cli(*dry, *_flags(folder), database_url=database_url)
+        assert result.returncode == ExitCode.USAGE, result.stderr
+        (line,) = [line for line in result.stderr.splitlines() if "run_failed" in line]
+        assert (
+            f"{name}:1: {begin.split()[0].upper()} inside a migration; only a plain BEGIN;" in line
+        )
+        assert f"write BEGIN; and put SET TRANSACTION {options}; after it" in line
+
+
+@pytest.mark.parametrize("files", [GOLANG, PRISMA], ids=["golang-migrate", "prisma"])
+def test_set_transaction_as_the_wrapped_bodys_first_statement_sets_the_isolation_level(
+    database_url: str, tmp_path: Path, files: dict[str, str]
+) -> None:
+    up = next(name for name in files if name.endswith((".up.sql", "migration.sql")))
+    text = (
+        "BEGIN;\nSET TRANSACTION ISOLATION LEVEL SERIALIZABLE;\n"
+        "CREATE TABLE iso AS SELECT current_setting('transaction_isolation') AS level;\nCOMMIT;\n"
+    )
+    folder = write_migrations(tmp_path / "m", {up: text})
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert asyncio.run(fetchval(database_url, "SELECT level FROM iso")) == "serializable"
 
 
 def test_a_down_file_with_a_mid_file_begin_is_refused_before_anything_is_undone(
