@@ -150,6 +150,13 @@ def check_client_only(migrations: Sequence[Migration]) -> None:
             continue
         line, what = found
         where = f"{migration.filename}:{line}"
+        if what.startswith("COPY") and migration.layout is not None and _has_rows(migration.sql):
+            raise ConfigurationError(
+                f"{where}: COPY ... FROM stdin with its rows in the file runs only from this "
+                f"runner's own layout (NNN_name.sql), not yet in a {migration.layout} folder: "
+                "write them as INSERT ... VALUES (pg_dump "
+                "--data-only --inserts writes them so); nothing was run"
+            )
         if what.startswith("COPY"):
             raise ConfigurationError(
                 f"{where}: COPY ... FROM STDIN reads its rows from the client: a migration "
@@ -163,6 +170,11 @@ def check_client_only(migrations: Sequence[Migration]) -> None:
             "make an \\i file a migration of its own, and delete pg_dump's "
             "\\restrict / \\unrestrict lines; nothing was run"
         )
+
+
+def _has_rows(sql: str) -> bool:
+    """Whether a COPY's rows are in the file: a line holding only \\. ends them."""
+    return any(line.strip() == "\\." for line in sql.splitlines())
 
 
 def check_transaction_control(migrations: Sequence[Migration]) -> None:
