@@ -589,3 +589,24 @@ def test_a_wrapper_after_a_comment_on_its_line_runs_in_the_runners_transaction(
     assert result.returncode == 0, result.stderr
     assert "WARNING" not in result.stderr  # no "there is already a transaction in progress"
     assert "t1" in asyncio.run(table_names(database_url))
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (GOLANG, ["1_users.up.sql", "2_orders.up.sql"]),
+        (PRISMA, ["20240101120000_users/migration.sql"]),
+    ],
+    ids=["golang-migrate", "prisma"],
+)
+def test_dry_run_json_names_each_wrapped_file_as_it_is_in_the_folder(
+    database_url: str, tmp_path: Path, files: dict[str, str], expected: list[str]
+) -> None:
+    """name is not the file's name there (1_users, not 1_users.up.sql); --dry-run --json
+    gave only version and name, so a script could not find the file it would run."""
+    import json
+
+    folder = write_migrations(tmp_path / "m", files)
+    result = run_cli("--dry-run", "--json", *_flags(folder), database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert [item["file"] for item in json.loads(result.stdout)] == expected
