@@ -200,6 +200,16 @@ def check_transaction_control(migrations: Sequence[Migration]) -> None:
         )
 
 
+def _own_kind(filename: str) -> str | None:
+    """What a file of this runner's own kind is called, whatever the folder's layout."""
+    from natlangchain_migrate.discovery import is_baseline_file, is_repeatable_file
+
+    name = filename.rpartition("/")[2]
+    if is_baseline_file(name):
+        return "a baseline file"
+    return "a repeatable (R__) file" if is_repeatable_file(name) else None
+
+
 def _begin_options_fix(migration: Migration, line: int) -> str | None:
     """For a wrapper whose BEGIN has options (BEGIN ISOLATION LEVEL SERIALIZABLE), in the
     layouts that accept a plain one: the runner's transaction takes the BEGIN's place, so
@@ -242,6 +252,14 @@ def _transaction_control_fix(migration: Migration, keyword: str) -> str:
             "statements: the runner then runs the rest in its own transaction with the "
             f"ledger row), and nothing else in it may begin, commit or roll back: remove this "
             f"{keyword} (put a second transaction in a file of its own)"
+        )
+    own = _own_kind(migration.filename)
+    if layout is None and own:
+        return (
+            f"remove it{' and its COMMIT' if keyword in ('BEGIN', 'START') else ''}: {own} "
+            "is this runner's own, not another tool's, so "
+            "in every layout (golang-migrate's and prisma's too) it runs in one transaction "
+            "the runner opens, with its ledger row, and takes no BEGIN; ... COMMIT; wrapper"
         )
     if layout is None:
         why = (

@@ -610,3 +610,24 @@ def test_dry_run_json_names_each_wrapped_file_as_it_is_in_the_folder(
     result = run_cli("--dry-run", "--json", *_flags(folder), database_url=database_url)
     assert result.returncode == 0, result.stderr
     assert [item["file"] for item in json.loads(result.stdout)] == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "own"),
+    [("R__views.sql", "a repeatable (R__) file"), ("1_schema.baseline.sql", "a baseline file")],
+)
+def test_this_runners_own_files_in_a_golang_migrate_folder_say_why_they_take_no_wrapper(
+    database_url: str, tmp_path: Path, name: str, own: str
+) -> None:
+    """They said "only a golang-migrate or prisma file ... may be wrapped", in a
+    golang-migrate folder: true of the tool's files, not of these."""
+    files = {"1_users.up.sql": WRAPPED_UP, name: WRAPPED_UP}
+    folder = _golang(tmp_path, files)
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert (
+        f"{name}:1: BEGIN inside a migration; remove it and its COMMIT: {own} is this "
+        "runner's own, not another tool's, so in every layout"
+    ) in result.stderr
+    assert "only a golang-migrate or prisma file" not in result.stderr
+    assert asyncio.run(table_names(database_url)) == set()
