@@ -631,3 +631,27 @@ def test_this_runners_own_files_in_a_golang_migrate_folder_say_why_they_take_no_
     ) in result.stderr
     assert "only a golang-migrate or prisma file" not in result.stderr
     assert asyncio.run(table_names(database_url)) == set()
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        (
+            "1_iso.up.sql",
+            "BEGIN;\nSET TRANSACTION ISOLATION LEVEL SERIALIZABLE;\nSELECT 1;\nCOMMIT;\n",
+        ),
+        ("001_iso.sql", "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;\nSELECT 1;\n"),
+    ],
+    ids=["golang-migrate", "ours"],
+)
+def test_set_transaction_under_transaction_lock_mode_says_to_use_session_mode(
+    database_url: str, tmp_path: Path, name: str, text: str
+) -> None:
+    """The 25001 advice said to give the statement a file of its own or mark the file
+    no-transaction: neither works for a SET TRANSACTION inside the lock's transaction."""
+    folder = write_migrations(tmp_path / "m", {name: text})
+    result = run_cli(*_flags(folder, "--lock-mode", "transaction"), database_url=database_url)
+    assert result.returncode == ExitCode.MIGRATION_FAILED, result.stderr
+    assert "run this file with --lock-mode session, or drop its SET TRANSACTION" in result.stderr
+    assert "give it a file of its own" not in result.stderr
+    assert run_cli(*_flags(folder), database_url=database_url).returncode == 0  # session mode
