@@ -184,6 +184,13 @@ def _state_of(
     return State.APPLIED
 
 
+def _file_of(name: str, layout: str | None) -> str:
+    """The file a vanished migration had, in the folder's layout (name is the ledger's)."""
+    if layout == "golang-migrate":
+        return f"{name}.up.sql"
+    return f"{name}/migration.sql" if layout == "prisma" else f"{name}.sql"
+
+
 def _changed(entry: StatusEntry) -> str:
     """What to do about an applied file whose checksum changed, naming the file as it is in
     the folder (golang-migrate's ``.up.sql``, prisma's ``<folder>/migration.sql``) and, when
@@ -211,10 +218,12 @@ def raise_on_drift(plan: MigrationPlan, *, refuse_future: bool = False) -> None:
     No advice here suggests --repair for a future row: forgetting it would make the
     newer release run that migration again.
     """
+    layout = next((e.file.layout for e in plan.entries if e.file is not None), None)
     problems = [_changed(entry) for entry in plan.changed] + [
         f"migration {entry.version:03d} ({entry.name}) is applied but its file is gone; "
-        f"restore {entry.name}.sql, or, if the file was removed on purpose, forget its row "
-        "with --repair (that removes only the rows of vanished files and runs no SQL)"
+        f"restore {_file_of(entry.name, layout)}, or, if the file was removed on purpose, "
+        "forget its row with --repair (that removes only the rows of vanished files and runs "
+        "no SQL)"
         for entry in plan.missing
     ]
     if problems:

@@ -198,3 +198,29 @@ def test_prisma_folders_sharing_a_timestamp_after_one_was_applied_here(
         "20240101120000_b",
         "20240101120001_a",
     ]
+
+
+@pytest.mark.parametrize(
+    ("files", "gone"),
+    [
+        (["1_a.up.sql", "2_b.up.sql", "3_c.up.sql"], "2_b.up.sql"),
+        (
+            [f"2024010100000{n}_{x}/migration.sql" for n, x in ((1, "a"), (2, "b"), (3, "c"))],
+            "20240101000002_b/migration.sql",
+        ),
+        (["001_a.sql", "002_b.sql", "003_c.sql"], "002_b.sql"),
+    ],
+    ids=["golang-migrate", "prisma", "ours"],
+)
+def test_a_vanished_file_is_named_as_the_folders_layout_names_it(
+    database_url: str, tmp_path: Path, files: list[str], gone: str
+) -> None:
+    """It said "restore 2_b.sql" in a golang-migrate folder."""
+    folder = write_migrations(
+        tmp_path / "m", {f: f"CREATE TABLE t{i} (id int);\n" for i, f in enumerate(files)}
+    )
+    assert _apply(folder, database_url)[0] == 0
+    (folder / gone).unlink()
+    code, _, stderr = _apply(folder, database_url)
+    assert code == ExitCode.DRIFT
+    assert f"is applied but its file is gone; restore {gone}, or," in _run_failed(stderr)
