@@ -145,7 +145,11 @@ class _Applier:
                         _log_failed(migration, error)
                         raise
                     telemetry.migration_applied(span, duration)
-                self._applied(MigrationResult(version_of(migration), migration.name, duration))
+                self._applied(
+                    MigrationResult(
+                        version_of(migration), migration.name, duration, file=migration.filename
+                    )
+                )
 
     async def apply_in_one_transaction(self) -> None:
         """Transaction lock: the lock, the ledger and every pending migration in one
@@ -165,7 +169,14 @@ class _Applier:
                             _log_failed(migration, error)
                             raise
                         telemetry.migration_applied(span, duration)
-                    done.append(MigrationResult(version_of(migration), migration.name, duration))
+                    done.append(
+                        MigrationResult(
+                            version_of(migration),
+                            migration.name,
+                            duration,
+                            file=migration.filename,
+                        )
+                    )
             return done
 
         try:

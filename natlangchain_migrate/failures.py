@@ -101,7 +101,7 @@ def migration_failed(
         )
     text = (
         f"{location}: {error.sqlstate} {_message(error)}{extra}. Migration {migration.name} "
-        f"failed; {outcome}. {_advice(migration, error.sqlstate, found.advice)}"
+        f"failed; {outcome}. {_advice(migration, error, found.advice)}"
     )
     if found.cause is Cause.FILE:
         return MigrationFailedError(
@@ -119,10 +119,18 @@ def migration_failed(
     return kind(text)
 
 
-def _advice(migration: Migration, sqlstate: str | None, advice: str) -> str:
-    """25001 in a golang-migrate or prisma folder: its tool's own way, a file of one
-    statement, works here too and keeps the other files as they are."""
-    if sqlstate != "25001" or migration.layout not in OPENS_NO_TRANSACTION:
+def _advice(migration: Migration, error: asyncpg.PostgresError, advice: str) -> str:
+    """25001 from a SET TRANSACTION that came too late (under --lock-mode transaction every
+    file runs in the lock's transaction); 25001 in a golang-migrate or prisma folder: its
+    tool's own way, a file of one statement, works here too and keeps the other files as
+    they are."""
+    if error.sqlstate == "25001" and "must be called before any query" in str(error):
+        return (
+            "SET TRANSACTION must be a transaction's first statement: under --lock-mode "
+            "transaction every file runs inside the lock's transaction, which has run queries "
+            "already; run this file with --lock-mode session, or drop its SET TRANSACTION"
+        )
+    if error.sqlstate != "25001" or migration.layout not in OPENS_NO_TRANSACTION:
         return advice
     return (
         "The statement cannot run inside a transaction block: give it a file of its own (a "

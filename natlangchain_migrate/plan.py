@@ -184,6 +184,33 @@ def _state_of(
     return State.APPLIED
 
 
+def _file_of(name: str, layout: str | None) -> str:
+    """The file a vanished migration had, in the folder's layout (name is the ledger's)."""
+    if layout == "golang-migrate":
+        return f"{name}.up.sql"
+    return f"{name}/migration.sql" if layout == "prisma" else f"{name}.sql"
+
+
+def _changed(entry: StatusEntry) -> str:
+    """What to do about an applied file whose checksum changed, naming the file as it is in
+    the folder (golang-migrate's ``.up.sql``, prisma's ``<folder>/migration.sql``) and, when
+    the ledger recorded another name for its version, the rename that made it so."""
+    file = entry.file.filename if entry.file is not None else f"{entry.name}.sql"
+    applied_as = entry.row.name if entry.row is not None else entry.name
+    if entry.file is not None and applied_as != entry.file.name:
+        return (
+            f"migration {entry.version:03d} was applied as {applied_as}, and {file} has that "
+            f"version here with other contents: if {applied_as} was renamed (to another "
+            f"version), give it its name back and {file} a version of its own; else restore "
+            f"{file}, or put the change in a new migration, or accept it with --repair"
+        )
+    return (
+        f"migration {entry.version:03d} was applied with a different checksum; restore "
+        f"{file}, or put the change in a new migration, or accept the file as it is "
+        "with --repair"
+    )
+
+
 def raise_on_drift(plan: MigrationPlan, *, refuse_future: bool = False) -> None:
     """Refuse to go on when an applied file changed or is gone; with ``refuse_future``,
     also when the database holds rows of a newer release (FutureMigrationsError).
@@ -191,15 +218,12 @@ def raise_on_drift(plan: MigrationPlan, *, refuse_future: bool = False) -> None:
     No advice here suggests --repair for a future row: forgetting it would make the
     newer release run that migration again.
     """
-    problems = [
-        f"migration {entry.version:03d} was applied with a different checksum; restore "
-        f"{entry.name}.sql, or put the change in a new migration, or accept the file as it is "
-        "with --repair"
-        for entry in plan.changed
-    ] + [
+    layout = next((e.file.layout for e in plan.entries if e.file is not None), None)
+    problems = [_changed(entry) for entry in plan.changed] + [
         f"migration {entry.version:03d} ({entry.name}) is applied but its file is gone; "
-        f"restore {entry.name}.sql, or, if the file was removed on purpose, forget its row "
-        "with --repair (that removes only the rows of vanished files and runs no SQL)"
+        f"restore {_file_of(entry.name, layout)}, or, if the file was removed on purpose, "
+        "forget its row with --repair (that removes only the rows of vanished files and runs "
+        "no SQL)"
         for entry in plan.missing
     ]
     if problems:

@@ -152,6 +152,13 @@ def check_client_only(migrations: Sequence[Migration]) -> None:
             continue
         line, what = found
         where = f"{migration.filename}:{line}"
+        if what.startswith("COPY") and migration.layout is not None and _has_rows(migration.sql):
+            raise ConfigurationError(
+                f"{where}: COPY ... FROM stdin with its rows in the file runs only from this "
+                f"runner's own layout (NNN_name.sql), not yet in a {migration.layout} folder: "
+                "write them as INSERT ... VALUES (pg_dump "
+                "--data-only --inserts writes them so); nothing was run"
+            )
         if what.startswith("COPY"):
             raise ConfigurationError(
                 f"{where}: COPY ... FROM STDIN reads its rows from the client: a migration "
@@ -165,6 +172,11 @@ def check_client_only(migrations: Sequence[Migration]) -> None:
             "make an \\i file a migration of its own, and delete pg_dump's "
             "\\restrict / \\unrestrict lines; nothing was run"
         )
+
+
+def _has_rows(sql: str) -> bool:
+    """Whether a COPY's rows are in the file: a line holding only \\. ends them."""
+    return any(line.strip() == "\\." for line in sql.splitlines())
 
 
 def check_transaction_control(migrations: Sequence[Migration]) -> None:
@@ -186,8 +198,45 @@ def check_transaction_control(migrations: Sequence[Migration]) -> None:
         line, keyword = found
         raise TransactionControlError(
             f"{migration.filename}:{line}: {keyword} inside a migration; "
-            + _transaction_control_fix(migration, keyword)
+            + (_begin_options_fix(migration, line) or _transaction_control_fix(migration, keyword))
         )
+
+
+def _own_kind(filename: str) -> str | None:
+    """What a file of this runner's own kind is called, whatever the folder's layout."""
+    from natlangchain_migrate.discovery import is_baseline_file, is_repeatable_file
+
+    name = filename.rpartition("/")[2]
+    if is_baseline_file(name):
+        return "a baseline file"
+    return "a repeatable (R__) file" if is_repeatable_file(name) else None
+
+
+def _begin_options_fix(migration: Migration, line: int) -> str | None:
+    """For a wrapper whose BEGIN has options (BEGIN ISOLATION LEVEL SERIALIZABLE), in the
+    layouts that accept a plain one: the runner's transaction takes the BEGIN's place, so
+    the options go in a SET TRANSACTION, its body's first statement."""
+    if migration.layout not in OPENS_NO_TRANSACTION or migration.directives.no_transaction:
+        return None
+    import re
+
+    from natlangchain_migrate.statements import line_and_column, split_statements
+
+    first = split_statements(migration.filename, migration.sql)[0]
+    begin = re.match(
+        r"(?:begin(?:\s+(?:work|transaction))?|start\s+transaction)\b\s*(.+?)[\s;]*$",
+        first.text,
+        flags=re.I | re.S,
+    )
+    if begin is None or first.wrapper or line_and_column(migration.sql, first.offset)[0] != line:
+        return None
+    options = " ".join(begin[1].split())
+    return (
+        f"only a plain BEGIN; wraps a whole {migration.layout} file (the runner's own "
+        f"transaction takes its place, with the ledger row): write BEGIN; and put "
+        f"SET TRANSACTION {options}; after it, as the body's first statement (not under "
+        "--lock-mode transaction, where the lock's transaction has run queries already)"
+    )
 
 
 def _transaction_control_fix(migration: Migration, keyword: str) -> str:
@@ -205,6 +254,14 @@ def _transaction_control_fix(migration: Migration, keyword: str) -> str:
             "statements: the runner then runs the rest in its own transaction with the "
             f"ledger row), and nothing else in it may begin, commit or roll back: remove this "
             f"{keyword} (put a second transaction in a file of its own)"
+        )
+    own = _own_kind(migration.filename)
+    if layout is None and own:
+        return (
+            f"remove it{' and its COMMIT' if keyword in ('BEGIN', 'START') else ''}: {own} "
+            "is this runner's own, not another tool's, so "
+            "in every layout (golang-migrate's and prisma's too) it runs in one transaction "
+            "the runner opens, with its ledger row, and takes no BEGIN; ... COMMIT; wrapper"
         )
     if layout is None:
         why = (

@@ -29,7 +29,7 @@ def shared_timestamp(first: str, second: str, folders: Mapping[int, str]) -> Con
     """The refusal of two folders with one timestamp: rename the one prisma applies second
     (folders sort by name) to the next second no folder has."""
     version = int(first.partition("_")[0])
-    later = max(first, second)
+    later, other = max(first, second), min(first, second)
     free = version + 1
     while free in folders:
         free += 1
@@ -43,7 +43,9 @@ def shared_timestamp(first: str, second: str, folders: Mapping[int, str]) -> Con
     return ConfigurationError(
         f"prisma folders {first} and {second} share the timestamp {version}, and versions "
         f"here are the folders' timestamps; rename {later} to {new}{order} and, if prisma "
-        f"already applied it, its row with it ({row_rename(later, new)}), then run again"
+        f"already applied it, its row with it ({row_rename(later, new)}), then run again "
+        f"(if this runner applied {later} already, rename {other} to "
+        f"{free}_{other.partition('_')[2]} instead)"
     )
 
 

@@ -250,7 +250,8 @@ def print_rollback_plan(undone: Sequence[RollbackResult], *, as_json: bool) -> N
 
 def print_dry_run(pending: Sequence[MigrationResult], *, as_json: bool) -> None:
     if as_json:
-        print(json.dumps([{"version": m.version, "name": m.name} for m in pending], indent=2))
+        found = [{"version": m.version, "name": m.name, "file": m.file} for m in pending]
+        print(json.dumps(found, indent=2))
         return
     if not pending:
         print("Nothing to apply: the database is up to date.")

@@ -11,12 +11,15 @@ from typing import NamedTuple
 
 class MigrationResult(NamedTuple):
     """One migration this run applied (or, in a dry run, would apply); ``version`` is None
-    for a repeatable (``R__name.sql``)."""
+    for a repeatable (``R__name.sql``). ``file`` is its path from the migrations folder
+    (golang-migrate's ``001_x.up.sql``, prisma's ``<folder>/migration.sql``), as events
+    carry it; ``name`` is not always that file's name without ``.sql``."""
 
     version: int | None
     name: str
     duration_ms: float = 0.0
     status: str = "applied"
+    file: str | None = None
 
 
 class ContractResult(NamedTuple):

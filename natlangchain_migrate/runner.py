@@ -100,7 +100,8 @@ async def _on_one_connection(
             if call.dry_run:
                 preflight.check_pending_files(plan.pending, options)
                 report.pending = [
-                    MigrationResult(version_of(m), m.name, status="pending") for m in plan.pending
+                    MigrationResult(version_of(m), m.name, status="pending", file=m.filename)
+                    for m in plan.pending
                 ]
                 return report, True
             await preflight.check_before_apply(conn, plan, snapshot, options)

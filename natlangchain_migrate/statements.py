@@ -20,13 +20,46 @@ from natlangchain_migrate.errors import ConfigurationError
 _MAYBE_COPY_FROM_STDIN = re.compile(r"\bcopy\b[^;]*?\bfrom\s+stdin\b", re.I | re.S)
 _MAYBE_META_COMMAND = re.compile(r"^[ \t]*(\\(?:[A-Za-z!?]\w*|\.))", re.M)
 
-# A cheap first look for BEGIN; COMMIT; ROLLBACK; START TRANSACTION at the start of a line
-# or after another statement's semicolon; only files it flags are parsed (plpgsql's "BEGIN"
-# has no semicolon, so bodies rarely match).
+# A cheap first look for BEGIN; COMMIT; ROLLBACK; START TRANSACTION as a statement: the
+# keyword with its semicolon on its line, and before it, once comments are taken out, only
+# blanks back to a line start or another statement's semicolon (``/* done */ COMMIT;``).
+# Only files it flags are parsed (plpgsql's "BEGIN" has no semicolon, so bodies rarely
+# match). END; (COMMIT's other name) ends every plpgsql block, so it is looked for only
+# outside dollar-quoted bodies. A false alarm costs a parse; a miss would let a COMMIT end
+# the runner's transaction.
 _MAYBE_TRANSACTION_CONTROL = re.compile(
-    r"(?:^|;)\s*(begin|commit|rollback|start\s+transaction|abort|savepoint|release)\b[^;\n]*;",
-    re.I | re.M,
+    r"\b(?:begin|commit|rollback|start\s+transaction|abort|savepoint|release"
+    r"|prepare\s+transaction)\b[^;\n]*;",
+    re.I,
 )
+_MAYBE_END = re.compile(r"\bend\b[^;\n]*;", re.I)
+_LOOK_BACK = 2000
+_COMMENT = re.compile(r"/\*.*?\*/|--[^\n]*", re.S)
+_STATEMENT_START = re.compile(r"(?:\A|[;\n])[ \t\r\f\v]*\Z")
+
+
+def _starts_a_statement(sql: str, at: int) -> bool:
+    """Whether only blanks and comments stand between ``at`` and a line start or a
+    semicolon: the keyword there may be a statement of its own."""
+    before = sql[max(0, at - _LOOK_BACK) : at]
+    line_start = before.rfind("\n") + 1
+    if "*/" in before[line_start:] and "/*" not in before[line_start:]:
+        return True  # after a comment begun on an earlier line: a parse will tell
+    return any(  # as it is too: a "--" or "/*" in a string is no comment
+        _STATEMENT_START.search(text) is not None for text in (before, _COMMENT.sub(" ", before))
+    )
+
+
+def _maybe_transaction_control(sql: str) -> bool:
+    if any(_starts_a_statement(sql, m.start()) for m in _MAYBE_TRANSACTION_CONTROL.finditer(sql)):
+        return True
+    if "end" not in sql.lower():
+        return False
+    outside = _DOLLAR_QUOTED.sub(" ", sql)
+    return any(_starts_a_statement(outside, m.start()) for m in _MAYBE_END.finditer(outside))
+
+
+_DOLLAR_QUOTED = re.compile(r"\$([A-Za-z_\x80-\U0010ffff][\w\x80-\U0010ffff]*|)\$.*?\$\1\$", re.S)
 
 
 class IndexRef(NamedTuple):
@@ -253,7 +286,7 @@ def _is_wrapper(statement: Statement, statements: list[Statement]) -> bool:
 
 def _parsed_if_flagged(sql: str) -> list[Statement]:
     """The file's statements when the cheap look sees transaction control, else none."""
-    if _MAYBE_TRANSACTION_CONTROL.search(sql) is None:
+    if not _maybe_transaction_control(sql):
         return []
     try:
         return split_statements("", sql)

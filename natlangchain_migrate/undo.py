@@ -102,7 +102,7 @@ async def rollback(
                     RollbackResult(row.version, contract_down.name, True, contract_down.sql)
                 )
             if undo is not None:
-                await undo.one(row, down)
+                await undo.one(row, down, migrations.get(row.version))
             results.append(
                 RollbackResult(row.version, row.name, down is not None, down.sql if down else None)
             )
@@ -211,14 +211,18 @@ class _Undo:
             await self.attempts.retrying(partial(self._in_one_transaction, down, remove))
         log.info("contract_rolled_back", version=down.version, name=down.name, file=down.filename)
 
-    async def one(self, row: AppliedMigration, down: Migration | None) -> None:
-        """Undo one migration: its down file and the removal of its row."""
+    async def one(
+        self, row: AppliedMigration, down: Migration | None, up: Migration | None = None
+    ) -> None:
+        """Undo one migration: its down file and the removal of its row (only the row,
+        named by ``up``'s file, when there is no down file)."""
         if down is None:
             await self.ledger.remove(self.conn, row.version)
             log.warning(
                 "rollback_record_only",
                 version=row.version,
                 name=row.name,
+                file=up.filename if up is not None else None,
                 warning="no down file: only the migration record was removed; the schema "
                 "changes were NOT reversed",
             )

@@ -204,6 +204,7 @@ def test_dry_run_says_it_would_apply_the_baseline(tmp_path: Path, database_url: 
     assert result.returncode == ExitCode.OK, result.stderr
     pending = json.loads(result.stdout)
     assert [item["name"] for item in pending] == ["003_schema.baseline", "004_notes"]
+    assert [item["file"] for item in pending] == ["003_schema.baseline.sql", "004_notes.sql"]
     assert "items" not in asyncio.run(table_names(database_url))
 
 

@@ -85,10 +85,13 @@ def test_skip_flag_leaves_the_version_out_and_status_says_skipped(database_url: 
     assert "○ 002_add_semantic_search: SKIPPED" in status
 
 
+@pytest.mark.parametrize(
+    "file", ["001_make_t.sql", "001_make_t.up.sql", "20240101120000_make_t/migration.sql"]
+)
 def test_rollback_without_down_file_removes_only_the_record(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, file: str
 ) -> None:
-    folder = write_migrations(tmp_path / "m", {"001_make_t.sql": "CREATE TABLE t (id int);"})
+    folder = write_migrations(tmp_path / "m", {file: "CREATE TABLE t (id int);"})
     assert run_migrations(database_url, migrations_dir=folder).applied
     with capture_logs() as events:
         (undone,) = asyncio.run(rollback(database_url, migrations_dir=folder))
@@ -98,6 +101,7 @@ def test_rollback_without_down_file_removes_only_the_record(
     warning = [e for e in events if e["event"] == "rollback_record_only"]
     assert warning
     assert "NOT reversed" in warning[0]["warning"]
+    assert warning[0]["file"] == file  # the file as it is in the folder, as every event's
 
 
 def test_broken_file_is_rolled_back_and_named_with_line_and_column(

@@ -149,3 +149,78 @@ def test_check_exit_codes_and_status_json(database_url: str, tmp_path: Path) -> 
     assert _apply(folder, database_url, "--check")[0] == 0
     dry = json.loads(_apply(folder, database_url, "--dry-run", "--json")[1])
     assert dry == []
+
+
+@pytest.mark.parametrize("file", ["001_people.up.sql", "20240101120000_people/migration.sql"])
+def test_an_edited_file_of_another_tools_layout_is_named_as_it_is_in_the_folder(
+    database_url: str, tmp_path: Path, file: str
+) -> None:
+    """The advice said "restore 001_people.sql", a file that never was (name + .sql)."""
+    folder = write_migrations(tmp_path / "m", {file: "CREATE TABLE people (id int);\n"})
+    assert _apply(folder, database_url)[0] == 0
+    (folder / file).write_text("CREATE TABLE people (id bigint);\n")
+    code, _, stderr = _apply(folder, database_url)
+    assert code == ExitCode.DRIFT
+    assert f"was applied with a different checksum; restore {file}," in _run_failed(stderr)
+
+
+def test_prisma_folders_sharing_a_timestamp_after_one_was_applied_here(
+    database_url: str, tmp_path: Path
+) -> None:
+    """This runner applied 20240101120000_b, then 20240101120000_a came in (sorting first).
+    The refusal said only "rename _b": done, _a took _b's version and the run stopped on a
+    checksum, telling to restore _a. Now it says which to rename when _b is applied here,
+    and the drift says what was applied under that version."""
+    folder = write_migrations(
+        tmp_path / "m", {"20240101120000_b/migration.sql": "CREATE TABLE b (id int);\n"}
+    )
+    assert _apply(folder, database_url)[0] == 0
+    write_migrations(folder, {"20240101120000_a/migration.sql": "CREATE TABLE a (id int);\n"})
+    code, _, stderr = _apply(folder, database_url)
+    assert code == ExitCode.USAGE
+    said = _run_failed(stderr)
+    assert "(if this runner applied 20240101120000_b already, rename 20240101120000_a to " in said
+    assert "20240101120001_a instead)" in said
+
+    (folder / "20240101120000_b").rename(folder / "20240101120001_b")  # the first advice
+    code, _, stderr = _apply(folder, database_url)
+    assert code == ExitCode.DRIFT
+    assert (
+        "migration 20240101120000 was applied as 20240101120000_b, and "
+        "20240101120000_a/migration.sql has that version here with other contents: if "
+        "20240101120000_b was renamed (to another version), give it its name back"
+    ) in _run_failed(stderr)
+
+    (folder / "20240101120001_b").rename(folder / "20240101120000_b")
+    (folder / "20240101120000_a").rename(folder / "20240101120001_a")  # the second advice
+    assert _apply(folder, database_url)[0] == 0
+    assert [r["name"] for r in asyncio.run(ledger_rows(database_url))] == [
+        "20240101120000_b",
+        "20240101120001_a",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("files", "gone"),
+    [
+        (["1_a.up.sql", "2_b.up.sql", "3_c.up.sql"], "2_b.up.sql"),
+        (
+            [f"2024010100000{n}_{x}/migration.sql" for n, x in ((1, "a"), (2, "b"), (3, "c"))],
+            "20240101000002_b/migration.sql",
+        ),
+        (["001_a.sql", "002_b.sql", "003_c.sql"], "002_b.sql"),
+    ],
+    ids=["golang-migrate", "prisma", "ours"],
+)
+def test_a_vanished_file_is_named_as_the_folders_layout_names_it(
+    database_url: str, tmp_path: Path, files: list[str], gone: str
+) -> None:
+    """It said "restore 2_b.sql" in a golang-migrate folder."""
+    folder = write_migrations(
+        tmp_path / "m", {f: f"CREATE TABLE t{i} (id int);\n" for i, f in enumerate(files)}
+    )
+    assert _apply(folder, database_url)[0] == 0
+    (folder / gone).unlink()
+    code, _, stderr = _apply(folder, database_url)
+    assert code == ExitCode.DRIFT
+    assert f"is applied but its file is gone; restore {gone}, or," in _run_failed(stderr)

@@ -152,7 +152,6 @@ def test_a_failing_wrapped_down_file_keeps_the_schema_and_the_row(
         ("CREATE TABLE a (id int);\nCOMMIT;\n", 2, "COMMIT"),
         ("BEGIN;\nCREATE TABLE a (id int);\n", 1, "BEGIN"),
         ("BEGIN;\nSAVEPOINT s;\nCREATE TABLE a (id int);\nCOMMIT;\n", 2, "SAVEPOINT"),
-        ("BEGIN ISOLATION LEVEL SERIALIZABLE;\nSELECT 1;\nCOMMIT;\n", 1, "BEGIN"),
         ("BEGIN;\nSELECT 1;\nCOMMIT AND CHAIN;\n", 3, "COMMIT"),
         ("SELECT 1; BEGIN; SELECT 2; COMMIT;", 1, "BEGIN"),
     ],
@@ -163,7 +162,6 @@ def test_a_failing_wrapped_down_file_keeps_the_schema_and_the_row(
         "commit-alone",
         "no-commit",
         "savepoint",
-        "begin-options",
         "chain",
         "one-line",
     ],
@@ -180,6 +178,50 @@ def test_anything_but_a_whole_file_wrapper_is_refused_saying_what_is_accepted(
             "wrapped whole in BEGIN; ... COMMIT;" in result.stderr
         )
     assert asyncio.run(table_names(database_url)) == set()  # refused before anything ran
+
+
+@pytest.mark.parametrize(
+    ("begin", "options"),
+    [
+        ("BEGIN ISOLATION LEVEL SERIALIZABLE;", "ISOLATION LEVEL SERIALIZABLE"),
+        ("START TRANSACTION\n  READ WRITE ;", "READ WRITE"),
+        (
+            "begin transaction isolation level repeatable read, deferrable;",
+            "isolation level repeatable read, deferrable",
+        ),
+    ],
+)
+@pytest.mark.parametrize("name", ["1_x.up.sql", "20240101120000_x/migration.sql"])
+def test_a_wrapper_with_options_is_refused_saying_where_the_options_go(
+    database_url: str, tmp_path: Path, begin: str, options: str, name: str
+) -> None:
+    """golang-migrate and prisma would run BEGIN ISOLATION LEVEL ... as it is; here the
+    runner's transaction takes the BEGIN's place, so the options go in a SET TRANSACTION
+    (which then runs: see the next test), not "remove this BEGIN" (that left a lone COMMIT)."""
+    folder = write_migrations(tmp_path / "m", {name: f"{begin}\nSELECT 1;\nCOMMIT;\n"})
+    for dry in ((), ("--dry-run",)):
+        result = run_cli(*dry, *_flags(folder), database_url=database_url)
+        assert result.returncode == ExitCode.USAGE, result.stderr
+        (line,) = [line for line in result.stderr.splitlines() if "run_failed" in line]
+        assert (
+            f"{name}:1: {begin.split()[0].upper()} inside a migration; only a plain BEGIN;" in line
+        )
+        assert f"write BEGIN; and put SET TRANSACTION {options}; after it" in line
+
+
+@pytest.mark.parametrize("files", [GOLANG, PRISMA], ids=["golang-migrate", "prisma"])
+def test_set_transaction_as_the_wrapped_bodys_first_statement_sets_the_isolation_level(
+    database_url: str, tmp_path: Path, files: dict[str, str]
+) -> None:
+    up = next(name for name in files if name.endswith((".up.sql", "migration.sql")))
+    text = (
+        "BEGIN;\nSET TRANSACTION ISOLATION LEVEL SERIALIZABLE;\n"
+        "CREATE TABLE iso AS SELECT current_setting('transaction_isolation') AS level;\nCOMMIT;\n"
+    )
+    folder = write_migrations(tmp_path / "m", {up: text})
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert asyncio.run(fetchval(database_url, "SELECT level FROM iso")) == "serializable"
 
 
 def test_a_down_file_with_a_mid_file_begin_is_refused_before_anything_is_undone(
@@ -494,3 +536,122 @@ def test_a_file_of_one_statement_that_refuses_a_transaction_runs_outside_one(
         files = {"1_a.up.sql": text, "natlangchain-migrate.toml": f'layout = "{layout}"\n'}
     (loaded,) = load_migrations(write_migrations(tmp_path / "m", files))
     assert loaded.directives.no_transaction is (alone and layout != "sqlx")
+
+
+# A keyword after a comment (on its line or the lines before), END (COMMIT's other name) and
+# PREPARE TRANSACTION: the cheap look before the parse missed them, and the file ran with
+# its COMMIT ending the runner's transaction (its table kept, "rolled back" said).
+HIDDEN = [
+    ("CREATE TABLE t1 (id int); /* done */ COMMIT;\nSELECT 1/0;\n", 1, "COMMIT"),
+    ("CREATE TABLE t1 (id int);\n-- done\n  /* now */ ROLLBACK;\n", 3, "ROLLBACK"),
+    ("CREATE TABLE t1 (id int);\nEND;\nSELECT 1/0;\n", 2, "END"),
+    ("CREATE TABLE t1 (id int);\nend transaction;\n", 2, "END"),
+    ("CREATE TABLE t1 (id int);\nPREPARE TRANSACTION 'x';\n", 2, "PREPARE"),
+    ("/* a */ BEGIN; CREATE TABLE t1 (id int);\n", 1, "BEGIN"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "keyword"), HIDDEN)
+def test_transaction_control_after_a_comment_or_spelt_end_is_found(
+    text: str, line: int, keyword: str
+) -> None:
+    from natlangchain_migrate.statements import find_transaction_control
+
+    assert find_transaction_control(text) == (line, keyword)
+
+
+def test_end_of_a_plpgsql_body_is_not_transaction_control() -> None:
+    from natlangchain_migrate.statements import _parsed_if_flagged
+
+    body = "BEGIN\n  RETURN 1;\nEND;\n"
+    for quote in ("$$", "$fn$", "$função$"):
+        text = f"CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS {quote}\n{body}{quote};\n"
+        assert _parsed_if_flagged(text) == []  # not even parsed: start-up stays light
+
+
+@pytest.mark.parametrize(("text", "line", "keyword"), HIDDEN)
+def test_a_hidden_commit_is_refused_before_anything_runs(
+    database_url: str, tmp_path: Path, text: str, line: int, keyword: str
+) -> None:
+    folder = write_migrations(tmp_path / "m", {"001_a.sql": text})
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert f"001_a.sql:{line}: {keyword} inside a migration" in result.stderr
+    assert asyncio.run(table_names(database_url)) == set()
+
+
+def test_a_wrapper_after_a_comment_on_its_line_runs_in_the_runners_transaction(
+    database_url: str, tmp_path: Path
+) -> None:
+    text = "/* one transaction */ BEGIN;\nCREATE TABLE t1 (id int); /* end */ COMMIT;\n"
+    folder = _golang(tmp_path, {"1_a.up.sql": text})
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stderr  # no "there is already a transaction in progress"
+    assert "t1" in asyncio.run(table_names(database_url))
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (GOLANG, ["1_users.up.sql", "2_orders.up.sql"]),
+        (PRISMA, ["20240101120000_users/migration.sql"]),
+    ],
+    ids=["golang-migrate", "prisma"],
+)
+def test_dry_run_json_names_each_wrapped_file_as_it_is_in_the_folder(
+    database_url: str, tmp_path: Path, files: dict[str, str], expected: list[str]
+) -> None:
+    """name is not the file's name there (1_users, not 1_users.up.sql); --dry-run --json
+    gave only version and name, so a script could not find the file it would run."""
+    import json
+
+    folder = write_migrations(tmp_path / "m", files)
+    result = run_cli("--dry-run", "--json", *_flags(folder), database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert [item["file"] for item in json.loads(result.stdout)] == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "own"),
+    [("R__views.sql", "a repeatable (R__) file"), ("1_schema.baseline.sql", "a baseline file")],
+)
+def test_this_runners_own_files_in_a_golang_migrate_folder_say_why_they_take_no_wrapper(
+    database_url: str, tmp_path: Path, name: str, own: str
+) -> None:
+    """They said "only a golang-migrate or prisma file ... may be wrapped", in a
+    golang-migrate folder: true of the tool's files, not of these."""
+    files = {"1_users.up.sql": WRAPPED_UP, name: WRAPPED_UP}
+    folder = _golang(tmp_path, files)
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert (
+        f"{name}:1: BEGIN inside a migration; remove it and its COMMIT: {own} is this "
+        "runner's own, not another tool's, so in every layout"
+    ) in result.stderr
+    assert "only a golang-migrate or prisma file" not in result.stderr
+    assert asyncio.run(table_names(database_url)) == set()
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        (
+            "1_iso.up.sql",
+            "BEGIN;\nSET TRANSACTION ISOLATION LEVEL SERIALIZABLE;\nSELECT 1;\nCOMMIT;\n",
+        ),
+        ("001_iso.sql", "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;\nSELECT 1;\n"),
+    ],
+    ids=["golang-migrate", "ours"],
+)
+def test_set_transaction_under_transaction_lock_mode_says_to_use_session_mode(
+    database_url: str, tmp_path: Path, name: str, text: str
+) -> None:
+    """The 25001 advice said to give the statement a file of its own or mark the file
+    no-transaction: neither works for a SET TRANSACTION inside the lock's transaction."""
+    folder = write_migrations(tmp_path / "m", {name: text})
+    result = run_cli(*_flags(folder, "--lock-mode", "transaction"), database_url=database_url)
+    assert result.returncode == ExitCode.MIGRATION_FAILED, result.stderr
+    assert "run this file with --lock-mode session, or drop its SET TRANSACTION" in result.stderr
+    assert "give it a file of its own" not in result.stderr
+    assert run_cli(*_flags(folder), database_url=database_url).returncode == 0  # session mode

@@ -217,3 +217,32 @@ def test_new_writes_in_the_folders_layout(
     names = [path.name for path in new_migration(folder, "notes")]
     assert [name[: len(prefix)] for name, prefix in zip(names, made, strict=True)] == made
     assert len(load_migrations(folder)) == len({m.version for m in load_migrations(folder)})
+
+
+_ROWS = "CREATE TABLE t1 (id int, v text);\nCOPY t1 (id, v) FROM stdin;\n1\tone\n\\.\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        ("1_a.up.sql", _ROWS, 2),
+        ("1_a.up.sql", f"BEGIN;\n{_ROWS}COMMIT;\n", 3),
+        ("20240101120000_a/migration.sql", _ROWS, 2),
+        ("V1__a.sql", _ROWS, 2),
+    ],
+    ids=["golang-migrate", "golang-migrate-wrapped", "prisma", "flyway"],
+)
+def test_copy_rows_in_another_tools_file_are_refused_without_saying_to_add_them(
+    database_url: str, tmp_path: Path, name: str, text: str, line: int
+) -> None:
+    """Such a file is not streamed (only our own layout's are): the refusal said to add the
+    rows that are there."""
+    folder = write_migrations(tmp_path / "m", {name: text})
+    for dry in ((), ("--dry-run",)):
+        result = run_cli("--migrations-dir", str(folder), *dry, database_url=database_url)
+        assert result.returncode == 2, result.stderr
+        assert f"{name}:{line}: COPY ... FROM stdin with its rows in the file runs only" in (
+            result.stderr
+        )
+        assert "add them" not in result.stderr
+    assert asyncio.run(table_names(database_url)) == set()

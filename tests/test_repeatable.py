@@ -317,7 +317,9 @@ def test_status_check_and_dry_run_show_a_changed_repeatable(
     assert changed["applied_checksum"] == checksum(REPEATABLE_B) != changed["checksum"]
 
     dry = run_cli("--dry-run", "--json", *flags, database_url=database_url)
-    assert json.loads(dry.stdout) == [{"version": None, "name": "R__b_views"}]
+    assert json.loads(dry.stdout) == [
+        {"version": None, "name": "R__b_views", "file": "R__b_views.sql"}
+    ]
     assert asyncio.run(_runs(database_url)) == ["a", "b"]
 
 
