@@ -21,6 +21,7 @@ from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.layouts import (
     NATIVE,
     FolderSettings,
+    Nested,
     folder_settings,
     listed_layout,
     nested_migrations,
@@ -313,7 +314,7 @@ def text_of(entry: Traversable, read: bytes | None) -> str:
 # (benchmarks/data_scale.py measured both sides); smaller ones travel as one message.
 STREAM_BYTES = 4 << 20
 _HEADER_BYTES = 1 << 16
-_MAYBE_COPY_DATA = re.compile(r"^[ \t]*copy\b[^;\n]*\bfrom\s+stdin\b", re.I | re.M)
+MAYBE_COPY_DATA = re.compile(r"^[ \t]*copy\b[^;\n]*\bfrom\s+stdin\b", re.I | re.M)
 
 
 def read_migration_file(version: int, entry: Traversable) -> Migration:
@@ -337,7 +338,7 @@ def _read_migration(
         if streamed is not None:
             return streamed
     sql = read_text(up) if read is None else text_of(up, read)
-    if _MAYBE_COPY_DATA.search(sql):
+    if MAYBE_COPY_DATA.search(sql):
         streamed = _streamed(version, up, down, contract, contract_down, small=True)
         if streamed is not None:
             return streamed
@@ -378,20 +379,56 @@ def _streamed(
     *,
     small: bool = False,
 ) -> Migration | None:
+    """Our layout's file as a streamed migration, or None (see streamed_migration)."""
+    return streamed_migration(
+        version,
+        up,
+        name=up.name.removesuffix(".sql"),
+        filename=up.name,
+        down=down,
+        contract=contract,
+        contract_down=contract_down,
+        small=small,
+    )
+
+
+def file_size(entry: Traversable) -> int | None:
+    """A file's size on disk (prisma's nested one too), or None when it has no path."""
+    target = entry.entry if isinstance(entry, Nested) else entry
+    return target.stat().st_size if isinstance(target, Path) else None
+
+
+def streamed_migration(
+    version: int,
+    up: Traversable,
+    *,
+    name: str,
+    filename: str,
+    down: Traversable | None = None,
+    contract: Traversable | None = None,
+    contract_down: Traversable | None = None,
+    small: bool = False,
+    layout: str | None = None,
+    no_transaction: bool = False,
+) -> Migration | None:
     """The migration to stream, for a transactional file of STREAM_BYTES or more (its
     checksum read when asked: see BigMigration), or one (``small``) whose COPY ... FROM
-    stdin sections all end with ``\\.``; else None."""
-    if not small and not (isinstance(up, Path) and up.stat().st_size >= STREAM_BYTES):
+    stdin sections all end with ``\\.``; else None. Our layout's files and another
+    tool's whole up files (layout_migrations.py, ``layout`` and the layout's own
+    ``no_transaction`` given) alike; ``filename`` names it in errors."""
+    if no_transaction:
+        return None
+    if not small and (file_size(up) or 0) < STREAM_BYTES:
         return None
     with up.open("rb") as file:
         head = file.read(_HEADER_BYTES).decode("utf-8-sig", errors="replace")
-    directives = parse_directives(up.name, head)
+    directives = parse_directives(filename, head)
     if directives.no_transaction:  # run statement by statement, journalled: read whole
         return None
     migration = Migration(
         version=version,
-        name=up.name.removesuffix(".sql"),
-        filename=up.name,
+        name=name,
+        filename=filename,
         sql="",
         checksum="",
         down_file=down,
@@ -399,10 +436,11 @@ def _streamed(
         contract_file=contract,
         contract_down_file=contract_down,
         source=up,
+        layout=layout,
     )
     if not small:
         return BigMigration(*migration)
     from natlangchain_migrate.filesum import survey
 
-    found = survey(up, up.name)
+    found = survey(up, filename)
     return migration._replace(checksum=found.checksum) if found.copy_data else None

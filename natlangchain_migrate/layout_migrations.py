@@ -13,7 +13,13 @@ from natlangchain_migrate import discovery
 from natlangchain_migrate.directives import Directives, parse_directives
 from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.layout_sections import LayoutFile
-from natlangchain_migrate.layouts import OPENS_NO_TRANSACTION, FolderSettings, read_layout
+from natlangchain_migrate.layouts import (
+    HEAD_BYTES,
+    OPENS_NO_TRANSACTION,
+    WHOLE_FILE_LAYOUTS,
+    FolderSettings,
+    read_layout,
+)
 from natlangchain_migrate.versions import check_styles
 
 if TYPE_CHECKING:
@@ -25,8 +31,15 @@ def from_layout(
 ) -> list[discovery.Migration]:
     """A folder in another tool's layout (layouts.py), as Migrations."""
     files = [entry for entry in listed if entry.is_file()]
+    big = {
+        entry.name
+        for entry in files
+        if layout in WHOLE_FILE_LAYOUTS
+        and _may_stream(layout, entry.name)
+        and (discovery.file_size(entry) or 0) >= discovery.STREAM_BYTES
+    }
     texts = {
-        entry.name: discovery.read_text(entry)
+        entry.name: _head(entry) if entry.name in big else discovery.read_text(entry)
         for entry in files
         if entry.name.endswith((".sql", ".conf"))
     }
@@ -36,10 +49,49 @@ def from_layout(
             f"no {layout} migration files in the folder; check --migrations-dir"
         )
     check_styles({f.version: f.up.name for f in found}, mixed_allowed=settings.mixed_versions)
-    return [_layout_migration(layout, item) for item in found]
+    return [_layout_migration(layout, item, item.up.name in big) for item in found]
 
 
-def _layout_migration(layout: str, item: LayoutFile) -> discovery.Migration:
+def _may_stream(layout: str, name: str) -> bool:
+    """An up file of a layout whose up migration is a whole file (down files, Flyway's
+    undo and repeatable files are read whole, as ever)."""
+    if layout == "prisma":
+        return name.endswith("/migration.sql")
+    if layout == "flyway":
+        return name.startswith("V") and name.endswith(".sql")
+    return name.endswith(".sql") and not name.endswith(".down.sql") and "R__" not in name
+
+
+def _head(entry: Traversable) -> str:
+    """The start of a big file: enough for its directives and sqlx's first-line marker."""
+    with entry.open("rb") as file:
+        return file.read(HEAD_BYTES).decode("utf-8-sig", errors="replace")
+
+
+def _streamed(layout: str, item: LayoutFile, *, big: bool) -> discovery.Migration | None:
+    """A whole up file streamed as one of ours is (discovery.streamed_migration): one of
+    STREAM_BYTES or more, or one whose COPY data sections all end with ``\\.``."""
+    if layout not in WHOLE_FILE_LAYOUTS or item.no_transaction:
+        return None
+    if not big and not discovery.MAYBE_COPY_DATA.search(item.up_sql):
+        return None
+    return discovery.streamed_migration(
+        item.version,
+        item.up,
+        name=item.name,
+        filename=item.filename or item.up.name,
+        down=item.down,
+        small=not big,
+        layout=layout,
+    )
+
+
+def _layout_migration(layout: str, item: LayoutFile, big: bool) -> discovery.Migration:
+    streamed = _streamed(layout, item, big=big)
+    if streamed is not None:
+        return streamed
+    if big:  # a no-transaction file runs statement by statement, journalled: read whole
+        item = item._replace(up_sql=discovery.read_text(item.up))
     filename = item.filename or item.up.name
     directives = parse_directives(filename, item.up_sql)
     if item.no_transaction:

@@ -71,6 +71,10 @@ LAYOUTS = (
 # Flyway's executeInTransaction=false turn it off; node-pg-migrate's Migration._apply sends
 # BEGIN; before a SQL file and COMMIT; after its ledger row), as this runner does.
 OPENS_NO_TRANSACTION = ("golang-migrate", "prisma")
+# The layouts whose up migration is a whole file of its own: a big one, or one with COPY
+# data sections, is streamed as ours are (layout_migrations.py). goose's, dbmate's and
+# node-pg-migrate's files hold up and down sections, and are read whole.
+WHOLE_FILE_LAYOUTS = ("golang-migrate", "sqlx", "flyway", "prisma")
 # prisma's migration, read from its folder (layout_migrations.py lists it under this name).
 _PRISMA_UP = "/migration.sql"
 _PRISMA_DIR = re.compile(r"^(?P<version>\d+)_(?P<label>[^/]+)$")
@@ -207,7 +211,7 @@ def listed_layout(
     for entry in listed:
         if _maybe_up_file(entry.name) and entry.is_file():
             head = _read_head(entry)
-            if whole is not None and head is not None and len(head) < _HEAD_BYTES:
+            if whole is not None and head is not None and len(head) < HEAD_BYTES:
                 whole[entry.name] = head
             heads[entry.name] = (head or b"").decode("utf-8", errors="replace")
     return settings.layout or detect_layout(listed, heads)
@@ -221,15 +225,15 @@ def folder_layout(directory: Path) -> str:
     return listed_layout(listed, settings)
 
 
-_HEAD_BYTES = 64 * 1024
+HEAD_BYTES = 64 * 1024
 
 
 def _read_head(entry: Traversable) -> bytes | None:
     """The start of a file, for the layout marks other tools put at the top (all of it
-    when it is shorter than _HEAD_BYTES)."""
+    when it is shorter than HEAD_BYTES)."""
     try:
         with entry.open("rb") as stream:
-            return stream.read(_HEAD_BYTES)
+            return stream.read(HEAD_BYTES)
     except OSError:  # reading it whole says what is wrong, naming the file
         return None
 

@@ -19,7 +19,7 @@ from natlangchain_migrate.errors import (
     ReadOnlyDatabaseError,
     TransactionControlError,
 )
-from natlangchain_migrate.layouts import OPENS_NO_TRANSACTION
+from natlangchain_migrate.layouts import OPENS_NO_TRANSACTION, WHOLE_FILE_LAYOUTS
 from natlangchain_migrate.ledger import LedgerSnapshot
 from natlangchain_migrate.manifest import ManifestEntry
 from natlangchain_migrate.plan import MigrationPlan
@@ -152,10 +152,17 @@ def check_client_only(migrations: Sequence[Migration]) -> None:
             continue
         line, what = found
         where = f"{migration.filename}:{line}"
-        if what.startswith("COPY") and migration.layout is not None and _has_rows(migration.sql):
+        layout = migration.layout
+        if (
+            what.startswith("COPY")
+            and layout is not None
+            and layout not in WHOLE_FILE_LAYOUTS
+            and _has_rows(migration.sql)
+        ):
             raise ConfigurationError(
-                f"{where}: COPY ... FROM stdin with its rows in the file runs only from this "
-                f"runner's own layout (NNN_name.sql), not yet in a {migration.layout} folder: "
+                f"{where}: COPY ... FROM stdin with its rows in the file runs from a file "
+                f"that is a migration of its own (ours, golang-migrate's, sqlx's, Flyway's, "
+                f"prisma's), not yet from a {layout} file of up and down sections: "
                 "write them as INSERT ... VALUES (pg_dump "
                 "--data-only --inserts writes them so); nothing was run"
             )
@@ -187,6 +194,9 @@ def check_transaction_control(migrations: Sequence[Migration]) -> None:
     from natlangchain_migrate.statements import find_transaction_control, split_statements
 
     for migration in migrations:
+        if migration.source is not None:  # streamed: sqlscan.py refuses it where it is met
+            _refuse_streamed_wrapper(migration)
+            continue
         if migration.directives.no_transaction:
             # Parsed here too, so that a syntax error names file:line:column before
             # anything runs, not after the migrations before it were applied.
@@ -200,6 +210,31 @@ def check_transaction_control(migrations: Sequence[Migration]) -> None:
             f"{migration.filename}:{line}: {keyword} inside a migration; "
             + (_begin_options_fix(migration, line) or _transaction_control_fix(migration, keyword))
         )
+
+
+def _refuse_streamed_wrapper(migration: Migration) -> None:
+    """A streamed golang-migrate or prisma file (big, or with COPY data) that opens with
+    BEGIN: its wrapper is not taken off in pieces, so it is refused before anything runs."""
+    if migration.layout not in OPENS_NO_TRANSACTION or migration.source is None:
+        return
+    import re
+
+    from natlangchain_migrate.layouts import HEAD_BYTES
+
+    with migration.source.open("rb") as file:
+        head = file.read(HEAD_BYTES).decode("utf-8-sig", errors="replace")
+    begin = re.match(
+        r"(?:\s+|--[^\n]*\n|/\*.*?\*/)*(begin|start\s+transaction)\b", head, re.I | re.S
+    )
+    if begin is None:
+        return
+    line = head.count("\n", 0, begin.start(1)) + 1
+    raise TransactionControlError(
+        f"{migration.filename}:{line}: a {migration.layout} file of 4 MiB or more, or with "
+        "COPY ... FROM stdin data, is streamed in the runner's own transaction with its "
+        "ledger row, and its BEGIN; ... COMMIT; wrapper is not taken off: drop the wrapper "
+        "for a file like this (it still runs all or nothing); nothing was run"
+    )
 
 
 def _own_kind(filename: str) -> str | None:

@@ -1,0 +1,160 @@
+"""Other tools' whole up files streamed as ours are: golang-migrate's and sqlx's
+``.up.sql``, Flyway's ``V`` files and prisma's ``<folder>/migration.sql``, when 4 MiB or
+more or with COPY ... FROM stdin data sections. The checksum is the file's whole-read one,
+errors name the file as the folder names it, and a BEGIN; ... COMMIT; wrapper on such a
+file is refused before anything runs (it is not taken off in pieces).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from natlangchain_migrate.discovery import STREAM_BYTES, checksum, load_migrations, read_text
+from natlangchain_migrate.errors import ExitCode
+from tests.conftest import fetchval, ledger_rows, run_cli, table_names, write_migrations
+
+_ROWS = (
+    "CREATE TABLE t1 (id int PRIMARY KEY, v text);\n"
+    "COPY t1 (id, v) FROM stdin;\n1\tone  \n2\t\\N\n3\ttab\\there é\n\\.\n"
+    "INSERT INTO t1 VALUES (4, 'four');   \n\n\n"
+)
+# The up file's name as the folder names it, per layout.
+COPY_FILES = [
+    "1_a.up.sql",
+    "20240101120000_a/migration.sql",
+    "V1__a.sql",
+]
+IDS = ["golang-migrate", "prisma", "flyway"]
+
+
+def _flags(folder: Path, *more: str) -> tuple[str, ...]:
+    return ("--migrations-dir", str(folder), *more)
+
+
+@pytest.mark.parametrize("name", COPY_FILES, ids=IDS)
+def test_a_copy_data_section_applies_in_another_tools_layout(
+    database_url: str, tmp_path: Path, name: str
+) -> None:
+    folder = write_migrations(tmp_path / "m", {name: _ROWS})
+    (migration,) = load_migrations(folder)
+    assert migration.source is not None  # streamed, as in our own layout
+    assert migration.filename == name
+    assert migration.checksum == checksum(_ROWS)  # what the file read whole gets
+    for flags in (("--dry-run",), ("--status",)):
+        result = run_cli(*_flags(folder, *flags), database_url=database_url)
+        assert result.returncode == 0, result.stderr
+    assert asyncio.run(table_names(database_url)) == set()  # --dry-run wrote nothing
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    rows = asyncio.run(
+        fetchval(database_url, "SELECT string_agg(coalesce(v, 'NULL'), ',' ORDER BY id) FROM t1")
+    )
+    assert rows == "one  ,NULL,tab\there é,four"
+    (row,) = asyncio.run(ledger_rows(database_url))
+    assert row["checksum"] == checksum(_ROWS)
+    # Applied, it is no drift: --status and a second run agree with the ledger.
+    again = run_cli(*_flags(folder, "--check"), database_url=database_url)
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_bad_copy_row_is_named_by_the_file_as_the_folder_names_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    name = "20240101120000_a/migration.sql"
+    text = _ROWS.replace("2\t\\N\n", "two\tx\n")
+    folder = write_migrations(tmp_path / "m", {name: text})
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == ExitCode.MIGRATION_FAILED, result.stderr
+    assert f"{name}:4" in result.stderr
+    assert asyncio.run(table_names(database_url)) == {"schema_migrations"}
+    assert asyncio.run(ledger_rows(database_url)) == []
+
+
+def _big_up(path: Path, *, bad: bool) -> tuple[int, int]:
+    """A golang-migrate up file over STREAM_BYTES: a table and INSERTs; with ``bad``, an
+    INSERT into a missing table near its end. Returns the rows and the bad line."""
+    lines = ["CREATE TABLE big (id int PRIMARY KEY, pad text);"]
+    pad = "x" * 200
+    rows = 0
+    size = 0
+    while size < STREAM_BYTES + (64 << 10):
+        values = ",".join(f"({rows + i}, '{pad}')" for i in range(100))
+        lines.append(f"INSERT INTO big VALUES {values};")
+        size += len(lines[-1]) + 1
+        rows += 100
+    bad_line = len(lines) - 2
+    if bad:
+        lines.insert(bad_line - 1, "INSERT INTO missing VALUES (1);")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return rows, bad_line
+
+
+def test_a_big_golang_migrate_file_streams_all_or_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = write_migrations(
+        tmp_path / "m",
+        {"1_small.up.sql": "CREATE TABLE small (id int);", "1_small.down.sql": "DROP TABLE small;"},
+    )
+    path = folder / "2_seed.up.sql"
+    _, bad_line = _big_up(path, bad=True)
+    (folder / "2_seed.down.sql").write_text("DROP TABLE big;\n", encoding="utf-8")
+    migrations = load_migrations(folder)
+    assert migrations[1].source is not None
+    assert migrations[1].checksum == checksum(read_text(path))
+    result = run_cli(*_flags(folder, "--dry-run"), database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert "  2_seed\n" in result.stdout
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == ExitCode.MIGRATION_FAILED, result.stderr[-2000:]
+    assert f"2_seed.up.sql:{bad_line}" in result.stderr
+    assert asyncio.run(table_names(database_url)) == {"small", "schema_migrations"}
+    assert [r["version"] for r in asyncio.run(ledger_rows(database_url))] == [1]
+    rows, _ = _big_up(path, bad=False)
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert asyncio.run(fetchval(database_url, "SELECT count(*) FROM big")) == rows
+    recorded = asyncio.run(ledger_rows(database_url))[1]["checksum"]
+    assert recorded == checksum(read_text(path))
+    status = run_cli(*_flags(folder, "--status"), database_url=database_url)
+    assert status.returncode == 0, status.stderr
+    assert run_cli(*_flags(folder, "--check"), database_url=database_url).returncode == 0
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["copy", "big"])
+@pytest.mark.parametrize(
+    "name", ["1_a.up.sql", "20240101120000_a/migration.sql"], ids=["golang-migrate", "prisma"]
+)
+def test_a_wrapped_streamed_file_is_refused_before_anything_runs(
+    database_url: str, tmp_path: Path, name: str, big: bool
+) -> None:
+    folder = write_migrations(tmp_path / "m", {name: f"-- seed\nBEGIN;\n{_ROWS}COMMIT;\n"})
+    if big:
+        path = folder / name
+        _big_up(path, bad=False)
+        path.write_text(f"-- seed\nBEGIN;\n{path.read_text()}COMMIT;\n", encoding="utf-8")
+    for dry in ((), ("--dry-run",)):
+        result = run_cli(*_flags(folder, *dry), database_url=database_url)
+        assert result.returncode == 2, result.stderr
+        assert f"{name}:2: a " in result.stderr
+        assert "drop the wrapper" in result.stderr
+    assert asyncio.run(table_names(database_url)) == set()
+
+
+def test_a_no_transaction_or_down_file_is_read_whole(tmp_path: Path) -> None:
+    """sqlx's -- no-transaction file and a down file stay read whole, as before."""
+    folder = write_migrations(
+        tmp_path / "m",
+        {
+            "natlangchain-migrate.toml": 'layout = "sqlx"\n',
+            "1_a.up.sql": f"-- no-transaction\n{_ROWS}",
+            "1_a.down.sql": _ROWS,
+        },
+    )
+    (migration,) = load_migrations(folder)
+    assert migration.source is None
+    assert migration.directives.no_transaction
+    assert migration.down_sql == _ROWS
