@@ -158,3 +158,71 @@ def test_a_no_transaction_or_down_file_is_read_whole(tmp_path: Path) -> None:
     assert migration.source is None
     assert migration.directives.no_transaction
     assert migration.down_sql == _ROWS
+
+
+def test_adopt_from_golang_migrate_and_drift_agree_on_a_streamed_files_checksum(
+    database_url: str, tmp_path: Path
+) -> None:
+    """golang-migrate applied the COPY file; adopting records the checksum the streamed
+    path computes, which is the whole-read one: no drift, and an edited row is drift."""
+    from harness.servers.sql import execute
+
+    name = "1_a.up.sql"
+    folder = write_migrations(tmp_path / "m", {name: _ROWS, "1_a.down.sql": "DROP TABLE t1;"})
+    by_tool = _ROWS.split("COPY", 1)[0] + (
+        "INSERT INTO t1 VALUES (1, 'one  '), (2, NULL), (3, E'tab\\there é'), (4, 'four');"
+        "CREATE TABLE schema_migrations (version bigint NOT NULL PRIMARY KEY, "
+        "dirty boolean NOT NULL); INSERT INTO schema_migrations VALUES (1, false);"
+    )
+    asyncio.run(execute(database_url, by_tool))
+    adopted = run_cli(
+        "adopt", "--from", "golang-migrate", *_flags(folder), database_url=database_url
+    )
+    assert adopted.returncode == 0, adopted.stderr
+    recorded = asyncio.run(
+        fetchval(database_url, "SELECT checksum FROM natlangchain_migrations WHERE version = 1")
+    )
+    assert recorded == checksum(_ROWS)
+    up = run_cli(*_flags(folder), database_url=database_url)
+    assert up.returncode == 0, up.stderr
+    assert asyncio.run(fetchval(database_url, "SELECT count(*) FROM t1")) == 4
+    (folder / name).write_text(_ROWS.replace("1\tone", "1\tuno"), encoding="utf-8")
+    drift = run_cli(*_flags(folder), database_url=database_url)
+    assert drift.returncode == ExitCode.DRIFT, drift.stderr
+    assert name in drift.stderr
+
+
+@pytest.mark.parametrize(
+    ("files", "up"),
+    [
+        ({"natlangchain-migrate.toml": 'layout = "sqlx"\n'}, "1_seed.sql"),
+        ({}, "V1__seed.sql"),
+        ({}, "20240101120000_seed/migration.sql"),
+        ({}, "1_seed.up.sql"),
+    ],
+    ids=["sqlx", "flyway", "prisma", "golang-migrate"],
+)
+def test_discovery_reads_only_a_head_of_a_big_up_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, str], up: str
+) -> None:
+    """Loading the folder never reads the big file whole; its checksum, asked for, is
+    read in chunks and equals the whole-read one."""
+    from natlangchain_migrate import discovery
+
+    folder = write_migrations(tmp_path / "m", files)
+    path = folder / up
+    path.parent.mkdir(exist_ok=True)
+    _big_up(path, bad=False)
+    whole = checksum(read_text(path))
+    real = discovery.read_text
+
+    def spy(entry: object) -> str:
+        assert not str(entry).endswith(up), f"{up} was read whole"
+        return real(entry)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(discovery, "read_text", spy)
+    monkeypatch.setattr(discovery, "text_of", lambda entry, read: spy(entry))
+    (migration,) = load_migrations(folder)
+    assert migration.source is not None
+    assert migration.filename == up
+    assert migration.checksum == whole
