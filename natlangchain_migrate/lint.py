@@ -116,7 +116,9 @@ def lint_migrations(
             text = _as_squawk_reads(migration)
             if not migration.directives.no_transaction:
                 text += _LEDGER_ROW
-            (folder / migration.filename).write_bytes(text.encode("utf-8"))
+            written = folder / migration.filename  # prisma's <folder>/migration.sql too
+            written.parent.mkdir(parents=True, exist_ok=True)
+            written.write_bytes(text.encode("utf-8"))
         for no_transaction in (False, True):
             group = [m for m in migrations if m.directives.no_transaction is no_transaction]
             if group:
@@ -130,10 +132,10 @@ def lint_migrations(
                 ]
                 reported.extend(_run_report(command, folder))
     by_name = {m.filename: m for m in migrations}
-    order = {m.filename: position for position, m in enumerate(migrations)}
+    order = {os.path.join(shown_dir, m.filename): at for at, m in enumerate(migrations)}
     from_squawk: dict[str, list[Finding]] = {m.filename: [] for m in migrations}
     for item in reported:
-        migration = by_name[Path(item["file"]).name]
+        migration = by_name[_reported_name(item["file"], folder, by_name)]
         from_squawk[migration.filename].append(_finding(item, migration, shown_dir))
     findings = []
     for migration in migrations:
@@ -147,8 +149,18 @@ def lint_migrations(
                 line, end_line = lines.line(finding.line), lines.line(finding.end_line)
                 finding = finding._replace(line=line, end_line=end_line)
             findings.append(finding)
-    findings.sort(key=lambda f: (order[Path(f.file).name], f.line, f.column, f.rule))
+    findings.sort(key=lambda f: (order[f.file], f.line, f.column, f.rule))
     return findings
+
+
+def _reported_name(file: str, folder: Path, names: dict[str, Migration]) -> str:
+    """The migration's filename for a path squawk reports: from the scratch folder, so
+    that prisma's ``<folder>/migration.sql`` files stay apart."""
+    path = Path(file)
+    if path.is_absolute() and path.is_relative_to(folder):
+        path = path.relative_to(folder)
+    name = path.as_posix()
+    return name if name in names else path.name
 
 
 def _as_squawk_reads(migration: Migration) -> str:

@@ -261,3 +261,17 @@ def test_a_100_mb_golang_migrate_file_applies_under_an_address_space_smaller_tha
     assert asyncio.run(fetchval(database_url, "SELECT count(*) FROM seed")) == rows
     (row,) = asyncio.run(ledger_rows(database_url))
     assert row["checksum"] == checksum(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name", COPY_FILES, ids=IDS)
+def test_lint_reads_a_streamed_file_of_another_tools_layout(tmp_path: Path, name: str) -> None:
+    """lint reads it as it reads ours (its statements that are not data), and names the
+    file as the folder does (prisma's nested name made lint's scratch copy fail)."""
+    from tests.test_lint import findings, lint, project
+
+    text = f"{_ROWS}ALTER TABLE t1 ADD COLUMN c int NOT NULL;\n"
+    folder = project(tmp_path, {name: text})
+    result = lint("--migrations-dir", str(folder), "--json", cwd=tmp_path)
+    assert result.returncode == ExitCode.LINT_FINDINGS, result.stderr[-2000:]
+    found = {(f["file"], f["line"], f["rule"]) for f in findings(result)}
+    assert (f"migrations/{name}", 10, "prefer-bigint-over-int") in found, found
