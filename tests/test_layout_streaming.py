@@ -275,3 +275,26 @@ def test_lint_reads_a_streamed_file_of_another_tools_layout(tmp_path: Path, name
     assert result.returncode == ExitCode.LINT_FINDINGS, result.stderr[-2000:]
     found = {(f["file"], f["line"], f["rule"]) for f in findings(result)}
     assert (f"migrations/{name}", 10, "prefer-bigint-over-int") in found, found
+
+
+@pytest.mark.parametrize(
+    ("up", "down"),
+    [
+        ("1_a.up.sql", "1_a.down.sql"),
+        ("20240101120000_a/migration.sql", "20240101120000_a/down.sql"),
+    ],
+    ids=["golang-migrate", "prisma"],
+)
+def test_a_streamed_files_down_file_rolls_it_back_and_verify_runs_it(
+    database_url: str, tmp_path: Path, up: str, down: str
+) -> None:
+    """The down file is read whole, as before; verify runs the streamed file up, down
+    and up again on a scratch database."""
+    folder = write_migrations(tmp_path / "m", {up: _ROWS, down: "DROP TABLE t1;\n"})
+    checked = run_cli("verify", *_flags(folder), database_url=database_url)
+    assert checked.returncode == ExitCode.OK, checked.stderr[-2000:]
+    assert run_cli(*_flags(folder), database_url=database_url).returncode == 0
+    back = run_cli("--rollback", *_flags(folder), database_url=database_url)
+    assert back.returncode == 0, back.stderr[-2000:]
+    assert asyncio.run(table_names(database_url)) == {"schema_migrations"}
+    assert asyncio.run(ledger_rows(database_url)) == []
