@@ -15,6 +15,7 @@ import bisect
 import re
 from typing import TYPE_CHECKING, NamedTuple
 
+from natlangchain_migrate.layouts import OPENS_NO_TRANSACTION
 from natlangchain_migrate.sqlscan import CopyIn, Sql, scan
 
 if TYPE_CHECKING:
@@ -54,7 +55,8 @@ def lint_view(migration: Migration) -> tuple[Migration, LineMap]:
     line = 1  # the lint text's line that the next character goes on
     column = 0  # characters before the next statement on its line in the file
     kept_last = False
-    for item in scan(migration.source, migration.filename, hashed=False):
+    wrapper = migration.layout in OPENS_NO_TRANSACTION
+    for item in scan(migration.source, migration.filename, hashed=False, wrapper=wrapper):
         if isinstance(item, Sql) and _DATA.match(item.text) is None:
             if not kept_last:
                 if parts and not parts[-1].endswith("\n"):

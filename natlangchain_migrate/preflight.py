@@ -195,7 +195,6 @@ def check_transaction_control(migrations: Sequence[Migration]) -> None:
 
     for migration in migrations:
         if migration.source is not None:  # streamed: sqlscan.py refuses it where it is met
-            _refuse_streamed_wrapper(migration)
             continue
         if migration.directives.no_transaction:
             # Parsed here too, so that a syntax error names file:line:column before
@@ -210,31 +209,6 @@ def check_transaction_control(migrations: Sequence[Migration]) -> None:
             f"{migration.filename}:{line}: {keyword} inside a migration; "
             + (_begin_options_fix(migration, line) or _transaction_control_fix(migration, keyword))
         )
-
-
-def _refuse_streamed_wrapper(migration: Migration) -> None:
-    """A streamed golang-migrate or prisma file (big, or with COPY data) that opens with
-    BEGIN: its wrapper is not taken off in pieces, so it is refused before anything runs."""
-    if migration.layout not in OPENS_NO_TRANSACTION or migration.source is None:
-        return
-    import re
-
-    from natlangchain_migrate.layouts import HEAD_BYTES
-
-    with migration.source.open("rb") as file:
-        head = file.read(HEAD_BYTES).decode("utf-8-sig", errors="replace")
-    begin = re.match(
-        r"(?:\s+|--[^\n]*\n|/\*.*?\*/)*(begin|start\s+transaction)\b", head, re.I | re.S
-    )
-    if begin is None:
-        return
-    line = head.count("\n", 0, begin.start(1)) + 1
-    raise TransactionControlError(
-        f"{migration.filename}:{line}: a {migration.layout} file of 4 MiB or more, or with "
-        "COPY ... FROM stdin data, is streamed in the runner's own transaction with its "
-        "ledger row, and its BEGIN; ... COMMIT; wrapper is not taken off: drop the wrapper "
-        "for a file like this (it still runs all or nothing); nothing was run"
-    )
 
 
 def _own_kind(filename: str) -> str | None:

@@ -58,6 +58,15 @@ _TRANSACTION_CONTROL = re.compile(
 )
 
 
+# A golang-migrate or prisma file's whole-file wrapper (layout_migrations.as_the_tool_runs):
+# its plain BEGIN; first and plain COMMIT; last are left out of a wrapped scan.
+_PLAIN_BEGIN = re.compile(
+    _LEADING + rb"(?:begin(?:\s++(?:work|transaction))?|start\s++transaction)\s*+;", re.I
+)
+_PLAIN_COMMIT = re.compile(_LEADING + rb"(?:commit|end)(?:\s++(?:work|transaction))?\s*+;", re.I)
+_ONLY_COMMENTS = re.compile(_LEADING)
+
+
 class Sql(NamedTuple):
     """One statement and the line (from 1) it starts on."""
 
@@ -81,14 +90,19 @@ class Scanned(NamedTuple):
     checksum: str
 
 
-def scan(entry: Traversable, name: str, *, hashed: bool = True) -> Iterator[Sql | CopyIn | Scanned]:
+def scan(
+    entry: Traversable, name: str, *, hashed: bool = True, wrapper: bool = False
+) -> Iterator[Sql | CopyIn | Scanned]:
     """The file's statements in order, each COPY ... FROM stdin with its rows, and last
     its checksum (empty when not ``hashed``: lint needs none); memory is bounded by the
     largest statement, never by the file. A NUL byte or bad UTF-8 is refused when met,
-    naming its line or byte."""
+    naming its line or byte. With ``wrapper`` (golang-migrate's and prisma's files), a
+    plain BEGIN; as the first statement and a plain COMMIT; as the last are left out:
+    the body runs in the runner's transaction, as when the file is read whole."""
     with entry.open("rb") as file:
-        scanner = _Scanner(file, name, entry, hashed=hashed)
+        scanner = _Scanner(file, name, entry, hashed=hashed, wrapper=wrapper)
         yield from scanner.items()
+        scanner.check_wrapper_closed()
         yield Scanned(scanner.hasher.hexdigest() if scanner.hasher else "")
 
 
@@ -96,7 +110,13 @@ class _Scanner:
     """The scan over a bytes buffer: a statement is decoded when it is handed on, COPY
     rows never are (the checksum's read checks that they are UTF-8)."""
 
-    def __init__(self, file: IO[bytes], name: str, entry: Traversable, *, hashed: bool) -> None:
+    def __init__(
+        self, file: IO[bytes], name: str, entry: Traversable, *, hashed: bool, wrapper: bool
+    ) -> None:
+        self.wrapper = wrapper
+        self.begun: int | None = None  # the wrapper's BEGIN line, once met
+        self.committed: int | None = None  # its COMMIT line, once met
+        self.statements = 0
         self.file = file
         self.name = name
         self.entry = entry
@@ -148,7 +168,12 @@ class _Scanner:
                 want = max(want, 2 * (len(self.buf) - self.pos))  # a long statement: linear
                 continue
             rest = self.buf[self.pos :]
+            if self.committed is not None and _ONLY_COMMENTS.fullmatch(rest):
+                return
             if rest.strip():  # the last statement, without ';' (or unclosed: the server says)
+                if self.committed is not None:
+                    skipped = _ONLY_COMMENTS.match(rest).end()  # type: ignore[union-attr]
+                    self._after_commit(self.line + rest.count(b"\n", 0, skipped))
                 yield Sql(rest.decode("utf-8"), self.line)
             return
 
@@ -169,6 +194,12 @@ class _Scanner:
         self.pos = end
         self.line += text.count(b"\n")
         control = _TRANSACTION_CONTROL.match(text)
+        self.statements += 1
+        if control and self._wrapping(text, line + text.count(b"\n", 0, control.start(1))):
+            return
+        if self.committed is not None:
+            skipped = _ONLY_COMMENTS.match(text).end()  # type: ignore[union-attr]
+            self._after_commit(line + text.count(b"\n", 0, skipped))
         if control:
             start = line + text.count(b"\n", 0, control.start(1))
             raise ConfigurationError(
@@ -183,6 +214,35 @@ class _Scanner:
         yield CopyIn(text.decode("utf-8"), line, self.line, rows)
         for _ in rows:  # whatever the consumer left
             pass
+
+    def _wrapping(self, text: bytes, line: int) -> bool:
+        """Whether ``text`` is the wrapper's plain BEGIN (first) or COMMIT (after it)."""
+        if not self.wrapper or self.committed is not None:
+            return False
+        if self.begun is None and self.statements == 1 and _PLAIN_BEGIN.fullmatch(text):
+            self.begun = line
+            return True
+        if self.begun is not None and _PLAIN_COMMIT.fullmatch(text):
+            self.committed = line
+            return True
+        return False
+
+    def _after_commit(self, line: int) -> None:
+        """Refuse a statement after the wrapper's COMMIT: the file is one transaction."""
+        if self.committed is not None:
+            raise ConfigurationError(
+                f"{self.name}:{line}: a statement after the COMMIT; that closes the file's "
+                f"BEGIN; (line {self.begun}): a file wrapped in BEGIN; ... COMMIT; is one "
+                "transaction; move this statement into the wrapper or into a file of its own"
+            )
+
+    def check_wrapper_closed(self) -> None:
+        """Refuse a wrapper's BEGIN; with no COMMIT; at the file's end."""
+        if self.begun is not None and self.committed is None:
+            raise ConfigurationError(
+                f"{self.name}:{self.begun}: BEGIN; opens the file with no COMMIT; at its end; "
+                "wrap the whole file in BEGIN; ... COMMIT;, or drop the BEGIN;"
+            )
 
     def _skip_rest_of_line(self) -> None:
         """psql reads a COPY's rows from the next line on."""

@@ -29,6 +29,7 @@ from natlangchain_migrate.copy_header import copy_arguments
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.errors import ConfigurationError, MigrateError
 from natlangchain_migrate.failures import migration_failed
+from natlangchain_migrate.layouts import OPENS_NO_TRANSACTION
 from natlangchain_migrate.sqlscan import CopyIn, Scanned, Sql, scan
 from natlangchain_migrate.statements import line_and_column
 
@@ -113,7 +114,8 @@ async def _pieces(attempts: Attempts, migration: Migration, *, stop_at: int | No
     one; a COPY's next chunk of rows is read while the server takes this one."""
     if migration.source is None:
         raise TypeError(f"{migration.filename} is not a streamed migration")
-    batches = _batches(migration.source, migration.filename)
+    wrapper = migration.layout in OPENS_NO_TRANSACTION
+    batches = _batches(migration.source, migration.filename, wrapper=wrapper)
     ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
     number = 0
     try:
@@ -139,12 +141,14 @@ async def _pieces(attempts: Attempts, migration: Migration, *, stop_at: int | No
     raise ConfigurationError(f"{migration.filename}: the scan ended without its checksum")
 
 
-def _batches(source: Traversable, name: str) -> Generator[list[Sql] | CopyIn | Scanned, None, None]:
+def _batches(
+    source: Traversable, name: str, *, wrapper: bool
+) -> Generator[list[Sql] | CopyIn | Scanned, None, None]:
     """The scan's statements gathered into pieces of about PIECE_CHARS, its COPYs, and
     its end."""
     piece: list[Sql] = []
     size = 0
-    for item in scan(source, name):
+    for item in scan(source, name, wrapper=wrapper):
         if isinstance(item, Sql):
             piece.append(item)
             size += len(item.text)

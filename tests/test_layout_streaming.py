@@ -128,20 +128,48 @@ def test_a_big_golang_migrate_file_streams_all_or_nothing(
 @pytest.mark.parametrize(
     "name", ["1_a.up.sql", "20240101120000_a/migration.sql"], ids=["golang-migrate", "prisma"]
 )
-def test_a_wrapped_streamed_file_is_refused_before_anything_runs(
+def test_a_wrapped_streamed_file_runs_its_body_in_the_runners_transaction(
     database_url: str, tmp_path: Path, name: str, big: bool
 ) -> None:
-    folder = write_migrations(tmp_path / "m", {name: f"-- seed\nBEGIN;\n{_ROWS}COMMIT;\n"})
+    """golang-migrate's and prisma's BEGIN; ... COMMIT; around the whole file is left out
+    of the streamed body, as when the file is read whole; the checksum stays the file's."""
+    text = f"-- seed\nBEGIN;\n{_ROWS}COMMIT;\n-- done\n"
+    folder = write_migrations(tmp_path / "m", {name: text})
+    path = folder / name
     if big:
-        path = folder / name
         _big_up(path, bad=False)
-        path.write_text(f"-- seed\nBEGIN;\n{path.read_text()}COMMIT;\n", encoding="utf-8")
-    for dry in ((), ("--dry-run",)):
-        result = run_cli(*_flags(folder, *dry), database_url=database_url)
-        assert result.returncode == 2, result.stderr
-        assert f"{name}:2: a " in result.stderr
-        assert "drop the wrapper" in result.stderr
-    assert asyncio.run(table_names(database_url)) == set()
+        text = f"-- seed\nBEGIN;\n{read_text(path)}{_ROWS.replace('t1', 't2')}COMMIT;\n"
+        path.write_text(text, encoding="utf-8")
+    dry = run_cli(*_flags(folder, "--dry-run"), database_url=database_url)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = "t2" if big else "t1"
+    assert asyncio.run(fetchval(database_url, f"SELECT count(*) FROM {table}")) == 4
+    (row,) = asyncio.run(ledger_rows(database_url))
+    assert row["checksum"] == checksum(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "says"),
+    [
+        (f"BEGIN;\n{_ROWS}COMMIT;\nSELECT 1;\n", 12, "a statement after the COMMIT;"),
+        (f"BEGIN;\n{_ROWS}", 1, "BEGIN; opens the file with no COMMIT; at its end"),
+        (f"SELECT 1;\nBEGIN;\n{_ROWS}COMMIT;\n", 2, "BEGIN controls the transaction"),
+        (f"BEGIN ISOLATION LEVEL SERIALIZABLE;\n{_ROWS}COMMIT;\n", 1, "BEGIN controls"),
+    ],
+    ids=["after-commit", "no-commit", "begin-later", "begin-options"],
+)
+def test_anything_but_a_whole_file_wrapper_is_refused_in_a_streamed_file(
+    database_url: str, tmp_path: Path, text: str, line: int, says: str
+) -> None:
+    """Refused when the scan meets it: the file's transaction is rolled back, exit 2."""
+    folder = write_migrations(tmp_path / "m", {"1_a.up.sql": text})
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == ExitCode.USAGE, result.stderr[-2000:]
+    assert f"1_a.up.sql:{line}: {says}" in result.stderr
+    assert asyncio.run(table_names(database_url)) <= {"schema_migrations"}
+    assert asyncio.run(ledger_rows(database_url)) == []
 
 
 def test_a_no_transaction_or_down_file_is_read_whole(tmp_path: Path) -> None:
