@@ -326,3 +326,17 @@ def test_a_streamed_files_down_file_rolls_it_back_and_verify_runs_it(
     assert back.returncode == 0, back.stderr[-2000:]
     assert asyncio.run(table_names(database_url)) == {"schema_migrations"}
     assert asyncio.run(ledger_rows(database_url)) == []
+
+
+def test_lint_of_a_wrapped_streamed_file_reports_no_transaction_nesting(tmp_path: Path) -> None:
+    """The accepted wrapper is left out of what squawk reads, as for a small file."""
+    from tests.test_lint import findings, lint, project
+
+    name = "20240101120000_a/migration.sql"
+    text = f"BEGIN;\n{_ROWS}ALTER TABLE t1 ADD COLUMN c int NOT NULL;\nCOMMIT;\n"
+    folder = project(tmp_path, {name: text})
+    result = lint("--migrations-dir", str(folder), "--json", cwd=tmp_path)
+    assert result.returncode == ExitCode.LINT_FINDINGS, result.stderr[-2000:]
+    found = {(f["line"], f["rule"]) for f in findings(result)}
+    assert (11, "prefer-bigint-over-int") in found, found
+    assert not {rule for _, rule in found} & {"transaction-nesting"}, found
