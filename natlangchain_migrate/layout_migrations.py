@@ -96,7 +96,7 @@ def _layout_migration(layout: str, item: LayoutFile, big: bool) -> discovery.Mig
     directives = parse_directives(filename, item.up_sql)
     if item.no_transaction:
         directives = directives._replace(no_transaction=True)
-    sql, directives = as_the_tool_runs(layout, filename, item.up_sql, directives)
+    sql, directives = as_the_tool_runs(layout, filename, item.up_run or item.up_sql, directives)
     single_file = item.down is item.up
     return discovery.Migration(
         version=item.version,

@@ -34,6 +34,22 @@ class LayoutFile(NamedTuple):
     down_sql: str | None = None
     no_transaction: bool = False
     filename: str | None = None  # when the file's own name is not unique (prisma's)
+    # The up section with every other line of its file left blank, so that the server's
+    # error positions are the file's lines; up_sql (the section alone) stays what the
+    # checksum covers. None when up_sql is the whole file.
+    up_run: str | None = None
+
+
+def _in_place(lines: list[str], kept: list[str]) -> str:
+    """``lines`` with each one that is not in ``kept`` (taken from them, in order) left blank."""
+    out, next_kept = [], 0
+    for line in lines:
+        if next_kept < len(kept) and kept[next_kept] is line:
+            out.append(line)
+            next_kept += 1
+        else:
+            out.append("\n" if line.endswith(("\n", "\r")) else "")
+    return "".join(out)
 
 
 def leading_version(name: str) -> int:
@@ -48,7 +64,8 @@ def goose(entry: Traversable, text: str) -> LayoutFile:
     sections: dict[str, list[str]] = {}
     current: list[str] | None = None
     no_transaction = False
-    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+    lines = text.splitlines(keepends=True)
+    for number, line in enumerate(lines, start=1):
         found = GOOSE_LINE.match(line.strip())
         if found is None:
             if current is not None:
@@ -91,6 +108,7 @@ def goose(entry: Traversable, text: str) -> LayoutFile:
         if down is not None
         else None,
         no_transaction=no_transaction,
+        up_run=_in_place(lines, sections["Up"]),
     )
 
 
@@ -99,7 +117,8 @@ def dbmate(entry: Traversable, text: str) -> LayoutFile:
     sections: dict[str, list[str]] = {}
     options: dict[str, str] = {}
     current: list[str] | None = None
-    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+    lines = text.splitlines(keepends=True)
+    for number, line in enumerate(lines, start=1):
         found = DBMATE_LINE.match(line.strip())
         if found is None:
             if current is not None:
@@ -130,6 +149,7 @@ def dbmate(entry: Traversable, text: str) -> LayoutFile:
         down=entry if down is not None else None,
         down_sql=_down_with_option("".join(down), options.get("down")) if down else None,
         no_transaction=options.get("up") == "false",
+        up_run=_in_place(lines, sections["up"]),
     )
 
 
@@ -148,7 +168,8 @@ def node_pg_migrate(entry: Traversable, text: str) -> LayoutFile:
     """
     sections: dict[str, list[str]] = {}
     current: list[str] | None = None
-    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+    lines = text.splitlines(keepends=True)
+    for number, line in enumerate(lines, start=1):
         found = _NODE_PG_SPLIT.match(line)
         if found is None:
             if current is not None:
@@ -173,4 +194,5 @@ def node_pg_migrate(entry: Traversable, text: str) -> LayoutFile:
         up_sql="".join(sections["up"]) if "up" in sections else text,
         down=entry if down is not None else None,
         down_sql="".join(down) if down is not None else None,
+        up_run=_in_place(lines, sections["up"]) if "up" in sections else None,
     )

@@ -247,3 +247,29 @@ def test_copy_rows_in_a_file_of_sections_are_refused_without_saying_to_add_them(
         )
         assert "add them" not in result.stderr
     assert asyncio.run(table_names(database_url)) == set()
+
+
+SECTIONED = {
+    "goose": "-- +goose Up\nCREATE TABLE a (id int);\n\nSELECT 1/0;\n"
+    "-- +goose Down\nDROP TABLE a;\n",
+    "dbmate": "-- migrate:up\nCREATE TABLE a (id int);\n\nSELECT 1/0;\n\n"
+    "-- migrate:down\nDROP TABLE a;\n",
+    "node-pg-migrate": "-- Up Migration\nCREATE TABLE a (id int);\n\nSELECT 1/0;\n"
+    "-- Down Migration\nDROP TABLE a;\n",
+}
+
+
+@pytest.mark.parametrize("layout", sorted(SECTIONED))
+def test_an_error_in_a_sectioned_file_names_the_files_own_line(
+    layout: str, database_url: str, tmp_path: Path
+) -> None:
+    """The up section runs with the file's other lines left blank, so the server's position
+    is a line of the file (the section alone put the error a line or more too early), while
+    the checksum still covers the section as before."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "20240101000000_a.sql").write_text(SECTIONED[layout])
+    result = run_cli("--migrations-dir", str(folder), database_url=database_url)
+    assert result.returncode == 1, result.stderr
+    assert "20240101000000_a.sql:4:1: 22012 division by zero" in result.stderr
+    assert "a" not in asyncio.run(table_names(database_url))
