@@ -48,9 +48,18 @@ def test_a_100_mb_file_applies_under_an_address_space_smaller_than_it(
     )
     assert holds.returncode != 0
     assert b"MemoryError" in holds.stderr
+    run = run_limited(folder, database_url)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert asyncio.run(fetchval(database_url, "SELECT count(*) FROM seed")) == rows
+    (row,) = asyncio.run(ledger_rows(database_url))
+    assert row["checksum"] == checksum(path.read_text(encoding="utf-8"))
+
+
+def run_limited(folder: Path, database_url: str) -> subprocess.CompletedProcess[str]:
+    """The CLI applying ``folder`` under the memory limit, its log as JSON."""
     environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     environment |= {"DATABASE_URL": database_url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
-    run = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "natlangchain_migrate", "--migrations-dir", str(folder)],
         preexec_fn=_limit,
         env=environment,
@@ -59,7 +68,3 @@ def test_a_100_mb_file_applies_under_an_address_space_smaller_than_it(
         timeout=600,
         check=False,
     )
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert asyncio.run(fetchval(database_url, "SELECT count(*) FROM seed")) == rows
-    (row,) = asyncio.run(ledger_rows(database_url))
-    assert row["checksum"] == checksum(path.read_text(encoding="utf-8"))

@@ -262,29 +262,16 @@ def test_a_100_mb_golang_migrate_file_applies_under_an_address_space_smaller_tha
 ) -> None:
     """As tests/test_data_memory.py for our layout: RLIMIT_AS of 96 MB, set for the
     runner's process alone, below the file's 100 MB."""
-    import os
-    import subprocess
-    import sys
 
     from harness.faults.seed_files import write_insert_seed
-    from tests.test_data_memory import FILE_BYTES, _limit
+    from tests.test_data_memory import FILE_BYTES, run_limited
 
     folder = tmp_path / "m"
     folder.mkdir()
     path = folder / "1_seed.up.sql"
     rows = write_insert_seed(path, FILE_BYTES)
     (folder / "1_seed.down.sql").write_text("DROP TABLE seed;\n", encoding="utf-8")
-    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    environment |= {"DATABASE_URL": database_url, "NATLANGCHAIN_MIGRATE_LOG_FORMAT": "json"}
-    run = subprocess.run(
-        [sys.executable, "-m", "natlangchain_migrate", "--migrations-dir", str(folder)],
-        preexec_fn=_limit,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    run = run_limited(folder, database_url)
     assert run.returncode == 0, run.stderr[-2000:]
     assert asyncio.run(fetchval(database_url, "SELECT count(*) FROM seed")) == rows
     (row,) = asyncio.run(ledger_rows(database_url))
