@@ -7,6 +7,7 @@ whatever reads files there (a test's spy too) reads them here.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from natlangchain_migrate import discovery
@@ -136,27 +137,17 @@ def as_the_tool_runs(
     body = unwrap_transaction(sql)
     if body is not None:
         return body, directives
-    if "CONCURRENTLY" in sql.upper() or _maybe_alone(sql):
+    if _MAYBE_ALONE.search(sql):
         statements = split_statements(filename, sql)
         if len(statements) == 1 and statements[0].autocommit:
             return sql, directives._replace(no_transaction=True)
     return sql, directives
 
 
-def _maybe_alone(sql: str) -> bool:
-    """A cheap look for the other statements that refuse a transaction (VACUUM, ...), so
-    that an ordinary file is not parsed at every start-up."""
-    upper = sql.upper()
-    return any(
-        word in upper
-        for word in (
-            "VACUUM",
-            "REINDEX",
-            "CLUSTER",
-            "DATABASE",
-            "TABLESPACE",
-            "SYSTEM",
-            "SUBSCRIPTION",
-            "DISCARD",
-        )
-    )
+# A cheap look for the statements that refuse a transaction (CREATE INDEX CONCURRENTLY,
+# VACUUM, ...), so that an ordinary file is not parsed at every start-up: whole words only,
+# since names such as system_locks or database_url hold them too.
+_MAYBE_ALONE = re.compile(
+    r"\b(?:concurrently|vacuum|reindex|cluster|database|tablespace|system|subscription|discard)\b",
+    re.I,
+)
