@@ -243,9 +243,9 @@ def resolve_dsn(dsn: str | None) -> str:
         return libpq.ENVIRONMENT_DSN  # asyncpg reads PGHOST, PGPORT, ... as libpq does
     if not resolved:
         raise ConfigurationError(
-            "no database given: set DATABASE_URL or PGHOST (with PGPORT, PGUSER, PGDATABASE, "
-            "PGPASSWORD as libpq reads them), or pass --database-url (dsn= or pool= in the "
-            "library) "
+            "no database given: set DATABASE_URL, PGSERVICE (a service of pg_service.conf) "
+            "or PGHOST (with PGPORT, PGUSER, PGDATABASE, PGPASSWORD as libpq reads them), or "
+            "pass --database-url (dsn= or pool= in the library) "
             "(postgresql://user:password@host:5432/dbname)"
         )
     return resolved

@@ -14,6 +14,7 @@ import os
 import re
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
+from natlangchain_migrate import pgservice
 from natlangchain_migrate.errors import ConfigurationError
 
 _URL_SCHEMES = ("postgresql://", "postgres://")
@@ -70,7 +71,8 @@ def _value_at(dsn: str, position: int) -> tuple[str, int]:
 
 
 def as_url(dsn: str) -> str:
-    """The DSN as the URL asyncpg takes: URLs unchanged, key=value strings converted.
+    """The DSN as the URL asyncpg takes: URLs unchanged, key=value strings converted, and
+    the settings of a connection service (``service=``, else PGSERVICE) written in.
 
     A URL with two '@' before its path (an unencoded '@' in a password) is refused:
     drivers split it at different '@'s, and the error would name a host that is fine.
@@ -83,8 +85,63 @@ def as_url(dsn: str) -> str:
                 "'@' in the user name or password as %40 (':' as %3A, '/' as %2F), or use "
                 "the key=value form (host=... user=... password='...')"
             )
-        return dsn
-    settings = parse_key_value(dsn)
+        service = service_of(dsn)
+        if service is None:
+            return dsn
+        settings = _url_settings(dsn)
+    else:
+        settings = parse_key_value(dsn)
+        service = pgservice.lookup(settings.get("service"), settings.get("servicefile"))
+    settings.pop("service", None)
+    settings.pop("servicefile", None)
+    for key, value in service.settings.items() if service else ():
+        settings.setdefault(key, value)  # the DSN's own value wins, as in libpq
+    return _url_of(settings)
+
+
+def service_of(dsn: str) -> pgservice.Service | None:
+    """The connection service ``dsn`` names (``service=``), else PGSERVICE's; None."""
+    if is_url(dsn):
+        given = dict(parse_qsl(dsn.partition("?")[2].partition("#")[0]))
+    else:
+        given = parse_key_value(dsn)
+    return pgservice.lookup(given.get("service"), given.get("servicefile"))
+
+
+def _url_settings(url: str) -> dict[str, str]:
+    """A URL's settings as libpq key=value pairs (its host, port, user and database win
+    over the same keys in its query, as asyncpg reads them)."""
+    parts = urlsplit(url)
+    settings = {
+        "dbname" if key == "database" else key: value
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+    }
+    userinfo, _, hostspec = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if user:
+        settings["user"] = unquote(user)
+    if colon:
+        settings["password"] = unquote(password)
+    hosts, ports = [], []
+    for spec in filter(None, hostspec.split(",")):
+        if spec.startswith("["):  # [IPv6]:port
+            host, _, port = spec[1:].partition("]")
+            port = port.removeprefix(":")
+        else:
+            host, _, port = spec.partition(":")
+        hosts.append(unquote(host))
+        ports.append(port)
+    if any(hosts):
+        settings["host"] = ",".join(hosts)
+    if any(ports):
+        settings["port"] = ",".join(ports)
+    if parts.path.strip("/"):
+        settings["dbname"] = unquote(parts.path.lstrip("/"))
+    return settings
+
+
+def _url_of(settings: dict[str, str]) -> str:
+    """libpq key=value settings as a URL asyncpg reads the same way."""
     user = quote(settings.pop("user", ""), safe="")
     password = settings.pop("password", None)
     userinfo = user + (f":{quote(password, safe='')}" if password is not None else "")
@@ -92,9 +149,11 @@ def as_url(dsn: str) -> str:
     port = settings.pop("port", "")
     dbname = quote(settings.pop("dbname", ""), safe="")
     query: dict[str, str] = {}
-    if host.startswith("/"):  # a Unix socket directory
+    if host.startswith("/") or "," in host:  # a Unix socket directory, or several hosts
         query["host"] = host
         host = ""
+    elif ":" in host:  # an IPv6 address
+        host = f"[{host}]"
     if port and not host:
         query["port"] = port
         port = ""
@@ -117,15 +176,12 @@ def with_database(dsn: str, database: str) -> str:
 
 
 def secrets_of(dsn: str | None) -> list[str]:
-    """Every spelling of the password that ``dsn`` or the environment carries."""
-    found: list[str] = []
-    if dsn:
-        try:
-            found += _passwords_in(dsn)
-        except (ValueError, ConfigurationError):
-            found.append(dsn)  # unreadable: the whole string is the secret
+    """Every spelling of the password that ``dsn``, its connection service or the
+    environment carries."""
+    found = written_passwords(dsn) if dsn else []
     if os.environ.get("PGPASSWORD"):
         found.append(os.environ["PGPASSWORD"])
+    found += _service_password(dsn)
     spellings = {
         spelling
         for secret in found
@@ -136,6 +192,25 @@ def secrets_of(dsn: str | None) -> list[str]:
     # fragment alone would mangle every word that holds it.
     kept = [s for s in spellings if s and not any(s != o and s in o for o in spellings)]
     return sorted(kept, key=len, reverse=True)
+
+
+def written_passwords(dsn: str) -> list[str]:
+    """The passwords written in ``dsn`` itself (an unreadable DSN is one whole secret)."""
+    try:
+        return _passwords_in(dsn)
+    except (ValueError, ConfigurationError):
+        return [dsn]
+
+
+def _service_password(dsn: str | None) -> list[str]:
+    """The password of the service ``dsn`` (or PGSERVICE) names; none when unreadable
+    (the connection's own error says why)."""
+    try:
+        service = service_of(dsn) if dsn else pgservice.lookup(None)
+    except (ValueError, ConfigurationError):
+        return []
+    password = service.settings.get("password") if service else None
+    return [password] if password else []
 
 
 def _passwords_in(dsn: str) -> list[str]:

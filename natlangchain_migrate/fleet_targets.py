@@ -3,9 +3,10 @@ schemas in each (a LIKE pattern, a query, or one schema), and which of them this
 owns.
 
 A targets file holds one DSN per line and never a password: ``${VARIABLE}`` references
-are expanded from the environment, and libpq's passfile (PGPASSFILE, ~/.pgpass) works as
-for any connection. A literal password is refused naming the file and line, so that the
-file can live in a repository or a ConfigMap.
+are expanded from the environment, and libpq's passfile (PGPASSFILE, ~/.pgpass) and
+connection service file (``service=name``) work as for any connection. A literal password
+is refused naming the file and line, so that the file can live in a repository or a
+ConfigMap.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from natlangchain_migrate.dsn import as_url, redact, secrets_of
+from natlangchain_migrate.dsn import as_url, redact, written_passwords
 from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.pgservice import ServiceFileError
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Schemas a pattern never matches: the server's own.
@@ -113,6 +115,8 @@ def read_targets_file(path: Path) -> list[Database]:
         dsn = _expand(line, where)
         try:
             database = database_of(dsn)
+        except ServiceFileError as error:
+            raise ConfigurationError(f"{where}: {error}") from None
         except (ValueError, ConfigurationError):
             raise ConfigurationError(
                 f"{where}: not a DSN ({redact(line)}); expected postgresql://user@host:5432/db "
@@ -130,13 +134,9 @@ def read_targets_file(path: Path) -> list[Database]:
 
 
 def _literal_password(line: str) -> bool:
-    """Whether the line, with its ${...} references taken out, still carries a password."""
-    without_references = _REFERENCE.sub("", line)
-    from_environment = set(secrets_of(None))
-    try:
-        return bool(set(secrets_of(without_references)) - from_environment)
-    except ConfigurationError:
-        return False
+    """Whether the line, with its ${...} references taken out, still carries a password
+    (a service's, from its file, is not written here)."""
+    return bool(written_passwords(_REFERENCE.sub("", line)))
 
 
 def _expand(line: str, where: str) -> str:

@@ -2,27 +2,40 @@
 where a run's connection settings came from, what a TLS failure needs, and the URL
 spellings of other drivers that a user may paste.
 
-With no DSN and no DATABASE_URL, a PGHOST, PGHOSTADDR, PGPORT or PGDATABASE in the
-environment names the server (never the embedded one); asyncpg then reads PGHOST,
+With no DSN and no DATABASE_URL, a PGHOST, PGHOSTADDR, PGPORT, PGDATABASE or PGSERVICE
+in the environment names the server (never the embedded one); asyncpg then reads PGHOST,
 PGPORT, PGUSER, PGDATABASE, PGPASSWORD, PGPASSFILE, PGSSLMODE and the PGSSL* files
-itself, as libpq does.
+itself, as libpq does, and pgservice reads the service file it does not.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from natlangchain_migrate.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from natlangchain_migrate.pgservice import Service
 
 # The DSN that leaves every setting to the PG* environment (asyncpg fills each part).
 ENVIRONMENT_DSN = "postgresql://"
 
 # Variables that say where to connect: any of them means "that server".
-_WHERE = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE")
+_WHERE = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGSERVICE")
 # What the log may show of the environment (never PGPASSWORD's value).
-_SHOWN = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSSLMODE", "PGPASSFILE")
+_SHOWN = (
+    "PGSERVICE",
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGSSLMODE",
+    "PGPASSFILE",
+)
 
 _sources: dict[str, str] = {}
 
@@ -43,14 +56,31 @@ def forget_source(dsn: str) -> None:
 
 
 def source_of(dsn: str) -> str:
-    """Where the connection settings came from, as the ``connection_settings`` log says."""
+    """Where the connection settings came from, as the ``connecting`` log says, with the
+    connection service and its file when one fills them in."""
     if dsn in _sources:
         return _sources[dsn]
     if dsn == ENVIRONMENT_DSN:
-        return "PG* environment"
-    if dsn == os.environ.get("DATABASE_URL"):
-        return "DATABASE_URL"
-    return "--database-url or dsn="
+        source = "PG* environment"
+    elif dsn == os.environ.get("DATABASE_URL"):
+        source = "DATABASE_URL"
+    else:
+        source = "--database-url or dsn="
+    service = _service(dsn)
+    return source if service is None else f"{source}, {service.shown()}"
+
+
+def _service(dsn: str) -> Service | None:
+    """The DSN's connection service; an unreadable DSN has none (connecting says why)."""
+    from natlangchain_migrate.dsn import service_of
+    from natlangchain_migrate.pgservice import ServiceFileError
+
+    try:
+        return service_of(dsn)
+    except ServiceFileError:
+        raise
+    except (ValueError, ConfigurationError):
+        return None
 
 
 def environment_shown() -> dict[str, str]:
@@ -62,10 +92,14 @@ def environment_shown() -> dict[str, str]:
 
 
 def describe(dsn: str) -> str:
-    """How errors name the target: the PG* settings for the environment DSN."""
-    if dsn != ENVIRONMENT_DSN:
-        from natlangchain_migrate.dsn import redact
+    """How errors name the target: the PG* settings for the environment DSN; with a
+    connection service, the URL it gives (its password hidden) and the service."""
+    from natlangchain_migrate.dsn import as_url, redact
 
+    service = _service(dsn)
+    if service is not None:
+        return f"{redact(as_url(dsn))} from {service.shown()}"
+    if dsn != ENVIRONMENT_DSN:
         return redact(dsn)
     shown = " ".join(f"{key}={value}" for key, value in environment_shown().items())
     return f"the server of the PG* environment ({shown})"
