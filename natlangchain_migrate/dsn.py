@@ -159,7 +159,9 @@ def _url_of(settings: dict[str, str]) -> str:
         port = ""
     netloc = (f"{userinfo}@" if userinfo else "") + host + (f":{port}" if port else "")
     query |= settings
-    return urlunsplit(("postgresql", netloc, f"/{dbname}", urlencode(query), ""))
+    # No database, no path: asyncpg reads "/" as an empty name and skips PGDATABASE.
+    path = f"/{dbname}" if dbname else ""
+    return f"postgresql://{netloc}{path}" + (f"?{urlencode(query)}" if query else "")
 
 
 def with_database(dsn: str, database: str) -> str:

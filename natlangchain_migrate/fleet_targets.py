@@ -136,7 +136,7 @@ def read_targets_file(path: Path) -> list[Database]:
 def _literal_password(line: str) -> bool:
     """Whether the line, with its ${...} references taken out, still carries a password
     (a service's, from its file, is not written here)."""
-    return bool(written_passwords(_REFERENCE.sub("", line)))
+    return any(written_passwords(_REFERENCE.sub("", line)))
 
 
 def _expand(line: str, where: str) -> str:
