@@ -467,3 +467,32 @@ def test_a_fleet_targets_line_naming_an_unknown_service_is_refused_naming_the_li
     )
     assert result.returncode == ExitCode.USAGE, result.stderr
     assert f"{targets}:3: service= names service 'staging'" in result.stderr
+
+
+COMMANDS = [
+    ("--status",),
+    ("dump-schema", "-"),
+    ("verify",),
+    ("contract", "--dry-run"),
+    ("baseline", "1"),
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[c[0] for c in COMMANDS])
+def test_every_command_reaches_the_server_pgservice_names(
+    command: tuple[str, ...], database_url: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    """PGSERVICE alone, with no DATABASE_URL: each command works on that server (verify's
+    scratch database too), never the embedded one, and prints no password."""
+    servicefile = tmp_path / "services.conf"
+    servicefile.write_text(service_lines(database_url), encoding="utf-8")
+    env = clean_env | {"PGSERVICEFILE": str(servicefile), "PGSERVICE": "prod"}
+    folder = write_migrations(tmp_path / "m", FILES | {"001_a.down.sql": "DROP TABLE a;\n"})
+    folder_flag = () if command[0] == "dump-schema" else ("--migrations-dir", str(folder))
+    result = run_cli(*command, *folder_flag, database_url=None, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "embedded_server_ready" not in result.stderr
+    sources = [e["source"] for e in log_events(result.stderr) if e["event"] == "connecting"]
+    assert sources or command[0] == "dump-schema"  # which logs no connecting event
+    assert all(s.endswith(f"service prod ({servicefile})") for s in sources), sources
+    no_password(result)
