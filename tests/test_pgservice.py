@@ -496,3 +496,47 @@ def test_every_command_reaches_the_server_pgservice_names(
     assert sources or command[0] == "dump-schema"  # which logs no connecting event
     assert all(s.endswith(f"service prod ({servicefile})") for s in sources), sources
     no_password(result)
+
+
+def test_a_password_with_every_awkward_character_reaches_the_server(
+    admin_url: str, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service file's value is the password as written: no quoting, no
+    percent-encoding; '@ : / ? # % & = + and a blank all reach the server intact."""
+    role = f"svc_{uuid.uuid4().hex[:8]}"
+    password = "p@ss:w/rd?#%25&x=1+ 'q'"
+    literal = password.replace("'", "''")
+    asyncio.run(execute(admin_url, f"CREATE ROLE {role} LOGIN PASSWORD '{literal}'"))
+    try:
+        servicefile = tmp_path / "services.conf"
+        servicefile.write_text(
+            service_lines(database_url, user=role, password=password), encoding="utf-8"
+        )
+        monkeypatch.setenv("PGSERVICEFILE", str(servicefile))
+        for dsn in ("service=prod", "postgresql://?service=prod"):
+            assert asyncio.run(current_user(dsn)) == role
+            assert password not in redact(as_url(dsn))
+    finally:
+        asyncio.run(execute(admin_url, f"DROP ROLE {role}"))
+
+
+async def current_user(dsn: str) -> str:
+    conn = await connect(dsn)
+    try:
+        return str(await conn.fetchval("SELECT current_user"))
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("kind", ["directory", "not UTF-8"])
+def test_a_service_file_that_cannot_be_read_is_named(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    servicefile = tmp_path / "services.conf"
+    if kind == "directory":
+        servicefile.mkdir()
+    else:
+        servicefile.write_bytes(b"[prod]\npassword=\xff\xfe\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(servicefile))
+    with pytest.raises(ServiceFileError, match=f"^service file {servicefile}: cannot read it"):
+        as_url("service=prod")
