@@ -357,3 +357,26 @@ def test_a_100_mb_goose_file_applies_under_an_address_space_smaller_than_it(
     assert asyncio.run(fetchval(database_url, "SELECT count(*) FROM seed")) == rows
     (row,) = asyncio.run(ledger_rows(database_url))
     assert row["checksum"] == checksum(_whole_up("goose", path))
+
+
+@pytest.mark.parametrize(
+    ("name", "up"),
+    [
+        ("1_a.sql", "-- +goose Up\n-- +goose NO TRANSACTION\n"),
+        ("1_a.sql", "-- migrate:up transaction:false\n"),
+        ("001_a.sql", "-- natlangchain: no-transaction\n"),
+    ],
+    ids=["goose", "dbmate", "ours"],
+)
+def test_copy_rows_in_a_no_transaction_section_are_refused_before_anything_runs(
+    database_url: str, tmp_path: Path, name: str, up: str
+) -> None:
+    """Streamed rows need the file's transaction: the refusal says so, not to add them."""
+    rows = "CREATE TABLE t1 (id int, v text);\nCOPY t1 (id, v) FROM stdin;\n1\tone\n\\.\n"
+    folder = write_migrations(tmp_path / "m", {name: f"{up}{rows}"})
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == ExitCode.USAGE, result.stderr[-2000:]
+    assert f"{name}:" in result.stderr
+    assert "this one runs without a transaction: move the COPY" in result.stderr
+    assert "add them" not in result.stderr
+    assert asyncio.run(table_names(database_url)) <= {"schema_migrations"}
