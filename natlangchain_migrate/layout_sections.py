@@ -149,7 +149,9 @@ def dbmate(entry: Traversable, text: str) -> LayoutFile:
         up=entry,
         up_sql="".join(sections["up"]),
         down=entry if down is not None else None,
-        down_sql=_down_with_option("".join(down), options.get("down")) if down else None,
+        down_sql=_down_with_option("".join(down), options.get("down"))
+        if down is not None
+        else None,
         no_transaction=options.get("up") == "false",
         up_run=_in_place(lines, sections["up"]),
     )
