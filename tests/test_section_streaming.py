@@ -321,12 +321,16 @@ def test_a_small_sectioned_file_with_copy_data_applies(
     """A COPY data section streams whatever the file's size, as in the other layouts."""
     up, down = MARKERS[layout]
     rows = "CREATE TABLE t1 (id int, v text);\nCOPY t1 (id, v) FROM stdin;\n1\tone\n2\tbad\n\\.\n"
+    if layout == "dbmate":  # the down section's option, read with it
+        down = down.replace("down", "down transaction:false")
     text = f"-- top\n{up}{rows}{down}DROP TABLE t1;\n"
     folder = write_migrations(tmp_path / "m", {"1_a.sql": text.replace("2\tbad", "x\tbad")})
     result = run_cli(*_flags(folder), database_url=database_url)
     assert result.returncode == ExitCode.MIGRATION_FAILED, result.stderr[-2000:]
     assert "1_a.sql:6" in result.stderr
     (folder / "1_a.sql").write_text(text, encoding="utf-8")
+    checked = run_cli("verify", *_flags(folder), database_url=database_url)  # up, down, up
+    assert checked.returncode == ExitCode.OK, checked.stderr[-2000:]
     result = run_cli(*_flags(folder), database_url=database_url)
     assert result.returncode == 0, result.stderr[-2000:]
     assert asyncio.run(fetchval(database_url, "SELECT count(*) FROM t1")) == 2
@@ -383,3 +387,18 @@ def test_copy_rows_in_a_no_transaction_section_are_refused_before_anything_runs(
     assert "this one runs without a transaction: move the COPY" in result.stderr
     assert "add them" not in result.stderr
     assert asyncio.run(table_names(database_url)) <= {"schema_migrations"}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_lint_reads_a_streamed_section_at_the_files_own_lines(tmp_path: Path, layout: str) -> None:
+    from tests.test_lint import findings, lint, project
+
+    up, down = MARKERS[layout]
+    rows = "CREATE TABLE t1 (id bigint, v text);\nCOPY t1 (id, v) FROM stdin;\n1\tone\n\\.\n"
+    text = f"-- top\n\n{up}{rows}ALTER TABLE t1 ADD COLUMN c int;\n{down}DROP TABLE t1;\n"
+    folder = project(tmp_path, {"1_a.sql": text})
+    (folder / "natlangchain-migrate.toml").write_text(f'layout = "{layout}"\n')
+    result = lint("--migrations-dir", str(folder), "--json", cwd=tmp_path)
+    assert result.returncode == ExitCode.LINT_FINDINGS, result.stderr[-2000:]
+    found = {(f["file"], f["line"], f["rule"]) for f in findings(result)}
+    assert ("migrations/1_a.sql", 8, "prefer-bigint-over-int") in found, found
