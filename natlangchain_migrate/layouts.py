@@ -12,7 +12,8 @@ A folder is in one layout, detected from its files or named in the folder's
   those tools run them (layout_migrations.py);
 - ``goose``: one file with ``-- +goose Up`` / ``-- +goose Down`` sections;
   ``-- +goose NO TRANSACTION`` is our no-transaction, ``StatementBegin``/``End`` stay
-  comments (PostgreSQL's own parser splits statements here, bodies stay whole);
+  comments (PostgreSQL's own parser splits statements here, bodies stay whole; a streamed
+  up section sends each block as one statement: section_stream.py);
   Go migrations and ``ENVSUB`` cannot be honoured and are refused by name;
 - ``dbmate``: ``-- migrate:up`` / ``-- migrate:down`` sections, ``transaction:false``;
 - ``node-pg-migrate``: SQL files with ``-- Up Migration`` / ``-- Down Migration`` sections

@@ -39,6 +39,10 @@ _HINTS = {
 }
 
 
+# What str.splitlines (the whole read) ends a line at, besides \n and \r\n.
+_OTHER_BREAKS = re.compile(r"\r(?!\n)|[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+
+
 class Section:
     """The bytes ``start`` to ``end`` of a file, read as a file of its own (the scan, the
     checksum, a down section's text). The scan counts lines from ``first_line`` and sends
@@ -167,11 +171,33 @@ def _scan(layout: str, entry: Traversable) -> Split:
             offset += len(chunk)
             line += chunk.count(b"\n")
             continue
+        if _OTHER_BREAKS.search(text) is None:
+            _marked_lines(text, hint, markers, line, offset)
+            offset += len(chunk)
+            line += chunk.count(b"\n")
+            continue
         for piece in text.splitlines(keepends=True):  # the whole read's lines
             markers.line(piece, line, offset)
             offset += len(piece.encode("utf-8"))
             line += piece.count("\n")
     return markers.done(offset)
+
+
+def _marked_lines(text: str, hint: re.Pattern[str], markers: _Markers, line: int, at: int) -> None:
+    """Each line of ``text`` (lines end at \\n only) that holds the hint, read as a
+    marker may be: seed rows that mention a migration cost a search, not a line each."""
+    done = 0  # text[done:] starts on the file's line ``line``, at its byte ``at``
+    read = -1  # the start of the line read last
+    for found in hint.finditer(text):
+        start = text.rfind("\n", 0, found.start()) + 1
+        if start == read:  # the hint twice on one line
+            continue
+        read = start
+        stop = text.find("\n", found.end()) + 1 or len(text)
+        at += len(text[done:start].encode("utf-8"))
+        line += text.count("\n", done, start)
+        markers.line(text[start:stop], line, at)
+        done = start
 
 
 class _Markers:

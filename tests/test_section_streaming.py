@@ -128,6 +128,15 @@ _VARIANTS = {
         "{up}CREATE TABLE t (a int, b text);\nCOPY t FROM stdin;\n1\tx \n\\.\n{down}DROP TABLE t;\n"
     ),
     "empty-down": "{up}CREATE TABLE a (id int);\n{down}",
+    # The markers' words in data: each such line is read as a marker may be.
+    "mentions": (
+        "{up}CREATE TABLE a (v text);\nINSERT INTO a VALUES ('+goose Up migrate:up'),"
+        " ('-- Up Migration x'), ('Migration migration');\n{down}DROP TABLE a;\n"
+    ),
+    # Lines that str.splitlines ends where \n does not (a form feed, a lone \r).
+    "other-breaks": "{up}CREATE TABLE a (id int);\x0c\n-- x\r\n\r{down}DROP TABLE a;\n",
+    # A marker line inside a dollar-quoted body is a marker, as the tools read it.
+    "marker-in-body": "{up}CREATE FUNCTION f() RETURNS int AS $$\n{down}SELECT 1 $$;\n",
     "indented": "  {up}CREATE TABLE a (id int);\n\t{down}DROP TABLE a;",
 }
 
