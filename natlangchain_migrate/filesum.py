@@ -46,7 +46,7 @@ def survey(entry: Traversable, name: str) -> Survey:
     line = 1
     in_copy: int | None = None  # the line of the open COPY
     copy_data = False
-    for chunk, raw in complete_lines(entry, name):
+    for chunk, raw in _complete_lines(entry, name):
         size += raw
         if b"\0" in chunk:
             where = line + chunk.count(b"\n", 0, chunk.index(b"\0"))
@@ -72,7 +72,7 @@ def _may_copy(chunk: bytes) -> bool:
     return b"stdin" in chunk or b"STDIN" in chunk or b"Stdin" in chunk
 
 
-def complete_lines(entry: Traversable, name: str) -> Iterator[tuple[bytes, int]]:
+def _complete_lines(entry: Traversable, name: str) -> Iterator[tuple[bytes, int]]:
     """The file's bytes (without a byte-order mark) in chunks that end at a line end (the
     last one may not), each with the number of bytes read for it; UTF-8 checked."""
     check = codecs.getincrementaldecoder("utf-8")()

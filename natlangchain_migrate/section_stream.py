@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, NamedTuple, cast
 
 from natlangchain_migrate import filesum
@@ -31,14 +32,23 @@ if TYPE_CHECKING:
     from importlib.abc import Traversable
 
 SECTIONED_LAYOUTS = ("goose", "dbmate", "node-pg-migrate")
-# A chunk holds no marker unless it holds this (node-pg-migrate's test ignores case).
+# A chunk holds no marker unless its bytes hold this: node-pg-migrate's test ignores case,
+# and Python's does so for str in Unicode, where i is also U+0130 and U+0131.
+_I = rb"(?:[iI]|\xc4[\xb0\xb1])"
 _HINTS = {
+    "goose": re.compile(rb"\+goose"),
+    "dbmate": re.compile(rb"migrate:"),
+    "node-pg-migrate": re.compile(rb"(?i:m)" + _I + rb"(?i:grat)" + _I + rb"(?i:on)"),
+}
+# The same, for the lines of a chunk that holds it.
+_TEXT_HINTS = {
     "goose": re.compile(r"\+goose"),
     "dbmate": re.compile(r"migrate:"),
     "node-pg-migrate": re.compile(r"migration", re.IGNORECASE),
 }
 
 
+_READ_BYTES = 1 << 20
 # What str.splitlines (the whole read) ends a line at, besides \n and \r\n.
 _OTHER_BREAKS = re.compile(r"\r(?!\n)|[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
@@ -159,20 +169,25 @@ def _bom(entry: Traversable) -> int:
 
 
 def _scan(layout: str, entry: Traversable) -> Split:
+    """The markers, from a read of the file's bytes: only a chunk that may hold one is
+    decoded (a NUL byte or bad UTF-8 elsewhere is refused when the section is read)."""
     offset = _bom(entry)
     markers = _Markers(layout, entry.name, offset)
     line = 1
-    hint = _HINTS[layout]
-    for chunk, _ in filesum.complete_lines(entry, entry.name):
-        if b"\0" in chunk:
-            filesum.refuse_bad_text(entry, entry.name)
-        text = chunk.decode("utf-8")
-        if hint.search(text) is None:
+    hint, text_hint = _HINTS[layout], _TEXT_HINTS[layout]
+    for chunk in _whole_lines(entry, offset):
+        if hint.search(chunk) is None:
             offset += len(chunk)
             line += chunk.count(b"\n")
             continue
+        if b"\0" in chunk:
+            filesum.refuse_bad_text(entry, entry.name)
+        try:
+            text = chunk.decode("utf-8")
+        except UnicodeDecodeError:
+            filesum.refuse_bad_text(entry, entry.name)
         if _OTHER_BREAKS.search(text) is None:
-            _marked_lines(text, hint, markers, line, offset)
+            _marked_lines(text, text_hint, markers, line, offset)
             offset += len(chunk)
             line += chunk.count(b"\n")
             continue
@@ -181,6 +196,28 @@ def _scan(layout: str, entry: Traversable) -> Split:
             offset += len(piece.encode("utf-8"))
             line += piece.count("\n")
     return markers.done(offset)
+
+
+def _whole_lines(entry: Traversable, skip: int) -> Iterator[bytes]:
+    """The file's bytes after the first ``skip`` in chunks that end at a line end (the
+    last may not)."""
+    carry = b""
+    try:
+        with entry.open("rb") as file:
+            file.read(skip)
+            while raw := file.read(_READ_BYTES):
+                data = carry + raw
+                cut = data.rfind(b"\n") + 1
+                carry = data[cut:]
+                if cut:
+                    yield data[:cut]
+    except OSError as error:
+        raise ConfigurationError(
+            f"{entry}: cannot read it ({error.strerror or error}); give the runner's user "
+            "read access to the file (chmod a+r), or remove it"
+        ) from error
+    if carry:
+        yield carry
 
 
 def _marked_lines(text: str, hint: re.Pattern[str], markers: _Markers, line: int, at: int) -> None:

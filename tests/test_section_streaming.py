@@ -187,6 +187,21 @@ def test_a_node_pg_migrate_file_without_markers_streams_whole(
     assert migration.down_sql is None
 
 
+def test_node_pg_migrates_markers_in_any_case_unicode_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python's case-blind test, the whole read's, takes U+0131 and U+0130 for i."""
+    text = "-- Up M\u0131gration\nCREATE TABLE a (id int);\n-- DOWN M\u0130GRATION\nDROP TABLE a;\n"
+    folder = write_migrations(tmp_path / "m", {"1_a.sql": text})
+    (folder / "natlangchain-migrate.toml").write_text('layout = "node-pg-migrate"\n')
+    (read,) = load_migrations(folder)
+    assert read.checksum == checksum("CREATE TABLE a (id int);\n")
+    monkeypatch.setattr(discovery, "STREAM_BYTES", 1)
+    (streamed,) = load_migrations(folder)
+    assert isinstance(streamed.source, Section)
+    assert (streamed.checksum, streamed.down_sql) == (read.checksum, read.down_sql)
+
+
 @pytest.mark.parametrize(
     ("layout", "text"),
     [
