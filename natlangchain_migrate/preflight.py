@@ -158,10 +158,11 @@ def check_client_only(migrations: Sequence[Migration]) -> None:
             and _has_rows(migration.sql)
         ):
             raise ConfigurationError(
-                f"{where}: COPY ... FROM stdin with its rows in the file runs only in a "
-                "transactional file, and this one runs without a transaction: move the COPY "
-                "and its rows into a transactional migration of their own, or write them as "
-                "INSERT ... VALUES; nothing was run"
+                f"{where}: COPY ... FROM STDIN with its rows in the file: a migration sends "
+                "them from the file only in a transactional file where they follow the COPY "
+                "and end with a line holding only \\., and this one runs without a "
+                "transaction; move the COPY and its rows into a transactional migration of "
+                "their own, or write them as INSERT ... VALUES; nothing was run"
             )
         if what.startswith("COPY"):
             raise ConfigurationError(

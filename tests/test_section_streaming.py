@@ -408,7 +408,7 @@ def test_copy_rows_in_a_no_transaction_section_are_refused_before_anything_runs(
     result = run_cli(*_flags(folder), database_url=database_url)
     assert result.returncode == ExitCode.USAGE, result.stderr[-2000:]
     assert f"{name}:" in result.stderr
-    assert "this one runs without a transaction: move the COPY" in result.stderr
+    assert "and this one runs without a transaction; move the COPY" in result.stderr
     assert "add them" not in result.stderr
     assert asyncio.run(table_names(database_url)) <= {"schema_migrations"}
 
