@@ -31,7 +31,6 @@ from natlangchain_migrate.layout_sections import (
 if TYPE_CHECKING:
     from importlib.abc import Traversable
 
-SECTIONED_LAYOUTS = ("goose", "dbmate", "node-pg-migrate")
 # A chunk holds no marker unless its bytes hold this: node-pg-migrate's test ignores case,
 # and Python's does so for str in Unicode, where i is also U+0130 and U+0131.
 _I = rb"(?:[iI]|\xc4[\xb0\xb1])"
@@ -46,8 +45,6 @@ _TEXT_HINTS = {
     "dbmate": re.compile(r"migrate:"),
     "node-pg-migrate": re.compile(r"migration", re.IGNORECASE),
 }
-
-
 _READ_BYTES = 1 << 20
 # What str.splitlines (the whole read) ends a line at, besides \n and \r\n.
 _OTHER_BREAKS = re.compile(r"\r(?!\n)|[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
