@@ -48,7 +48,9 @@ def _flags(folder: Path, *more: str) -> tuple[str, ...]:
 def _big(layout: str, path: Path, *, bad: str | None = None) -> tuple[int, int]:
     """A file over STREAM_BYTES in ``layout``: a comment and the up marker, a table, a
     COPY data section, goose's block, INSERTs, then the down section. ``bad`` puts a bad
-    COPY row (``copy``) or an INSERT into a missing table near the end (``insert``) in it.
+    COPY row (``copy``), or near the end an INSERT into a missing table (``insert``: the
+    error has a position) or of a key that is there (``duplicate``: it has none, the file
+    is run again to find it) in it.
     Returns the rows and the bad line (the file's own)."""
     up, down = MARKERS[layout]
     lines = ["-- seed data, written by hand", up.rstrip("\n")]
@@ -69,8 +71,11 @@ def _big(layout: str, path: Path, *, bad: str | None = None) -> tuple[int, int]:
         lines.append(f"INSERT INTO big VALUES {values};")
         size += len(lines[-1]) + 1
         rows += 100
-    if bad == "insert":
-        lines.insert(len(lines) - 2, "INSERT INTO missing VALUES (1);")
+    if bad in ("insert", "duplicate"):  # a position in the error, or none (found again)
+        wrong = (
+            "INSERT INTO missing VALUES (1);" if bad == "insert" else "INSERT INTO big VALUES (5);"
+        )
+        lines.insert(len(lines) - 2, wrong)
         bad_line = len(lines) - 2
     lines.append(down.rstrip("\n"))
     lines.append("DROP TABLE big;" + (" DROP FUNCTION two();" if layout == "goose" else ""))
@@ -88,7 +93,7 @@ def test_a_big_sectioned_file_streams_all_or_nothing_and_names_its_own_lines(
         {"1_small.sql": f"{up}CREATE TABLE small (id int);\n{down}DROP TABLE small;\n"},
     )
     path = folder / "2_seed.sql"
-    for bad in ("insert", "copy"):
+    for bad in ("insert", "duplicate", "copy"):
         _, bad_line = _big(layout, path, bad=bad)
         (migration,) = load_migrations(folder)[1:]
         assert isinstance(migration.source, Section)
