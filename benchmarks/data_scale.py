@@ -4,7 +4,10 @@ a blank, and rows without: ``--only copy`` runs both), beside
 ``psql -1 -f`` of the same file in the same run, and a no-op run's time and RSS.
 
     .venv/bin/python benchmarks/data_scale.py [--rounds N] [--gigabyte] [--only copy]
-        [--against DIR] [--startup N]
+        [--against DIR] [--startup N] [--layout goose|dbmate|node-pg-migrate]
+
+``--layout`` puts the file's rows in that tool's up section (its up marker on the first
+line, a comment to psql): the section is streamed as a whole file is.
 
 psql is the real one beside the embedded server's postgres (not /usr/bin/psql). Each
 round applies each file to a fresh database (dropped after it, so 1 GB files fit in
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -122,10 +126,27 @@ def _write_copy_seed_without_end_blanks(path: Path, size: int) -> int:
     return rows
 
 
-def _folder(root: Path, name: str, write: Callable[[Path, int], int], size: int) -> Path:
+# The up marker of a layout of up and down sections, put on the seed file's first line.
+_UP_MARKERS = {
+    "goose": b"-- +goose Up\n",
+    "dbmate": b"-- migrate:up\n",
+    "node-pg-migrate": b"-- Up Migration\n",
+}
+
+
+def _folder(
+    root: Path, name: str, write: Callable[[Path, int], int], size: int, layout: str | None
+) -> Path:
     folder = root / name
     folder.mkdir()
-    write(folder / "001_seed.sql", size)
+    path = folder / "001_seed.sql"
+    write(path, size)
+    if layout is not None:
+        marked = path.with_suffix(".tmp")
+        with path.open("rb") as source, marked.open("wb") as target:
+            target.write(_UP_MARKERS[layout])
+            shutil.copyfileobj(source, target, 1 << 20)
+        marked.replace(path)
     return folder
 
 
@@ -224,6 +245,9 @@ def main() -> None:
         "--startup", type=int, metavar="N", help="also time --check N times beside its floors"
     )
     parser.add_argument(
+        "--layout", choices=sorted(_UP_MARKERS), help="the rows in that tool's up section"
+    )
+    parser.add_argument(
         "--against", type=Path, help="a folder with another natlangchain_migrate in it"
     )
     args = parser.parse_args()
@@ -263,7 +287,9 @@ def main() -> None:
                     if args.only and not kind.lower().startswith(args.only):
                         continue
                     label = f"{size // MB} MB {kind}"
-                    folder = _folder(root, label.replace(" ", "_").replace(",", ""), write, size)
+                    folder = _folder(
+                        root, label.replace(" ", "_").replace(",", ""), write, size, args.layout
+                    )
                     ours: dict[str, list[Run]] = {name: [] for name, _ in subjects}
                     theirs: list[Run] = []
                     runners = [*subjects, ("psql", None)]

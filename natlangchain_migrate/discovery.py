@@ -410,15 +410,17 @@ def streamed_migration(
     small: bool = False,
     layout: str | None = None,
     no_transaction: bool = False,
+    size: int | None = None,
 ) -> Migration | None:
     """The migration to stream, for a transactional file of STREAM_BYTES or more (its
     checksum read when asked: see BigMigration), or one (``small``) whose COPY ... FROM
     stdin sections all end with ``\\.``; else None. Our layout's files and another
     tool's whole up files (layout_migrations.py, ``layout`` and the layout's own
-    ``no_transaction`` given) alike; ``filename`` names it in errors."""
+    ``no_transaction`` given) alike, and goose's, dbmate's and node-pg-migrate's up sections
+    (``up`` a section_stream.Section, ``size`` its file's); ``filename`` names it in errors."""
     if no_transaction:
         return None
-    if not small and (file_size(up) or 0) < STREAM_BYTES:
+    if not small and (size if size is not None else file_size(up) or 0) < STREAM_BYTES:
         return None
     with up.open("rb") as file:
         head = file.read(_HEADER_BYTES).decode("utf-8-sig", errors="replace")

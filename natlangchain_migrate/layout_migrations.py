@@ -17,10 +17,12 @@ from natlangchain_migrate.layout_sections import LayoutFile
 from natlangchain_migrate.layouts import (
     HEAD_BYTES,
     OPENS_NO_TRANSACTION,
+    SECTIONS,
     WHOLE_FILE_LAYOUTS,
     FolderSettings,
     read_layout,
 )
+from natlangchain_migrate.section_stream import Section, split_file
 from natlangchain_migrate.versions import check_styles
 
 if TYPE_CHECKING:
@@ -35,22 +37,39 @@ def from_layout(
     big = {
         entry.name
         for entry in files
-        if layout in WHOLE_FILE_LAYOUTS
+        if layout in (*WHOLE_FILE_LAYOUTS, *SECTIONS)
         and _may_stream(layout, entry.name)
         and (discovery.file_size(entry) or 0) >= discovery.STREAM_BYTES
     }
+    split = _split_big(layout, files, big)
     texts = {
         entry.name: _head(entry) if entry.name in big else discovery.read_text(entry)
         for entry in files
-        if entry.name.endswith((".sql", ".conf"))
+        if entry.name.endswith((".sql", ".conf")) and entry.name not in split
     }
-    found = read_layout(layout, files, texts)
+    found = read_layout(layout, files, texts, split)
     if not found:
         raise ConfigurationError(
             f"no {layout} migration files in the folder; check --migrations-dir"
         )
     check_styles({f.version: f.up.name for f in found}, mixed_allowed=settings.mixed_versions)
     return [_layout_migration(layout, item, item.up.name in big) for item in found]
+
+
+def _split_big(layout: str, files: list[Traversable], big: set[str]) -> dict[str, LayoutFile]:
+    """The big goose, dbmate and node-pg-migrate files split by a scan in chunks, by name;
+    one that runs without a transaction leaves ``big`` and is read whole."""
+    if layout not in SECTIONS:
+        return {}
+    split = {}
+    for entry in files:
+        if entry.name in big:
+            item = split_file(layout, entry)
+            if item is None:
+                big.discard(entry.name)
+            else:
+                split[entry.name] = item
+    return split
 
 
 def _may_stream(layout: str, name: str) -> bool:
@@ -87,7 +106,39 @@ def _streamed(layout: str, item: LayoutFile, *, big: bool) -> discovery.Migratio
     )
 
 
+def _sectioned(layout: str, item: LayoutFile, *, big: bool) -> discovery.Migration | None:
+    """A goose, dbmate or node-pg-migrate up section streamed (section_stream.py): split
+    in chunks when the file is big, or read whole with COPY data sections that all end
+    with ``\\.``; else None."""
+    if not big:
+        if item.no_transaction or not discovery.MAYBE_COPY_DATA.search(item.up_sql):
+            return None
+        split = split_file(layout, item.up)
+        if split is None:
+            return None
+        item = split
+    if not isinstance(item.up, Section):
+        return None
+    return discovery.streamed_migration(
+        item.version,
+        item.up,
+        name=item.name,
+        filename=item.up.name,
+        down=item.down,
+        small=not big,
+        layout=layout,
+        size=discovery.file_size(item.up.entry),
+    )
+
+
 def _layout_migration(layout: str, item: LayoutFile, big: bool) -> discovery.Migration:
+    if layout in SECTIONS:
+        streamed = _sectioned(layout, item, big=big)
+        if streamed is not None:
+            return streamed
+        if big and isinstance(item.up, Section):  # a no-transaction directive: read whole
+            item = SECTIONS[layout](item.up.entry, discovery.read_text(item.up.entry))
+            big = False
     streamed = _streamed(layout, item, big=big)
     if streamed is not None:
         return streamed

@@ -19,7 +19,9 @@ GOOSE_LINE = re.compile(r"^--\s*\+goose\s+(?P<command>.*?)\s*$")
 DBMATE_LINE = re.compile(r"^--\s*migrate:(?P<section>up|down)(?P<options>.*)$")
 # node-pg-migrate's own test (src/sqlMigration.ts): a line starting ``-- up migration``,
 # any case, more dashes allowed; detection asks for the marker alone on its line.
-_NODE_PG_SPLIT = re.compile(r"^\s*--[\s-]*(?P<section>up|down)\s+migration", re.IGNORECASE)
+NODE_PG_SPLIT = re.compile(r"^\s*--[\s-]*(?P<section>up|down)\s+migration", re.IGNORECASE)
+# Our directive, put before a down section that dbmate or goose runs without a transaction.
+NO_TRANSACTION_DIRECTIVE = "-- natlangchain: no-transaction\n"
 NODE_PG_MARKER = re.compile(r"^--[\s-]*(up|down)\s+migration$", re.IGNORECASE)
 
 
@@ -147,7 +149,9 @@ def dbmate(entry: Traversable, text: str) -> LayoutFile:
         up=entry,
         up_sql="".join(sections["up"]),
         down=entry if down is not None else None,
-        down_sql=_down_with_option("".join(down), options.get("down")) if down else None,
+        down_sql=_down_with_option("".join(down), options.get("down"))
+        if down is not None
+        else None,
         no_transaction=options.get("up") == "false",
         up_run=_in_place(lines, sections["up"]),
     )
@@ -155,7 +159,7 @@ def dbmate(entry: Traversable, text: str) -> LayoutFile:
 
 def _down_with_option(sql: str, transaction: str | None) -> str:
     """dbmate's ``transaction:false`` on the down section, as our directive."""
-    return f"-- natlangchain: no-transaction\n{sql}" if transaction == "false" else sql
+    return f"{NO_TRANSACTION_DIRECTIVE}{sql}" if transaction == "false" else sql
 
 
 def node_pg_migrate(entry: Traversable, text: str) -> LayoutFile:
@@ -170,7 +174,7 @@ def node_pg_migrate(entry: Traversable, text: str) -> LayoutFile:
     current: list[str] | None = None
     lines = text.splitlines(keepends=True)
     for number, line in enumerate(lines, start=1):
-        found = _NODE_PG_SPLIT.match(line)
+        found = NODE_PG_SPLIT.match(line)
         if found is None:
             if current is not None:
                 current.append(line)

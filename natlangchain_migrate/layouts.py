@@ -12,7 +12,8 @@ A folder is in one layout, detected from its files or named in the folder's
   those tools run them (layout_migrations.py);
 - ``goose``: one file with ``-- +goose Up`` / ``-- +goose Down`` sections;
   ``-- +goose NO TRANSACTION`` is our no-transaction, ``StatementBegin``/``End`` stay
-  comments (PostgreSQL's own parser splits statements here, bodies stay whole);
+  comments (PostgreSQL's own parser splits statements here, bodies stay whole; a streamed
+  up section sends each block as one statement: section_stream.py);
   Go migrations and ``ENVSUB`` cannot be honoured and are refused by name;
 - ``dbmate``: ``-- migrate:up`` / ``-- migrate:down`` sections, ``transaction:false``;
 - ``node-pg-migrate``: SQL files with ``-- Up Migration`` / ``-- Down Migration`` sections
@@ -73,8 +74,10 @@ LAYOUTS = (
 OPENS_NO_TRANSACTION = ("golang-migrate", "prisma")
 # The layouts whose up migration is a whole file of its own: a big one, or one with COPY
 # data sections, is streamed as ours are (layout_migrations.py). goose's, dbmate's and
-# node-pg-migrate's files hold up and down sections, and are read whole.
+# node-pg-migrate's files hold up and down sections: their up section is (section_stream.py).
 WHOLE_FILE_LAYOUTS = ("golang-migrate", "sqlx", "flyway", "prisma")
+# The layouts of one file per migration with up and down sections (layout_sections.py).
+SECTIONS = {"goose": goose, "dbmate": dbmate, "node-pg-migrate": node_pg_migrate}
 # prisma's migration, read from its folder (layout_migrations.py lists it under this name).
 _PRISMA_UP = "/migration.sql"
 _PRISMA_DIR = re.compile(r"^(?P<version>\d+)_(?P<label>[^/]+)$")
@@ -248,17 +251,21 @@ def _maybe_up_file(name: str) -> bool:
 
 
 def read_layout(
-    layout: str, files: Sequence[Traversable], texts: dict[str, str]
+    layout: str,
+    files: Sequence[Traversable],
+    texts: dict[str, str],
+    split: dict[str, LayoutFile] | None = None,
 ) -> list[LayoutFile]:
-    """Every migration of a folder in ``layout`` (not ours), by version."""
+    """Every migration of a folder in ``layout`` (not ours), by version; ``split`` holds
+    the goose, dbmate or node-pg-migrate files already split without reading them whole
+    (section_stream.py), by name."""
     if layout in ("golang-migrate", "sqlx"):
         found = _up_down(files, texts, sqlx=layout == "sqlx")
-    elif layout == "goose":
-        found = [goose(entry, texts[entry.name]) for entry in _versioned(files, layout)]
-    elif layout == "dbmate":
-        found = [dbmate(entry, texts[entry.name]) for entry in _versioned(files, layout)]
-    elif layout == "node-pg-migrate":
-        found = [node_pg_migrate(e, texts[e.name]) for e in _versioned(files, layout)]
+    elif layout in SECTIONS:
+        found = [
+            (split or {}).get(entry.name) or SECTIONS[layout](entry, texts[entry.name])
+            for entry in _versioned(files, layout)
+        ]
     elif layout == "prisma":
         found = _prisma(files, texts)
     else:

@@ -19,7 +19,7 @@ from natlangchain_migrate.errors import (
     ReadOnlyDatabaseError,
     TransactionControlError,
 )
-from natlangchain_migrate.layouts import OPENS_NO_TRANSACTION, WHOLE_FILE_LAYOUTS
+from natlangchain_migrate.layouts import OPENS_NO_TRANSACTION
 from natlangchain_migrate.ledger import LedgerSnapshot
 from natlangchain_migrate.manifest import ManifestEntry
 from natlangchain_migrate.plan import MigrationPlan
@@ -152,19 +152,17 @@ def check_client_only(migrations: Sequence[Migration]) -> None:
             continue
         line, what = found
         where = f"{migration.filename}:{line}"
-        layout = migration.layout
         if (
             what.startswith("COPY")
-            and layout is not None
-            and layout not in WHOLE_FILE_LAYOUTS
+            and migration.directives.no_transaction
             and _has_rows(migration.sql)
         ):
             raise ConfigurationError(
-                f"{where}: COPY ... FROM stdin with its rows in the file runs from a file "
-                f"that is a migration of its own (ours, golang-migrate's, sqlx's, Flyway's, "
-                f"prisma's), not yet from a {layout} file of up and down sections: "
-                "write them as INSERT ... VALUES (pg_dump "
-                "--data-only --inserts writes them so); nothing was run"
+                f"{where}: COPY ... FROM STDIN with its rows in the file: a migration sends "
+                "them from the file only in a transactional file where they follow the COPY "
+                "and end with a line holding only \\., and this one runs without a "
+                "transaction; move the COPY and its rows into a transactional migration of "
+                "their own, or write them as INSERT ... VALUES; nothing was run"
             )
         if what.startswith("COPY"):
             raise ConfigurationError(

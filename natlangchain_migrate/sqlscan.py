@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, NamedTuple
 
 from natlangchain_migrate import filesum
 from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.section_stream import Section
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -98,9 +99,14 @@ def scan(
     largest statement, never by the file. A NUL byte or bad UTF-8 is refused when met,
     naming its line or byte. With ``wrapper`` (golang-migrate's and prisma's files), a
     plain BEGIN; as the first statement and a plain COMMIT; as the last are left out:
-    the body runs in the runner's transaction, as when the file is read whole."""
+    the body runs in the runner's transaction, as when the file is read whole. A
+    ``Section`` (section_stream.py) is read from its own line of its file, each of its
+    goose StatementBegin ... StatementEnd blocks one statement."""
     with entry.open("rb") as file:
         scanner = _Scanner(file, name, entry, hashed=hashed, wrapper=wrapper)
+        if isinstance(entry, Section):  # a goose, dbmate or node-pg-migrate up section
+            scanner.line = entry.first_line
+            scanner.blocks = list(entry.blocks)
         yield from scanner.items()
         scanner.check_wrapper_closed()
         yield Scanned(scanner.hasher.hexdigest() if scanner.hasher else "")
@@ -124,6 +130,8 @@ class _Scanner:
         self.hasher = filesum.ChunkHasher() if hashed else None
         self.buf = b""
         self.pos = 0
+        self.base = 0  # where buf starts in the file (after a byte-order mark)
+        self.blocks: list[tuple[int, int]] = []  # goose's blocks ahead, as (start, end)
         self.line = 1
         self.eof = False
         self.started = False
@@ -147,6 +155,7 @@ class _Scanner:
             filesum.refuse_bad_text(self.entry, self.name)
         if b"\0" in raw:
             filesum.refuse_bad_text(self.entry, self.name)
+        self.base += self.pos
         self.buf = self.buf[self.pos :] + raw if self.pos < len(self.buf) else raw
         self.pos = 0
         return True
@@ -160,7 +169,11 @@ class _Scanner:
                 continue
             found = _PIECES.match(self.buf, self.pos)
             end = found.end() if found else self.pos
-            if end < len(self.buf) and self.buf[end] == 0x3B:  # ';'
+            ended = end < len(self.buf) and self.buf[end] == 0x3B  # ';'
+            if self.blocks and self.base + (end if ended else len(self.buf)) > self.blocks[0][0]:
+                yield from self._block()  # the statement goes on into a block
+                continue
+            if ended:
                 want = filesum.CHUNK_BYTES
                 yield from self._statement(end + 1)
                 continue
@@ -214,6 +227,30 @@ class _Scanner:
         yield CopyIn(text.decode("utf-8"), line, self.line, rows)
         for _ in rows:  # whatever the consumer left
             pass
+
+    def _block(self) -> Iterator[Sql]:
+        """What is left of a statement and the goose block it runs into, to the end of the
+        block's StatementEnd line, as one statement: goose sends a block whole."""
+        start, stop = self.blocks.pop(0)
+        if start < self.base + self.pos:  # its StatementBegin line was COPY data
+            return
+        while self.base + len(self.buf) < stop and self._more(stop - self.base - len(self.buf)):
+            pass
+        end = max(min(stop - self.base, len(self.buf)), self.pos)
+        text = self.buf[self.pos : end]
+        line = self.line
+        self.pos = end
+        self.line += text.count(b"\n")
+        self.statements += 1
+        control = _TRANSACTION_CONTROL.match(text)
+        if control:
+            start = line + text.count(b"\n", 0, control.start(1))
+            raise ConfigurationError(
+                f"{self.name}:{start}: {control.group(1).decode().upper()} controls the "
+                "transaction, which the runner owns (one per file); remove it"
+            )
+        if text:
+            yield Sql(text.decode("utf-8"), line)
 
     def _wrapping(self, text: bytes, line: int) -> bool:
         """Whether ``text`` is the wrapper's plain BEGIN (first) or COMMIT (after it)."""

@@ -219,36 +219,6 @@ def test_new_writes_in_the_folders_layout(
     assert len(load_migrations(folder)) == len({m.version for m in load_migrations(folder)})
 
 
-_ROWS = "CREATE TABLE t1 (id int, v text);\nCOPY t1 (id, v) FROM stdin;\n1\tone\n\\.\n"
-
-
-@pytest.mark.parametrize(
-    ("name", "text"),
-    [
-        ("1_a.sql", f"-- +goose Up\n{_ROWS}"),
-        ("1_a.sql", f"-- migrate:up\n{_ROWS}"),
-        ("1_a.sql", f"-- Up Migration\n{_ROWS}"),
-    ],
-    ids=["goose", "dbmate", "node-pg-migrate"],
-)
-def test_copy_rows_in_a_file_of_sections_are_refused_without_saying_to_add_them(
-    database_url: str, tmp_path: Path, name: str, text: str
-) -> None:
-    """A file of up and down sections is read whole, not streamed (golang-migrate's,
-    sqlx's, Flyway's and prisma's whole up files are: tests/test_layout_streaming.py):
-    the refusal said to add the rows that are there."""
-    folder = write_migrations(tmp_path / "m", {name: text})
-    for dry in ((), ("--dry-run",)):
-        result = run_cli("--migrations-dir", str(folder), *dry, database_url=database_url)
-        assert result.returncode == 2, result.stderr
-        assert f"{name}:" in result.stderr
-        assert "COPY ... FROM stdin with its rows in the file runs from a file that" in (
-            result.stderr
-        )
-        assert "add them" not in result.stderr
-    assert asyncio.run(table_names(database_url)) == set()
-
-
 SECTIONED = {
     "goose": "-- +goose Up\nCREATE TABLE a (id int);\n\nSELECT 1/0;\n"
     "-- +goose Down\nDROP TABLE a;\n",
