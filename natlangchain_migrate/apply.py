@@ -22,7 +22,11 @@ from natlangchain_migrate import baseline_files, telemetry
 from natlangchain_migrate.attempt import (
     Attempts,
     Blocked,
+    custom_settings,
     read_server_facts,
+    settings_kept_sql,
+    settings_noted_sql,
+    settings_restored_sql,
     settings_sql,
 )
 from natlangchain_migrate.connection import (
@@ -46,7 +50,7 @@ from natlangchain_migrate.plan import MigrationPlan, newest_version
 from natlangchain_migrate.repeatables import is_repeatable, version_of
 from natlangchain_migrate.results import MigrationResult
 from natlangchain_migrate.settings import CallArguments, LockMode, RunnerOptions, ServerFacts
-from natlangchain_migrate.sqltext import quote_ident, standard_literal
+from natlangchain_migrate.sqltext import quote_ident
 
 
 async def apply_pending(
@@ -360,27 +364,36 @@ class _Applier:
         return ms_since(started)
 
     async def _file_in_open_transaction(self, migration: Migration) -> float:
-        """The file and its ledger row inside the batch's open transaction."""
-        prefix = settings_sql(
+        """The file and its ledger row inside the batch's open transaction; what the file
+        sets ends with it (attempt.settings_restored_sql)."""
+        settings = settings_sql(
             migration,
             self.execution,
             self.search_path,
             local=True,
             transaction_timeout=self.transaction_timeout,
         )
+        prefix = settings + settings_kept_sql()
         started = time.monotonic()
-        restore = await self._settings_restored(migration)
         if migration.source is not None:
             from natlangchain_migrate.streamed import run_streamed  # see _file
 
+            custom: set[str] = set()  # what its pieces may set, noted as they go
             await run_streamed(
                 self.attempts,
                 migration,
                 prefix=prefix,
-                record=lambda checksum: restore + self._record(migration, checksum=checksum),
+                record=lambda checksum: (
+                    settings_restored_sql(settings, custom)
+                    + self._record(migration, checksum=checksum)
+                ),
                 own_transaction=False,
+                custom_settings=custom,
             )
             return ms_since(started)
+        custom = custom_settings(migration.sql)
+        prefix += settings_noted_sql(custom)
+        restore = settings_restored_sql(settings, custom)
         try:
             await self.attempts.send(
                 migration,
@@ -390,15 +403,6 @@ class _Applier:
         except asyncpg.PostgresError as error:
             raise await self.attempts.failure(migration, error, offset=-len(prefix)) from error
         return ms_since(started)
-
-    async def _settings_restored(self, migration: Migration) -> str:
-        """SQL that puts back, inside the run's one transaction, what a baseline file's
-        header changes for the rest of it (dump-schema's ``SET LOCAL check_function_bodies
-        = false``), so that the files after it have their function bodies checked."""
-        if migration.baseline_covers is None:
-            return ""
-        value = await self.conn.fetchval("SELECT current_setting('check_function_bodies')")
-        return f"SET LOCAL check_function_bodies = {standard_literal(value)};\n"
 
     def _file_and_record(self, migration: Migration, restore: str = "") -> str:
         # The newline ends a trailing "--" comment; the lone ";" ends a last statement

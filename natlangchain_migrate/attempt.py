@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 import asyncpg
@@ -31,6 +31,7 @@ from natlangchain_migrate.failures import (
 )
 from natlangchain_migrate.results import MigrationResult
 from natlangchain_migrate.settings import ExecutionOptions, ServerFacts
+from natlangchain_migrate.sqltext import standard_literal
 from natlangchain_migrate.watch import Watcher
 
 T = TypeVar("T")
@@ -77,6 +78,77 @@ def settings_sql(
     if not durable:
         parts.append(f"{scope} synchronous_commit = off")
     return "; ".join(parts) + ";\n"
+
+
+# Where a file's settings are kept while it runs in the lock's one transaction.
+_BEFORE_FILE = "natlangchain_migrate.before_file"
+# The settings a file can change with SET LOCAL: not the transaction's own modes, which
+# cannot be put back once it has run a query, nor the runner's note of them.
+_CHANGEABLE = (
+    "{s}context IN ('user', 'superuser') AND NOT pg_catalog.starts_with({s}name, "
+    "'natlangchain_migrate.') AND {s}name NOT IN "
+    "('transaction_isolation', 'transaction_read_only', 'transaction_deferrable')"
+)
+# A made-up setting (app.x) a file sets: pg_settings does not list those.
+_CUSTOM_SETTING = re.compile(
+    r"\b(?:SET(?:\s+LOCAL|\s+SESSION)?|RESET)\s+([a-z_][\w$]*\.[a-z_][\w$]*)"
+    r"|\bset_config\s*\(\s*'([a-z_][\w$]*\.[a-z_][\w$]*)'",
+    re.IGNORECASE,
+)
+
+
+def custom_settings(sql: str) -> set[str]:
+    """The made-up settings (a dot in the name: ``app.x``) that ``sql`` may set."""
+    return {name.lower() for pair in _CUSTOM_SETTING.findall(sql) for name in pair if name}
+
+
+def settings_kept_sql() -> str:
+    """SQL that notes, in the lock's one transaction (transaction lock mode), every
+    setting as a file starts, for ``settings_restored_sql`` to put back when it ends."""
+    return (
+        f"SELECT pg_catalog.set_config('{_BEFORE_FILE}', (SELECT "
+        "pg_catalog.jsonb_object_agg(name, setting) FROM pg_catalog.pg_settings "
+        f"WHERE {_CHANGEABLE.format(s='')})::text, true);\n"
+    )
+
+
+def settings_noted_sql(custom: Iterable[str]) -> str:
+    """SQL that adds to that note the made-up settings in ``custom`` not noted yet (before
+    the SQL that may set them runs); empty when there are none."""
+    pairs = ", ".join(
+        f"{standard_literal(n)}, pg_catalog.current_setting({standard_literal(n)}, true)"
+        for n in sorted(custom)
+    )
+    if not pairs:
+        return ""
+    kept = f"pg_catalog.current_setting('{_BEFORE_FILE}')::pg_catalog.jsonb"
+    return (
+        f"SELECT pg_catalog.set_config('{_BEFORE_FILE}', "
+        f"(pg_catalog.jsonb_build_object({pairs}) || {kept})::text, true);\n"
+    )
+
+
+def settings_restored_sql(settings: str, custom: Iterable[str]) -> str:
+    """SQL that ends a file's SET LOCAL (or SET) inside the lock's one transaction, so the
+    next file runs as it would alone: what the file changed goes back to what
+    ``settings_kept_sql`` noted, a setting it made up (``app.x``) to what it was, or
+    empty, as after a commit. A savepoint would not do: RELEASE keeps SET LOCAL.
+    ``settings`` (the runner's SET LOCAL for the file) goes first, so a file's
+    statement_timeout of 1ms or search_path does not reach this statement."""
+    kept = f"pg_catalog.current_setting('{_BEFORE_FILE}')::pg_catalog.jsonb"
+    restore = (
+        f"{settings}SELECT pg_catalog.count(pg_catalog.set_config(s.name, "
+        "COALESCE(b.value, s.reset_val), true)) FROM pg_catalog.pg_settings s "
+        f"LEFT JOIN pg_catalog.jsonb_each_text({kept}) b ON b.key = s.name "
+        f"WHERE {_CHANGEABLE.format(s='s.')} AND s.setting IS DISTINCT FROM b.value;\n"
+    )
+    names = ", ".join(standard_literal(name) for name in sorted(custom))
+    if names:
+        restore += (
+            f"SELECT pg_catalog.count(pg_catalog.set_config(n, COALESCE({kept} ->> n, ''), "
+            f"true)) FROM pg_catalog.unnest(ARRAY[{names}]::text[]) n;\n"
+        )
+    return restore
 
 
 async def read_server_facts(conn: asyncpg.Connection, schema: str) -> ServerFacts:

@@ -1,0 +1,73 @@
+"""A file's ``SET LOCAL`` ends with the file, in either lock mode: under ``--lock-mode
+transaction`` every pending file shares the lock's one transaction, and what one file set
+for itself must not change how the files after it run."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from harness.servers.sql import execute as sql_execute
+from harness.servers.sql import fetch as sql_fetch
+from natlangchain_migrate.errors import ExitCode
+from tests.conftest import run_cli, write_migrations
+
+# 001 changes, for itself, settings the runner sets and settings it does not.
+SETS = (
+    "CREATE SCHEMA other;\n"
+    "SET LOCAL search_path = other;\n"
+    "SET LOCAL lock_timeout = '1ms';\n"
+    "SET LOCAL app.x = 'from 001';\n"
+    "SET LOCAL work_mem = '77MB';\n"
+    "SET LOCAL statement_timeout = '1ms';\n"
+)
+COPY = "CREATE TABLE public.copied (n int);\nCOPY public.copied (n) FROM stdin;\n1\n2\n\\.\n"
+# 002 records what it runs under, in a table made where its search_path says.
+SEES = (
+    "CREATE TABLE seen AS SELECT current_setting('search_path') AS search_path, "
+    "current_setting('statement_timeout') AS statement_timeout, "
+    "current_setting('lock_timeout') AS lock_timeout, "
+    "current_setting('app.x', true) AS app_x, "
+    "current_setting('work_mem') AS work_mem;\n"
+    "SELECT pg_sleep(0.01);\n"  # longer than 001's statement_timeout
+)
+RUNNER = ("--statement-timeout", "30s", "--pg-lock-timeout", "7s")
+
+
+def _seen(url: str) -> dict[str, object]:
+    (row,) = asyncio.run(sql_fetch(url, "SELECT * FROM public.seen"))
+    return dict(row)
+
+
+@pytest.mark.parametrize("copy_data", [False, True], ids=["plain", "streamed"])
+def test_a_files_set_local_ends_with_the_file_in_either_lock_mode(
+    tmp_path: Path, database_url: str, copy_data: bool
+) -> None:
+    """Under --lock-mode transaction, 001's SET LOCAL reached 002: its search_path, a
+    custom setting (app.x) and work_mem, and the runner's own timeouts for the ledger
+    row after 001. Each file now runs as in session lock mode, one transaction each."""
+    folder = write_migrations(
+        tmp_path / "m", {"001_sets.sql": (COPY if copy_data else "") + SETS, "002_sees.sql": SEES}
+    )
+    seen: dict[str, dict[str, object]] = {}
+    for lock_mode in ("session", "transaction"):
+        result = run_cli(
+            "--migrations-dir", str(folder), "--lock-mode", lock_mode, *RUNNER,
+            database_url=database_url,
+        )  # fmt: skip
+        assert result.returncode == ExitCode.OK, result.stderr
+        seen[lock_mode] = _seen(database_url)
+        asyncio.run(
+            sql_execute(
+                database_url,
+                "DROP SCHEMA other CASCADE; DROP TABLE public.seen; "
+                "DROP TABLE IF EXISTS public.copied; DROP TABLE schema_migrations",
+            )
+        )
+    assert seen["transaction"] == seen["session"]
+    assert seen["transaction"]["statement_timeout"] == "30s"  # the runner's, not 001's
+    assert seen["transaction"]["lock_timeout"] == "7s"
+    assert seen["transaction"]["app_x"] in ("", None)
+    assert seen["transaction"]["search_path"] != "other"
