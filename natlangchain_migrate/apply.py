@@ -36,6 +36,7 @@ from natlangchain_migrate.connection import (
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.durations import ms_since
 from natlangchain_migrate.errors import (
+    BackfillThrottledError,
     LockRetriesExhaustedError,
     MigrationFailedError,
     PrivilegeError,
@@ -356,6 +357,10 @@ class _Applier:
             )
         except asyncpg.LockNotAvailableError as error:
             raise Blocked(migration, []) from error
+        except backfill.ThrottledTooLong as gave_up:
+            raise BackfillThrottledError(
+                str(gave_up), location=migration.filename, applied=self.applied
+            ) from None
         except backfill.BatchError as failed:
             cause = failed.error
             raise await self.attempts.failure(migration, cause, offset=failed.offset) from cause
