@@ -300,11 +300,16 @@ class Attempts:
     ) -> None:
         """Send ``prefix`` (the settings) and ``body`` as one commit: in a transaction of
         their own or, with ``savepoint`` (transaction lock mode), in a savepoint of the
-        lock's transaction, rolled back alone when the attempt fails. Blocked goes on; a
+        lock's transaction, rolled back alone when the attempt fails, with what it sets
+        put back at its end (``settings_restored_sql``). Blocked goes on; a
         server error becomes the file's error (``replay``: its statement found by replay)."""
-        if savepoint is not None:
-            prefix = f"SAVEPOINT {savepoint};\n{prefix}"
-            script = f"{prefix}{body}RELEASE SAVEPOINT {savepoint};"
+        if savepoint is not None:  # what the SQL sets ends with it, as in its own transaction
+            custom = custom_settings(body)
+            restore = settings_restored_sql(prefix, custom)
+            prefix = (
+                f"SAVEPOINT {savepoint};\n{prefix}{settings_kept_sql()}{settings_noted_sql(custom)}"
+            )
+            script = f"{prefix}{body}{restore}RELEASE SAVEPOINT {savepoint};"
         else:
             prefix = f"BEGIN;\n{prefix}"
             script = f"{prefix}{body}COMMIT;"

@@ -71,3 +71,30 @@ def test_a_files_set_local_ends_with_the_file_in_either_lock_mode(
     assert seen["transaction"]["lock_timeout"] == "7s"
     assert seen["transaction"]["app_x"] in ("", None)
     assert seen["transaction"]["search_path"] != "other"
+
+
+def test_a_down_files_set_local_ends_with_it_in_transaction_lock_mode(
+    tmp_path: Path, database_url: str
+) -> None:
+    """--rollback --steps 2 under --lock-mode transaction: 003's down file sets app.x and
+    work_mem for itself; 002's down file, after it in the lock's transaction, records
+    what it runs under, which must be what it would run under alone."""
+    files = {
+        "001_base.sql": "CREATE TABLE base (id int);\n",
+        "002_mid.sql": "CREATE TABLE mid (id int);\n",
+        "002_mid.down.sql": "DROP TABLE mid;\n" + SEES,
+        "003_top.sql": "CREATE TABLE top (id int);\n",
+        "003_top.down.sql": "DROP TABLE top;\n" + SETS,
+    }
+    folder = write_migrations(tmp_path / "m", files)
+    seen: dict[str, dict[str, object]] = {}
+    for lock_mode in ("session", "transaction"):
+        flags = ("--migrations-dir", str(folder), "--lock-mode", lock_mode, *RUNNER)
+        assert run_cli(*flags, database_url=database_url).returncode == ExitCode.OK
+        result = run_cli(*flags, "--rollback", "--steps", "2", database_url=database_url)
+        assert result.returncode == ExitCode.OK, result.stderr
+        seen[lock_mode] = _seen(database_url)
+        asyncio.run(sql_execute(database_url, "DROP SCHEMA other CASCADE; DROP TABLE public.seen"))
+    assert seen["transaction"] == seen["session"]
+    assert seen["transaction"]["app_x"] in ("", None)
+    assert seen["transaction"]["statement_timeout"] == "30s"
