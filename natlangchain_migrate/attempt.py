@@ -104,11 +104,13 @@ def custom_settings(sql: str) -> set[str]:
 
 def settings_kept_sql() -> str:
     """SQL that notes, in the lock's one transaction (transaction lock mode), every
-    setting as a file starts, for ``settings_restored_sql`` to put back when it ends."""
+    setting (and the role: ``SET LOCAL ROLE``) as a file starts, for
+    ``settings_restored_sql`` to put back when it ends."""
     return (
-        f"SELECT pg_catalog.set_config('{_BEFORE_FILE}', (SELECT "
+        f"SELECT pg_catalog.set_config('{_BEFORE_FILE}', ((SELECT "
         "pg_catalog.jsonb_object_agg(name, setting) FROM pg_catalog.pg_settings "
-        f"WHERE {_CHANGEABLE.format(s='')})::text, true);\n"
+        f"WHERE {_CHANGEABLE.format(s='')}) || pg_catalog.jsonb_build_object('role', "
+        "pg_catalog.current_setting('role')))::text, true);\n"
     )
 
 
@@ -137,7 +139,11 @@ def settings_restored_sql(settings: str, custom: Iterable[str]) -> str:
     statement_timeout of 1ms or search_path does not reach this statement."""
     kept = f"pg_catalog.current_setting('{_BEFORE_FILE}')::pg_catalog.jsonb"
     restore = (
-        f"{settings}SELECT pg_catalog.count(pg_catalog.set_config(s.name, "
+        # The role first (pg_settings does not list it), so the rest runs as the runner.
+        f"{settings}SELECT pg_catalog.set_config('role', k ->> 'role', true) FROM (SELECT "
+        f"{kept} AS k) r WHERE pg_catalog.current_setting('role') IS DISTINCT FROM "
+        "k ->> 'role';\n"
+        "SELECT pg_catalog.count(pg_catalog.set_config(s.name, "
         "COALESCE(b.value, s.reset_val), true)) FROM pg_catalog.pg_settings s "
         f"LEFT JOIN pg_catalog.jsonb_each_text({kept}) b ON b.key = s.name "
         f"WHERE {_CHANGEABLE.format(s='s.')} AND s.setting IS DISTINCT FROM b.value;\n"

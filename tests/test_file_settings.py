@@ -5,6 +5,7 @@ for itself must not change how the files after it run."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,24 @@ def test_a_down_files_set_local_ends_with_it_in_transaction_lock_mode(
     assert seen["transaction"] == seen["session"]
     assert seen["transaction"]["app_x"] in ("", None)
     assert seen["transaction"]["statement_timeout"] == "30s"
+
+
+def test_a_files_set_local_role_ends_with_it_in_transaction_lock_mode(
+    tmp_path: Path, database_url: str
+) -> None:
+    """001 sets a role of no privileges for itself; its ledger row and 002 run as the
+    runner's role again (pg_settings does not list the role: it is noted on its own)."""
+    role = f"nlc_{uuid.uuid4().hex[:10]}"
+    files = {
+        "001_role.sql": f"CREATE ROLE {role};\nSET LOCAL ROLE {role};\n",
+        "002_who.sql": "CREATE TABLE who AS SELECT current_user::text AS name;\n",
+    }
+    folder = write_migrations(tmp_path / "m", files)
+    flags = ("--migrations-dir", str(folder), "--lock-mode", "transaction")
+    try:
+        result = run_cli(*flags, database_url=database_url)
+        assert result.returncode == ExitCode.OK, result.stderr
+        who = asyncio.run(sql_fetch(database_url, "SELECT name, current_user AS me FROM who"))
+        assert who[0]["name"] == who[0]["me"] != role
+    finally:
+        asyncio.run(sql_execute(database_url, f"DROP ROLE IF EXISTS {role}"))
