@@ -23,6 +23,7 @@ from natlangchain_migrate.attempt import (
     Attempts,
     Blocked,
     custom_settings,
+    may_set,
     read_server_facts,
     settings_kept_sql,
     settings_noted_sql,
@@ -396,9 +397,13 @@ class _Applier:
                 custom_settings=custom,
             )
             return ms_since(started)
-        custom = custom_settings(migration.sql)
-        prefix += settings_noted_sql(custom)
-        restore = settings_restored_sql(settings, custom)
+        restore = ""
+        if may_set(migration.sql):
+            custom = custom_settings(migration.sql)
+            prefix += settings_noted_sql(custom)
+            restore = settings_restored_sql(settings, custom)
+        else:
+            prefix = settings
         try:
             await self.attempts.send(
                 migration,

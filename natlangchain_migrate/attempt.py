@@ -97,6 +97,21 @@ _CUSTOM_SETTING = re.compile(
 )
 
 
+# What may change a setting: a statement that starts with SET or RESET, SET LOCAL, SESSION
+# or ROLE anywhere (an EXECUTE'd string), set_config, DISCARD. A file with none of them
+# skips the note and the restore (two reads of pg_settings, about 1 ms each); what a
+# function it calls sets with set_config(..., true) is not seen.
+_MAY_SET = re.compile(
+    r"(?:^|;)\s*(?:SET|RESET)\b|\bSET\s+(?:LOCAL|SESSION|ROLE)\b|\bset_config\b|\bDISCARD\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def may_set(sql: str) -> bool:
+    """Whether ``sql`` may change a setting for the rest of its transaction."""
+    return _MAY_SET.search(sql) is not None
+
+
 def custom_settings(sql: str) -> set[str]:
     """The made-up settings (a dot in the name: ``app.x``) that ``sql`` may set."""
     return {name.lower() for pair in _CUSTOM_SETTING.findall(sql) for name in pair if name}
@@ -309,7 +324,7 @@ class Attempts:
         lock's transaction, rolled back alone when the attempt fails, with what it sets
         put back at its end (``settings_restored_sql``). Blocked goes on; a
         server error becomes the file's error (``replay``: its statement found by replay)."""
-        if savepoint is not None:  # what the SQL sets ends with it, as in its own transaction
+        if savepoint is not None and may_set(migration.sql):  # what it sets ends with it
             custom = custom_settings(body)
             restore = settings_restored_sql(prefix, custom)
             prefix = (

@@ -12,6 +12,7 @@ import pytest
 
 from harness.servers.sql import execute as sql_execute
 from harness.servers.sql import fetch as sql_fetch
+from natlangchain_migrate.attempt import may_set
 from natlangchain_migrate.errors import ExitCode
 from tests.conftest import run_cli, write_migrations
 
@@ -120,3 +121,23 @@ def test_a_files_set_local_role_ends_with_it_in_transaction_lock_mode(
         assert who[0]["name"] == who[0]["me"] != role
     finally:
         asyncio.run(sql_execute(database_url, f"DROP ROLE IF EXISTS {role}"))
+
+
+@pytest.mark.parametrize(
+    ("sql", "may"),
+    [
+        ("SET LOCAL search_path = other;", True),
+        ("CREATE TABLE t (id int);\nset statement_timeout = '1ms';", True),
+        ("SELECT 1; RESET work_mem;", True),
+        ("SELECT pg_catalog.set_config('app.x', 'y', true);", True),
+        ("DO $$ BEGIN EXECUTE 'SET LOCAL lock_timeout = 1'; END $$;", True),
+        ("SET ROLE app;", True),
+        ("DISCARD TEMP;", True),
+        ("CREATE TABLE t (id int);\nCREATE INDEX t_id ON t (id);", False),
+        ("UPDATE t SET id = 1;\nALTER TABLE t ALTER COLUMN id SET DEFAULT 0;", False),
+    ],
+)
+def test_only_a_file_that_may_set_something_pays_for_the_restore(sql: str, may: bool) -> None:
+    """The note and the restore read pg_settings twice (about 1 ms each per file): a file
+    that sets nothing skips them."""
+    assert may_set(sql) is may
