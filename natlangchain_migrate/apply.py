@@ -394,7 +394,7 @@ class _Applier:
                     + self._record(migration, checksum=checksum)
                 ),
                 own_transaction=False,
-                custom_settings=custom,
+                custom=custom,
             )
             return ms_since(started)
         restore = ""

@@ -75,19 +75,19 @@ async def run_streamed(
     prefix: str,
     record: Callable[[str], str],
     own_transaction: bool,
-    custom_settings: set[str] | None = None,
+    custom: set[str] | None = None,
 ) -> None:
     """Send ``prefix`` (BEGIN and the settings, or the settings alone inside the caller's
     transaction), the file in pieces and its COPY rows, then ``record(checksum)`` (the
     ledger row with the checksum of what was sent, and COMMIT when the transaction is
-    ours). ``custom_settings``, when given (the lock's one transaction), gathers the
+    ours). ``custom``, when given (the lock's one transaction), gathers the
     made-up settings (``app.x``) the pieces may set, each noted before its piece runs
     (attempt.settings_noted_sql). Raises what ``Attempts.send`` raises (Blocked for a
     lock_timeout), or the migration's failure naming file:line."""
     conn = attempts.conn
     try:
         await attempts.send(migration, prefix, in_open_transaction=True)
-        checksum = await _pieces(attempts, migration, stop_at=None, custom=custom_settings)
+        checksum = await _pieces(attempts, migration, stop_at=None, custom=custom)
         await attempts.send(migration, record(checksum), in_open_transaction=True)
     except _Failed as failed:
         if own_transaction and conn.is_in_transaction():
