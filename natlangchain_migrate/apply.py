@@ -18,16 +18,11 @@ from functools import partial
 
 import asyncpg
 
-from natlangchain_migrate import baseline_files, telemetry
+from natlangchain_migrate import baseline_files, local_settings, telemetry
 from natlangchain_migrate.attempt import (
     Attempts,
     Blocked,
-    custom_settings,
-    may_set,
     read_server_facts,
-    settings_kept_sql,
-    settings_noted_sql,
-    settings_restored_sql,
     settings_sql,
 )
 from natlangchain_migrate.connection import (
@@ -371,7 +366,7 @@ class _Applier:
 
     async def _file_in_open_transaction(self, migration: Migration) -> float:
         """The file and its ledger row inside the batch's open transaction; what the file
-        sets ends with it (attempt.settings_restored_sql)."""
+        sets ends with it (local_settings.py)."""
         settings = settings_sql(
             migration,
             self.execution,
@@ -379,31 +374,24 @@ class _Applier:
             local=True,
             transaction_timeout=self.transaction_timeout,
         )
-        prefix = settings + settings_kept_sql()
         started = time.monotonic()
-        if migration.source is not None:
+        if migration.source is not None:  # its pieces' made-up settings noted as they go
             from natlangchain_migrate.streamed import run_streamed  # see _file
 
-            custom: set[str] = set()  # what its pieces may set, noted as they go
+            custom: set[str] = set()
             await run_streamed(
                 self.attempts,
                 migration,
-                prefix=prefix,
+                prefix=settings + local_settings.settings_kept_sql(),
                 record=lambda checksum: (
-                    settings_restored_sql(settings, custom)
+                    local_settings.settings_restored_sql(settings, custom)
                     + self._record(migration, checksum=checksum)
                 ),
                 own_transaction=False,
                 custom=custom,
             )
             return ms_since(started)
-        restore = ""
-        if may_set(migration.sql):
-            custom = custom_settings(migration.sql)
-            prefix += settings_noted_sql(custom)
-            restore = settings_restored_sql(settings, custom)
-        else:
-            prefix = settings
+        prefix, restore = local_settings.around(settings, migration.sql)
         try:
             await self.attempts.send(
                 migration,

@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from natlangchain_migrate.attempt import Attempts, custom_settings, settings_noted_sql
+from natlangchain_migrate.attempt import Attempts
 from natlangchain_migrate.causes import Cause, classify
 from natlangchain_migrate.copy_header import copy_arguments
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.errors import ConfigurationError, MigrateError
 from natlangchain_migrate.failures import migration_failed
 from natlangchain_migrate.layouts import OPENS_NO_TRANSACTION
+from natlangchain_migrate.local_settings import custom_settings, settings_noted_sql
 from natlangchain_migrate.sqlscan import CopyIn, Scanned, Sql, scan
 from natlangchain_migrate.statements import line_and_column
 
@@ -82,7 +83,7 @@ async def run_streamed(
     ledger row with the checksum of what was sent, and COMMIT when the transaction is
     ours). ``custom``, when given (the lock's one transaction), gathers the
     made-up settings (``app.x``) the pieces may set, each noted before its piece runs
-    (attempt.settings_noted_sql). Raises what ``Attempts.send`` raises (Blocked for a
+    (local_settings.settings_noted_sql). Raises what ``Attempts.send`` raises (Blocked for a
     lock_timeout), or the migration's failure naming file:line."""
     conn = attempts.conn
     try:

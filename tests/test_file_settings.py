@@ -12,8 +12,8 @@ import pytest
 
 from harness.servers.sql import execute as sql_execute
 from harness.servers.sql import fetch as sql_fetch
-from natlangchain_migrate.attempt import may_set
 from natlangchain_migrate.errors import ExitCode
+from natlangchain_migrate.local_settings import may_set
 from tests.conftest import run_cli, write_migrations
 
 # 001 changes, for itself, settings the runner sets and settings it does not.
