@@ -23,7 +23,8 @@ SETS = (
     "SET LOCAL lock_timeout = '1ms';\n"
     "SET LOCAL app.x = 'from 001';\n"
     "SET LOCAL work_mem = '77MB';\n"
-    "SET LOCAL statement_timeout = '1ms';\n"
+    # Short, not 1ms: in session lock mode 001's ledger row runs under it too.
+    "SET LOCAL statement_timeout = '100ms';\n"
 )
 COPY = "CREATE TABLE public.copied (n int);\nCOPY public.copied (n) FROM stdin;\n1\n2\n\\.\n"
 # 002 records what it runs under, in a table made where its search_path says.
@@ -33,7 +34,7 @@ SEES = (
     "current_setting('lock_timeout') AS lock_timeout, "
     "current_setting('app.x', true) AS app_x, "
     "current_setting('work_mem') AS work_mem;\n"
-    "SELECT pg_sleep(0.01);\n"  # longer than 001's statement_timeout
+    "SELECT pg_sleep(0.3);\n"  # longer than 001's statement_timeout
 )
 RUNNER = ("--statement-timeout", "30s", "--pg-lock-timeout", "7s")
 
