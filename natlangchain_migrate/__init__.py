@@ -8,6 +8,7 @@ report = await natlangchain_migrate.Migrator(dsn).up() # the object the function
 from typing import TYPE_CHECKING, Any
 
 from natlangchain_migrate.errors import (
+    BackfillThrottledError,
     BaselineError,
     ConfigurationError,
     ConflictError,
@@ -108,6 +109,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AppliedMigration",
+    "BackfillThrottledError",
     "BaselineError",
     "ConfigurationError",
     "ConflictError",

@@ -18,7 +18,7 @@ from functools import partial
 
 import asyncpg
 
-from natlangchain_migrate import baseline_files, telemetry
+from natlangchain_migrate import baseline_files, local_settings, telemetry
 from natlangchain_migrate.attempt import (
     Attempts,
     Blocked,
@@ -32,6 +32,7 @@ from natlangchain_migrate.connection import (
 from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.durations import ms_since
 from natlangchain_migrate.errors import (
+    BackfillThrottledError,
     LockRetriesExhaustedError,
     MigrationFailedError,
     PrivilegeError,
@@ -46,7 +47,7 @@ from natlangchain_migrate.plan import MigrationPlan, newest_version
 from natlangchain_migrate.repeatables import is_repeatable, version_of
 from natlangchain_migrate.results import MigrationResult
 from natlangchain_migrate.settings import CallArguments, LockMode, RunnerOptions, ServerFacts
-from natlangchain_migrate.sqltext import quote_ident, standard_literal
+from natlangchain_migrate.sqltext import quote_ident
 
 
 async def apply_pending(
@@ -352,6 +353,10 @@ class _Applier:
             )
         except asyncpg.LockNotAvailableError as error:
             raise Blocked(migration, []) from error
+        except backfill.ThrottledTooLong as gave_up:
+            raise BackfillThrottledError(
+                str(gave_up), location=migration.filename, applied=self.applied
+            ) from None
         except backfill.BatchError as failed:
             cause = failed.error
             raise await self.attempts.failure(migration, cause, offset=failed.offset) from cause
@@ -360,8 +365,9 @@ class _Applier:
         return ms_since(started)
 
     async def _file_in_open_transaction(self, migration: Migration) -> float:
-        """The file and its ledger row inside the batch's open transaction."""
-        prefix = settings_sql(
+        """The file and its ledger row inside the batch's open transaction; what the file
+        sets ends with it (local_settings.py)."""
+        settings = settings_sql(
             migration,
             self.execution,
             self.search_path,
@@ -369,18 +375,23 @@ class _Applier:
             transaction_timeout=self.transaction_timeout,
         )
         started = time.monotonic()
-        restore = await self._settings_restored(migration)
-        if migration.source is not None:
+        if migration.source is not None:  # its pieces' made-up settings noted as they go
             from natlangchain_migrate.streamed import run_streamed  # see _file
 
+            custom: set[str] = set()
             await run_streamed(
                 self.attempts,
                 migration,
-                prefix=prefix,
-                record=lambda checksum: restore + self._record(migration, checksum=checksum),
+                prefix=settings + local_settings.settings_kept_sql(),
+                record=lambda checksum: (
+                    local_settings.settings_restored_sql(settings, custom)
+                    + self._record(migration, checksum=checksum)
+                ),
                 own_transaction=False,
+                custom=custom,
             )
             return ms_since(started)
+        prefix, restore = local_settings.around(settings, migration.sql)
         try:
             await self.attempts.send(
                 migration,
@@ -390,15 +401,6 @@ class _Applier:
         except asyncpg.PostgresError as error:
             raise await self.attempts.failure(migration, error, offset=-len(prefix)) from error
         return ms_since(started)
-
-    async def _settings_restored(self, migration: Migration) -> str:
-        """SQL that puts back, inside the run's one transaction, what a baseline file's
-        header changes for the rest of it (dump-schema's ``SET LOCAL check_function_bodies
-        = false``), so that the files after it have their function bodies checked."""
-        if migration.baseline_covers is None:
-            return ""
-        value = await self.conn.fetchval("SELECT current_setting('check_function_bodies')")
-        return f"SET LOCAL check_function_bodies = {standard_literal(value)};\n"
 
     def _file_and_record(self, migration: Migration, restore: str = "") -> str:
         # The newline ends a trailing "--" comment; the lone ";" ends a last statement

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from natlangchain_migrate import local_settings
 from natlangchain_migrate.causes import Cause, classify, server_error
 from natlangchain_migrate.connection import RunConnection, is_connection_lost
 from natlangchain_migrate.discovery import Migration
@@ -228,11 +229,13 @@ class Attempts:
     ) -> None:
         """Send ``prefix`` (the settings) and ``body`` as one commit: in a transaction of
         their own or, with ``savepoint`` (transaction lock mode), in a savepoint of the
-        lock's transaction, rolled back alone when the attempt fails. Blocked goes on; a
+        lock's transaction, rolled back alone when the attempt fails, with what it sets
+        put back at its end. Blocked goes on; a
         server error becomes the file's error (``replay``: its statement found by replay)."""
-        if savepoint is not None:
+        if savepoint is not None:  # what it sets ends with it (local_settings.py)
+            prefix, restore = local_settings.around(prefix, migration.sql)
             prefix = f"SAVEPOINT {savepoint};\n{prefix}"
-            script = f"{prefix}{body}RELEASE SAVEPOINT {savepoint};"
+            script = f"{prefix}{body}{restore}RELEASE SAVEPOINT {savepoint};"
         else:
             prefix = f"BEGIN;\n{prefix}"
             script = f"{prefix}{body}COMMIT;"

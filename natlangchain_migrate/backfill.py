@@ -34,7 +34,7 @@ from natlangchain_migrate.errors import ConfigurationError
 from natlangchain_migrate.events import log
 from natlangchain_migrate.signals import batch_finishes_on_sigterm
 from natlangchain_migrate.sqltext import quote_ident
-from natlangchain_migrate.throttle import Limits, Throttle
+from natlangchain_migrate.throttle import GaveUp, Limits, Throttle
 from natlangchain_migrate.versions import MAX_INTEGER, WIDE_VERSION, needs_widening
 
 POSITIONS = "schema_backfills"
@@ -43,7 +43,7 @@ MAX_BATCH = 100_000
 AIM = 0.8  # batch=auto sizes towards this share of the target
 SLACK_S = 0.1  # a batch=auto batch is cancelled and halved past target + this
 _SETTING = re.compile(
-    r"^(?P<key>table|key|target|pause|batch|max-lag|max-lock-waits)=(?P<value>\S+)$"
+    r"^(?P<key>table|key|target|pause|batch|max-lag|max-lock-waits|max-wait)=(?P<value>\S+)$"
 )
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 
@@ -69,7 +69,7 @@ def parse(migration: Migration) -> Backfill:
             raise ConfigurationError(
                 f"{where}: bad backfill setting '{part}'; write backfill table=NAME key=COLUMN "
                 "[target=200ms] [pause=0s] [batch=auto|N] [max-lag=10s|off] "
-                "[max-lock-waits=0|N|off]"
+                "[max-lock-waits=0|N|off] [max-wait=10min|off]"
             )
         settings[found["key"]] = found["value"]
     for needed in ("table", "key"):
@@ -101,7 +101,8 @@ def parse(migration: Migration) -> Backfill:
 
 
 def _limits(settings: dict[str, str], where: str) -> Limits:
-    """``max-lag`` (a duration) and ``max-lock-waits`` (a count); ``off`` turns one off."""
+    """``max-lag`` (a duration), ``max-lock-waits`` (a count) and ``max-wait`` (how long
+    one wait before a batch may last: a duration); ``off`` turns one off."""
     lag = settings.get("max-lag", "10s")
     if lag != "off" and not is_duration(lag):
         raise ConfigurationError(f"{where}: max-lag={lag}; write a duration such as 10s, or off")
@@ -111,10 +112,20 @@ def _limits(settings: dict[str, str], where: str) -> Limits:
             f"{where}: max-lock-waits={waits}; write a number of waiting sessions (0 or more), "
             "or off"
         )
+    wait = settings.get("max-wait", MAX_WAIT)
+    if wait != "off" and not is_duration(wait):
+        raise ConfigurationError(
+            f"{where}: max-wait={wait}; write a duration such as 10min, or off"
+        )
     return Limits(
         max_lag_s=None if lag == "off" else seconds(lag),
         max_lock_waits=None if waits == "off" else int(waits),
+        max_wait_s=None if wait == "off" else seconds(wait),
     )
+
+
+# How long one wait before a batch lasts before the backfill gives up (its position kept).
+MAX_WAIT = "10min"
 
 
 _DURATIONS = (("target", "200ms"), ("pause", "0s"))
@@ -185,7 +196,10 @@ async def run(
         lo, hi, rows = span[0], span[1], int(span[2])
         # After the range read, not straight after the last commit: a write that waited
         # for that batch's rows still holds its tuple lock for a moment as it wakes.
-        await throttle.wait()
+        try:
+            await throttle.wait()
+        except GaveUp as gave_up:
+            raise _gave_up(migration, spec, gave_up, done) from None
         bound_s = _bound(spec, size, statement_timeout_s)
         batch = render(
             migration.sql,
@@ -235,6 +249,28 @@ async def run(
         await conn.execute(record_sql)
         await conn.execute(f"DELETE FROM {positions} WHERE version = $1", migration.version)
     _report(migration, Progress(done, max(done, estimated), 0.0), size)
+
+
+class ThrottledTooLong(Exception):
+    """A wait before a batch outlasted ``max-wait``; the message says it in one line."""
+
+
+def _gave_up(migration: Migration, spec: Backfill, gave_up: GaveUp, done: int) -> Exception:
+    over = gave_up.over
+    limit = spec.limits.max_wait_s
+    if over.reason == "lock_waits":
+        reading = (
+            f"sessions waiting for a lock on {spec.table} were {over.value:g}, over "
+            f"max-lock-waits={over.limit:g}"
+        )
+    else:
+        reading = f"standbys' replication lag was {over.value:g}s, over max-lag={over.limit:g}s"
+    return ThrottledTooLong(
+        f"{migration.filename}: the backfill gave up waiting before its next batch after "
+        f"{gave_up.waited_s:.0f}s (max-wait={limit:g}s): {reading}; the {done} rows done "
+        "stay committed with its position, and the next run resumes there: run again "
+        "when the table is quieter, or raise max-wait (off: wait without end)"
+    )
 
 
 async def _ensure_positions(conn: asyncpg.Connection, positions: str, version: int) -> None:

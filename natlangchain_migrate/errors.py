@@ -157,6 +157,12 @@ class ConflictError(ServerError):
     exit_code = ExitCode.CONFLICT
 
 
+class BackfillThrottledError(ConflictError):
+    """Raised when a backfill waited longer than its ``max-wait`` before a batch while
+    sessions waited for locks on its table or standbys lagged; the batches done stay
+    committed with its position, and the next run resumes there."""
+
+
 class LockTimeoutError(MigrateError):
     """Raised when another runner held the advisory lock for longer than the lock timeout."""
 

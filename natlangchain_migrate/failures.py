@@ -122,22 +122,45 @@ def migration_failed(
 def _advice(migration: Migration, error: asyncpg.PostgresError, advice: str) -> str:
     """25001 from a SET TRANSACTION that came too late (under --lock-mode transaction every
     file runs in the lock's transaction); 25001 in a golang-migrate or prisma folder: its
-    tool's own way, a file of one statement, works here too and keeps the other files as
-    they are."""
+    tool's own way, a file of one statement, works here too and keeps the file's wrapper
+    (a no-transaction file refuses BEGIN;/COMMIT;); in another tool's layout, that
+    layout's own marker."""
     if error.sqlstate == "25001" and "must be called before any query" in str(error):
         return (
             "SET TRANSACTION must be a transaction's first statement: under --lock-mode "
             "transaction every file runs inside the lock's transaction, which has run queries "
             "already; run this file with --lock-mode session, or drop its SET TRANSACTION"
         )
-    if error.sqlstate != "25001" or migration.layout not in OPENS_NO_TRANSACTION:
+    if error.sqlstate != "25001":
+        return advice
+    if migration.layout in OPENS_NO_TRANSACTION:
+        return (
+            "The statement cannot run inside a transaction block: give it a file of its own "
+            f"(a {migration.layout} file of that one statement, with no BEGIN;/COMMIT; "
+            f"around it, runs outside a transaction, as {migration.layout} runs it), and "
+            "leave the rest of this file as it is, then run again"
+        )
+    marker = _NO_TRANSACTION_MARKERS.get(migration.layout or "")
+    if marker is None:
         return advice
     return (
-        "The statement cannot run inside a transaction block: give it a file of its own (a "
-        f"{migration.layout} file of that one statement runs outside a transaction, as "
-        f"{migration.layout} runs it), or mark this file '-- natlangchain: no-transaction', "
-        "then run again"
+        f"The statement cannot run inside a transaction block: mark this file with {marker} "
+        "(its statements then run one by one, each committed as it runs), or move the "
+        "statement into a file of its own so marked, then run again"
     )
+
+
+# How each layout's file says "no transaction" (the natlangchain layout's: causes.py).
+_NO_TRANSACTION_MARKERS = {
+    "sqlx": "sqlx's '-- no-transaction' as its first line",
+    "goose": "goose's '-- +goose NO TRANSACTION'",
+    "dbmate": "dbmate's '-- migrate:up transaction:false'",
+    "flyway": "Flyway's executeInTransaction=false in a V<n>__desc.sql.conf beside it",
+    "node-pg-migrate": (
+        "'-- natlangchain: no-transaction' in its up section (node-pg-migrate has no "
+        "marker of its own for SQL files)"
+    ),
+}
 
 
 def connection_lost(

@@ -184,10 +184,19 @@ def _state_of(
     return State.APPLIED
 
 
-def _file_of(name: str, layout: str | None) -> str:
-    """The file a vanished migration had, in the folder's layout (name is the ledger's)."""
+def _file_of(name: str, plan: MigrationPlan) -> str:
+    """The file a vanished migration had, in the folder's layout (name is the ledger's):
+    sqlx writes ``<version>_<name>.up.sql`` for a reversible migration and
+    ``<version>_<name>.sql`` for a simple one, told apart by the folder's other files."""
+    files = [entry.file.filename for entry in plan.entries if entry.file is not None]
+    layout = next((e.file.layout for e in plan.entries if e.file is not None), None)
     if layout == "golang-migrate":
         return f"{name}.up.sql"
+    if layout == "sqlx":
+        reversible = {file.endswith(".up.sql") for file in files}
+        if reversible == {True}:
+            return f"{name}.up.sql"
+        return f"{name}.sql" if reversible == {False} else f"{name}.up.sql or {name}.sql"
     return f"{name}/migration.sql" if layout == "prisma" else f"{name}.sql"
 
 
@@ -218,10 +227,9 @@ def raise_on_drift(plan: MigrationPlan, *, refuse_future: bool = False) -> None:
     No advice here suggests --repair for a future row: forgetting it would make the
     newer release run that migration again.
     """
-    layout = next((e.file.layout for e in plan.entries if e.file is not None), None)
     problems = [_changed(entry) for entry in plan.changed] + [
         f"migration {entry.version:03d} ({entry.name}) is applied but its file is gone; "
-        f"restore {_file_of(entry.name, layout)}, or, if the file was removed on purpose, "
+        f"restore {_file_of(entry.name, plan)}, or, if the file was removed on purpose, "
         "forget its row with --repair (that removes only the rows of vanished files and runs "
         "no SQL)"
         for entry in plan.missing

@@ -30,6 +30,7 @@ from natlangchain_migrate.discovery import Migration
 from natlangchain_migrate.errors import ConfigurationError, MigrateError
 from natlangchain_migrate.failures import migration_failed
 from natlangchain_migrate.layouts import OPENS_NO_TRANSACTION
+from natlangchain_migrate.local_settings import custom_settings, settings_noted_sql
 from natlangchain_migrate.sqlscan import CopyIn, Scanned, Sql, scan
 from natlangchain_migrate.statements import line_and_column
 
@@ -75,16 +76,19 @@ async def run_streamed(
     prefix: str,
     record: Callable[[str], str],
     own_transaction: bool,
+    custom: set[str] | None = None,
 ) -> None:
     """Send ``prefix`` (BEGIN and the settings, or the settings alone inside the caller's
     transaction), the file in pieces and its COPY rows, then ``record(checksum)`` (the
     ledger row with the checksum of what was sent, and COMMIT when the transaction is
-    ours). Raises what ``Attempts.send`` raises (Blocked for a lock_timeout), or the
-    migration's failure naming file:line."""
+    ours). ``custom``, when given (the lock's one transaction), gathers the
+    made-up settings (``app.x``) the pieces may set, each noted before its piece runs
+    (local_settings.settings_noted_sql). Raises what ``Attempts.send`` raises (Blocked for a
+    lock_timeout), or the migration's failure naming file:line."""
     conn = attempts.conn
     try:
         await attempts.send(migration, prefix, in_open_transaction=True)
-        checksum = await _pieces(attempts, migration, stop_at=None)
+        checksum = await _pieces(attempts, migration, stop_at=None, custom=custom)
         await attempts.send(migration, record(checksum), in_open_transaction=True)
     except _Failed as failed:
         if own_transaction and conn.is_in_transaction():
@@ -105,7 +109,13 @@ async def run_streamed(
         raise
 
 
-async def _pieces(attempts: Attempts, migration: Migration, *, stop_at: int | None) -> str:
+async def _pieces(
+    attempts: Attempts,
+    migration: Migration,
+    *,
+    stop_at: int | None,
+    custom: set[str] | None = None,
+) -> str:
     """The file's statements in pieces and its COPY sections, and then its checksum; with
     ``stop_at``, the pieces before it whole and piece ``stop_at`` statement by statement
     (and an empty string: the file was not read to its end).
@@ -131,6 +141,8 @@ async def _pieces(attempts: Attempts, migration: Migration, *, stop_at: int | No
                 await _send_piece(attempts, migration, batch, number, one_by_one=True)
                 return ""
             ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+            if custom is not None:
+                await _note_settings(attempts, migration, batch, custom)
             await _send_piece(attempts, migration, batch, number, one_by_one=False)
     finally:
         if not ahead.done():  # let the thread leave the file before it is closed
@@ -162,6 +174,16 @@ def _batches(
         yield item
     if piece:
         yield piece
+
+
+async def _note_settings(
+    attempts: Attempts, migration: Migration, piece: list[Sql], custom: set[str]
+) -> None:
+    """Note the made-up settings this piece may set that no piece before it named."""
+    new = custom_settings("".join(item.text for item in piece)) - custom
+    if new:
+        await attempts.send(migration, settings_noted_sql(new), in_open_transaction=True)
+        custom |= new
 
 
 async def _send_piece(

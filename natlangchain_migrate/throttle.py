@@ -7,7 +7,9 @@ standbys has none) and the sessions waiting for a lock on the backfill's table
 session holds only while it waits for a row another transaction has locked).
 While either is over its limit the backfill waits, polling with a backoff, and
 says so in a ``backfill_throttled`` event at most every progress interval, so a
-run that holds the migration lock while it waits is never silent about why.
+run that holds the migration lock while it waits is never silent about why. Past the
+backfill's ``max-wait`` in a row it gives up (``GaveUp``), so that a table that never
+quietens does not hold the migration lock, and the deploy, for ever.
 """
 
 from __future__ import annotations
@@ -41,10 +43,12 @@ SELECT
 
 
 class Limits(NamedTuple):
-    """A backfill's limits; None turns one off."""
+    """A backfill's limits; None turns one off. ``max_wait_s``: how long one wait before
+    a batch may last."""
 
     max_lag_s: float | None
     max_lock_waits: int | None
+    max_wait_s: float | None = None
 
 
 class Over(NamedTuple):
@@ -53,6 +57,15 @@ class Over(NamedTuple):
     reason: str  # "replication_lag" or "lock_waits"
     value: float
     limit: float
+
+
+class GaveUp(Exception):
+    """A wait before a batch lasted ``max_wait_s``: the reading still over its limit."""
+
+    def __init__(self, over: Over, waited_s: float) -> None:
+        super().__init__(over.reason)
+        self.over = over
+        self.waited_s = waited_s
 
 
 class Throttle:
@@ -98,12 +111,16 @@ class Throttle:
         return None
 
     async def wait(self) -> float:
-        """Wait until no reading is over its limit; the seconds waited (0 at once)."""
+        """Wait until no reading is over its limit; the seconds waited (0 at once). Raises
+        GaveUp when one is still over after ``max_wait_s``."""
         started = time.monotonic()
         reported = float("-inf")
         delay = FIRST_POLL_S
+        give_up = self._limits.max_wait_s
         while (over := await self.over()) is not None:
             now = time.monotonic()
+            if give_up is not None and now - started >= give_up:
+                raise GaveUp(over, now - started)
             if now - reported >= self._report_interval:
                 reported = now
                 log.info(
@@ -114,6 +131,7 @@ class Throttle:
                     limit=over.limit,
                     waited_s=round(now - started, 1),
                 )
-            await asyncio.sleep(delay)
+            left = float("inf") if give_up is None else give_up - (now - started)
+            await asyncio.sleep(max(0.0, min(delay, left)))
             delay = min(MAX_POLL_S, delay * 2)
         return time.monotonic() - started

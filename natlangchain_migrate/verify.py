@@ -151,15 +151,52 @@ def _refuse_missing_down_files(migrations: Sequence[Migration]) -> None:
     """Newest first, as the check itself goes: the first one without a down file stops it."""
     for migration in reversed(migrations):
         if migration.down_file is None:
-            down = f"{migration.name}.down.sql"
+            down = down_name(migration)
             raise SchemaNotRestoredError(
-                f"cannot verify {migration.name}: it has no down file; write {down} that "
-                "undoes it (verify checks every migration)",
+                f"cannot verify {migration.name}: it has no down file; {_write(migration)} "
+                "that undoes it (verify checks every migration)",
                 version=migration.version,
                 name=migration.name,
                 step="down",
                 file=down,
             )
+
+
+# The layouts whose file holds its down SQL in a section, and the section's marker.
+_DOWN_SECTIONS = {
+    "goose": "-- +goose Down",
+    "dbmate": "-- migrate:down",
+    "node-pg-migrate": "-- Down Migration",
+}
+
+
+def down_name(migration: Migration) -> str:
+    """A migration's down file as its layout names it: ``NNN_name.down.sql`` (ours,
+    golang-migrate, sqlx), prisma's ``<folder>/down.sql``, Flyway's ``U<n>__desc.sql``,
+    the down section of a goose, dbmate or node-pg-migrate file."""
+    if migration.layout in _DOWN_SECTIONS:
+        return f"the down section of {migration.filename}"
+    if migration.down_file is not None:
+        return str(migration.down_file.name)
+    if migration.layout == "prisma":
+        return f"{migration.name}/down.sql"
+    if migration.layout == "flyway" and migration.name.startswith("V"):
+        return f"U{migration.name[1:]}.sql"
+    return f"{migration.name}.down.sql"
+
+
+def _write(migration: Migration) -> str:
+    """What to write, in the layout's terms."""
+    marker = _DOWN_SECTIONS.get(migration.layout or "")
+    if marker is not None:
+        return f"add a '{marker}' section to {migration.filename}"
+    if migration.layout == "prisma":
+        return (
+            f"write {migration.name}/down.sql beside its migration.sql (prisma itself applies "
+            "no down file: its docs generate one with prisma migrate diff ... --script, and "
+            "this runner's --rollback runs it)"
+        )
+    return f"write {down_name(migration)}"
 
 
 class _Scratch:
@@ -261,7 +298,7 @@ async def install_prerequisites(
 def _mismatch(
     migration: Migration, step: str, expected: str, actual: str, verified: list[int]
 ) -> SchemaNotRestoredError:
-    down = f"{migration.name}.down.sql"
+    down = down_name(migration)
     if step == "up again":
         file = migration.filename
         what = (

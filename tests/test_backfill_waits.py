@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,10 +21,10 @@ import structlog.testing
 from harness.servers.pgcluster import PgCluster, embedded_bindir, memory_backed_dir
 from natlangchain_migrate.api import migrate
 from natlangchain_migrate.backfill import MAX_BATCH, Backfill, _bound, _limits, next_size
-from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.errors import ConfigurationError, ExitCode
 from natlangchain_migrate.throttle import Limits, Throttle
 from tests.backfills import ROWS, TABLE, backfill_folder, changed_once, rows_done, start_run
-from tests.conftest import fetchval, ledger_rows, log_events, write_migrations
+from tests.conftest import fetchval, ledger_rows, log_events, run_cli, write_migrations
 
 SLOW_FILL = (  # each batch sleeps once (an initplan), so one is surely in flight
     "-- natlangchain: backfill table=big key=id batch=4000\n"
@@ -71,12 +72,12 @@ def test_auto_batches_aim_under_the_target_and_grow_slowly_near_it(
 @pytest.mark.parametrize(
     ("settings", "limits"),
     [
-        ({}, Limits(max_lag_s=10.0, max_lock_waits=0)),
-        ({"max-lag": "off", "max-lock-waits": "off"}, Limits(None, None)),
-        ({"max-lag": "1500ms", "max-lock-waits": "3"}, Limits(1.5, 3)),
+        ({}, Limits(max_lag_s=10.0, max_lock_waits=0, max_wait_s=600.0)),
+        ({"max-lag": "off", "max-lock-waits": "off", "max-wait": "off"}, Limits(None, None)),
+        ({"max-lag": "1500ms", "max-lock-waits": "3", "max-wait": "30s"}, Limits(1.5, 3, 30.0)),
     ],
 )
-def test_limits_default_to_10s_of_lag_and_no_waiting_session(
+def test_limits_default_to_10s_of_lag_no_waiting_session_and_10min_of_waiting(
     settings: dict[str, str], limits: Limits
 ) -> None:
     assert _limits(settings, "002_fill.sql") == limits
@@ -106,6 +107,7 @@ def test_an_auto_batch_is_bounded_at_target_plus_100ms(
         ("max-lag=soon", "max-lag=soon; write a duration such as 10s, or off"),
         ("max-lock-waits=-1", "max-lock-waits=-1; write a number"),
         ("max-lock-waits=some", "max-lock-waits=some; write a number"),
+        ("max-wait=forever", "max-wait=forever; write a duration such as 10min, or off"),
     ],
 )
 async def test_bad_limits_are_refused_before_anything_runs(
@@ -237,6 +239,50 @@ async def test_one_waiting_session_is_over_a_limit_of_0_only(
     finally:
         await held.release()
         await conn.close()
+
+
+def test_a_backfill_gives_up_after_max_wait_and_a_rerun_resumes(
+    database_url: str, tmp_path: Path
+) -> None:
+    """It waited for ever while a session kept waiting for a lock on its table, holding
+    the migration lock (and the deploy) with it. Now, after max-wait, it stops with one
+    line naming the reading, its value and its limit (exit 17), the batches done kept."""
+    fill = SLOW_FILL.format(sleep=0.1).replace("batch=4000", "batch=500 max-wait=1s")
+    folder = write_migrations(tmp_path / "m", {"001_big.sql": TABLE, "002_fill.sql": fill})
+    asyncio.run(migrate(database_url, migrations_dir=folder, target=1))
+    loop = asyncio.new_event_loop()  # the two sessions' own, kept across the run
+    run = start_run(folder, database_url)
+    try:
+        for _ in range(600):  # a batch or more done, then a session waits on the table
+            if asyncio.run(rows_done(database_url)) > 0:
+                break
+            time.sleep(0.02)
+        held = loop.run_until_complete(_hold_and_wait(database_url, "row"))
+        try:
+            _, stderr = run.communicate(timeout=120)  # before: waited until killed here
+            kept = asyncio.run(rows_done(database_url))
+            ledger = [row["version"] for row in asyncio.run(ledger_rows(database_url))]
+        finally:
+            loop.run_until_complete(held.release())
+    finally:
+        loop.close()
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == ExitCode.CONFLICT, stderr
+    [failed] = [e for e in log_events(stderr) if e["event"] == "run_failed"]
+    error = failed["error"]
+    assert "\n" not in error
+    assert error.startswith("002_fill.sql: the backfill gave up waiting before its next batch")
+    assert '(max-wait=1s): sessions waiting for a lock on "big" were 1, over ' in error
+    assert "max-lock-waits=0; the " in error
+    assert 0 < kept < ROWS
+    assert f"the {kept} rows done stay committed with its position" in error, error
+    assert ledger == [1]
+    rerun = run_cli("--migrations-dir", str(folder), database_url=database_url)
+    assert rerun.returncode == ExitCode.OK, rerun.stderr
+    assert asyncio.run(changed_once(database_url))  # resumed at its position: no row twice
+    assert [row["version"] for row in asyncio.run(ledger_rows(database_url))] == [1, 2]
 
 
 # --- replication lag -------------------------------------------------------------------

@@ -200,24 +200,41 @@ def test_prisma_folders_sharing_a_timestamp_after_one_was_applied_here(
     ]
 
 
+STAMP = "20240101000002"
+NODE_UP = "-- Up Migration\n"
+
+
+def _three(pattern: str) -> list[str]:
+    return [pattern.format(n=n, x=x) for n, x in ((1, "a"), (2, "b"), (3, "c"))]
+
+
 @pytest.mark.parametrize(
-    ("files", "gone"),
+    ("layout", "files", "gone", "head"),
     [
-        (["1_a.up.sql", "2_b.up.sql", "3_c.up.sql"], "2_b.up.sql"),
-        (
-            [f"2024010100000{n}_{x}/migration.sql" for n, x in ((1, "a"), (2, "b"), (3, "c"))],
-            "20240101000002_b/migration.sql",
-        ),
-        (["001_a.sql", "002_b.sql", "003_c.sql"], "002_b.sql"),
+        ("golang-migrate", _three("{n}_{x}.up.sql"), "2_b.up.sql", ""),
+        ("prisma", _three("2024010100000{n}_{x}/migration.sql"), f"{STAMP}_b/migration.sql", ""),
+        ("natlangchain", _three("00{n}_{x}.sql"), "002_b.sql", ""),
+        ("sqlx", _three("{n}_{x}.up.sql"), "2_b.up.sql", ""),  # sqlx migrate add -r
+        ("sqlx", _three("{n}_{x}.sql"), "2_b.sql", ""),  # sqlx migrate add
+        ("goose", _three("0000{n}_{x}.sql"), "00002_b.sql", "-- +goose Up\n"),
+        ("dbmate", _three("2024010100000{n}_{x}.sql"), f"{STAMP}_b.sql", "-- migrate:up\n"),
+        ("node-pg-migrate", _three("170000000000{n}_{x}.sql"), "1700000000002_b.sql", NODE_UP),
+        ("flyway", _three("V{n}__{x}.sql"), "V2__b.sql", ""),
     ],
-    ids=["golang-migrate", "prisma", "ours"],
-)
+    ids=[
+        "golang-migrate", "prisma", "ours", "sqlx-reversible", "sqlx-simple", "goose", "dbmate",
+        "node-pg-migrate", "flyway",
+    ],
+)  # fmt: skip
 def test_a_vanished_file_is_named_as_the_folders_layout_names_it(
-    database_url: str, tmp_path: Path, files: list[str], gone: str
+    database_url: str, tmp_path: Path, layout: str, files: list[str], gone: str, head: str
 ) -> None:
-    """It said "restore 2_b.sql" in a golang-migrate folder."""
+    """It said "restore 2_b.sql" in a golang-migrate folder, and in a folder of sqlx's
+    reversible migrations, whose file was 2_b.up.sql."""
     folder = write_migrations(
-        tmp_path / "m", {f: f"CREATE TABLE t{i} (id int);\n" for i, f in enumerate(files)}
+        tmp_path / "m",
+        {f: f"{head}CREATE TABLE t{i} (id int);\n" for i, f in enumerate(files)}
+        | {"natlangchain-migrate.toml": f'layout = "{layout}"\n'},
     )
     assert _apply(folder, database_url)[0] == 0
     (folder / gone).unlink()

@@ -367,7 +367,7 @@ def test_create_index_concurrently_among_other_statements_fails_as_it_does_in_go
 ) -> None:
     """golang-migrate sends such a file in one Exec, which PostgreSQL runs as one implicit
     transaction: 25001. Here too the file fails whole, nothing of it kept, and the message
-    says to give the statement a file of its own (or mark the file no-transaction)."""
+    says to give the statement a file of its own."""
     folder = _golang(
         tmp_path,
         {
@@ -655,3 +655,89 @@ def test_set_transaction_under_transaction_lock_mode_says_to_use_session_mode(
     assert "run this file with --lock-mode session, or drop its SET TRANSACTION" in result.stderr
     assert "give it a file of its own" not in result.stderr
     assert run_cli(*_flags(folder), database_url=database_url).returncode == 0  # session mode
+
+
+TABLE_AND_INDEX = (
+    "CREATE TABLE users (id int);\nCREATE INDEX CONCURRENTLY users_ix ON users (id);\n"
+)
+INDEX_ALONE = "CREATE INDEX CONCURRENTLY users_ix ON users (id);\n"
+# Each layout's file of both statements; the advice's words; the folder once it is followed.
+CONCURRENTLY_IN_A_FILE = {
+    "natlangchain": (
+        {"001_users.sql": TABLE_AND_INDEX},
+        "move it into a file marked '-- natlangchain: no-transaction'",
+        {"001_users.sql": "-- natlangchain: no-transaction\n" + TABLE_AND_INDEX},
+    ),
+    "golang-migrate": (
+        {"1_users.up.sql": f"BEGIN;\n{TABLE_AND_INDEX}COMMIT;\n"},
+        "give it a file of its own (a golang-migrate file of that one statement, with no "
+        "BEGIN;/COMMIT; around it",
+        {
+            "1_users.up.sql": "BEGIN;\nCREATE TABLE users (id int);\nCOMMIT;\n",
+            "2_users_ix.up.sql": INDEX_ALONE,
+        },
+    ),
+    "prisma": (
+        {"20240101000000_users/migration.sql": f"BEGIN;\n{TABLE_AND_INDEX}COMMIT;\n"},
+        "give it a file of its own (a prisma file of that one statement, with no "
+        "BEGIN;/COMMIT; around it",
+        {
+            "20240101000000_users/migration.sql": "BEGIN;\nCREATE TABLE users (id int);\nCOMMIT;\n",
+            "20240101000001_users_ix/migration.sql": INDEX_ALONE,
+        },
+    ),
+    "sqlx": (
+        {"1_users.up.sql": TABLE_AND_INDEX, "1_users.down.sql": "DROP TABLE users;\n"},
+        "mark this file with sqlx's '-- no-transaction' as its first line",
+        {
+            "1_users.up.sql": "-- no-transaction\n" + TABLE_AND_INDEX,
+            "1_users.down.sql": "DROP TABLE users;\n",
+        },
+    ),
+    "goose": (
+        {"00001_users.sql": "-- +goose Up\n" + TABLE_AND_INDEX},
+        "mark this file with goose's '-- +goose NO TRANSACTION'",
+        {"00001_users.sql": "-- +goose NO TRANSACTION\n-- +goose Up\n" + TABLE_AND_INDEX},
+    ),
+    "dbmate": (
+        {"20240101000000_users.sql": "-- migrate:up\n" + TABLE_AND_INDEX},
+        "mark this file with dbmate's '-- migrate:up transaction:false'",
+        {"20240101000000_users.sql": "-- migrate:up transaction:false\n" + TABLE_AND_INDEX},
+    ),
+    "flyway": (
+        {"V1__users.sql": TABLE_AND_INDEX},
+        "mark this file with Flyway's executeInTransaction=false in a V<n>__desc.sql.conf",
+        {"V1__users.sql": TABLE_AND_INDEX, "V1__users.sql.conf": "executeInTransaction=false\n"},
+    ),
+    "node-pg-migrate": (
+        {"1700000000000_users.sql": "-- Up Migration\n" + TABLE_AND_INDEX},
+        "mark this file with '-- natlangchain: no-transaction' in its up section",
+        {
+            "1700000000000_users.sql": "-- Up Migration\n-- natlangchain: no-transaction\n"
+            + TABLE_AND_INDEX
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("layout", list(CONCURRENTLY_IN_A_FILE))
+def test_the_25001_advice_is_each_layouts_own_and_can_be_followed(
+    database_url: str, tmp_path: Path, layout: str
+) -> None:
+    """A golang-migrate or prisma file wrapped in BEGIN;/COMMIT; was told to be marked
+    no-transaction, which refuses the wrapper; the other layouts were told our marker, not
+    their own. Each now gets advice in its layout's terms, and following it applies."""
+    files, advice, followed = CONCURRENTLY_IN_A_FILE[layout]
+    toml = {"natlangchain-migrate.toml": f'layout = "{layout}"\n'}
+    folder = write_migrations(tmp_path / "m", files | toml)
+    result = run_cli(*_flags(folder), database_url=database_url)
+    assert result.returncode == ExitCode.MIGRATION_FAILED, result.stderr
+    assert "cannot run inside a transaction block" in result.stderr
+    assert advice in result.stderr
+    if layout != "natlangchain":
+        assert "natlangchain: no-transaction'," not in result.stderr
+    done = write_migrations(tmp_path / "followed", followed | toml)
+    result = run_cli(*_flags(done), database_url=database_url)
+    assert result.returncode == ExitCode.OK, result.stderr
+    valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = 'users_ix'::regclass"
+    assert asyncio.run(fetchval(database_url, valid)) is True

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -349,3 +350,81 @@ def test_repeatables_are_left_out_of_verify_s_scratch_runs(
     result = _verify(folder, database_url)
     assert result.returncode == ExitCode.OK, result.stdout + result.stderr
     assert not _exists(admin_url, _scratch_database(result.stderr))
+
+
+def _sections(up_marker: str, down_marker: str, stem: str) -> Any:
+    def files(n: int, name: str, up: str, down: str | None) -> dict[str, str]:
+        text = f"{up_marker}\n{up}" + (f"{down_marker}\n{down}" if down is not None else "")
+        return {stem.format(n=n, name=name): text}
+
+    return files
+
+
+def _pair(up_name: str, down_name: str) -> Any:
+    def files(n: int, name: str, up: str, down: str | None) -> dict[str, str]:
+        made = {up_name.format(n=n, name=name): up}
+        return made | ({down_name.format(n=n, name=name): down} if down is not None else {})
+
+    return files
+
+
+# Each layout: its files of version n (the down file, or section, left out when None);
+# what verify says to write for 2_more, and the name it gives that down file.
+DOWNS_BY_LAYOUT = {
+    "golang-migrate": (
+        _pair("{n}_{name}.up.sql", "{n}_{name}.down.sql"),
+        "write 2_more.down.sql",
+        "2_more.down.sql",
+    ),
+    "prisma": (
+        _pair("2024010100000{n}_{name}/migration.sql", "2024010100000{n}_{name}/down.sql"),
+        "write 20240101000002_more/down.sql beside its migration.sql (prisma itself applies "
+        "no down file",
+        "20240101000002_more/down.sql",
+    ),
+    "flyway": (_pair("V{n}__{name}.sql", "U{n}__{name}.sql"), "write U2__more.sql", "U2__more.sql"),
+    "goose": (
+        _sections("-- +goose Up", "-- +goose Down", "0000{n}_{name}.sql"),
+        "add a '-- +goose Down' section to 00002_more.sql",
+        "the down section of 00002_more.sql",
+    ),
+    "dbmate": (
+        _sections("-- migrate:up", "-- migrate:down", "2024010100000{n}_{name}.sql"),
+        "add a '-- migrate:down' section to 20240101000002_more.sql",
+        "the down section of 20240101000002_more.sql",
+    ),
+    "node-pg-migrate": (
+        _sections("-- Up Migration", "-- Down Migration", "170000000000{n}_{name}.sql"),
+        "add a '-- Down Migration' section to 1700000000002_more.sql",
+        "the down section of 1700000000002_more.sql",
+    ),
+}
+
+
+@pytest.mark.parametrize("layout", list(DOWNS_BY_LAYOUT))
+def test_verify_names_the_down_file_as_each_layout_writes_it(
+    database_url: str, tmp_path: Path, layout: str
+) -> None:
+    """In a prisma folder verify said to write 20240101000002_more.down.sql, a file prisma's
+    layout does not read (its down file is <folder>/down.sql); in goose, dbmate and
+    node-pg-migrate, whose down SQL is a section of the file, and Flyway (U files), it
+    named a .down.sql too. Following what it says now makes verify pass."""
+    files, advice, down = DOWNS_BY_LAYOUT[layout]
+    toml = {"natlangchain-migrate.toml": f'layout = "{layout}"\n'}
+    first = files(1, "items", "CREATE TABLE items (id int);\n", "DROP TABLE items;\n")
+
+    def _run(more_down: str | None) -> subprocess.CompletedProcess[str]:
+        more = files(2, "more", "CREATE TABLE more (id int);\n", more_down)
+        folder = tmp_path / f"m{len(list(tmp_path.iterdir()))}"
+        return _verify(write_migrations(folder, toml | first | more), database_url)
+
+    result = _run(None)
+    assert result.returncode == ExitCode.SCHEMA_NOT_RESTORED, result.stderr
+    [failed] = [e for e in log_events(result.stderr) if e["event"] == "run_failed"]
+    assert failed["error"].startswith("cannot verify "), failed["error"]
+    assert f"it has no down file; {advice}" in failed["error"], failed["error"]
+    result = _run("SELECT 1;\n")  # a down file that undoes nothing
+    assert result.returncode == ExitCode.SCHEMA_NOT_RESTORED, result.stderr
+    [failed] = [e for e in log_events(result.stderr) if e["event"] == "run_failed"]
+    assert f"{down} does not restore the schema" in failed["error"], failed["error"]
+    assert _run("DROP TABLE more;\n").returncode == ExitCode.OK
