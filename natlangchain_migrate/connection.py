@@ -252,10 +252,15 @@ def resolve_dsn(dsn: str | None) -> str:
     An empty value is an error, never a default: it is what an unresolved secret gives.
     """
     if dsn == "" or (dsn is None and os.environ.get("DATABASE_URL") == ""):
+        instead = (  # what an unset DATABASE_URL falls back to
+            libpq.describe(libpq.ENVIRONMENT_DSN)
+            if libpq.names_a_server()
+            else "the embedded server"
+        )
         raise ConfigurationError(
             "the database setting is set but empty (DATABASE_URL, --database-url or dsn=; an "
             "unresolved secret?): set it to postgresql://user:password@host:5432/dbname, or "
-            "unset DATABASE_URL to use the embedded server"
+            f"unset DATABASE_URL to use {instead}"
         )
     resolved = dsn or os.environ.get("DATABASE_URL")
     if not resolved and libpq.names_a_server():

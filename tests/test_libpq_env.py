@@ -182,3 +182,19 @@ def test_sslmode_in_a_key_value_dsn_is_read_too(database_url: str, tmp_path: Pat
     assert result.returncode == ExitCode.CONNECTION_REJECTED, result.stderr
     assert "does not offer TLS" in result.stderr
     assert PASSWORD not in result.stderr
+
+
+def test_an_empty_database_url_beside_pghost_says_unsetting_it_uses_pghost(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Before, the refusal said to unset DATABASE_URL "to use the embedded server", which
+    is not what happens when PGHOST names a server."""
+    folder = write_migrations(tmp_path / "m", FILES)
+    env = {**pg_environment(database_url), "DATABASE_URL": ""}
+    result = run_cli("--check", "--migrations-dir", str(folder), database_url=None, env=env)
+    assert result.returncode == ExitCode.USAGE
+    error = log_events(result.stderr)[-1]["error"]
+    assert "set but empty" in error
+    assert "embedded" not in error
+    assert "PGHOST" in error
+    assert PASSWORD not in result.stderr + result.stdout
