@@ -23,8 +23,15 @@ if TYPE_CHECKING:
 
 CHUNK_BYTES = 1 << 18  # one read from the file
 
-# Line-wise, while hashing: a COPY ... FROM stdin line and the end of a data section.
-_COPY_LINE = re.compile(rb"^[ \t]*copy\b[^;\n]*\bfrom\s+stdin\b|^\\\.\r?$", re.I | re.M)
+# Line-wise, while hashing: a COPY ... FROM stdin (as discovery.MAYBE_COPY_DATA finds it:
+# after /* comments */, over up to nine lines) or the end of a data section; inside a data
+# section only its end, so that rows beginning with "copy" cost no look past their line.
+_COPY_LINE = re.compile(
+    rb"^[ \t]*(?:/\*(?:[^*]|\*(?!/))*\*/[ \t]*)*copy\b(?:[^;\n]*\n){0,8}?[^;\n]*?\bfrom\s+stdin\b"
+    rb"|^\\\.\r?$",
+    re.I | re.M,
+)
+_COPY_END = re.compile(rb"^\\\.\r?$", re.M)
 
 
 class Survey(NamedTuple):
@@ -55,12 +62,14 @@ def survey(entry: Traversable, name: str) -> Survey:
                 "(a binary value belongs in a bytea literal such as '\\x00')"
             )
         if _may_copy(chunk) or (in_copy is not None and b"\\." in chunk):
-            for found in _COPY_LINE.finditer(chunk):
-                is_end = found.group().startswith(b"\\")
-                if in_copy is None and not is_end:
+            at = 0
+            while found := (_COPY_LINE if in_copy is None else _COPY_END).search(chunk, at):
+                at = found.end()
+                if found.group().startswith(b"\\"):
+                    if in_copy is not None:
+                        in_copy, copy_data = None, True
+                else:
                     in_copy = line + chunk.count(b"\n", 0, found.start())
-                elif in_copy is not None and is_end:
-                    in_copy, copy_data = None, True
         hasher.add(chunk)
         line += chunk.count(b"\n")
     # A COPY without its "\." is left to preflight, which refuses it before anything runs.
