@@ -388,3 +388,17 @@ async def test_a_copy_over_lines_or_after_a_comment_runs_as_psql_runs_it(
     finally:
         await conn.close()
     assert [tuple(row) for row in rows] == [(1, "one"), (2, None)]
+
+
+async def test_a_copy_left_open_after_a_closed_one_is_named_at_its_own_line(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Before, the refusal named the first COPY (line 2), whose rows end well, and said to
+    add rows; the one without its \\. is on line 5."""
+    text = "CREATE TABLE t (a int);\nCOPY t FROM stdin;\n1\n\\.\nCOPY t FROM stdin;\n2\n"
+    folder = write_migrations(tmp_path / "m", {"001_t.sql": text})
+    with pytest.raises(ConfigurationError) as raised:
+        await migrate(database_url, migrations_dir=folder)
+    assert str(raised.value).startswith("001_t.sql:5: ")
+    assert "\\." in str(raised.value)
+    assert await fetchval(database_url, "SELECT to_regclass('t') IS NULL")
