@@ -213,7 +213,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command is not None:
             return command(args_list[1:])
     parser = build_parser()
-    args = parser.parse_args(args_list)
+    args, unknown = parser.parse_known_args(args_list)
+    if unknown:
+        misplaced = next((word for word in unknown if word in COMMANDS), None)
+        hint = (
+            f"; '{misplaced}' is a command: put it first ({PROG} {misplaced} [options])"
+            if misplaced
+            else ""
+        )
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     problem = _combination_problem(args) or _setting_problem(args)
     if problem:
         parser.error(problem)  # exit 2, argparse's usage line first
