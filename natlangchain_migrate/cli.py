@@ -313,19 +313,8 @@ def _combination_problem(args: argparse.Namespace) -> str | None:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from natlangchain_migrate.errors import ConfigurationError, ForeignLedgerError
-
-    try:
-        return await _run_actions(args)
-    except ForeignLedgerError as error:  # the adopt command, for the folder given here
-        from natlangchain_migrate.foreign import ForeignLedger, adopt_advice
-
-        found = ForeignLedger(error.tool, error.table)
-        folder = None if args.migrations_dir is None else str(args.migrations_dir)
-        raise ConfigurationError(adopt_advice(found, error.schema, folder)) from None
-
-
-async def _run_actions(args: argparse.Namespace) -> int:
+    """The actions; another tool's ledger met unasked becomes the adopt command for the
+    folder given here in run_logged (commands/shared.py, with_adopt_command)."""
     applying = not (args.status or args.check or args.rollback or args.repair or args.dry_run)
     # Only an unset variable selects the embedded server; an empty one is refused when
     # connecting, like an empty dsn= in the library.

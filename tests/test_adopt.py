@@ -331,3 +331,18 @@ def test_adopt_refuses_a_schema_migrations_that_is_not_the_named_tools(
     assert (
         asyncio.run(fetchval(database_url, "SELECT to_regclass('natlangchain_migrations')")) is None
     )
+
+
+@pytest.mark.parametrize("command", ["lint", "baseline", "contract"])
+def test_each_command_meeting_a_tools_ledger_gives_the_adopt_command_for_its_folder(
+    database_url: str, tmp_path: Path, command: str
+) -> None:
+    """Before, only the main command carried --migrations-dir into the advice; lint,
+    baseline and contract said ``adopt --from dbmate`` alone, which adopts against the
+    shipped migrations."""
+    folder = write_migrations(tmp_path / "m", OURS)
+    asyncio.run(execute(database_url, APPLIED_BY_TOOL + LEDGERS["golang-migrate"]))
+    extra = ["2"] if command == "baseline" else []
+    result = run_cli(command, *extra, "--migrations-dir", str(folder), database_url=database_url)
+    assert result.returncode == ExitCode.USAGE, result.stdout + result.stderr
+    assert f"adopt --from golang-migrate --migrations-dir {folder}" in result.stderr
