@@ -198,3 +198,20 @@ def test_an_empty_database_url_beside_pghost_says_unsetting_it_uses_pghost(
     assert "embedded" not in error
     assert "PGHOST" in error
     assert PASSWORD not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("server", ["localhost", ""])
+def test_dbmates_socket_parameter_is_named_with_libpqs_spelling(
+    tmp_path: Path, server: str
+) -> None:
+    """dbmate's documented Unix-socket URL (postgres://user:pw@/db?socket=/var/run/postgresql)
+    connected to localhost:5432 or the default socket instead, and the refusal ("is the
+    server running?") did not name socket=; it is refused, with host=DIR to write instead."""
+    folder = write_migrations(tmp_path / "m", FILES)
+    url = f"postgres://app:{PASSWORD}@{server}/app?socket=/var/run/postgresql&sslmode=disable"
+    result = run_cli("--check", "--migrations-dir", str(folder), database_url=url)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    error = log_events(result.stderr)[-1]["error"]
+    assert "socket=" in error
+    assert "?host=/var/run/postgresql" in error
+    assert PASSWORD not in result.stderr + result.stdout
