@@ -213,7 +213,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command is not None:
             return command(args_list[1:])
     parser = build_parser()
-    args = parser.parse_args(args_list)
+    args, unknown = parser.parse_known_args(args_list)
+    if unknown:
+        misplaced = next((word for word in unknown if word in COMMANDS), None)
+        hint = (
+            f"; '{misplaced}' is a command: put it first ({PROG} {misplaced} [options])"
+            if misplaced
+            else ""
+        )
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     problem = _combination_problem(args) or _setting_problem(args)
     if problem:
         parser.error(problem)  # exit 2, argparse's usage line first
@@ -305,19 +313,8 @@ def _combination_problem(args: argparse.Namespace) -> str | None:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from natlangchain_migrate.errors import ConfigurationError, ForeignLedgerError
-
-    try:
-        return await _run_actions(args)
-    except ForeignLedgerError as error:  # the adopt command, for the folder given here
-        from natlangchain_migrate.foreign import ForeignLedger, adopt_advice
-
-        found = ForeignLedger(error.tool, error.table)
-        folder = None if args.migrations_dir is None else str(args.migrations_dir)
-        raise ConfigurationError(adopt_advice(found, error.schema, folder)) from None
-
-
-async def _run_actions(args: argparse.Namespace) -> int:
+    """The actions; another tool's ledger met unasked becomes the adopt command for the
+    folder given here in run_logged (commands/shared.py, with_adopt_command)."""
     applying = not (args.status or args.check or args.rollback or args.repair or args.dry_run)
     # Only an unset variable selects the embedded server; an empty one is refused when
     # connecting, like an empty dsn= in the library.

@@ -48,6 +48,9 @@ _RETRYABLE = (
     asyncpg.TooManyConnectionsError,
     asyncpg.ConnectionDoesNotExistError,
 )
+# What the server answers a start-up setting it does not know, takes no such value, or
+# lets no one set at start-up.
+_SETTING_REFUSED = frozenset({"42704", "22023", "55P02", "42501"})
 CLEANUP_S = 5.0
 KEEPALIVE_IDLE_S = 30
 KEEPALIVE_INTERVAL_S = 10
@@ -158,6 +161,22 @@ async def connect(
             )
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 1.6, 2.0)
+        except asyncpg.PostgresError as error:
+            if error.sqlstate not in _SETTING_REFUSED or "parameter" not in str(error):
+                raise
+            raise _setting_refused(dsn, error) from None
+
+
+def _setting_refused(dsn: str, error: Exception) -> ConfigurationError:
+    # asyncpg sends a URL's query parameters it does not know (golang-migrate's
+    # x-migrations-table, a typo) to the server as settings, which refuses them.
+    return ConfigurationError(
+        f"{libpq.describe(dsn)}: the server refused a setting at start-up: "
+        f"{scrub(str(error), dsn)}; a query parameter of the URL that is not a connection "
+        "option (host, port, sslmode, ...) is sent to the server as a setting: remove it "
+        "from the URL (another tool's option, such as golang-migrate's x-..., means "
+        "nothing here), or correct its value"
+    )
 
 
 def _invalid(dsn: str, error: Exception) -> ConfigurationError:
@@ -233,10 +252,15 @@ def resolve_dsn(dsn: str | None) -> str:
     An empty value is an error, never a default: it is what an unresolved secret gives.
     """
     if dsn == "" or (dsn is None and os.environ.get("DATABASE_URL") == ""):
+        instead = (  # what an unset DATABASE_URL falls back to
+            libpq.describe(libpq.ENVIRONMENT_DSN)
+            if libpq.names_a_server()
+            else "the embedded server"
+        )
         raise ConfigurationError(
             "the database setting is set but empty (DATABASE_URL, --database-url or dsn=; an "
             "unresolved secret?): set it to postgresql://user:password@host:5432/dbname, or "
-            "unset DATABASE_URL to use the embedded server"
+            f"unset DATABASE_URL to use {instead}"
         )
     resolved = dsn or os.environ.get("DATABASE_URL")
     if not resolved and libpq.names_a_server():

@@ -314,7 +314,12 @@ def text_of(entry: Traversable, read: bytes | None) -> str:
 # (benchmarks/data_scale.py measured both sides); smaller ones travel as one message.
 STREAM_BYTES = 4 << 20
 _HEADER_BYTES = 1 << 16
-MAYBE_COPY_DATA = re.compile(r"^[ \t]*copy\b[^;\n]*\bfrom\s+stdin\b", re.I | re.M)
+# A COPY ... FROM stdin at a line's start, after blanks or /* comments */, over up to nine lines
+# if written so (psql reads all of these; pg_dump writes the first).
+MAYBE_COPY_DATA = re.compile(
+    r"^[ \t]*(?:/\*(?:[^*]|\*(?!/))*\*/[ \t]*)*copy\b(?:[^;\n]*\n){0,8}?[^;\n]*?\bfrom\s+stdin\b",
+    re.I | re.M,
+)
 
 
 def read_migration_file(version: int, entry: Traversable) -> Migration:

@@ -278,7 +278,10 @@ def redact(dsn: str) -> str:
         f"password={_HIDDEN}" if pair.split("=", 1)[0] == "password" else pair
         for pair in parts.query.split("&")
     )
-    return urlunsplit(parts._replace(netloc=netloc, query=query if parts.query else ""))
+    shown = urlunsplit(parts._replace(netloc=netloc, query=query if parts.query else ""))
+    if separator and not netloc:  # urlunsplit drops an empty authority's "//"
+        shown = f"{parts.scheme}://{shown[len(parts.scheme) + 1 :]}"
+    return shown
 
 
 def scrub(text: str, dsn: str | None) -> str:

@@ -23,8 +23,15 @@ if TYPE_CHECKING:
 
 CHUNK_BYTES = 1 << 18  # one read from the file
 
-# Line-wise, while hashing: a COPY ... FROM stdin line and the end of a data section.
-_COPY_LINE = re.compile(rb"^[ \t]*copy\b[^;\n]*\bfrom\s+stdin\b|^\\\.\r?$", re.I | re.M)
+# Line-wise, while hashing: a COPY ... FROM stdin (as discovery.MAYBE_COPY_DATA finds it:
+# after /* comments */, over up to nine lines) or the end of a data section; inside a data
+# section only its end, so that rows beginning with "copy" cost no look past their line.
+_COPY_LINE = re.compile(
+    rb"^[ \t]*(?:/\*(?:[^*]|\*(?!/))*\*/[ \t]*)*copy\b(?:[^;\n]*\n){0,8}?[^;\n]*?\bfrom\s+stdin\b"
+    rb"|^\\\.\r?$",
+    re.I | re.M,
+)
+_COPY_END = re.compile(rb"^\\\.\r?$", re.M)
 
 
 class Survey(NamedTuple):
@@ -55,16 +62,32 @@ def survey(entry: Traversable, name: str) -> Survey:
                 "(a binary value belongs in a bytea literal such as '\\x00')"
             )
         if _may_copy(chunk) or (in_copy is not None and b"\\." in chunk):
-            for found in _COPY_LINE.finditer(chunk):
-                is_end = found.group().startswith(b"\\")
-                if in_copy is None and not is_end:
-                    in_copy = line + chunk.count(b"\n", 0, found.start())
-                elif in_copy is not None and is_end:
-                    in_copy, copy_data = None, True
+            in_copy, closed = _sections(chunk, line, in_copy)
+            copy_data = copy_data or closed
         hasher.add(chunk)
         line += chunk.count(b"\n")
     # A COPY without its "\." is left to preflight, which refuses it before anything runs.
     return Survey(hasher.hexdigest(), size, copy_data and in_copy is None)
+
+
+def _sections(chunk: bytes, line: int, in_copy: int | None) -> tuple[int | None, bool]:
+    """The line of the COPY left open after ``chunk`` (which starts on ``line``, inside
+    the data section of the COPY on ``in_copy``), and whether a section ended in it."""
+    at, closed = 0, False
+    while found := (_COPY_LINE if in_copy is None else _COPY_END).search(chunk, at):
+        at = found.end()
+        if found.group().startswith(b"\\"):
+            if in_copy is not None:
+                in_copy, closed = None, True
+        else:
+            in_copy = line + chunk.count(b"\n", 0, found.start())
+    return in_copy, closed
+
+
+def unended_copy(sql: str) -> int | None:
+    """The line of a COPY ... FROM stdin whose data section has no ``\\.`` line before
+    the end of the file, if any (what preflight names when it refuses the file)."""
+    return _sections(sql.encode(), 1, None)[0]
 
 
 def _may_copy(chunk: bytes) -> bool:

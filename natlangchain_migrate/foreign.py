@@ -123,6 +123,8 @@ async def read_applied(conn: asyncpg.Connection, tool: str, schema: str) -> Fore
             f"adopt --from {tool}: there is no {qualified} here; check --schema and the "
             "database, or name the tool that migrated it"
         )
+    if table == "schema_migrations":
+        await _check_shape(conn, tool, schema, qualified)
     if tool == "golang-migrate":
         row = await conn.fetchrow(f"SELECT version, dirty FROM {qualified} LIMIT 1")
         if row is not None and row["dirty"]:
@@ -162,6 +164,34 @@ async def read_applied(conn: asyncpg.Connection, tool: str, schema: str) -> Fore
     column = {"yoyo": "migration_id", "node-pg-migrate": "name"}.get(tool, "version")
     rows = await conn.fetch(f"SELECT {column}::text AS v FROM {qualified}")
     return _from_names([r["v"] for r in rows])
+
+
+async def _check_shape(conn: asyncpg.Connection, tool: str, schema: str, qualified: str) -> None:
+    """dbmate, golang-migrate, the seed and this runner all call their table
+    schema_migrations: refuse to read one tool's as another's (ours as dbmate's would
+    adopt nothing and say it did)."""
+    columns = await conn.fetchval(
+        "SELECT array_agg(attname::text) FROM pg_attribute "
+        "WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped",
+        qualified,
+    )
+    maker = schema_migrations_tool(set(columns or ()))
+    if maker == (None if tool == "seed" else tool):
+        return
+    if maker is not None:
+        where = "" if schema == "public" else f" --schema {shlex.quote(schema)}"
+        raise ConfigurationError(
+            f"adopt --from {tool}: {qualified} is {maker}'s ledger, not {tool}'s; adopt it "
+            f"with: natlangchain-migrate adopt --from {maker}{where}; nothing was written"
+        )
+    raise ConfigurationError(
+        f"adopt --from {tool}: {qualified} is this runner's own ledger (or the seed's), not "
+        f"{tool}'s, so it says nothing of what {tool} applied. adopt reads {tool}'s table "
+        "under its default name: if the tool kept it under another (dbmate's "
+        "--migrations-table, golang-migrate's x-migrations-table) and this ledger is empty, "
+        "drop this one and rename that table to schema_migrations, then adopt again; "
+        "nothing was written"
+    )
 
 
 def _from_names(names: list[str]) -> ForeignApplied:

@@ -54,6 +54,20 @@ def _in_place(lines: list[str], kept: list[str]) -> str:
     return "".join(out)
 
 
+_OUR_DIRECTIVE = re.compile(r"^--\s*natlangchain:")
+
+
+def _directive_above(entry: Traversable, number: int, line: str, up: str) -> None:
+    """Refuse our directive on a line above the file's first section marker, which no
+    section holds (the tool ignores such lines, and so would we, silently)."""
+    if _OUR_DIRECTIVE.match(line.strip()):
+        raise ConfigurationError(
+            f"{entry.name}:{number}: '{line.strip()}' is above the file's first section "
+            f"marker, where it applies to nothing; move it below '{up}' (the up section's "
+            "directives come first in it)"
+        )
+
+
 def leading_version(name: str) -> int:
     found = LEADING.match(name)
     if found is None:
@@ -72,6 +86,8 @@ def goose(entry: Traversable, text: str) -> LayoutFile:
         if found is None:
             if current is not None:
                 current.append(line)
+            else:
+                _directive_above(entry, number, line, "-- +goose Up")
             continue
         command = found["command"]
         if command in ("Up", "Down"):
@@ -125,6 +141,8 @@ def dbmate(entry: Traversable, text: str) -> LayoutFile:
         if found is None:
             if current is not None:
                 current.append(line)
+            else:
+                _directive_above(entry, number, line, "-- migrate:up")
             continue
         section = found["section"]
         if section in sections:
@@ -185,6 +203,11 @@ def node_pg_migrate(entry: Traversable, text: str) -> LayoutFile:
                 f"{entry.name}:{number}: a second '-- {section.title()} Migration'; keep one"
             )
         current = sections.setdefault(section, [])
+    if "up" in sections:  # else the whole file is up, directives above too
+        for number, line in enumerate(lines, start=1):
+            if _NODE_PG_SPLIT.match(line):
+                break
+            _directive_above(entry, number, line, "-- Up Migration")
     if "down" in sections and "up" not in sections:
         raise ConfigurationError(
             f"{entry.name}: '-- Down Migration' without '-- Up Migration' above the up SQL; "

@@ -131,6 +131,27 @@ def check_foreign_prefix(dsn: str) -> None:
                 "the database URL starts with "
                 + advice.format(scheme=scheme.removesuffix("://"), driver=driver)
             )
+    _check_dbmate_socket(dsn.strip())
+
+
+def _check_dbmate_socket(dsn: str) -> None:
+    """dbmate's ``?socket=DIR`` (its README's Unix-socket URL) is no libpq parameter: the
+    driver would connect to the URL's host, or the default socket, instead."""
+    from natlangchain_migrate.dsn import is_url, scrub
+
+    if not is_url(dsn):
+        return
+    try:
+        query = dict(parse_qsl(urlsplit(dsn).query))
+    except ValueError:
+        return  # an unreadable URL is named when connecting
+    if "socket" in query and "host" not in query:
+        folder = scrub(query["socket"], dsn)
+        raise ConfigurationError(
+            f"the database URL's socket={folder} is dbmate's spelling of a Unix-socket "
+            f"folder; this tool takes libpq's: postgresql://user:password@/dbname?host={folder} "
+            "(nothing between '@' and '/dbname')"
+        )
 
 
 def tls_mode(dsn: str) -> str | None:

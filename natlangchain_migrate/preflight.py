@@ -165,6 +165,16 @@ def check_client_only(migrations: Sequence[Migration]) -> None:
                 "their own, or write them as INSERT ... VALUES; nothing was run"
             )
         if what.startswith("COPY"):
+            from natlangchain_migrate.filesum import unended_copy
+
+            unended = unended_copy(migration.sql)
+            if unended is not None and _rows_after(migration.sql, unended):
+                raise ConfigurationError(
+                    f"{migration.filename}:{unended}: this COPY ... FROM stdin's rows do not "
+                    "end with a line holding only \\. before the end of the file: add that "
+                    "line after its last row (as pg_dump writes it); nothing was run"
+                )
+        if what.startswith("COPY"):
             raise ConfigurationError(
                 f"{where}: COPY ... FROM STDIN reads its rows from the client: a migration "
                 "sends them from the file only in a transactional file where they follow the "
@@ -177,6 +187,14 @@ def check_client_only(migrations: Sequence[Migration]) -> None:
             "make an \\i file a migration of its own, and delete pg_dump's "
             "\\restrict / \\unrestrict lines; nothing was run"
         )
+
+
+def _rows_after(sql: str, line: int) -> bool:
+    """Whether anything follows the COPY statement that starts on ``line`` (its rows,
+    which psql reads from the line after the one ending in its ';')."""
+    lines = sql.split("\n")[line - 1 :]
+    ends = next((n for n, text in enumerate(lines) if text.rstrip().endswith(";")), None)
+    return ends is not None and any(text.strip() for text in lines[ends + 1 :])
 
 
 def _has_rows(sql: str) -> bool:

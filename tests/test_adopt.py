@@ -287,3 +287,62 @@ def test_a_dirty_golang_migrate_ledger_and_a_second_adopt_are_refused(
     again = run_cli("adopt", "--from", "golang-migrate", *flags, database_url=database_url)
     assert again.returncode == ExitCode.USAGE
     assert "already holds rows" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("tool", "ledger", "named"),
+    [
+        # dbmate kept its history under another name (--migrations-table), and a first run
+        # of ours, before adopting, created our own empty schema_migrations
+        ("dbmate", "", "this runner's own ledger"),
+        ("golang-migrate", "", "this runner's own ledger"),
+        # the wrong tool named for a ledger of the other's shape
+        ("golang-migrate", "dbmate", "adopt --from dbmate"),
+        ("dbmate", "golang-migrate", "adopt --from golang-migrate"),
+    ],
+)
+def test_adopt_refuses_a_schema_migrations_that_is_not_the_named_tools(
+    database_url: str, tmp_path: Path, tool: str, ledger: str, named: str
+) -> None:
+    """Before, ``adopt --from dbmate`` read our own (empty) ledger as dbmate's, said
+    "recorded 0 migration(s)" and exit 0, and every run then replayed the history (42P07);
+    golang-migrate's read of dbmate's table failed with exit 70."""
+    folder = write_migrations(tmp_path / "m", OURS)
+    flags = ("--migrations-dir", str(folder))
+    asyncio.run(execute(database_url, APPLIED_BY_TOOL))
+    if ledger == "dbmate":
+        asyncio.run(
+            execute(
+                database_url,
+                "CREATE TABLE schema_migrations (version varchar(128) PRIMARY KEY); "
+                "INSERT INTO schema_migrations VALUES ('1'), ('2');",
+            )
+        )
+    elif ledger:
+        asyncio.run(execute(database_url, LEDGERS[ledger]))
+    else:
+        asyncio.run(execute(database_url, "CREATE TABLE my_history (version varchar(128));"))
+        replay = run_cli(*flags, database_url=database_url)  # creates our ledger, then 42P07
+        assert replay.returncode == ExitCode.MIGRATION_FAILED, replay.stderr
+        assert asyncio.run(fetchval(database_url, "SELECT to_regclass('schema_migrations')"))
+    result = run_cli("adopt", "--from", tool, *flags, database_url=database_url)
+    assert named in _refusal(result)
+    assert "nothing was written" in _refusal(result)
+    assert (
+        asyncio.run(fetchval(database_url, "SELECT to_regclass('natlangchain_migrations')")) is None
+    )
+
+
+@pytest.mark.parametrize("command", ["lint", "baseline", "contract"])
+def test_each_command_meeting_a_tools_ledger_gives_the_adopt_command_for_its_folder(
+    database_url: str, tmp_path: Path, command: str
+) -> None:
+    """Before, only the main command carried --migrations-dir into the advice; lint,
+    baseline and contract said ``adopt --from dbmate`` alone, which adopts against the
+    shipped migrations."""
+    folder = write_migrations(tmp_path / "m", OURS)
+    asyncio.run(execute(database_url, APPLIED_BY_TOOL + LEDGERS["golang-migrate"]))
+    extra = ["2"] if command == "baseline" else []
+    result = run_cli(command, *extra, "--migrations-dir", str(folder), database_url=database_url)
+    assert result.returncode == ExitCode.USAGE, result.stdout + result.stderr
+    assert f"adopt --from golang-migrate --migrations-dir {folder}" in result.stderr

@@ -359,3 +359,13 @@ def test_a_schema_name_postgresql_would_truncate_is_refused(command: list[str]) 
     result = run_cli(*command, "--schema", "s" * 64, database_url=unreachable)
     assert result.returncode == ExitCode.USAGE, result.stderr
     assert "is 64 bytes; PostgreSQL names are 1 to 63 bytes" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["baseline", "adopt", "verify", "new"])
+def test_a_command_after_the_options_is_named_with_where_it_goes(command: str) -> None:
+    """Before: argparse's "unrecognized arguments: baseline 3" alone, with no word on
+    what to change."""
+    result = run_cli("--migrations-dir", "m", command, "3", database_url=None)
+    assert result.returncode == ExitCode.USAGE
+    assert f"'{command}' is a command: put it first" in result.stderr
+    assert f"natlangchain-migrate {command} " in result.stderr

@@ -104,3 +104,26 @@ async def test_connections_keep_alive_and_name_themselves(database_url: str) -> 
         assert name.endswith(f"/{os.getpid()}")
     finally:
         await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("x-migrations-table=my_migrations", "x-migrations-table"),  # golang-migrate's option
+        ("x-multi-statement=true", "x-multi-statement"),
+        ("statement_timeout=abc", "statement_timeout"),  # a real setting, a bad value
+    ],
+)
+def test_a_url_parameter_the_server_refuses_is_named_with_what_to_do(
+    database_url: str, query: str, named: str
+) -> None:
+    """asyncpg sends a URL's unknown query parameters to the server as settings: one the
+    server refuses at start-up is a usage error naming it (before: exit 70, the server's
+    words alone), and the password stays out of it."""
+    separator = "&" if "?" in database_url else "?"
+    result = run_cli("--status", database_url=f"{database_url}{separator}{query}")
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    error = log_events(result.stderr)[-1]["error"]
+    assert named in error
+    assert "remove it from the URL" in error
+    assert "Secr3t" not in result.stderr + result.stdout

@@ -361,3 +361,44 @@ async def test_pg_dump_data_of_the_natlangchain_schema_round_trips(
     assert await _table_texts(database_url) == await _table_texts(migrated_database_url)
     rows = await ledger_rows(database_url)
     assert rows[-1]["checksum"] == checksum(dump.decode("utf-8"))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "COPY t (a, b)\n  FROM stdin;",  # a hand-written COPY over lines
+        "copy public.t\n(a, b)\nfrom STDIN;",
+        "/* rows */ COPY t (a, b) FROM stdin;",  # a comment before it on its line
+    ],
+)
+async def test_a_copy_over_lines_or_after_a_comment_runs_as_psql_runs_it(
+    database_url: str, tmp_path: Path, header: str
+) -> None:
+    """psql reads these as it reads pg_dump's one-line COPY; before, the file was not
+    taken for one with data and was refused as a COPY with no rows ("add them")."""
+    text = f"CREATE TABLE t (a int, b text);\n{header}\n1\tone\n2\t\\N\n\\.\nSELECT 1;\n"
+    folder = write_migrations(tmp_path / "m", {"001_t.sql": text})
+    (migration,) = load_migrations(folder)
+    assert migration.source is not None
+    assert migration.checksum == checksum(text)
+    await migrate(database_url, migrations_dir=folder)
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT a, b FROM t ORDER BY a")
+    finally:
+        await conn.close()
+    assert [tuple(row) for row in rows] == [(1, "one"), (2, None)]
+
+
+async def test_a_copy_left_open_after_a_closed_one_is_named_at_its_own_line(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Before, the refusal named the first COPY (line 2), whose rows end well, and said to
+    add rows; the one without its \\. is on line 5."""
+    text = "CREATE TABLE t (a int);\nCOPY t FROM stdin;\n1\n\\.\nCOPY t FROM stdin;\n2\n"
+    folder = write_migrations(tmp_path / "m", {"001_t.sql": text})
+    with pytest.raises(ConfigurationError) as raised:
+        await migrate(database_url, migrations_dir=folder)
+    assert str(raised.value).startswith("001_t.sql:5: ")
+    assert "\\." in str(raised.value)
+    assert await fetchval(database_url, "SELECT to_regclass('t') IS NULL")

@@ -243,3 +243,28 @@ def test_an_error_in_a_sectioned_file_names_the_files_own_line(
     assert result.returncode == 1, result.stderr
     assert "20240101000000_a.sql:4:1: 22012 division by zero" in result.stderr
     assert "a" not in asyncio.run(table_names(database_url))
+
+
+@pytest.mark.parametrize(
+    ("up", "down"),
+    [
+        ("-- +goose Up", "-- +goose Down"),
+        ("-- migrate:up", "-- migrate:down"),
+        ("-- Up Migration", "-- Down Migration"),
+    ],
+)
+def test_a_directive_above_the_first_section_is_refused_naming_where_it_goes(
+    tmp_path: Path, up: str, down: str
+) -> None:
+    """Before, ``-- natlangchain: backfill ...`` above ``-- migrate:up`` was dropped with
+    the lines no section holds, and the batch statement failed on ``:lo`` (42601)."""
+    text = (
+        "-- natlangchain: backfill table=t key=id batch=10\n"
+        f"{up}\nUPDATE t SET n = 1 WHERE id BETWEEN :lo AND :hi;\n{down}\nSELECT 1;\n"
+    )
+    folder = write_migrations(tmp_path / "m", {"20240101000000_fill.sql": text})
+    with pytest.raises(ConfigurationError) as raised:
+        load_migrations(folder)
+    message = str(raised.value)
+    assert message.startswith("20240101000000_fill.sql:1: ")
+    assert f"below '{up}'" in message

@@ -182,3 +182,36 @@ def test_sslmode_in_a_key_value_dsn_is_read_too(database_url: str, tmp_path: Pat
     assert result.returncode == ExitCode.CONNECTION_REJECTED, result.stderr
     assert "does not offer TLS" in result.stderr
     assert PASSWORD not in result.stderr
+
+
+def test_an_empty_database_url_beside_pghost_says_unsetting_it_uses_pghost(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Before, the refusal said to unset DATABASE_URL "to use the embedded server", which
+    is not what happens when PGHOST names a server."""
+    folder = write_migrations(tmp_path / "m", FILES)
+    env = {**pg_environment(database_url), "DATABASE_URL": ""}
+    result = run_cli("--check", "--migrations-dir", str(folder), database_url=None, env=env)
+    assert result.returncode == ExitCode.USAGE
+    error = log_events(result.stderr)[-1]["error"]
+    assert "set but empty" in error
+    assert "embedded" not in error
+    assert "PGHOST" in error
+    assert PASSWORD not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("server", ["localhost", ""])
+def test_dbmates_socket_parameter_is_named_with_libpqs_spelling(
+    tmp_path: Path, server: str
+) -> None:
+    """dbmate's documented Unix-socket URL (postgres://user:pw@/db?socket=/var/run/postgresql)
+    connected to localhost:5432 or the default socket instead, and the refusal ("is the
+    server running?") did not name socket=; it is refused, with host=DIR to write instead."""
+    folder = write_migrations(tmp_path / "m", FILES)
+    url = f"postgres://app:{PASSWORD}@{server}/app?socket=/var/run/postgresql&sslmode=disable"
+    result = run_cli("--check", "--migrations-dir", str(folder), database_url=url)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    error = log_events(result.stderr)[-1]["error"]
+    assert "socket=" in error
+    assert "?host=/var/run/postgresql" in error
+    assert PASSWORD not in result.stderr + result.stdout

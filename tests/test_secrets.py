@@ -181,3 +181,17 @@ def test_redact_hides_an_unencoded_password(password: str) -> None:
 def test_a_password_that_is_part_of_the_scheme_leaves_the_url_readable(password: str) -> None:
     shown = redact(f"postgresql://app:{password}@db.example:5432/app")
     assert shown == "postgresql://app:***@db.example:5432/app"
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("postgresql:///app", "postgresql:///app"),  # host, user from PGHOST, PGUSER
+        ("postgres:///app?host=/run/pg&password=x", "postgres:///app?host=/run/pg&password=***"),
+        ("postgresql://", "postgresql://"),
+    ],
+)
+def test_a_url_without_a_host_is_shown_as_written(dsn: str, shown: str) -> None:
+    """Before, ``postgresql:///app`` was logged as ``postgresql:/app`` (urlunsplit drops the
+    empty authority), a URL that names another thing."""
+    assert redact(dsn) == shown

@@ -33,7 +33,10 @@ def main(argv: list[str]) -> int:
 
     try:
         return _lint(args)
-    except MigrateError as error:
+    except MigrateError as raised:
+        from natlangchain_migrate.commands.shared import with_adopt_command
+
+        error = with_adopt_command(raised, args)
         message = scrub(str(error), args.database_url).replace("\n", " ")
         print(f"{PROG} lint: error: {message}", file=sys.stderr)
         return error.exit_code

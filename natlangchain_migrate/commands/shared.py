@@ -270,12 +270,28 @@ def run_logged(
     except StoppedBySignalError as error:
         log.warning("run_interrupted", error=str(error), exit_code=int(error.exit_code))
         return None, error.exit_code
-    except MigrateError as error:
+    except MigrateError as raised:
+        shown = with_adopt_command(raised, args)
         if on_error is not None:
-            on_error(error)
-        return None, fail(args, error, error.exit_code)
+            on_error(shown)
+        return None, fail(args, shown, shown.exit_code)
     except Exception as error:  # anything else: still one line, still no password
         return None, fail(args, error, ExitCode.INTERNAL)
+
+
+def with_adopt_command(error: MigrateError, args: argparse.Namespace) -> MigrateError:
+    """Another tool's ledger met unasked: the adopt command for the folder (and schema)
+    this command was given, not the shipped migrations'."""
+    from natlangchain_migrate.errors import ConfigurationError, ForeignLedgerError
+
+    if not isinstance(error, ForeignLedgerError):
+        return error
+    from natlangchain_migrate.foreign import ForeignLedger, adopt_advice
+
+    folder = getattr(args, "migrations_dir", None)
+    found = ForeignLedger(error.tool, error.table)
+    advice = adopt_advice(found, error.schema, None if folder is None else str(folder))
+    return ConfigurationError(advice)
 
 
 def fail(args: argparse.Namespace, error: BaseException, code: int) -> int:
