@@ -205,7 +205,7 @@ def node_pg_migrate(entry: Traversable, text: str) -> LayoutFile:
         current = sections.setdefault(section, [])
     if "up" in sections:  # else the whole file is up, directives above too
         for number, line in enumerate(lines, start=1):
-            if _NODE_PG_SPLIT.match(line):
+            if NODE_PG_SPLIT.match(line):
                 break
             _directive_above(entry, number, line, "-- Up Migration")
     if "down" in sections and "up" not in sections:
