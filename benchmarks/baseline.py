@@ -2,7 +2,7 @@
 interleaved rounds, medians and their ratio, in process and as processes beside a floor.
 
     .venv/bin/python benchmarks/baseline.py [--rounds N] [--count N] [--history KIND]
-        [--fsync on|off|both]
+        [--fsync on|off|both] [--against DIR]
 
 Three histories (all by default), none of their files idempotent. ``churn`` is a project's
 usual shape: a few dozen tables, created early, then changed over and over (columns
@@ -29,6 +29,14 @@ itself, plus a process), and the CLI on a new database from each folder. All six
 take turns in one rotation, so that the load of a shared machine falls on each alike and
 a process's cost over the same run in process can be read off. The goal is at least
 10x; the replay over a floor is the most any runner gets.
+
+The package's bytecode is compiled first (compileall), as pip's install of a wheel does:
+an editable install under PYTHONDONTWRITEBYTECODE=1 (this repository's set-up) would
+compile every module of ours at each CLI start, some 100 ms that no install pays.
+``--against DIR`` adds the code before a change (a folder with another
+natlangchain_migrate in it: ``git archive REV natlangchain_migrate | tar -x -C DIR``) to
+the rotation: migrate() from the baseline folder in a process of each code's own (kept
+warm, as the in-process sides are) and the CLI from it, each on a new database.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -158,7 +167,13 @@ def _load() -> str:
 
 
 def measure(
-    cluster: PgCluster, *, rounds: int, count: int, history: str = "churn", label: str = ""
+    cluster: PgCluster,
+    *,
+    rounds: int,
+    count: int,
+    history: str = "churn",
+    label: str = "",
+    against: Path | None = None,
 ) -> float:
     """Print the medians, their ratio and the floors'; return the in-process ratio."""
     with tempfile.TemporaryDirectory() as workdir:
@@ -178,16 +193,15 @@ def measure(
             raise SystemExit(f"{written.path.name} gives another schema than the replay")
         size_kb = written.path.stat().st_size // 1024
         load_before = _load()
-        times = _rounds(cluster, rounds, written.path, with_baseline, replay)
+        times = _rounds(cluster, rounds, written.path, with_baseline, replay, against)
         load_after = _load()
-    floor, baseline, full, psql_floor, cli_baseline, cli_replay = (
-        statistics.median(t) * 1000 for t in times
-    )
+    medians = [statistics.median(t) * 1000 for t in times]
+    floor, baseline, full, psql_floor, cli_baseline, cli_replay = medians[:6]
     ratio = full / baseline
     verdict = "meets it" if ratio >= GOAL else "UNDER the goal"
     print(
         f"new database, {count} migrations ({history}), {label}, {size_kb} KB baseline file, "
-        f"same schema: yes; medians of {rounds} rounds, the six sides in rotating order "
+        f"same schema: yes; medians of {rounds} rounds, the {len(times)} sides in rotating order "
         f"({load_before} -> {load_after})",
         flush=True,
     )
@@ -206,17 +220,106 @@ def measure(
         f"{cli_replay / psql_floor:5.1f}x: the replay over the floor)",
         flush=True,
     )
+    if against is not None:
+        here, there, cli_here, cli_there = medians[6:]
+        print(
+            f"  from the baseline, this checkout vs {against} (a warm process each): "
+            f"in process {here:7.1f} vs {there:7.1f} ms (the runner adds {here - floor:6.1f} "
+            f"vs {there - floor:6.1f} ms over the file's SQL alone); CLI {cli_here:7.1f} vs "
+            f"{cli_there:7.1f} ms",
+            flush=True,
+        )
     return ratio
 
 
-def _run(command: list[str]) -> float:
+def _run(command: list[str], env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run(
+        command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd="/"
+    )
     return time.perf_counter() - started
 
 
+# A warm process of one code's own: migrate() on each database it reads, its time printed.
+_WORKER = """
+import asyncio, sys, time
+import structlog
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+from natlangchain_migrate import migrate
+for line in sys.stdin:
+    started = time.perf_counter()
+    asyncio.run(migrate(line.strip(), migrations_dir=sys.argv[1]))
+    print(time.perf_counter() - started, flush=True)
+"""
+
+
+class _Worker:
+    """migrate() from ``folder`` in a process of its own, with ``code``'s package first."""
+
+    def __init__(self, folder: Path, code: Path | None) -> None:
+        env = os.environ | ({"PYTHONPATH": str(code)} if code else {})
+        # Run from /: ``python -c`` puts the working folder first on sys.path.
+        self.child = subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(folder)],
+            env=env,
+            cwd="/",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def __call__(self, url: str) -> float:
+        assert self.child.stdin is not None
+        assert self.child.stdout is not None
+        self.child.stdin.write(url + "\n")
+        self.child.stdin.flush()
+        answer = self.child.stdout.readline()
+        if not answer:
+            raise SystemExit(f"the worker failed on {url} (its error is above)")
+        return float(answer)
+
+    def close(self) -> None:
+        if self.child.stdin is not None:
+            self.child.stdin.close()
+        self.child.wait(timeout=30)
+
+
+def _compile(code: Path | None) -> None:
+    """The package's bytecode, as pip writes it when it installs a wheel."""
+    if code is None:
+        import natlangchain_migrate
+
+        code = Path(natlangchain_migrate.__file__).parent.parent
+    package = str(code / "natlangchain_migrate")
+    subprocess.run([sys.executable, "-m", "compileall", "-q", package], check=True)
+
+
+def _against_sides(with_baseline: Path, against: Path) -> tuple[list[_Worker], list[Side]]:
+    """In a process of each code's own and as a CLI: this checkout's, then ``against``'s."""
+    workers = [_Worker(with_baseline, None), _Worker(with_baseline, against)]
+    sides: list[Side] = [*workers]
+    for code in (None, against):
+        sides.append(partial(_cli_of, code, with_baseline))
+    return workers, sides
+
+
+def _cli_of(code: Path | None, folder: Path, url: str) -> float:
+    """The CLI of ``code``'s package (None: this checkout's) on ``url``, from ``folder``."""
+    env = os.environ | ({"PYTHONPATH": str(code)} if code else {})
+    command = [sys.executable, "-m", "natlangchain_migrate", "--database-url", url]
+    return _run([*command, "--migrations-dir", str(folder)], env=env)
+
+
+Side = Callable[[str], float]
+
+
 def _rounds(
-    cluster: PgCluster, rounds: int, baseline_file: Path, with_baseline: Path, replay: Path
+    cluster: PgCluster,
+    rounds: int,
+    baseline_file: Path,
+    with_baseline: Path,
+    replay: Path,
+    against: Path | None = None,
 ) -> list[list[float]]:
     """Per round, in rotating order, each on a new database: in process, the baseline
     file's SQL alone, migrate() from the folder with it and from the folder without it;
@@ -226,7 +329,7 @@ def _rounds(
     psql = cluster.bin("psql")
     cli = str(Path(sys.executable).with_name("natlangchain-migrate"))
     flags = ["-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-f", str(baseline_file)]
-    sides: list[Callable[[str], float]] = [
+    sides: list[Side] = [
         lambda url: _sql_alone(url, sql),
         lambda url: _apply(url, with_baseline),
         lambda url: _apply(url, replay),
@@ -234,12 +337,20 @@ def _rounds(
         lambda url: _run([cli, "--database-url", url, "--migrations-dir", str(with_baseline)]),
         lambda url: _run([cli, "--database-url", url, "--migrations-dir", str(replay)]),
     ]
+    workers: list[_Worker] = []
+    if against is not None:
+        workers, more = _against_sides(with_baseline, against)
+        sides += more
     times: list[list[float]] = [[] for _ in sides]
-    for number in range(rounds + 1):  # the first round warms the caches: not counted
-        for side in [(number + k) % len(sides) for k in range(len(sides))]:
-            elapsed = sides[side](_fresh_database(cluster))
-            if number:
-                times[side].append(elapsed)
+    try:
+        for number in range(rounds + 1):  # the first round warms the caches: not counted
+            for side in [(number + k) % len(sides) for k in range(len(sides))]:
+                elapsed = sides[side](_fresh_database(cluster))
+                if number:
+                    times[side].append(elapsed)
+    finally:
+        for worker in workers:
+            worker.close()
     return times
 
 
@@ -286,14 +397,27 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--history", choices=["churn", "additive", "litellm", "all"], default="all")
     parser.add_argument("--fsync", choices=["on", "off", "both"], default="both")
+    parser.add_argument(
+        "--against", type=Path, help="a folder with another natlangchain_migrate in it"
+    )
     args = parser.parse_args()
+    against = args.against.resolve() if args.against else None
+    for code in [None, against] if against else [None]:
+        _compile(code)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     for fsync in ["on", "off"] if args.fsync == "both" else [args.fsync]:
         cluster, label = start_cluster(fsync)
         try:
             every = ["churn", "litellm", "additive"]
             for history in every if args.history == "all" else [args.history]:
-                measure(cluster, rounds=args.rounds, count=args.count, history=history, label=label)
+                measure(
+                    cluster,
+                    rounds=args.rounds,
+                    count=args.count,
+                    history=history,
+                    label=label,
+                    against=against,
+                )
         finally:
             cluster.destroy()
 

@@ -233,7 +233,9 @@ class _Applier:
             # schema_repeatables is made before the baseline runs: then the ledger is too.
             in_message = first is not None and baseline_files.sent_in_one_message(first)
             if in_message and not self.sources.repeatables:
-                self.ledger_ddl = await self.ledger.create_sql(self.conn, widest=self._widest())
+                self.ledger_ddl = await self.ledger.create_sql(
+                    self.conn, widest=self._widest(), has_schema=snapshot.has_schema
+                )
             else:
                 await self._ensure()
         if session and self.sources.repeatables:

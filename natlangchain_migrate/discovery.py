@@ -158,34 +158,34 @@ def load_migrations(directory: Traversable | Path | str | None = None) -> list[M
     downs: dict[int, Traversable] = {}
     contracts: dict[tuple[int, bool], Traversable] = {}
     for entry in listed:
-        if not entry.name.lower().endswith(".sql"):
+        name = entry.name  # a Path's name is worked out anew at each use
+        if not name.lower().endswith(".sql"):
             continue
-        if entry.name not in whole and not entry.is_file():
+        if name not in whole and not entry.is_file():
             continue
-        if is_repeatable_file(entry.name):  # repeatables.py reads those
+        if is_repeatable_file(name):  # repeatables.py reads those
             continue
-        if not entry.name.endswith(".sql"):
+        if not name.endswith(".sql"):
             raise ConfigurationError(
-                f"{entry.name}: migration files end in lowercase .sql; rename it to "
-                f"{entry.name[:-4]}.sql"
+                f"{name}: migration files end in lowercase .sql; rename it to {name[:-4]}.sql"
             )
-        contract = _CONTRACT_FILE.match(entry.name)
+        contract = _CONTRACT_FILE.match(name)
         if contract:
             _add_contract(contracts, entry, contract)
             continue
-        down = _DOWN_FILE.match(entry.name)
-        up = None if down else _UP_FILE.match(entry.name)
+        down = _DOWN_FILE.match(name)
+        up = None if down else _UP_FILE.match(name)
         match = down or up
         if match is None:
             raise ConfigurationError(
-                f"{entry.name}: migration files must be named NNN_name.sql "
+                f"{name}: migration files must be named NNN_name.sql "
                 "(digits, underscore, letters/digits/underscores); rename it"
             )
-        version = parse_version(entry.name, match["version"])
+        version = parse_version(name, match["version"])
         target = downs if down else ups
         if version in target:
             raise ConfigurationError(
-                f"{target[version].name} and {entry.name} both have version {version}; "
+                f"{target[version].name} and {name} both have version {version}; "
                 "renumber one of them"
             )
         target[version] = entry
@@ -347,14 +347,15 @@ def _read_migration(
         streamed = _streamed(version, up, down, contract, contract_down, small=True)
         if streamed is not None:
             return streamed
+    filename = up.name
     return Migration(
         version=version,
-        name=up.name.removesuffix(".sql"),
-        filename=up.name,
+        name=filename.removesuffix(".sql"),
+        filename=filename,
         sql=sql,
         checksum=checksum(sql),
         down_file=down,
-        directives=parse_directives(up.name, sql),
+        directives=parse_directives(filename, sql),
         contract_file=contract,
         contract_down_file=contract_down,
     )

@@ -82,24 +82,43 @@ def schema_migrations_tool(columns: set[str]) -> str | None:
     return "golang-migrate" if "dirty" in columns else "dbmate"
 
 
-async def find_foreign(conn: asyncpg.Connection, schema: str) -> ForeignLedger | None:
-    """The first other tool's ledger in ``schema``, in one catalog query."""
-    names = [*_TABLES.values(), "schema_migrations"]
-    rows = await conn.fetch(
-        "SELECT c.relname, array_agg(a.attname::text) AS columns FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
-        "WHERE n.nspname = $1 AND c.relname = ANY($2::text[]) GROUP BY c.relname",
+class Absent(NamedTuple):
+    """What one query finds where our ledger is not: another tool's ledger, whether the
+    server is a standby, and whether the schema exists (the ledger's creation then needs
+    no look of its own)."""
+
+    foreign: ForeignLedger | None
+    standby: bool
+    has_schema: bool
+
+
+# Other tools' tables present in schema $1, and the columns of its schema_migrations ($3).
+_ABSENT_SQL = (
+    "SELECT pg_is_in_recovery() AS standby, "
+    "EXISTS (SELECT FROM pg_namespace WHERE nspname = $1) AS has_schema, "
+    "ARRAY(SELECT c.relname::text FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = $1 AND c.relname = ANY($2::text[])) AS tables, "
+    "ARRAY(SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass($3) "
+    "AND attnum > 0 AND NOT attisdropped) AS columns"
+)
+
+
+async def look_where_absent(conn: asyncpg.Connection, schema: str) -> Absent:
+    """Where our ledger is missing, in one query: see Absent."""
+    (row,) = await conn.fetch(
+        _ABSENT_SQL,
         schema,
-        names,
+        list(_TABLES.values()),
+        f"{quote_ident(schema)}.{quote_ident('schema_migrations')}",
     )
-    found = {row["relname"]: set(row["columns"]) for row in rows}
-    for name, table in _TABLES.items():
-        if table in found:
-            return ForeignLedger(name, table)
-    columns = found.get("schema_migrations")
-    maker = schema_migrations_tool(columns) if columns is not None else None
-    return ForeignLedger(maker, "schema_migrations") if maker else None
+    tables = set(row["tables"])
+    found = next((ForeignLedger(tool, t) for tool, t in _TABLES.items() if t in tables), None)
+    columns = set(row["columns"])
+    maker = schema_migrations_tool(columns) if columns else None
+    if found is None and maker:
+        found = ForeignLedger(maker, "schema_migrations")
+    return Absent(found, bool(row["standby"]), bool(row["has_schema"]))
 
 
 def adopt_advice(found: ForeignLedger, schema: str, migrations_dir: str | None = None) -> str:

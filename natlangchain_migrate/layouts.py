@@ -30,8 +30,11 @@ into Migrations.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from natlangchain_migrate.errors import ConfigurationError
@@ -50,7 +53,6 @@ from natlangchain_migrate.versions import parse_version
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
-    from pathlib import Path
 
 SETTINGS_FILE = "natlangchain-migrate.toml"
 NATIVE = "natlangchain"
@@ -130,10 +132,10 @@ def nested_migrations(entries: Sequence[Traversable]) -> list[Traversable]:
     """prisma's ``migration.sql`` and ``down.sql`` in the folders named ``<version>_<name>``."""
     found: list[Traversable] = []
     for entry in entries:
-        if entry.name[:1].isdigit() and "." not in entry.name and entry.is_dir():
+        if (name := entry.name)[:1].isdigit() and "." not in name and entry.is_dir():
             for child in ("migration.sql", "down.sql"):
                 if (entry / child).is_file():
-                    found.append(Nested(entry / child, f"{entry.name}/{child}"))  # type: ignore[arg-type]
+                    found.append(Nested(entry / child, f"{name}/{child}"))  # type: ignore[arg-type]
     return found
 
 
@@ -212,11 +214,10 @@ def listed_layout(
     """
     heads: dict[str, str] = {}
     for entry in listed:
-        if _maybe_up_file(entry.name) and entry.is_file():
-            head = _read_head(entry)
-            if whole is not None and head is not None and len(head) < HEAD_BYTES:
-                whole[entry.name] = head
-            heads[entry.name] = (head or b"").decode("utf-8", errors="replace")
+        if _maybe_up_file(name := entry.name) and (head := _read_head(entry)) is not None:
+            if whole is not None and len(head) < HEAD_BYTES:
+                whole[name] = head
+            heads[name] = head.decode("utf-8", errors="replace")
     return settings.layout or detect_layout(listed, heads)
 
 
@@ -232,13 +233,26 @@ HEAD_BYTES = 64 * 1024
 
 
 def _read_head(entry: Traversable) -> bytes | None:
-    """The start of a file, for the layout marks other tools put at the top (all of it
-    when it is shorter than HEAD_BYTES)."""
+    """The start of a regular file (all of it when shorter than HEAD_BYTES), else None (a
+    whole read names what is wrong); on disk an open and fstat, not stat and buffered I/O."""
     try:
-        with entry.open("rb") as stream:
-            return stream.read(HEAD_BYTES)
-    except OSError:  # reading it whole says what is wrong, naming the file
+        if not isinstance(entry, Path):  # a zipped package's, or prisma's nested file
+            if not entry.is_file():
+                return None
+            with entry.open("rb") as stream:
+                return stream.read(HEAD_BYTES)
+        fd = os.open(entry, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO never waits
+    except OSError:
         return None
+    try:
+        head = os.read(fd, HEAD_BYTES) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        while head and len(head) < HEAD_BYTES and (more := os.read(fd, HEAD_BYTES - len(head))):
+            head += more
+        return head
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _maybe_up_file(name: str) -> bool:

@@ -25,7 +25,7 @@ from natlangchain_migrate.foreign import (
     BESIDE_FOREIGN,
     ForeignLedger,
     adopt_advice,
-    find_foreign,
+    look_where_absent,
     schema_migrations_tool,
 )
 from natlangchain_migrate.plan import AppliedMigration
@@ -63,10 +63,13 @@ class LedgerSnapshot:
         exists: bool,
         standby: bool,
         repeatables: list[AppliedMigration] | None = None,
+        has_schema: bool | None = None,
     ) -> None:
         self.rows = rows
         self.exists = exists
         self.standby = standby
+        # Whether the schema exists, when the read looked (a missing ledger's read does).
+        self.has_schema = has_schema
         # Applied R__ files (name and checksum only), when the read asked for them.
         self.repeatables = repeatables or []
 
@@ -103,24 +106,24 @@ class Ledger(RepeatablesLedger):
                 f"SELECT m.*, pg_is_in_recovery() AS standby FROM {self.table} m"
             )
         except asyncpg.UndefinedTableError:
-            records = []
-            exists = False
-            if found := await find_foreign(conn, self.schema):
-                raise _foreign(found, self.schema) from None
-        else:
-            exists = True
-            if await self._beside_foreign(conn, records):
-                return await self.read(conn)
+            # One query: another tool's ledger, the standby, and whether the schema exists.
+            absent = await look_where_absent(conn, self.schema)
+            if absent.foreign is not None:
+                raise _foreign(absent.foreign, self.schema) from None
+            return LedgerSnapshot(
+                [], exists=False, standby=absent.standby, has_schema=absent.has_schema
+            )
+        if await self._beside_foreign(conn, records):
+            return await self.read(conn)
         if records:
             self._check_shape(set(records[0].keys()))
             standby = bool(records[0]["standby"])
         else:  # the same one extra query also brings an empty table's columns
             (record,) = await conn.fetch(_EMPTY_LEDGER_SQL, self.table)
             standby = bool(record["standby"])
-            if exists:
-                self._check_shape(set(record["columns"]))
+            self._check_shape(set(record["columns"]))
         rows = sorted((_row(record) for record in records), key=lambda row: row.version)
-        return LedgerSnapshot(rows, exists=exists, standby=standby)
+        return LedgerSnapshot(rows, exists=True, standby=standby)
 
     async def digest(self, conn: asyncpg.Connection) -> str | None:
         """SHA-256 of every row's ``version:checksum:complete``, in version order, in one
@@ -252,15 +255,19 @@ class Ledger(RepeatablesLedger):
             missing.append("version")
         return missing
 
-    async def create_sql(self, conn: asyncpg.Connection, *, widest: int = 0) -> str:
+    async def create_sql(
+        self, conn: asyncpg.Connection, *, widest: int = 0, has_schema: bool | None = None
+    ) -> str:
         """The statements that create the table (and its schema when absent), for
-        ``ensure``, or to run at the start of a baseline file's transaction (apply.py)."""
+        ``ensure``, or to run at the start of a baseline file's transaction (apply.py).
+        ``has_schema``: whether the schema exists, when a read under the lock just saw."""
         columns = "".join(f", {name} {kind}" for name, kind in _ADDED_COLUMNS.items())
         # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
         # exists: a role with only USAGE, CREATE on its schema must not be refused.
-        has_schema = await conn.fetchval(
-            "SELECT true FROM pg_namespace WHERE nspname = $1", self.schema
-        )
+        if has_schema is None:
+            has_schema = await conn.fetchval(
+                "SELECT true FROM pg_namespace WHERE nspname = $1", self.schema
+            )
         create_schema = "" if has_schema else f"CREATE SCHEMA {quote_ident(self.schema)}; "
         return (
             f"{create_schema}"

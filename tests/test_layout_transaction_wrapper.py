@@ -564,7 +564,8 @@ def test_end_of_a_plpgsql_body_is_not_transaction_control() -> None:
     from natlangchain_migrate.statements import _parsed_if_flagged
 
     body = "BEGIN\n  RETURN 1;\nEND;\n"
-    for quote in ("$$", "$fn$", "$função$"):
+    # A tag's first character is a letter, "_" or non-ASCII; digits may follow.
+    for quote in ("$$", "$fn$", "$função$", "$_t1$", "$ʃ9$", "$😀x$", "$Z_0é$"):
         text = f"CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS {quote}\n{body}{quote};\n"
         assert _parsed_if_flagged(text) == []  # not even parsed: start-up stays light
 

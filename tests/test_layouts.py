@@ -4,6 +4,8 @@ refused by name before anything runs."""
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -176,6 +178,25 @@ def test_a_prisma_down_file_is_not_read_for_another_tools_marks(tmp_path: Path) 
         "20240102120000_users_index/migration.sql",
     ]
     assert loaded[0].down_sql == down
+
+
+def test_what_is_not_a_regular_file_is_passed_over_unopened_and_a_symlink_is_read(
+    tmp_path: Path,
+) -> None:
+    """Layout detection opens every NNN_*.sql: a FIFO of that name must not make it wait
+    for a writer, nor a folder of that name be read: both are passed over."""
+    folder = write_migrations(tmp_path / "m", {"001_a.sql": "SELECT 1;\n"})
+    os.mkfifo(folder / "002_pipe.sql")
+    (folder / "003_folder.sql").mkdir()
+    (tmp_path / "elsewhere.sql").write_text("SELECT 4;\n")
+    (folder / "004_link.sql").symlink_to(tmp_path / "elsewhere.sql")
+    found: list[list[str]] = []
+    reader = threading.Thread(
+        target=lambda: found.append([m.filename for m in load_migrations(folder)]), daemon=True
+    )
+    reader.start()
+    reader.join(timeout=30)
+    assert found == [["001_a.sql", "004_link.sql"]]
 
 
 def test_a_layout_named_in_the_folders_settings_wins(tmp_path: Path) -> None:
