@@ -59,10 +59,11 @@ _LEADING_DIGITS = re.compile(r"^(\d+)")
 
 
 class ForeignLedger(NamedTuple):
-    """Another tool's ledger found in a schema."""
+    """Another tool's ledger found in a schema ("": the target schema)."""
 
     tool: str
     table: str
+    schema: str = ""
 
 
 class ForeignApplied(NamedTuple):
@@ -83,17 +84,34 @@ def schema_migrations_tool(columns: set[str]) -> str | None:
 
 
 async def find_foreign(conn: asyncpg.Connection, schema: str) -> ForeignLedger | None:
-    """The first other tool's ledger in ``schema``, in one catalog query."""
+    """The first other tool's ledger in ``schema``, else in the schemas of the session's
+    search_path (as the server resolves it, in its order), in one catalog query.
+
+    The second look is for a tool run with ``?search_path=app`` (dbmate puts its table in
+    the first schema of it): without it, a run into ``schema`` would replay that history."""
     names = [*_TABLES.values(), "schema_migrations"]
     rows = await conn.fetch(
-        "SELECT c.relname, array_agg(a.attname::text) AS columns FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "SELECT n.nspname::text AS schema, c.relname::text AS relname, "
+        "array_agg(a.attname::text) AS columns, "
+        "array_position(current_schemas(false)::text[], n.nspname::text) AS place "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
-        "WHERE n.nspname = $1 AND c.relname = ANY($2::text[]) GROUP BY c.relname",
+        "WHERE (n.nspname = $1 OR n.nspname = ANY(current_schemas(false))) "
+        "AND c.relname = ANY($2::text[]) GROUP BY n.nspname, c.relname",
         schema,
         names,
     )
-    found = {row["relname"]: set(row["columns"]) for row in rows}
+    found: dict[str, dict[str, set[str]]] = {}
+    for row in sorted(rows, key=lambda row: (row["schema"] != schema, row["place"] or 0)):
+        found.setdefault(row["schema"], {})[row["relname"]] = set(row["columns"])
+    for where, tables in found.items():
+        if ledger := _first_ledger(tables):
+            return ledger if where == schema else ledger._replace(schema=where)
+    return None
+
+
+def _first_ledger(found: dict[str, set[str]]) -> ForeignLedger | None:
+    """Which tool's ledger is among one schema's tables (table name to its columns)."""
     for name, table in _TABLES.items():
         if table in found:
             return ForeignLedger(name, table)
@@ -104,13 +122,22 @@ async def find_foreign(conn: asyncpg.Connection, schema: str) -> ForeignLedger |
 
 def adopt_advice(found: ForeignLedger, schema: str, migrations_dir: str | None = None) -> str:
     """The sentence the runner says when it meets another tool's ledger unasked."""
-    where = "" if schema == "public" else f" --schema {shlex.quote(schema)}"
+    where = found.schema or schema
+    flags = "" if where == "public" else f" --schema {shlex.quote(where)}"
     if migrations_dir is not None:
-        where += f" --migrations-dir {shlex.quote(migrations_dir)}"
+        flags += f" --migrations-dir {shlex.quote(migrations_dir)}"
+    command = f"natlangchain-migrate adopt --from {found.tool}{flags}"
+    if where != schema:
+        return (
+            f"there is no ledger in schema {schema}, but the connection's search_path holds "
+            f"{found.tool}'s ledger {where}.{found.table}: to migrate {where}, adopt it once "
+            f"with: {command} (it leaves {found.table} as it is), then run with --schema "
+            f"{shlex.quote(where)}; to migrate {schema} beside it, connect without "
+            f"{where} in search_path; nothing was run"
+        )
     return (
         f"this database's history is in {found.tool}'s ledger {schema}.{found.table}; adopt "
-        f"it once with: natlangchain-migrate adopt --from {found.tool}{where} (it leaves "
-        f"{found.table} as it is), then run again"
+        f"it once with: {command} (it leaves {found.table} as it is), then run again"
     )
 
 
