@@ -71,11 +71,14 @@ class ConfigurationError(MigrateError):
 
 class ForeignLedgerError(ConfigurationError):
     """Another tool's ledger where ours should be; the message gives the adopt command,
-    which the CLI completes with the --migrations-dir it was given."""
+    which the CLI completes with the --migrations-dir it was given. ``found_in``: the
+    schema of the session's search_path that holds it, when not ``schema`` (the target)."""
 
-    def __init__(self, message: str, *, tool: str, table: str, schema: str) -> None:
+    def __init__(
+        self, message: str, *, tool: str, table: str, schema: str, found_in: str = ""
+    ) -> None:
         super().__init__(message)
-        self.tool, self.table, self.schema = tool, table, schema
+        self.tool, self.table, self.schema, self.found_in = tool, table, schema, found_in
 
 
 class DatabaseUnreachableError(MigrateError):

@@ -59,10 +59,11 @@ _LEADING_DIGITS = re.compile(r"^(\d+)")
 
 
 class ForeignLedger(NamedTuple):
-    """Another tool's ledger found in a schema."""
+    """Another tool's ledger found in a schema ("": the target schema)."""
 
     tool: str
     table: str
+    schema: str = ""
 
 
 class ForeignApplied(NamedTuple):
@@ -92,44 +93,68 @@ class Absent(NamedTuple):
     has_schema: bool
 
 
-# Other tools' tables present in schema $1, and the columns of its schema_migrations ($3).
+# Other tools' tables (with their columns) in schema $1, else in the schemas of the
+# session's search_path, and the server's facts: one row at least (NULLs when none).
 _ABSENT_SQL = (
-    "SELECT pg_is_in_recovery() AS standby, "
-    "EXISTS (SELECT FROM pg_namespace WHERE nspname = $1) AS has_schema, "
-    "ARRAY(SELECT c.relname::text FROM pg_class c "
-    "JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE n.nspname = $1 AND c.relname = ANY($2::text[])) AS tables, "
-    "ARRAY(SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass($3) "
-    "AND attnum > 0 AND NOT attisdropped) AS columns"
+    "SELECT f.standby, f.has_schema, t.schema, t.relname, t.columns, t.place FROM "
+    "(SELECT pg_is_in_recovery() AS standby, "
+    "EXISTS (SELECT FROM pg_namespace WHERE nspname = $1) AS has_schema) f "
+    "LEFT JOIN (SELECT n.nspname::text AS schema, c.relname::text AS relname, "
+    "array_agg(a.attname::text) AS columns, "
+    "array_position(current_schemas(false)::text[], n.nspname::text) AS place "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+    "WHERE (n.nspname = $1 OR n.nspname = ANY(current_schemas(false))) "
+    "AND c.relname = ANY($2::text[]) GROUP BY n.nspname, c.relname) t ON true"
 )
 
 
 async def look_where_absent(conn: asyncpg.Connection, schema: str) -> Absent:
-    """Where our ledger is missing, in one query: see Absent."""
-    (row,) = await conn.fetch(
-        _ABSENT_SQL,
-        schema,
-        list(_TABLES.values()),
-        f"{quote_ident(schema)}.{quote_ident('schema_migrations')}",
-    )
-    tables = set(row["tables"])
-    found = next((ForeignLedger(tool, t) for tool, t in _TABLES.items() if t in tables), None)
-    columns = set(row["columns"])
-    maker = schema_migrations_tool(columns) if columns else None
-    if found is None and maker:
-        found = ForeignLedger(maker, "schema_migrations")
-    return Absent(found, bool(row["standby"]), bool(row["has_schema"]))
+    """Where our ledger is missing, in one query: see Absent. Another tool's ledger is
+    looked for in ``schema`` first, then in the search_path's schemas in the server's
+    order: a tool run with ``?search_path=app`` (dbmate puts its table in the first
+    schema of it) would otherwise see its history replayed into ``schema``."""
+    rows = await conn.fetch(_ABSENT_SQL, schema, [*_TABLES.values(), "schema_migrations"])
+    found: dict[str, dict[str, set[str]]] = {}
+    tables = [row for row in rows if row["relname"] is not None]
+    for row in sorted(tables, key=lambda row: (row["schema"] != schema, row["place"] or 0)):
+        found.setdefault(row["schema"], {})[row["relname"]] = set(row["columns"])
+    ledger = None
+    for where, named in found.items():
+        if ledger := _first_ledger(named):
+            ledger = ledger if where == schema else ledger._replace(schema=where)
+            break
+    return Absent(ledger, bool(rows[0]["standby"]), bool(rows[0]["has_schema"]))
+
+
+def _first_ledger(found: dict[str, set[str]]) -> ForeignLedger | None:
+    """Which tool's ledger is among one schema's tables (table name to its columns)."""
+    for name, table in _TABLES.items():
+        if table in found:
+            return ForeignLedger(name, table)
+    columns = found.get("schema_migrations")
+    maker = schema_migrations_tool(columns) if columns is not None else None
+    return ForeignLedger(maker, "schema_migrations") if maker else None
 
 
 def adopt_advice(found: ForeignLedger, schema: str, migrations_dir: str | None = None) -> str:
     """The sentence the runner says when it meets another tool's ledger unasked."""
-    where = "" if schema == "public" else f" --schema {shlex.quote(schema)}"
+    where = found.schema or schema
+    flags = "" if where == "public" else f" --schema {shlex.quote(where)}"
     if migrations_dir is not None:
-        where += f" --migrations-dir {shlex.quote(migrations_dir)}"
+        flags += f" --migrations-dir {shlex.quote(migrations_dir)}"
+    command = f"natlangchain-migrate adopt --from {found.tool}{flags}"
+    if where != schema:
+        return (
+            f"there is no ledger in schema {schema}, but the connection's search_path holds "
+            f"{found.tool}'s ledger {where}.{found.table}: to migrate {where}, adopt it once "
+            f"with: {command} (it leaves {found.table} as it is), then run with --schema "
+            f"{shlex.quote(where)}; to migrate {schema} beside it, connect without "
+            f"{where} in search_path; nothing was run"
+        )
     return (
         f"this database's history is in {found.tool}'s ledger {schema}.{found.table}; adopt "
-        f"it once with: natlangchain-migrate adopt --from {found.tool}{where} (it leaves "
-        f"{found.table} as it is), then run again"
+        f"it once with: {command} (it leaves {found.table} as it is), then run again"
     )
 
 

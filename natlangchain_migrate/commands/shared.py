@@ -289,7 +289,7 @@ def with_adopt_command(error: MigrateError, args: argparse.Namespace) -> Migrate
     from natlangchain_migrate.foreign import ForeignLedger, adopt_advice
 
     folder = getattr(args, "migrations_dir", None)
-    found = ForeignLedger(error.tool, error.table)
+    found = ForeignLedger(error.tool, error.table, error.found_in)
     advice = adopt_advice(found, error.schema, None if folder is None else str(folder))
     return ConfigurationError(advice)
 
