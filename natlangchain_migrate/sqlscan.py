@@ -51,6 +51,7 @@ _COPY_FROM_STDIN = re.compile(_LEADING + rb"copy\b[^;]*?\bfrom\s+stdin\b", re.I 
 # The line that ends a COPY data section (without its line end; \r before a \n too).
 _MARKERS = (b"\\.", b"\\.\r")
 _MARKER_START = b"\\.\r"  # what an unfinished line may hold and still end a section
+_DECODE_BYTES = 1 << 16  # the UTF-8 check's piece: under malloc's default mmap threshold
 _TRANSACTION_CONTROL = re.compile(
     _LEADING
     + rb"(begin|commit|rollback|abort|end|start\s+transaction|savepoint|release"
@@ -137,10 +138,16 @@ class _Scanner:
         # The first read holds a whole byte-order mark, if there is one.
         raw = self.file.read(max(size, 0 if self.started else 3))
         self.eof = not raw
-        # ASCII after whole characters is UTF-8: no decode (and no str) needed.
+        # ASCII after whole characters is UTF-8: no decode (and no str) needed. Else it is
+        # decoded in pieces: the str of a whole read, allocated and freed at each read,
+        # made malloc hand its pages back and fault them in again (1 GB: 250,000 faults).
         if not raw.isascii() or self.check.getstate()[0]:
+            view = memoryview(raw)
             try:
-                self.check.decode(raw, final=self.eof)
+                for start in range(0, len(raw), _DECODE_BYTES):
+                    self.check.decode(view[start : start + _DECODE_BYTES])
+                if self.eof:
+                    self.check.decode(b"", final=True)  # the file ends inside a character
             except UnicodeDecodeError:
                 filesum.refuse_bad_text(self.entry, self.name)
         if b"\0" in raw:
