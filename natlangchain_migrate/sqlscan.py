@@ -51,6 +51,8 @@ _DUMP_GUARDS = frozenset({b"restrict", b"unrestrict"})
 _COPY_FROM_STDIN = re.compile(_LEADING + rb"copy\b[^;]*?\bfrom\s+stdin\b", re.I | re.S)
 # The line that ends a COPY data section (without its line end; \r before a \n too).
 _MARKERS = (b"\\.", b"\\.\r")
+_MARKER_START = b"\\.\r"  # what an unfinished line may hold and still end a section
+_DECODE_BYTES = 1 << 16  # the UTF-8 check's piece: under malloc's default mmap threshold
 _TRANSACTION_CONTROL = re.compile(
     _LEADING
     + rb"(begin|commit|rollback|abort|end|start\s+transaction|savepoint|release"
@@ -136,25 +138,40 @@ class _Scanner:
         self.eof = False
         self.started = False
 
+    def _read(self, size: int) -> bytes:
+        """The file's next bytes (at most ``size``; empty at its end), checked to be
+        UTF-8 without NUL bytes; not hashed."""
+        if self.eof:
+            return b""
+        # The first read holds a whole byte-order mark, if there is one.
+        raw = self.file.read(max(size, 0 if self.started else 3))
+        self.eof = not raw
+        # ASCII after whole characters is UTF-8: no decode (and no str) needed. Else it is
+        # decoded in pieces: the str of a whole read, allocated and freed at each read,
+        # made malloc hand its pages back and fault them in again (1 GB: 250,000 faults).
+        if not raw.isascii() or self.check.getstate()[0]:
+            view = memoryview(raw)
+            try:
+                for start in range(0, len(raw), _DECODE_BYTES):
+                    self.check.decode(view[start : start + _DECODE_BYTES])
+                if self.eof:
+                    self.check.decode(b"", final=True)  # the file ends inside a character
+            except UnicodeDecodeError:
+                filesum.refuse_bad_text(self.entry, self.name)
+        if b"\0" in raw:
+            filesum.refuse_bad_text(self.entry, self.name)
+        return raw
+
     def _more(self, at_least: int = 0) -> bool:
-        """Read more of the file onto the buffer (dropping what was consumed), hashing it
-        and checking that it is UTF-8 without NUL bytes."""
+        """Read more of the file onto the buffer (dropping what was consumed), hashing it."""
         if self.eof:
             return False
-        # The first read holds a whole byte-order mark, if there is one.
-        raw = self.file.read(max(at_least, filesum.CHUNK_BYTES, 0 if self.started else 3))
-        self.eof = not raw
+        raw = self._read(max(at_least, filesum.CHUNK_BYTES))
         if self.hasher is not None:
             self.hasher.feed(raw)
         if not self.started:
             self.started = True
             raw = raw.removeprefix(codecs.BOM_UTF8)
-        try:
-            self.check.decode(raw, final=self.eof)
-        except UnicodeDecodeError:
-            filesum.refuse_bad_text(self.entry, self.name)
-        if b"\0" in raw:
-            filesum.refuse_bad_text(self.entry, self.name)
         self.base += self.pos
         self.buf = self.buf[self.pos :] + raw if self.pos < len(self.buf) else raw
         self.pos = 0
@@ -292,46 +309,72 @@ class _Scanner:
         self.line += 1
 
     def _rows(self) -> Iterator[bytes]:
-        """The data section up to its ``\\.`` line, in chunks of whole lines as read.
-
-        Each chunk is split into its lines once: that gives the line count, and the
-        ``\\.`` line is a line equal to it, found by comparing lengths first (a third of
-        the CPU of a byte search for a line end followed by ``\\.``, which stops at
-        every backslash escape, and a count of the line ends)."""
+        """The data section up to its ``\\.`` line, read by read: what the statement scan
+        had read past the COPY line, then each read whole (the server takes COPY data in
+        pieces of any size), but for an unfinished last line that may yet be ``\\.``,
+        which waits for the next read. Each read is split at its line ends once: that
+        gives the hash its lines, the line count, and the ``\\.`` line (a line equal to
+        it, lengths compared first, not a byte search, which stops at every escape)."""
         start = self.line
+        raw, self.buf, self.pos = self.buf[self.pos :], b"", 0  # hashed when it was read
+        lines = raw.split(b"\n")
+        held: bytes | None = b""  # the unfinished line, kept back while it may be \.
         while True:
-            cut = self.buf.rfind(b"\n", self.pos) + 1  # whole lines end here
-            if cut > self.pos:
-                data = self.buf[self.pos : cut]
-                lines = data.split(b"\n")  # the last is empty: data ends a line
-                marker = _marker_line(lines)
-                if marker is not None:
-                    size = sum(map(len, lines[:marker])) + marker  # the bytes before it
-                    self.pos += size + len(lines[marker]) + 1
-                    self.line += marker + 1
-                    if size:
-                        yield data[:size]
-                    return
-                self.pos = cut
-                self.line += len(lines) - 1
-                yield data
-            if self.eof and self.buf[self.pos :] in _MARKERS:  # the file's last line
-                self.pos = len(self.buf)
-                self.line += 1
+            marker = _marker_line(lines, held)
+            if marker is not None:
+                size = sum(map(len, lines[:marker])) + marker  # the bytes before it
+                if held and marker:
+                    yield held
+                if size:
+                    yield raw[:size]
+                self.line += marker + 1
+                self.buf = raw[size + len(lines[marker]) + 1 :]  # read (and hashed) after it
                 return
-            if not self._more():
+            if len(lines) > 1:
+                self.line += len(lines) - 1
+                if held:
+                    yield held  # finished, and not \.
+                tail = lines[-1]
+                held = tail if _MARKER_START.startswith(tail) else None
+                keep = len(tail) if held is not None else 0
+            elif (
+                held is not None
+                and len(held) + len(raw) <= 3
+                and _MARKER_START.startswith(held + raw)
+            ):
+                held, keep = held + raw, len(raw)
+            else:
+                if held:
+                    yield held
+                held, keep = None, 0
+            if keep < len(raw):
+                yield raw[: len(raw) - keep] if keep else raw  # a copy only when kept
+            raw = self._read(filesum.CHUNK_BYTES)
+            if not raw:
+                if held in _MARKERS:  # the file's last line
+                    self.line += 1
+                    return
                 raise ConfigurationError(
                     f"{self.name}:{start - 1}: the COPY ... FROM stdin data section has no "
                     "closing \\. line; end its rows with a line holding only \\."
                 )
+            lines = raw.split(b"\n")
+            if self.hasher is not None:
+                self.hasher.feed(raw, lines)
 
 
-def _marker_line(lines: list[bytes]) -> int | None:
-    """The index of the first line that ends a data section, or None."""
+def _marker_line(lines: list[bytes], held: bytes | None) -> int | None:
+    """The index of the first finished line of a read that ends a data section, or
+    None; ``held`` is the start of its first line, kept back from the read before (None
+    when that line cannot be one)."""
+    last = len(lines) - 1  # not finished in this read
+    first = held + lines[0] if last and held is not None and len(lines[0]) <= 3 else None
+    if first in _MARKERS:
+        return 0
     found = None
     for marker in _MARKERS:
         try:
-            index = lines.index(marker)
+            index = lines.index(marker, 1, last)
         except ValueError:
             continue
         found = index if found is None else min(found, index)

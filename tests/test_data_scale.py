@@ -7,6 +7,8 @@ file of a few hundred kB exercises every boundary; test_data_memory.py applies a
 
 from __future__ import annotations
 
+import codecs
+import itertools
 import random
 from pathlib import Path
 
@@ -121,6 +123,70 @@ def test_a_data_sections_end_is_found_wherever_the_reads_fall(tmp_path: Path) ->
             assert data == rows.encode(), (end, chunk)
             after = 3 + rows.count("\n") + 1
             assert lines == ([1, 3, after] if tail else [1, 3]), (end, chunk)
+
+
+def _expected_rows(text: bytes) -> list[tuple[bytes, int]]:
+    """Each data section's rows and the line after it, read from the whole text: the
+    lines after a COPY ... FROM stdin line up to the first line that is ``\\.``."""
+    lines = text.split(b"\n")
+    found, number = [], 0
+    while number < len(lines):
+        number += 1
+        if lines[number - 1].startswith(b"COPY"):
+            end = next(i for i in range(number, len(lines)) if lines[i] in (b"\\.", b"\\.\r"))
+            data = b"".join(line + b"\n" for line in lines[number:end])
+            found.append((data, end + 2))
+            number = end + 1
+    return found
+
+
+def test_copy_rows_checksum_and_lines_wherever_the_reads_fall(tmp_path: Path) -> None:
+    """Random data sections (rows with trailing blanks, CRLF, escapes, ``\\.`` inside a
+    row or at its start, non-ASCII, long rows): the rows are the file's bytes up to the
+    ``\\.`` line, the statement after starts on the right line, and the checksum is the
+    whole text's, whatever the size of the reads."""
+    random.seed(21)
+    parts = ["a", " ", "\t", "\\", ".", "\\.", "\r", "é", "✓", "x" * 300, "\n", "\n\\"]
+    path = tmp_path / "f.sql"
+    for number in range(120):
+        text = "\ufeff" if number % 5 == 0 else ""
+        text += "SELECT 0;\n"
+        for section in range(random.randint(1, 3)):
+            rows = "".join(random.choice(parts) for _ in range(random.randint(0, 60)))
+            lines = rows.split("\n")
+            if lines[-1]:
+                lines.append("")  # the rows end a line
+            rows = "\n".join("x" if line.rstrip("\r") == "\\." else line for line in lines)
+            end = random.choice(["\\.\n", "\\.\r\n"])
+            text += f"COPY t (a) FROM stdin;\n{rows}{end}SELECT {section + 1};  \n"
+        if number % 4 == 0:  # the file ends with its \. line, without a line end
+            text = text.rsplit("\n", 2)[0].rstrip("\r") + random.choice(["", "\r"])
+        raw = text.encode("utf-8")
+        path.write_bytes(raw)
+        expected = _expected_rows(raw.removeprefix(codecs.BOM_UTF8))
+        for chunk in (1, 2, 3, 4, 7, 64, 4096):
+            filesum.CHUNK_BYTES, saved = chunk, filesum.CHUNK_BYTES
+            try:  # the rows are read as the scan meets them
+                items = [
+                    item._replace(rows=iter([b"".join(item.rows)]))
+                    if isinstance(item, sqlscan.CopyIn)
+                    else item
+                    for item in sqlscan.scan(path, "f.sql")
+                ]
+            finally:
+                filesum.CHUNK_BYTES = saved
+            found, after = [], []
+            for item, following in itertools.pairwise(items):
+                if isinstance(item, sqlscan.CopyIn):
+                    found.append(next(item.rows))
+                    if isinstance(following, sqlscan.Sql):
+                        after.append(following.line)
+            assert found == [rows for rows, _ in expected], (text, chunk)
+            assert after == [line for _, line in expected][: len(after)], (text, chunk)
+            assert len(after) == len(expected) - (number % 4 == 0), (text, chunk)
+            scanned = items[-1]
+            assert isinstance(scanned, sqlscan.Scanned)
+            assert scanned.checksum == checksum(text.removeprefix("\ufeff")), (text, chunk)
 
 
 async def test_a_streamed_file_applies_with_its_ledger_row(
