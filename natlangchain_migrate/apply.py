@@ -5,7 +5,8 @@ Session lock mode: each transactional file travels with its ledger row in one
 message (BEGIN, settings, file, ledger upsert, COMMIT): one round trip, one
 commit; a no-transaction file runs statement by statement with its journal
 (journal.py). Transaction lock mode (PgBouncer): the lock, the ledger and every
-pending migration in one transaction; all of them commit, or none.
+pending migration in one transaction, each file in a savepoint of it; all of them
+commit, or none.
 
 Sending, retrying after PostgreSQL's ``lock_timeout`` and what a server error
 means are one attempt's job (attempt.py), the same for up and down files.
@@ -367,8 +368,9 @@ class _Applier:
         return ms_since(started)
 
     async def _file_in_open_transaction(self, migration: Migration) -> float:
-        """The file and its ledger row inside the batch's open transaction; what the file
-        sets ends with it (local_settings.py)."""
+        """The file and its ledger row in a savepoint of the batch's open transaction, so
+        that a failure is located by a replay there (attempt.py); what the file sets
+        ends with it (local_settings.py)."""
         settings = settings_sql(
             migration,
             self.execution,
@@ -391,17 +393,12 @@ class _Applier:
                 ),
                 own_transaction=False,
                 custom=custom,
+                savepoint=_SAVEPOINT,
             )
             return ms_since(started)
         prefix, restore = local_settings.around(settings, migration.sql)
-        try:
-            await self.attempts.send(
-                migration,
-                prefix + self._file_and_record(migration, restore),
-                in_open_transaction=True,
-            )
-        except asyncpg.PostgresError as error:
-            raise await self.attempts.failure(migration, error, offset=-len(prefix)) from error
+        body = self._file_and_record(migration, restore)
+        await self.attempts.send_in_savepoint(migration, prefix, body, savepoint=_SAVEPOINT)
         return ms_since(started)
 
     def _file_and_record(self, migration: Migration, restore: str = "") -> str:
@@ -455,6 +452,10 @@ class _Applier:
             of=total,
             transaction=not migration.directives.no_transaction,
         )
+
+
+# Each file's savepoint in transaction lock mode (a file may not name one: statements.py).
+_SAVEPOINT = "natlangchain_migrate_file"
 
 
 def _log_failed(migration: Migration, error: MigrationFailedError) -> None:

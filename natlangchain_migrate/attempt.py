@@ -229,25 +229,53 @@ class Attempts:
     ) -> None:
         """Send ``prefix`` (the settings) and ``body`` as one commit: in a transaction of
         their own or, with ``savepoint`` (transaction lock mode), in a savepoint of the
-        lock's transaction, rolled back alone when the attempt fails, with what it sets
-        put back at its end. Blocked goes on; a
-        server error becomes the file's error (``replay``: its statement found by replay)."""
+        lock's transaction (``send_in_savepoint``), with what it sets put back at its end.
+        Blocked goes on; a server error becomes the file's error (``replay``: its
+        statement found by replay)."""
         if savepoint is not None:  # what it sets ends with it (local_settings.py)
-            prefix, restore = local_settings.around(prefix, migration.sql)
-            prefix = f"SAVEPOINT {savepoint};\n{prefix}"
-            script = f"{prefix}{body}{restore}RELEASE SAVEPOINT {savepoint};"
-        else:
-            prefix = f"BEGIN;\n{prefix}"
-            script = f"{prefix}{body}COMMIT;"
+            settings, restore = local_settings.around(prefix, migration.sql)
+            await self.send_in_savepoint(
+                migration, settings, f"{body}{restore}", savepoint=savepoint, replay=replay
+            )
+            return
+        prefix = f"BEGIN;\n{prefix}"
         try:
-            await self.send(migration, script, in_open_transaction=savepoint is not None)
+            await self.send(migration, f"{prefix}{body}COMMIT;")
+        except asyncpg.PostgresError as error:
+            raise await self.failure(
+                migration, error, offset=-len(prefix), replay=prefix if replay else None
+            ) from error
+
+    async def send_in_savepoint(
+        self,
+        migration: Migration,
+        settings: str,
+        body: str,
+        *,
+        savepoint: str,
+        replay: bool = True,
+    ) -> None:
+        """Send ``settings`` and ``body`` in one message, in ``savepoint`` of the caller's
+        open transaction (transaction lock mode), released at its end: one SAVEPOINT
+        and one RELEASE more in the message. A failed attempt is rolled back to the
+        savepoint alone, the transaction still open: Blocked goes on; a server error
+        becomes the file's error, its statement found by a replay there (``replay``),
+        as in a transaction of its own."""
+        opening = f"SAVEPOINT {savepoint};\n"
+        script = f"{opening}{settings}{body};\nRELEASE SAVEPOINT {savepoint};"
+        try:
+            await self.send(migration, script, in_open_transaction=True)
         except (Blocked, asyncpg.PostgresError) as error:
-            if savepoint is not None and not self.conn.is_closed():
+            if not self.conn.is_closed():
                 await self.conn.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
             if isinstance(error, Blocked):
                 raise
             raise await self.failure(
-                migration, error, offset=-len(prefix), replay=prefix if replay else None
+                migration,
+                error,
+                offset=-len(opening + settings),
+                replay=settings if replay else None,
+                savepoint=savepoint,
             ) from error
 
     async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -285,11 +313,13 @@ class Attempts:
         offset: int,
         statement: int | None = None,
         replay: str | None = None,
+        savepoint: str | None = None,
     ) -> MigrateError:
         """What a server error in a migration means, as the error to raise (the table in
         causes.py, with the facts a privilege or a missing extension needs). ``statement``
         is the failing statement of a no-transaction file, whose earlier ones stay;
-        ``replay`` is the prefix (BEGIN and settings) a transactional file ran under, to
+        ``replay`` is the prefix (BEGIN and settings, or the settings alone in
+        ``savepoint`` of the caller's transaction) a transactional file ran under, to
         find the failing statement of a runtime error by running it again, rolled back."""
         if error.sqlstate == "42501":
             return await self._privilege_failure(migration, error, offset)
@@ -313,7 +343,9 @@ class Attempts:
         if replay is not None and statement is None:
             from natlangchain_migrate.replay import failing_statement
 
-            found = await failing_statement(self.conn, migration, error, replay)
+            found = await failing_statement(
+                self.conn, migration, error, replay, savepoint=savepoint
+            )
             if found is not None:
                 location = locate(migration, error, offset=offset, statement=found)
         return migration_failed(

@@ -8,7 +8,8 @@ Memory stays bounded by a piece (and the largest statement), whatever the file's
 An error with a position is named ``file:line:column`` from the piece it came in; a
 runtime error without one (a duplicate key) is found, like ``replay.py`` does for a
 small file, by running the file again up to its piece, that piece statement by
-statement, in a transaction that is rolled back. A bad COPY row is named by the line
+statement, in a transaction that is rolled back (in transaction lock mode, in the
+lock's transaction rolled back to the file's savepoint). A bad COPY row is named by the line
 the server counts in the data section.
 """
 
@@ -72,25 +73,31 @@ async def run_streamed(
     record: Callable[[str], str],
     own_transaction: bool,
     custom: set[str] | None = None,
+    savepoint: str | None = None,
 ) -> None:
     """Send ``prefix`` (BEGIN and the settings, or the settings alone inside the caller's
     transaction), the file in pieces and its COPY rows, then ``record(checksum)`` (the
     ledger row with the checksum of what was sent, and COMMIT when the transaction is
     ours). ``custom``, when given (the lock's one transaction), gathers the
     made-up settings (``app.x``) the pieces may set, each noted before its piece runs
-    (local_settings.settings_noted_sql). Raises what ``Attempts.send`` raises (Blocked for a
-    lock_timeout), or the migration's failure naming file:line."""
+    (local_settings.settings_noted_sql); ``savepoint`` (there too) opens before the
+    prefix and is released after the record, for a failure's replay to roll back to.
+    Raises what ``Attempts.send`` raises (Blocked for a lock_timeout), or the migration's
+    failure naming file:line."""
     conn = attempts.conn
+    opening = f"SAVEPOINT {savepoint};\n" if savepoint else ""
+    closing = f";\nRELEASE SAVEPOINT {savepoint};" if savepoint else ""
     try:
-        await attempts.send(migration, prefix, in_open_transaction=True)
+        await attempts.send(migration, opening + prefix, in_open_transaction=True)
         checksum = await _pieces(attempts, migration, stop_at=None, custom=custom)
-        await attempts.send(migration, record(checksum), in_open_transaction=True)
+        await attempts.send(migration, record(checksum) + closing, in_open_transaction=True)
     except _Failed as failed:
-        if own_transaction and conn.is_in_transaction():
-            await conn.execute("ROLLBACK")
+        undo = "ROLLBACK" if own_transaction else f"ROLLBACK TO SAVEPOINT {savepoint}"
+        if (own_transaction or savepoint) and conn.is_in_transaction():
+            await conn.execute(undo)
         location = failed.location
-        if location is None and own_transaction:
-            location = await _replay(attempts, migration, prefix, failed)
+        if location is None and (own_transaction or savepoint):
+            location = await _replay(attempts, migration, prefix, failed, undo)
         raise migration_failed(
             migration,
             failed.error,
@@ -248,10 +255,11 @@ def _widen_local_send_buffer(conn: asyncpg.Connection) -> None:
 
 
 async def _replay(
-    attempts: Attempts, migration: Migration, prefix: str, failed: _Failed
+    attempts: Attempts, migration: Migration, prefix: str, failed: _Failed, undo: str
 ) -> str | None:
     """Where a runtime error without a position is: the file run again up to its piece,
-    that piece statement by statement, in a transaction rolled back; None if not met."""
+    that piece statement by statement, then ``undo`` (ROLLBACK, or ROLLBACK TO the file's
+    savepoint in the caller's transaction); None if not met."""
     conn = attempts.conn
     if classify(failed.error.sqlstate).cause is not Cause.FILE or conn.is_closed():
         return None
@@ -265,5 +273,5 @@ async def _replay(
         return None
     finally:
         if not conn.is_closed() and conn.is_in_transaction():
-            await conn.execute("ROLLBACK")
+            await conn.execute(undo)
     return None
