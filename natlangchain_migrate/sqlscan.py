@@ -316,6 +316,7 @@ class _Scanner:
         gives the hash its lines, the line count, and the ``\\.`` line (a line equal to
         it, lengths compared first, not a byte search, which stops at every escape)."""
         start = self.line
+        at = self.base + self.pos  # where raw starts in the file (goose's blocks)
         raw, self.buf, self.pos = self.buf[self.pos :], b"", 0  # hashed when it was read
         lines = raw.split(b"\n")
         held: bytes | None = b""  # the unfinished line, kept back while it may be \.
@@ -328,7 +329,8 @@ class _Scanner:
                 if size:
                     yield raw[:size]
                 self.line += marker + 1
-                self.buf = raw[size + len(lines[marker]) + 1 :]  # read (and hashed) after it
+                cut = size + len(lines[marker]) + 1
+                self.buf, self.base = raw[cut:], at + cut  # read (and hashed) after it
                 return
             if len(lines) > 1:
                 self.line += len(lines) - 1
@@ -349,10 +351,12 @@ class _Scanner:
                 held, keep = None, 0
             if keep < len(raw):
                 yield raw[: len(raw) - keep] if keep else raw  # a copy only when kept
+            at += len(raw)
             raw = self._read(filesum.CHUNK_BYTES)
             if not raw:
                 if held in _MARKERS:  # the file's last line
                     self.line += 1
+                    self.base = at
                     return
                 raise ConfigurationError(
                     f"{self.name}:{start - 1}: the COPY ... FROM stdin data section has no "
