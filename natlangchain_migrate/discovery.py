@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from natlangchain_migrate.directives import Directives, parse_directives
-from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.errors import ConfigurationError, unreadable_file
 from natlangchain_migrate.layouts import (
     NATIVE,
     FolderSettings,
@@ -300,10 +300,7 @@ def text_of(entry: Traversable, read: bytes | None) -> str:
             )
         return text
     except OSError as error:
-        raise ConfigurationError(
-            f"{entry}: cannot read it ({error.strerror or error}); give the runner's user "
-            "read access to the file (chmod a+r), or remove it"
-        ) from error
+        raise unreadable_file(entry, error) from error
     except UnicodeDecodeError as error:
         raise ConfigurationError(
             f"{entry.name}: not valid UTF-8 at byte {error.start}; save the file as UTF-8"

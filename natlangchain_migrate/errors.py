@@ -69,6 +69,14 @@ class ConfigurationError(MigrateError):
     exit_code = ExitCode.USAGE
 
 
+def unreadable_file(entry: object, error: OSError) -> ConfigurationError:
+    """The error for a migration file the runner's user cannot read, saying what to do."""
+    return ConfigurationError(
+        f"{entry}: cannot read it ({error.strerror or error}); give the runner's user "
+        "read access to the file (chmod a+r), or remove it"
+    )
+
+
 class ForeignLedgerError(ConfigurationError):
     """Another tool's ledger where ours should be; the message gives the adopt command,
     which the CLI completes with the --migrations-dir it was given. ``found_in``: the

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from itertools import repeat
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
-from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.errors import ConfigurationError, unreadable_file
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -123,10 +123,7 @@ def _complete_lines(entry: Traversable, name: str) -> Iterator[tuple[bytes, int]
             except UnicodeDecodeError as error:
                 raise _bad_utf8(name, done - len(unfinished) + error.start) from None
     except OSError as error:
-        raise ConfigurationError(
-            f"{entry}: cannot read it ({error.strerror or error}); give the runner's user "
-            "read access to the file (chmod a+r), or remove it"
-        ) from error
+        raise unreadable_file(entry, error) from error
     if carry:
         yield carry, 0
 

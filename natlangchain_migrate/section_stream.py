@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, NamedTuple, cast
 
 from natlangchain_migrate import filesum
-from natlangchain_migrate.errors import ConfigurationError
+from natlangchain_migrate.errors import ConfigurationError, unreadable_file
 from natlangchain_migrate.layout_sections import (
     DBMATE_LINE,
     GOOSE_LINE,
@@ -209,10 +209,7 @@ def _whole_lines(entry: Traversable, skip: int) -> Iterator[bytes]:
                 if cut:
                     yield data[:cut]
     except OSError as error:
-        raise ConfigurationError(
-            f"{entry}: cannot read it ({error.strerror or error}); give the runner's user "
-            "read access to the file (chmod a+r), or remove it"
-        ) from error
+        raise unreadable_file(entry, error) from error
     if carry:
         yield carry
 
