@@ -119,12 +119,12 @@ async def look_where_absent(conn: asyncpg.Connection, schema: str) -> Absent:
     tables = [row for row in rows if row["relname"] is not None]
     for row in sorted(tables, key=lambda row: (row["schema"] != schema, row["place"] or 0)):
         found.setdefault(row["schema"], {})[row["relname"]] = set(row["columns"])
-    ledger = None
+    standby, has_schema = bool(rows[0]["standby"]), bool(rows[0]["has_schema"])
     for where, named in found.items():
-        if ledger := _first_ledger(named):
-            ledger = ledger if where == schema else ledger._replace(schema=where)
-            break
-    return Absent(ledger, bool(rows[0]["standby"]), bool(rows[0]["has_schema"]))
+        if (ledger := _first_ledger(named)) is not None:
+            here = ledger if where == schema else ledger._replace(schema=where)
+            return Absent(here, standby, has_schema)
+    return Absent(None, standby, has_schema)
 
 
 def _first_ledger(found: dict[str, set[str]]) -> ForeignLedger | None:
